@@ -1,0 +1,28 @@
+# Set-up and checks from the repository's files alone. torch==2.13.0 goes in first (a local CPU wheel),
+# so no dependency range can pull another torch build.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup test lint demo bench-cost clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+setup: $(BIN)/python
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check hf_plasticity tests examples benchmarks
+	$(BIN)/ruff format --check hf_plasticity tests examples benchmarks
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(BIN)/hf-plasticity example
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,177 @@
+"""Configuration classes: one base class with the fields every strategy shares, one subclass per strategy.
+
+Configs follow peft's conventions: dataclasses whose fields carry a ``help`` text, validated in
+``__post_init__``, saved as sorted JSON stamped with the library version, and loaded back tolerantly
+(unknown keys are ignored with a warning, so a config written by a newer version still loads).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from . import __version__
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "plasticity_config.json"
+MODEL_CONFIG_KEY = "plasticity"
+
+_CONFIG_REGISTRY: dict[str, type[PlasticityConfig]] = {}
+
+
+def register_config(config_cls: type[PlasticityConfig]) -> type[PlasticityConfig]:
+    """Registers a config class under its ``strategy`` name (usable as a class decorator)."""
+    name = config_cls.strategy
+    if not name:
+        raise ValueError(f"{config_cls.__name__} must set a non-empty class attribute `strategy`.")
+    _CONFIG_REGISTRY[name] = config_cls
+    return config_cls
+
+
+def available_strategies() -> list[str]:
+    """Names of every registered strategy, sorted."""
+    return sorted(_CONFIG_REGISTRY)
+
+
+def get_config_class(strategy: str) -> type[PlasticityConfig]:
+    """Returns the config class registered for ``strategy``.
+
+    Raises:
+        ValueError: if no strategy of that name is registered; the message lists the accepted names.
+    """
+    if strategy not in _CONFIG_REGISTRY:
+        raise ValueError(f"Unknown strategy {strategy!r}. Accepted strategies: {', '.join(available_strategies())}.")
+    return _CONFIG_REGISTRY[strategy]
+
+
+def _check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
+
+
+def _check_names(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"`{name}` must be a list of module names or regular expressions, got {value!r}.")
+
+
+@dataclass
+class PlasticityConfig:
+    """Fields shared by every plasticity-restoration strategy.
+
+    Subclasses set the class attribute ``strategy`` and add their own fields. A config is plain data: it can be
+    saved next to a checkpoint, read back with [`PlasticityConfig.from_pretrained`], and it is recorded in the
+    model's `config.json` by [`prepare_pretrained`].
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity import LayerReinitConfig, PlasticityConfig
+    >>> config = LayerReinitConfig(num_blocks=2, seed=1)
+    >>> PlasticityConfig.from_dict(config.to_dict()) == config
+    True
+    ```
+    """
+
+    strategy: ClassVar[str] = ""
+    requires_data: ClassVar[bool] = False
+
+    target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Module names (exact, or a suffix after a dot) or regular expressions (full match) to target. "
+            "Default: every Linear/Conv module of the backbone, never the classification head."
+        },
+    )
+    exclude_modules: list[str] | None = field(
+        default=None, metadata={"help": "Module names or regular expressions to leave untouched."}
+    )
+    last_k_blocks: int | None = field(
+        default=None, metadata={"help": "Restrict the targets to the last k blocks of the backbone (depth order)."}
+    )
+    include_bias: bool = field(default=False, metadata={"help": "Also target the biases of the targeted modules."})
+    include_norm: bool = field(
+        default=False, metadata={"help": "Also target normalization layers (LayerNorm, BatchNorm, GroupNorm)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of every random draw; the same seed gives the same weights."})
+
+    def __post_init__(self) -> None:
+        _check_names("target_modules", self.target_modules)
+        _check_names("exclude_modules", self.exclude_modules)
+        if self.target_modules is not None:
+            self.target_modules = list(self.target_modules)
+        if self.exclude_modules is not None:
+            self.exclude_modules = list(self.exclude_modules)
+        if self.last_k_blocks is not None and (not isinstance(self.last_k_blocks, int) or self.last_k_blocks < 1):
+            raise ValueError(f"`last_k_blocks` must be a positive integer or None, got {self.last_k_blocks!r}.")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"`seed` must be an integer, got {self.seed!r}.")
+
+    # ----------------------------------------------------------------------------------------------- serialization
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-able dict, with ``strategy`` and the library version stamped in."""
+        data = dataclasses.asdict(self)
+        data["strategy"] = self.strategy
+        data["hf_plasticity_version"] = __version__
+        return data
+
+    def to_json_string(self) -> str:
+        """Sorted, indented JSON."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlasticityConfig:
+        """Builds the right config subclass from a dict; unknown keys are ignored with a warning.
+
+        Called on the base class, the subclass is chosen by ``data["strategy"]``.
+        """
+        data = dict(data)
+        strategy = data.pop("strategy", None) or cls.strategy
+        if not strategy:
+            raise ValueError("The config dict has no `strategy` key, so its config class is unknown.")
+        target_cls = get_config_class(strategy)
+        if cls.strategy and target_cls is not cls:
+            raise ValueError(f"{cls.__name__} cannot load a config of strategy {strategy!r}.")
+        data.pop("hf_plasticity_version", None)
+        known = {f.name for f in dataclasses.fields(target_cls) if f.init}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            logger.warning("Ignoring unknown keys in a %s: %s", target_cls.__name__, ", ".join(unknown))
+        return target_cls(**{k: v for k, v in data.items() if k in known})
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> str:
+        """Writes ``plasticity_config.json`` into ``save_directory`` and returns its path."""
+        os.makedirs(save_directory, exist_ok=True)
+        path = os.path.join(save_directory, CONFIG_NAME)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_json_string())
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **hub_kwargs: Any) -> PlasticityConfig:
+        """Loads the config from a folder or a Hub repository.
+
+        Reads ``plasticity_config.json`` when present, else the ``plasticity`` record that [`prepare_pretrained`]
+        writes into the model's ``config.json`` (so a restored checkpoint tells what was re-initialized).
+        ``hub_kwargs`` (``revision``, ``token``, ...) are passed to the Hub download when ``path_or_repo_id`` is a
+        repository id.
+        """
+        path = str(path_or_repo_id)
+        if os.path.isdir(path):
+            standalone = os.path.join(path, CONFIG_NAME)
+            if os.path.isfile(standalone):
+                with open(standalone, encoding="utf-8") as f:
+                    return cls.from_dict(json.load(f))
+        from transformers import AutoConfig
+
+        model_config = AutoConfig.from_pretrained(path, **hub_kwargs)
+        record = getattr(model_config, MODEL_CONFIG_KEY, None)
+        if not record:
+            raise ValueError(f"{path} holds no plasticity record: it was not restored with hf_plasticity.")
+        return cls.from_dict(record["config"])

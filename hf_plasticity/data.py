@@ -1,0 +1,120 @@
+"""Calibration input: batches of downstream data from a DataLoader, a `datasets.Dataset` or an iterable of dicts,
+and the downstream loss of a model on one batch (with the new head attached).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class CalibrationDataError(ValueError):
+    """The calibration data is missing or cannot be read as (pixel_values, labels) batches."""
+
+
+def _collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    return {
+        "pixel_values": torch.stack([torch.as_tensor(r["pixel_values"], dtype=torch.float32) for r in rows]),
+        "labels": torch.as_tensor([int(r["labels"]) for r in rows]),
+    }
+
+
+def _as_batch(item: Any) -> Batch:
+    if isinstance(item, dict) or hasattr(item, "keys"):
+        if "pixel_values" not in item:
+            raise CalibrationDataError(
+                f"A calibration batch needs a `pixel_values` entry; it has {sorted(item.keys())}."
+            )
+        if "labels" not in item and "label" not in item:
+            raise CalibrationDataError(
+                "The calibration data has no labels: data-dependent utilities need the downstream loss, so each "
+                f"batch needs a `labels` entry (got keys {sorted(item.keys())})."
+            )
+        labels = item["labels"] if "labels" in item else item["label"]
+        return torch.as_tensor(item["pixel_values"]), torch.as_tensor(labels)
+    if isinstance(item, (tuple, list)) and len(item) >= 2:
+        return torch.as_tensor(item[0]), torch.as_tensor(item[1])
+    raise CalibrationDataError(
+        f"Cannot read a calibration batch from a {type(item).__name__}: expected a dict with `pixel_values` and "
+        "`labels`, or an (inputs, labels) tuple."
+    )
+
+
+def iter_batches(data: Any, num_batches: int, batch_size: int = 32) -> Iterator[Batch]:
+    """Yields at most ``num_batches`` ``(pixel_values, labels)`` batches from ``data``.
+
+    Args:
+        data: a `torch.utils.data.DataLoader` (or any iterable of batches: dicts with ``pixel_values`` and
+            ``labels``, or ``(inputs, labels)`` tuples), or a `datasets.Dataset` with those columns (read in
+            order, ``batch_size`` rows at a time).
+        num_batches: how many batches to take.
+        batch_size: rows per batch when ``data`` is a `datasets.Dataset`.
+
+    Raises:
+        CalibrationDataError: when ``data`` is None, empty, or has no labels.
+    """
+    if data is None:
+        raise CalibrationDataError(
+            "This strategy scores weights on downstream data: pass `data=` (a DataLoader or "
+            "a datasets.Dataset with `pixel_values` and `labels`)."
+        )
+    source: Iterable[Any]
+    if _is_hf_dataset(data):
+        columns = set(data.column_names)
+        if "pixel_values" not in columns or not ({"labels", "label"} & columns):
+            raise CalibrationDataError(
+                f"The dataset needs `pixel_values` and `labels` columns; it has {sorted(columns)}. Apply your image "
+                "processor with `dataset.with_transform(...)` first."
+            )
+        label_key = "labels" if "labels" in columns else "label"
+
+        def dataset_batches() -> Iterator[dict[str, torch.Tensor]]:
+            for start in range(0, len(data), batch_size):
+                rows = data[start : start + batch_size]
+                keys = list(rows.keys())
+                n = len(rows[keys[0]])
+                yield _collate(
+                    [{"pixel_values": rows["pixel_values"][i], "labels": rows[label_key][i]} for i in range(n)]
+                )
+
+        source = dataset_batches()
+    else:
+        source = data
+    count = 0
+    for item in itertools.islice(source, num_batches):
+        count += 1
+        yield _as_batch(item)
+    if count == 0:
+        raise CalibrationDataError("The calibration data yielded no batch.")
+
+
+def _is_hf_dataset(data: Any) -> bool:
+    return hasattr(data, "column_names") and hasattr(data, "features") and hasattr(data, "__getitem__")
+
+
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype of the model's first floating parameter."""
+    for param in model.parameters():
+        if param.is_floating_point():
+            return param.device, param.dtype
+    return torch.device("cpu"), torch.float32
+
+
+def downstream_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Cross-entropy of ``model`` on one batch; works for transformers models and for plain modules."""
+    device, dtype = model_device_dtype(model)
+    pixel_values, labels = batch
+    pixel_values = pixel_values.to(device=device, dtype=dtype)
+    labels = labels.to(device=device, dtype=torch.long)
+    output = model(pixel_values)
+    logits = getattr(output, "logits", output)
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    return F.cross_entropy(logits.float(), labels)

@@ -1,0 +1,94 @@
+"""What a restore did: per tensor the entries re-initialized and their share, totals and wall time."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class TensorRecord:
+    """Entries re-initialized in one tensor."""
+
+    name: str
+    block: int | None
+    numel: int
+    reinitialized: int
+    kind: str = "parameter"
+
+    @property
+    def share(self) -> float:
+        return self.reinitialized / self.numel if self.numel else 0.0
+
+
+@dataclass
+class PlasticityReport:
+    """The report returned by [`prepare_pretrained`].
+
+    Attributes:
+        strategy: the strategy name.
+        config: the config as a dict.
+        tensors: one record per touched tensor, in model order.
+        total_parameters: number of parameter entries in the model.
+        seconds: wall time of the restore (planning and writing).
+        diagnostics: optional diagnostics before/after the restore (filled when diagnostics exist).
+    """
+
+    strategy: str
+    config: dict[str, Any]
+    tensors: list[TensorRecord]
+    total_parameters: int
+    seconds: float
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_reinitialized(self) -> int:
+        """Re-initialized parameter entries (buffers such as BatchNorm statistics are listed but not counted)."""
+        return sum(t.reinitialized for t in self.tensors if t.kind == "parameter")
+
+    @property
+    def share(self) -> float:
+        """Re-initialized entries as a share of all parameter entries of the model."""
+        return self.total_reinitialized / self.total_parameters if self.total_parameters else 0.0
+
+    def by_block(self) -> dict[str, int]:
+        """Re-initialized entries per backbone block (``"-"`` for tensors outside every block)."""
+        counts: dict[str, int] = {}
+        for record in self.tensors:
+            if record.kind != "parameter":
+                continue
+            key = "-" if record.block is None else str(record.block)
+            counts[key] = counts.get(key, 0) + record.reinitialized
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["total_reinitialized"] = self.total_reinitialized
+        data["share"] = self.share
+        return data
+
+    def to_json(self, indent: int = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    def summary(self) -> dict[str, Any]:
+        """The compact record written into ``model.config``: strategy, config, per-block counts, totals."""
+        return {
+            "strategy": self.strategy,
+            "config": self.config,
+            "reinitialized_per_block": self.by_block(),
+            "total_reinitialized": self.total_reinitialized,
+            "total_parameters": self.total_parameters,
+        }
+
+    def __str__(self) -> str:
+        width = max([len("tensor")] + [len(t.name) for t in self.tensors])
+        lines = [
+            f"Plasticity restore: strategy={self.strategy}, {self.total_reinitialized:,} of "
+            f"{self.total_parameters:,} parameter entries re-initialized ({self.share:.2%}) in {self.seconds:.2f}s",
+            f"{'tensor':<{width}}  {'block':>5}  {'entries':>10}  {'reset':>10}  {'share':>7}",
+        ]
+        for t in self.tensors:
+            block = "-" if t.block is None else str(t.block)
+            lines.append(f"{t.name:<{width}}  {block:>5}  {t.numel:>10,}  {t.reinitialized:>10,}  {t.share:>7.2%}")
+        return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""The strategy interface and registry.
+
+A strategy turns a config into a *plan*: the list of tensor writes it wants (which entries, which new values).
+Planning never writes into the model; [`prepare_pretrained`] applies a whole plan at once, so a failure anywhere
+leaves the model as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import PlasticityConfig, register_config
+
+_STRATEGY_REGISTRY: dict[str, type[Strategy]] = {}
+
+
+@dataclass
+class TensorReset:
+    """One planned write into one tensor.
+
+    Attributes:
+        name: qualified tensor name in the model.
+        tensor: the parameter or buffer to write into (in place).
+        values: the new values: for ``index=None`` a tensor shaped like ``tensor``; else a flat tensor with one
+            value per index.
+        index: flat indices of the entries to write, or None for the whole tensor.
+        block: index of the backbone block holding the tensor, or None.
+        fresh: True when the new values are fresh draws from the init rule (they count as re-initialized
+            entries, and their optimizer state is reset); False for edits such as zeroing outgoing weights.
+    """
+
+    name: str
+    tensor: torch.Tensor
+    values: torch.Tensor
+    index: torch.Tensor | None = None
+    block: int | None = None
+    fresh: bool = True
+
+    @property
+    def count(self) -> int:
+        return self.tensor.numel() if self.index is None else int(self.index.numel())
+
+
+class Strategy:
+    """Base class of every strategy. Subclasses set ``config_class`` and implement [`Strategy.plan`].
+
+    Args:
+        config: the strategy's config (an instance of ``config_class``).
+    """
+
+    config_class: type[PlasticityConfig] = PlasticityConfig
+
+    def __init__(self, config: PlasticityConfig) -> None:
+        if not isinstance(config, self.config_class):
+            raise TypeError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}."
+            )
+        self.config = config
+
+    @property
+    def requires_data(self) -> bool:
+        """Whether [`Strategy.plan`] needs calibration data."""
+        return self.config.requires_data
+
+    def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
+        """Returns the writes this strategy wants; must not modify ``model``."""
+        raise NotImplementedError
+
+
+def register_strategy(config_class: type[PlasticityConfig], strategy_class: type[Strategy]) -> None:
+    """Registers a strategy so that `prepare_pretrained(model, config_class(...))`, the strategy name and config
+    save/load all work for it.
+
+    Example:
+
+    ```python
+    >>> from dataclasses import dataclass
+    >>> from hf_plasticity import PlasticityConfig, Strategy, register_strategy
+    >>> @dataclass
+    ... class NoOpConfig(PlasticityConfig):
+    ...     strategy = "noop"
+    >>> class NoOp(Strategy):
+    ...     config_class = NoOpConfig
+    ...     def plan(self, model, *, data=None):
+    ...         return []
+    >>> register_strategy(NoOpConfig, NoOp)
+    ```
+    """
+    if not (isinstance(strategy_class, type) and issubclass(strategy_class, Strategy)):
+        raise TypeError(f"`strategy_class` must subclass hf_plasticity.Strategy, got {strategy_class!r}.")
+    strategy_class.config_class = config_class
+    register_config(config_class)
+    _STRATEGY_REGISTRY[config_class.strategy] = strategy_class
+
+
+def get_strategy(config: PlasticityConfig) -> Strategy:
+    """Instantiates the strategy registered for ``config.strategy``."""
+    if config.strategy not in _STRATEGY_REGISTRY:
+        raise ValueError(
+            f"No strategy is registered for {config.strategy!r}. Accepted: {', '.join(sorted(_STRATEGY_REGISTRY))}."
+        )
+    return _STRATEGY_REGISTRY[config.strategy](config)

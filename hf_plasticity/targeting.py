@@ -1,0 +1,125 @@
+"""Resolves a config's scope (modules, depth, biases, norms) into the exact tensors a strategy may touch."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .architectures import LINEAR_OR_CONV, NORM_TYPES, ModelLayout, get_layout
+from .config import PlasticityConfig
+
+
+@dataclass
+class Target:
+    """One tensor in scope.
+
+    Attributes:
+        name: qualified name in the model (e.g. ``vit.layers.1.mlp.fc1.weight``).
+        module_name: qualified name of the module that owns it.
+        attr: attribute name on that module (``weight``, ``bias``, ``running_mean``, ...).
+        tensor: the parameter or buffer object itself (writes go into it, in place).
+        block: index of the backbone block that holds it, or None.
+    """
+
+    name: str
+    module_name: str
+    attr: str
+    tensor: torch.Tensor
+    block: int | None
+
+
+class ScopeError(ValueError):
+    """The requested scope matches no tensor of the model, or the model has no supported layers."""
+
+
+def matches(name: str, patterns: list[str]) -> bool:
+    """True when ``name`` equals a pattern, ends with ``"." + pattern``, or fully matches it as a regex."""
+    for pattern in patterns:
+        if name == pattern or name.endswith("." + pattern):
+            return True
+        try:
+            if re.fullmatch(pattern, name):
+                return True
+        except re.error:
+            continue
+    return False
+
+
+def _in_scope_by_depth(layout: ModelLayout, module_name: str, last_k: int | None) -> bool:
+    if last_k is None:
+        return True
+    block = layout.block_of(module_name)
+    return block is not None and block >= len(layout.blocks) - last_k
+
+
+def _module_filter(layout: ModelLayout, config: PlasticityConfig, name: str) -> bool:
+    if not name or layout.in_head(name):
+        return False
+    if config.exclude_modules and matches(name, config.exclude_modules):
+        return False
+    return _in_scope_by_depth(layout, name, config.last_k_blocks)
+
+
+def resolve_targets(model: nn.Module, config: PlasticityConfig, layout: ModelLayout | None = None) -> list[Target]:
+    """The parameters in ``config``'s scope, in model order.
+
+    Default scope: the weight of every Linear/Conv module of the backbone; biases with ``include_bias``; norm
+    weights and biases with ``include_norm``. ``target_modules`` replaces the default module set (a frozen
+    parameter is only targeted when named there). The head is never in scope.
+
+    Raises:
+        ScopeError: when nothing matches; the message says what was asked and what the model offers.
+    """
+    layout = layout or get_layout(model)
+    targets: list[Target] = []
+    for module_name, module in model.named_modules():
+        if not _module_filter(layout, config, module_name):
+            continue
+        explicit = bool(config.target_modules) and matches(module_name, config.target_modules)
+        if config.target_modules and not explicit:
+            continue
+        is_norm = isinstance(module, NORM_TYPES) or "LayerNorm" in type(module).__name__
+        if is_norm and not config.include_norm and not explicit:
+            continue
+        if not is_norm and not isinstance(module, LINEAR_OR_CONV) and not explicit:
+            continue
+        attrs = ["weight", "bias"] if is_norm else ["weight"] + (["bias"] if config.include_bias else [])
+        for attr in attrs:
+            tensor = module._parameters.get(attr)
+            if tensor is None or (not tensor.requires_grad and not explicit):
+                continue
+            targets.append(Target(f"{module_name}.{attr}", module_name, attr, tensor, layout.block_of(module_name)))
+    if not targets:
+        _raise_empty(model, config, layout)
+    return targets
+
+
+def resolve_block_modules(model: nn.Module, config: PlasticityConfig, num_blocks: int) -> list[str]:
+    """Names of the last ``num_blocks`` blocks plus the final norm (if any), minus ``exclude_modules``."""
+    layout = get_layout(model)
+    if not layout.blocks:
+        raise ScopeError(f"{type(model).__name__} has no supported layers: no Linear/Conv block was found.")
+    if num_blocks > len(layout.blocks):
+        raise ScopeError(f"`num_blocks`={num_blocks} but {type(model).__name__} has only {len(layout.blocks)} blocks.")
+    names = layout.blocks[len(layout.blocks) - num_blocks :]
+    if layout.final_norm:
+        names.append(layout.final_norm)
+    if config.exclude_modules:
+        names = [n for n in names if not matches(n, config.exclude_modules)]
+    if not names:
+        _raise_empty(model, config, layout)
+    return names
+
+
+def _raise_empty(model: nn.Module, config: PlasticityConfig, layout: ModelLayout) -> None:
+    if not any(isinstance(m, LINEAR_OR_CONV) for m in model.modules()):
+        raise ScopeError(f"{type(model).__name__} has no supported layers (no Linear or Conv module).")
+    raise ScopeError(
+        f"The scope matches no tensor of {type(model).__name__}: target_modules={config.target_modules}, "
+        f"exclude_modules={config.exclude_modules}, last_k_blocks={config.last_k_blocks}. The backbone has "
+        f"{len(layout.blocks)} blocks (first: {layout.blocks[:1]}, last: {layout.blocks[-1:]}); "
+        f"the head {layout.head} is never targeted."
+    )

@@ -1,0 +1,113 @@
+"""Tiny models for the tests: built from configs, perturbed so no entry equals its init value, saved with
+`save_pretrained` and loaded back with `from_pretrained` (so the transformers init trap is exercised)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import (
+    ConvNextConfig,
+    ConvNextForImageClassification,
+    ConvNextV2Config,
+    ConvNextV2ForImageClassification,
+    ResNetConfig,
+    ResNetForImageClassification,
+    ViTConfig,
+    ViTForImageClassification,
+)
+
+NUM_LABELS = 3
+IMAGE_SIZE = 32
+
+
+class TinyCNN(nn.Module):
+    """A plain torch CNN (no transformers): it goes through the structural fallback."""
+
+    def __init__(self, num_labels: int = NUM_LABELS) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            *[
+                nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2))
+                for c_in, c_out in [(3, 8), (8, 16), (16, 16)]
+            ]
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(16, num_labels)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(pixel_values)).flatten(1))
+
+
+def build(arch: str) -> nn.Module:
+    if arch == "vit":
+        return ViTForImageClassification(
+            ViTConfig(
+                image_size=IMAGE_SIZE,
+                patch_size=8,
+                hidden_size=32,
+                num_hidden_layers=3,
+                num_attention_heads=2,
+                intermediate_size=64,
+                num_labels=NUM_LABELS,
+            )
+        )
+    if arch == "convnext":
+        return ConvNextForImageClassification(
+            ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 2], num_stages=2, num_labels=NUM_LABELS)
+        )
+    if arch == "convnextv2":
+        return ConvNextV2ForImageClassification(
+            ConvNextV2Config(hidden_sizes=[8, 16], depths=[1, 2], num_stages=2, num_labels=NUM_LABELS)
+        )
+    if arch == "resnet":
+        return ResNetForImageClassification(
+            ResNetConfig(
+                embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2], layer_type="basic", num_labels=NUM_LABELS
+            )
+        )
+    if arch == "cnn":
+        return TinyCNN()
+    raise ValueError(arch)
+
+
+ARCHS = ("vit", "convnext", "convnextv2", "resnet", "cnn")
+
+
+@torch.no_grad()
+def perturb(model: nn.Module, seed: int = 123) -> nn.Module:
+    """Moves every float entry away from its init value (as pretraining would); running variances stay > 0."""
+    generator = torch.Generator().manual_seed(seed)
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if tensor.is_floating_point():
+            noise = 0.05 * torch.randn(tensor.shape, generator=generator)
+            tensor.data.add_(noise.to(tensor.dtype))
+            if name.endswith("running_var"):
+                tensor.data.abs_().add_(0.1)
+        elif name.endswith("num_batches_tracked"):
+            tensor.data.fill_(7)
+    return model
+
+
+def pretrained(arch: str, directory, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A 'pretrained' tiny model: built, perturbed, saved and loaded back (state dict for the plain CNN)."""
+    torch.manual_seed(0)
+    model = perturb(build(arch))
+    if arch == "cnn":
+        path = directory / "cnn.pt"
+        torch.save(model.state_dict(), path)
+        fresh = TinyCNN()
+        fresh.load_state_dict(torch.load(path))
+        return fresh.to(dtype)
+    model.save_pretrained(directory)
+    return type(model).from_pretrained(directory, dtype=dtype)
+
+
+def batches(num: int = 2, size: int = 4, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        {
+            "pixel_values": torch.randn(size, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator),
+            "labels": torch.randint(0, NUM_LABELS, (size,), generator=generator),
+        }
+        for _ in range(num)
+    ]
