@@ -12,7 +12,7 @@ from torch import nn
 from .config import MODEL_CONFIG_KEY, PlasticityConfig, get_config_class
 from .optim import reset_optimizer_state, unwrap_optimizer
 from .report import PlasticityReport, TensorRecord
-from .strategies.base import TensorReset, get_strategy
+from .strategies.base import Strategy, TensorReset, get_strategy
 from .strategies.reinit_layers import LayerReinitConfig
 
 logger = logging.getLogger(__name__)
@@ -98,6 +98,29 @@ def _records(model: nn.Module, plan: list[TensorReset]) -> list[TensorRecord]:
     return list(merged.values())
 
 
+def apply_strategy_plan(
+    model: nn.Module, strategy: Strategy, plan: list[TensorReset], *, optimizer: Any = None, start: float | None = None
+) -> PlasticityReport:
+    """Applies a strategy's plan all-or-nothing, resets the optimizer state of the touched entries, and reports.
+
+    This is the shared path of the one-shot restore and of every periodic reset during training (which does not
+    record anything on the model and ignores the "already restored" guard).
+    """
+    start = time.perf_counter() if start is None else start
+    if optimizer is not None:
+        unwrap_optimizer(optimizer)
+    apply_plan(plan)
+    if optimizer is not None:
+        reset_optimizer_state(optimizer, [(r.tensor, r.index) for r in plan])
+    return PlasticityReport(
+        strategy=strategy.config.strategy,
+        config=strategy.config.to_dict(),
+        tensors=_records(model, plan),
+        total_parameters=sum(p.numel() for p in model.parameters()),
+        seconds=time.perf_counter() - start,
+    )
+
+
 def prepare_pretrained(
     model: nn.Module,
     config: PlasticityConfig | str | None = None,
@@ -153,17 +176,7 @@ def prepare_pretrained(
     if optimizer is not None:
         unwrap_optimizer(optimizer)  # a wrong type fails here, before anything is written
     start = time.perf_counter()
-    plan = strategy.plan(model, data=data)
-    apply_plan(plan)
-    if optimizer is not None:
-        reset_optimizer_state(optimizer, [(r.tensor, r.index) for r in plan])
-    report = PlasticityReport(
-        strategy=config.strategy,
-        config=config.to_dict(),
-        tensors=_records(model, plan),
-        total_parameters=sum(p.numel() for p in model.parameters()),
-        seconds=time.perf_counter() - start,
-    )
+    report = apply_strategy_plan(model, strategy, strategy.plan(model, data=data), optimizer=optimizer, start=start)
     _record(model, report)
     logger.info("Restored %s entries (%s) with %s", report.total_reinitialized, f"{report.share:.2%}", config.strategy)
     return report

@@ -70,6 +70,38 @@ class Strategy:
         """Returns the writes this strategy wants; must not modify ``model``."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ during training (driven by the callback)
+    @property
+    def periodic(self) -> bool:
+        """Whether the strategy acts during training (the callback calls [`Strategy.due`] every step)."""
+        return False
+
+    @property
+    def one_shot(self) -> bool:
+        """Whether the strategy acts once before training (through [`prepare_pretrained`])."""
+        return True
+
+    def attach(self, model: nn.Module) -> None:
+        """Called once when training starts, e.g. to register activation hooks. Default: nothing."""
+
+    def detach(self) -> None:
+        """Called when training ends: removes whatever [`Strategy.attach`] added. Default: nothing."""
+
+    def due(self, *, step: int, epoch: float) -> bool:
+        """Whether a periodic reset is due after optimizer step ``step`` (1-based) at ``epoch``."""
+        return False
+
+    def plan_step(self, model: nn.Module, *, step: int, data: Any = None) -> list[TensorReset]:
+        """The writes of one periodic reset; by default the same plan as the one-shot restore."""
+        return self.plan(model, data=data)
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to checkpoint with the training run (schedules, running utilities). Default: none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores what [`Strategy.state_dict`] returned."""
+
 
 def register_strategy(config_class: type[PlasticityConfig], strategy_class: type[Strategy]) -> None:
     """Registers a strategy so that `prepare_pretrained(model, config_class(...))`, the strategy name and config
