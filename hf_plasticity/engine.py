@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
 from .config import MODEL_CONFIG_KEY, PlasticityConfig, get_config_class
+from .data import CalibrationDataError
 from .optim import reset_optimizer_state, unwrap_optimizer
 from .report import PlasticityReport, TensorRecord
 from .strategies.base import Strategy, TensorReset, get_strategy
@@ -128,6 +130,8 @@ def prepare_pretrained(
     data: Any = None,
     optimizer: Any = None,
     force: bool = False,
+    diagnostics: bool | None = None,
+    diagnostics_batches: int = 2,
 ) -> PlasticityReport:
     """Restores the plasticity of a pretrained model in place, before (or during) fine-tuning.
 
@@ -143,6 +147,11 @@ def prepare_pretrained(
             with ``pixel_values`` and ``labels``, or an iterable of such dicts.
         optimizer: when given, the optimizer state of every re-drawn entry is reset (and only of those).
         force: restore again a model that was already restored.
+        diagnostics: measure [`diagnose`] before and after the restore on ``data`` (into ``report.diagnostics``
+            as ``{"before": ..., "after": ...}``). Default: on when ``data`` is given and can be read twice (not a
+            one-pass iterator). Its time is not part of ``report.seconds``.
+            Unreadable data (e.g. without labels) skips them with a warning unless ``diagnostics=True``.
+        diagnostics_batches: batches read by each of the two diagnostics passes.
 
     Returns:
         [`PlasticityReport`]: per tensor the entries re-initialized, totals and wall time. The same summary is
@@ -175,11 +184,47 @@ def prepare_pretrained(
         )
     if optimizer is not None:
         unwrap_optimizer(optimizer)  # a wrong type fails here, before anything is written
+    before = None
+    if _want_diagnostics(diagnostics, data, diagnostics_batches):
+        try:
+            before = _diagnose(model, data, diagnostics_batches)
+        except CalibrationDataError as error:  # e.g. unlabeled data: only an explicit request makes this fatal
+            if diagnostics:
+                raise
+            logger.warning("Skipping the diagnostics: %s", error)
     start = time.perf_counter()
     report = apply_strategy_plan(model, strategy, strategy.plan(model, data=data), optimizer=optimizer, start=start)
+    if before is not None:
+        report.diagnostics = {"before": before}
+        try:
+            report.diagnostics["after"] = _diagnose(model, data, diagnostics_batches)
+        except Exception as error:  # the restore itself succeeded: keep it, say why "after" is missing
+            logger.warning("Diagnostics after the restore failed: %s", error)
     _record(model, report)
     logger.info("Restored %s entries (%s) with %s", report.total_reinitialized, f"{report.share:.2%}", config.strategy)
     return report
+
+
+def _want_diagnostics(diagnostics: bool | None, data: Any, diagnostics_batches: int) -> bool:
+    one_pass = isinstance(data, Iterator)
+    if not isinstance(diagnostics_batches, int) or diagnostics_batches < 1:
+        raise ValueError(f"`diagnostics_batches` must be a positive integer, got {diagnostics_batches!r}.")
+    if diagnostics is None:
+        return data is not None and not one_pass
+    if diagnostics and data is None:
+        raise ValueError("`diagnostics=True` needs `data=` (the diagnostics are measured on downstream batches).")
+    if diagnostics and one_pass:
+        raise ValueError(
+            "`diagnostics=True` reads `data` more than once, but it is a one-pass iterator: pass a list, a "
+            "DataLoader or a datasets.Dataset, or `diagnostics=False`."
+        )
+    return bool(diagnostics)
+
+
+def _diagnose(model: nn.Module, data: Any, batches: int) -> Any:
+    from .diagnostics import diagnose
+
+    return diagnose(model, data, batches=batches)
 
 
 def _record(model: nn.Module, report: PlasticityReport) -> None:

@@ -91,4 +91,34 @@ class PlasticityReport:
         for t in self.tensors:
             block = "-" if t.block is None else str(t.block)
             lines.append(f"{t.name:<{width}}  {block:>5}  {t.numel:>10,}  {t.reinitialized:>10,}  {t.share:>7.2%}")
+        lines.extend(self._diagnostics_lines())
         return "\n".join(lines)
+
+    def _diagnostics_lines(self) -> list[str]:
+        """One line per overall diagnostic, before -> after (when diagnostics were measured)."""
+        before, after = self.diagnostics.get("before"), self.diagnostics.get("after")
+        if before is None:
+            return []
+
+        def value(report: Any, key: str) -> Any:
+            return None if report is None else (report.get(key) if isinstance(report, dict) else getattr(report, key))
+
+        def fmt(x: Any, key: str) -> str:
+            if x is None:
+                return "-"
+            if key in ("dormant_ratio", "insignificant_grad_share"):
+                return f"{x:.1%}"
+            return str(x) if isinstance(x, int) else f"{x:.4g}"
+
+        lines = ["Diagnostics (before -> after):"]
+        keys = (
+            "dormant_ratio",
+            "insignificant_grad_share",
+            "mean_abs_grad",
+            "mean_abs_weight",
+            "effective_rank",
+            "stable_rank",
+        )
+        for key in keys:
+            lines.append(f"  {key:<25} {fmt(value(before, key), key):>10} -> {fmt(value(after, key), key)}")
+        return lines

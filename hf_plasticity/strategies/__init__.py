@@ -1,14 +1,29 @@
 """Restoration strategies: one module per strategy, each registering its config and strategy classes."""
 
 from .base import Strategy, TensorReset, get_strategy, register_strategy
+from .cbp import ContinualBackpropConfig, ContinualBackpropStrategy
+from .dash import DashConfig, DashStrategy
+from .redo import ReDoConfig, ReDoStrategy
 from .reinit_layers import LayerReinitConfig, LayerReinitStrategy
+from .rifle import RifleConfig, RifleStrategy
 from .selective import SelectiveReinitConfig, SelectiveReinitStrategy
+from .shrink_perturb import ShrinkPerturbConfig, ShrinkPerturbStrategy
 
 __all__ = [
+    "ContinualBackpropConfig",
+    "ContinualBackpropStrategy",
+    "DashConfig",
+    "DashStrategy",
     "LayerReinitConfig",
     "LayerReinitStrategy",
+    "ReDoConfig",
+    "ReDoStrategy",
+    "RifleConfig",
+    "RifleStrategy",
     "SelectiveReinitConfig",
     "SelectiveReinitStrategy",
+    "ShrinkPerturbConfig",
+    "ShrinkPerturbStrategy",
     "Strategy",
     "TensorReset",
     "get_strategy",

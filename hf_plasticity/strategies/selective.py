@@ -15,17 +15,24 @@ from torch import nn
 
 from ..config import PlasticityConfig, _check_choice
 from ..init import derive_seed, fresh_tensors
-from ..targeting import resolve_targets
+from ..targeting import Target, resolve_targets
+from ..units import fresh_first, plan_unit_reset, resolve_unit_groups
 from ..utilities import DATA_UTILITIES, UTILITIES, compute_utilities
 from .base import Strategy, TensorReset, register_strategy
 
 SELECTIONS = ("proportional", "threshold")
-GRANULARITIES = ("weight",)
+GRANULARITIES = ("weight", "unit")
 
 
 @dataclass
 class SelectiveReinitConfig(PlasticityConfig):
-    """Re-initialize the lowest-utility weights of every targeted tensor.
+    """Re-initialize the lowest-utility weights (or hidden units) of every targeted tensor.
+
+    With ``granularity="unit"`` a hidden unit is scored by the mean utility of its incoming weights, and whole units
+    are reset through the unit map that ReDo uses (incoming weights fresh, outgoing weights zero, so the function is
+    unchanged at the moment of the reset); ``fraction`` and ``threshold`` then apply to the units of each layer.
+    With ``every_n_steps`` the strategy also acts during training (SWR's continual mode: threshold selection every
+    T steps, T = 128 and z = 5e-4 for ViT), driven by the training callback.
 
     Example:
 
@@ -56,7 +63,17 @@ class SelectiveReinitConfig(PlasticityConfig):
     threshold: float = field(
         default=5e-4, metadata={"help": "Relative utility threshold z (threshold selection), >= 0."}
     )
-    granularity: str = field(default="weight", metadata={"help": f"What is re-initialized: {list(GRANULARITIES)}."})
+    granularity: str = field(
+        default="weight",
+        metadata={
+            "help": f"What is re-initialized: {list(GRANULARITIES)}; `unit` scores a hidden unit by the mean utility "
+            "of its incoming weights and resets whole units (incoming fresh, outgoing zero)."
+        },
+    )
+    every_n_steps: int | None = field(
+        default=None,
+        metadata={"help": "During training: re-select every n optimizer steps (None: one-shot only)."},
+    )
     calibration_batches: int = field(
         default=8, metadata={"help": "Downstream batches averaged for the gradient utilities."}
     )
@@ -73,6 +90,8 @@ class SelectiveReinitConfig(PlasticityConfig):
             raise ValueError(f"`fraction` must be in (0, 1], got {self.fraction!r}.")
         if not isinstance(self.threshold, (int, float)) or self.threshold < 0:
             raise ValueError(f"`threshold` must be >= 0, got {self.threshold!r}.")
+        if self.every_n_steps is not None and (not isinstance(self.every_n_steps, int) or self.every_n_steps < 1):
+            raise ValueError(f"`every_n_steps` must be a positive integer or None, got {self.every_n_steps!r}.")
         for name in ("calibration_batches", "calibration_batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -102,29 +121,66 @@ class SelectiveReinitStrategy(Strategy):
             return torch.nonzero(flat <= self.config.threshold * flat.mean()).reshape(-1)
         generator = torch.Generator().manual_seed(derive_seed(self.config.seed, "count", name))
         count = proportional_count(flat.numel(), self.config.fraction, generator)
-        return torch.argsort(flat, stable=True)[:count]
+        if count == 0:
+            return torch.empty(0, dtype=torch.long, device=flat.device)
+        return torch.topk(flat, count, largest=False, sorted=False).indices
 
-    def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
+    def _scores(self, model: nn.Module, targets: list[Target], data: Any, salt: str):
         config = self.config
-        targets = resolve_targets(model, config)
-        plan: list[TensorReset] = []
-        scores = compute_utilities(
+        return compute_utilities(
             model,
             targets,
             config.utility,
             data=data,
             num_batches=config.calibration_batches,
             batch_size=config.calibration_batch_size,
-            seed=config.seed,
+            seed=derive_seed(config.seed, salt) if salt else config.seed,
         )
-        for target, utility in scores:
+
+    def _plan(self, model: nn.Module, data: Any, salt: str) -> list[TensorReset]:
+        if self.config.granularity == "unit":
+            return self._plan_units(model, data, salt)
+        config = self.config
+        plan: list[TensorReset] = []
+        for target, utility in self._scores(model, resolve_targets(model, config), data, salt):
             index = self.select(utility, target.name).to(target.tensor.device)
             if index.numel() == 0:
                 continue
             module = model.get_submodule(target.module_name)
-            fresh = fresh_tensors(model, module, seed=derive_seed(config.seed, target.module_name))[target.attr]
+            seed = (
+                derive_seed(config.seed, target.module_name, salt)
+                if salt
+                else derive_seed(config.seed, target.module_name)
+            )
+            fresh = fresh_tensors(model, module, seed=seed)[target.attr]
             plan.append(TensorReset(target.name, target.tensor, fresh.reshape(-1)[index].clone(), index, target.block))
         return plan
+
+    def _plan_units(self, model: nn.Module, data: Any, salt: str) -> list[TensorReset]:
+        groups = resolve_unit_groups(model, self.config)
+        targets = []
+        for group in groups:
+            weight = model.get_submodule(group.producer).weight
+            targets.append(Target(f"{group.producer}.weight", group.producer, "weight", weight, group.block))
+        plan: list[TensorReset] = []
+        for group, (target, utility) in zip(groups, self._scores(model, targets, data, salt)):
+            unit_utility = utility.reshape(utility.shape[0], -1).mean(1)
+            units = self.select(unit_utility, target.name)
+            plan.extend(plan_unit_reset(model, group, units, seed=self.config.seed, salt=salt))
+        return fresh_first(plan)
+
+    def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
+        return self._plan(model, data, salt="")
+
+    @property
+    def periodic(self) -> bool:
+        return self.config.every_n_steps is not None
+
+    def due(self, *, step: int, epoch: float) -> bool:
+        return self.periodic and step > 0 and step % self.config.every_n_steps == 0
+
+    def plan_step(self, model: nn.Module, *, step: int, data: Any = None) -> list[TensorReset]:
+        return self._plan(model, data, salt=f"step{step}")
 
 
 register_strategy(SelectiveReinitConfig, SelectiveReinitStrategy)

@@ -1,0 +1,207 @@
+"""Continual Backprop (Dohare et al., Nature 2024): keep replacing the least useful mature units during training.
+
+Contribution utility of unit i, updated on every training forward pass:
+u_i <- decay * u_i + (1 - decay) * |h_i| * sum_k |w_out[k, i]|. After every optimizer step each unit ages by one;
+among units older than ``maturity``, a fraction ``replacement_rate`` is replaced (fractional counts accumulate
+across steps): fresh incoming weights, zero outgoing weights, and the next layer's bias corrected by the unit's
+running mean activation, so the function barely moves. It acts during training only (a training callback drives
+it); [`prepare_pretrained`] with it only checks that the model's units can be mapped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import PlasticityConfig
+from ..units import UnitGroup, fresh_first, plan_unit_reset, resolve_unit_groups
+from .base import Strategy, TensorReset, register_strategy
+
+#: Published defaults (replacement rate, maturity) per kind of model.
+DEFAULTS = {"vit": (1e-7, 10000), "cnn": (1e-5, 1000), "mlp": (1e-4, 100)}
+
+
+@dataclass
+class ContinualBackpropConfig(PlasticityConfig):
+    """Continual Backprop during fine-tuning (callback-driven); replacement rate and maturity default by model kind.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity import ContinualBackpropConfig
+    >>> ContinualBackpropConfig(replacement_rate=1e-5, maturity=1000).strategy
+    'cbp'
+    ```
+    """
+
+    strategy = "cbp"
+
+    replacement_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "rho: share of mature units replaced per step, in [0, 1]. None: ViT 1e-7, CNN 1e-5, MLP 1e-4."
+        },
+    )
+    maturity: int | None = field(
+        default=None,
+        metadata={
+            "help": "m: steps a unit is protected after (re)initialization. None: ViT 10000, CNN 1000, MLP 100."
+        },
+    )
+    decay: float = field(default=0.99, metadata={"help": "eta: decay of the running utility, in [0, 1)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        rate = self.replacement_rate
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1):
+            raise ValueError(f"`replacement_rate` must be in [0, 1] or None, got {rate!r}.")
+        if self.maturity is not None and (not isinstance(self.maturity, int) or self.maturity < 0):
+            raise ValueError(f"`maturity` must be an integer >= 0 or None, got {self.maturity!r}.")
+        if isinstance(self.decay, bool) or not isinstance(self.decay, (int, float)) or not 0 <= self.decay < 1:
+            raise ValueError(f"`decay` must be in [0, 1), got {self.decay!r}.")
+
+
+def model_kind(model: nn.Module, groups: list[UnitGroup]) -> str:
+    """``"vit"``, ``"mlp"`` (only Linear units outside transformers) or ``"cnn"``: picks the published defaults."""
+    if getattr(getattr(model, "config", None), "model_type", None) == "vit":
+        return "vit"
+    if not hasattr(model, "config") and all(isinstance(model.get_submodule(g.consumer), nn.Linear) for g in groups):
+        return "mlp"
+    return "cnn"
+
+
+class ContinualBackpropStrategy(Strategy):
+    """Running utilities through forward pre-hooks on the consumers; replacements planned in [`Strategy.plan_step`].
+
+    The state (utilities, ages, mean activations, fractional counts) is JSON-able and survives a resume through
+    [`Strategy.state_dict`] / [`Strategy.load_state_dict`].
+    """
+
+    def __init__(self, config: ContinualBackpropConfig) -> None:
+        super().__init__(config)
+        self.groups: list[UnitGroup] = []
+        self.state: dict[str, dict[str, Any]] = {}
+        self.rate, self.maturity = 0.0, 0
+        self.last_step: int | None = None
+        self._handles: list[Any] = []
+        self._loaded: dict[str, Any] | None = None
+
+    @property
+    def periodic(self) -> bool:
+        return True
+
+    @property
+    def one_shot(self) -> bool:
+        return False
+
+    def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
+        """Nothing before training; checks that the units can be mapped (raises `UnitMapError` otherwise)."""
+        resolve_unit_groups(model, self.config)
+        return []
+
+    def attach(self, model: nn.Module) -> None:
+        self.detach()
+        self.groups = resolve_unit_groups(model, self.config)
+        rate, maturity = DEFAULTS[model_kind(model, self.groups)]
+        self.rate = rate if self.config.replacement_rate is None else self.config.replacement_rate
+        self.maturity = maturity if self.config.maturity is None else self.config.maturity
+        for group in self.groups:
+            units = group.num_units(model)
+            self.state[group.producer] = {
+                "utility": torch.zeros(units),
+                "mean": torch.zeros(units),
+                "age": torch.zeros(units, dtype=torch.long),
+                "pending": 0.0,
+            }
+            consumer = model.get_submodule(group.consumer)
+            self._handles.append(consumer.register_forward_pre_hook(self._hook(group, group.channel_dim(model))))
+        if self._loaded is not None:
+            self._restore(self._loaded)
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook(self, group: UnitGroup, dim: int):
+        decay = self.config.decay
+
+        @torch.no_grad()
+        def hook(module: nn.Module, args: tuple) -> None:
+            if not module.training or not torch.is_grad_enabled():
+                return
+            h = args[0].detach().float().movedim(dim, -1)
+            h = h.reshape(-1, h.shape[-1])
+            out = module.weight.detach().float().abs().transpose(0, 1).reshape(h.shape[-1], -1).sum(1)
+            state = self.state[group.producer]
+            state["utility"].mul_(decay).add_((1 - decay) * h.abs().mean(0).cpu() * out.cpu())
+            state["mean"].mul_(decay).add_((1 - decay) * h.mean(0).cpu())
+
+        return hook
+
+    def due(self, *, step: int, epoch: float) -> bool:
+        if step != self.last_step:  # once per optimizer step, however often it is asked
+            self.last_step = step
+            for state in self.state.values():
+                state["age"] += 1
+                state["pending"] += self.rate * int((state["age"] > self.maturity).sum())
+        return any(state["pending"] >= 1 for state in self.state.values())
+
+    def plan_step(self, model: nn.Module, *, step: int, data: Any = None) -> list[TensorReset]:
+        plan: list[TensorReset] = []
+        for group in self.groups:
+            state = self.state[group.producer]
+            eligible = torch.nonzero(state["age"] > self.maturity).reshape(-1)
+            count = min(math.floor(state["pending"]), eligible.numel())
+            if count < 1:
+                continue
+            state["pending"] -= math.floor(state["pending"])
+            order = torch.argsort(state["utility"][eligible], stable=True)
+            units = eligible[order[:count]]
+            plan.extend(plan_unit_reset(model, group, units, seed=self.config.seed, salt=f"cbp-step{step}"))
+            plan.extend(self._bias_correction(model, group, units, state["mean"]))
+            for key in ("utility", "mean", "age"):
+                state[key][units] = 0
+        return fresh_first(plan)
+
+    @staticmethod
+    def _bias_correction(
+        model: nn.Module, group: UnitGroup, units: torch.Tensor, mean: torch.Tensor
+    ) -> list[TensorReset]:
+        consumer = model.get_submodule(group.consumer)
+        if getattr(consumer, "bias", None) is None:
+            return []
+        weight = consumer.weight.detach().float()[:, units.to(consumer.weight.device)]
+        weight = weight.reshape(weight.shape[0], weight.shape[1], -1).sum(-1)
+        delta = weight @ mean[units].to(weight.device)
+        values = (consumer.bias.detach().float() + delta).to(consumer.bias.dtype)
+        return [TensorReset(f"{group.consumer}.bias", consumer.bias, values, None, group.block, fresh=False)]
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            name: {k: (v.tolist() if torch.is_tensor(v) else v) for k, v in values.items()}
+            for name, values in self.state.items()
+        }
+        return {"last_step": self.last_step, "units": state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._loaded = state
+        if self.state:
+            self._restore(state)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.last_step = state.get("last_step")
+        for name, values in state.get("units", {}).items():
+            if name not in self.state:
+                continue
+            for key, value in values.items():
+                current = self.state[name][key]
+                self.state[name][key] = torch.tensor(value, dtype=current.dtype) if torch.is_tensor(current) else value
+        self._loaded = None
+
+
+register_strategy(ContinualBackpropConfig, ContinualBackpropStrategy)

@@ -1,0 +1,110 @@
+"""ReDo: recycle dormant units (Sokar et al., ICML 2023).
+
+A unit is dormant when its normalized activation score s_i = E|h_i| / mean_k E|h_k| is at most ``tau``. Its incoming
+weights and bias are re-drawn with the model's init rule (and its BatchNorm channel re-initialized), its outgoing
+weights are zeroed: the network's function is unchanged at the moment of the reset. The output layer is never reset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import PlasticityConfig
+from ..units import fresh_first, normalized_scores, plan_unit_reset, resolve_unit_groups, unit_activation_means
+from .base import Strategy, TensorReset, register_strategy
+
+
+def check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer{' or None' if allow_none else ''}, got {value!r}.")
+
+
+@dataclass
+class ReDoConfig(PlasticityConfig):
+    """Re-initialize dormant hidden units (ReDo): incoming weights fresh, outgoing weights zero.
+
+    Units: ViT ``mlp.fc1`` rows / ``mlp.fc2`` columns, ConvNeXt ``pwconv1`` rows / ``pwconv2`` columns, ResNet conv
+    output channels with their BatchNorm channels; other models through the structural fallback of
+    [`hf_plasticity.units`]. Used once by [`prepare_pretrained`], and every ``every_n_steps`` optimizer steps when a
+    training callback drives it.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity import ReDoConfig
+    >>> ReDoConfig(tau=0.025).requires_data
+    True
+    ```
+    """
+
+    strategy = "redo"
+    requires_data = True
+
+    tau: float = field(
+        default=0.1,
+        metadata={
+            "help": "Dormancy threshold on the normalized score E|h_i| / mean_k E|h_k|: 0.1 (published default), "
+            "0.025 (strict), 0 (dead units only). Must be >= 0."
+        },
+    )
+    every_n_steps: int | None = field(
+        default=1000, metadata={"help": "During training: check and recycle every n optimizer steps (None: never)."}
+    )
+    calibration_batches: int = field(default=2, metadata={"help": "Batches used to score the units."})
+    calibration_batch_size: int = field(
+        default=32, metadata={"help": "Rows per scoring batch when the data is a datasets.Dataset."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.tau, (int, float)) or isinstance(self.tau, bool) or self.tau < 0:
+            raise ValueError(f"`tau` must be a number >= 0, got {self.tau!r}.")
+        check_positive_int("every_n_steps", self.every_n_steps, allow_none=True)
+        check_positive_int("calibration_batches", self.calibration_batches)
+        check_positive_int("calibration_batch_size", self.calibration_batch_size)
+
+
+class ReDoStrategy(Strategy):
+    """Scores every unit in scope on downstream batches and plans the reset of the dormant ones."""
+
+    def dormant_units(self, model: nn.Module, data: Any) -> list[tuple[Any, torch.Tensor]]:
+        """``(group, dormant unit indices)`` for every unit group in scope."""
+        groups = resolve_unit_groups(model, self.config)
+        means = unit_activation_means(
+            model, groups, data, self.config.calibration_batches, self.config.calibration_batch_size
+        )
+        result = []
+        for group in groups:
+            if group.producer not in means:
+                continue
+            scores = normalized_scores(means[group.producer])
+            result.append((group, torch.nonzero(scores <= self.config.tau).reshape(-1)))
+        return result
+
+    def _plan(self, model: nn.Module, data: Any, salt: str) -> list[TensorReset]:
+        plan: list[TensorReset] = []
+        for group, units in self.dormant_units(model, data):
+            plan.extend(plan_unit_reset(model, group, units, seed=self.config.seed, salt=salt))
+        return fresh_first(plan)
+
+    def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
+        return self._plan(model, data, salt="")
+
+    @property
+    def periodic(self) -> bool:
+        return self.config.every_n_steps is not None
+
+    def due(self, *, step: int, epoch: float) -> bool:
+        return self.periodic and step > 0 and step % self.config.every_n_steps == 0
+
+    def plan_step(self, model: nn.Module, *, step: int, data: Any = None) -> list[TensorReset]:
+        return self._plan(model, data, salt=f"step{step}")
+
+
+register_strategy(ReDoConfig, ReDoStrategy)

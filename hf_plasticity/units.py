@@ -1,0 +1,394 @@
+"""The unit map: which rows of one layer and which columns of the next form one hidden unit.
+
+A *unit* is one output feature (Linear) or output channel (Conv) of a *producer* layer whose activation is read by
+exactly one *consumer* layer. Resetting a unit re-draws its incoming weights (producer row and bias, plus the
+channel of a BatchNorm in between) and zeroes its outgoing weights (consumer column), so the network's function is
+unchanged at the moment of the reset (ReDo, Continual Backprop, unit-granular selective re-initialization).
+
+Per architecture (``config.model_type``):
+
+- ViT: ``mlp.fc1`` rows / ``mlp.fc2`` columns;
+- ConvNeXt, ConvNeXtV2: ``pwconv1`` rows / ``pwconv2`` columns (ConvNeXtV2's GRN normalizes over the hidden units,
+  so there a reset preserves the function only approximately);
+- ResNet: the output channels of every conv that feeds the next conv of its block (conv + BatchNorm -> conv).
+
+Any other model goes through a structural fallback: a ``torch.fx`` trace (else the chains of ``nn.Sequential``
+containers) finds Linear -> Linear and Conv -> (BatchNorm) -> Conv pairs joined only by channel-wise operations.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+from .architectures import LINEAR_OR_CONV, ModelLayout, get_layout
+from .config import PlasticityConfig
+from .init import derive_seed, fresh_tensors
+from .targeting import _module_filter, matches
+
+if TYPE_CHECKING:  # strategies import this module: import TensorReset lazily at run time
+    from .strategies.base import TensorReset
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+CHANNELWISE_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Mish,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+)
+CHANNELWISE_FUNCTIONS = {F.relu, F.relu6, F.gelu, F.silu, F.dropout, torch.relu, torch.tanh, torch.sigmoid}
+CHANNELWISE_METHODS = {"relu", "tanh", "sigmoid"}
+
+
+class UnitMapError(ValueError):
+    """The units of a layer (or of the whole model) cannot be mapped to incoming and outgoing weights."""
+
+
+@dataclass
+class UnitGroup:
+    """The hidden units between one producer layer and its consumer.
+
+    Attributes:
+        producer: name of the Linear/Conv whose output rows/channels are the units (incoming weights and bias).
+        consumer: name of the Linear/Conv that reads the units (outgoing weights: its input columns).
+        norm: name of a BatchNorm between them (its channels belong to the units), or None.
+        block: index of the backbone block holding the producer, or None.
+    """
+
+    producer: str
+    consumer: str
+    norm: str | None = None
+    block: int | None = None
+
+    def modules(self, model: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module | None]:
+        norm = model.get_submodule(self.norm) if self.norm else None
+        return model.get_submodule(self.producer), model.get_submodule(self.consumer), norm
+
+    def num_units(self, model: nn.Module) -> int:
+        return int(model.get_submodule(self.producer).weight.shape[0])
+
+    def channel_dim(self, model: nn.Module) -> int:
+        """The dimension of the consumer's input that indexes the units (-1 for Linear, 1 for Conv)."""
+        return -1 if isinstance(model.get_submodule(self.consumer), nn.Linear) else 1
+
+
+def _table_pairs(model: nn.Module, model_type: str) -> list[tuple[str, str, str | None]]:
+    names = {name for name, _ in model.named_modules()}
+    pairs: list[tuple[str, str, str | None]] = []
+    for name in (n for n, _ in model.named_modules()):
+        if model_type == "vit" and name.endswith(".mlp.fc1"):
+            pairs.append((name, name[: -len("fc1")] + "fc2", None))
+        elif model_type in ("convnext", "convnextv2") and name.endswith(".pwconv1"):
+            pairs.append((name, name[: -len("pwconv1")] + "pwconv2", None))
+        elif model_type == "resnet":
+            found = re.fullmatch(r"(.*\.layer)\.(\d+)\.convolution", name)
+            if found:
+                following = f"{found.group(1)}.{int(found.group(2)) + 1}.convolution"
+                norm = f"{found.group(1)}.{found.group(2)}.normalization"
+                if following in names:
+                    pairs.append((name, following, norm if norm in names else None))
+    return [p for p in pairs if p[1] in names]
+
+
+def _is_pair(producer: nn.Module, consumer: nn.Module, norm: nn.Module | None) -> bool:
+    if isinstance(producer, nn.Linear) != isinstance(consumer, nn.Linear):
+        return False
+    if not isinstance(producer, nn.Linear) and (producer.groups != 1 or consumer.groups != 1):
+        return False
+    units = producer.weight.shape[0]
+    if consumer.weight.shape[1] != units:
+        return False
+    return norm is None or getattr(norm, "num_features", None) == units
+
+
+_STOP = ("", None)  # a step that is not channel-wise: it ends the chain
+
+
+def _walk(steps: Iterator[tuple[str | None, nn.Module | None]]) -> tuple[str, str | None] | None:
+    """Follows one chain of (name, module) steps from a producer: channel-wise ops and at most one BatchNorm, up to
+    a Linear/Conv consumer. ``(None, None)`` is a channel-wise function; anything else ends the chain."""
+    norm = None
+    for name, module in steps:
+        if name is None:
+            continue
+        if isinstance(module, LINEAR_OR_CONV):
+            return name, norm
+        if isinstance(module, BATCH_NORMS) and norm is None:
+            norm = name
+        elif not isinstance(module, CHANNELWISE_MODULES):
+            return None
+    return None
+
+
+def _fx_pairs(model: nn.Module) -> list[tuple[str, str, str | None]]:
+    graph = torch.fx.symbolic_trace(model).graph
+    modules = dict(model.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+
+    def steps(node: torch.fx.Node) -> Iterator[tuple[str | None, nn.Module | None]]:
+        while len(node.users) == 1:
+            node = next(iter(node.users))
+            if node.op == "call_module":
+                yield node.target, modules[node.target]
+            elif (node.op == "call_function" and node.target in CHANNELWISE_FUNCTIONS) or (
+                node.op == "call_method" and node.target in CHANNELWISE_METHODS
+            ):
+                yield None, None
+            else:
+                yield _STOP
+                return
+
+    pairs = []
+    for node in graph.nodes:
+        if node.op == "call_module" and isinstance(modules[node.target], LINEAR_OR_CONV) and calls[node.target] == 1:
+            found = _walk(steps(node))
+            if found and calls[found[0]] == 1:
+                pairs.append((node.target, found[0], found[1]))
+    return pairs
+
+
+def _sequential_pairs(model: nn.Module) -> list[tuple[str, str, str | None]]:
+    def flatten(prefix: str, seq: nn.Sequential) -> list[tuple[str, nn.Module]]:
+        items = []
+        for child_name, child in seq.named_children():
+            name = f"{prefix}.{child_name}" if prefix else child_name
+            items.extend(flatten(name, child) if type(child) is nn.Sequential else [(name, child)])
+        return items
+
+    pairs = []
+    for prefix, module in model.named_modules():
+        if type(module) is not nn.Sequential:
+            continue
+        chain = flatten(prefix, module)
+        for i, (name, child) in enumerate(chain):
+            if isinstance(child, LINEAR_OR_CONV):
+                found = _walk(iter(chain[i + 1 :]))
+                if found:
+                    pairs.append((name, found[0], found[1]))
+    return list(dict.fromkeys(pairs))
+
+
+def unit_groups(model: nn.Module, layout: ModelLayout | None = None) -> list[UnitGroup]:
+    """Every unit group of ``model`` outside the head, in model order (an empty list when none can be mapped).
+
+    Example:
+
+    ```python
+    >>> from transformers import ViTConfig, ViTForImageClassification
+    >>> model = ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=32,
+    ...     num_hidden_layers=2, num_attention_heads=2, intermediate_size=64))
+    >>> [(g.producer, g.consumer) for g in unit_groups(model)][0]
+    ('vit.layers.0.mlp.fc1', 'vit.layers.0.mlp.fc2')
+    ```
+    """
+    layout = layout or get_layout(model)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if layout.source.startswith("table:") and model_type in ("vit", "convnext", "convnextv2", "resnet"):
+        pairs = _table_pairs(model, model_type)
+    else:
+        try:
+            pairs = _fx_pairs(model)
+        except Exception:  # untraceable forward: fall back to the chains of nn.Sequential containers
+            pairs = _sequential_pairs(model)
+    groups = []
+    for producer, consumer, norm in pairs:
+        if layout.in_head(producer) or layout.in_head(consumer):
+            continue
+        modules = (model.get_submodule(producer), model.get_submodule(consumer))
+        if _is_pair(*modules, model.get_submodule(norm) if norm else None):
+            groups.append(UnitGroup(producer, consumer, norm, layout.block_of(producer)))
+    return groups
+
+
+def resolve_unit_groups(model: nn.Module, config: PlasticityConfig) -> list[UnitGroup]:
+    """The unit groups in ``config``'s scope (producer and consumer outside the head, ``exclude_modules``,
+    ``last_k_blocks``, ``target_modules`` matched against producer names).
+
+    Raises:
+        UnitMapError: when a layer named in ``target_modules`` has no unit mapping, or when no unit can be mapped;
+            the message names the layer(s).
+    """
+    layout = get_layout(model)
+    groups = unit_groups(model, layout)
+    producers = {g.producer for g in groups}
+    if config.target_modules:
+        named = [
+            n for n, m in model.named_modules() if isinstance(m, LINEAR_OR_CONV) and matches(n, config.target_modules)
+        ]
+        unmapped = [n for n in named if n not in producers]
+        if unmapped:
+            raise UnitMapError(
+                f"Cannot map the units of layer {unmapped[0]!r} ({type(model.get_submodule(unmapped[0])).__name__}): "
+                "its output does not feed exactly one Linear/Conv through channel-wise operations (and an optional "
+                f"BatchNorm). Layers with units: {sorted(producers)[:6] or 'none'}."
+            )
+    selected = []
+    for group in groups:
+        if not _module_filter(layout, config, group.producer):
+            continue
+        if config.target_modules and not matches(group.producer, config.target_modules):
+            continue
+        if not model.get_submodule(group.producer).weight.requires_grad and not config.target_modules:
+            continue
+        selected.append(group)
+    if not selected:
+        layers = [n for n, m in model.named_modules() if isinstance(m, LINEAR_OR_CONV) and not layout.in_head(n)]
+        detail = f"layer {layers[0]!r} ({type(model.get_submodule(layers[0])).__name__})" if layers else "no layer"
+        raise UnitMapError(
+            f"Cannot map any hidden unit of {type(model).__name__} in this scope (first candidate: {detail}): a unit "
+            "needs a Linear/Conv whose output feeds exactly one Linear/Conv through channel-wise operations "
+            f"(and an optional BatchNorm), outside the head. Mapped layers in the model: {sorted(producers)[:6]}."
+        )
+    return selected
+
+
+def fresh_first(plan: list[TensorReset]) -> list[TensorReset]:
+    """Fresh draws first, then the other writes (zeroed outgoing columns, bias corrections): where a layer is both
+    the consumer of one unit group and the producer of the next, the zeroed columns must win."""
+    return [r for r in plan if r.fresh] + [r for r in plan if not r.fresh]
+
+
+def _rows(tensor: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+    """Flat indices of whole rows ``units`` (dimension 0) of ``tensor``."""
+    row = tensor[0].numel() if tensor.dim() > 1 else 1
+    return (units.reshape(-1, 1) * row + torch.arange(row, device=units.device)).reshape(-1)
+
+
+def _columns(tensor: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+    """Flat indices of input columns ``units`` (dimension 1) of a Linear/Conv weight."""
+    out, cols = tensor.shape[0], tensor.shape[1]
+    inner = tensor[0, 0].numel()
+    base = torch.arange(out, device=units.device).reshape(-1, 1, 1) * cols * inner
+    index = base + units.reshape(1, -1, 1) * inner + torch.arange(inner, device=units.device).reshape(1, 1, -1)
+    return index.reshape(-1)
+
+
+def plan_unit_reset(
+    model: nn.Module, group: UnitGroup, units: torch.Tensor, *, seed: int, salt: str = ""
+) -> list[TensorReset]:
+    """The writes that reset ``units`` of ``group``: producer rows and bias fresh, BatchNorm channels fresh (affine
+    and running statistics), consumer columns zero (``fresh=False``). Does not write into ``model``."""
+    from .strategies.base import TensorReset
+
+    if units.numel() == 0:
+        return []
+    producer, consumer, norm = group.modules(model)
+    units = units.to(torch.long).cpu()
+    plan: list[TensorReset] = []
+    parts = [(group.producer, producer)] + ([(group.norm, norm)] if norm is not None else [])
+    for module_name, module in parts:
+        fresh = fresh_tensors(model, module, seed=derive_seed(seed, *(module_name, salt) if salt else (module_name,)))
+        tensors = dict(module.named_parameters(recurse=False))
+        tensors.update(
+            {k: v for k, v in module.named_buffers(recurse=False) if v.dim() >= 1 and v.is_floating_point()}
+        )
+        for attr, tensor in tensors.items():
+            index = _rows(tensor, units)
+            values = fresh[attr].reshape(-1)[index.to(fresh[attr].device)]
+            plan.append(TensorReset(f"{module_name}.{attr}", tensor, values.clone(), index, group.block))
+    weight = consumer.weight
+    index = _columns(weight, units)
+    plan.append(
+        TensorReset(f"{group.consumer}.weight", weight, torch.zeros(index.numel()), index, group.block, fresh=False)
+    )
+    return plan
+
+
+class ActivationMeter:
+    """Streaming per-unit mean |activation| of unit groups, read at each consumer's input (forward pre-hooks).
+
+    Use as a context manager: hooks are registered on entry and always removed on exit. Only running sums are kept
+    (one vector per group), never the activations themselves.
+
+    Example:
+
+    ```python
+    >>> with ActivationMeter(model, groups) as meter:
+    ...     model(pixel_values)
+    >>> scores = normalized_scores(meter.means()[groups[0].producer])
+    ```
+    """
+
+    def __init__(self, model: nn.Module, groups: list[UnitGroup]) -> None:
+        self.model = model
+        self.groups = groups
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, group: UnitGroup, dim: int):
+        def hook(module: nn.Module, args: tuple) -> None:
+            h = args[0].detach().abs().float()
+            h = h.movedim(dim, -1).reshape(-1, h.shape[dim])
+            self.sums[group.producer] = self.sums.get(group.producer, 0) + h.sum(0)
+            self.counts[group.producer] = self.counts.get(group.producer, 0) + h.shape[0]
+
+        return hook
+
+    def __enter__(self) -> ActivationMeter:
+        for group in self.groups:
+            consumer = self.model.get_submodule(group.consumer)
+            self._handles.append(consumer.register_forward_pre_hook(self._hook(group, group.channel_dim(self.model))))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def means(self) -> dict[str, torch.Tensor]:
+        """E|h_i| per unit, keyed by producer name (groups that saw no input are left out)."""
+        return {name: total / max(self.counts[name], 1) for name, total in self.sums.items()}
+
+
+def normalized_scores(means: torch.Tensor) -> torch.Tensor:
+    """ReDo's score s_i = E|h_i| / mean_k E|h_k|; all zeros when the whole layer is silent."""
+    layer_mean = means.mean()
+    if layer_mean <= 0:
+        return torch.zeros_like(means)
+    return means / layer_mean
+
+
+@torch.no_grad()
+def unit_activation_means(
+    model: nn.Module, groups: list[UnitGroup], data: object, num_batches: int, batch_size: int = 32
+) -> dict[str, torch.Tensor]:
+    """Mean |activation| per unit over ``num_batches`` batches, in eval mode; the model's ``training`` flags and the
+    RNG state are restored afterwards and every hook is removed."""
+    from .data import iter_batches, model_device_dtype
+
+    training = {m: m.training for m in model.modules()}
+    device, dtype = model_device_dtype(model)
+    try:
+        with torch.random.fork_rng(devices=[]), ActivationMeter(model, groups) as meter:
+            model.eval()
+            for pixel_values, _ in iter_batches(data, num_batches, batch_size):
+                model(pixel_values.to(device=device, dtype=dtype))
+    finally:
+        for module, flag in training.items():
+            module.train(flag)
+    return meter.means()

@@ -1,0 +1,144 @@
+"""The unit map: per-architecture tables, the structural fallback, unit resets that keep the function, and errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from hf_plasticity import ReDoConfig, SelectiveReinitConfig, UnitMapError, unit_groups
+from hf_plasticity.engine import apply_plan
+from hf_plasticity.units import fresh_first, plan_unit_reset, resolve_unit_groups
+
+from .models import ARCHS, batches, build
+
+EXPECTED = {
+    "vit": ("vit.layers.0.mlp.fc1", "vit.layers.0.mlp.fc2", None, 3),
+    "convnext": ("convnext.encoder.stages.0.layers.0.pwconv1", "convnext.encoder.stages.0.layers.0.pwconv2", None, 3),
+    "convnextv2": (
+        "convnextv2.encoder.stages.0.layers.0.pwconv1",
+        "convnextv2.encoder.stages.0.layers.0.pwconv2",
+        None,
+        3,
+    ),
+    "resnet": (
+        "resnet.encoder.stages.0.layers.0.layer.0.convolution",
+        "resnet.encoder.stages.0.layers.0.layer.1.convolution",
+        "resnet.encoder.stages.0.layers.0.layer.0.normalization",
+        3,
+    ),
+    "cnn": ("features.0.0", "features.1.0", "features.0.1", 2),  # structural: conv -> BN -> ReLU -> pool -> conv
+}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_unit_map_per_architecture(arch):
+    groups = unit_groups(build(arch))
+    producer, consumer, norm, count = EXPECTED[arch]
+    assert len(groups) == count
+    assert (groups[0].producer, groups[0].consumer, groups[0].norm) == (producer, consumer, norm)
+    assert [g.block for g in groups] == sorted(g.block for g in groups)
+
+
+class TwoLayerMLP(nn.Module):
+    """A custom forward (not a Sequential): found through the torch.fx trace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(12, 16)
+        self.fc2 = nn.Linear(16, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x.flatten(1))))))
+
+
+class Residual(nn.Module):
+    """conv2 reads conv1 through a ReLU, but conv1's output also reaches the sum: not a unit pair."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(4, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(x)
+        h = h + self.conv2(torch.relu(h))
+        return self.head(h.mean((2, 3)))
+
+
+class Untraceable(nn.Module):
+    """Data-dependent control flow defeats torch.fx: the nn.Sequential chains are used instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.GELU(), nn.Conv2d(6, 5, 1))
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:
+            x = x * 1.0
+        return self.head(self.body(x).mean((2, 3)))
+
+
+def test_structural_fallback_fx_and_sequential():
+    groups = unit_groups(TwoLayerMLP())
+    assert [(g.producer, g.consumer) for g in groups] == [("fc1", "fc2")]  # fc2 -> head: never the head
+    assert unit_groups(Residual()) == []
+    groups = unit_groups(Untraceable())
+    assert [(g.producer, g.consumer, g.norm) for g in groups] == [("body.0", "body.3", "body.1")]
+
+
+@pytest.mark.parametrize("arch", ["vit", "convnext", "resnet", "cnn"])
+def test_unit_reset_keeps_the_function_when_outgoing_columns_were_zero(arch):
+    """Incoming weights of a unit whose outgoing weights are zero do not matter: re-drawing them changes nothing."""
+    torch.manual_seed(0)
+    model = build(arch).eval()
+    pixels = batches(1)[0]["pixel_values"]
+    units = torch.tensor([0, 2, 5])
+    with torch.no_grad():
+        for group in unit_groups(model):
+            model.get_submodule(group.consumer).weight[:, units] = 0
+        logits = model(pixels)
+        logits = getattr(logits, "logits", logits)
+        plan = []
+        for group in unit_groups(model):
+            plan.extend(plan_unit_reset(model, group, units, seed=1))
+        apply_plan(fresh_first(plan))
+        after = model(pixels)
+        after = getattr(after, "logits", after)
+    assert any(r.fresh for r in plan)
+    assert torch.allclose(after, logits, atol=1e-5, rtol=0)
+
+
+def test_plan_unit_reset_touches_rows_columns_and_norm_channels():
+    torch.manual_seed(0)
+    model = build("resnet")
+    group = unit_groups(model)[0]
+    plan = {r.name: r for r in plan_unit_reset(model, group, torch.tensor([1, 3]), seed=0)}
+    conv = model.get_submodule(group.producer).weight
+    per_row = conv[0].numel()
+    assert plan[f"{group.producer}.weight"].index.tolist() == list(range(per_row, 2 * per_row)) + list(
+        range(3 * per_row, 4 * per_row)
+    )
+    for attr in ("weight", "bias", "running_mean", "running_var"):
+        assert plan[f"{group.norm}.{attr}"].index.tolist() == [1, 3]
+    zero = plan[f"{group.consumer}.weight"]
+    assert not zero.fresh and torch.all(zero.values == 0)
+    consumer = model.get_submodule(group.consumer).weight
+    mask = torch.zeros_like(consumer, dtype=torch.bool)
+    mask.view(-1)[zero.index] = True
+    expected = torch.zeros_like(mask)
+    expected[:, [1, 3]] = True
+    assert torch.equal(mask, expected)
+
+
+def test_unmappable_layers_are_named():
+    model = build("vit")
+    with pytest.raises(UnitMapError, match=r"layer 'vit.layers.0.attention.q_proj' \(Linear\)"):
+        resolve_unit_groups(model, ReDoConfig(target_modules=["layers.0.attention.q_proj"]))
+    with pytest.raises(UnitMapError, match=r"first candidate: layer 'conv1' \(Conv2d\)"):
+        resolve_unit_groups(Residual(), SelectiveReinitConfig(granularity="unit"))
+    groups = resolve_unit_groups(model, ReDoConfig(last_k_blocks=1))
+    assert [g.producer for g in groups] == ["vit.layers.2.mlp.fc1"]
