@@ -1,0 +1,149 @@
+"""Downstream image data for the command line: an `imagefolder` directory, a folder written by
+`Dataset.save_to_disk`, or a Hub dataset id, turned into ``pixel_values`` / ``labels`` batches with the model's
+image processor.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+
+class DataLoadError(ValueError):
+    """The downstream data cannot be loaded or has no image and label columns."""
+
+
+def load_image_dataset(source: str, split: str = "train"):
+    """Loads one split of an image-classification dataset.
+
+    Args:
+        source: an `imagefolder` directory (one sub-folder per class, or ``train/``, ``test/`` split folders), a
+            folder written by `datasets.Dataset.save_to_disk`, or a Hub dataset id.
+        split: the split to read.
+
+    Returns:
+        `datasets.Dataset`
+
+    Raises:
+        DataLoadError: when the source cannot be read, the split does not exist, or it has no image column.
+
+    Example:
+
+    ```python
+    >>> dataset = load_image_dataset("path/to/images")  # doctest: +SKIP
+    >>> class_names(dataset)  # doctest: +SKIP
+    ['cats', 'dogs']
+    ```
+    """
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        if os.path.isdir(source) and any(
+            os.path.isfile(os.path.join(source, name)) for name in ("state.json", "dataset_dict.json")
+        ):
+            loaded = datasets.load_from_disk(source)
+        elif os.path.isdir(source):
+            loaded = datasets.load_dataset("imagefolder", data_dir=source)
+        elif os.path.exists(source):
+            raise DataLoadError(f"Data {source!r} is a file; pass an imagefolder directory or a Hub dataset id.")
+        elif os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1:
+            raise DataLoadError(f"Cannot load data {source!r}: no such directory.")
+        else:
+            loaded = datasets.load_dataset(source)
+    except DataLoadError:
+        raise
+    except Exception as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        kind = "an imagefolder directory" if os.path.isdir(source) else "a directory, nor a loadable Hub dataset"
+        raise DataLoadError(f"Cannot load data {source!r} (not {kind}): {reason}") from error
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise DataLoadError(f"Data {source!r} has no split {split!r}; it has {sorted(loaded)}.")
+        loaded = loaded[split]
+    image_column(loaded)
+    return loaded
+
+
+def image_column(dataset: Any) -> str:
+    """The name of the dataset's image column (an `Image` feature, else ``image`` / ``img``)."""
+    from datasets import Image
+
+    for name, feature in dataset.features.items():
+        if isinstance(feature, Image):
+            return name
+    for name in ("image", "img"):
+        if name in dataset.column_names:
+            return name
+    raise DataLoadError(f"The data has no image column; its columns are {dataset.column_names}.")
+
+
+def label_column(dataset: Any) -> str | None:
+    """The name of the label column (a `ClassLabel` feature, else ``label`` / ``labels``), or None."""
+    from datasets import ClassLabel
+
+    for name, feature in dataset.features.items():
+        if isinstance(feature, ClassLabel):
+            return name
+    return next((n for n in ("label", "labels") if n in dataset.column_names), None)
+
+
+def class_names(dataset: Any) -> list[str] | None:
+    """The class names of a `ClassLabel` label column, or None."""
+    from datasets import ClassLabel
+
+    name = label_column(dataset)
+    feature = dataset.features.get(name) if name else None
+    return list(feature.names) if isinstance(feature, ClassLabel) else None
+
+
+def with_pixel_values(dataset: Any, processor: Any, *, seed: int | None = 0):
+    """The dataset, shuffled with ``seed`` (None: kept in order), with rows turned into ``pixel_values`` (the
+    processor's output) and ``labels`` on the fly."""
+    image_name, label_name = image_column(dataset), label_column(dataset)
+    if label_name is None:
+        raise DataLoadError(f"The data has no label column; its columns are {dataset.column_names}.")
+    if seed is not None:
+        dataset = dataset.shuffle(seed=seed)
+
+    def transform(batch: dict[str, list]) -> dict[str, Any]:
+        images = [image.convert("RGB") for image in batch[image_name]]
+        pixel_values = processor(images, return_tensors="pt")["pixel_values"]
+        return {"pixel_values": pixel_values, "labels": torch.as_tensor(batch[label_name])}
+
+    return dataset.with_transform(transform)
+
+
+class BatchProgress:
+    """Re-iterable batches of a processed dataset with a tqdm progress bar per pass (each pass starts a new bar).
+
+    Args:
+        dataset: a dataset from [`with_pixel_values`].
+        batch_size: rows per batch.
+        description: the bar's label.
+        progress: False for no bar.
+    """
+
+    def __init__(self, dataset: Any, batch_size: int, description: str = "batches", progress: bool = True) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.description = description
+        self.progress = progress
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.batch_size)
+
+    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        for start in range(0, len(self.dataset), self.batch_size):
+            rows = self.dataset[start : start + self.batch_size]
+            yield {"pixel_values": rows["pixel_values"], "labels": rows["labels"]}
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if not self.progress:
+            return self._batches()
+        from tqdm.auto import tqdm
+
+        return iter(tqdm(self._batches(), desc=self.description, unit="batch", leave=False))

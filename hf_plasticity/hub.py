@@ -1,0 +1,312 @@
+"""Save and push restored checkpoints: a normal transformers checkpoint (safetensors + ``config.json`` carrying the
+``plasticity`` record), ``plasticity_config.json`` and a model card, in the spirit of huggingface_hub's
+`ModelHubMixin`. Loading back needs nothing but transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .config import MODEL_CONFIG_KEY, PlasticityConfig, available_strategies
+from .engine import restore_record
+from .modelcard import RestoreSummary, build_model_card, merge_into
+from .report import PlasticityReport
+
+logger = logging.getLogger(__name__)
+
+CARD_NAME = "README.md"
+DEFAULT_COMMIT_MESSAGE = "Upload model restored with hf-plasticity"
+
+
+class HubPushError(RuntimeError):
+    """A push to the Hub failed; the message names the repository, the cause and the local folder kept."""
+
+
+def _summary(model: nn.Module | None, report: PlasticityReport | None) -> RestoreSummary:
+    if report is not None:
+        return RestoreSummary.from_report(report)
+    record = restore_record(model) if model is not None else None
+    if record is None:
+        raise ValueError(
+            "This model carries no plasticity record: restore it with `prepare_pretrained` first, or pass the "
+            "`report=` it returned."
+        )
+    return RestoreSummary.from_record(record)
+
+
+def _write_card(
+    folder: Path,
+    summary: RestoreSummary,
+    *,
+    model: nn.Module | None = None,
+    base_model: str | None = None,
+    repo_id: str | None = None,
+    existing: Any = None,
+):
+    """Writes ``folder/README.md``: a fresh card, or ``existing`` (else the card already in the folder) with only
+    the library's section and metadata updated."""
+    from huggingface_hub import ModelCard
+
+    model_name = None if repo_id else folder.resolve().name
+    fresh = build_model_card(summary, model=model, base_model=base_model, repo_id=repo_id, model_name=model_name)
+    path = folder / CARD_NAME
+    if existing is None and path.is_file():
+        existing = ModelCard.load(path)
+    if existing is None:
+        card = fresh
+    else:
+        stale = set(available_strategies()) - {summary.strategy}
+        existing.data.tags = [t for t in existing.data.tags or [] if t not in stale] or None
+        card = merge_into(existing, fresh)
+    card.save(path)
+    return card
+
+
+def save_restored(
+    model: nn.Module,
+    save_directory: str | os.PathLike,
+    *,
+    report: PlasticityReport | None = None,
+    base_model: str | None = None,
+    repo_id: str | None = None,
+    image_processor: Any = None,
+    **save_kwargs: Any,
+) -> Path:
+    """Saves a restored model as a normal transformers checkpoint, with its plasticity config and a model card.
+
+    Writes ``model.save_pretrained`` (safetensors weights and ``config.json``, which carries the ``plasticity``
+    record written by [`prepare_pretrained`]), ``plasticity_config.json``, the image processor when given, and
+    ``README.md``. A card already in the folder keeps its text: only the library's section is replaced.
+
+    Args:
+        model: a restored transformers model (anything with ``save_pretrained``).
+        save_directory: the folder to write (created if needed).
+        report: the [`PlasticityReport`] of the restore; it adds the diagnostics to the card. Without it, the record
+            on the model is used. When the model has no record yet, the report's summary is recorded on
+            ``model.config`` so that ``config.json`` carries it.
+        base_model: the Hub id the model was restored from (default: the model's ``_name_or_path`` when it is a Hub
+            id; a local path is never written as ``base_model``).
+        repo_id: the repository id the card's snippet loads from (default: a placeholder path).
+        image_processor: saved next to the weights when given, so `AutoImageProcessor.from_pretrained` works.
+        save_kwargs: passed to ``model.save_pretrained`` (e.g. ``max_shard_size``).
+
+    Returns:
+        `Path`: the folder.
+
+    Example:
+
+    ```python
+    >>> import tempfile
+    >>> from transformers import ViTConfig, ViTForImageClassification
+    >>> from hf_plasticity import PlasticityConfig, prepare_pretrained, save_restored
+    >>> model = ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=32,
+    ...     num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=3))
+    >>> report = prepare_pretrained(model, "reinit_layers")
+    >>> folder = save_restored(model, tempfile.mkdtemp(), report=report)
+    >>> sorted(p.name for p in folder.iterdir())
+    ['README.md', 'config.json', 'model.safetensors', 'plasticity_config.json']
+    >>> PlasticityConfig.from_pretrained(folder).strategy
+    'reinit_layers'
+    ```
+    """
+    if not hasattr(model, "save_pretrained"):
+        raise TypeError(
+            f"save_restored needs a transformers model (with `save_pretrained`), got {type(model).__name__}; "
+            "save a plain torch module with `torch.save` instead."
+        )
+    summary = _summary(model, report)
+    if report is not None and restore_record(model) is None and hasattr(getattr(model, "config", None), "to_dict"):
+        setattr(model.config, MODEL_CONFIG_KEY, report.summary())
+    folder = Path(save_directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, **save_kwargs)
+    PlasticityConfig.from_dict(summary.config).save_pretrained(folder)
+    if image_processor is not None:
+        image_processor.save_pretrained(folder)
+    _write_card(folder, summary, model=model, base_model=base_model, repo_id=repo_id)
+    return folder
+
+
+def _remote_card(api: Any, repo_id: str, revision: str | None):
+    """The card in the repository, or None when it has none."""
+    from huggingface_hub import ModelCard
+    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
+
+    try:
+        path = api.hf_hub_download(repo_id, CARD_NAME, revision=revision)
+    except (EntryNotFoundError, RevisionNotFoundError):
+        return None
+    return ModelCard.load(path)
+
+
+def _push_error(action: str, repo_id: str, endpoint: str, error: BaseException, kept: Path | None) -> HubPushError:
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
+    kept_note = f" The checkpoint is kept in {kept}." if kept is not None else ""
+    return HubPushError(f"Could not {action} {repo_id!r} on {endpoint}: {type(error).__name__}: {reason}.{kept_note}")
+
+
+def push_restored(
+    model: nn.Module,
+    repo_id: str,
+    *,
+    report: PlasticityReport | None = None,
+    save_directory: str | os.PathLike | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+    base_model: str | None = None,
+    image_processor: Any = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+):
+    """Saves a restored model with [`save_restored`] and pushes the folder to the Hub in one commit.
+
+    The repository is created when missing (``private`` applies then). A card already in the repository keeps its
+    text and metadata: only the library's section is replaced. If the push fails, the local folder stays as it is
+    and the error says where it is.
+
+    Args:
+        model: a restored transformers model.
+        repo_id: the repository, ``"namespace/name"``.
+        report: the [`PlasticityReport`] of the restore (adds diagnostics to the card).
+        save_directory: where the checkpoint is written first and kept. Default: a temporary folder, removed after
+            a successful push and kept after a failed one.
+        private: create the repository as private (None: the Hub's default).
+        token: a Hub token (default: the saved login or ``HF_TOKEN``).
+        commit_message: the commit message.
+        base_model: the Hub id the model was restored from (default: from the model's ``_name_or_path``).
+        image_processor: pushed with the weights when given.
+        revision: the branch to push to (default ``main``).
+        create_pr: open a pull request instead of committing to the branch.
+
+    Returns:
+        `huggingface_hub.CommitInfo`: the commit (``.commit_url``, ``.oid``, ``.pr_url``).
+
+    Raises:
+        HubPushError: when the repository cannot be created or the upload fails.
+
+    Example:
+
+    ```python
+    >>> report = prepare_pretrained(model, LayerReinitConfig(num_blocks=1))  # doctest: +SKIP
+    >>> push_restored(model, "me/vit-base-patch16-224-restored", report=report, private=True)  # doctest: +SKIP
+    CommitInfo(commit_url='https://huggingface.co/me/vit-base-patch16-224-restored/commit/...', ...)
+    ```
+    """
+    from huggingface_hub import HfApi
+
+    temporary = save_directory is None
+    folder = Path(tempfile.mkdtemp(prefix="hf-plasticity-")) if temporary else Path(save_directory)
+    save_restored(
+        model, folder, report=report, base_model=base_model, repo_id=repo_id, image_processor=image_processor
+    )
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        remote = _remote_card(api, repo_id, revision)
+        if remote is not None:
+            _write_card(folder, _summary(model, report), model=model, base_model=base_model, repo_id=repo_id,
+                        existing=remote)  # fmt: skip
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            commit_message=commit_message,
+            revision=revision,
+            create_pr=create_pr,
+        )
+    except Exception as error:
+        raise _push_error("push to", repo_id, api.endpoint, error, folder) from error
+    if temporary:
+        shutil.rmtree(folder, ignore_errors=True)
+    logger.info("Pushed %s to %s", folder, info.commit_url)
+    return info
+
+
+def apply_card_section(
+    folder_or_repo_id: str | os.PathLike,
+    report: PlasticityReport | None = None,
+    *,
+    model: nn.Module | None = None,
+    base_model: str | None = None,
+    repo_id: str | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    commit_message: str = "Add the hf-plasticity section to the model card",
+):
+    """Puts the library's section into the card of a local folder or of a Hub repository, keeping the rest.
+
+    Call it after anything that rewrites ``README.md``, e.g. `Trainer.push_to_hub` (its `create_model_card`
+    replaces the card): the user's and Trainer's text stays, the section between the hf-plasticity marker
+    comments is replaced (or appended), tags are merged, and ``library_name`` / ``base_model`` /
+    ``pipeline_tag`` are set only where the card has none.
+
+    Args:
+        folder_or_repo_id: an existing local folder (its ``README.md`` is edited in place) or a repository id (its
+            card is downloaded, updated and committed back).
+        report: the restore's [`PlasticityReport`]; default: the ``plasticity`` record of ``model``, else of the
+            folder's or repository's ``config.json``.
+        model: the restored model (names each block's module in the table).
+        base_model: the Hub id the model was restored from.
+        repo_id: the id the card's snippet loads from (folder only; a repository uses its own id).
+        token: a Hub token (repository only).
+        revision: the branch (repository only).
+        commit_message: the commit message (repository only).
+
+    Returns:
+        `huggingface_hub.ModelCard`: the updated card.
+
+    Example:
+
+    ```python
+    >>> trainer.push_to_hub()  # doctest: +SKIP
+    >>> apply_card_section(trainer.hub_model_id, report)  # doctest: +SKIP
+    ```
+    """
+    target = str(folder_or_repo_id)
+    if os.path.isdir(target):
+        folder = Path(target)
+        summary = _summary(model, report) if report is not None or model is not None else _folder_summary(folder)
+        return _write_card(folder, summary, model=model, base_model=base_model, repo_id=repo_id)
+
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    try:
+        existing = _remote_card(api, target, revision)
+        if report is not None or model is not None:
+            summary = _summary(model, report)
+        else:
+            summary = _folder_summary(Path(api.hf_hub_download(target, "config.json", revision=revision)).parent)
+        with tempfile.TemporaryDirectory(prefix="hf-plasticity-card-") as tmp:
+            card = _write_card(Path(tmp), summary, model=model, base_model=base_model, repo_id=target,
+                               existing=existing)  # fmt: skip
+            api.upload_file(
+                path_or_fileobj=str(Path(tmp) / CARD_NAME),
+                path_in_repo=CARD_NAME,
+                repo_id=target,
+                revision=revision,
+                commit_message=commit_message,
+            )
+    except ValueError:
+        raise
+    except Exception as error:
+        raise _push_error("update the card of", target, api.endpoint, error, None) from error
+    return card
+
+
+def _folder_summary(folder: Path) -> RestoreSummary:
+    path = folder / "config.json"
+    record = None
+    if path.is_file():
+        record = json.loads(path.read_text(encoding="utf-8")).get(MODEL_CONFIG_KEY)
+    if not record:
+        raise ValueError(f"{folder} holds no plasticity record in config.json: pass `report=`.")
+    return RestoreSummary.from_record(record)

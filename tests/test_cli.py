@@ -1,0 +1,243 @@
+"""The `hf-plasticity prepare` and `diagnose` commands, end to end in subprocesses, on a tiny model saved locally
+and an imagefolder made here. Independent calls of one test run concurrently to keep the suite short."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForImageClassification, ViTImageProcessor
+
+from hf_plasticity import PlasticityConfig
+from hf_plasticity.cli import main
+from hf_plasticity.commands._common import CommandError, build_config, looks_like_path
+
+from .hub_server import LocalHub, point_client_at
+from .models import IMAGE_SIZE, batches, pretrained
+
+CLASSES = ("cats", "dogs")
+SCRIPT = Path(sys.executable).with_name("hf-plasticity")  # the console script; `python -m` when not installed
+COMMAND = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "hf_plasticity.cli"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A tiny 'pretrained' ViT (3 labels) with its image processor, and an imagefolder of 2 classes."""
+    root = tmp_path_factory.mktemp("cli")
+    pretrained("vit", root / "tiny-vit")
+    ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(root / "tiny-vit")
+    for c, name in enumerate(CLASSES):
+        (root / "images" / name).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (40, 40), (200 * c, 40 * i, 90)).save(root / "images" / name / f"{i}.png")
+    return root
+
+
+def base_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(home), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env.pop("HF_PLASTICITY_DEBUG", None)
+    return env
+
+
+def run_all(*calls: tuple[list[str], dict[str, str]], cwd: Path) -> list[subprocess.CompletedProcess]:
+    """Runs several `hf-plasticity` calls concurrently; returns their results in order."""
+    processes = [
+        subprocess.Popen(
+            [*COMMAND, *argv],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for argv, env in calls
+    ]
+    results = []
+    for process, (argv, _) in zip(processes, calls):
+        stdout, stderr = process.communicate(timeout=180)
+        results.append(subprocess.CompletedProcess(argv, process.returncode, stdout, stderr))
+    return results
+
+
+def tree(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
+
+
+def logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(batches(1, 4)[0]["pixel_values"]).logits
+
+
+# -------------------------------------------------------------------------------------------------- success
+def test_help_of_every_command(capsys):
+    for argv, expected in ((["prepare", "--help"], "--push-to-hub REPO_ID"), (["diagnose", "--help"], "--plot PNG")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 0 and expected in capsys.readouterr().out
+
+
+def test_prepare_and_diagnose_with_data(workspace, tmp_path):
+    env = base_env(tmp_path / "home")
+    out = tmp_path / "restored"
+    model, images = str(workspace / "tiny-vit"), str(workspace / "images")
+    selective = ["--strategy", "selective", "--param", "utility=grad_x_weight", "fraction=0.05"]
+    prepare, diagnose = run_all(
+        (["prepare", model, *selective, "--param", "calibration_batch_size=4", "--data", images, "--output", str(out)],
+         env),
+        (["diagnose", model, "--data", images, "--batches", "2", "--batch-size", "4", "--plot",
+          str(tmp_path / "plots" / "d.png"), "--json", str(tmp_path / "d.json")], env),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert prepare.returncode == 0, prepare.stderr
+    assert "Plasticity restore: strategy=selective" in prepare.stdout
+    assert "New classification head with 2 labels." in prepare.stdout and "dormant_ratio" in prepare.stdout
+    assert "reading data" in prepare.stderr  # the progress bar while scoring
+    assert {"README.md", "config.json", "model.safetensors", "plasticity_config.json", "preprocessor_config.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    restored = AutoModelForImageClassification.from_pretrained(out)
+    assert restored.config.id2label == dict(enumerate(CLASSES))
+    assert restored.config.plasticity["strategy"] == "selective"
+    config = PlasticityConfig.from_pretrained(out)
+    assert config.strategy == "selective" and config.fraction == 0.05 and config.calibration_batch_size == 4
+    card = (out / "README.md").read_text()
+    assert "library_name: hf-plasticity" in card and "<!-- hf-plasticity:start -->" in card
+    assert "| `dormant_ratio` |" in card  # the diagnostics measured on --data reach the card
+
+    assert diagnose.returncode == 0, diagnose.stderr
+    assert "Plasticity diagnostics on 8 samples (2 batches), tau=0.1" in diagnose.stdout
+    assert (tmp_path / "plots" / "d.png").stat().st_size > 0
+    assert json.loads((tmp_path / "d.json").read_text())["samples"] == 8
+
+
+def test_prepare_push_to_hub(workspace, tmp_path, monkeypatch):
+    model = str(workspace / "tiny-vit")
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "notes.txt").write_text("mine")  # --overwrite writes into a non-empty folder, keeping it
+    with LocalHub() as hub:
+        (pushed,) = run_all(
+            (["prepare", model, "--strategy", "reinit_layers", "--output", str(tmp_path / "ok"), "--push-to-hub",
+              "user/tiny-restored", "--private", "--overwrite"], hub.env(tmp_path / "home")),
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert pushed.returncode == 0, pushed.stderr
+        assert f"Pushed to {hub.url}/user/tiny-restored/commit/" in pushed.stdout
+        assert (tmp_path / "ok" / "notes.txt").read_text() == "mine"
+        repo = hub.repos["user/tiny-restored"]
+        assert repo.private is True
+        assert {"README.md", "config.json", "model.safetensors", "plasticity_config.json"} <= set(repo.head.files)
+        point_client_at(hub, monkeypatch, tmp_path / "cache")
+        from_hub = AutoModelForImageClassification.from_pretrained("user/tiny-restored")
+        assert torch.equal(logits(from_hub), logits(AutoModelForImageClassification.from_pretrained(tmp_path / "ok")))
+
+
+def test_failed_push_exits_with_one_line_and_keeps_the_output(workspace, tmp_path, monkeypatch, capsys):
+    with LocalHub() as broken:
+        broken.fail_with = 500
+        point_client_at(broken, monkeypatch, tmp_path / "cache")
+        argv = ["prepare", str(workspace / "tiny-vit"), "--strategy", "reinit_layers", "--output"]
+        assert main([*argv, str(tmp_path / "kept"), "--push-to-hub", "user/tiny-restored"]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hf-plasticity")]
+    assert len(lines) == 1 and lines[0].startswith("hf-plasticity prepare: error: Could not push to 'user/tiny")
+    assert "500" in lines[0] and str(tmp_path / "kept") in lines[0]
+    assert (tmp_path / "kept" / "model.safetensors").is_file() and (tmp_path / "kept" / "README.md").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def test_bad_input_exits_with_one_line_and_writes_nothing(workspace, tmp_path):
+    env = base_env(workspace / "home-bad")
+    (workspace / "home-bad").mkdir(exist_ok=True)
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("x")
+    model, out = str(workspace / "tiny-vit"), str(tmp_path / "out")
+    cases = {
+        "no such directory": ["prepare", str(tmp_path / "missing-model"), "--strategy", "reinit_layers",
+                              "--output", out],
+        "pass --data": ["prepare", model, "--strategy", "selective", "--output", out],
+        "Unknown strategy 'bogus'. Accepted strategies: ": ["prepare", model, "--strategy", "bogus", "--output", out],
+        "exists and is not empty; pass --overwrite": ["prepare", model, "--strategy", "reinit_layers",
+                                                      "--output", str(full)],
+    }  # fmt: skip
+    before = {**tree(tmp_path), **{f"ws/{k}": v for k, v in tree(workspace).items()}}
+    results = run_all(*[(argv, env) for argv in cases.values()], cwd=tmp_path)
+    for expected, result in zip(cases, results):
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2, (expected, result.stderr)
+        assert len(lines) == 1 and lines[0].startswith("hf-plasticity "), (expected, result.stderr)
+        assert expected in lines[0] and "Traceback" not in result.stderr
+        assert result.stdout == ""
+    after = {**tree(tmp_path), **{f"ws/{k}": v for k, v in tree(workspace).items()}}
+    assert after == before  # nothing written anywhere
+
+
+# --------------------------------------------------------------------------------------------- in process
+def test_more_bad_input_in_process(workspace, tmp_path, capsys):
+    model, out = str(workspace / "tiny-vit"), str(tmp_path / "out")
+    cases = {
+        "Unknown parameter 'blocks' for strategy 'reinit_layers'. Accepted: exclude_modules": [
+            "prepare", model, "--strategy", "reinit_layers", "--param", "blocks=2", "--output", out],
+        "`num_blocks` must be a positive integer, got 0": [
+            "prepare", model, "--strategy", "reinit_layers", "--param", "num_blocks=0", "--output", out],
+        "Cannot load data": [
+            "prepare", model, "--strategy", "reinit_layers", "--data", str(tmp_path / "nowhere"), "--output", out],
+        "--private applies to --push-to-hub": [
+            "prepare", model, "--strategy", "reinit_layers", "--private", "--output", out],
+        "is a file": [
+            "prepare", model, "--strategy", "reinit_layers", "--output", str(workspace / "images" / "cats" / "0.png")],
+        "--num-labels is 5 but the data has 2 classes": [
+            "diagnose", model, "--data", str(workspace / "images"), "--num-labels", "5"],
+        "diagnose needs downstream data": ["diagnose", model],
+        "acts during training only (use PlasticityCallback); prepare runs the one-shot strategies: ": [
+            "prepare", model, "--strategy", "rifle", "--output", out],
+    }  # fmt: skip
+    before = tree(tmp_path)
+    for expected, argv in cases.items():
+        assert main(argv) == 2, expected
+        captured = capsys.readouterr()
+        lines = [line for line in captured.err.splitlines() if line.strip()]
+        assert len(lines) == 1 and expected in lines[0], (expected, captured.err)
+    assert tree(tmp_path) == before
+
+
+def test_build_config_reads_json_values_and_lists():
+    config = build_config(
+        "selective", ["utility=magnitude", "fraction=0.05", "include-bias=true", "target_modules=fc1,fc2", "seed=3"]
+    )
+    assert (config.utility, config.fraction, config.include_bias, config.seed) == ("magnitude", 0.05, True, 3)
+    assert config.target_modules == ["fc1", "fc2"]
+    assert build_config("selective", ['target_modules=["a.b"]']).target_modules == ["a.b"]
+    with pytest.raises(CommandError, match="key=value"):
+        build_config("selective", ["fraction"])
+    with pytest.raises(CommandError, match=r"`fraction` must be in \(0, 1\]"):
+        build_config("selective", ["fraction=2"])
+
+
+def test_catalogue_commands_are_valid():
+    from hf_plasticity.cli import build_parser
+    from hf_plasticity.commands.prepare import check_one_shot
+
+    text = (Path(__file__).resolve().parents[1] / "model_cards" / "CATALOGUE.md").read_text()
+    commands = [line for line in text.splitlines() if line.startswith("hf-plasticity prepare ")]
+    assert len(commands) == 6
+    bases = {"google/vit-base-patch16-224", "facebook/convnext-tiny-224", "microsoft/resnet-50"}
+    assert {shlex.split(c)[2] for c in commands} == bases
+    for command in commands:
+        args = build_parser().parse_args(shlex.split(command)[1:])
+        config = build_config(args.strategy, args.params)
+        check_one_shot(config)
+        assert not config.requires_data and args.data is None  # data-free: one checkpoint for every task
+        assert args.push_to_hub.startswith("NAMESPACE/") and args.push_to_hub.endswith(args.output)
+
+
+def test_looks_like_path():
+    assert looks_like_path("/abs/model") and looks_like_path("./model") and looks_like_path("a/b/c")
+    assert not looks_like_path("google/vit-base-patch16-224") and not looks_like_path("gpt2")

@@ -1,0 +1,295 @@
+"""Saving, pushing and loading restored checkpoints, and their model card, against a local Hub-compatible server
+driven by the real huggingface_hub client (see tests/hub_server.py)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import transformers.utils.hub
+import yaml
+from huggingface_hub import ModelCard, ModelCardData, constants, hf_api
+from transformers import AutoModelForImageClassification, ViTImageProcessor
+
+from hf_plasticity import PlasticityConfig, SelectiveReinitConfig, prepare_pretrained
+from hf_plasticity.hub import HubPushError, apply_card_section, push_restored, save_restored
+from hf_plasticity.modelcard import SECTION_END, SECTION_START, TEMPLATE_PATH
+
+from .hub_server import LocalHub, point_client_at
+from .models import IMAGE_SIZE, batches
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = "google/vit-base-patch16-224"
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    with LocalHub() as server:
+        point_client_at(server, monkeypatch, tmp_path / "hf-cache")
+        yield server
+
+
+@pytest.fixture
+def restored(make_model):
+    """A tiny ViT restored with the default strategy, and its report."""
+    model = make_model("vit")
+    report = prepare_pretrained(model, "reinit_layers")
+    return model.eval(), report
+
+
+def logits(model, seed: int = 0) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(batches(1, 4, seed)[0]["pixel_values"]).logits
+
+
+def folder_state(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def remote_text(hub: LocalHub, repo_id: str, filename: str = "README.md") -> str:
+    return hub.repos[repo_id].head.files[filename].decode()
+
+
+# ------------------------------------------------------------------------------------------------- round trip
+def test_push_then_load_gives_identical_logits(hub, restored, tmp_path):
+    model, report = restored
+    info = push_restored(model, "user/vit-restored", report=report, base_model=BASE, save_directory=tmp_path / "out")
+    assert info.oid == hub.repos["user/vit-restored"].head.oid
+    assert set(hub.repos["user/vit-restored"].head.files) >= {
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "plasticity_config.json",
+    }
+    loaded = AutoModelForImageClassification.from_pretrained("user/vit-restored")
+    assert torch.equal(logits(loaded), logits(model))
+    config = PlasticityConfig.from_pretrained("user/vit-restored")
+    assert (
+        config.strategy == "reinit_layers" and config.to_dict() == PlasticityConfig.from_dict(report.config).to_dict()
+    )
+    assert loaded.config.plasticity["total_reinitialized"] == report.total_reinitialized
+
+
+def test_temporary_folder_is_removed_after_a_successful_push(hub, restored, monkeypatch, tmp_path):
+    model, report = restored
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    push_restored(model, "user/vit-tmp", report=report)
+    assert not list(tmp_path.glob("hf-plasticity-*"))
+    assert "model.safetensors" in hub.repos["user/vit-tmp"].head.files
+
+
+def test_pushing_again_updates_the_repository(hub, make_model, restored):
+    model, report = restored
+    first = push_restored(model, "user/vit-restored", report=report, base_model=BASE)
+    second_model = make_model("vit")
+    second_report = prepare_pretrained(second_model, SelectiveReinitConfig(utility="magnitude", fraction=0.2, seed=3))
+    second = push_restored(second_model, "user/vit-restored", report=second_report, base_model=BASE)
+    repo = hub.repos["user/vit-restored"]
+    assert second.oid != first.oid and repo.head.oid == second.oid and len(repo.commits) == 3  # init + 2 pushes
+    loaded = AutoModelForImageClassification.from_pretrained("user/vit-restored")
+    assert torch.equal(logits(loaded), logits(second_model))
+    assert not torch.equal(logits(loaded), logits(model))
+    assert PlasticityConfig.from_pretrained("user/vit-restored").strategy == "selective"
+    card = ModelCard(remote_text(hub, "user/vit-restored"))
+    assert "selective" in card.data.tags and "reinit_layers" not in card.data.tags
+    assert card.text.count(SECTION_START) == 1
+
+
+def test_private_repository_is_requested_as_private(hub, restored):
+    model, report = restored
+    push_restored(model, "user/secret", report=report, private=True)
+    push_restored(model, "user/public", report=report)
+    assert hub.repos["user/secret"].private is True
+    assert hub.repos["user/public"].private is False
+    created = [body for method, path, body in hub.requests if path == "/api/repos/create"]
+    assert created[0]["name"] == "secret" and created[0]["organization"] == "user"
+
+
+# ------------------------------------------------------------------------------------------------------- errors
+def test_server_error_is_clear_and_keeps_the_local_folder(hub, restored, tmp_path):
+    model, report = restored
+    hub.fail_with = 500
+    out = tmp_path / "out"
+    with pytest.raises(HubPushError, match=r"user/vit-restored.*500.*kept in") as error:
+        push_restored(model, "user/vit-restored", report=report, save_directory=out)
+    assert str(out) in str(error.value) and "\n" not in str(error.value)
+    assert {"README.md", "config.json", "model.safetensors", "plasticity_config.json"} <= set(folder_state(out))
+    assert torch.equal(logits(AutoModelForImageClassification.from_pretrained(out)), logits(model))
+
+
+def test_no_server_is_clear_and_keeps_the_temporary_folder(restored, monkeypatch, tmp_path):
+    model, report = restored
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_api.api, "endpoint", url)
+    monkeypatch.setattr(transformers.utils.hub, "_hf_api", None)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    with pytest.raises(HubPushError, match=r"Could not push to 'user/vit-restored' on http://127\.0\.0\.1") as error:
+        push_restored(model, "user/vit-restored", report=report)
+    kept = list(tmp_path.glob("hf-plasticity-*"))
+    assert len(kept) == 1 and str(kept[0]) in str(error.value)
+    assert (kept[0] / "model.safetensors").is_file() and (kept[0] / "README.md").is_file()
+
+
+def test_save_refuses_a_model_that_was_not_restored(make_model, tmp_path):
+    with pytest.raises(ValueError, match="no plasticity record"):
+        save_restored(make_model("vit"), tmp_path / "out")
+    with pytest.raises(TypeError, match="save_pretrained"):
+        save_restored(make_model("cnn"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------------------------------------- card
+def test_card_metadata_and_content(hub, restored):
+    model, report = restored
+    report.diagnostics = {
+        "before": {"dormant_ratio": 0.25, "gradient_norm": {"overall": 0.01}},
+        "after": {"dormant_ratio": 0.05, "gradient_norm": {"overall": 0.2}},
+    }
+    push_restored(model, "user/vit-card", report=report, base_model=BASE)
+    text = remote_text(hub, "user/vit-card")
+    metadata = yaml.safe_load(text.split("---")[1])
+    assert metadata == {
+        "base_model": BASE,
+        "library_name": "hf-plasticity",
+        "pipeline_tag": "image-classification",
+        "tags": ["plasticity", "reinit_layers", "hf-plasticity"],
+    }
+    ModelCardData(**metadata)  # valid card metadata
+    card = ModelCard.load("user/vit-card")
+    assert card.data.base_model == BASE and card.data.library_name == "hf-plasticity"
+    body = card.text
+    assert "strategy **`reinit_layers`**" in body and "| `num_blocks` | `1` |" in body
+    assert f"| 2 | `vit.layers.2` | {report.by_block()['2']:,} | 100.00% |" in body
+    assert "| `dormant_ratio` | 0.25 | 0.05 |" in body and "| `gradient_norm.overall` | 0.01 | 0.2 |" in body
+    assert "Trainer(" in body and 'from_pretrained(\n    "user/vit-card"' in body
+    assert "2603.20860" in body and body.count(SECTION_START) == 1 and body.count(SECTION_END) == 1
+
+
+def test_card_shows_measured_diagnostics(make_model, tmp_path):
+    model = make_model("vit")
+    report = prepare_pretrained(model, "reinit_layers", data=batches(2, 4))  # diagnostics before/after on the data
+    assert {"before", "after"} <= set(report.diagnostics)
+    text = (save_restored(model, tmp_path / "out", report=report) / "README.md").read_text()
+    after = report.diagnostics["after"].mean_abs_weight
+    assert "### Diagnostics before and after the restore" in text
+    assert f"| `mean_abs_weight` | {report.diagnostics['before'].mean_abs_weight:.4g} | {after:.4g} |" in text
+    assert "| `effective_rank` |" in text and "| `dormant_ratio` |" in text
+
+
+def test_card_without_diagnostics_or_hub_base_model(restored, tmp_path):
+    model, report = restored
+    folder = save_restored(model, tmp_path / "out", report=report)  # _name_or_path is a local folder
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.base_model is None and "Diagnostics" not in card.text
+    assert card.text.startswith("\n# out\n")
+
+
+def test_card_snippet_runs(restored, tmp_path, monkeypatch):
+    from PIL import Image
+
+    model, report = restored
+    processor = ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    folder = save_restored(model, tmp_path / "ckpt", report=report, image_processor=processor)
+    for label in ("cats", "dogs"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (40, 40), (60 * i, 90, 120)).save(tmp_path / "images" / label / f"{i}.png")
+    snippet = ModelCard.load(folder / "README.md").text.split("```python\n")[1].split("```")[0]
+    assert snippet.rstrip().endswith("trainer.train()")
+    snippet = snippet.replace("path/to/this/checkpoint", str(folder))
+    snippet = snippet.replace("path/to/your/images", str(tmp_path / "images"))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(snippet.rstrip().removesuffix("trainer.train()"), namespace)
+    trainer = namespace["trainer"]
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    assert batch["pixel_values"].shape == (4, 3, IMAGE_SIZE, IMAGE_SIZE) and batch["labels"].tolist() == [0, 0, 1, 1]
+    assert torch.isfinite(trainer.model(**batch).loss)
+
+
+def test_card_update_keeps_user_text(hub, restored, tmp_path):
+    model, report = restored
+    folder = save_restored(model, tmp_path / "out", report=report, base_model=BASE)
+    card = ModelCard.load(folder / "README.md")
+    card.data.license = "mit"
+    card.data.tags = [*card.data.tags, "my-tag"]
+    card.text = "\n# My model\n\nMy intro.\n" + card.text.split("\n\n", 2)[2] + "\n## My results\n\n97%\n"
+    card.save(folder / "README.md")
+    save_restored(model, folder, report=report)
+    updated = ModelCard.load(folder / "README.md")
+    assert updated.data.license == "mit" and "my-tag" in updated.data.tags and updated.data.base_model == BASE
+    assert "My intro." in updated.text and "## My results\n\n97%" in updated.text
+    assert updated.text.count(SECTION_START) == 1 and "strategy **`reinit_layers`**" in updated.text
+    # Applying the section again changes nothing: the update is idempotent.
+    before = (folder / "README.md").read_text()
+    apply_card_section(folder, report, model=model)
+    assert (folder / "README.md").read_text() == before
+    # The same holds for a card edited on the Hub: a new push keeps the remote text.
+    push_restored(model, "user/edited", report=report, base_model=BASE)
+    remote = ModelCard(remote_text(hub, "user/edited"))
+    remote.text = "\n# Edited on the Hub\n" + remote.text
+    hub.commit("user/edited", "edit card", {"README.md": str(remote).encode()}, [])
+    push_restored(model, "user/edited", report=report)
+    final = ModelCard(remote_text(hub, "user/edited"))
+    assert "# Edited on the Hub" in final.text and final.text.count(SECTION_START) == 1
+
+
+def test_trainer_push_then_apply_card_section(hub, restored, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    model, report = restored
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "run"),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        push_to_hub=True,
+        hub_model_id="user/trained",
+        hub_token="hf_local_test_token",
+    )
+    rows = [{"pixel_values": b["pixel_values"][i], "labels": b["labels"][i]} for b in batches(1, 4) for i in range(4)]
+    trainer = Trainer(model=model, args=args, train_dataset=rows)
+    trainer.train()
+    trainer.push_to_hub()
+    assert SECTION_START not in remote_text(hub, "user/trained")  # Trainer's create_model_card replaced the card
+    trainer_card = ModelCard(remote_text(hub, "user/trained"))
+
+    apply_card_section(tmp_path / "run", report, model=model)  # the local folder
+    apply_card_section("user/trained")  # the repository; the record comes from its config.json
+    for text in ((tmp_path / "run" / "README.md").read_text(), remote_text(hub, "user/trained")):
+        card = ModelCard(text)
+        assert trainer_card.text.strip() in card.text  # Trainer's text stays ...
+        assert card.text.rstrip().endswith(SECTION_END)  # ... and the card ends with the library's section
+        assert card.data.library_name == trainer_card.data.library_name  # Trainer's metadata stays
+        assert {"plasticity", "reinit_layers"} <= set(card.data.tags)
+
+
+# ------------------------------------------------------------------------------------------------ packaging
+def test_model_cards_template_is_the_shipped_one():
+    assert (ROOT / "model_cards" / "modelcard_template.md").read_text() == TEMPLATE_PATH.read_text()
+    assert "2603.20860" in (ROOT / "model_cards" / "CATALOGUE.md").read_text()
+
+
+def test_wheel_ships_the_template(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    shutil.copy(ROOT / "pyproject.toml", source)
+    shutil.copy(ROOT / "README.md", source)
+    shutil.copytree(ROOT / "hf_plasticity", source / "hf_plasticity", ignore=shutil.ignore_patterns("__pycache__"))
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", "dist", "."]
+    subprocess.run(command, cwd=source, check=True, capture_output=True, timeout=120)
+    (wheel,) = (source / "dist").glob("hf_plasticity-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "hf_plasticity/templates/modelcard_template.md" in names and "hf_plasticity/modelcard.py" in names
