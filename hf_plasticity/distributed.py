@@ -1,0 +1,165 @@
+"""Multi-process helpers: every process must end a restore or a periodic reset with bitwise-identical parameters.
+
+The rule is simple: the main process (rank 0) plans, every process applies the same plan. Only rank 0 reads
+calibration data, so a rank with fewer (or no) batches cannot deadlock; the one collective is the broadcast of the
+plan. Sharded parameters (FSDP / DTensor / DeepSpeed ZeRO-3) are refused: restore before wrapping.
+
+Only ``torch.distributed`` is used here (no Accelerate), so the same code serves the Trainer callback, a plain
+Accelerate loop and ``torchrun`` scripts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .strategies.base import TensorReset
+
+
+class ShardedModelError(RuntimeError):
+    """The model's parameters are sharded (FSDP, DTensor, DeepSpeed ZeRO-3): restore before wrapping instead."""
+
+
+def is_distributed() -> bool:
+    """True inside an initialized process group with more than one process."""
+    return (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    )
+
+
+def process_index() -> int:
+    """Global rank of this process (0 outside a process group)."""
+    return torch.distributed.get_rank() if is_distributed() else 0
+
+
+def is_main_process() -> bool:
+    """True on rank 0, and always outside a process group."""
+    return process_index() == 0
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every process (returned unchanged outside a process group)."""
+    if not is_distributed():
+        return obj
+    holder = [obj]
+    torch.distributed.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def _all_tensors(model: nn.Module) -> list[torch.Tensor]:
+    params = [p for _, p in model.named_parameters(remove_duplicate=False)]
+    buffers = [b for _, b in model.named_buffers(remove_duplicate=False)]
+    return params + buffers
+
+
+def pack_plan(model: nn.Module, plan: list[TensorReset]) -> list[dict[str, Any]]:
+    """A picklable, device-free form of ``plan``: each write names its tensor by position in the model."""
+    position = {}
+    for i, tensor in enumerate(_all_tensors(model)):
+        position.setdefault(id(tensor), i)
+    packed = []
+    for reset in plan:
+        if id(reset.tensor) not in position:
+            raise ValueError(
+                f"Planned write into {reset.name}, which is neither a parameter nor a buffer of the model."
+            )
+        packed.append(
+            {
+                "position": position[id(reset.tensor)],
+                "name": reset.name,
+                "values": reset.values.detach().cpu(),
+                "index": None if reset.index is None else reset.index.detach().cpu(),
+                "block": reset.block,
+                "fresh": reset.fresh,
+            }
+        )
+    return packed
+
+
+def unpack_plan(model: nn.Module, packed: list[dict[str, Any]]) -> list[TensorReset]:
+    """The inverse of [`pack_plan`] on this process's copy of the model."""
+    tensors = _all_tensors(model)
+    return [
+        TensorReset(
+            name=item["name"],
+            tensor=tensors[item["position"]],
+            values=item["values"],
+            index=item["index"],
+            block=item["block"],
+            fresh=item["fresh"],
+        )
+        for item in packed
+    ]
+
+
+def share_plan(model: nn.Module, plan: list[TensorReset] | None, extra: Any = None) -> tuple[list[TensorReset], Any]:
+    """Sends rank 0's ``plan`` (and any picklable ``extra``, e.g. the strategy state) to every process.
+
+    Call it on every process; ``plan`` and ``extra`` are only read on rank 0. Outside a process group they are
+    returned as they are.
+    """
+    if not is_distributed():
+        return plan or [], extra
+    payload = (pack_plan(model, plan or []), extra) if is_main_process() else None
+    packed, extra = broadcast_object(payload)
+    return unpack_plan(model, packed), extra
+
+
+def sharded_parameters(model: nn.Module) -> list[str]:
+    """Names of the parameters that are sharded across processes (DTensor, FSDP flat parameters, ZeRO-3)."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - very old torch
+        DTensor = ()  # noqa: N806
+    names = []
+    for name, param in model.named_parameters():
+        if (
+            isinstance(param, DTensor)
+            or getattr(param, "_is_flat_param", False)
+            or hasattr(param, "ds_id")  # DeepSpeed ZeRO-3
+            or hasattr(param, "_local_tensor")
+        ):
+            names.append(name)
+    return names
+
+
+def check_not_sharded(model: nn.Module) -> None:
+    """Raises [`ShardedModelError`] when ``model`` holds sharded parameters.
+
+    A re-initialization writes whole tensors in place; on a shard it would draw different values on every process.
+    FSDP / DeepSpeed users restore the plain model first (``prepare_pretrained`` before ``accelerator.prepare`` or
+    before building the Trainer), then wrap it.
+    """
+    names = sharded_parameters(model)
+    if names:
+        raise ShardedModelError(
+            f"{len(names)} parameters of {type(model).__name__} are sharded (FSDP / DTensor / DeepSpeed ZeRO-3), e.g. "
+            f"{names[0]!r}. hf-plasticity cannot re-initialize sharded parameters: restore before wrapping, i.e. call "
+            "`prepare_pretrained(model, config, data=...)` on the plain model before `accelerator.prepare(...)` or "
+            "before creating the Trainer, and use no periodic strategy with FSDP / ZeRO-3."
+        )
+
+
+@torch.no_grad()
+def parameter_fingerprint(model: nn.Module) -> list[float]:
+    """Sum, sum of absolute values and sum of squares of all parameters (float64): a cheap check that a model holds
+    the weights it should, e.g. that a resume really loaded the checkpoint."""
+    sums = torch.zeros(3, dtype=torch.float64)
+    for param in model.parameters():
+        values = param.detach().double()
+        sums += torch.stack([values.sum(), values.abs().sum(), values.square().sum()]).cpu()
+    return sums.tolist()
+
+
+def fingerprints_match(a: list[float], b: list[float], rtol: float = 1e-6) -> bool:
+    """Whether two [`parameter_fingerprint`] results agree up to float round-off."""
+    scale = max(abs(b[1]), 1e-12)
+    return (
+        abs(a[0] - b[0]) <= rtol * scale
+        and abs(a[1] - b[1]) <= rtol * scale
+        and abs(a[2] - b[2]) <= rtol * max(abs(b[2]), 1e-12)
+    )

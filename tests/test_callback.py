@@ -1,0 +1,298 @@
+"""PlasticityCallback inside real (tiny) Trainer runs: the one-shot restore, periodic resets, metrics in TensorBoard,
+a real resume from checkpoint, and the errors raised at construction / at the start of training."""
+
+from __future__ import annotations
+
+import glob
+
+import pytest
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from hf_plasticity import (
+    AlreadyRestoredError,
+    LayerReinitConfig,
+    PlasticityCallback,
+    PlasticityController,
+    ResumeMismatchError,
+    ScopeError,
+    SelectiveReinitConfig,
+    available_strategies,
+    prepare_pretrained,
+)
+from hf_plasticity.optim import unwrap_optimizer
+
+from . import periodic_strategy
+from .models import batches
+from .periodic_strategy import EveryNConfig
+from .test_training import learnable_dataset
+
+
+@pytest.fixture(autouse=True, scope="module")
+def every_n_strategy():
+    periodic_strategy.register()
+    yield
+    periodic_strategy.unregister()
+
+
+def training_args(tmp_path, **overrides) -> TrainingArguments:
+    settings = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=16,
+        max_steps=4,
+        learning_rate=1e-3,
+        logging_steps=2,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+    )
+    settings.update(overrides)
+    return TrainingArguments(**settings)
+
+
+class StopAt(TrainerCallback):
+    """Ends training after step ``step`` (after its checkpoint): a crash that keeps the learning-rate schedule."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        control.should_training_stop = state.global_step >= self.step
+
+
+def run(model, tmp_path, callback, train=None, resume=None, stop_at=None, **overrides) -> Trainer:
+    trainer = Trainer(
+        model=model,
+        args=training_args(tmp_path, **overrides),
+        train_dataset=train or learnable_dataset(64),
+        callbacks=[callback] + ([StopAt(stop_at)] if stop_at else []),
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer
+
+
+def logged(trainer: Trainer, key: str) -> list[tuple[int, float]]:
+    return [(log["step"], log[key]) for log in trainer.state.log_history if key in log]
+
+
+def params(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+# ------------------------------------------------------------------------------------------------ one-shot restore
+def test_restore_before_first_step_equals_prepare_pretrained(make_model, tmp_path):
+    model, reference = make_model("convnext"), make_model("convnext")
+    prepare_pretrained(reference)  # the default: LayerReinitConfig(num_blocks=1)
+    callback = PlasticityCallback()
+    trainer = run(model, tmp_path, callback, max_steps=1, learning_rate=0.0)  # lr 0: only the restore changes weights
+    after, expected = params(model), params(reference)
+    assert all(torch.equal(after[name], expected[name]) for name in expected)
+    assert model.config.plasticity["strategy"] == "reinit_layers"
+    assert logged(trainer, "plasticity/restore/reinitialized") == [
+        (0, reference.config.plasticity["total_reinitialized"])
+    ]
+
+
+def test_data_dependent_restore_reads_the_train_dataloader(make_model, tmp_path):
+    model = make_model("resnet")
+    callback = PlasticityCallback(SelectiveReinitConfig(utility="grad_x_weight", fraction=0.05, calibration_batches=2))
+    trainer = run(model, tmp_path, callback, max_steps=1)
+    assert len(callback.controller.prefetch()) == 2  # two batches of the Trainer's loader, read once
+    assert callback.controller.prefetch()[0]["pixel_values"].shape[0] == 16
+    [(step, count)] = logged(trainer, "plasticity/restore/reinitialized")
+    assert step == 0 and count > 0
+
+
+def test_already_restored_model_is_not_restored_twice(make_model, tmp_path):
+    model = make_model("convnext")
+    prepare_pretrained(model, LayerReinitConfig(num_blocks=2))
+    before = params(model)
+    trainer = run(model, tmp_path, PlasticityCallback(), max_steps=1, learning_rate=0.0)
+    assert not logged(trainer, "plasticity/restore/reinitialized")
+    assert all(torch.equal(p, before[n]) for n, p in params(model).items())
+    with pytest.raises(AlreadyRestoredError, match="already restored"):
+        run(model, tmp_path, PlasticityCallback(restore=True), max_steps=1)
+
+
+# ------------------------------------------------------------------------------------------------ periodic resets
+def test_periodic_resets_write_the_plan_and_zero_the_optimizer_state(make_model, tmp_path):
+    model = make_model("convnext")
+    callback = PlasticityCallback(EveryNConfig(every_n_steps=2), log_every=4)
+    trainer = run(model, tmp_path, callback, max_steps=4)
+    strategy = callback.controller.strategy
+    assert strategy.steps == [2, 4]
+    # The reset at step 4 is the last write: its entries hold the planned values and zero Adam moments.
+    optimizer = unwrap_optimizer(trainer.optimizer)
+    for reset in strategy.plan_step(model, step=4):
+        assert torch.equal(reset.tensor.detach().view(-1)[reset.index], reset.values)
+        state = optimizer.state[reset.tensor]
+        assert not state["exp_avg"].view(-1)[reset.index].any()
+        assert not state["exp_avg_sq"].view(-1)[reset.index].any()
+        assert state["exp_avg"].view(-1).count_nonzero() > reset.index.numel()  # the rest is untouched
+    [(step, resets)] = logged(trainer, "plasticity/test_every_n/resets")
+    assert (step, resets) == (4, 2.0)
+
+
+def test_metrics_reach_tensorboard(make_model, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    callback = PlasticityCallback(EveryNConfig(every_n_steps=2), diagnostics_every=2, log_every=2)
+    run(make_model("vit"), tmp_path, callback, max_steps=4, report_to=["tensorboard"])
+    tags: dict[str, list[int]] = {}
+    for path in glob.glob(str(tmp_path / "**" / "events.out.tfevents.*"), recursive=True):
+        accumulator = EventAccumulator(path)
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            tags.setdefault(tag, []).extend(event.step for event in accumulator.Scalars(tag))
+    assert sorted(tags["train/plasticity/test_every_n/reinitialized"]) == [2, 4]
+    assert sorted(tags["train/plasticity/dormant_ratio"]) == [0, 2, 4]  # before training, then every 2 steps
+    assert "train/plasticity/insignificant_grad_share" in tags
+    assert "train/loss" in tags
+
+
+def test_monitoring_leaves_training_unchanged(make_model, tmp_path):
+    """Diagnostics read probe batches and run backward passes; the trained weights must not notice."""
+    plain, monitored = make_model("resnet"), make_model("resnet")
+    run(plain, tmp_path / "a", PlasticityCallback(restore=False), max_steps=3)
+    run(monitored, tmp_path / "b", PlasticityCallback(restore=False, diagnostics_every=1), max_steps=3)
+    expected = params(plain)
+    assert all(torch.equal(p, expected[n]) for n, p in params(monitored).items())
+
+
+# ------------------------------------------------------------------------------------------------ resume
+@pytest.mark.parametrize("restore_callback_states", [False, True])
+def test_resume_continues_schedules_and_never_repeats_the_restore(make_model, tmp_path, restore_callback_states):
+    config = EveryNConfig(every_n_steps=2, at_start=True, scored=True)
+    settings = dict(
+        max_steps=6,
+        save_strategy="steps",
+        save_steps=3,
+        restore_callback_states_from_checkpoint=restore_callback_states,
+    )
+    straight = make_model("convnext")
+    run(straight, tmp_path / "straight", PlasticityCallback(config), **settings)
+
+    first = make_model("convnext")
+    run(first, tmp_path / "resumed", PlasticityCallback(config), stop_at=3, **settings)  # "crashes" after step 3
+    resumed = make_model("convnext")  # a new process would start from the pretrained model again
+    trainer = run(
+        resumed,
+        tmp_path / "resumed",
+        PlasticityCallback(config),
+        resume=str(tmp_path / "resumed" / "out" / "checkpoint-3"),
+        **settings,
+    )
+    expected = params(straight)
+    assert all(torch.equal(p, expected[n]) for n, p in params(resumed).items())
+    live = next(c for c in trainer.callback_handler.callbacks if isinstance(c, PlasticityCallback))
+    assert live.controller.strategy.steps == [2, 4, 6]  # step 2 from the checkpoint, 4 and 6 after the resume
+    assert live._trainer is trainer  # also when transformers replaced the callback with one built from its state
+    after_resume = [log for log in trainer.state.log_history if log["step"] > 3]
+    assert not [log for log in after_resume if "plasticity/restore/reinitialized" in log]
+    assert [log["step"] for log in after_resume if "plasticity/test_every_n/resets" in log] == [4, 6]
+
+
+def test_resume_into_wrong_weights_is_refused_vit(make_model, tmp_path):
+    """transformers 5.24 resumes a ViT without its encoder layers (FINDINGS.md); the callback stops it."""
+    settings = dict(max_steps=4, save_strategy="steps", save_steps=2)
+    run(make_model("vit"), tmp_path, PlasticityCallback(restore=False), stop_at=2, **settings)
+    with pytest.raises(ResumeMismatchError, match="48805"):
+        run(
+            make_model("vit"),
+            tmp_path,
+            PlasticityCallback(restore=False),
+            resume=str(tmp_path / "out" / "checkpoint-2"),
+            **settings,
+        )
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+class NoLayers(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(3))
+
+    def forward(self, pixel_values, labels=None):
+        logits = pixel_values.mean((2, 3)) * self.scale
+        return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+
+def build_trainer(model, tmp_path, callback, train="default"):
+    train = learnable_dataset(32) if train == "default" else train
+    return Trainer(model=model, args=training_args(tmp_path), train_dataset=train, callbacks=[callback])
+
+
+def test_data_dependent_strategy_without_train_dataset_fails_at_construction(make_model, tmp_path):
+    with pytest.raises(ValueError, match="No training data: strategy 'selective' scores on downstream data"):
+        build_trainer(make_model("convnext"), tmp_path, PlasticityCallback(SelectiveReinitConfig()), train=None)
+    with pytest.raises(ValueError, match="No training data: the diagnostics"):
+        build_trainer(make_model("convnext"), tmp_path, PlasticityCallback(diagnostics_every=10), train=None)
+
+
+def test_model_without_supported_layers_fails_at_construction(tmp_path):
+    with pytest.raises(ScopeError, match="no supported layers"):
+        build_trainer(NoLayers(), tmp_path, PlasticityCallback(EveryNConfig()))
+
+
+@pytest.mark.parametrize("period", [0, -3])
+def test_bad_period_is_refused(period):
+    with pytest.raises(ValueError, match="`every_n_steps` must be a positive integer"):
+        PlasticityCallback(EveryNConfig(every_n_steps=period))
+    config = EveryNConfig()
+    config.every_n_steps = period  # changed after validation: validated again by the callback
+    with pytest.raises(ValueError, match="`every_n_steps` must be a positive integer"):
+        PlasticityCallback(config)
+    with pytest.raises(ValueError, match="`diagnostics_every` must be a positive integer"):
+        PlasticityCallback(diagnostics_every=period)
+    with pytest.raises(ValueError, match="`log_every` must be a positive integer"):
+        PlasticityCallback(log_every=period)
+
+
+def test_two_callbacks_are_refused(make_model, tmp_path):
+    with pytest.raises(ValueError, match="one PlasticityCallback"):
+        Trainer(
+            model=make_model("convnext"),
+            args=training_args(tmp_path),
+            train_dataset=learnable_dataset(32),
+            callbacks=[PlasticityCallback(), PlasticityCallback(EveryNConfig())],
+        )
+
+
+# ------------------------------------------------------------------------------------------------ without Trainer
+def test_controller_in_a_plain_loop_and_its_state_round_trip(make_model):
+    model = make_model("convnext")
+    data = batches(2, size=8)
+    controller = PlasticityController(EveryNConfig(every_n_steps=2, at_start=True), data=data, diagnostics_every=3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    assert controller.restore(model, optimizer=optimizer) is not None
+    assert controller.restore(model, optimizer=optimizer) is None  # once
+    controller.attach(model)
+    seen = {}
+    for step in range(1, 5):
+        loss = nn.functional.cross_entropy(model(data[0]["pixel_values"]).logits, data[0]["labels"])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        seen[step] = controller.step(step, optimizer=optimizer)
+    controller.detach()
+    assert seen[1] == {} and seen[2]["plasticity/test_every_n/resets"] == 1.0
+    assert "plasticity/dormant_ratio" in seen[3]
+    clone = PlasticityController(EveryNConfig(every_n_steps=2, at_start=True))
+    clone.load_state_dict(controller.state_dict())
+    assert clone.restored and clone.strategy.steps == [2, 4] and clone.total_resets == 2
+
+
+@pytest.mark.skipif("redo" not in available_strategies(), reason="ReDo is not available")
+def test_redo_every_n_steps(make_model, tmp_path):
+    from hf_plasticity.strategies.redo import ReDoConfig
+
+    callback = PlasticityCallback(ReDoConfig(every_n_steps=2, tau=0.5), log_every=4, diagnostics_every=4)
+    trainer = run(make_model("convnext"), tmp_path, callback, max_steps=4)
+    [(step, resets)] = logged(trainer, "plasticity/redo/resets")
+    assert (step, resets) == (4, 2.0)
+    assert logged(trainer, "plasticity/redo/reinitialized")[0][1] > 0  # tau 0.5 finds dormant units
+    assert logged(trainer, "plasticity/restore/reinitialized")[0][0] == 0  # ReDo also acts once before training
+    assert len(logged(trainer, "plasticity/dormant_ratio")) == 2
