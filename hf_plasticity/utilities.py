@@ -51,18 +51,25 @@ def calibration_mode(model: nn.Module, targets: list[Target]) -> Iterator[None]:
 def mean_gradients(
     model: nn.Module, targets: list[Target], data: Any, num_batches: int, batch_size: int
 ) -> dict[str, torch.Tensor]:
-    """Mean gradient of the downstream loss over ``num_batches`` batches, per target (no optimizer step)."""
-    sums = {t.name: torch.zeros_like(t.tensor, dtype=torch.float32) for t in targets}
+    """Mean gradient of the downstream loss over ``num_batches`` batches, per target (no optimizer step).
+
+    Gradients accumulate in the targets' own ``.grad`` (one gradient-sized buffer, as in training); the model's
+    previous ``.grad`` tensors are put back afterwards and the accumulated ones are handed over, as float32.
+    """
     count = 0
     with calibration_mode(model, targets):
         for batch in iter_batches(data, num_batches, batch_size):
-            loss = downstream_loss(model, batch)
-            grads = torch.autograd.grad(loss, [t.tensor for t in targets], allow_unused=True)
-            for target, grad in zip(targets, grads):
-                if grad is not None:
-                    sums[target.name] += grad.float()
+            downstream_loss(model, batch).backward()
             count += 1
-    return {name: total / count for name, total in sums.items()}
+        sums = {t.name: t.tensor.grad for t in targets}
+    means = {}
+    for target in targets:
+        grad = sums.pop(target.name)
+        if grad is None:
+            means[target.name] = torch.zeros_like(target.tensor, dtype=torch.float32)
+        else:
+            means[target.name] = grad.float().div_(count)
+    return means
 
 
 def compute_utilities(
