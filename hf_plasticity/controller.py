@@ -15,7 +15,7 @@ from torch import nn
 from .config import PlasticityConfig, get_config_class
 from .data import iter_batches
 from .distributed import check_not_sharded, is_main_process, share_plan
-from .engine import AlreadyRestoredError, _record, apply_strategy_plan, default_config, restore_record
+from .engine import AlreadyRestoredError, apply_strategy_plan, default_config, record_restore, restore_record
 from .report import PlasticityReport
 from .strategies.base import Strategy, get_strategy
 from .targeting import resolve_targets
@@ -220,7 +220,7 @@ class PlasticityController:
         plan = self.strategy.plan(model, data=self._scoring_data()) if is_main_process() else None
         plan, _ = share_plan(model, plan)
         report = apply_strategy_plan(model, self.strategy, plan, optimizer=optimizer)
-        _record(model, report)
+        record_restore(model, report)
         self.restored = True
         self.restore_summary = report.summary()
         logger.info("One-shot restore (%s): %s entries re-initialized", self.name, report.total_reinitialized)

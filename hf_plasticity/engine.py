@@ -200,7 +200,7 @@ def prepare_pretrained(
             report.diagnostics["after"] = _diagnose(model, data, diagnostics_batches)
         except Exception as error:  # the restore itself succeeded: keep it, say why "after" is missing
             logger.warning("Diagnostics after the restore failed: %s", error)
-    _record(model, report)
+    record_restore(model, report)
     logger.info("Restored %s entries (%s) with %s", report.total_reinitialized, f"{report.share:.2%}", config.strategy)
     return report
 
@@ -227,7 +227,8 @@ def _diagnose(model: nn.Module, data: Any, batches: int) -> Any:
     return diagnose(model, data, batches=batches)
 
 
-def _record(model: nn.Module, report: PlasticityReport) -> None:
+def record_restore(model: nn.Module, report: PlasticityReport) -> None:
+    """Records what a restore did on `model` (and in `model.config.plasticity`, saved into config.json)."""
     summary = report.summary()
     setattr(model, _RECORD_ATTR, summary)
     model_config = getattr(model, "config", None)
