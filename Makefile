@@ -22,7 +22,7 @@ lint: setup
 	$(BIN)/ruff format --check hf_plasticity tests examples benchmarks
 
 demo: setup
-	HF_HUB_OFFLINE=1 $(BIN)/hf-plasticity example
+	HF_HUB_OFFLINE=1 $(BIN)/hf-plasticity demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,258 @@
+"""Run the benchmark grid (model x target x seed x backbone lr x arm), one JSON file per finished run.
+
+Runs are resumable: a run whose JSON exists is skipped, so an interrupted bench picks up where it stopped and a
+later call with more arms or seeds only runs what is new. An arm whose strategy the library does not provide is
+skipped with a warning (and runs on a later call once it exists).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .arms import Arm, get_arms
+from .data import as_tensors, load_target
+from .models import PretrainConfig, get_spec, load_model
+from .train import FineTuneConfig, epoch_order, fine_tune, recalibrate_batchnorm, reset_batchnorm_names
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchSettings:
+    """What to run and with which recipe.
+
+    Args:
+        models (`list[str]`): bench model names (see `MODEL_SPECS`).
+        targets (`list[str]`, *optional*): downstream targets (see `TARGETS`); when empty, each model gets the
+            atypical targets plus its own in-domain control (`ModelSpec.default_targets`).
+        arms (`list[str]`, *optional*): arm names (see `ARMS`); all arms when empty. `"standard"` is always run.
+        backbone_lrs (`list[float]`, *optional*, defaults to `[1e-4, 3e-4, 1e-3]`): the backbone learning-rate grid.
+        head_lr (`float`, *optional*, defaults to 1e-3): the head learning rate.
+        seeds (`int`, *optional*, defaults to 3): seeds `0 .. seeds-1` (head draw, restore, data order, dropout).
+        epochs (`int`, *optional*, defaults to 8): fine-tuning epochs.
+        batch_size (`int`, *optional*, defaults to 32): training batch size.
+        calibration_batches (`int`, *optional*, defaults to 8): training batches handed to the restore as `data`.
+        max_train (`int`, *optional*): cut every target's training split to this many examples.
+        max_test (`int`, *optional*): cut every target's test split to this many examples.
+        image_size (`int`, *optional*): override the models' input size.
+        threads (`int`, *optional*, defaults to 1): `torch.set_num_threads`.
+        output_dir (`str`, *optional*, defaults to `"bench_runs"`): where run JSONs, tables and plots go.
+        cache_dir (`str`, *optional*): cache of the source-pretrained models (default `~/.cache/hf_plasticity/bench`).
+        pretrain ([`PretrainConfig`], *optional*): recipe of the source pretraining.
+    """
+
+    models: list[str]
+    targets: list[str] = field(default_factory=list)
+    arms: list[str] = field(default_factory=list)
+    backbone_lrs: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3])
+    head_lr: float = 1e-3
+    seeds: int = 3
+    epochs: int = 8
+    batch_size: int = 32
+    calibration_batches: int = 8
+    max_train: int | None = None
+    max_test: int | None = None
+    image_size: int | None = None
+    threads: int = 1
+    output_dir: str = "bench_runs"
+    cache_dir: str | None = None
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+
+    def recipe(self) -> dict[str, Any]:
+        """The settings every run of one grid shares (part of each run's identity)."""
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "head_lr": self.head_lr,
+            "calibration_batches": self.calibration_batches,
+            "max_train": self.max_train,
+            "max_test": self.max_test,
+            "image_size": self.image_size,
+            "pretrain": asdict(self.pretrain),
+        }
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the grid."""
+
+    model: str
+    target: str
+    arm: Arm
+    backbone_lr: float
+    seed: int
+
+    def run_id(self, recipe: dict[str, Any]) -> str:
+        """File-name-safe identity of the run: readable fields plus a short hash of the recipe and the model spec."""
+        key = {**recipe, "model_spec": asdict(get_spec(self.model))}
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:6]
+        return f"{self.model}__{self.target}__{self.arm.name}__blr{self.backbone_lr:g}__seed{self.seed}__{digest}"
+
+
+def runs_dir(output_dir: str | os.PathLike) -> Path:
+    """Folder of the per-run JSON files."""
+    return Path(output_dir) / "runs"
+
+
+def plan(settings: BenchSettings) -> list[RunSpec]:
+    """The grid in execution order: model, target, seed, learning rate, arm (so early seeds finish first)."""
+    arms = get_arms(settings.arms)
+    return [
+        RunSpec(model, target, arm, lr, seed)
+        for model in settings.models
+        for target in (settings.targets or get_spec(model).default_targets)
+        for seed in range(settings.seeds)
+        for lr in settings.backbone_lrs
+        for arm in arms
+    ]
+
+
+def calibration_data(
+    train: tuple[torch.Tensor, torch.Tensor], num_batches: int, batch_size: int, seed: int
+) -> list[dict[str, torch.Tensor]]:
+    """The first `num_batches` training batches of a seeded order, as dicts the library's `data` accepts."""
+    images, labels = train
+    order = epoch_order(len(labels), seed, epoch=-1)
+    batches = []
+    for b in range(num_batches):
+        idx = order[b * batch_size : (b + 1) * batch_size]
+        if len(idx) == 0:
+            break
+        batches.append({"pixel_values": images[idx], "labels": labels[idx]})
+    return batches
+
+
+def run_one(
+    spec: RunSpec,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    settings: BenchSettings,
+) -> dict[str, Any]:
+    """Load the model, restore it with the arm's strategy (if any), fine-tune, and return the run's record."""
+    start = time.perf_counter()
+    num_labels = int(torch.cat([train[1], test[1]]).max().item()) + 1
+    config = spec.arm.build_config(spec.seed)
+    model = load_model(
+        spec.model, num_labels, seed=spec.seed, cache_dir=settings.cache_dir, pretrain=settings.pretrain
+    )
+    report, restore_seconds = None, 0.0
+    if config is None and spec.arm.recalibrate_bn:
+        t0 = time.perf_counter()
+        data = calibration_data(train, settings.calibration_batches, settings.batch_size, spec.seed)
+        recalibrate_batchnorm(model, data)
+        restore_seconds = time.perf_counter() - t0
+    if config is not None:
+        from hf_plasticity import prepare_pretrained
+
+        data = calibration_data(train, settings.calibration_batches, settings.batch_size, spec.seed)
+        t0 = time.perf_counter()
+        report = prepare_pretrained(model, config, data=data)
+        if spec.arm.recalibrate_bn:
+            recalibrate_batchnorm(model, data, reset_batchnorm_names(report))
+        restore_seconds = time.perf_counter() - t0
+    recipe = FineTuneConfig(
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        head_lr=settings.head_lr,
+        backbone_lr=spec.backbone_lr,
+        seed=spec.seed,
+    )
+    history = fine_tune(model, train, test, recipe)
+    acc = history["test_acc"]
+    epoch_seconds = sum(history["epoch_seconds"]) / len(history["epoch_seconds"])
+    return {
+        "model": spec.model,
+        "target": spec.target,
+        "arm": spec.arm.name,
+        "strategy": spec.arm.strategy,
+        "params": spec.arm.params,
+        "recalibrate_bn": spec.arm.recalibrate_bn,
+        "backbone_lr": spec.backbone_lr,
+        "head_lr": settings.head_lr,
+        "seed": spec.seed,
+        "recipe": settings.recipe(),
+        "n_train": len(train[1]),
+        "n_test": len(test[1]),
+        "image_size": int(train[0].shape[-1]),
+        "test_acc": acc,
+        "train_loss": history["train_loss"],
+        "final_acc": acc[-1],
+        "best_acc": max(acc),
+        "auc": sum(acc) / len(acc),
+        "restore_seconds": restore_seconds,
+        "epoch_seconds": epoch_seconds,
+        "restore_cost_epochs": restore_seconds / epoch_seconds,
+        "wall_seconds": time.perf_counter() - start,
+        "report": report.to_dict() if report is not None and hasattr(report, "to_dict") else None,
+        "env": {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version()},
+    }
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=str))
+    tmp.replace(path)
+
+
+def run_benchmark(settings: BenchSettings, progress: bool = True) -> dict[str, int]:
+    """Run every unfinished cell of the grid and write one JSON per run under `output_dir/runs/`.
+
+    Returns:
+        `dict` with counts: `planned`, `done` (newly run), `skipped` (already finished), `unavailable` (arms whose
+        strategy the library lacks or rejects).
+    """
+    torch.set_num_threads(settings.threads)
+    out = runs_dir(settings.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = settings.recipe()
+    specs = plan(settings)
+    counts = {"planned": len(specs), "done": 0, "skipped": 0, "unavailable": 0}
+    todo = []
+    for spec in specs:
+        if (out / f"{spec.run_id(recipe)}.json").exists():
+            counts["skipped"] += 1
+        else:
+            todo.append(spec)
+    unavailable: dict[str, str] = {}
+    data_cache: dict[tuple[str, int], tuple] = {}
+    from tqdm.auto import tqdm
+
+    bar = tqdm(todo, desc="bench", disable=not progress, dynamic_ncols=True)
+    for spec in bar:
+        bar.set_postfix_str(f"{spec.model}/{spec.target}/{spec.arm.name}/lr={spec.backbone_lr:g}/s{spec.seed}")
+        if spec.arm.name in unavailable:
+            counts["unavailable"] += 1
+            continue
+        try:
+            spec.arm.build_config(spec.seed)
+        except (ImportError, ValueError, KeyError, TypeError) as err:
+            unavailable[spec.arm.name] = str(err)
+            logger.warning("Skipping arm %s: %s", spec.arm.name, err)
+            counts["unavailable"] += 1
+            continue
+        size = settings.image_size or get_spec(spec.model).image_size
+        key = (spec.target, size)
+        if key not in data_cache:
+            data = load_target(spec.target, size, settings.max_train, settings.max_test)
+            data_cache[key] = (as_tensors(data["train"]), as_tensors(data["test"]))
+        record = run_one(spec, *data_cache[key], settings)
+        record["run_id"] = spec.run_id(recipe)
+        _write_json(out / f"{record['run_id']}.json", record)
+        counts["done"] += 1
+    bar.close()
+    return counts
+
+
+def load_runs(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every finished run record under `output_dir/runs/`."""
+    return [json.loads(p.read_text()) for p in sorted(runs_dir(output_dir).glob("*.json"))]

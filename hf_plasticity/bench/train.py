@@ -1,0 +1,177 @@
+"""A small, deterministic fine-tuning loop in plain torch (no Trainer): the same recipe for every arm.
+
+AdamW with two parameter groups (the classification head and everything else, each with its own learning rate),
+a data order fixed by the seed, and the test accuracy measured after every epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class FineTuneConfig:
+    """The fine-tuning recipe.
+
+    Args:
+        epochs (`int`, *optional*, defaults to 8): passes over the training set.
+        batch_size (`int`, *optional*, defaults to 32): training batch size.
+        head_lr (`float`, *optional*, defaults to 1e-3): learning rate of the classification head.
+        backbone_lr (`float`, *optional*, defaults to 1e-4): learning rate of every other parameter.
+        weight_decay (`float`, *optional*, defaults to 0.01): AdamW weight decay.
+        seed (`int`, *optional*, defaults to 0): seeds the data order and dropout.
+        eval_batch_size (`int`, *optional*, defaults to 256): batch size of the evaluation passes.
+    """
+
+    epochs: int = 8
+    batch_size: int = 32
+    head_lr: float = 1e-3
+    backbone_lr: float = 1e-4
+    weight_decay: float = 0.01
+    seed: int = 0
+    eval_batch_size: int = 256
+
+
+def find_head(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The classification head: the last `nn.Linear` in module order (as in the library's structural fallback)."""
+    head = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            head = (name, module)
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear to use as the classification head.")
+    return head
+
+
+def forward_logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Logits of a transformers model (`model(pixel_values=...).logits`) or of a plain module (`model(x)`)."""
+    from transformers import PreTrainedModel
+
+    if isinstance(model, PreTrainedModel):
+        return model(pixel_values=pixel_values).logits
+    out = model(pixel_values)
+    return out.logits if hasattr(out, "logits") else out
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
+    """Accuracy of `model` on `(images, labels)`, in eval mode (the previous mode is restored)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(labels), batch_size):
+        logits = forward_logits(model, images[start : start + batch_size])
+        correct += (logits.argmax(-1) == labels[start : start + batch_size]).sum().item()
+    model.train(was_training)
+    return correct / max(len(labels), 1)
+
+
+def make_optimizer(model: nn.Module, head_lr: float, backbone_lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with the head in one group (`head_lr`) and every other trainable parameter in another (`backbone_lr`)."""
+    _, head = find_head(model)
+    head_ids = {id(p) for p in head.parameters()}
+    head_params = [p for p in model.parameters() if p.requires_grad and id(p) in head_ids]
+    body_params = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    groups = [{"params": body_params, "lr": backbone_lr}, {"params": head_params, "lr": head_lr}]
+    return torch.optim.AdamW(groups, weight_decay=weight_decay)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The permutation of `n` training examples for `epoch`, a function of `(seed, epoch)` only."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def fine_tune(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    config: FineTuneConfig,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> dict[str, list[float]]:
+    """Fine-tune `model` on `train` and measure the accuracy on `test` after every epoch.
+
+    Args:
+        model (`nn.Module`): a transformers image classifier or a plain module returning logits.
+        train (`tuple[torch.Tensor, torch.Tensor]`): training `(pixel_values, labels)`.
+        test (`tuple[torch.Tensor, torch.Tensor]`): test `(pixel_values, labels)`.
+        config ([`FineTuneConfig`]): the recipe.
+        on_epoch (`Callable[[int, float], None]`, *optional*): called with `(epoch, test_accuracy)` after each epoch.
+
+    Returns:
+        `dict` with lists, one entry per epoch: `test_acc`, `train_loss` and `epoch_seconds` (training time only).
+    """
+    torch.manual_seed(config.seed)
+    images, labels = train
+    optimizer = make_optimizer(model, config.head_lr, config.backbone_lr, config.weight_decay)
+    history: dict[str, list[float]] = {"test_acc": [], "train_loss": [], "epoch_seconds": []}
+    for epoch in range(config.epochs):
+        model.train()
+        order = epoch_order(len(labels), config.seed, epoch)
+        start, total, count = time.perf_counter(), 0.0, 0
+        for first in range(0, len(order), config.batch_size):
+            idx = order[first : first + config.batch_size]
+            loss = F.cross_entropy(forward_logits(model, images[idx]), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        history["epoch_seconds"].append(time.perf_counter() - start)
+        history["train_loss"].append(total / max(count, 1))
+        acc = evaluate(model, *test, batch_size=config.eval_batch_size)
+        history["test_acc"].append(acc)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, acc)
+    return history
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, batches: list[dict[str, torch.Tensor]], module_names: list[str] | None = None
+) -> list[str]:
+    """Re-estimate BatchNorm running statistics from `batches` (a cumulative average, as in "precise BN").
+
+    Only the named BatchNorm modules (all of them when `module_names` is None) change: they run in train mode with
+    `momentum=None` while every other module stays in eval mode, and their momentum is put back afterwards.
+    No parameter changes.
+
+    Returns:
+        `list[str]`: the names of the re-estimated modules.
+    """
+    targets = {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and (module_names is None or name in module_names)
+    }
+    if not targets or not batches:
+        return []
+    was_training = model.training
+    model.eval()
+    momenta = {}
+    for name, module in targets.items():
+        momenta[name] = module.momentum
+        module.reset_running_stats()
+        module.momentum = None
+        module.train()
+    for batch in batches:
+        forward_logits(model, batch["pixel_values"])
+    for name, module in targets.items():
+        module.momentum = momenta[name]
+    model.train(was_training)
+    return sorted(targets)
+
+
+def reset_batchnorm_names(report: object) -> list[str]:
+    """Names of the BatchNorm modules whose running statistics a restore report says it reset."""
+    names = set()
+    for record in getattr(report, "tensors", []):
+        if record.name.endswith(".running_mean"):
+            names.add(record.name.rsplit(".", 1)[0])
+    return sorted(names)

@@ -1,0 +1,92 @@
+"""`hf-plasticity bench`: the fine-tuning benchmark (standard fine-tuning against every strategy), offline."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="Benchmark the strategies against standard fine-tuning (offline, resumable).",
+        description="Fine-tunes pretrained models (EfficientNet-Lite0 with ImageNet weights; small ViT, ConvNeXt "
+        "and ResNet pretrained here on synthetic shapes) on atypical and in-domain targets, standard fine-tuning "
+        "against each restore strategy, at every backbone learning rate of a grid and several seeds. Writes one "
+        "JSON per run (finished runs are skipped on a second call), summary.md and learning-curve PNGs.",
+    )
+    parser.add_argument("--quick", action="store_true", help="A small grid that finishes in a few minutes.")
+    parser.add_argument("--models", nargs="+", help="Bench models (default: all; --quick: two).")
+    parser.add_argument("--targets", nargs="+", help="Targets (default: digits, textures and each model's control).")
+    parser.add_argument("--arms", nargs="+", help="Arms (default: all; 'standard' is always run).")
+    parser.add_argument("--seeds", type=int, help="Number of seeds, 0..N-1 (default 3; --quick: 2).")
+    parser.add_argument("--backbone-lrs", type=float, nargs="+", help="Backbone lr grid (default 1e-4 3e-4 1e-3).")
+    parser.add_argument("--head-lr", type=float, default=1e-3, help="Head learning rate (default 1e-3).")
+    parser.add_argument("--epochs", type=int, help="Fine-tuning epochs (default 8; --quick: 3).")
+    parser.add_argument("--batch-size", type=int, default=32, help="Training batch size (default 32).")
+    parser.add_argument("--max-train", type=int, help="Cut each training split to this many examples.")
+    parser.add_argument("--max-test", type=int, help="Cut each test split to this many examples.")
+    parser.add_argument("--image-size", type=int, help="Override the models' input size.")
+    parser.add_argument("--pretrain-epochs", type=int, help="Source pretraining epochs (default 15; --quick: 3).")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1).")
+    parser.add_argument("--output", help="Output folder (default bench_runs/full, or bench_runs/quick).")
+    parser.add_argument(
+        "--cache-dir", help="Cache of pretrained source models (default ~/.cache/hf_plasticity/bench)."
+    )
+    parser.add_argument("--report-only", action="store_true", help="Only rebuild summary.md and plots from runs.")
+    parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
+    parser.add_argument("--list", action="store_true", help="List models, targets and arms, then exit.")
+    parser.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace):
+    """The [`BenchSettings`] an argument namespace asks for (`--quick` fills the unset options with small values)."""
+    from ..bench.models import PretrainConfig
+    from ..bench.runner import BenchSettings
+
+    quick = args.quick
+    pretrain_epochs = args.pretrain_epochs or (3 if quick else PretrainConfig().epochs)
+    pretrain = PretrainConfig(epochs=pretrain_epochs, n_train=2000 if quick else PretrainConfig().n_train)
+    return BenchSettings(
+        models=args.models or (["efficientnet_lite0", "resnet_tiny"] if quick else []),
+        targets=args.targets or (["digits"] if quick else []),
+        arms=args.arms or (["standard", "reinit_layers_k1", "selective_gxw_p0.05"] if quick else []),
+        backbone_lrs=args.backbone_lrs or ([1e-3] if quick else [1e-4, 3e-4, 1e-3]),
+        head_lr=args.head_lr,
+        seeds=args.seeds or (2 if quick else 3),
+        epochs=args.epochs or (3 if quick else 8),
+        batch_size=args.batch_size,
+        max_train=args.max_train or (300 if quick else None),
+        max_test=args.max_test or (300 if quick else None),
+        image_size=args.image_size or (32 if quick else None),
+        threads=args.threads,
+        output_dir=args.output or ("bench_runs/quick" if quick else "bench_runs/full"),
+        cache_dir=args.cache_dir,
+        pretrain=pretrain,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bench.arms import ARMS
+    from ..bench.data import TARGETS
+    from ..bench.models import MODEL_SPECS
+    from ..bench.report import write_report
+    from ..bench.runner import run_benchmark
+
+    if args.list:
+        print("models: ", ", ".join(MODEL_SPECS))
+        print("targets:", ", ".join(TARGETS))
+        print("arms:   ", ", ".join(ARMS))
+        return 0
+    settings = settings_from_args(args)
+    if not settings.models:
+        settings.models = list(MODEL_SPECS)
+    if not args.report_only:
+        counts = run_benchmark(settings, progress=not args.no_progress)
+        print(
+            f"bench: {counts['done']} runs done, {counts['skipped']} already finished, "
+            f"{counts['unavailable']} skipped (strategy unavailable), of {counts['planned']} planned"
+        )
+    summary = write_report(settings.output_dir)
+    print(summary.read_text())
+    print(f"wrote {summary} (and summary.json, curves_*.png)")
+    return 0

@@ -1,0 +1,195 @@
+"""Smoke tests of the benchmark harness and the offline demo at micro sizes (seconds each)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hf_plasticity.bench import arms as arms_module
+from hf_plasticity.bench.arms import Arm, get_arms
+from hf_plasticity.bench.data import as_tensors, load_target
+from hf_plasticity.bench.demo import DemoSettings, run_demo
+from hf_plasticity.bench.models import PretrainConfig, load_model, pretrain_source_model
+from hf_plasticity.bench.report import aggregate, first_epoch_reaching, write_report
+from hf_plasticity.bench.runner import BenchSettings, load_runs, run_benchmark, runs_dir
+from hf_plasticity.bench.train import find_head
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def micro_settings(output_dir, **overrides) -> BenchSettings:
+    values = dict(
+        models=["efficientnet_lite0"],
+        targets=["digits"],
+        arms=["standard", "reinit_layers_k1"],
+        backbone_lrs=[1e-3],
+        seeds=1,
+        epochs=1,
+        max_train=64,
+        max_test=64,
+        image_size=32,
+        calibration_batches=1,
+        output_dir=str(output_dir),
+    )
+    values.update(overrides)
+    return BenchSettings(**values)
+
+
+@pytest.mark.parametrize("name", ["digits", "textures", "photos", "shapes_ctrl"])
+def test_targets_are_deterministic_datasets(name):
+    first = load_target(name, 16, max_train=40, max_test=30)
+    second = load_target(name, 16, max_train=40, max_test=30)
+    x, y = as_tensors(first["train"])
+    assert x.shape == (40, 3, 16, 16) and x.dtype == torch.float32
+    assert len(first["test"]) == 30
+    assert x.min() >= -1.0 - 1e-5 and x.max() <= 1.0 + 1e-5
+    assert first["train"].features["labels"].num_classes == 10
+    assert torch.equal(x, as_tensors(second["train"])[0]) and torch.equal(y, as_tensors(second["train"])[1])
+
+
+def test_unknown_target_and_arm_are_named():
+    with pytest.raises(ValueError, match="digits"):
+        load_target("mnist", 16)
+    with pytest.raises(ValueError, match="standard"):
+        get_arms(["no_such_arm"])
+
+
+def test_first_epoch_reaching_and_aggregate():
+    assert first_epoch_reaching([0.1, 0.5, 0.9], 0.5) == 2
+    assert first_epoch_reaching([0.1, 0.2], 0.5) is None
+    base = dict(model="m", target="t", backbone_lr=1e-3, restore_cost_epochs=0.0, wall_seconds=1.0)
+    runs = [
+        {
+            **base,
+            "arm": "standard",
+            "seed": s,
+            "test_acc": c,
+            "final_acc": c[-1],
+            "best_acc": max(c),
+            "auc": sum(c) / 3,
+        }
+        for s, c in enumerate([[0.2, 0.4, 0.6], [0.2, 0.5, 0.8]])
+    ] + [
+        {**base, "arm": "x", "seed": s, "test_acc": c, "final_acc": c[-1], "best_acc": max(c), "auc": sum(c) / 3}
+        for s, c in enumerate([[0.75, 0.8, 0.9], [0.5, 0.6, 0.65]])
+    ]
+    summaries = {s["arm"]: s for s in aggregate(runs)}
+    assert summaries["standard"]["final"][0] == pytest.approx(0.7)
+    # The baseline's mean final accuracy (0.7) is reached at epoch 1 by seed 0 and never by seed 1.
+    assert summaries["x"]["to_base_reached"] == 1 and summaries["x"]["to_base"][0] == 1.0
+    assert summaries["x"]["ep1"][0] == pytest.approx(0.625)
+
+
+def test_demo_tiny_writes_table_json_and_plot(tmp_path):
+    result = run_demo(DemoSettings.tiny(str(tmp_path)), log=None)
+    table = (tmp_path / "demo_table.md").read_text()
+    assert "test accuracy after epoch 2" in table and "restore cost" in table
+    assert "epochs to the standard run's final accuracy" in table
+    assert (tmp_path / "learning_curves.png").read_bytes()[:8] == PNG_MAGIC
+    saved = json.loads((tmp_path / "demo_results.json").read_text())
+    assert len(saved["standard"]["test_acc"]) == 2 and len(saved["restored"]["test_acc"]) == 2
+    assert result["restored"]["report"]["strategy"] == saved["settings"]["strategy"]
+    assert result["restored"]["restore_seconds"] > 0 and result["standard"]["restore_seconds"] == 0
+
+
+def test_bench_micro_writes_json_resumes_and_reports(tmp_path):
+    settings = micro_settings(tmp_path)
+    counts = run_benchmark(settings, progress=False)
+    assert counts == {"planned": 2, "done": 2, "skipped": 0, "unavailable": 0}
+    files = sorted(runs_dir(tmp_path).glob("*.json"))
+    assert len(files) == 2
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    runs = {r["arm"]: r for r in load_runs(tmp_path)}
+    assert runs["standard"]["report"] is None and runs["standard"]["restore_seconds"] == 0
+    assert runs["reinit_layers_k1"]["report"]["strategy"] == "reinit_layers"
+    assert runs["reinit_layers_k1"]["restore_cost_epochs"] > 0
+    for run in runs.values():
+        assert len(run["test_acc"]) == 1 and 0.0 <= run["final_acc"] <= 1.0
+        assert run["n_train"] == 64 and run["image_size"] == 32
+
+    again = run_benchmark(settings, progress=False)
+    assert again == {"planned": 2, "done": 0, "skipped": 2, "unavailable": 0}
+    assert [f.stat().st_mtime_ns for f in files] == mtimes
+
+    summary = write_report(tmp_path).read_text()
+    assert "### efficientnet_lite0 on digits" in summary
+    assert "| standard | 0.001 |" in summary and "| reinit_layers_k1 | 0.001 |" in summary
+    assert (tmp_path / "curves_efficientnet_lite0_digits.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_bench_skips_unavailable_strategy(tmp_path, monkeypatch):
+    monkeypatch.setitem(arms_module.ARMS, "bogus", Arm("bogus", "no_such_strategy"))
+    counts = run_benchmark(micro_settings(tmp_path, arms=["standard", "bogus"]), progress=False)
+    assert counts["done"] == 1 and counts["unavailable"] == 1
+    assert [r["arm"] for r in load_runs(tmp_path)] == ["standard"]
+
+
+def test_same_seed_same_run(tmp_path):
+    first = run_benchmark(micro_settings(tmp_path / "a", arms=["standard"]), progress=False)
+    second = run_benchmark(micro_settings(tmp_path / "b", arms=["standard"]), progress=False)
+    assert first["done"] == second["done"] == 1
+    (a,), (b,) = load_runs(tmp_path / "a"), load_runs(tmp_path / "b")
+    assert a["test_acc"] == b["test_acc"] and a["train_loss"] == b["train_loss"]
+
+
+def test_tiny_transformers_model_is_pretrained_once_and_gets_a_new_head(tmp_path):
+    pretrain = PretrainConfig(epochs=1, n_train=64)
+    path = pretrain_source_model("resnet_tiny", cache_dir=tmp_path, pretrain=pretrain)
+    assert (path / "config.json").exists() and (path / "source_metrics.json").exists()
+    stamp = (path / "source_metrics.json").stat().st_mtime_ns
+    assert pretrain_source_model("resnet_tiny", cache_dir=tmp_path, pretrain=pretrain) == path
+    assert (path / "source_metrics.json").stat().st_mtime_ns == stamp
+
+    a = load_model("resnet_tiny", 7, seed=0, cache_dir=tmp_path, pretrain=pretrain)
+    b = load_model("resnet_tiny", 7, seed=0, cache_dir=tmp_path, pretrain=pretrain)
+    c = load_model("resnet_tiny", 7, seed=1, cache_dir=tmp_path, pretrain=pretrain)
+    head_a, head_c = find_head(a)[1], find_head(c)[1]
+    assert head_a.out_features == 7
+    assert torch.equal(head_a.weight, find_head(b)[1].weight)
+    assert not torch.equal(head_a.weight, head_c.weight)
+    body = "resnet.embedder.embedder.convolution.weight"
+    assert torch.equal(a.state_dict()[body], c.state_dict()[body])
+
+
+def test_cli_commands_run_at_micro_size(tmp_path, capsys):
+    from hf_plasticity.cli import main
+
+    assert main(["demo", "--tiny", "--output", str(tmp_path / "demo")]) == 0
+    assert (tmp_path / "demo" / "learning_curves.png").exists()
+    bench_args = ["bench", "--models", "efficientnet_lite0", "--targets", "digits", "--arms", "standard"]
+    bench_args += ["--seeds", "1", "--epochs", "1", "--max-train", "32", "--max-test", "32", "--image-size", "32"]
+    bench_args += ["--backbone-lrs", "1e-3", "--output", str(tmp_path / "bench"), "--no-progress"]
+    assert main(bench_args) == 0
+    assert "1 runs done" in capsys.readouterr().out
+    assert (tmp_path / "bench" / "summary.md").exists()
+
+
+@pytest.mark.slow
+def test_full_demo_shows_faster_convergence(tmp_path):
+    result = run_demo(DemoSettings(output_dir=str(tmp_path)), log=None)
+    assert result["restored"]["final_acc"] >= result["standard"]["final_acc"]
+
+
+def test_recalibrate_batchnorm_touches_only_named_modules():
+    from torch import nn
+
+    from hf_plasticity.bench.train import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=0.01), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
+    params = {k: v.clone() for k, v in model.named_parameters()}
+    batches = [{"pixel_values": torch.randn(8, 3, 6, 6) * 3 + 2} for _ in range(2)]
+    assert recalibrate_batchnorm(model, batches, ["1"]) == ["1"]
+    assert not torch.equal(model[1].running_mean, torch.zeros(4)) and model[1].momentum == 0.01
+    assert torch.equal(model[3].running_mean, torch.zeros(4)) and torch.equal(model[3].running_var, torch.ones(4))
+    assert all(torch.equal(params[k], v) for k, v in model.named_parameters())
+    assert model.training
+
+
+def test_adabn_baseline_arm_has_no_report_but_a_cost(tmp_path):
+    counts = run_benchmark(micro_settings(tmp_path, arms=["standard_adabn"]), progress=False)
+    assert counts["done"] == 2
+    run = next(r for r in load_runs(tmp_path) if r["arm"] == "standard_adabn")
+    assert run["report"] is None and run["restore_seconds"] > 0 and run["recalibrate_bn"] is True
