@@ -34,12 +34,29 @@ def register_config(config_cls: type[PlasticityConfig]) -> type[PlasticityConfig
 
 
 def available_strategies() -> list[str]:
-    """Names of every registered strategy, sorted."""
+    """Names of every registered strategy, sorted.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity import available_strategies
+    >>> "reinit_layers" in available_strategies() and "selective" in available_strategies()
+    True
+    ```
+    """
     return sorted(_CONFIG_REGISTRY)
 
 
 def get_config_class(strategy: str) -> type[PlasticityConfig]:
     """Returns the config class registered for ``strategy``.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity import get_config_class
+    >>> get_config_class("selective")(fraction=0.05).fraction
+    0.05
+    ```
 
     Raises:
         ValueError: if no strategy of that name is registered; the message lists the accepted names.

@@ -43,7 +43,21 @@ def resolve_config(config: PlasticityConfig | str | None) -> PlasticityConfig:
 
 
 def restore_record(model: nn.Module) -> dict[str, Any] | None:
-    """What [`prepare_pretrained`] recorded on ``model`` (also read back from a saved ``config.json``), or None."""
+    """What [`prepare_pretrained`] recorded on ``model`` (also read back from a saved ``config.json``), or None.
+
+    Example:
+
+    ```python
+    >>> from torch import nn
+    >>> from hf_plasticity import prepare_pretrained, restore_record
+    >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> restore_record(model) is None
+    True
+    >>> _ = prepare_pretrained(model, "reinit_layers")
+    >>> restore_record(model)["strategy"]
+    'reinit_layers'
+    ```
+    """
     record = getattr(model, _RECORD_ATTR, None)
     if record is None:
         record = getattr(getattr(model, "config", None), MODEL_CONFIG_KEY, None)
@@ -167,7 +181,7 @@ def prepare_pretrained(
     >>> model = ViTForImageClassification(config)
     >>> report = prepare_pretrained(model, "reinit_layers")
     >>> report.by_block()
-    {'1': 12416, '-': 64}
+    {'1': 8544, '-': 64}
     ```
     """
     config = resolve_config(config)

@@ -33,6 +33,17 @@ class PlasticityReport:
         total_parameters: number of parameter entries in the model.
         seconds: wall time of the restore (planning and writing).
         diagnostics: optional diagnostics before/after the restore (filled when diagnostics exist).
+
+    Example:
+
+    ```python
+    >>> from torch import nn
+    >>> from hf_plasticity import SelectiveReinitConfig, prepare_pretrained
+    >>> model = nn.Sequential(nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 2))
+    >>> report = prepare_pretrained(model, SelectiveReinitConfig(utility="magnitude", fraction=0.1))
+    >>> report.total_reinitialized, sorted(report.to_dict())[:3]
+    (2000, ['config', 'diagnostics', 'seconds'])
+    ```
     """
 
     strategy: str
