@@ -41,6 +41,14 @@ def test_docstring_example_runs(qualname, doc, module):
 
 def test_main_entry_points_have_examples():
     names = {p.values[0].split(".")[0] for p in _examples()}
-    for name in ("prepare_pretrained", "PlasticityConfig", "LayerReinitConfig", "SelectiveReinitConfig", "diagnose",
-                 "register_strategy", "get_layout", "save_restored"):
+    for name in (
+        "prepare_pretrained",
+        "PlasticityConfig",
+        "LayerReinitConfig",
+        "SelectiveReinitConfig",
+        "diagnose",
+        "register_strategy",
+        "get_layout",
+        "save_restored",
+    ):
         assert name in names, f"{name} has no runnable example"
