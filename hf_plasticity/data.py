@@ -26,12 +26,14 @@ def _collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     }
 
 
-def _as_batch(item: Any) -> Batch:
+def _as_batch(item: Any, require_labels: bool = True) -> Batch:
     if isinstance(item, dict) or hasattr(item, "keys"):
         if "pixel_values" not in item:
             raise CalibrationDataError(
                 f"A calibration batch needs a `pixel_values` entry; it has {sorted(item.keys())}."
             )
+        if "labels" not in item and "label" not in item and not require_labels:
+            return torch.as_tensor(item["pixel_values"]), torch.empty(0, dtype=torch.long)
         if "labels" not in item and "label" not in item:
             raise CalibrationDataError(
                 "The calibration data has no labels: data-dependent utilities need the downstream loss, so each "
@@ -47,7 +49,7 @@ def _as_batch(item: Any) -> Batch:
     )
 
 
-def iter_batches(data: Any, num_batches: int, batch_size: int = 32) -> Iterator[Batch]:
+def iter_batches(data: Any, num_batches: int, batch_size: int = 32, *, require_labels: bool = True) -> Iterator[Batch]:
     """Yields at most ``num_batches`` ``(pixel_values, labels)`` batches from ``data``.
 
     Args:
@@ -56,9 +58,10 @@ def iter_batches(data: Any, num_batches: int, batch_size: int = 32) -> Iterator[
             order, ``batch_size`` rows at a time).
         num_batches: how many batches to take.
         batch_size: rows per batch when ``data`` is a `datasets.Dataset`.
+        require_labels: when False, batches without labels are accepted (their labels come back empty).
 
     Raises:
-        CalibrationDataError: when ``data`` is None, empty, or has no labels.
+        CalibrationDataError: when ``data`` is None, empty, or has no labels (and labels are required).
     """
     if data is None:
         raise CalibrationDataError(
@@ -68,21 +71,19 @@ def iter_batches(data: Any, num_batches: int, batch_size: int = 32) -> Iterator[
     source: Iterable[Any]
     if _is_hf_dataset(data):
         columns = set(data.column_names)
-        if "pixel_values" not in columns or not ({"labels", "label"} & columns):
+        if "pixel_values" not in columns or (require_labels and not ({"labels", "label"} & columns)):
             raise CalibrationDataError(
                 f"The dataset needs `pixel_values` and `labels` columns; it has {sorted(columns)}. Apply your image "
                 "processor with `dataset.with_transform(...)` first."
             )
-        label_key = "labels" if "labels" in columns else "label"
+        label_key = "labels" if "labels" in columns else "label" if "label" in columns else None
 
         def dataset_batches() -> Iterator[dict[str, torch.Tensor]]:
             for start in range(0, len(data), batch_size):
                 rows = data[start : start + batch_size]
-                keys = list(rows.keys())
-                n = len(rows[keys[0]])
-                yield _collate(
-                    [{"pixel_values": rows["pixel_values"][i], "labels": rows[label_key][i]} for i in range(n)]
-                )
+                n = len(rows["pixel_values"])
+                labels = rows[label_key] if label_key else [0] * n
+                yield _collate([{"pixel_values": rows["pixel_values"][i], "labels": labels[i]} for i in range(n)])
 
         source = dataset_batches()
     else:
@@ -90,7 +91,7 @@ def iter_batches(data: Any, num_batches: int, batch_size: int = 32) -> Iterator[
     count = 0
     for item in itertools.islice(source, num_batches):
         count += 1
-        yield _as_batch(item)
+        yield _as_batch(item, require_labels)
     if count == 0:
         raise CalibrationDataError("The calibration data yielded no batch.")
 

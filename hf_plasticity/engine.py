@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
+from .batchnorm import recalibrate_batchnorm as _recalibrate_batchnorm
+from .batchnorm import reset_batchnorm_modules
 from .config import MODEL_CONFIG_KEY, PlasticityConfig, get_config_class
 from .data import CalibrationDataError
 from .optim import reset_optimizer_state, unwrap_optimizer
@@ -65,8 +67,10 @@ def restore_record(model: nn.Module) -> dict[str, Any] | None:
 
 
 @torch.no_grad()
-def apply_plan(plan: list[TensorReset]) -> None:
-    """Writes every planned value in place; on any failure, the tensors already written are put back."""
+def apply_plan(plan: list[TensorReset], after: Callable[[], Any] | None = None) -> None:
+    """Writes every planned value in place, then runs ``after`` (a follow-up that may write the same tensors);
+    on any failure, the tensors already written are put back.
+    """
     backups: list[tuple[TensorReset, torch.Tensor]] = []
     try:
         for reset in plan:
@@ -84,6 +88,8 @@ def apply_plan(plan: list[TensorReset]) -> None:
                 index = reset.index.to(tensor.device)
                 backups.append((reset, tensor.reshape(-1)[index].clone()))
                 _write_entries(tensor, index, values)
+        if after is not None:
+            after()
     except BaseException:
         for reset, old in reversed(backups):
             if reset.index is None:
@@ -115,7 +121,13 @@ def _records(model: nn.Module, plan: list[TensorReset]) -> list[TensorRecord]:
 
 
 def apply_strategy_plan(
-    model: nn.Module, strategy: Strategy, plan: list[TensorReset], *, optimizer: Any = None, start: float | None = None
+    model: nn.Module,
+    strategy: Strategy,
+    plan: list[TensorReset],
+    *,
+    optimizer: Any = None,
+    start: float | None = None,
+    after: Callable[[], Any] | None = None,
 ) -> PlasticityReport:
     """Applies a strategy's plan all-or-nothing, resets the optimizer state of the touched entries, and reports.
 
@@ -125,7 +137,7 @@ def apply_strategy_plan(
     start = time.perf_counter() if start is None else start
     if optimizer is not None:
         unwrap_optimizer(optimizer)
-    apply_plan(plan)
+    apply_plan(plan, after=after)
     if optimizer is not None:
         reset_optimizer_state(optimizer, [(r.tensor, r.index) for r in plan])
     return PlasticityReport(
@@ -146,6 +158,7 @@ def prepare_pretrained(
     force: bool = False,
     diagnostics: bool | None = None,
     diagnostics_batches: int = 2,
+    recalibrate_batchnorm: bool | None = None,
 ) -> PlasticityReport:
     """Restores the plasticity of a pretrained model in place, before (or during) fine-tuning.
 
@@ -166,6 +179,9 @@ def prepare_pretrained(
             one-pass iterator). Its time is not part of ``report.seconds``.
             Unreadable data (e.g. without labels) skips them with a warning unless ``diagnostics=True``.
         diagnostics_batches: batches read by each of the two diagnostics passes.
+        recalibrate_batchnorm: re-estimate the running statistics of every BatchNorm layer the restore re-drew
+            (which resets them to 0/1) from up to 8 batches of ``data``, so the restored model evaluates well from
+            the start; part of the all-or-nothing restore. Default: on when ``data`` is given.
 
     Returns:
         [`PlasticityReport`]: per tensor the entries re-initialized, totals and wall time. The same summary is
@@ -207,7 +223,18 @@ def prepare_pretrained(
                 raise
             logger.warning("Skipping the diagnostics: %s", error)
     start = time.perf_counter()
-    report = apply_strategy_plan(model, strategy, strategy.plan(model, data=data), optimizer=optimizer, start=start)
+    plan = strategy.plan(model, data=data)
+    after = None
+    if recalibrate_batchnorm or (recalibrate_batchnorm is None and data is not None):
+        if data is None:
+            raise ValueError("`recalibrate_batchnorm=True` needs `data=` to estimate the statistics on.")
+        names = reset_batchnorm_modules(model, plan)
+        if names:
+
+            def after() -> None:
+                _recalibrate_batchnorm(model, data, names, require_labels=False)
+
+    report = apply_strategy_plan(model, strategy, plan, optimizer=optimizer, start=start, after=after)
     if before is not None:
         report.diagnostics = {"before": before}
         try:

@@ -156,7 +156,7 @@ def run_one(
 
         data = calibration_data(train, settings.calibration_batches, settings.batch_size, spec.seed)
         t0 = time.perf_counter()
-        report = prepare_pretrained(model, config, data=data)
+        report = prepare_pretrained(model, config, data=data, recalibrate_batchnorm=False)
         if spec.arm.recalibrate_bn:
             recalibrate_batchnorm(model, data, reset_batchnorm_names(report))
         restore_seconds = time.perf_counter() - t0
