@@ -103,6 +103,43 @@ class Strategy:
         """Restores what [`Strategy.state_dict`] returned."""
 
 
+class EveryNStepsSchedule:
+    """Mixin for strategies that act once before training and, when ``config.every_n_steps`` is set, again every
+    that many optimizer steps. Subclasses implement ``_plan(model, data, salt)``; each periodic reset gets its own
+    ``salt`` (``"step<N>"``) so its fresh draws differ from the one-shot restore's.
+    """
+
+    config: PlasticityConfig
+
+    def _plan(self, model: nn.Module, data: Any, salt: str) -> list[TensorReset]:
+        raise NotImplementedError
+
+    def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
+        return self._plan(model, data, salt="")
+
+    @property
+    def periodic(self) -> bool:
+        return self.config.every_n_steps is not None
+
+    def due(self, *, step: int, epoch: float) -> bool:
+        return self.periodic and step > 0 and step % self.config.every_n_steps == 0
+
+    def plan_step(self, model: nn.Module, *, step: int, data: Any = None) -> list[TensorReset]:
+        return self._plan(model, data, salt=f"step{step}")
+
+
+class TrainingOnlySchedule:
+    """Mixin for strategies that act only during training (driven by the callback), never as a one-shot restore."""
+
+    @property
+    def periodic(self) -> bool:
+        return True
+
+    @property
+    def one_shot(self) -> bool:
+        return False
+
+
 def register_strategy(config_class: type[PlasticityConfig], strategy_class: type[Strategy]) -> None:
     """Registers a strategy so that `prepare_pretrained(model, config_class(...))`, the strategy name and config
     save/load all work for it.

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..config import PlasticityConfig
 from ..units import UnitGroup, fresh_first, plan_unit_reset, resolve_unit_groups
-from .base import Strategy, TensorReset, register_strategy
+from .base import Strategy, TensorReset, TrainingOnlySchedule, register_strategy
 
 #: Published defaults (replacement rate, maturity) per kind of model.
 DEFAULTS = {"vit": (1e-7, 10000), "cnn": (1e-5, 1000), "mlp": (1e-4, 100)}
@@ -74,7 +74,7 @@ def model_kind(model: nn.Module, groups: list[UnitGroup]) -> str:
     return "cnn"
 
 
-class ContinualBackpropStrategy(Strategy):
+class ContinualBackpropStrategy(TrainingOnlySchedule, Strategy):
     """Running utilities through forward pre-hooks on the consumers; replacements planned in [`Strategy.plan_step`].
 
     The state (utilities, ages, mean activations, fractional counts) is JSON-able and survives a resume through
@@ -89,14 +89,6 @@ class ContinualBackpropStrategy(Strategy):
         self.last_step: int | None = None
         self._handles: list[Any] = []
         self._loaded: dict[str, Any] | None = None
-
-    @property
-    def periodic(self) -> bool:
-        return True
-
-    @property
-    def one_shot(self) -> bool:
-        return False
 
     def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
         """Nothing before training; checks that the units can be mapped (raises `UnitMapError` otherwise)."""

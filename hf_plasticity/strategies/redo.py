@@ -15,7 +15,7 @@ from torch import nn
 
 from ..config import PlasticityConfig
 from ..units import fresh_first, normalized_scores, plan_unit_reset, resolve_unit_groups, unit_activation_means
-from .base import Strategy, TensorReset, register_strategy
+from .base import EveryNStepsSchedule, Strategy, TensorReset, register_strategy
 
 
 def check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
@@ -70,7 +70,7 @@ class ReDoConfig(PlasticityConfig):
         check_positive_int("calibration_batch_size", self.calibration_batch_size)
 
 
-class ReDoStrategy(Strategy):
+class ReDoStrategy(EveryNStepsSchedule, Strategy):
     """Scores every unit in scope on downstream batches and plans the reset of the dormant ones."""
 
     def dormant_units(self, model: nn.Module, data: Any) -> list[tuple[Any, torch.Tensor]]:
@@ -92,19 +92,6 @@ class ReDoStrategy(Strategy):
         for group, units in self.dormant_units(model, data):
             plan.extend(plan_unit_reset(model, group, units, seed=self.config.seed, salt=salt))
         return fresh_first(plan)
-
-    def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
-        return self._plan(model, data, salt="")
-
-    @property
-    def periodic(self) -> bool:
-        return self.config.every_n_steps is not None
-
-    def due(self, *, step: int, epoch: float) -> bool:
-        return self.periodic and step > 0 and step % self.config.every_n_steps == 0
-
-    def plan_step(self, model: nn.Module, *, step: int, data: Any = None) -> list[TensorReset]:
-        return self._plan(model, data, salt=f"step{step}")
 
 
 register_strategy(ReDoConfig, ReDoStrategy)

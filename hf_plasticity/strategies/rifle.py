@@ -16,7 +16,7 @@ from torch import nn
 from ..architectures import get_layout
 from ..config import PlasticityConfig
 from ..init import derive_seed, fresh_tensors
-from .base import Strategy, TensorReset, register_strategy
+from .base import Strategy, TensorReset, TrainingOnlySchedule, register_strategy
 
 
 @dataclass
@@ -53,21 +53,13 @@ class RifleConfig(PlasticityConfig):
         self.epochs = sorted(float(e) for e in epochs)
 
 
-class RifleStrategy(Strategy):
+class RifleStrategy(TrainingOnlySchedule, Strategy):
     """Plans a fresh head at each epoch of ``config.epochs`` (once each, also across resume)."""
 
     def __init__(self, config: RifleConfig) -> None:
         super().__init__(config)
         self.done: list[float] = []
         self.epoch = 0.0
-
-    @property
-    def periodic(self) -> bool:
-        return True
-
-    @property
-    def one_shot(self) -> bool:
-        return False
 
     def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
         """Nothing before training (the head is new); checks that the model has a head."""

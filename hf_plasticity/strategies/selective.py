@@ -18,7 +18,7 @@ from ..init import derive_seed, fresh_tensors
 from ..targeting import Target, resolve_targets
 from ..units import fresh_first, plan_unit_reset, resolve_unit_groups
 from ..utilities import DATA_UTILITIES, UTILITIES, compute_utilities
-from .base import Strategy, TensorReset, register_strategy
+from .base import EveryNStepsSchedule, Strategy, TensorReset, register_strategy
 
 SELECTIONS = ("proportional", "threshold")
 GRANULARITIES = ("weight", "unit")
@@ -111,7 +111,7 @@ def proportional_count(numel: int, fraction: float, generator: torch.Generator) 
     return min(count, numel)
 
 
-class SelectiveReinitStrategy(Strategy):
+class SelectiveReinitStrategy(EveryNStepsSchedule, Strategy):
     """Scores the targeted weights, selects per tensor, and plans fresh values for the selected entries."""
 
     def select(self, utility: torch.Tensor, name: str) -> torch.Tensor:
@@ -168,19 +168,6 @@ class SelectiveReinitStrategy(Strategy):
             units = self.select(unit_utility, target.name)
             plan.extend(plan_unit_reset(model, group, units, seed=self.config.seed, salt=salt))
         return fresh_first(plan)
-
-    def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
-        return self._plan(model, data, salt="")
-
-    @property
-    def periodic(self) -> bool:
-        return self.config.every_n_steps is not None
-
-    def due(self, *, step: int, epoch: float) -> bool:
-        return self.periodic and step > 0 and step % self.config.every_n_steps == 0
-
-    def plan_step(self, model: nn.Module, *, step: int, data: Any = None) -> list[TensorReset]:
-        return self._plan(model, data, salt=f"step{step}")
 
 
 register_strategy(SelectiveReinitConfig, SelectiveReinitStrategy)
