@@ -241,3 +241,12 @@ def test_catalogue_commands_are_valid():
 def test_looks_like_path():
     assert looks_like_path("/abs/model") and looks_like_path("./model") and looks_like_path("a/b/c")
     assert not looks_like_path("google/vit-base-patch16-224") and not looks_like_path("gpt2")
+
+
+def test_example_command_restores_offline_and_prints_the_report(capsys):
+    from hf_plasticity.cli import main
+
+    assert main(["example", "--strategy", "selective"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Plasticity restore: strategy=selective")
+    assert "vit.layers.3.mlp.fc2.weight" in out
