@@ -31,7 +31,7 @@ def recalibrate_batchnorm(
     *,
     num_batches: int = 8,
     batch_size: int = 32,
-    require_labels: bool = True,
+    require_labels: bool = False,
 ) -> int:
     """Re-estimates the running statistics of the named BatchNorm modules from ``data``.
 
@@ -44,7 +44,8 @@ def recalibrate_batchnorm(
         module_names: the BatchNorm modules to re-estimate.
         num_batches: batches to average over.
         batch_size: rows per batch when ``data`` is a `datasets.Dataset`.
-        require_labels: whether batches without labels are refused (labels are not used here).
+        require_labels: whether batches without labels are refused (labels are not used here, so by default
+            they are not required).
 
     Returns:
         The number of batches used.

@@ -232,7 +232,7 @@ def prepare_pretrained(
         if names:
 
             def after() -> None:
-                _recalibrate_batchnorm(model, data, names, require_labels=False)
+                _recalibrate_batchnorm(model, data, names)
 
     report = apply_strategy_plan(model, strategy, plan, optimizer=optimizer, start=start, after=after)
     if before is not None:

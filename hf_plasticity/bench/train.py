@@ -136,36 +136,22 @@ def fine_tune(
 def recalibrate_batchnorm(
     model: nn.Module, batches: list[dict[str, torch.Tensor]], module_names: list[str] | None = None
 ) -> list[str]:
-    """Re-estimate BatchNorm running statistics from `batches` (a cumulative average, as in "precise BN").
-
-    Only the named BatchNorm modules (all of them when `module_names` is None) change: they run in train mode with
-    `momentum=None` while every other module stays in eval mode, and their momentum is put back afterwards.
-    No parameter changes.
+    """Re-estimate BatchNorm running statistics from `batches` (a cumulative average, as in "precise BN"), with the
+    library's [`hf_plasticity.batchnorm.recalibrate_batchnorm`]; all BatchNorm modules when `module_names` is None.
 
     Returns:
         `list[str]`: the names of the re-estimated modules.
     """
-    targets = {
-        name: module
+    from hf_plasticity.batchnorm import recalibrate_batchnorm as recalibrate
+
+    names = [
+        name
         for name, module in model.named_modules()
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and (module_names is None or name in module_names)
-    }
-    if not targets or not batches:
-        return []
-    was_training = model.training
-    model.eval()
-    momenta = {}
-    for name, module in targets.items():
-        momenta[name] = module.momentum
-        module.reset_running_stats()
-        module.momentum = None
-        module.train()
-    for batch in batches:
-        forward_logits(model, batch["pixel_values"])
-    for name, module in targets.items():
-        module.momentum = momenta[name]
-    model.train(was_training)
-    return sorted(targets)
+    ]
+    if names and batches:
+        recalibrate(model, batches, names, num_batches=len(batches))
+    return sorted(names)
 
 
 def reset_batchnorm_names(report: object) -> list[str]:
