@@ -142,17 +142,22 @@ class SelectiveReinitStrategy(EveryNStepsSchedule, Strategy):
             return self._plan_units(model, data, salt)
         config = self.config
         plan: list[TensorReset] = []
+        # Targets come in module order: a module's weight and bias share one fresh draw, and only the current
+        # module's draw is held.
+        drawn_for, drawn = None, {}
         for target, utility in self._scores(model, resolve_targets(model, config), data, salt):
             index = self.select(utility, target.name).to(target.tensor.device)
             if index.numel() == 0:
                 continue
-            module = model.get_submodule(target.module_name)
-            seed = (
-                derive_seed(config.seed, target.module_name, salt)
-                if salt
-                else derive_seed(config.seed, target.module_name)
-            )
-            fresh = fresh_tensors(model, module, seed=seed)[target.attr]
+            if drawn_for != target.module_name:
+                module = model.get_submodule(target.module_name)
+                seed = (
+                    derive_seed(config.seed, target.module_name, salt)
+                    if salt
+                    else derive_seed(config.seed, target.module_name)
+                )
+                drawn_for, drawn = target.module_name, fresh_tensors(model, module, seed=seed)
+            fresh = drawn[target.attr]
             plan.append(TensorReset(target.name, target.tensor, fresh.reshape(-1)[index].clone(), index, target.block))
         return plan
 
