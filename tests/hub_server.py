@@ -155,6 +155,16 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 self._error(404, "RepoNotFound", f"Repository not found: {repo_id}")
             return repo
 
+        def _repo_at(self, repo_id: str, revision: str) -> tuple[Repo | None, Any]:
+            """The repository and its commit at `revision`; (.., None) after answering 404 when either is missing."""
+            repo = self._repo(repo_id)
+            if repo is None:
+                return None, None
+            commit = repo.at(revision)
+            if commit is None:
+                self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+            return repo, commit
+
         # ------------------------------------------------------------------------------------------- dispatch
         def _handle(self) -> None:
             path = unquote(urlsplit(self.path).path)
@@ -237,12 +247,9 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             return self._json(200, {"commitUrl": url, "commitOid": commit.oid, "pullRequestUrl": None})
 
         def _info(self, repo_id: str, revision: str) -> None:
-            repo = self._repo(repo_id)
-            if repo is None:
-                return
-            commit = repo.at(revision)
+            repo, commit = self._repo_at(repo_id, revision)
             if commit is None:
-                return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                return
             return self._json(
                 200,
                 {
@@ -256,12 +263,9 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             )
 
         def _resolve(self, repo_id: str, revision: str, filename: str) -> None:
-            repo = self._repo(repo_id)
-            if repo is None:
-                return
-            commit = repo.at(revision)
+            repo, commit = self._repo_at(repo_id, revision)
             if commit is None:
-                return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                return
             if filename not in commit.files:
                 return self._error(404, "EntryNotFound", f"{filename} does not exist at {revision}")
             content = commit.files[filename]
