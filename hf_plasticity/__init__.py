@@ -12,6 +12,7 @@ from .engine import AlreadyRestoredError, prepare_pretrained, restore_record  # 
 from .hub import HubPushError, apply_card_section, push_restored, save_restored  # noqa: E402
 from .report import PlasticityReport, TensorRecord  # noqa: E402
 from .strategies import (  # noqa: E402
+    AutoReinitConfig,
     ContinualBackpropConfig,
     DashConfig,
     LayerReinitConfig,
@@ -56,6 +57,7 @@ __all__ = [
     "ContinualBackpropConfig",
     "DashConfig",
     "RifleConfig",
+    "AutoReinitConfig",
     "Strategy",
     "TensorReset",
     "register_strategy",

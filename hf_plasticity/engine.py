@@ -146,6 +146,7 @@ def apply_strategy_plan(
         tensors=_records(model, plan),
         total_parameters=sum(p.numel() for p in model.parameters()),
         seconds=time.perf_counter() - start,
+        details=strategy.details(),
     )
 
 

@@ -33,6 +33,7 @@ class PlasticityReport:
         total_parameters: number of parameter entries in the model.
         seconds: wall time of the restore (planning and writing).
         diagnostics: optional diagnostics before/after the restore (filled when diagnostics exist).
+        details: what the strategy decided beyond its config (for `"auto"`: the blocks it chose and why).
 
     Example:
 
@@ -42,7 +43,7 @@ class PlasticityReport:
     >>> model = nn.Sequential(nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 2))
     >>> report = prepare_pretrained(model, SelectiveReinitConfig(utility="magnitude", fraction=0.1))
     >>> report.total_reinitialized, sorted(report.to_dict())[:3]
-    (2000, ['config', 'diagnostics', 'seconds'])
+    (2000, ['config', 'details', 'diagnostics'])
     ```
     """
 
@@ -52,6 +53,7 @@ class PlasticityReport:
     total_parameters: int
     seconds: float
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def total_reinitialized(self) -> int:
@@ -84,13 +86,16 @@ class PlasticityReport:
 
     def summary(self) -> dict[str, Any]:
         """The compact record written into ``model.config``: strategy, config, per-block counts, totals."""
-        return {
+        summary = {
             "strategy": self.strategy,
             "config": self.config,
             "reinitialized_per_block": self.by_block(),
             "total_reinitialized": self.total_reinitialized,
             "total_parameters": self.total_parameters,
         }
+        if self.details:
+            summary["details"] = self.details
+        return summary
 
     def __str__(self) -> str:
         width = max([len("tensor")] + [len(t.name) for t in self.tensors])
@@ -102,6 +107,8 @@ class PlasticityReport:
         for t in self.tensors:
             block = "-" if t.block is None else str(t.block)
             lines.append(f"{t.name:<{width}}  {block:>5}  {t.numel:>10,}  {t.reinitialized:>10,}  {t.share:>7.2%}")
+        if self.details:
+            lines.append("Decided: " + ", ".join(f"{key}={value}" for key, value in self.details.items()))
         lines.extend(self._diagnostics_lines())
         return "\n".join(lines)
 

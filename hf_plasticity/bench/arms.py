@@ -71,6 +71,7 @@ def _arms() -> dict[str, Arm]:
         Arm("redo_tau0.1", "redo", {"tau": 0.1}),
         Arm("redo_tau0.025", "redo", {"tau": 0.025}),
         Arm("dash", "dash", {}),
+        Arm("auto", "auto", {}),
     ]
     return {arm.name: arm for arm in arms}
 

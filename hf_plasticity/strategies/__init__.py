@@ -1,5 +1,6 @@
 """Restoration strategies: one module per strategy, each registering its config and strategy classes."""
 
+from .auto import AutoReinitConfig, AutoReinitStrategy
 from .base import Strategy, TensorReset, get_strategy, register_strategy
 from .cbp import ContinualBackpropConfig, ContinualBackpropStrategy
 from .dash import DashConfig, DashStrategy
@@ -10,6 +11,8 @@ from .selective import SelectiveReinitConfig, SelectiveReinitStrategy
 from .shrink_perturb import ShrinkPerturbConfig, ShrinkPerturbStrategy
 
 __all__ = [
+    "AutoReinitConfig",
+    "AutoReinitStrategy",
     "ContinualBackpropConfig",
     "ContinualBackpropStrategy",
     "DashConfig",

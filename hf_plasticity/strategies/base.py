@@ -70,6 +70,11 @@ class Strategy:
         """Returns the writes this strategy wants; must not modify ``model``."""
         raise NotImplementedError
 
+    def details(self) -> dict[str, Any]:
+        """What the last [`Strategy.plan`] decided beyond its config (e.g. the blocks `"auto"` chose), for the
+        report. Default: nothing."""
+        return {}
+
     # ------------------------------------------------------------------ during training (driven by the callback)
     @property
     def periodic(self) -> bool:
