@@ -218,8 +218,9 @@ class PlasticityController:
             )
         check_not_sharded(model)
         plan = self.strategy.plan(model, data=self._scoring_data()) if is_main_process() else None
-        plan, _ = share_plan(model, plan)
+        plan, details = share_plan(model, plan, self.strategy.details() if is_main_process() else None)
         report = apply_strategy_plan(model, self.strategy, plan, optimizer=optimizer)
+        report.details = details or {}  # what rank 0 decided (e.g. the blocks "auto" chose), on every rank
         record_restore(model, report)
         self.restored = True
         self.restore_summary = report.summary()

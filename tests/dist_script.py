@@ -125,7 +125,12 @@ def accelerate_run(out: Path) -> dict:
         sums[f"step{step}"] = checksum(accelerator.unwrap_model(model))
     controller.detach()
     sums["end"] = checksum(accelerator.unwrap_model(model))
-    return {"sums": sums, "batches_read": len(controller._batches), "steps": controller.strategy.steps}
+    return {
+        "sums": sums,
+        "batches_read": len(controller._batches),
+        "steps": controller.strategy.steps,
+        "details": accelerator.unwrap_model(model).config.plasticity.get("details"),
+    }
 
 
 def _model_dir(out: Path, name: str) -> Path:

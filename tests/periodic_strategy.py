@@ -46,6 +46,7 @@ class EveryNStrategy(Strategy):
         super().__init__(config)
         self.steps: list[int] = []
         self.batches_seen: list[int] = []
+        self.decision: dict[str, Any] = {}
 
     @property
     def periodic(self) -> bool:
@@ -72,6 +73,7 @@ class EveryNStrategy(Strategy):
             batches = list(iter_batches(data, self.config.calibration_batches))
             self.batches_seen.append(len(batches))
             salt = str(sum(int(labels.sum()) for _, labels in batches))
+            self.decision = {"label_sum": salt}
         plan = []
         for target in resolve_targets(model, self.config):
             generator = torch.Generator().manual_seed(derive_seed(self.config.seed, target.name, str(step), salt))
@@ -81,6 +83,9 @@ class EveryNStrategy(Strategy):
             values = 0.02 * torch.randn(count, generator=generator)
             plan.append(TensorReset(target.name, target.tensor, values, index, target.block))
         return plan
+
+    def details(self) -> dict[str, Any]:
+        return dict(self.decision)
 
     def state_dict(self) -> dict[str, Any]:
         return {"steps": list(self.steps)}

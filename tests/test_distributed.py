@@ -67,6 +67,8 @@ def test_the_plan_comes_from_rank_0_only(two_ranks):
     assert rank0["trainer"]["batches_read"] == 2 and rank1["trainer"]["batches_read"] == 0
     # Plain loop: rank 1 holds 1 calibration batch where the strategy asks for 3; no deadlock, rank 0's 3 are used.
     assert rank0["accelerate"]["batches_read"] == 3 and rank1["accelerate"]["batches_read"] == 0
+    # What rank 0's plan decided is recorded on every rank (rank 1's own data would have given another decision).
+    assert rank0["accelerate"]["details"] and rank0["accelerate"]["details"] == rank1["accelerate"]["details"]
 
 
 @pytest.fixture
