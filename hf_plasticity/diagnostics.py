@@ -7,7 +7,9 @@
   that spreads the gradient shows as a falling share);
 - mean |weight| (large weights with tiny gradients are the saturated signature);
 - effective rank exp(-sum p_k log p_k), p_k = s_k / sum s, and stable rank (smallest k whose singular values sum to
-  >= 0.99 of the total) of the penultimate features (the input of the head).
+  >= 0.99 of the total) of the penultimate features (the input of the head);
+- per backbone block, the leave-one-out nearest-class-mean accuracy of its pooled output ([`hf_plasticity.probe`]):
+  where the downstream classes are best told apart, and whether the late blocks make it worse.
 
 Everything is streamed: per-unit sums, the gradient sums and the D x D Gram matrix of the features; activations are
 never kept. Hooks are always removed; the model's gradients, ``training`` and ``requires_grad`` flags and the RNG
@@ -28,6 +30,7 @@ from torch import nn
 from .architectures import LINEAR_OR_CONV, get_layout
 from .data import CalibrationDataError, downstream_loss, iter_batches
 from .targeting import Target
+from .probe import BlockFeatureProbe
 from .units import ActivationMeter, normalized_scores, unit_groups
 from .utilities import calibration_mode
 
@@ -66,6 +69,7 @@ class DiagnosticsReport:
     tau: float
     insignificant: float
     seconds: float = 0.0
+    block_probe_accuracy: list[float | None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,6 +101,10 @@ class DiagnosticsReport:
             lines.append(
                 f"{layer.name:<{width}}  {block:>5}  {pct(layer.dormant_ratio):>8}  {layer.mean_abs_grad:>9.3g}  "
                 f"{pct(layer.insignificant_grad_share):>8}  {layer.mean_abs_weight:>9.3g}"
+            )
+        if self.block_probe_accuracy:
+            lines.append(
+                "nearest-class-mean accuracy per block: " + " ".join(pct(a) for a in self.block_probe_accuracy)
             )
         return "\n".join(lines)
 
@@ -212,10 +220,16 @@ def diagnose(
         gram["G"] = gram.get("G", 0) + x.T @ x
 
     count = samples = 0
+    labels = []
     handle = head.register_forward_pre_hook(feature_hook) if head is not None else None
     try:
-        with calibration_mode(model, targets), ActivationMeter(model, groups) as meter:
+        with (
+            calibration_mode(model, targets),
+            ActivationMeter(model, groups) as meter,
+            BlockFeatureProbe(model, layout.blocks) as probe,
+        ):
             for batch in iter_batches(data, batches, batch_size):
+                labels.append(batch[1].reshape(-1).cpu())
                 loss = downstream_loss(model, batch)
                 grads = torch.autograd.grad(loss, [t.tensor for t in targets], allow_unused=True)
                 for total, grad in zip(grad_sums, grads):
@@ -226,7 +240,7 @@ def diagnose(
     finally:
         if handle is not None:
             handle.remove()
-    return _report(
+    report = _report(
         layers,
         targets,
         grad_sums,
@@ -239,6 +253,9 @@ def diagnose(
         insignificant,
         time.perf_counter() - start,
     )
+    report.block_probe_accuracy = probe.accuracies(torch.cat(labels)) if labels else None
+    report.seconds = time.perf_counter() - start
+    return report
 
 
 def _report(layers, targets, grad_sums, count, samples, means, groups, gram, tau, insignificant, seconds):

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from hf_plasticity import DiagnosticsReport, diagnose
+from hf_plasticity import DiagnosticsReport, diagnose, get_layout
 from hf_plasticity.diagnostics import effective_rank, stable_rank
+from hf_plasticity.probe import nearest_class_mean_accuracy, pool_block_output
 
 from .models import ARCHS, batches
 
@@ -166,3 +167,22 @@ def test_bad_input():
         diagnose(model, data(), batches=0)
     with pytest.raises(ValueError, match="no labels"):
         diagnose(model, [{"pixel_values": torch.randn(2, 3, 16)}])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_probe_accuracy_has_one_value_per_block(make_model, arch):
+    model = make_model(arch)
+    report = diagnose(model, batches(2))
+    assert len(report.block_probe_accuracy) == len(get_layout(model).blocks)
+    assert all(0.0 <= a <= 1.0 for a in report.block_probe_accuracy)
+
+
+def test_nearest_class_mean_accuracy_known_answers():
+    labels = torch.tensor([0, 0, 1, 1, 2])  # class 2 has one sample: it cannot be scored and is left out
+    features = torch.tensor([[0.0, 0.0], [0.1, 0.0], [1.0, 1.0], [1.1, 1.0], [0.05, 0.0]])
+    assert nearest_class_mean_accuracy(features, labels) == 1.0
+    swapped = torch.tensor([[1.0, 1.0], [0.1, 0.0], [0.0, 0.0], [1.1, 1.0], [0.0, 0.0]])
+    assert nearest_class_mean_accuracy(swapped, labels) == 0.0  # each sample sits on the other class's mean
+    assert nearest_class_mean_accuracy(features[:3], labels[:3]) is None  # one scorable class only
+    assert pool_block_output((torch.ones(2, 5, 3), None)).shape == (2, 3)  # ViT-style tuple of (N, tokens, D)
+    assert pool_block_output(torch.ones(2, 4, 3, 3)).shape == (2, 4)  # NCHW

@@ -1,14 +1,11 @@
-"""``"auto"``: read [`diagnose`] on the user's data, then re-initialize as many late blocks as look saturated.
+"""``"auto"``: read [`diagnose`] on the user's data, then re-initialize the late blocks that make the task harder.
 
-The saturated signature is the one the paper names: weights whose downstream gradient is insignificant. Per backbone
-block, the share of Linear/Conv weight entries with an insignificant gradient (|g| <= ``insignificant`` x the
-network's mean |g|, the new head attached) is measured on a few calibration batches. The blocks of the later half of
-the backbone whose share reaches ``saturation`` are counted, and the last ``min(count, max_blocks)`` blocks are
-re-initialized as [`LayerReinitConfig`] does. When no late block is saturated (in-domain data), nothing is written.
-
-The thresholds come from the benchmark (docs/BENCHMARKS.md, "The auto strategy"), where they were calibrated on
-EfficientNet-Lite0: an atypical target (digits, textures) puts 0.70-0.72 of the weights of its late blocks below
-the threshold, the in-domain control (photo crops) 0.55-0.61.
+[`diagnose`] measures, per backbone block, how well the block's output separates the downstream classes (a
+leave-one-out nearest-class-mean probe, [`hf_plasticity.probe`]). On data close to the pretraining data this rises
+to the last block, and nothing is re-initialized. On atypical data it peaks at an intermediate block and falls after
+it: the blocks past the peak re-encode the input for the source task. ``"auto"`` re-initializes those blocks (as
+[`LayerReinitConfig`] does), at most ``max_blocks`` of them (by default an eighth of the backbone's depth, at least
+one), because re-initializing more than that lost accuracy in the benchmark (docs/BENCHMARKS.md, "The auto strategy").
 """
 
 from __future__ import annotations
@@ -20,76 +17,93 @@ from torch import nn
 
 from ..architectures import get_layout
 from ..config import PlasticityConfig
+from ..data import CalibrationDataError
 from .base import Strategy, TensorReset, register_strategy
 from .reinit_layers import LayerReinitConfig, LayerReinitStrategy
 
 
 @dataclass
 class AutoReinitConfig(PlasticityConfig):
-    """Chooses how many late blocks to re-initialize from the diagnostics of the model on downstream data.
+    """Chooses how many late blocks to re-initialize from the per-block probe accuracy of [`diagnose`].
 
-    Needs ``data=``. The choice (per-block insignificant-gradient shares, the saturated blocks, the number of
-    blocks re-initialized) is in ``report.details`` and in the record saved with the model.
+    Needs labelled ``data=``. The choice (probe accuracy per block, the peak block, the cap, the number of blocks
+    re-initialized) is in ``report.details`` and in the record saved with the model.
 
     Example:
 
     ```python
     >>> from hf_plasticity import AutoReinitConfig
-    >>> AutoReinitConfig().strategy, AutoReinitConfig().max_blocks
-    ('auto', 2)
+    >>> AutoReinitConfig().strategy, AutoReinitConfig().tolerance
+    ('auto', 0.02)
     ```
     """
 
     strategy = "auto"
     requires_data = True
 
-    max_blocks: int = field(default=2, metadata={"help": "The most late blocks re-initialized."})
-    saturation: float = field(
-        default=0.65,
+    max_blocks: int | None = field(
+        default=None,
         metadata={
-            "help": "A block is saturated when at least this share of its weight entries gets an insignificant "
-            "gradient on the downstream data."
+            "help": "The most late blocks re-initialized; None: an eighth of the backbone's blocks (at least 1)."
         },
     )
-    insignificant: float = field(
-        default=0.01, metadata={"help": "A gradient entry is insignificant when |g| <= this x the network's mean |g|."}
+    tolerance: float = field(
+        default=0.02,
+        metadata={
+            "help": "Probe accuracy within this of the best block's counts as the peak (the last such block is "
+            "kept): small dips are noise, not a reason to re-initialize."
+        },
     )
     calibration_batches: int = field(default=8, metadata={"help": "Calibration batches read by the diagnostics."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("max_blocks", "calibration_batches"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        for name in ("saturation", "insignificant"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-                raise ValueError(f"`{name}` must be a number in (0, 1], got {value!r}.")
+        if self.max_blocks is not None and (
+            isinstance(self.max_blocks, bool) or not isinstance(self.max_blocks, int) or self.max_blocks < 1
+        ):
+            raise ValueError(f"`max_blocks` must be a positive integer or None, got {self.max_blocks!r}.")
+        if (
+            isinstance(self.calibration_batches, bool)
+            or not isinstance(self.calibration_batches, int)
+            or self.calibration_batches < 1
+        ):
+            raise ValueError(f"`calibration_batches` must be a positive integer, got {self.calibration_batches!r}.")
+        if (
+            isinstance(self.tolerance, bool)
+            or not isinstance(self.tolerance, (int, float))
+            or not 0 <= self.tolerance < 1
+        ):
+            raise ValueError(f"`tolerance` must be a number in [0, 1), got {self.tolerance!r}.")
 
 
-def block_insignificant_shares(report: Any, num_blocks: int) -> list[float | None]:
-    """Per backbone block, the share of its Linear/Conv weight entries whose gradient is insignificant.
+def blocks_past_the_peak(accuracies: list[float | None], tolerance: float) -> tuple[int, int]:
+    """The peak block of a probe-accuracy curve and how many blocks come after it.
 
-    Args:
-        report: a [`DiagnosticsReport`].
-        num_blocks: number of backbone blocks.
+    The peak is the last block whose accuracy is within ``tolerance`` of the best one (blocks without an accuracy
+    are skipped).
 
     Returns:
-        One share per block, in depth order (None for a block without Linear/Conv weights).
+        `(peak, blocks_after)`.
+
+    Example:
+
+    ```python
+    >>> blocks_past_the_peak([0.5, 0.8, 0.9, 0.7, 0.6], tolerance=0.02)
+    (2, 2)
+    >>> blocks_past_the_peak([0.5, 0.8, 0.9, 0.89], tolerance=0.02)
+    (3, 0)
+    ```
     """
-    entries = [0] * num_blocks
-    insignificant = [0.0] * num_blocks
-    for layer in report.layers:
-        if layer.block is None:
-            continue
-        entries[layer.block] += layer.numel
-        insignificant[layer.block] += layer.insignificant_grad_share * layer.numel
-    return [s / n if n else None for s, n in zip(insignificant, entries)]
+    scored = [(i, a) for i, a in enumerate(accuracies) if a is not None]
+    if not scored:
+        raise ValueError("No block has a probe accuracy.")
+    best = max(a for _, a in scored)
+    peak = max(i for i, a in scored if a >= best - tolerance)
+    return peak, len(accuracies) - 1 - peak
 
 
 class AutoReinitStrategy(Strategy):
-    """Diagnoses the model on ``data``, then plans the re-initialization of the saturated late blocks."""
+    """Diagnoses the model on ``data``, then plans the re-initialization of the blocks past the probe's peak."""
 
     def __init__(self, config: PlasticityConfig) -> None:
         super().__init__(config)
@@ -99,16 +113,22 @@ class AutoReinitStrategy(Strategy):
         from ..diagnostics import diagnose
 
         config = self.config
-        layout = get_layout(model)
-        report = diagnose(model, data, batches=config.calibration_batches, insignificant=config.insignificant)
-        shares = block_insignificant_shares(report, len(layout.blocks))
-        late = range(len(layout.blocks) // 2, len(layout.blocks))
-        saturated = [b for b in late if shares[b] is not None and shares[b] >= config.saturation]
-        num_blocks = min(len(saturated), config.max_blocks)
+        num_total = len(get_layout(model).blocks)
+        report = diagnose(model, data, batches=config.calibration_batches)
+        accuracies = report.block_probe_accuracy or []
+        if not any(a is not None for a in accuracies):
+            raise CalibrationDataError(
+                "The auto strategy compares how well each block separates the classes, which needs at least two "
+                f"classes with two samples or more in the calibration data; got {report.samples} samples."
+            )
+        peak, after = blocks_past_the_peak(accuracies, config.tolerance)
+        cap = config.max_blocks if config.max_blocks is not None else max(1, num_total // 8)
+        num_blocks = min(after, cap)
         self.decision = {
             "num_blocks": num_blocks,
-            "saturated_blocks": saturated,
-            "block_insignificant_share": [None if s is None else round(s, 4) for s in shares],
+            "peak_block": peak,
+            "max_blocks": cap,
+            "block_probe_accuracy": [None if a is None else round(a, 4) for a in accuracies],
             "samples": report.samples,
         }
         if num_blocks == 0:
