@@ -89,7 +89,7 @@ class PlasticityCallback(TrainerCallback, ExportableState):
 
     Args:
         config: the strategy: a config, a strategy name, or None for the default one-shot restore
-            (`LayerReinitConfig(num_blocks=1)`).
+            (`LayerReinitConfig()`: the last eighth of the blocks, at least one).
         restore: ``None`` (default): do the one-shot restore unless the model was already restored (for example with
             [`prepare_pretrained`] before building the Trainer); ``True``: do it, and fail on an already restored
             model; ``False``: never (periodic strategy and monitoring only).

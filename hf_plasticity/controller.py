@@ -66,7 +66,7 @@ class PlasticityController:
 
     Args:
         config: the strategy: a config, a strategy name, a config dict, or None for the default
-            (`LayerReinitConfig(num_blocks=1)`).
+            (`LayerReinitConfig()`: the last eighth of the blocks, at least one).
         data: calibration / probe data (a DataLoader, a `datasets.Dataset` with ``pixel_values`` and ``labels``, or a
             list of such batches). Read on rank 0 only, at most ``max(calibration_batches, diagnostics_batches)``
             batches, once; the same batches serve every periodic scoring and every diagnostics pass.

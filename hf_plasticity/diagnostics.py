@@ -29,8 +29,8 @@ from torch import nn
 
 from .architectures import LINEAR_OR_CONV, get_layout
 from .data import CalibrationDataError, downstream_loss, iter_batches
-from .targeting import Target
 from .probe import BlockFeatureProbe
+from .targeting import Target
 from .units import ActivationMeter, normalized_scores, unit_groups
 from .utilities import calibration_mode
 

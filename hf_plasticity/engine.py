@@ -29,8 +29,8 @@ class AlreadyRestoredError(RuntimeError):
 
 
 def default_config() -> PlasticityConfig:
-    """The strategy used when none is given: re-initialize the last backbone block."""
-    return LayerReinitConfig(num_blocks=1)
+    """The strategy used when none is given: re-initialize the last eighth of the backbone's blocks (at least one)."""
+    return LayerReinitConfig()
 
 
 def resolve_config(config: PlasticityConfig | str | None) -> PlasticityConfig:
@@ -170,7 +170,7 @@ def prepare_pretrained(
     Args:
         model: a transformers image classifier (ViT, ConvNeXt, ConvNeXtV2, ResNet) or any torch vision model.
         config: a strategy config, a strategy name (its default config), or None for the default
-            (`LayerReinitConfig(num_blocks=1)`).
+            (`LayerReinitConfig()`: the last eighth of the backbone's blocks, at least one).
         data: downstream calibration data for data-dependent strategies: a DataLoader, a `datasets.Dataset`
             with ``pixel_values`` and ``labels``, or an iterable of such dicts.
         optimizer: when given, the optimizer state of every re-drawn entry is reset (and only of those).

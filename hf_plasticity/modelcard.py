@@ -37,6 +37,8 @@ class RestoreSummary:
         total_reinitialized: re-initialized parameter entries in total.
         total_parameters: parameter entries of the model.
         diagnostics: diagnostics before/after the restore, when known.
+        details: what the strategy decided beyond its config (e.g. the number of blocks a `None` default resolved
+            to, or the blocks `"auto"` chose).
     """
 
     strategy: str
@@ -45,6 +47,7 @@ class RestoreSummary:
     total_reinitialized: int
     total_parameters: int
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_report(cls, report: PlasticityReport) -> RestoreSummary:
@@ -62,6 +65,7 @@ class RestoreSummary:
                 total_reinitialized=int(record["total_reinitialized"]),
                 total_parameters=int(record["total_parameters"]),
                 diagnostics=dict(diagnostics or record.get("diagnostics") or {}),
+                details=dict(record.get("details") or {}),
             )
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"The plasticity record is incomplete or malformed (missing {error}).") from error
@@ -87,9 +91,17 @@ def _strategy_description(strategy: str) -> str:
     return first or f"the `{strategy}` strategy."
 
 
-def _parameters(config: dict[str, Any]) -> list[tuple[str, str]]:
+def _parameters(config: dict[str, Any], details: dict[str, Any]) -> list[tuple[str, str]]:
+    """Config values (a `None` the strategy resolved shows the value it used), then what it decided on its own."""
     skip = {"strategy", "hf_plasticity_version"}
-    return [(k, json.dumps(v)) for k, v in sorted(config.items()) if k not in skip]
+    rows = []
+    for key, value in sorted(config.items()):
+        if key in skip:
+            continue
+        resolved = value is None and key in details
+        rows.append((key, json.dumps(details[key] if resolved else value)))
+    rows.extend((f"{key} (decided)", json.dumps(value)) for key, value in details.items() if key not in config)
+    return rows
 
 
 def _block_rows(summary: RestoreSummary, model: nn.Module | None) -> list[dict[str, str]]:
@@ -225,7 +237,7 @@ def build_model_card(
         total_reinitialized=f"{summary.total_reinitialized:,}",
         total_parameters=f"{summary.total_parameters:,}",
         share=f"{share:.2%}",
-        parameters=_parameters(summary.config),
+        parameters=_parameters(summary.config, summary.details),
         blocks=_block_rows(summary, model),
         diagnostics=_diagnostic_rows(summary.diagnostics),
     )

@@ -14,6 +14,7 @@ from hf_plasticity import (
     diagnose,
     get_layout,
     prepare_pretrained,
+    save_restored,
 )
 from hf_plasticity.data import CalibrationDataError
 from hf_plasticity.strategies.auto import blocks_past_the_peak
@@ -100,6 +101,8 @@ def test_choice_is_recorded_with_the_checkpoint(make_model, tmp_path, monkeypatc
     model.save_pretrained(tmp_path)
     assert PlasticityConfig.from_pretrained(tmp_path) == config
     assert model.config.plasticity["details"]["num_blocks"] == 2
+    card = (save_restored(model, tmp_path / "card") / "README.md").read_text()
+    assert "| `num_blocks (decided)` | `2` |" in card and "| `peak_block (decided)` | `0` |" in card
 
 
 def test_auto_needs_data_and_checks_its_settings():

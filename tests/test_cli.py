@@ -185,7 +185,7 @@ def test_more_bad_input_in_process(workspace, tmp_path, capsys):
     cases = {
         "Unknown parameter 'blocks' for strategy 'reinit_layers'. Accepted: exclude_modules": [
             "prepare", model, "--strategy", "reinit_layers", "--param", "blocks=2", "--output", out],
-        "`num_blocks` must be a positive integer, got 0": [
+        "`num_blocks` must be a positive integer or None, got 0": [
             "prepare", model, "--strategy", "reinit_layers", "--param", "num_blocks=0", "--output", out],
         "Cannot load data": [
             "prepare", model, "--strategy", "reinit_layers", "--data", str(tmp_path / "nowhere"), "--output", out],

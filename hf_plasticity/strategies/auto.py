@@ -19,7 +19,7 @@ from ..architectures import get_layout
 from ..config import PlasticityConfig
 from ..data import CalibrationDataError
 from .base import Strategy, TensorReset, register_strategy
-from .reinit_layers import LayerReinitConfig, LayerReinitStrategy
+from .reinit_layers import LayerReinitConfig, LayerReinitStrategy, depth_share_of_blocks
 
 
 @dataclass
@@ -122,7 +122,7 @@ class AutoReinitStrategy(Strategy):
                 f"classes with two samples or more in the calibration data; got {report.samples} samples."
             )
         peak, after = blocks_past_the_peak(accuracies, config.tolerance)
-        cap = config.max_blocks if config.max_blocks is not None else max(1, num_total // 8)
+        cap = config.max_blocks if config.max_blocks is not None else depth_share_of_blocks(num_total)
         num_blocks = min(after, cap)
         self.decision = {
             "num_blocks": num_blocks,
