@@ -194,10 +194,11 @@ print(before)
         ),
         md(
             "## Restore\n\n"
-            "The default strategy re-initializes the last backbone block (and the final norm) with the model's own "
-            "init rule: on the library's benchmark it was the rule that helped on atypical data. Other strategies "
-            "(`selective`, `redo`, `shrink_perturb`, `dash`, ...) take a config the same way; data-dependent ones "
-            "score weights on `data=`."
+            "The default strategy re-initializes the last eighth of the backbone's blocks (at least one, plus the "
+            "final norm) with the model's own init rule; here we ask for the last block explicitly. On the library's "
+            "benchmark re-initializing late blocks was the rule that helped on atypical data. Other strategies "
+            "(`selective`, `redo`, `shrink_perturb`, `dash`, `auto`, ...) take a config the same way; data-dependent "
+            "ones score weights on `data=`."
         ),
         code(
             """
@@ -457,10 +458,13 @@ print(reports[first_model, atypical])
             "- **Effective rank** of the penultimate features: how many directions the head can use. A low rank on "
             "the atypical data means the backbone maps its images onto few directions, and the head has little to "
             "separate the classes with.\n\n"
+            "- **Probe accuracy per block** (`report.block_probe_accuracy`): how well each block's output separates "
+            "the classes (nearest class mean, leave-one-out). If it peaks before the last block, the blocks after "
+            "the peak re-encode the data for the pretraining task; `AutoReinitConfig` re-initializes exactly those.\n\n"
             "What to do with it: where the late blocks look dormant or saturated on your data, re-initializing them "
-            "(`LayerReinitConfig(num_blocks=1)`, the default) or recycling their dormant units (`ReDoConfig`) gives "
-            "fine-tuning fresh capacity there; on typical data, where the picture looks like ImageNet's, plain "
-            "fine-tuning is usually the right call. The numbers are measured with the new, random head, so "
+            "(`LayerReinitConfig()`, the default, or `AutoReinitConfig()` to let the probe choose) or recycling "
+            "their dormant units (`ReDoConfig`) gives fine-tuning fresh capacity there; on typical data, where the "
+            "picture looks like ImageNet's, plain fine-tuning is usually the right call. The numbers are measured with the new, random head, so "
             "gradients reflect the downstream loss at the start of fine-tuning. In test mode the models are tiny and "
             "trained for seconds: the numbers only show that the code runs.\n\n"
             "Next: `01_quickstart.ipynb` restores and fine-tunes; `PlasticityCallback(diagnostics_every=N)` logs "

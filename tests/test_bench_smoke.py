@@ -12,7 +12,7 @@ from hf_plasticity.bench.arms import Arm, get_arms
 from hf_plasticity.bench.data import as_tensors, load_target
 from hf_plasticity.bench.demo import DemoSettings, run_demo
 from hf_plasticity.bench.models import PretrainConfig, load_model, pretrain_source_model
-from hf_plasticity.bench.report import aggregate, first_epoch_reaching, write_report
+from hf_plasticity.bench.report import aggregate, first_epoch_reaching, overview_table, write_report
 from hf_plasticity.bench.runner import BenchSettings, load_runs, run_benchmark, runs_dir
 from hf_plasticity.bench.train import find_head
 
@@ -80,6 +80,11 @@ def test_first_epoch_reaching_and_aggregate():
     # The baseline's mean final accuracy (0.7) is reached at epoch 1 by seed 0 and never by seed 1.
     assert summaries["x"]["to_base_reached"] == 1 and summaries["x"]["to_base"][0] == 1.0
     assert summaries["x"]["ep1"][0] == pytest.approx(0.625)
+    slower = [{**r, "backbone_lr": 1e-4, "final_acc": r["final_acc"] - 0.1} for r in runs]
+    table = overview_table(aggregate(runs + slower))  # each arm at its best lr (1e-3); sample std
+    assert table[0] == "| model | target | standard | x |"
+    assert table[2] == "| m | t | 70.0 ± 14.1 (2) @ 0.001 | 77.5 ± 17.7 (2) @ 0.001 |"
+    assert overview_table(aggregate(runs + slower), 1e-4)[2] == "| m | t | 60.0 ± 14.1 (2) | 67.5 ± 17.7 (2) |"
 
 
 def test_demo_tiny_writes_table_json_and_plot(tmp_path):

@@ -147,9 +147,38 @@ def _grid_table(summaries: list[dict[str, Any]], model: str, target: str) -> lis
     return lines
 
 
+def overview_table(summaries: list[dict[str, Any]], backbone_lr: float | None = None) -> list[str]:
+    """One row per (model, target), one column per arm: mean ± std final accuracy and the seed count.
+
+    Args:
+        summaries: the per (model, target, arm, lr) summaries of [`aggregate`].
+        backbone_lr: compare every arm at this backbone lr; None: each arm at its own best lr (the lr is shown).
+    """
+    chosen = (
+        best_lr_summaries(summaries)
+        if backbone_lr is None
+        else [s for s in summaries if math.isclose(s["backbone_lr"], backbone_lr)]
+    )
+    arms = sorted({s["arm"] for s in chosen}, key=lambda a: (a != BASELINE, a))
+    cells = {(s["model"], s["target"], s["arm"]): s for s in chosen}
+    lines = ["| model | target | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
+    for model, target in sorted({(s["model"], s["target"]) for s in chosen}):
+        row = []
+        for arm in arms:
+            s = cells.get((model, target, arm))
+            lr = "" if s is None or backbone_lr is not None else f" @ {s['backbone_lr']:g}"
+            row.append("" if s is None else f"{_pct(s['final'])} ({s['n']}){lr}")
+        lines.append(f"| {model} | {target} | " + " | ".join(row) + " |")
+    return lines
+
+
 def markdown_report(summaries: list[dict[str, Any]], plot_names: dict[tuple[str, str], str] | None = None) -> str:
-    """The Markdown tables: per (model, target), each arm at its best lr, then the full lr grid."""
-    lines: list[str] = []
+    """The Markdown tables: an overview of every pair, then per (model, target) each arm at its best lr and the full
+    lr grid."""
+    lines: list[str] = ["### Overview: final test accuracy % (seeds)", ""]
+    lines += ["Each arm at its own best backbone learning rate:", ""] + overview_table(summaries) + [""]
+    for lr in sorted({s["backbone_lr"] for s in summaries}):
+        lines += [f"Every arm at backbone lr {lr:g}:", ""] + overview_table(summaries, lr) + [""]
     pairs = sorted({(s["model"], s["target"]) for s in summaries})
     for model, target in pairs:
         lines += [f"### {model} on {target}", ""]
