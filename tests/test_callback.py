@@ -85,7 +85,7 @@ def params(model: nn.Module) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------------------------ one-shot restore
 def test_restore_before_first_step_equals_prepare_pretrained(make_model, tmp_path):
     model, reference = make_model("convnext"), make_model("convnext")
-    prepare_pretrained(reference)  # the default: LayerReinitConfig(num_blocks=1)
+    prepare_pretrained(reference)  # the default: LayerReinitConfig() (1 of these 3 blocks)
     callback = PlasticityCallback()
     trainer = run(model, tmp_path, callback, max_steps=1, learning_rate=0.0)  # lr 0: only the restore changes weights
     after, expected = params(model), params(reference)
