@@ -66,6 +66,15 @@ def get_config_class(strategy: str) -> type[PlasticityConfig]:
     return _CONFIG_REGISTRY[strategy]
 
 
+def check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+    """Raises a `ValueError` naming ``name`` unless ``value`` is an integer >= 1 (booleans refused), or None when
+    ``allow_none``."""
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer{' or None' if allow_none else ''}, got {value!r}.")
+
+
 def _check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")

@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from ..architectures import get_layout
-from ..config import PlasticityConfig
+from ..config import PlasticityConfig, check_positive_int
 from ..data import CalibrationDataError
 from .base import Strategy, TensorReset, register_strategy
 from .reinit_layers import LayerReinitConfig, LayerReinitStrategy, depth_share_of_blocks
@@ -58,16 +58,8 @@ class AutoReinitConfig(PlasticityConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.max_blocks is not None and (
-            isinstance(self.max_blocks, bool) or not isinstance(self.max_blocks, int) or self.max_blocks < 1
-        ):
-            raise ValueError(f"`max_blocks` must be a positive integer or None, got {self.max_blocks!r}.")
-        if (
-            isinstance(self.calibration_batches, bool)
-            or not isinstance(self.calibration_batches, int)
-            or self.calibration_batches < 1
-        ):
-            raise ValueError(f"`calibration_batches` must be a positive integer, got {self.calibration_batches!r}.")
+        check_positive_int("max_blocks", self.max_blocks, allow_none=True)
+        check_positive_int("calibration_batches", self.calibration_batches)
         if (
             isinstance(self.tolerance, bool)
             or not isinstance(self.tolerance, (int, float))

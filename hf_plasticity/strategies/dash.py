@@ -14,12 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import PlasticityConfig
+from ..config import PlasticityConfig, check_positive_int
 from ..data import downstream_loss, iter_batches
 from ..targeting import Target, resolve_targets
 from ..utilities import calibration_mode
 from .base import Strategy, TensorReset, register_strategy
-from .redo import check_positive_int
 
 
 @dataclass

@@ -13,16 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import PlasticityConfig
+from ..config import PlasticityConfig, check_positive_int
 from ..units import fresh_first, normalized_scores, plan_unit_reset, resolve_unit_groups, unit_activation_means
 from .base import EveryNStepsSchedule, Strategy, TensorReset, register_strategy
-
-
-def check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer{' or None' if allow_none else ''}, got {value!r}.")
 
 
 @dataclass

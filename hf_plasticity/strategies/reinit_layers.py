@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from ..architectures import get_layout
-from ..config import PlasticityConfig
+from ..config import PlasticityConfig, check_positive_int
 from ..init import derive_seed, fresh_tensors
 from ..targeting import resolve_block_modules
 from .base import Strategy, TensorReset, register_strategy
@@ -50,10 +50,7 @@ class LayerReinitConfig(PlasticityConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.num_blocks is not None and (
-            isinstance(self.num_blocks, bool) or not isinstance(self.num_blocks, int) or self.num_blocks < 1
-        ):
-            raise ValueError(f"`num_blocks` must be a positive integer or None, got {self.num_blocks!r}.")
+        check_positive_int("num_blocks", self.num_blocks, allow_none=True)
 
 
 def depth_share_of_blocks(total_blocks: int) -> int:
