@@ -240,6 +240,7 @@ def diagnose(
     finally:
         if handle is not None:
             handle.remove()
+    probe_accuracy = probe.accuracies(torch.cat(labels)) if labels else None
     report = _report(
         layers,
         targets,
@@ -253,8 +254,7 @@ def diagnose(
         insignificant,
         time.perf_counter() - start,
     )
-    report.block_probe_accuracy = probe.accuracies(torch.cat(labels)) if labels else None
-    report.seconds = time.perf_counter() - start
+    report.block_probe_accuracy = probe_accuracy
     return report
 
 

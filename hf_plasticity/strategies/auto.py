@@ -15,7 +15,6 @@ from typing import Any
 
 from torch import nn
 
-from ..architectures import get_layout
 from ..config import PlasticityConfig, check_positive_int
 from ..data import CalibrationDataError
 from .base import Strategy, TensorReset, register_strategy
@@ -105,7 +104,6 @@ class AutoReinitStrategy(Strategy):
         from ..diagnostics import diagnose
 
         config = self.config
-        num_total = len(get_layout(model).blocks)
         report = diagnose(model, data, batches=config.calibration_batches)
         accuracies = report.block_probe_accuracy or []
         if not any(a is not None for a in accuracies):
@@ -114,7 +112,7 @@ class AutoReinitStrategy(Strategy):
                 f"classes with two samples or more in the calibration data; got {report.samples} samples."
             )
         peak, after = blocks_past_the_peak(accuracies, config.tolerance)
-        cap = config.max_blocks if config.max_blocks is not None else depth_share_of_blocks(num_total)
+        cap = config.max_blocks if config.max_blocks is not None else depth_share_of_blocks(len(accuracies))
         num_blocks = min(after, cap)
         self.decision = {
             "num_blocks": num_blocks,
