@@ -23,13 +23,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
+from transformers import Trainer, TrainerCallback  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from hf_plasticity import PlasticityCallback, PlasticityController  # noqa: E402
 from tests import periodic_strategy  # noqa: E402
 from tests.models import batches, build, perturb, pretrained  # noqa: E402
 from tests.periodic_strategy import EveryNConfig  # noqa: E402
+from tests.test_callback import training_args  # noqa: E402
 from tests.test_training import learnable_dataset  # noqa: E402
 
 RANK = int(os.environ.get("RANK", "0"))
@@ -74,19 +75,7 @@ def trainer_run(out: Path) -> dict:
     callback = PlasticityCallback(EveryNConfig(every_n_steps=2, at_start=True, scored=True), diagnostics_every=2)
     recorder = Recorder(every=2)
     ddp = {"ddp_backend": "gloo", "ddp_find_unused_parameters": False} if WORLD_SIZE > 1 else {}
-    args = TrainingArguments(
-        output_dir=str(out / "trainer"),
-        per_device_train_batch_size=8,
-        max_steps=4,
-        learning_rate=1e-3,
-        logging_steps=2,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        seed=0,
-        disable_tqdm=True,
-        **ddp,
-    )
+    args = training_args(out / "trainer", per_device_train_batch_size=8, **ddp)
     trainer = Trainer(model=model, args=args, train_dataset=learnable_dataset(64), callbacks=[callback, recorder])
     trainer.train()
     return {
