@@ -1,17 +1,25 @@
 """hf-plasticity: restore the plasticity of pretrained image classifiers before and during fine-tuning."""
 
-__version__ = "0.1.0"
-
-# isort: off
-from .architectures import ARCHITECTURES, ArchitectureRule, ModelLayout, get_layout  # noqa: E402
-from .config import PlasticityConfig, available_strategies, get_config_class  # noqa: E402
-from .controller import PlasticityController  # noqa: E402
-from .diagnostics import DiagnosticsReport, LayerDiagnostics, diagnose  # noqa: E402
-from .distributed import ShardedModelError  # noqa: E402
-from .engine import AlreadyRestoredError, prepare_pretrained, restore_record  # noqa: E402
-from .hub import HubPushError, apply_card_section, push_restored, save_restored  # noqa: E402
-from .report import PlasticityReport, TensorRecord  # noqa: E402
-from .strategies import (  # noqa: E402
+from .architectures import (
+    ARCHITECTURES,
+    ArchitectureRule,
+    ModelLayout,
+    UnitPair,
+    get_layout,
+    register_architecture,
+)
+from .config import PlasticityConfig, available_strategies, get_config_class
+from .controller import PlasticityController
+from .diagnostics import DiagnosticsReport, LayerDiagnostics, diagnose
+from .distributed import RankFailedError, ShardedModelError
+from .hub import HubPushError, apply_card_section, push_restored, save_restored
+from .pipeline import AlreadyRestoredError, prepare_pretrained
+from .plan import Plan, TensorReset
+from .record import restore_record
+from .registry import StrategyRegistryError
+from .report import PlasticityReport, TensorRecord
+from .schedules import AtEpochs, EveryNSteps, EveryStep, Schedule
+from .strategies import (
     AutoReinitConfig,
     ContinualBackpropConfig,
     DashConfig,
@@ -21,12 +29,13 @@ from .strategies import (  # noqa: E402
     SelectiveReinitConfig,
     ShrinkPerturbConfig,
     Strategy,
-    TensorReset,
     register_strategy,
+    unregister_strategy,
 )
-from .targeting import ScopeError  # noqa: E402
-from .units import UnitGroup, UnitMapError, unit_groups  # noqa: E402
-# isort: on
+from .targeting import ScopeError
+from .units import UnitGroup, UnitMapError, unit_groups
+from .unwrap import MetaDeviceError
+from .version import __version__
 
 # The Trainer callback is imported on first use, so `import hf_plasticity` does not pull in the Trainer machinery.
 _LAZY = {"PlasticityCallback": "callback", "ResumeMismatchError": "callback"}
@@ -47,6 +56,7 @@ __all__ = [
     "PlasticityReport",
     "TensorRecord",
     "AlreadyRestoredError",
+    "MetaDeviceError",
     "ScopeError",
     # configs and strategies
     "PlasticityConfig",
@@ -59,15 +69,24 @@ __all__ = [
     "RifleConfig",
     "AutoReinitConfig",
     "Strategy",
+    "Plan",
     "TensorReset",
+    "Schedule",
+    "EveryNSteps",
+    "EveryStep",
+    "AtEpochs",
     "register_strategy",
+    "unregister_strategy",
+    "StrategyRegistryError",
     "available_strategies",
     "get_config_class",
     # architectures and units
     "ARCHITECTURES",
     "ArchitectureRule",
+    "UnitPair",
     "ModelLayout",
     "get_layout",
+    "register_architecture",
     "UnitGroup",
     "UnitMapError",
     "unit_groups",
@@ -80,6 +99,7 @@ __all__ = [
     "PlasticityController",
     "ResumeMismatchError",
     "ShardedModelError",
+    "RankFailedError",
     # Hub
     "save_restored",
     "push_restored",

@@ -1,7 +1,9 @@
-"""Where the blocks, the head and the final norm of a vision model are, per architecture.
+"""One rule per architecture: where the blocks, the head, the final norm and the hidden units of a vision model are.
 
-A table keyed by ``config.model_type`` covers the transformers classes; any other ``torch.nn.Module`` goes through
-a structural fallback. Module names are the in-memory names of transformers 5.x (``save_pretrained`` still writes
+Every module that needs architecture knowledge (targeting, units, continual backprop's defaults, the training
+callback's resume check) reads the [`ArchitectureRule`] of the model's ``config.model_type``, in the spirit of timm's
+``group_matcher``. Any other ``torch.nn.Module`` goes through a structural fallback. Users add a rule with
+[`register_architecture`]. Module names are the in-memory names of transformers 5.x (``save_pretrained`` still writes
 the older key names: never target modules by names read from a checkpoint file).
 """
 
@@ -10,11 +12,43 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import nn
 
 LINEAR_OR_CONV = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+Family = Literal["transformer", "cnn", "mlp"]
+
+_VIT_RESUME_HINT = (
+    "This is the transformers 5.x ViT resume bug (huggingface/transformers#48805): the checkpoint's encoder layers "
+    "are not loaded. Load the checkpoint with `from_pretrained(checkpoint_dir)` instead and train from it, or use an "
+    "upgraded transformers."
+)
+
+
+@dataclass(frozen=True)
+class UnitPair:
+    """Where one kind of hidden unit sits: a producer layer whose output rows/channels are the units, the consumer
+    layer that reads them (its input columns), and an optional BatchNorm between them.
+
+    Args:
+        producer: regular expression (full match) on the producer's module name.
+        consumer: the consumer's name, as a replacement template of ``producer``'s match (``\\1``, ``\\g<name>``).
+        norm: the BatchNorm's name, as a template, or None.
+    """
+
+    producer: str
+    consumer: str
+    norm: str | None = None
+
+    def resolve(self, name: str) -> tuple[str, str | None] | None:
+        """``(consumer, norm)`` for producer ``name``, or None when ``name`` is not a producer of this pair."""
+        found = re.fullmatch(self.producer, name)
+        if found is None:
+            return None
+        return found.expand(self.consumer), (found.expand(self.norm) if self.norm else None)
 
 
 @dataclass(frozen=True)
@@ -25,27 +59,98 @@ class ArchitectureRule:
         blocks: matches the repeated residual blocks; ``named_modules`` order is depth order.
         head: matches the classification head (and everything under it).
         final_norm: matches the norm after the last block, if the architecture has one.
+        unit_pairs: the hidden units (producer -> consumer) that ReDo, continual backprop, unit-granular selective
+            re-initialization and the dormancy diagnostics act on.
+        family: ``"transformer"``, ``"cnn"`` or ``"mlp"``: picks published per-family defaults (continual backprop).
+        resume_hint: said when a resumed Trainer run does not hold its checkpoint's weights (a known problem of this
+            architecture), or None.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity import ArchitectureRule, UnitPair
+    >>> rule = ArchitectureRule(blocks=r"encoder\\.layers\\.\\d+", head=r"classifier",
+    ...                         unit_pairs=(UnitPair(r"(.*)\\.fc1", r"\\1.fc2"),), family="transformer")
+    >>> rule.unit_pairs[0].resolve("encoder.layers.0.mlp.fc1")
+    ('encoder.layers.0.mlp.fc2', None)
+    ```
     """
 
     blocks: str
     head: str
     final_norm: str | None = None
+    unit_pairs: tuple[UnitPair, ...] = ()
+    family: Family = "cnn"
+    resume_hint: str | None = None
 
 
 ARCHITECTURES: dict[str, ArchitectureRule] = {
     "vit": ArchitectureRule(
-        blocks=r"vit\.(layers|encoder\.layer)\.\d+", head=r"classifier", final_norm=r"vit\.layernorm"
+        blocks=r"vit\.(layers|encoder\.layer)\.\d+",
+        head=r"classifier",
+        final_norm=r"vit\.layernorm",
+        unit_pairs=(UnitPair(r"(.*\.mlp)\.fc1", r"\1.fc2"),),
+        family="transformer",
+        resume_hint=_VIT_RESUME_HINT,
     ),
     "convnext": ArchitectureRule(
-        blocks=r"convnext\.encoder\.stages\.\d+\.layers\.\d+", head=r"classifier", final_norm=r"convnext\.layernorm"
+        blocks=r"convnext\.encoder\.stages\.\d+\.layers\.\d+",
+        head=r"classifier",
+        final_norm=r"convnext\.layernorm",
+        unit_pairs=(UnitPair(r"(.*)\.pwconv1", r"\1.pwconv2"),),
     ),
     "convnextv2": ArchitectureRule(
         blocks=r"convnextv2\.encoder\.stages\.\d+\.layers\.\d+",
         head=r"classifier",
         final_norm=r"convnextv2\.layernorm",
+        unit_pairs=(UnitPair(r"(.*)\.pwconv1", r"\1.pwconv2"),),
     ),
-    "resnet": ArchitectureRule(blocks=r"resnet\.encoder\.stages\.\d+\.layers\.\d+", head=r"classifier(\.\d+)?"),
+    "resnet": ArchitectureRule(
+        blocks=r"resnet\.encoder\.stages\.\d+\.layers\.\d+",
+        head=r"classifier(\.\d+)?",
+        # conv + BatchNorm -> the next conv of the same residual block (basic: 0 -> 1; bottleneck: 0 -> 1 -> 2)
+        unit_pairs=(
+            UnitPair(r"(.*\.layer)\.0\.convolution", r"\1.1.convolution", r"\1.0.normalization"),
+            UnitPair(r"(.*\.layer)\.1\.convolution", r"\1.2.convolution", r"\1.1.normalization"),
+        ),
+    ),
 }
+
+
+def register_architecture(model_type: str, rule: ArchitectureRule, *, replace: bool = False) -> None:
+    """Adds the rule of a transformers ``model_type`` (e.g. a new vision backbone), so that every strategy, the
+    diagnostics and the callback know its blocks, head, final norm and hidden units.
+
+    Args:
+        model_type: the ``config.model_type`` the rule is for.
+        rule: the [`ArchitectureRule`].
+        replace: replace an existing rule for ``model_type`` (refused otherwise).
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity import ArchitectureRule, register_architecture
+    >>> register_architecture("my_vit", ArchitectureRule(blocks=r"backbone\\.layers\\.\\d+", head=r"head",
+    ...                                                  family="transformer"))
+    ```
+    """
+    if not isinstance(model_type, str) or not model_type:
+        raise ValueError(f"`model_type` must be a non-empty string, got {model_type!r}.")
+    if not isinstance(rule, ArchitectureRule):
+        raise TypeError(f"`rule` must be an ArchitectureRule, got {type(rule).__name__}.")
+    for name, pattern in (("blocks", rule.blocks), ("head", rule.head), ("final_norm", rule.final_norm)):
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(
+                    f"`{name}` of the rule is not a valid regular expression {pattern!r}: {error}."
+                ) from error
+    if model_type in ARCHITECTURES and ARCHITECTURES[model_type] != rule and not replace:
+        raise ValueError(
+            f"An architecture rule for {model_type!r} is already registered; pass `replace=True` to replace it."
+        )
+    ARCHITECTURES[model_type] = rule
 
 
 @dataclass
@@ -57,12 +162,16 @@ class ModelLayout:
         head: names of the head modules (never targeted by default).
         final_norm: name of the norm after the last block, or None.
         source: ``"table:<model_type>"`` or ``"structural"``.
+        rule: the architecture rule it was resolved with (None for the structural fallback).
+        family: ``"transformer"``, ``"cnn"`` or ``"mlp"``.
     """
 
     blocks: list[str]
     head: list[str]
     final_norm: str | None
     source: str
+    rule: ArchitectureRule | None = None
+    family: Family = "cnn"
 
     def block_of(self, module_name: str) -> int | None:
         """Index of the block that contains ``module_name``, or None outside every block."""
@@ -75,13 +184,13 @@ class ModelLayout:
         return any(module_name == h or module_name.startswith(h + ".") for h in self.head)
 
 
-def _model_type(model: nn.Module) -> str | None:
-    config = getattr(model, "config", None)
-    return getattr(config, "model_type", None)
+def model_type_of(model: nn.Module) -> str | None:
+    """``model.config.model_type``, or None for a model without a transformers config."""
+    return getattr(getattr(model, "config", None), "model_type", None)
 
 
 def get_layout(model: nn.Module) -> ModelLayout:
-    """Resolves the layout of ``model``: the per-``model_type`` table first, else the structural fallback.
+    """Resolves the layout of ``model``: the per-``model_type`` rule first, else the structural fallback.
 
     Example:
 
@@ -92,7 +201,7 @@ def get_layout(model: nn.Module) -> ModelLayout:
     ['resnet.encoder.stages.0.layers.0', 'resnet.encoder.stages.1.layers.0']
     ```
     """
-    model_type = _model_type(model)
+    model_type = model_type_of(model)
     rule = ARCHITECTURES.get(model_type) if model_type else None
     if rule is not None:
         names = [name for name, _ in model.named_modules()]
@@ -101,13 +210,14 @@ def get_layout(model: nn.Module) -> ModelLayout:
         head = [h for h in head if not any(h.startswith(o + ".") for o in head)]
         norms = [n for n in names if rule.final_norm and re.fullmatch(rule.final_norm, n)]
         if blocks:
-            return ModelLayout(blocks, head, norms[0] if norms else None, f"table:{model_type}")
+            return ModelLayout(blocks, head, norms[0] if norms else None, f"table:{model_type}", rule, rule.family)
     return structural_layout(model)
 
 
 def structural_layout(model: nn.Module) -> ModelLayout:
     """Layout of an arbitrary module: the head is the last Linear; the blocks are the children of the largest
-    ``ModuleList``/``Sequential`` whose children are mostly of one class and hold Linear/Conv layers.
+    ``ModuleList``/``Sequential`` whose children are mostly of one class and hold Linear/Conv layers. The family is
+    ``"mlp"`` when the model has no convolution, else ``"cnn"``.
     """
     leaves = [(n, m) for n, m in model.named_modules() if isinstance(m, LINEAR_OR_CONV)]
     linears = [n for n, m in leaves if isinstance(m, nn.Linear)]
@@ -126,4 +236,5 @@ def structural_layout(model: nn.Module) -> ModelLayout:
             best = [n for n, _ in children]
     if not best:
         best = [n for n, _ in leaves if n not in head]
-    return ModelLayout(best, head, None, "structural")
+    family: Family = "mlp" if leaves and all(isinstance(m, nn.Linear) for _, m in leaves) else "cnn"
+    return ModelLayout(best, head, None, "structural", None, family)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .data import iter_batches, model_device_dtype
-from .strategies.base import TensorReset
+from .plan import TensorReset
 
 
 def reset_batchnorm_modules(model: nn.Module, plan: list[TensorReset]) -> list[str]:

@@ -15,6 +15,7 @@ from torch import nn
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from .architectures import get_layout
 from .config import PlasticityConfig
 from .controller import PlasticityController
 from .distributed import ShardedModelError, fingerprints_match, parameter_fingerprint, sharded_parameters
@@ -202,6 +203,11 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         resuming = state.global_step > 0
         if resuming:
             self._load_checkpoint_state(state, model)
+            controller.resume(model)
+        # A checkpoint saved without this callback has no entry for it, and transformers' checkpoint save then fails
+        # with a KeyError: give it one.
+        state.stateful_callbacks = state.stateful_callbacks or {}
+        state.stateful_callbacks.setdefault(type(self).__name__, self.state())
         controller.data = getattr(train_dataloader, "base_dataloader", train_dataloader)
         controller.validate(model, has_data=controller.data is not None)
         if controller.log_every is None:
@@ -242,14 +248,8 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         if not (self.check_resume and self._saved_fingerprint and not sharded_parameters(model)):
             return
         if not fingerprints_match(parameter_fingerprint(model), self._saved_fingerprint):
-            model_type = getattr(getattr(model, "config", None), "model_type", None)
-            hint = (
-                " This is the transformers 5.x ViT resume bug (huggingface/transformers#48805): the checkpoint's "
-                "encoder layers are not loaded. Load the checkpoint with `from_pretrained(checkpoint_dir)` instead "
-                "and train from it, or use an upgraded transformers."
-                if model_type == "vit"
-                else ""
-            )
+            rule = get_layout(model).rule
+            hint = f" {rule.resume_hint}" if rule is not None and rule.resume_hint else ""
             raise ResumeMismatchError(
                 f"Resuming at step {state.global_step}, the model's weights differ from the weights saved with the "
                 f"checkpoint, so training would go on from the wrong weights.{hint} Pass `check_resume=False` to "

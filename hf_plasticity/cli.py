@@ -13,7 +13,7 @@ COMMANDS = ("example", "prepare", "diagnose", "bench", "demo")
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every available sub-command registered."""
-    from . import __version__
+    from .version import __version__
 
     parser = argparse.ArgumentParser(
         prog="hf-plasticity",

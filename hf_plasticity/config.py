@@ -14,23 +14,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from . import __version__
+from . import registry
+from .version import __version__
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "plasticity_config.json"
 MODEL_CONFIG_KEY = "plasticity"
-
-_CONFIG_REGISTRY: dict[str, type[PlasticityConfig]] = {}
-
-
-def register_config(config_cls: type[PlasticityConfig]) -> type[PlasticityConfig]:
-    """Registers a config class under its ``strategy`` name (usable as a class decorator)."""
-    name = config_cls.strategy
-    if not name:
-        raise ValueError(f"{config_cls.__name__} must set a non-empty class attribute `strategy`.")
-    _CONFIG_REGISTRY[name] = config_cls
-    return config_cls
 
 
 def available_strategies() -> list[str]:
@@ -44,7 +34,7 @@ def available_strategies() -> list[str]:
     True
     ```
     """
-    return sorted(_CONFIG_REGISTRY)
+    return registry.names()
 
 
 def get_config_class(strategy: str) -> type[PlasticityConfig]:
@@ -61,9 +51,7 @@ def get_config_class(strategy: str) -> type[PlasticityConfig]:
     Raises:
         ValueError: if no strategy of that name is registered; the message lists the accepted names.
     """
-    if strategy not in _CONFIG_REGISTRY:
-        raise ValueError(f"Unknown strategy {strategy!r}. Accepted strategies: {', '.join(available_strategies())}.")
-    return _CONFIG_REGISTRY[strategy]
+    return registry.lookup(strategy)[0]
 
 
 def check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
@@ -201,3 +189,24 @@ class PlasticityConfig:
         if not record:
             raise ValueError(f"{path} holds no plasticity record: it was not restored with hf_plasticity.")
         return cls.from_dict(record["config"])
+
+
+def resolve_config(config: PlasticityConfig | str | dict | None, default: str) -> PlasticityConfig:
+    """A validated private copy of ``config``: a config, a strategy name (its default settings), a config dict, or
+    None (the ``default`` strategy's default settings).
+
+    The copy goes through ``from_dict``, so ``__post_init__`` validation runs again even when a field was changed after
+    the config was built (e.g. ``config.every_n_steps = 0``), and later changes to the caller's object change nothing.
+    """
+    if config is None:
+        config = get_config_class(default)()
+    elif isinstance(config, str):
+        config = get_config_class(config)()
+    elif isinstance(config, dict):
+        config = PlasticityConfig.from_dict(config)
+    elif not isinstance(config, PlasticityConfig):
+        raise TypeError(
+            "`config` must be a PlasticityConfig, a strategy name, a config dict or None, "
+            f"got {type(config).__name__}."
+        )
+    return PlasticityConfig.from_dict(config.to_dict())

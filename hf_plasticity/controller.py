@@ -2,54 +2,31 @@
 
 The Trainer callback is a thin layer over it; users of a plain Accelerate (or torch) loop call it directly:
 [`PlasticityController.restore`] once before training, [`PlasticityController.step`] after every optimizer step.
-On several processes, rank 0 plans and every process applies the same plan (see [`hf_plasticity.distributed`]).
+Every restore and every periodic reset goes through the restore pipeline ([`hf_plasticity.pipeline.restore`]), the
+same path as [`prepare_pretrained`]: on several processes, rank 0 plans and every process applies the same plan.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any
 
 from torch import nn
 
-from .config import PlasticityConfig, get_config_class
-from .data import iter_batches
-from .distributed import check_not_sharded, is_main_process, share_plan
-from .engine import AlreadyRestoredError, apply_strategy_plan, default_config, record_restore, restore_record
+from . import pipeline
+from .config import PlasticityConfig, check_positive_int, resolve_config
+from .data import ReplayableBatches, replayable
+from .distributed import is_main_process
+from .pipeline import AlreadyRestoredError
+from .record import restore_record, write_record
 from .report import PlasticityReport
 from .strategies.base import Strategy, get_strategy
-from .targeting import resolve_targets
+from .unwrap import check_restorable, unwrap_model
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "plasticity"
-
-
-def as_config(config: PlasticityConfig | str | dict | None) -> PlasticityConfig:
-    """A validated private copy of ``config`` (a config, a strategy name, a config dict, or None: the default).
-
-    The copy goes through ``from_dict``, so ``__post_init__`` validation runs again even when a field was changed
-    after the config was built (e.g. ``config.every_n_steps = 0``).
-    """
-    if config is None:
-        config = default_config()
-    elif isinstance(config, str):
-        config = get_config_class(config)()
-    elif isinstance(config, dict):
-        config = PlasticityConfig.from_dict(config)
-    elif not isinstance(config, PlasticityConfig):
-        raise TypeError(
-            "`config` must be a PlasticityConfig, a strategy name, a config dict or None, "
-            f"got {type(config).__name__}."
-        )
-    return PlasticityConfig.from_dict(config.to_dict())
-
-
-def _check_positive(name: str, value: Any, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer{' or None' if allow_none else ''}, got {value!r}.")
 
 
 class PlasticityController:
@@ -110,12 +87,12 @@ class PlasticityController:
         diagnostics_every: int | None = None,
         diagnostics_batches: int = 2,
     ) -> None:
-        _check_positive("log_every", log_every)
-        _check_positive("diagnostics_every", diagnostics_every)
-        _check_positive("diagnostics_batches", diagnostics_batches, allow_none=False)
+        check_positive_int("log_every", log_every, allow_none=True)
+        check_positive_int("diagnostics_every", diagnostics_every, allow_none=True)
+        check_positive_int("diagnostics_batches", diagnostics_batches)
         if restore not in (None, True, False):
             raise ValueError(f"`restore` must be None, True or False, got {restore!r}.")
-        self.config = as_config(config)
+        self.config = resolve_config(config, pipeline.DEFAULT_STRATEGY)
         self.strategy: Strategy = get_strategy(self.config)
         self.data = data
         self.restore_mode = restore
@@ -123,7 +100,6 @@ class PlasticityController:
         self.diagnostics_every = diagnostics_every
         self.diagnostics_batches = diagnostics_batches
         self.model: nn.Module | None = None
-        self._batches: list[dict[str, Any]] = []
         self._attached = False
         # checkpointed state
         self.restored = False
@@ -140,9 +116,25 @@ class PlasticityController:
         return self.config.strategy
 
     @property
+    def data(self) -> Any:
+        """The calibration / probe batches: a data loader or iterator is read once, on demand, and replayed to every
+        reader ([`ReplayableBatches`]: the restore, each periodic scoring and each diagnostics pass see the same
+        batches). Only rank 0 reads."""
+        return self._batches
+
+    @data.setter
+    def data(self, source: Any) -> None:
+        self._batches = replayable(source)
+
+    @property
     def does_restore(self) -> bool:
         """Whether a one-shot restore is configured (it may still be skipped for an already restored model)."""
-        return self.strategy.one_shot and self.restore_mode is not False
+        return self.strategy.schedule.before_training and self.restore_mode is not False
+
+    @property
+    def periodic(self) -> bool:
+        """Whether the strategy acts during training."""
+        return self.strategy.schedule.periodic
 
     @property
     def calibration_batches(self) -> int:
@@ -155,7 +147,7 @@ class PlasticityController:
     def batches_needed(self) -> int:
         """Batches of probe data read once from ``data`` (0: no data needed)."""
         restoring = self.does_restore and not self.restored
-        scoring = self.calibration_batches if (restoring or self.strategy.periodic) else 0
+        scoring = self.calibration_batches if (restoring or self.periodic) else 0
         return max(scoring, self.diagnostics_batches if self.diagnostics_every else 0)
 
     def validate(self, model: nn.Module, *, has_data: bool) -> None:
@@ -164,12 +156,9 @@ class PlasticityController:
         Checks that the model has layers the strategy supports, that its parameters are not sharded, and that data
         exists when the strategy scores on data or diagnostics are asked for.
         """
-        check_not_sharded(model)
-        validate = getattr(self.strategy, "validate", None)
-        if callable(validate):
-            validate(model)
-        else:
-            resolve_targets(model, self.config)  # ScopeError: no supported layers, or an empty scope
+        model = unwrap_model(model)
+        check_restorable(model)
+        self.strategy.validate(model)
         if not has_data and self.batches_needed:
             why = (
                 "the diagnostics read probe batches"
@@ -182,19 +171,20 @@ class PlasticityController:
             )
 
     # ------------------------------------------------------------------------------------------------------- data
-    def prefetch(self) -> list[dict[str, Any]]:
-        """Reads the probe batches now (rank 0 only; nothing on other ranks or when no data is needed)."""
+    def prefetch(self) -> None:
+        """Reads the batches the strategy and the diagnostics will need now (rank 0 only; nothing on other ranks or
+        when no data is needed), so that nothing is read from the training data loader in the middle of an epoch."""
         needed = self.batches_needed
-        if needed and len(self._batches) < needed and is_main_process():
-            if self.data is None:
-                raise ValueError(f"Strategy {self.name!r} or the diagnostics need data: pass `data=`.")
-            self._batches = [
-                {"pixel_values": pixels, "labels": labels} for pixels, labels in iter_batches(self.data, needed)
-            ]
-        return self._batches
+        if not (needed and is_main_process()):
+            return
+        if self._batches is None:
+            raise ValueError(f"Strategy {self.name!r} or the diagnostics need data: pass `data=`.")
+        if isinstance(self._batches, ReplayableBatches):
+            for _ in itertools.islice(self._batches, needed):
+                pass
 
-    def _scoring_data(self) -> list[dict[str, Any]] | None:
-        return self.prefetch()[: self.calibration_batches] if self.strategy.requires_data else None
+    def _scoring_data(self) -> Any:
+        return self._batches if is_main_process() else None
 
     # ------------------------------------------------------------------------------------------------ the restore
     def restore(self, model: nn.Module, *, optimizer: Any = None) -> PlasticityReport | None:
@@ -203,29 +193,34 @@ class PlasticityController:
         Returns:
             The [`PlasticityReport`], or None when nothing was done.
         """
+        model = unwrap_model(model)
         self.model = model
         if self.restored or not self.does_restore:
             self.restored = True
             return None
-        if restore_record(model) is not None:
+        record = restore_record(model)
+        if record is not None:
             if self.restore_mode is None:
-                logger.info("The model was already restored (%s): skipping the one-shot restore.", self.name)
+                logger.info("The model was already restored (%s): skipping the one-shot restore.", record["strategy"])
                 self.restored = True
                 return None
             raise AlreadyRestoredError(
-                f"This model was already restored ({restore_record(model)['strategy']}); use `restore=None` or "
+                f"This model was already restored ({record['strategy']}); use `restore=None` or "
                 "`restore=False` to train it without a second one-shot restore."
             )
-        check_not_sharded(model)
-        plan = self.strategy.plan(model, data=self._scoring_data()) if is_main_process() else None
-        plan, details = share_plan(model, plan, self.strategy.details() if is_main_process() else None)
-        report = apply_strategy_plan(model, self.strategy, plan, optimizer=optimizer)
-        report.details = details or {}  # what rank 0 decided (e.g. the blocks "auto" chose), on every rank
-        record_restore(model, report)
+        report = pipeline.restore(model, self.strategy, data=self._scoring_data(), optimizer=optimizer)
         self.restored = True
         self.restore_summary = report.summary()
         logger.info("One-shot restore (%s): %s entries re-initialized", self.name, report.total_reinitialized)
         return report
+
+    def resume(self, model: nn.Module) -> None:
+        """After a resume: puts the one-shot restore's record back on ``model`` when it lacks it (a model rebuilt from
+        the base checkpoint), so that later checkpoints and the final save carry it."""
+        model = unwrap_model(model)
+        self.model = model
+        if self.restore_summary and restore_record(model) is None:
+            write_record(model, self.restore_summary)
 
     def restore_metrics(self, report: PlasticityReport) -> dict[str, float]:
         """The numbers of a restore, as metrics to log."""
@@ -239,9 +234,10 @@ class PlasticityController:
     def attach(self, model: nn.Module) -> None:
         """Starts the periodic strategy on ``model`` (the unwrapped model): registers its hooks, if any."""
         self.detach()
+        model = unwrap_model(model)
         self.model = model
-        if self.strategy.periodic:
-            check_not_sharded(model)
+        if self.periodic:
+            check_restorable(model)
             self.strategy.attach(model)
             self._attached = True
 
@@ -261,13 +257,9 @@ class PlasticityController:
         if self.model is None:
             raise RuntimeError("Call `attach(model)` (or `restore(model)`) before `step`.")
         strategy = self.strategy
-        if strategy.periodic and strategy.due(step=step, epoch=epoch):
-            main = is_main_process()
-            plan = strategy.plan_step(self.model, step=step, data=self._scoring_data()) if main else None
-            plan, state = share_plan(self.model, plan, strategy.state_dict() if main else None)
-            if not main:
-                strategy.load_state_dict(state)
-            report = apply_strategy_plan(self.model, strategy, plan, optimizer=optimizer)
+        if self.periodic and strategy.due(step=step, epoch=epoch):
+            report = pipeline.restore(self.model, strategy, data=self._scoring_data(), optimizer=optimizer, step=step)
+            strategy.schedule.fired(step=step, epoch=epoch)
             self.pending_reinitialized += report.total_reinitialized
             self.pending_resets += 1
             self.total_reinitialized += report.total_reinitialized
@@ -299,8 +291,7 @@ class PlasticityController:
             return {}
         from .diagnostics import diagnose
 
-        batches = self.prefetch()[: self.diagnostics_batches]
-        report = diagnose(self.model, batches, batches=len(batches))
+        report = diagnose(self.model, self._batches, batches=self.diagnostics_batches)
         values = report.overall() if hasattr(report, "overall") else report.to_dict()
         return {
             f"{PREFIX}/{key}": float(value)

@@ -119,3 +119,54 @@ def downstream_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     if isinstance(logits, (tuple, list)):
         logits = logits[0]
     return F.cross_entropy(logits.float(), labels)
+
+
+class ReplayableBatches:
+    """Reads batches from ``source`` on demand and replays them: every reader sees the same batches, in the same
+    order, and the source is read at most once, only as far as the furthest reader went.
+
+    A restore reads its calibration data several times (scoring, BatchNorm re-estimation, diagnostics before and
+    after). A one-pass iterator would give each step other batches, and a shuffling DataLoader another order; wrapped
+    here, every step of one restore reads the same batches, whether the data came from the user or from a Trainer.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity.data import ReplayableBatches
+    >>> batches = ReplayableBatches(iter([1, 2, 3]))
+    >>> list(zip(range(2), batches)), list(batches)
+    ([(0, 1), (1, 2)], [1, 2, 3])
+    ```
+    """
+
+    def __init__(self, source: Iterable[Any]) -> None:
+        self.source = source
+        self.read: list[Any] = []
+        self._iterator: Iterator[Any] | None = None
+        self._exhausted = False
+
+    def __iter__(self) -> Iterator[Any]:
+        position = 0
+        while True:
+            if position < len(self.read):
+                yield self.read[position]
+                position += 1
+                continue
+            if self._exhausted:
+                return
+            if self._iterator is None:
+                self._iterator = iter(self.source)
+            try:
+                item = next(self._iterator)
+            except StopIteration:
+                self._exhausted = True
+                return
+            self.read.append(item)
+
+
+def replayable(data: Any) -> Any:
+    """``data`` wrapped in [`ReplayableBatches`]; None, a `datasets.Dataset` (read in order, ``batch_size`` rows at a
+    time, the same way each time) and data already wrapped are returned as they are."""
+    if data is None or isinstance(data, ReplayableBatches) or _is_hf_dataset(data):
+        return data
+    return ReplayableBatches(data)

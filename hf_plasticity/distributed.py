@@ -10,12 +10,13 @@ Accelerate loop and ``torchrun`` scripts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from .strategies.base import TensorReset
+from .plan import TensorReset
 
 
 class ShardedModelError(RuntimeError):
@@ -96,17 +97,47 @@ def unpack_plan(model: nn.Module, packed: list[dict[str, Any]]) -> list[TensorRe
     ]
 
 
-def share_plan(model: nn.Module, plan: list[TensorReset] | None, extra: Any = None) -> tuple[list[TensorReset], Any]:
-    """Sends rank 0's ``plan`` (and any picklable ``extra``, e.g. the strategy state) to every process.
+class RankFailedError(RuntimeError):
+    """Another process (rank 0) failed during a step that every process takes together."""
 
-    Call it on every process; ``plan`` and ``extra`` are only read on rank 0. Outside a process group they are
-    returned as they are.
+
+def run_on_main(fn: Callable[[], Any]) -> Any:
+    """Runs ``fn`` on rank 0 and returns its result on every process (one broadcast).
+
+    If ``fn`` raises on rank 0, rank 0 re-raises it and every other process raises [`RankFailedError`] naming it, so
+    no process is left waiting in the collective. Outside a process group this is just ``fn()``.
     """
     if not is_distributed():
-        return plan or [], extra
-    payload = (pack_plan(model, plan or []), extra) if is_main_process() else None
-    packed, extra = broadcast_object(payload)
-    return unpack_plan(model, packed), extra
+        return fn()
+    if is_main_process():
+        try:
+            payload = ("ok", fn())
+        except BaseException as error:
+            broadcast_object(("error", f"{type(error).__name__}: {error}"))
+            raise
+        broadcast_object(payload)
+        return payload[1]
+    status, value = broadcast_object(None)
+    if status == "error":
+        raise RankFailedError(f"Rank 0 failed, so this process stops too: {value}")
+    return value
+
+
+def share_plan(model: nn.Module, plan: Callable[[], tuple[list[TensorReset], Any]]) -> tuple[list[TensorReset], Any]:
+    """Rank 0's plan (and any picklable extra, e.g. its decisions and the strategy state) on every process.
+
+    Call it on every process; ``plan`` is called on rank 0 only and returns ``(resets, extra)``. A failure on rank 0
+    stops every process (see [`run_on_main`]). Outside a process group ``plan()`` is returned as it is.
+    """
+    if not is_distributed():
+        return plan()
+
+    def packed() -> tuple[list[dict[str, Any]], Any]:
+        resets, extra = plan()
+        return pack_plan(model, resets), extra
+
+    resets, extra = run_on_main(packed)
+    return unpack_plan(model, resets), extra
 
 
 def sharded_parameters(model: nn.Module) -> list[str]:

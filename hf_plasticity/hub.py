@@ -16,8 +16,8 @@ from typing import Any
 from torch import nn
 
 from .config import MODEL_CONFIG_KEY, PlasticityConfig, available_strategies
-from .engine import restore_record
 from .modelcard import RestoreSummary, build_model_card, merge_into
+from .record import restore_record
 from .report import PlasticityReport
 
 logger = logging.getLogger(__name__)

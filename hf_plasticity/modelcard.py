@@ -13,9 +13,9 @@ from typing import Any
 
 from torch import nn
 
-from . import __version__
 from .config import get_config_class
 from .report import PlasticityReport
+from .version import __version__
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "modelcard_template.md"
 SECTION_START = "<!-- hf-plasticity:start -->"

@@ -1,4 +1,8 @@
-"""Optimizer-state reset for re-drawn entries: without it, stale Adam moments push fresh weights straight back."""
+"""Optimizer-state reset for re-drawn entries: without it, stale Adam moments push fresh weights straight back.
+
+The reset is computed out of place ([`zeroed_state`] builds the new state tensors and leaves the optimizer as it is);
+the restore pipeline then swaps them in as part of its transaction, so a failure anywhere puts the old ones back.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+
+StateSwap = tuple[dict, str, torch.Tensor]
 
 
 def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
@@ -17,36 +23,56 @@ def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
     return optimizer
 
 
+def _entries_by_parameter(
+    resets: Iterable[tuple[torch.Tensor, torch.Tensor | None]],
+) -> dict[int, tuple[torch.Tensor, torch.Tensor | None]]:
+    """One ``(parameter, flat indices or None for all)`` per parameter: the union of every write into it."""
+    merged: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    for param, index in resets:
+        seen = merged.get(id(param))
+        if seen is None:
+            merged[id(param)] = (param, None if index is None else index.reshape(-1).cpu())
+        elif seen[1] is not None:
+            merged[id(param)] = (param, None if index is None else torch.cat([seen[1], index.reshape(-1).cpu()]))
+    return merged
+
+
 @torch.no_grad()
-def reset_optimizer_state(optimizer: Any, resets: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> int:
-    """Zeroes every per-entry state tensor (Adam/AdamW ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, SGD
-    ``momentum_buffer``, ...) of the given entries only; the rest of the state is untouched.
+def zeroed_state(optimizer: Any, resets: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> list[StateSwap]:
+    """New per-entry state tensors (Adam/AdamW ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, SGD
+    ``momentum_buffer``, ...) with the given entries zeroed and every other entry kept; the optimizer is not modified.
 
     Args:
         optimizer: a torch optimizer or a wrapper with an ``.optimizer`` attribute.
         resets: ``(parameter, flat_index)`` pairs; ``flat_index=None`` means the whole parameter.
 
     Returns:
-        The number of state tensors edited.
+        ``(state, key, new_tensor)`` triples: setting ``state[key] = new_tensor`` for each applies the reset.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> weight = torch.nn.Parameter(torch.ones(3))
+    >>> optimizer = torch.optim.SGD([weight], lr=0.1, momentum=0.9)
+    >>> weight.grad = torch.ones(3); optimizer.step()
+    >>> [(key, new.tolist()) for _, key, new in zeroed_state(optimizer, [(weight, torch.tensor([1]))])]
+    [('momentum_buffer', [1.0, 0.0, 1.0])]
+    ```
     """
     optimizer = unwrap_optimizer(optimizer)
-    edited = 0
-    for param, index in resets:
+    swaps: list[StateSwap] = []
+    for param, index in _entries_by_parameter(resets).values():
         state = optimizer.state.get(param)
         if not state:
             continue
-        for value in state.values():
+        for key, value in state.items():
             if not torch.is_tensor(value) or value.shape != param.shape:
                 continue
             if index is None:
-                value.zero_()
+                new = torch.zeros_like(value)
             else:
-                flat = value.view(-1) if value.is_contiguous() else None
-                if flat is None:
-                    filled = value.clone()
-                    filled.view(-1)[index.to(value.device)] = 0
-                    value.copy_(filled)
-                else:
-                    flat[index.to(value.device)] = 0
-            edited += 1
-    return edited
+                new = value.detach().clone().contiguous()
+                new.view(-1)[index.to(new.device)] = 0
+            swaps.append((state, key, new))
+    return swaps

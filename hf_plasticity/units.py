@@ -5,7 +5,7 @@ exactly one *consumer* layer. Resetting a unit re-draws its incoming weights (pr
 channel of a BatchNorm in between) and zeroes its outgoing weights (consumer column), so the network's function is
 unchanged at the moment of the reset (ReDo, Continual Backprop, unit-granular selective re-initialization).
 
-Per architecture (``config.model_type``):
+Per architecture, the pairs are the ``unit_pairs`` of its [`ArchitectureRule`]:
 
 - ViT: ``mlp.fc1`` rows / ``mlp.fc2`` columns;
 - ConvNeXt, ConvNeXtV2: ``pwconv1`` rows / ``pwconv2`` columns (ConvNeXtV2's GRN normalizes over the hidden units,
@@ -18,10 +18,8 @@ containers) finds Linear -> Linear and Conv -> (BatchNorm) -> Conv pairs joined 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.fx
@@ -31,10 +29,8 @@ from torch import nn
 from .architectures import LINEAR_OR_CONV, ModelLayout, get_layout
 from .config import PlasticityConfig
 from .init import derive_seed, fresh_tensors
+from .plan import TensorReset
 from .targeting import _module_filter, matches
-
-if TYPE_CHECKING:  # strategies import this module: import TensorReset lazily at run time
-    from .strategies.base import TensorReset
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 CHANNELWISE_MODULES = (
@@ -93,22 +89,16 @@ class UnitGroup:
         return -1 if isinstance(model.get_submodule(self.consumer), nn.Linear) else 1
 
 
-def _table_pairs(model: nn.Module, model_type: str) -> list[tuple[str, str, str | None]]:
+def _rule_pairs(model: nn.Module, layout: ModelLayout) -> list[tuple[str, str, str | None]]:
+    """The producer -> consumer pairs of the architecture rule that exist in ``model``."""
     names = {name for name, _ in model.named_modules()}
     pairs: list[tuple[str, str, str | None]] = []
-    for name in (n for n, _ in model.named_modules()):
-        if model_type == "vit" and name.endswith(".mlp.fc1"):
-            pairs.append((name, name[: -len("fc1")] + "fc2", None))
-        elif model_type in ("convnext", "convnextv2") and name.endswith(".pwconv1"):
-            pairs.append((name, name[: -len("pwconv1")] + "pwconv2", None))
-        elif model_type == "resnet":
-            found = re.fullmatch(r"(.*\.layer)\.(\d+)\.convolution", name)
-            if found:
-                following = f"{found.group(1)}.{int(found.group(2)) + 1}.convolution"
-                norm = f"{found.group(1)}.{found.group(2)}.normalization"
-                if following in names:
-                    pairs.append((name, following, norm if norm in names else None))
-    return [p for p in pairs if p[1] in names]
+    for name, _ in model.named_modules():
+        for pair in layout.rule.unit_pairs:
+            found = pair.resolve(name)
+            if found is not None and found[0] in names:
+                pairs.append((name, found[0], found[1] if found[1] in names else None))
+    return pairs
 
 
 def _is_pair(producer: nn.Module, consumer: nn.Module, norm: nn.Module | None) -> bool:
@@ -206,9 +196,8 @@ def unit_groups(model: nn.Module, layout: ModelLayout | None = None) -> list[Uni
     ```
     """
     layout = layout or get_layout(model)
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if layout.source.startswith("table:") and model_type in ("vit", "convnext", "convnextv2", "resnet"):
-        pairs = _table_pairs(model, model_type)
+    if layout.rule is not None and layout.rule.unit_pairs:
+        pairs = _rule_pairs(model, layout)
     else:
         try:
             pairs = _fx_pairs(model)
@@ -266,12 +255,6 @@ def resolve_unit_groups(model: nn.Module, config: PlasticityConfig) -> list[Unit
     return selected
 
 
-def fresh_first(plan: list[TensorReset]) -> list[TensorReset]:
-    """Fresh draws first, then the other writes (zeroed outgoing columns, bias corrections): where a layer is both
-    the consumer of one unit group and the producer of the next, the zeroed columns must win."""
-    return [r for r in plan if r.fresh] + [r for r in plan if not r.fresh]
-
-
 def _rows(tensor: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
     """Flat indices of whole rows ``units`` (dimension 0) of ``tensor``."""
     row = tensor[0].numel() if tensor.dim() > 1 else 1
@@ -292,8 +275,6 @@ def plan_unit_reset(
 ) -> list[TensorReset]:
     """The writes that reset ``units`` of ``group``: producer rows and bias fresh, BatchNorm channels fresh (affine
     and running statistics), consumer columns zero (``fresh=False``). Does not write into ``model``."""
-    from .strategies.base import TensorReset
-
     if units.numel() == 0:
         return []
     producer, consumer, norm = group.modules(model)

@@ -83,7 +83,7 @@ def trainer_run(out: Path) -> dict:
         "shard_label_sum": recorder.shard_label_sum,
         "steps": callback.controller.strategy.steps,
         "logged": len(callback.history),
-        "batches_read": len(callback.controller._batches),
+        "batches_read": len(callback.controller.data.read),
     }
 
 
@@ -116,7 +116,7 @@ def accelerate_run(out: Path) -> dict:
     sums["end"] = checksum(accelerator.unwrap_model(model))
     return {
         "sums": sums,
-        "batches_read": len(controller._batches),
+        "batches_read": len(controller.data.read),
         "steps": controller.strategy.steps,
         "details": accelerator.unwrap_model(model).config.plasticity.get("details"),
     }

@@ -11,11 +11,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from hf_plasticity import PlasticityConfig, Strategy, TensorReset, register_strategy
-from hf_plasticity.config import _CONFIG_REGISTRY
+from hf_plasticity import (
+    EveryNSteps,
+    Plan,
+    PlasticityConfig,
+    Strategy,
+    TensorReset,
+    register_strategy,
+    unregister_strategy,
+)
 from hf_plasticity.data import iter_batches
 from hf_plasticity.init import derive_seed
-from hf_plasticity.strategies.base import _STRATEGY_REGISTRY
+from hf_plasticity.schedules import Schedule
 from hf_plasticity.targeting import resolve_targets
 
 NAME = "test_every_n"
@@ -46,34 +53,25 @@ class EveryNStrategy(Strategy):
         super().__init__(config)
         self.steps: list[int] = []
         self.batches_seen: list[int] = []
-        self.decision: dict[str, Any] = {}
 
-    @property
-    def periodic(self) -> bool:
-        return True
+    def make_schedule(self) -> Schedule:
+        return EveryNSteps(n=self.config.every_n_steps, before_training=self.config.at_start)
 
-    @property
-    def one_shot(self) -> bool:
-        return self.config.at_start
-
-    def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
+    def plan(self, model: nn.Module, *, data: Any = None) -> Plan:
         return self._plan(model, step=0, data=data)
 
-    def due(self, *, step: int, epoch: float) -> bool:
-        return step % self.config.every_n_steps == 0
-
-    def plan_step(self, model: nn.Module, *, step: int, data: Any = None) -> list[TensorReset]:
+    def plan_step(self, model: nn.Module, *, step: int, data: Any = None) -> Plan:
         plan = self._plan(model, step=step, data=data)
         self.steps.append(step)
         return plan
 
-    def _plan(self, model: nn.Module, *, step: int, data: Any) -> list[TensorReset]:
-        salt = ""
+    def _plan(self, model: nn.Module, *, step: int, data: Any) -> Plan:
+        salt, details = "", {}
         if self.config.scored:
             batches = list(iter_batches(data, self.config.calibration_batches))
             self.batches_seen.append(len(batches))
             salt = str(sum(int(labels.sum()) for _, labels in batches))
-            self.decision = {"label_sum": salt}
+            details = {"label_sum": salt}
         plan = []
         for target in resolve_targets(model, self.config):
             generator = torch.Generator().manual_seed(derive_seed(self.config.seed, target.name, str(step), salt))
@@ -82,15 +80,13 @@ class EveryNStrategy(Strategy):
             index = torch.randperm(numel, generator=generator)[:count]
             values = 0.02 * torch.randn(count, generator=generator)
             plan.append(TensorReset(target.name, target.tensor, values, index, target.block))
-        return plan
-
-    def details(self) -> dict[str, Any]:
-        return dict(self.decision)
+        return Plan(plan, details)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"steps": list(self.steps)}
+        return {**super().state_dict(), "steps": list(self.steps)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
         self.steps = list(state.get("steps", []))
 
 
@@ -99,5 +95,4 @@ def register() -> None:
 
 
 def unregister() -> None:
-    _CONFIG_REGISTRY.pop(NAME, None)
-    _STRATEGY_REGISTRY.pop(NAME, None)
+    unregister_strategy(NAME)

@@ -100,8 +100,9 @@ def test_data_dependent_restore_reads_the_train_dataloader(make_model, tmp_path)
     model = make_model("resnet")
     callback = PlasticityCallback(SelectiveReinitConfig(utility="grad_x_weight", fraction=0.05, calibration_batches=2))
     trainer = run(model, tmp_path, callback, max_steps=1)
-    assert len(callback.controller.prefetch()) == 2  # two batches of the Trainer's loader, read once
-    assert callback.controller.prefetch()[0]["pixel_values"].shape[0] == 16
+    read = callback.controller.data.read  # batches of the Trainer's loader, read once and replayed
+    assert len(read) == 2
+    assert read[0]["pixel_values"].shape[0] == 16
     [(step, count)] = logged(trainer, "plasticity/restore/reinitialized")
     assert step == 0 and count > 0
 
@@ -126,7 +127,7 @@ def test_periodic_resets_write_the_plan_and_zero_the_optimizer_state(make_model,
     assert strategy.steps == [2, 4]
     # The reset at step 4 is the last write: its entries hold the planned values and zero Adam moments.
     optimizer = unwrap_optimizer(trainer.optimizer)
-    for reset in strategy.plan_step(model, step=4):
+    for reset in strategy.plan_step(model, step=4).resets:
         assert torch.equal(reset.tensor.detach().view(-1)[reset.index], reset.values)
         state = optimizer.state[reset.tensor]
         assert not state["exp_avg"].view(-1)[reset.index].any()

@@ -11,6 +11,7 @@ from torch import nn
 from hf_plasticity import (
     AlreadyRestoredError,
     LayerReinitConfig,
+    Plan,
     PlasticityConfig,
     ScopeError,
     SelectiveReinitConfig,
@@ -103,8 +104,8 @@ def test_second_restore_needs_force(make_model):
 
 
 def test_wrong_config_type():
-    with pytest.raises(TypeError, match="PlasticityConfig, a strategy name or None"):
-        prepare_pretrained(nn.Linear(2, 2), config={"strategy": "selective"})
+    with pytest.raises(TypeError, match="PlasticityConfig, a strategy name, a config dict or None"):
+        prepare_pretrained(nn.Linear(2, 2), config=42)
 
 
 @dataclass
@@ -120,7 +121,7 @@ class BrokenStrategy(Strategy):
         plan = [TensorReset(n, p, torch.zeros_like(p)) for n, p in params[:-1]]
         name, last = params[-1]
         plan.append(TensorReset(name, last, torch.zeros(last.numel() + 1)))  # wrong shape: fails while applying
-        return plan
+        return Plan(plan)
 
 
 def test_failure_while_applying_leaves_the_model_bitwise_unchanged(make_model):

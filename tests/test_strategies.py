@@ -23,7 +23,8 @@ from hf_plasticity import (
     get_layout,
     prepare_pretrained,
 )
-from hf_plasticity.engine import apply_strategy_plan
+from hf_plasticity.pipeline import restore
+from hf_plasticity.plan import apply_resets
 from hf_plasticity.strategies import get_strategy
 from hf_plasticity.units import unit_groups
 
@@ -101,8 +102,7 @@ def test_function_preservation_can_fail():
     pixels = batches(1, seed=5)[0]["pixel_values"]
     logits = eval_logits(model, pixels)
     plan = get_strategy(ReDoConfig(tau=0.9)).plan(model, data=batches())
-    plan = [r for r in plan if r.fresh]  # drop the zeroed outgoing columns
-    apply_strategy_plan(model, get_strategy(ReDoConfig()), plan)
+    apply_resets([r for r in plan.resets if r.fresh])  # drop the zeroed outgoing columns
     assert not torch.allclose(eval_logits(model, pixels), logits, atol=1e-5, rtol=0)
 
 
@@ -218,13 +218,13 @@ def test_optimizer_state_zeroed_only_on_touched_entries(make_model, optimizer_cl
 def test_periodic_hooks_of_redo_and_selective(make_model):
     model = make_model("convnext")
     redo = get_strategy(ReDoConfig(every_n_steps=3, tau=0.9))
-    assert redo.periodic and redo.one_shot
+    assert redo.schedule.periodic and redo.schedule.before_training
     assert [s for s in range(1, 10) if redo.due(step=s, epoch=0.0)] == [3, 6, 9]
     first = redo.plan_step(model, step=3, data=batches())
     second = redo.plan_step(model, step=6, data=batches())
-    fresh = [(a.values, b.values) for a, b in zip(first, second) if a.fresh]
+    fresh = [(a.values, b.values) for a, b in zip(first.resets, second.resets) if a.fresh]
     assert fresh and any(not torch.equal(a, b) for a, b in fresh)  # each periodic reset draws new values
-    assert not get_strategy(SelectiveReinitConfig()).periodic
+    assert not get_strategy(SelectiveReinitConfig()).schedule.periodic
     selective = get_strategy(SelectiveReinitConfig(every_n_steps=128, selection="threshold", utility="magnitude"))
     assert selective.due(step=256, epoch=1.0) and not selective.due(step=100, epoch=1.0)
 
@@ -232,12 +232,13 @@ def test_periodic_hooks_of_redo_and_selective(make_model):
 def test_rifle_reinitializes_the_head_once_per_epoch_also_across_resume(make_model):
     model = make_model("resnet")
     rifle = get_strategy(RifleConfig(epochs=[1, 2]))
-    assert rifle.periodic and not rifle.one_shot
+    assert rifle.schedule.periodic and not rifle.schedule.before_training
     assert not rifle.due(step=5, epoch=0.5)
     assert rifle.due(step=10, epoch=1.0)
     head = model.classifier[1].weight
     old = head.detach().clone()
-    apply_strategy_plan(model, rifle, rifle.plan_step(model, step=10))
+    restore(model, rifle, step=10)
+    rifle.schedule.fired(step=10, epoch=1.0)
     assert not torch.equal(head.detach(), old)
     assert not rifle.due(step=11, epoch=1.1)
     state = json.loads(json.dumps(rifle.state_dict()))
@@ -262,9 +263,9 @@ def test_continual_backprop_replaces_mature_low_utility_units(make_model):
             optimizer.step()
             assert cbp.due(step=step, epoch=0.0) == cbp.due(step=step, epoch=0.0)  # idempotent per step
             if cbp.due(step=step, epoch=0.0):
-                plan = cbp.plan_step(model, step=step)
+                plan = cbp.plan_step(model, step=step).resets
                 plans.append(plan)
-                apply_strategy_plan(model, cbp, plan, optimizer=optimizer)
+                apply_resets(plan)
     finally:
         cbp.detach()
     assert all(not m._forward_pre_hooks for m in model.modules())
@@ -294,8 +295,12 @@ def test_prepare_attaches_diagnostics_before_and_after(make_model):
     assert no_data.diagnostics == {}
     off = prepare_pretrained(make_model("resnet"), ReDoConfig(), data=batches(), diagnostics=False)
     assert off.diagnostics == {}
-    with pytest.raises(ValueError, match="one-pass iterator"):
-        prepare_pretrained(make_model("resnet"), ReDoConfig(), data=iter(batches()), diagnostics=True)
+    # A one-pass iterator is read once and replayed: the diagnostics and the plan see the same batches.
+    listed, one_pass = make_model("resnet"), make_model("resnet")
+    from_list = prepare_pretrained(listed, ReDoConfig(tau=0.9), data=batches(), diagnostics=True)
+    from_iterator = prepare_pretrained(one_pass, ReDoConfig(tau=0.9), data=iter(batches()), diagnostics=True)
+    assert from_iterator.diagnostics["after"].samples == from_list.diagnostics["after"].samples == 8
+    assert all(torch.equal(a, b) for a, b in zip(listed.state_dict().values(), one_pass.state_dict().values()))
 
 
 def test_configs_round_trip_through_json(tmp_path):

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from hf_plasticity import ReDoConfig, SelectiveReinitConfig, UnitMapError, unit_groups
-from hf_plasticity.engine import apply_plan
-from hf_plasticity.units import fresh_first, plan_unit_reset, resolve_unit_groups
+from hf_plasticity.plan import apply_resets, fresh_first
+from hf_plasticity.units import plan_unit_reset, resolve_unit_groups
 
 from .models import ARCHS, batches, build
 
@@ -105,7 +105,7 @@ def test_unit_reset_keeps_the_function_when_outgoing_columns_were_zero(arch):
         plan = []
         for group in unit_groups(model):
             plan.extend(plan_unit_reset(model, group, units, seed=1))
-        apply_plan(fresh_first(plan))
+        apply_resets(fresh_first(plan))
         after = model(pixels)
         after = getattr(after, "logits", after)
     assert any(r.fresh for r in plan)

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from transformers import ViTConfig, ViTForImageClassification
 
     from ..config import get_config_class
-    from ..engine import prepare_pretrained
+    from ..pipeline import prepare_pretrained
 
     torch.manual_seed(args.seed)
     model = ViTForImageClassification(

@@ -63,12 +63,12 @@ def check_one_shot(config) -> None:
     from ..config import available_strategies, get_config_class
     from ..strategies import get_strategy
 
-    if get_strategy(config).one_shot:
+    if get_strategy(config).schedule.before_training:
         return
     one_shot = []
     for name in available_strategies():
         try:
-            if get_strategy(get_config_class(name)()).one_shot:
+            if get_strategy(get_config_class(name)()).schedule.before_training:
                 one_shot.append(name)
         except Exception:  # a strategy whose defaults are not valid on their own is left out of the hint
             continue
@@ -93,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--private applies to --push-to-hub REPO_ID, which is missing.")
 
     from ..datasets_io import class_names
-    from ..engine import prepare_pretrained
     from ..hub import HubPushError, push_restored, save_restored
+    from ..pipeline import prepare_pretrained
 
     dataset = load_data(args.data, args.split) if args.data else None
     model, new_head = load_model(

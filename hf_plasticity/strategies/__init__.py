@@ -1,7 +1,7 @@
 """Restoration strategies: one module per strategy, each registering its config and strategy classes."""
 
 from .auto import AutoReinitConfig, AutoReinitStrategy
-from .base import Strategy, TensorReset, get_strategy, register_strategy
+from .base import StepSaltedStrategy, Strategy, get_strategy, register_strategy, unregister_strategy
 from .cbp import ContinualBackpropConfig, ContinualBackpropStrategy
 from .dash import DashConfig, DashStrategy
 from .redo import ReDoConfig, ReDoStrategy
@@ -27,8 +27,9 @@ __all__ = [
     "SelectiveReinitStrategy",
     "ShrinkPerturbConfig",
     "ShrinkPerturbStrategy",
+    "StepSaltedStrategy",
     "Strategy",
-    "TensorReset",
     "get_strategy",
     "register_strategy",
+    "unregister_strategy",
 ]

@@ -17,8 +17,10 @@ from torch import nn
 
 from ..config import PlasticityConfig, check_positive_int
 from ..data import CalibrationDataError
-from .base import Strategy, TensorReset, register_strategy
-from .reinit_layers import LayerReinitConfig, LayerReinitStrategy, depth_share_of_blocks
+from ..plan import Plan
+from ..targeting import resolve_block_modules
+from .base import Strategy, register_strategy
+from .reinit_layers import depth_share_of_blocks, plan_block_reinit
 
 
 @dataclass
@@ -96,11 +98,10 @@ def blocks_past_the_peak(accuracies: list[float | None], tolerance: float) -> tu
 class AutoReinitStrategy(Strategy):
     """Diagnoses the model on ``data``, then plans the re-initialization of the blocks past the probe's peak."""
 
-    def __init__(self, config: PlasticityConfig) -> None:
-        super().__init__(config)
-        self.decision: dict[str, Any] = {}
+    def validate(self, model: nn.Module) -> None:
+        resolve_block_modules(model, self.config, 1)
 
-    def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
+    def plan(self, model: nn.Module, *, data: Any = None) -> Plan:
         from ..diagnostics import diagnose
 
         config = self.config
@@ -114,22 +115,15 @@ class AutoReinitStrategy(Strategy):
         peak, after = blocks_past_the_peak(accuracies, config.tolerance)
         cap = config.max_blocks if config.max_blocks is not None else depth_share_of_blocks(len(accuracies))
         num_blocks = min(after, cap)
-        self.decision = {
+        details = {
             "num_blocks": num_blocks,
             "peak_block": peak,
             "max_blocks": cap,
             "block_probe_accuracy": [None if a is None else round(a, 4) for a in accuracies],
             "samples": report.samples,
         }
-        if num_blocks == 0:
-            return []
-        layer_config = LayerReinitConfig(
-            num_blocks=num_blocks, exclude_modules=config.exclude_modules, seed=config.seed
-        )
-        return LayerReinitStrategy(layer_config).plan(model)
-
-    def details(self) -> dict[str, Any]:
-        return dict(self.decision)
+        resets = plan_block_reinit(model, num_blocks, config) if num_blocks else []
+        return Plan(resets, details)
 
 
 register_strategy(AutoReinitConfig, AutoReinitStrategy)

@@ -1,52 +1,36 @@
-"""The strategy interface and registry.
+"""The strategy contract and its registration.
 
-A strategy turns a config into a *plan*: the list of tensor writes it wants (which entries, which new values).
-Planning never writes into the model; [`prepare_pretrained`] applies a whole plan at once, so a failure anywhere
-leaves the model as it was.
+A strategy turns a config into a [`Plan`]: the tensor writes it wants (which entries, which new values) and what it
+decided beyond its config. Planning never writes into the model; the restore pipeline ([`hf_plasticity.pipeline`])
+applies a whole plan as one transaction, so a failure anywhere leaves the model as it was.
+
+The contract, for a subclass:
+
+- ``config_class``: its config dataclass (set by [`register_strategy`]);
+- [`Strategy.plan`] (required): the one-shot plan, before training;
+- [`Strategy.validate`]: raise a clear error now for a model the strategy cannot act on (default: the config's scope
+  must match a tensor);
+- [`Strategy.make_schedule`]: when it acts ([`hf_plasticity.schedules`]; default: once, before training);
+- for strategies that act during training: [`Strategy.plan_step`], and optionally [`Strategy.attach`] /
+  [`Strategy.detach`] (hooks), [`Strategy.due`] (a refinement of the schedule), [`Strategy.state_dict`] /
+  [`Strategy.load_state_dict`] (running state checkpointed with the training run).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
-from ..config import PlasticityConfig, register_config
-
-_STRATEGY_REGISTRY: dict[str, type[Strategy]] = {}
-
-
-@dataclass
-class TensorReset:
-    """One planned write into one tensor.
-
-    Attributes:
-        name: qualified tensor name in the model.
-        tensor: the parameter or buffer to write into (in place).
-        values: the new values: for ``index=None`` a tensor shaped like ``tensor``; else a flat tensor with one
-            value per index.
-        index: flat indices of the entries to write, or None for the whole tensor.
-        block: index of the backbone block holding the tensor, or None.
-        fresh: True when the new values are fresh draws from the init rule (they count as re-initialized
-            entries, and their optimizer state is reset); False for edits such as zeroing outgoing weights.
-    """
-
-    name: str
-    tensor: torch.Tensor
-    values: torch.Tensor
-    index: torch.Tensor | None = None
-    block: int | None = None
-    fresh: bool = True
-
-    @property
-    def count(self) -> int:
-        return self.tensor.numel() if self.index is None else int(self.index.numel())
+from .. import registry
+from ..config import PlasticityConfig
+from ..plan import Plan, TensorReset
+from ..schedules import Schedule
+from ..targeting import resolve_targets
 
 
 class Strategy:
-    """Base class of every strategy. Subclasses set ``config_class`` and implement [`Strategy.plan`].
+    """Base class of every strategy.
 
     Args:
         config: the strategy's config (an instance of ``config_class``).
@@ -60,32 +44,31 @@ class Strategy:
                 f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}."
             )
         self.config = config
+        self.schedule: Schedule = self.make_schedule()
+
+    @property
+    def name(self) -> str:
+        return self.config.strategy
 
     @property
     def requires_data(self) -> bool:
         """Whether [`Strategy.plan`] needs calibration data."""
         return self.config.requires_data
 
-    def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
-        """Returns the writes this strategy wants; must not modify ``model``."""
+    def make_schedule(self) -> Schedule:
+        """When the strategy acts, built from its config. Default: once, before training."""
+        return Schedule()
+
+    def validate(self, model: nn.Module) -> None:
+        """Raises a clear error now if the strategy cannot act on ``model`` (default: the config's scope must match
+        at least one tensor: [`ScopeError`])."""
+        resolve_targets(model, self.config)
+
+    def plan(self, model: nn.Module, *, data: Any = None) -> Plan:
+        """The writes of the one-shot restore, and the decisions behind them; must not modify ``model``."""
         raise NotImplementedError
 
-    def details(self) -> dict[str, Any]:
-        """What the last [`Strategy.plan`] decided beyond its config (e.g. the blocks `"auto"` chose), for the
-        report. Default: nothing."""
-        return {}
-
-    # ------------------------------------------------------------------ during training (driven by the callback)
-    @property
-    def periodic(self) -> bool:
-        """Whether the strategy acts during training (the callback calls [`Strategy.due`] every step)."""
-        return False
-
-    @property
-    def one_shot(self) -> bool:
-        """Whether the strategy acts once before training (through [`prepare_pretrained`])."""
-        return True
-
+    # ------------------------------------------------------------------ during training (driven by the controller)
     def attach(self, model: nn.Module) -> None:
         """Called once when training starts, e.g. to register activation hooks. Default: nothing."""
 
@@ -93,88 +76,81 @@ class Strategy:
         """Called when training ends: removes whatever [`Strategy.attach`] added. Default: nothing."""
 
     def due(self, *, step: int, epoch: float) -> bool:
-        """Whether a periodic reset is due after optimizer step ``step`` (1-based) at ``epoch``."""
-        return False
+        """Whether a reset is due after optimizer step ``step`` (1-based) at ``epoch``. Default: the schedule's
+        answer; called on every process with the same arguments, so every process agrees."""
+        return self.schedule.due(step=step, epoch=epoch)
 
-    def plan_step(self, model: nn.Module, *, step: int, data: Any = None) -> list[TensorReset]:
-        """The writes of one periodic reset; by default the same plan as the one-shot restore."""
+    def plan_step(self, model: nn.Module, *, step: int, data: Any = None) -> Plan:
+        """The writes of one reset during training; by default the one-shot plan."""
         return self.plan(model, data=data)
 
     def state_dict(self) -> dict[str, Any]:
-        """State to checkpoint with the training run (schedules, running utilities). Default: none."""
-        return {}
+        """Running state to checkpoint with the training run (the schedule's, plus the strategy's own)."""
+        return {"schedule": self.schedule.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores what [`Strategy.state_dict`] returned."""
+        self.schedule.load_state_dict(state.get("schedule") or {})
 
 
-class EveryNStepsSchedule:
-    """Mixin for strategies that act once before training and, when ``config.every_n_steps`` is set, again every
-    that many optimizer steps. Subclasses implement ``_plan(model, data, salt)``; each periodic reset gets its own
-    ``salt`` (``"step<N>"``) so its fresh draws differ from the one-shot restore's.
-    """
-
-    config: PlasticityConfig
+class StepSaltedStrategy(Strategy):
+    """A strategy whose resets during training are its one-shot plan drawn again: subclasses implement
+    ``_plan(model, data, salt)``; the one-shot plan gets ``salt=""``, the reset after optimizer step N ``"stepN"``, so
+    every reset draws fresh values of its own."""
 
     def _plan(self, model: nn.Module, data: Any, salt: str) -> list[TensorReset]:
         raise NotImplementedError
 
-    def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
-        return self._plan(model, data, salt="")
+    def plan(self, model: nn.Module, *, data: Any = None) -> Plan:
+        return Plan(self._plan(model, data, salt=""))
 
-    @property
-    def periodic(self) -> bool:
-        return self.config.every_n_steps is not None
-
-    def due(self, *, step: int, epoch: float) -> bool:
-        return self.periodic and step > 0 and step % self.config.every_n_steps == 0
-
-    def plan_step(self, model: nn.Module, *, step: int, data: Any = None) -> list[TensorReset]:
-        return self._plan(model, data, salt=f"step{step}")
+    def plan_step(self, model: nn.Module, *, step: int, data: Any = None) -> Plan:
+        return Plan(self._plan(model, data, salt=f"step{step}"))
 
 
-class TrainingOnlySchedule:
-    """Mixin for strategies that act only during training (driven by the callback), never as a one-shot restore."""
-
-    @property
-    def periodic(self) -> bool:
-        return True
-
-    @property
-    def one_shot(self) -> bool:
-        return False
-
-
-def register_strategy(config_class: type[PlasticityConfig], strategy_class: type[Strategy]) -> None:
+def register_strategy(
+    config_class: type[PlasticityConfig], strategy_class: type[Strategy], *, replace: bool = False
+) -> None:
     """Registers a strategy so that `prepare_pretrained(model, config_class(...))`, the strategy name and config
     save/load all work for it.
+
+    Args:
+        config_class: the config dataclass; its class attribute ``strategy`` is the name.
+        strategy_class: the [`Strategy`] subclass.
+        replace: replace a strategy already registered under the same name (refused otherwise).
 
     Example:
 
     ```python
     >>> from dataclasses import dataclass
-    >>> from hf_plasticity import PlasticityConfig, Strategy, register_strategy
+    >>> from hf_plasticity import Plan, PlasticityConfig, Strategy, register_strategy, unregister_strategy
     >>> @dataclass
     ... class NoOpConfig(PlasticityConfig):
     ...     strategy = "noop"
     >>> class NoOp(Strategy):
-    ...     config_class = NoOpConfig
     ...     def plan(self, model, *, data=None):
-    ...         return []
+    ...         return Plan()
     >>> register_strategy(NoOpConfig, NoOp)
+    >>> unregister_strategy("noop")
     ```
     """
+    if not (isinstance(config_class, type) and issubclass(config_class, PlasticityConfig)):
+        raise TypeError(f"`config_class` must subclass hf_plasticity.PlasticityConfig, got {config_class!r}.")
     if not (isinstance(strategy_class, type) and issubclass(strategy_class, Strategy)):
         raise TypeError(f"`strategy_class` must subclass hf_plasticity.Strategy, got {strategy_class!r}.")
+    registry.register(config_class.strategy, config_class, strategy_class, replace=replace)
     strategy_class.config_class = config_class
-    register_config(config_class)
-    _STRATEGY_REGISTRY[config_class.strategy] = strategy_class
+
+
+def unregister_strategy(name: str) -> None:
+    """Removes a registered strategy (its name, config class and strategy class).
+
+    Raises:
+        StrategyRegistryError: when no strategy of that name is registered.
+    """
+    registry.unregister(name)
 
 
 def get_strategy(config: PlasticityConfig) -> Strategy:
     """Instantiates the strategy registered for ``config.strategy``."""
-    if config.strategy not in _STRATEGY_REGISTRY:
-        raise ValueError(
-            f"No strategy is registered for {config.strategy!r}. Accepted: {', '.join(sorted(_STRATEGY_REGISTRY))}."
-        )
-    return _STRATEGY_REGISTRY[config.strategy](config)
+    return registry.lookup(config.strategy)[1](config)

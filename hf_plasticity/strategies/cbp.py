@@ -17,12 +17,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..architectures import get_layout
 from ..config import PlasticityConfig
-from ..units import UnitGroup, fresh_first, plan_unit_reset, resolve_unit_groups
-from .base import Strategy, TensorReset, TrainingOnlySchedule, register_strategy
+from ..plan import Plan, TensorReset, fresh_first
+from ..schedules import EveryStep, Schedule
+from ..units import UnitGroup, plan_unit_reset, resolve_unit_groups
+from .base import Strategy, register_strategy
 
-#: Published defaults (replacement rate, maturity) per kind of model.
-DEFAULTS = {"vit": (1e-7, 10000), "cnn": (1e-5, 1000), "mlp": (1e-4, 100)}
+#: Published defaults (replacement rate, maturity) per architecture family ([`ArchitectureRule.family`]).
+DEFAULTS = {"transformer": (1e-7, 10000), "cnn": (1e-5, 1000), "mlp": (1e-4, 100)}
 
 
 @dataclass
@@ -65,16 +68,7 @@ class ContinualBackpropConfig(PlasticityConfig):
             raise ValueError(f"`decay` must be in [0, 1), got {self.decay!r}.")
 
 
-def model_kind(model: nn.Module, groups: list[UnitGroup]) -> str:
-    """``"vit"``, ``"mlp"`` (only Linear units outside transformers) or ``"cnn"``: picks the published defaults."""
-    if getattr(getattr(model, "config", None), "model_type", None) == "vit":
-        return "vit"
-    if not hasattr(model, "config") and all(isinstance(model.get_submodule(g.consumer), nn.Linear) for g in groups):
-        return "mlp"
-    return "cnn"
-
-
-class ContinualBackpropStrategy(TrainingOnlySchedule, Strategy):
+class ContinualBackpropStrategy(Strategy):
     """Running utilities through forward pre-hooks on the consumers; replacements planned in [`Strategy.plan_step`].
 
     The state (utilities, ages, mean activations, fractional counts) is JSON-able and survives a resume through
@@ -90,15 +84,23 @@ class ContinualBackpropStrategy(TrainingOnlySchedule, Strategy):
         self._handles: list[Any] = []
         self._loaded: dict[str, Any] | None = None
 
-    def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
-        """Nothing before training; checks that the units can be mapped (raises `UnitMapError` otherwise)."""
+    def make_schedule(self) -> Schedule:
+        """Asked after every optimizer step, never before training; [`ContinualBackpropStrategy.due`] says when a
+        replacement is due."""
+        return EveryStep()
+
+    def validate(self, model: nn.Module) -> None:
         resolve_unit_groups(model, self.config)
-        return []
+
+    def plan(self, model: nn.Module, *, data: Any = None) -> Plan:
+        """Nothing before training; checks that the units can be mapped (raises `UnitMapError` otherwise)."""
+        self.validate(model)
+        return Plan()
 
     def attach(self, model: nn.Module) -> None:
         self.detach()
         self.groups = resolve_unit_groups(model, self.config)
-        rate, maturity = DEFAULTS[model_kind(model, self.groups)]
+        rate, maturity = DEFAULTS[get_layout(model).family]
         self.rate = rate if self.config.replacement_rate is None else self.config.replacement_rate
         self.maturity = maturity if self.config.maturity is None else self.config.maturity
         for group in self.groups:
@@ -136,6 +138,8 @@ class ContinualBackpropStrategy(TrainingOnlySchedule, Strategy):
         return hook
 
     def due(self, *, step: int, epoch: float) -> bool:
+        """Ages every unit by one at a new step, accumulates the replacement counts, and says whether a whole unit
+        is due somewhere."""
         if step != self.last_step:  # once per optimizer step, however often it is asked
             self.last_step = step
             for state in self.state.values():
@@ -143,7 +147,7 @@ class ContinualBackpropStrategy(TrainingOnlySchedule, Strategy):
                 state["pending"] += self.rate * int((state["age"] > self.maturity).sum())
         return any(state["pending"] >= 1 for state in self.state.values())
 
-    def plan_step(self, model: nn.Module, *, step: int, data: Any = None) -> list[TensorReset]:
+    def plan_step(self, model: nn.Module, *, step: int, data: Any = None) -> Plan:
         plan: list[TensorReset] = []
         for group in self.groups:
             state = self.state[group.producer]
@@ -158,7 +162,7 @@ class ContinualBackpropStrategy(TrainingOnlySchedule, Strategy):
             plan.extend(self._bias_correction(model, group, units, state["mean"]))
             for key in ("utility", "mean", "age"):
                 state[key][units] = 0
-        return fresh_first(plan)
+        return Plan(fresh_first(plan))
 
     @staticmethod
     def _bias_correction(

@@ -16,9 +16,10 @@ from torch import nn
 
 from ..config import PlasticityConfig, check_positive_int
 from ..data import downstream_loss, iter_batches
+from ..plan import Plan, TensorReset
 from ..targeting import Target, resolve_targets
 from ..utilities import calibration_mode
-from .base import Strategy, TensorReset, register_strategy
+from .base import Strategy, register_strategy
 
 
 @dataclass
@@ -88,7 +89,7 @@ class DashStrategy(Strategy):
                         direction.sub_(alpha * grad.float())
         return directions
 
-    def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
+    def plan(self, model: nn.Module, *, data: Any = None) -> Plan:
         targets = resolve_targets(model, self.config)
         directions = self.directions(model, targets, data)
         plan: list[TensorReset] = []
@@ -104,7 +105,7 @@ class DashStrategy(Strategy):
             index = (rows.unsqueeze(1) * width + torch.arange(width, device=rows.device)).reshape(-1)
             values = shrunk.reshape(-1)[index].to(target.tensor.dtype)
             plan.append(TensorReset(target.name, target.tensor, values, index, target.block))
-        return plan
+        return Plan(plan)
 
 
 register_strategy(DashConfig, DashStrategy)

@@ -14,8 +14,10 @@ import torch
 from torch import nn
 
 from ..config import PlasticityConfig, check_positive_int
-from ..units import fresh_first, normalized_scores, plan_unit_reset, resolve_unit_groups, unit_activation_means
-from .base import EveryNStepsSchedule, Strategy, TensorReset, register_strategy
+from ..plan import TensorReset, fresh_first
+from ..schedules import Schedule, every_n_steps
+from ..units import normalized_scores, plan_unit_reset, resolve_unit_groups, unit_activation_means
+from .base import StepSaltedStrategy, register_strategy
 
 
 @dataclass
@@ -63,8 +65,15 @@ class ReDoConfig(PlasticityConfig):
         check_positive_int("calibration_batch_size", self.calibration_batch_size)
 
 
-class ReDoStrategy(EveryNStepsSchedule, Strategy):
-    """Scores every unit in scope on downstream batches and plans the reset of the dormant ones."""
+class ReDoStrategy(StepSaltedStrategy):
+    """Scores every unit in scope on downstream batches and plans the reset of the dormant ones: once before
+    training, and every ``every_n_steps`` optimizer steps during training (each time with fresh draws of its own)."""
+
+    def make_schedule(self) -> Schedule:
+        return every_n_steps(self.config.every_n_steps)
+
+    def validate(self, model: nn.Module) -> None:
+        resolve_unit_groups(model, self.config)
 
     def dormant_units(self, model: nn.Module, data: Any) -> list[tuple[Any, torch.Tensor]]:
         """``(group, dormant unit indices)`` for every unit group in scope."""

@@ -16,8 +16,9 @@ from torch import nn
 from ..architectures import get_layout
 from ..config import PlasticityConfig, check_positive_int
 from ..init import derive_seed, fresh_tensors
+from ..plan import Plan, TensorReset
 from ..targeting import resolve_block_modules
-from .base import Strategy, TensorReset, register_strategy
+from .base import Strategy, register_strategy
 
 
 @dataclass
@@ -69,35 +70,36 @@ def depth_share_of_blocks(total_blocks: int) -> int:
 class LayerReinitStrategy(Strategy):
     """Plans fresh values for every tensor of the last ``num_blocks`` blocks."""
 
-    def __init__(self, config: PlasticityConfig) -> None:
-        super().__init__(config)
-        self.decision: dict[str, Any] = {}
+    def num_blocks(self, model: nn.Module) -> int:
+        """The configured count, or the default share of the model's blocks."""
+        if self.config.num_blocks is not None:
+            return self.config.num_blocks
+        return depth_share_of_blocks(len(get_layout(model).blocks))
 
-    def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
-        layout = get_layout(model)
-        num_blocks = self.config.num_blocks
-        if num_blocks is None:
-            num_blocks = depth_share_of_blocks(len(layout.blocks))
-            self.decision = {"num_blocks": num_blocks}
-        plan: list[TensorReset] = []
-        for module_name in resolve_block_modules(model, self.config, num_blocks):
-            module = model.get_submodule(module_name)
-            fresh = fresh_tensors(model, module, seed=derive_seed(self.config.seed, module_name))
-            originals = dict(module.named_parameters())
-            originals.update(dict(module.named_buffers()))
-            for name, tensor in originals.items():
-                plan.append(
-                    TensorReset(
-                        name=f"{module_name}.{name}",
-                        tensor=tensor,
-                        values=fresh[name],
-                        block=layout.block_of(module_name),
-                    )
-                )
-        return plan
+    def validate(self, model: nn.Module) -> None:
+        resolve_block_modules(model, self.config, self.num_blocks(model))
 
-    def details(self) -> dict[str, Any]:
-        return dict(self.decision)
+    def plan(self, model: nn.Module, *, data: Any = None) -> Plan:
+        num_blocks = self.num_blocks(model)
+        details = {"num_blocks": num_blocks} if self.config.num_blocks is None else {}
+        return Plan(plan_block_reinit(model, num_blocks, self.config), details)
+
+
+def plan_block_reinit(model: nn.Module, num_blocks: int, config: PlasticityConfig) -> list[TensorReset]:
+    """Fresh values, with the model's own init rule, for every parameter and buffer of the last ``num_blocks``
+    blocks and the final norm (``config.exclude_modules`` and ``config.seed`` apply)."""
+    layout = get_layout(model)
+    resets: list[TensorReset] = []
+    for module_name in resolve_block_modules(model, config, num_blocks):
+        module = model.get_submodule(module_name)
+        fresh = fresh_tensors(model, module, seed=derive_seed(config.seed, module_name))
+        originals = dict(module.named_parameters())
+        originals.update(dict(module.named_buffers()))
+        for name, tensor in originals.items():
+            resets.append(
+                TensorReset(f"{module_name}.{name}", tensor, fresh[name], block=layout.block_of(module_name))
+            )
+    return resets
 
 
 register_strategy(LayerReinitConfig, LayerReinitStrategy)

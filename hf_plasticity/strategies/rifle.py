@@ -1,9 +1,8 @@
 """RIFLE (Li et al., ICML 2020): re-initialize the classification head again at a few epochs during fine-tuning.
 
 Each re-initialization pushes a fresh error signal deep into the backbone. The head is new at the start of
-fine-tuning anyway, so the one-shot restore of [`prepare_pretrained`] plans nothing; the training callback calls
-[`Strategy.due`] after every optimizer step and applies [`Strategy.plan_step`] when an epoch of ``epochs`` is
-reached.
+fine-tuning anyway, so the one-shot restore of [`prepare_pretrained`] plans nothing; its [`AtEpochs`] schedule tells
+the training callback when an epoch of ``epochs`` is reached, and [`Strategy.plan_step`] plans the fresh head.
 """
 
 from __future__ import annotations
@@ -16,7 +15,9 @@ from torch import nn
 from ..architectures import get_layout
 from ..config import PlasticityConfig
 from ..init import derive_seed, fresh_tensors
-from .base import Strategy, TensorReset, TrainingOnlySchedule, register_strategy
+from ..plan import Plan, TensorReset
+from ..schedules import AtEpochs, Schedule
+from .base import Strategy, register_strategy
 
 
 @dataclass
@@ -53,53 +54,34 @@ class RifleConfig(PlasticityConfig):
         self.epochs = sorted(float(e) for e in epochs)
 
 
-class RifleStrategy(TrainingOnlySchedule, Strategy):
-    """Plans a fresh head at each epoch of ``config.epochs`` (once each, also across resume)."""
+class RifleStrategy(Strategy):
+    """Plans a fresh head at each epoch of ``config.epochs`` (once each, also across resume: the schedule remembers
+    the epochs done)."""
 
-    def __init__(self, config: RifleConfig) -> None:
-        super().__init__(config)
-        self.done: list[float] = []
-        self.epoch = 0.0
+    def make_schedule(self) -> Schedule:
+        return AtEpochs(epochs=list(self.config.epochs))
 
-    def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
-        """Nothing before training (the head is new); checks that the model has a head."""
-        self.head_plan(model, salt="check")
-        return []
-
-    def head_plan(self, model: nn.Module, *, salt: str) -> list[TensorReset]:
-        layout = get_layout(model)
-        if not layout.head:
+    def validate(self, model: nn.Module) -> None:
+        if not get_layout(model).head:
             raise ValueError(f"{type(model).__name__} has no classification head to re-initialize (RIFLE).")
+
+    def plan(self, model: nn.Module, *, data: Any = None) -> Plan:
+        """Nothing before training (the head is new); checks that the model has a head."""
+        self.validate(model)
+        return Plan()
+
+    def plan_step(self, model: nn.Module, *, step: int, data: Any = None) -> Plan:
+        """A fresh head, drawn with the model's init rule (a draw of its own for every step)."""
+        self.validate(model)
         plan: list[TensorReset] = []
-        for head in layout.head:
+        for head in get_layout(model).head:
             module = model.get_submodule(head)
-            fresh = fresh_tensors(model, module, seed=derive_seed(self.config.seed, "rifle", head, salt))
+            fresh = fresh_tensors(model, module, seed=derive_seed(self.config.seed, "rifle", head, f"step{step}"))
             tensors = dict(module.named_parameters())
             tensors.update(dict(module.named_buffers()))
             for name, tensor in tensors.items():
                 plan.append(TensorReset(f"{head}.{name}", tensor, fresh[name], None, None))
-        return plan
-
-    def pending(self, epoch: float) -> list[float]:
-        """The epochs of ``config.epochs`` reached at ``epoch`` whose re-initialization has not happened yet."""
-        return [e for e in self.config.epochs if e <= epoch + 1e-9 and e not in self.done]
-
-    def due(self, *, step: int, epoch: float) -> bool:
-        self.epoch = epoch
-        return bool(self.pending(epoch))
-
-    def plan_step(self, model: nn.Module, *, step: int, data: Any = None) -> list[TensorReset]:
-        """A fresh head; the epochs reached at the last [`RifleStrategy.due`] call are marked done."""
-        plan = self.head_plan(model, salt=f"step{step}")
-        self.done.extend(self.pending(self.epoch))
-        return plan
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"done": list(self.done), "epoch": self.epoch}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.done = [float(e) for e in state.get("done", [])]
-        self.epoch = float(state.get("epoch", 0.0))
+        return Plan(plan)
 
 
 register_strategy(RifleConfig, RifleStrategy)

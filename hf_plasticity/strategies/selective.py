@@ -15,10 +15,12 @@ from torch import nn
 
 from ..config import PlasticityConfig, _check_choice
 from ..init import derive_seed, fresh_tensors
+from ..plan import TensorReset, fresh_first
+from ..schedules import Schedule, every_n_steps
 from ..targeting import Target, resolve_targets
-from ..units import fresh_first, plan_unit_reset, resolve_unit_groups
+from ..units import plan_unit_reset, resolve_unit_groups
 from ..utilities import DATA_UTILITIES, UTILITIES, compute_utilities
-from .base import EveryNStepsSchedule, Strategy, TensorReset, register_strategy
+from .base import StepSaltedStrategy, register_strategy
 
 SELECTIONS = ("proportional", "threshold")
 GRANULARITIES = ("weight", "unit")
@@ -111,8 +113,18 @@ def proportional_count(numel: int, fraction: float, generator: torch.Generator) 
     return min(count, numel)
 
 
-class SelectiveReinitStrategy(EveryNStepsSchedule, Strategy):
-    """Scores the targeted weights, selects per tensor, and plans fresh values for the selected entries."""
+class SelectiveReinitStrategy(StepSaltedStrategy):
+    """Scores the targeted weights, selects per tensor, and plans fresh values for the selected entries; with
+    ``every_n_steps``, again every that many optimizer steps (each time with fresh draws of its own)."""
+
+    def make_schedule(self) -> Schedule:
+        return every_n_steps(self.config.every_n_steps)
+
+    def validate(self, model: nn.Module) -> None:
+        if self.config.granularity == "unit":
+            resolve_unit_groups(model, self.config)
+        else:
+            resolve_targets(model, self.config)
 
     def select(self, utility: torch.Tensor, name: str) -> torch.Tensor:
         """Flat indices of the entries to re-initialize in one tensor."""

@@ -13,8 +13,9 @@ from torch import nn
 
 from ..config import PlasticityConfig
 from ..init import derive_seed, fresh_tensors
+from ..plan import Plan, TensorReset
 from ..targeting import resolve_targets
-from .base import Strategy, TensorReset, register_strategy
+from .base import Strategy, register_strategy
 
 
 @dataclass
@@ -54,7 +55,7 @@ class ShrinkPerturbConfig(PlasticityConfig):
 class ShrinkPerturbStrategy(Strategy):
     """Plans ``shrink * w + perturb * fresh(w)`` for every targeted tensor, one module's fresh draw at a time."""
 
-    def plan(self, model: nn.Module, *, data: Any = None) -> list[TensorReset]:
+    def plan(self, model: nn.Module, *, data: Any = None) -> Plan:
         config = self.config
         plan: list[TensorReset] = []
         fresh: dict[str, Any] = {}
@@ -67,7 +68,7 @@ class ShrinkPerturbStrategy(Strategy):
             weight = target.tensor.detach().float()
             values = (config.shrink * weight + config.perturb * fresh[target.attr].float()).to(target.tensor.dtype)
             plan.append(TensorReset(target.name, target.tensor, values, None, target.block))
-        return plan
+        return Plan(plan)
 
 
 register_strategy(ShrinkPerturbConfig, ShrinkPerturbStrategy)
