@@ -20,6 +20,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check hf_plasticity tests examples benchmarks
 	$(BIN)/ruff format --check hf_plasticity tests examples benchmarks
+	$(BIN)/lint-imports
 
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/hf-plasticity demo

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
+import torch
 from torch import nn
 
-from hf_plasticity import get_layout
+from hf_plasticity import (
+    ARCHITECTURES,
+    ArchitectureRule,
+    LayerReinitConfig,
+    ReDoConfig,
+    UnitPair,
+    get_layout,
+    prepare_pretrained,
+    register_architecture,
+    unit_groups,
+)
 
 from .models import build
 
@@ -70,3 +83,110 @@ def test_efficientnet_lite_structural_layout():
     assert layout.source == "structural"
     assert layout.head == ["_fc"]
     assert len(layout.blocks) == 16 and layout.blocks[0] == "_blocks.0"
+
+
+# ---------------------------------------------------------------------------------------- one rule per architecture
+CONVNEXT = "convnext.encoder.stages.0.layers.0"
+CONVNEXT_V2 = "convnextv2.encoder.stages.0.layers.0"
+
+
+@pytest.mark.parametrize(
+    "arch, family, pairs",
+    [
+        ("vit", "transformer", [("vit.layers.0.mlp.fc1", "vit.layers.0.mlp.fc2", None)]),
+        ("convnext", "cnn", [(f"{CONVNEXT}.pwconv1", f"{CONVNEXT}.pwconv2", None)]),
+        ("convnextv2", "cnn", [(f"{CONVNEXT_V2}.pwconv1", f"{CONVNEXT_V2}.pwconv2", None)]),
+        (
+            "resnet",
+            "cnn",
+            [
+                (
+                    "resnet.encoder.stages.0.layers.0.layer.0.convolution",
+                    "resnet.encoder.stages.0.layers.0.layer.1.convolution",
+                    "resnet.encoder.stages.0.layers.0.layer.0.normalization",
+                )
+            ],
+        ),
+        ("cnn", "cnn", []),  # the structural fallback: no unit pairs between its blocks (max-pooling ends them)
+    ],
+)  # fmt: skip
+def test_the_rule_holds_the_family_and_the_unit_pairs(arch, family, pairs):
+    model = build(arch)
+    layout = get_layout(model)
+    assert layout.family == family
+    groups = [(g.producer, g.consumer, g.norm) for g in unit_groups(model)]
+    assert groups[: len(pairs)] == pairs
+
+
+def test_every_table_entry_has_a_test_row():
+    """Adding an architecture is one entry in ARCHITECTURES plus its row in `test_layouts`."""
+    rows = {row[0] for row in test_layouts.pytestmark[0].args[1]}
+    assert set(ARCHITECTURES) <= rows
+
+
+def test_an_mlp_is_the_mlp_family():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    assert get_layout(model).family == "mlp"
+
+
+class Toy(nn.Module):
+    """A model of a new `model_type`: two residual MLP blocks and a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(model_type="toy_for_tests")
+        self.backbone = nn.ModuleList(
+            nn.ModuleDict({"up": nn.Linear(4, 8), "down": nn.Linear(8, 4)}) for _ in range(2)
+        )
+        self.norm = nn.LayerNorm(4)
+        self.classifier = nn.Linear(4, 2)
+
+    def forward(self, pixel_values):
+        x = pixel_values.flatten(1)[:, :4]
+        for block in self.backbone:
+            x = x + block["down"](torch.relu(block["up"](x)))
+        return self.classifier(self.norm(x))
+
+
+TOY_RULE = ArchitectureRule(
+    blocks=r"backbone\.\d+",
+    head=r"classifier",
+    final_norm=r"norm",
+    unit_pairs=(UnitPair(r"(backbone\.\d+)\.up", r"\1.down"),),
+    family="mlp",
+)
+
+
+@pytest.fixture
+def toy_registered(monkeypatch):
+    from hf_plasticity import architectures
+
+    monkeypatch.setattr(architectures, "ARCHITECTURES", dict(architectures.ARCHITECTURES))
+    register_architecture("toy_for_tests", TOY_RULE)
+
+
+def test_register_architecture_drives_layout_units_and_strategies(toy_registered):
+    model = Toy()
+    layout = get_layout(model)
+    assert layout.source == "table:toy_for_tests" and layout.family == "mlp"
+    assert layout.blocks == ["backbone.0", "backbone.1"] and layout.final_norm == "norm"
+    assert [(g.producer, g.consumer) for g in unit_groups(model)] == [
+        ("backbone.0.up", "backbone.0.down"),
+        ("backbone.1.up", "backbone.1.down"),
+    ]
+    report = prepare_pretrained(model, LayerReinitConfig(num_blocks=1))
+    assert {t.name.rsplit(".", 2)[0] for t in report.tensors} == {"backbone.1", "norm"}
+    data = [{"pixel_values": torch.randn(8, 4, 1, 1), "labels": torch.randint(0, 2, (8,))}]
+    redo = prepare_pretrained(Toy(), ReDoConfig(tau=0.9), data=data)
+    assert {t.name for t in redo.tensors} <= {"backbone.0.up.weight", "backbone.0.up.bias", "backbone.1.up.weight",
+                                              "backbone.1.up.bias"}  # fmt: skip
+
+
+def test_register_architecture_refuses_a_second_rule_and_bad_patterns(toy_registered):
+    other = ArchitectureRule(blocks=r"layers\.\d+", head=r"head")
+    with pytest.raises(ValueError, match="already registered"):
+        register_architecture("toy_for_tests", other)
+    register_architecture("toy_for_tests", other, replace=True)
+    assert get_layout(Toy()).source == "structural"  # the new rule matches no block of Toy
+    with pytest.raises(ValueError, match="not a valid regular expression"):
+        register_architecture("broken_for_tests", ArchitectureRule(blocks=r"layers\.(", head=r"head"))

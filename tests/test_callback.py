@@ -4,6 +4,7 @@ a real resume from checkpoint, and the errors raised at construction / at the st
 from __future__ import annotations
 
 import glob
+import json
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from hf_plasticity import (
     AlreadyRestoredError,
     LayerReinitConfig,
     PlasticityCallback,
+    PlasticityConfig,
     PlasticityController,
     ResumeMismatchError,
     ScopeError,
@@ -194,6 +196,50 @@ def test_resume_continues_schedules_and_never_repeats_the_restore(make_model, tm
     after_resume = [log for log in trainer.state.log_history if log["step"] > 3]
     assert not [log for log in after_resume if "plasticity/restore/reinitialized" in log]
     assert [log["step"] for log in after_resume if "plasticity/test_every_n/resets" in log] == [4, 6]
+
+
+@pytest.mark.parametrize("restore_callback_states", [False, True])
+def test_the_restore_record_survives_a_resume(make_model, tmp_path, restore_callback_states):
+    settings = dict(
+        max_steps=4,
+        save_strategy="steps",
+        save_steps=2,
+        restore_callback_states_from_checkpoint=restore_callback_states,
+    )
+    run(make_model("convnext"), tmp_path, PlasticityCallback(), stop_at=2, **settings)  # "crashes" after step 2
+    resumed = make_model("convnext")  # a new process starts from the base checkpoint: no record on it
+    assert getattr(resumed.config, "plasticity", None) is None
+    trainer = run(resumed, tmp_path, PlasticityCallback(), resume=str(tmp_path / "out" / "checkpoint-2"), **settings)
+    record = resumed.config.plasticity
+    assert record["strategy"] == "reinit_layers"
+    # every later checkpoint and the final save carry it; the output says what was re-initialized
+    later = json.loads((tmp_path / "out" / "checkpoint-4" / "config.json").read_text())
+    assert later["plasticity"] == record
+    trainer.save_model(str(tmp_path / "final"))
+    assert PlasticityConfig.from_pretrained(tmp_path / "final").strategy == "reinit_layers"
+    # a second restore is refused without force, and fine-tuning the output again does not restore it twice
+    final = type(resumed).from_pretrained(tmp_path / "final")
+    with pytest.raises(AlreadyRestoredError):
+        prepare_pretrained(final)
+    before = params(final)
+    again = run(final, tmp_path / "again", PlasticityCallback(), max_steps=1, learning_rate=0.0)
+    assert not logged(again, "plasticity/restore/reinitialized")
+    assert all(torch.equal(p, before[n]) for n, p in params(final).items())
+
+
+def test_a_checkpoint_saved_without_the_callback_resumes_with_it(make_model, tmp_path):
+    """transformers 5.24 fails at the next checkpoint save (KeyError: 'PlasticityCallback') unless the callback gives
+    the resumed state an entry for itself."""
+    settings = dict(max_steps=4, save_strategy="steps", save_steps=2)
+    plain = Trainer(model=make_model("convnext"), args=training_args(tmp_path, **settings),
+                    train_dataset=learnable_dataset(64), callbacks=[StopAt(2)])  # fmt: skip
+    plain.train()
+    checkpoint = str(tmp_path / "out" / "checkpoint-2")
+    trainer = run(make_model("convnext"), tmp_path, PlasticityCallback(), resume=checkpoint, **settings)
+    assert trainer.state.global_step == 4
+    saved = json.loads((tmp_path / "out" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert "PlasticityCallback" in saved["stateful_callbacks"]
+    assert not logged(trainer, "plasticity/restore/reinitialized")  # the one-shot restore is for step 0 only
 
 
 def test_resume_into_wrong_weights_is_refused_vit(make_model, tmp_path):

@@ -19,6 +19,7 @@ from hf_plasticity import (
     TensorReset,
     prepare_pretrained,
     register_strategy,
+    unregister_strategy,
 )
 
 from .models import batches
@@ -126,9 +127,12 @@ class BrokenStrategy(Strategy):
 
 def test_failure_while_applying_leaves_the_model_bitwise_unchanged(make_model):
     register_strategy(BrokenConfig, BrokenStrategy)
-    model = make_model("convnext")
-    before = state(model)
-    with pytest.raises(ValueError, match="expected"):
-        prepare_pretrained(model, BrokenConfig())
-    assert_untouched(model, before)
-    assert getattr(model.config, "plasticity", None) is None
+    try:
+        model = make_model("convnext")
+        before = state(model)
+        with pytest.raises(ValueError, match="expected"):
+            prepare_pretrained(model, BrokenConfig())
+        assert_untouched(model, before)
+        assert getattr(model.config, "plasticity", None) is None
+    finally:
+        unregister_strategy("broken_for_tests")

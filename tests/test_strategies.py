@@ -22,6 +22,7 @@ from hf_plasticity import (
     UnitMapError,
     get_layout,
     prepare_pretrained,
+    unregister_strategy,
 )
 from hf_plasticity.pipeline import restore
 from hf_plasticity.plan import apply_resets
@@ -310,12 +311,13 @@ def test_configs_round_trip_through_json(tmp_path):
         assert PlasticityConfig.from_pretrained(tmp_path / config.strategy) == config
 
 
-def test_user_strategy_from_the_docs_works_end_to_end(make_model, tmp_path):
+def test_user_strategy_from_the_docs_works_end_to_end(make_model, tmp_path, request):
     doc = (Path(__file__).resolve().parents[1] / "docs" / "STRATEGIES.md").read_text()
     (code,) = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
     assert 20 <= len(code.strip().splitlines()) <= 40  # "a strategy in about 30 lines"
     namespace: dict = {"__name__": "user_strategy"}
     exec(compile(code, "STRATEGIES.md", "exec", dont_inherit=True), namespace)
+    request.addfinalizer(lambda: unregister_strategy("largest_weights"))
     config = namespace["LargestWeightsConfig"](num_tensors=3, seed=4)
     model = make_model("convnext")
     before = snapshot(model)

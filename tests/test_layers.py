@@ -1,0 +1,36 @@
+"""The package's layers (../shared/DESIGN.md): imports point down only. import-linter checks the contracts in
+pyproject.toml: apps -> integrations -> pipeline -> strategies -> core, and core free of huggingface_hub and
+accelerate."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True))"
+
+
+def lint(root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([sys.executable, "-c", LINT], cwd=root, env=env, capture_output=True, text=True)
+
+
+def test_import_contracts_are_kept():
+    done = lint(ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "2 kept, 0 broken" in done.stdout
+
+
+def test_a_core_module_importing_upward_breaks_the_contract(tmp_path):
+    """The check can fail: in a copy of the package where the plan type imports the pipeline, it does."""
+    shutil.copytree(ROOT / "hf_plasticity", tmp_path / "hf_plasticity", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    with open(tmp_path / "hf_plasticity" / "plan.py", "a") as f:
+        f.write("\nfrom . import pipeline  # noqa: E402,F401\n")
+    done = lint(tmp_path)
+    assert done.returncode == 1
+    assert "hf_plasticity.plan -> hf_plasticity.pipeline" in done.stdout
