@@ -95,6 +95,9 @@ class PlasticityConfig:
 
     strategy: ClassVar[str] = ""
     requires_data: ClassVar[bool] = False
+    #: Shared scope fields that do not apply to this strategy (e.g. whole-block re-initialization has no use for
+    #: `include_bias`): setting one is an error, and they are left out of the saved config and the record.
+    unused_scope_fields: ClassVar[tuple[str, ...]] = ()
 
     target_modules: list[str] | None = field(
         default=None,
@@ -126,11 +129,18 @@ class PlasticityConfig:
             raise ValueError(f"`last_k_blocks` must be a positive integer or None, got {self.last_k_blocks!r}.")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"`seed` must be an integer, got {self.seed!r}.")
+        defaults = {f.name: f.default for f in dataclasses.fields(PlasticityConfig)}
+        for name in self.unused_scope_fields:
+            if getattr(self, name) != defaults[name]:
+                raise ValueError(
+                    f"`{name}` does not apply to strategy {self.strategy!r} ({type(self).__name__} ignores "
+                    f"{', '.join(self.unused_scope_fields)}); leave it unset."
+                )
 
     # ----------------------------------------------------------------------------------------------- serialization
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-able dict, with ``strategy`` and the library version stamped in."""
-        data = dataclasses.asdict(self)
+        data = {k: v for k, v in dataclasses.asdict(self).items() if k not in self.unused_scope_fields}
         data["strategy"] = self.strategy
         data["hf_plasticity_version"] = __version__
         return data

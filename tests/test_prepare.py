@@ -256,3 +256,29 @@ def test_optimizer_state_of_redrawn_entries_is_reset(make_model):
             assert torch.equal(state[~redrawn], before[param][key][~redrawn])
     untouched = params["classifier.weight"]
     assert torch.equal(optimizer.state[untouched]["exp_avg"], before[untouched]["exp_avg"])
+
+
+@pytest.mark.parametrize("layer_scale", ["init", "keep", 0.1])
+def test_the_layer_scale_of_redrawn_convnext_blocks(make_model, layer_scale):
+    model = make_model("convnext")
+    gamma = model.convnext.encoder.stages[1].layers[1].layer_scale_parameter
+    pretrained_gamma = gamma.detach().clone()
+    weight = model.convnext.encoder.stages[1].layers[1].pwconv1.weight
+    old_weight = weight.detach().clone()
+    report = prepare_pretrained(model, LayerReinitConfig(num_blocks=1, layer_scale=layer_scale))
+    expected = {
+        "init": torch.full_like(gamma, model.config.layer_scale_init_value),
+        "keep": pretrained_gamma,
+        0.1: torch.full_like(gamma, 0.1),
+    }[layer_scale]
+    assert torch.equal(gamma.detach(), expected)
+    assert not torch.equal(weight.detach(), old_weight)  # the rest of the block is re-drawn either way
+    recorded = {t.name for t in report.tensors}
+    assert ("convnext.encoder.stages.1.layers.1.layer_scale_parameter" in recorded) == (layer_scale != "keep")
+    assert model.config.plasticity["config"]["layer_scale"] == layer_scale
+
+
+@pytest.mark.parametrize("value", ["zero", 0.0, -1.0, float("nan"), True])
+def test_bad_layer_scale_values_are_refused(value):
+    with pytest.raises(ValueError, match="`layer_scale` must be 'init', 'keep' or a finite number > 0"):
+        LayerReinitConfig(layer_scale=value)

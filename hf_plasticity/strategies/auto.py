@@ -15,16 +15,16 @@ from typing import Any
 
 from torch import nn
 
-from ..config import PlasticityConfig, check_positive_int
+from ..config import check_positive_int
 from ..data import CalibrationDataError
 from ..plan import Plan
 from ..targeting import resolve_block_modules
 from .base import Strategy, register_strategy
-from .reinit_layers import depth_share_of_blocks, plan_block_reinit
+from .reinit_layers import BlockReinitConfig, depth_share_of_blocks, plan_block_reinit
 
 
 @dataclass
-class AutoReinitConfig(PlasticityConfig):
+class AutoReinitConfig(BlockReinitConfig):
     """Chooses how many late blocks to re-initialize from the per-block probe accuracy of [`diagnose`].
 
     Needs labelled ``data=``. The choice (probe accuracy per block, the peak block, the cap, the number of blocks

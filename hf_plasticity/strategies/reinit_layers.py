@@ -8,9 +8,11 @@ the last two on a small ResNet, where two blocks are half the network.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..architectures import get_layout
@@ -20,14 +22,44 @@ from ..plan import Plan, TensorReset
 from ..targeting import resolve_block_modules
 from .base import Strategy, register_strategy
 
+#: What a re-drawn block's layer scale (ConvNeXt's ``layer_scale_parameter``, any parameter under a ``layer_scale``
+#: name) starts from: ``"init"`` the init rule's value (``layer_scale_init_value``, 1e-6 in the public ConvNeXt
+#: checkpoints: the fresh block starts muted, its weights' gradients scaled by 1e-6), ``"keep"`` the pretrained values,
+#: or a number.
+LAYER_SCALE_CHOICES = ("init", "keep")
+
 
 @dataclass
-class LayerReinitConfig(PlasticityConfig):
+class BlockReinitConfig(PlasticityConfig):
+    """Fields of the strategies that re-draw whole blocks (`LayerReinitConfig`, `AutoReinitConfig`)."""
+
+    unused_scope_fields = ("target_modules", "last_k_blocks", "include_bias", "include_norm")
+
+    layer_scale: str | float = field(
+        default="init",
+        metadata={
+            "help": "What a re-drawn block's layer scale (ConvNeXt) starts from: 'init' (the init rule's "
+            "layer_scale_init_value, 1e-6 in the public checkpoints: the block starts muted), 'keep' (the pretrained "
+            "values), or a number > 0."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        value = self.layer_scale
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (value in LAYER_SCALE_CHOICES or (number and math.isfinite(value) and value > 0)):
+            raise ValueError(f"`layer_scale` must be 'init', 'keep' or a finite number > 0, got {value!r}.")
+
+
+@dataclass
+class LayerReinitConfig(BlockReinitConfig):
     """Re-initialize the last ``num_blocks`` backbone blocks with the model's own init rule (Zhang et al., 2021).
 
-    Every parameter and buffer of those blocks is re-drawn (layer scale, GRN and BatchNorm statistics included),
-    and the final norm after the last block too when the architecture has one. ``exclude_modules`` removes blocks;
-    the other scope fields do not apply (whole blocks are the unit). With ``num_blocks=None`` (the default) the
+    Every parameter and buffer of those blocks is re-drawn (GRN and BatchNorm statistics included; the layer scale
+    as ``layer_scale`` says), and the final norm after the last block too when the architecture has one.
+    ``exclude_modules`` removes blocks; ``target_modules``, ``last_k_blocks``, ``include_bias`` and ``include_norm``
+    do not apply (whole blocks are the unit) and are refused. With ``num_blocks=None`` (the default) the
     count is an eighth of the backbone's blocks, at least one; the count used is in ``report.details``.
 
     Example:
@@ -85,9 +117,14 @@ class LayerReinitStrategy(Strategy):
         return Plan(plan_block_reinit(model, num_blocks, self.config), details)
 
 
-def plan_block_reinit(model: nn.Module, num_blocks: int, config: PlasticityConfig) -> list[TensorReset]:
+def is_layer_scale(name: str) -> bool:
+    """Whether tensor ``name`` is a layer scale (ConvNeXt ``layer_scale_parameter``, DINOv2 ``layer_scale1.*``)."""
+    return "layer_scale" in name
+
+
+def plan_block_reinit(model: nn.Module, num_blocks: int, config: BlockReinitConfig) -> list[TensorReset]:
     """Fresh values, with the model's own init rule, for every parameter and buffer of the last ``num_blocks``
-    blocks and the final norm (``config.exclude_modules`` and ``config.seed`` apply)."""
+    blocks and the final norm (``config.exclude_modules``, ``config.layer_scale`` and ``config.seed`` apply)."""
     layout = get_layout(model)
     resets: list[TensorReset] = []
     for module_name in resolve_block_modules(model, config, num_blocks):
@@ -96,9 +133,13 @@ def plan_block_reinit(model: nn.Module, num_blocks: int, config: PlasticityConfi
         originals = dict(module.named_parameters())
         originals.update(dict(module.named_buffers()))
         for name, tensor in originals.items():
-            resets.append(
-                TensorReset(f"{module_name}.{name}", tensor, fresh[name], block=layout.block_of(module_name))
-            )
+            values = fresh[name]
+            if is_layer_scale(name):
+                if config.layer_scale == "keep":
+                    continue
+                if config.layer_scale != "init":
+                    values = torch.full_like(tensor, float(config.layer_scale))
+            resets.append(TensorReset(f"{module_name}.{name}", tensor, values, block=layout.block_of(module_name)))
     return resets
 
 

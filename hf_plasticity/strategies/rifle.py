@@ -38,6 +38,7 @@ class RifleConfig(PlasticityConfig):
     """
 
     strategy = "rifle"
+    unused_scope_fields = ("target_modules", "exclude_modules", "last_k_blocks", "include_bias", "include_norm")
 
     epochs: list[float] = field(
         default_factory=lambda: [1.0, 2.0],
