@@ -16,6 +16,10 @@ Offline smoke run (a tiny random ConvNeXt on synthetic data, CPU, about 10 s):
 The rules that keep every process bitwise identical: call `controller.restore` on every process *before*
 `accelerator.prepare` (FSDP / ZeRO-3 shard the parameters there), and `controller.step` on every process after
 every optimizer step. Only rank 0 reads the calibration batches and plans; every process applies the same plan.
+
+The optimizer is built after the restore, from `plasticity_param_groups`: the re-drawn blocks train at `--reinit-lr`
+(a from-scratch rate), the pretrained backbone at `--lr`. On a resume the restore runs again (it is deterministic), so
+the optimizer has the same groups when `accelerator.load_state` puts the checkpoint's weights and state back.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from hf_plasticity import PlasticityController, get_config_class
+from hf_plasticity import PlasticityController, get_config_class, plasticity_param_groups
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,7 +47,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--every-n-steps", type=int, default=None, help="Period of a periodic strategy.")
     parser.add_argument("--diagnostics-every", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32, help="Per process.")
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=1e-4, help="Learning rate of the pretrained backbone.")
+    parser.add_argument("--reinit-lr", type=float, default=None, help="Re-drawn blocks' and head's lr (default: lr).")
+    parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--max-steps", type=int, default=1000)
     parser.add_argument("--save-every", type=int, default=500)
     parser.add_argument("--resume", default=None, help="A folder written by accelerator.save_state.")
@@ -111,12 +117,11 @@ def main() -> None:
     periodic = {} if args.every_n_steps is None else {"every_n_steps": args.every_n_steps}
     config = get_config_class(args.strategy)(**periodic)
     controller = PlasticityController(config, data=calibration, diagnostics_every=args.diagnostics_every)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
-
-    if args.resume is None:
-        report = controller.restore(model, optimizer=optimizer)  # every process, before `prepare`
-        if report is not None and accelerator.is_main_process:
-            print(report)
+    report = controller.restore(model)  # every process, before `prepare` and before the optimizer exists
+    if report is not None and accelerator.is_main_process and args.resume is None:
+        print(report)
+    groups = plasticity_param_groups(model, lr=args.lr, reinit_lr=args.reinit_lr, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(groups)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     accelerator.register_for_checkpointing(controller)  # its state (schedules, "restored") goes with save_state
     if args.resume is not None:

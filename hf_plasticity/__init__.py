@@ -13,6 +13,7 @@ from .controller import PlasticityController
 from .diagnostics import DiagnosticsReport, LayerDiagnostics, diagnose
 from .distributed import RankFailedError, ShardedModelError
 from .hub import HubPushError, apply_card_section, push_restored, save_restored
+from .param_groups import PartialRedrawError, plasticity_param_groups
 from .pipeline import AlreadyRestoredError, prepare_pretrained
 from .plan import Plan, TensorReset
 from .record import restore_record
@@ -37,8 +38,12 @@ from .units import UnitGroup, UnitMapError, unit_groups
 from .unwrap import MetaDeviceError
 from .version import __version__
 
-# The Trainer callback is imported on first use, so `import hf_plasticity` does not pull in the Trainer machinery.
-_LAZY = {"PlasticityCallback": "callback", "ResumeMismatchError": "callback"}
+# The Trainer integrations are imported on first use, so `import hf_plasticity` does not pull in the Trainer machinery.
+_LAZY = {
+    "PlasticityCallback": "callback",
+    "ResumeMismatchError": "callback",
+    "plasticity_optimizer": "trainer_optimizer",
+}
 
 
 def __getattr__(name: str):
@@ -95,6 +100,9 @@ __all__ = [
     "DiagnosticsReport",
     "LayerDiagnostics",
     # training
+    "plasticity_param_groups",
+    "plasticity_optimizer",
+    "PartialRedrawError",
     "PlasticityCallback",
     "PlasticityController",
     "ResumeMismatchError",

@@ -33,7 +33,7 @@ class RestoreSummary:
     Attributes:
         strategy: the strategy name.
         config: the strategy's config as a dict.
-        per_block: re-initialized parameter entries per block index (``"-"``: outside every block).
+        per_block: re-initialized parameter entries per block index, and per module outside the blocks.
         total_reinitialized: re-initialized parameter entries in total.
         total_parameters: parameter entries of the model.
         diagnostics: diagnostics before/after the restore, when known.
@@ -105,6 +105,7 @@ def _parameters(config: dict[str, Any], details: dict[str, Any]) -> list[tuple[s
 
 
 def _block_rows(summary: RestoreSummary, model: nn.Module | None) -> list[dict[str, str]]:
+    """One row per block index, then one per module outside the blocks (keyed by its name in the record)."""
     names: list[str] = []
     sizes: dict[str, int] = {}
     if model is not None:
@@ -114,20 +115,26 @@ def _block_rows(summary: RestoreSummary, model: nn.Module | None) -> list[dict[s
         names = layout.blocks
         for param_name, param in model.named_parameters():
             block = layout.block_of(param_name)
-            key = "-" if block is None else str(block)
-            sizes[key] = sizes.get(key, 0) + param.numel()
+            keys = [str(block)] if block is not None else _prefixes(param_name)
+            for key in keys:
+                sizes[key] = sizes.get(key, 0) + param.numel()
     rows = []
-    ordered = sorted(summary.per_block, key=lambda k: (k == "-", int(k) if k.isdigit() else 0))
+    ordered = sorted(summary.per_block, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
     for key in ordered:
         entries = summary.per_block[key]
-        if key == "-":
-            block, module = "outside the blocks", "final norm, embeddings, head"
-        else:
-            block = key
-            module = f"`{names[int(key)]}`" if int(key) < len(names) else "–"
+        if key.isdigit():
+            block, module = key, (f"`{names[int(key)]}`" if int(key) < len(names) else "–")
+        else:  # a module outside the blocks (older records: "-")
+            block, module = "outside the blocks", ("final norm, embeddings, head" if key == "-" else f"`{key}`")
         share = f"{entries / sizes[key]:.2%}" if sizes.get(key) else "–"
         rows.append({"block": block, "module": module, "entries": f"{entries:,}", "share": share})
     return rows
+
+
+def _prefixes(name: str) -> list[str]:
+    """Every module prefix of a parameter name: ``a.b.weight`` -> ``["a", "a.b"]``."""
+    parts = name.split(".")[:-1]
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, float]:

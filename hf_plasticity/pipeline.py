@@ -33,6 +33,7 @@ from .distributed import is_distributed, is_main_process, run_on_main, share_pla
 from .optim import unwrap_optimizer, zeroed_state
 from .plan import Plan, TensorReset
 from .record import restore_record, write_record
+from .redrawn import describe_redrawn
 from .report import PlasticityReport, TensorRecord
 from .strategies.base import Strategy, get_strategy
 from .transaction import Transaction
@@ -121,6 +122,7 @@ def restore(
             total_parameters=sum(p.numel() for p in model.parameters()),
             seconds=time.perf_counter() - start,
             details=dict(details or {}),
+            redrawn=describe_redrawn(model, resets if strategy.redraws else []),
         )
         if step is None:
             write_record(model, report.summary(), transaction)
@@ -224,7 +226,7 @@ def prepare_pretrained(
     >>> model = ViTForImageClassification(config)
     >>> report = prepare_pretrained(model, "reinit_layers")
     >>> report.by_block()
-    {'1': 8544, '-': 64}
+    {'1': 8544, 'vit.layernorm': 64}
     ```
     """
     strategy = get_strategy(resolve_config(config, DEFAULT_STRATEGY))

@@ -34,6 +34,10 @@ class PlasticityReport:
         seconds: wall time of the restore (planning and writing).
         diagnostics: optional diagnostics before/after the restore (filled when diagnostics exist).
         details: what the strategy decided beyond its config (for `"auto"`: the blocks it chose and why).
+        redrawn: the parameters replaced by fresh draws, by name: ``{"whole": [...], "partial": [...]}``; a name is a
+            module (every parameter under it re-drawn whole) or a parameter. Edits that keep part of the old values
+            (shrink & perturb, DASH) are not re-draws. Read by [`plasticity_param_groups`] to give re-drawn
+            parameters their own learning rate.
 
     Example:
 
@@ -54,6 +58,7 @@ class PlasticityReport:
     seconds: float
     diagnostics: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    redrawn: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def total_reinitialized(self) -> int:
@@ -66,12 +71,13 @@ class PlasticityReport:
         return self.total_reinitialized / self.total_parameters if self.total_parameters else 0.0
 
     def by_block(self) -> dict[str, int]:
-        """Re-initialized entries per backbone block (``"-"`` for tensors outside every block)."""
+        """Re-initialized entries per backbone block index; tensors outside every block are counted under the name
+        of their module (e.g. ``"vit.layernorm"``, the final norm)."""
         counts: dict[str, int] = {}
         for record in self.tensors:
             if record.kind != "parameter":
                 continue
-            key = "-" if record.block is None else str(record.block)
+            key = record.name.rsplit(".", 1)[0] if record.block is None else str(record.block)
             counts[key] = counts.get(key, 0) + record.reinitialized
         return counts
 
@@ -95,6 +101,8 @@ class PlasticityReport:
         }
         if self.details:
             summary["details"] = self.details
+        if self.redrawn:
+            summary["redrawn"] = self.redrawn
         return summary
 
     def __str__(self) -> str:

@@ -4,9 +4,10 @@
         --main_process_port PORT tests/dist_script.py OUTPUT_DIR
 
 Each rank writes ``OUTPUT_DIR/rank{r}.json`` with checksums of its parameters (after the restore, after periodic
-resets, at the end) for (1) a Trainer run with PlasticityCallback under DDP and (2) a plain Accelerate loop with
-PlasticityController where rank 1 has fewer calibration batches than rank 0. The strategy picks the entries it
-re-draws from the labels it reads, and every rank reads a different shard: ranks agree only if the plan is shared.
+resets, at the end) for (1) a Trainer run with PlasticityCallback under DDP, (2) a plain Accelerate loop with
+PlasticityController where rank 1 has fewer calibration batches than rank 0, and (3) a Trainer run whose optimizer
+gives the re-drawn block its own learning rate (`plasticity_optimizer`). The strategy of (1) and (2) picks the entries
+it re-draws from the labels it reads, and every rank reads a different shard: ranks agree only if the plan is shared.
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ from torch import nn  # noqa: E402
 from transformers import Trainer, TrainerCallback  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from hf_plasticity import PlasticityCallback, PlasticityController  # noqa: E402
+from hf_plasticity import (  # noqa: E402
+    PlasticityCallback,
+    PlasticityController,
+    plasticity_optimizer,
+    prepare_pretrained,
+)
 from tests import periodic_strategy  # noqa: E402
 from tests.models import batches, build, perturb, pretrained  # noqa: E402
 from tests.periodic_strategy import EveryNConfig  # noqa: E402
@@ -122,6 +128,31 @@ def accelerate_run(out: Path) -> dict:
     }
 
 
+class GroupRates(TrainerCallback):
+    def __init__(self) -> None:
+        self.rates: list[dict[str, float]] = []
+
+    def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        self.rates.append({g["name"]: g["lr"] for g in optimizer.param_groups})
+
+
+def grouped_run(out: Path) -> dict:
+    torch.manual_seed(0)  # (built, not loaded: save_pretrained writes on the main process only once a group exists)
+    model = perturb(build("convnext"))
+    prepare_pretrained(model)
+    ddp = {"ddp_backend": "gloo", "ddp_find_unused_parameters": False} if WORLD_SIZE > 1 else {}
+    args = training_args(
+        out / "grouped", per_device_train_batch_size=8, warmup_steps=1, lr_scheduler_type="cosine", **ddp
+    )
+    optimizer = plasticity_optimizer(model, args, reinit_lr=1e-2)
+    rates = GroupRates()
+    trainer = Trainer(model=model, args=args, train_dataset=learnable_dataset(64), optimizers=(optimizer, None),
+                      callbacks=[rates])  # fmt: skip
+    trainer.train()
+    sizes = {g["name"]: sum(p.numel() for p in g["params"]) for g in optimizer.param_groups}
+    return {"rates": rates.rates, "sizes": sizes, "end": checksum(model)}
+
+
 def _model_dir(out: Path, name: str) -> Path:
     directory = out / f"{name}-model-rank{RANK}"
     directory.mkdir(parents=True, exist_ok=True)
@@ -136,7 +167,12 @@ def main() -> None:
     torch.set_num_threads(1)
     hf_logging.set_verbosity_error()
     periodic_strategy.register()
-    result = {"world_size": WORLD_SIZE, "trainer": trainer_run(out), "accelerate": accelerate_run(out)}
+    result = {
+        "world_size": WORLD_SIZE,
+        "trainer": trainer_run(out),
+        "accelerate": accelerate_run(out),
+        "grouped": grouped_run(out),
+    }
     (out / f"rank{RANK}.json").write_text(json.dumps(result, indent=2))
 
 

@@ -198,3 +198,23 @@ def test_adabn_baseline_arm_has_no_report_but_a_cost(tmp_path):
     assert counts["done"] == 2
     run = next(r for r in load_runs(tmp_path) if r["arm"] == "standard_adabn")
     assert run["report"] is None and run["restore_seconds"] > 0 and run["recalibrate_bn"] is True
+
+
+def test_the_bench_trains_redrawn_blocks_at_the_arm_reinit_lr(tmp_path):
+    from hf_plasticity import prepare_pretrained
+    from hf_plasticity.bench.train import FineTuneConfig, make_optimizer
+
+    from .models import build
+
+    model = build("resnet")
+    prepare_pretrained(model, ARMS_WITH_RLR.build_config(seed=0))
+    recipe = FineTuneConfig(backbone_lr=1e-4, head_lr=1e-3, reinit_lr=ARMS_WITH_RLR.reinit_lr)
+    optimizer = make_optimizer(recipe, model)
+    rates = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert rates["redrawn"] == 1e-3 and rates["backbone"] == 1e-4 and rates["head"] == 1e-3
+    run_benchmark(micro_settings(tmp_path, arms=["standard", ARMS_WITH_RLR.name]), progress=False)
+    runs = load_runs(tmp_path)
+    assert {r["arm"]: r["reinit_lr"] for r in runs} == {"standard": None, ARMS_WITH_RLR.name: 1e-3}
+
+
+ARMS_WITH_RLR = arms_module.ARMS["reinit_layers_k1_rlr1e-3"]

@@ -71,6 +71,14 @@ def test_the_plan_comes_from_rank_0_only(two_ranks):
     assert rank0["accelerate"]["details"] and rank0["accelerate"]["details"] == rank1["accelerate"]["details"]
 
 
+def test_the_optimizer_groups_and_their_rates_are_identical_on_every_rank(two_ranks):
+    rank0, rank1 = two_ranks[0]["grouped"], two_ranks[1]["grouped"]
+    assert rank0["sizes"] == rank1["sizes"] and rank0["sizes"]["redrawn"] > 0
+    assert rank0["rates"] == rank1["rates"] and len(rank0["rates"]) == 4
+    assert rank0["rates"][1]["redrawn"] == pytest.approx(10 * rank0["rates"][1]["backbone"])  # 1e-2 vs 1e-3
+    assert rank0["end"] == rank1["end"]
+
+
 @pytest.fixture
 def fsdp2_model(tmp_path):
     """A TinyCNN wrapped with FSDP2 `fully_shard` in a one-process gloo group: its parameters are real DTensors."""

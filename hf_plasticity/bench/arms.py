@@ -21,12 +21,15 @@ class Arm:
             statistics of the BatchNorm layers it reset from the calibration batches (instead of leaving them at
             mean 0 / variance 1, which a low BN momentum, e.g. EfficientNet's 0.01, carries for hundreds of steps).
             On a baseline arm (no strategy) every BatchNorm layer is re-estimated ("AdaBN"), a stronger baseline.
+        reinit_lr (`float`, *optional*): learning rate of the parameters the restore re-drew whole (the head keeps
+            the bench's head lr); None: the backbone lr, as every pretrained block.
     """
 
     name: str
     strategy: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     recalibrate_bn: bool = False
+    reinit_lr: float | None = None
 
     @property
     def is_baseline(self) -> bool:
@@ -61,6 +64,8 @@ def _arms() -> dict[str, Arm]:
         Arm("reinit_layers_k2", "reinit_layers", {"num_blocks": 2}),
         Arm("reinit_layers_k3", "reinit_layers", {"num_blocks": 3}),
         Arm("reinit_layers_k1_bnfix", "reinit_layers", {"num_blocks": 1}, recalibrate_bn=True),
+        Arm("reinit_layers_k1_rlr1e-3", "reinit_layers", {"num_blocks": 1}, reinit_lr=1e-3),
+        Arm("reinit_layers_k2_rlr1e-3", "reinit_layers", {"num_blocks": 2}, reinit_lr=1e-3),
         Arm("reinit_layers_k2_bnfix", "reinit_layers", {"num_blocks": 2}, recalibrate_bn=True),
         Arm("selective_gxw_p0.01", "selective", {"utility": "grad_x_weight", "fraction": 0.01}),
         Arm("selective_gxw_p0.05", "selective", {"utility": "grad_x_weight", "fraction": 0.05}),

@@ -165,6 +165,7 @@ def run_one(
         batch_size=settings.batch_size,
         head_lr=settings.head_lr,
         backbone_lr=spec.backbone_lr,
+        reinit_lr=spec.arm.reinit_lr,
         seed=spec.seed,
     )
     history = fine_tune(model, train, test, recipe)
@@ -177,6 +178,7 @@ def run_one(
         "strategy": spec.arm.strategy,
         "params": spec.arm.params,
         "recalibrate_bn": spec.arm.recalibrate_bn,
+        "reinit_lr": spec.arm.reinit_lr,
         "backbone_lr": spec.backbone_lr,
         "head_lr": settings.head_lr,
         "seed": spec.seed,

@@ -1,7 +1,8 @@
 """A small, deterministic fine-tuning loop in plain torch (no Trainer): the same recipe for every arm.
 
-AdamW with two parameter groups (the classification head and everything else, each with its own learning rate),
-a data order fixed by the seed, and the test accuracy measured after every epoch.
+AdamW over the library's [`plasticity_param_groups`] (the pretrained backbone, the blocks a restore re-drew and the
+classification head, each with its own learning rate; no weight decay on biases and norms), a data order fixed by the
+seed, and the test accuracy measured after every epoch.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ class FineTuneConfig:
         epochs (`int`, *optional*, defaults to 8): passes over the training set.
         batch_size (`int`, *optional*, defaults to 32): training batch size.
         head_lr (`float`, *optional*, defaults to 1e-3): learning rate of the classification head.
-        backbone_lr (`float`, *optional*, defaults to 1e-4): learning rate of every other parameter.
-        weight_decay (`float`, *optional*, defaults to 0.01): AdamW weight decay.
+        backbone_lr (`float`, *optional*, defaults to 1e-4): learning rate of the pretrained backbone.
+        reinit_lr (`float`, *optional*): learning rate of the parameters a restore re-drew whole (None: `backbone_lr`).
+        weight_decay (`float`, *optional*, defaults to 0.01): AdamW weight decay (not on biases and norms).
         seed (`int`, *optional*, defaults to 0): seeds the data order and dropout.
         eval_batch_size (`int`, *optional*, defaults to 256): batch size of the evaluation passes.
     """
@@ -33,6 +35,7 @@ class FineTuneConfig:
     batch_size: int = 32
     head_lr: float = 1e-3
     backbone_lr: float = 1e-4
+    reinit_lr: float | None = None
     weight_decay: float = 0.01
     seed: int = 0
     eval_batch_size: int = 256
@@ -72,14 +75,19 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return correct / max(len(labels), 1)
 
 
-def make_optimizer(model: nn.Module, head_lr: float, backbone_lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with the head in one group (`head_lr`) and every other trainable parameter in another (`backbone_lr`)."""
-    _, head = find_head(model)
-    head_ids = {id(p) for p in head.parameters()}
-    head_params = [p for p in model.parameters() if p.requires_grad and id(p) in head_ids]
-    body_params = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-    groups = [{"params": body_params, "lr": backbone_lr}, {"params": head_params, "lr": head_lr}]
-    return torch.optim.AdamW(groups, weight_decay=weight_decay)
+def make_optimizer(config: FineTuneConfig, model: nn.Module) -> torch.optim.AdamW:
+    """AdamW over [`plasticity_param_groups`]: the head at `head_lr`, the re-drawn blocks (from the model's restore
+    record) at `reinit_lr`, the rest at `backbone_lr`."""
+    from hf_plasticity import plasticity_param_groups
+
+    groups = plasticity_param_groups(
+        model,
+        lr=config.backbone_lr,
+        reinit_lr=config.reinit_lr,
+        head_lr=config.head_lr,
+        weight_decay=config.weight_decay,
+    )
+    return torch.optim.AdamW(groups)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -109,7 +117,7 @@ def fine_tune(
     """
     torch.manual_seed(config.seed)
     images, labels = train
-    optimizer = make_optimizer(model, config.head_lr, config.backbone_lr, config.weight_decay)
+    optimizer = make_optimizer(config, model)
     history: dict[str, list[float]] = {"test_acc": [], "train_loss": [], "epoch_seconds": []}
     for epoch in range(config.epochs):
         model.train()

@@ -37,6 +37,10 @@ class Strategy:
     """
 
     config_class: type[PlasticityConfig] = PlasticityConfig
+    #: Whether the fresh writes replace the old values by fresh draws (re-initialization), as opposed to edits that
+    #: keep part of them (shrink & perturb, DASH). Re-drawn parameters are named in the record and can get their own
+    #: learning rate ([`plasticity_param_groups`]).
+    redraws: bool = True
 
     def __init__(self, config: PlasticityConfig) -> None:
         if not isinstance(config, self.config_class):

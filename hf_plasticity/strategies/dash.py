@@ -74,6 +74,8 @@ def neuron_view(tensor: torch.Tensor) -> torch.Tensor:
 class DashStrategy(Strategy):
     """Accumulates the negative-gradient direction and plans the per-neuron shrink."""
 
+    redraws = False  # shrinks the old weights, draws nothing
+
     def directions(self, model: nn.Module, targets: list[Target], data: Any) -> dict[str, torch.Tensor]:
         alpha = self.config.alpha
         directions = {t.name: torch.zeros_like(t.tensor, dtype=torch.float32) for t in targets}

@@ -55,6 +55,8 @@ class ShrinkPerturbConfig(PlasticityConfig):
 class ShrinkPerturbStrategy(Strategy):
     """Plans ``shrink * w + perturb * fresh(w)`` for every targeted tensor, one module's fresh draw at a time."""
 
+    redraws = False  # the new values keep `shrink` of the old ones
+
     def plan(self, model: nn.Module, *, data: Any = None) -> Plan:
         config = self.config
         plan: list[TensorReset] = []

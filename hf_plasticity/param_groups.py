@@ -1,0 +1,171 @@
+"""Optimizer parameter groups that give re-drawn parameters their own learning rate.
+
+For the optimizer a re-drawn block is new, like the classification head: it starts from the init distribution and
+needs a from-scratch learning rate, while the pretrained blocks need a small one (AdamW moves a weight by about the
+learning rate per step: at a pretrained backbone's 1e-4 a fresh block barely leaves its init).
+[`plasticity_param_groups`] builds the groups from what a restore re-drew (a live report, or the record saved with a
+checkpoint).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import nn
+
+from .architectures import NORM_TYPES, get_layout
+from .redrawn import redrawn_parameters
+from .unwrap import unwrap_model
+
+# The Trainer's convention (`Trainer.get_decay_parameter_names`), plus every normalization layer by type.
+_NO_DECAY_NAME_PARTS = ("bias", "layernorm", "rmsnorm")
+
+
+class PartialRedrawError(ValueError):
+    """A separate learning rate was asked for re-drawn parameters, but some were re-drawn only in part."""
+
+
+def _no_decay(model: nn.Module) -> set[str]:
+    """Parameter names without weight decay: biases, and the parameters of normalization layers."""
+    names = set()
+    for module_name, module in model.named_modules():
+        is_norm = isinstance(module, NORM_TYPES) or "norm" in type(module).__name__.lower()
+        for param_name, _ in module.named_parameters(recurse=False):
+            full = f"{module_name}.{param_name}" if module_name else param_name
+            leaf = full.lower()
+            if is_norm or any(part in leaf for part in _NO_DECAY_NAME_PARTS) or _is_norm_name(leaf):
+                names.add(full)
+    return names
+
+
+def _is_norm_name(name: str) -> bool:
+    return any(part == "norm" or part.endswith("_norm") for part in name.split("."))
+
+
+def _check_rate(name: str, value: Any, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"`{name}` must be a finite number >= 0{' or None' if allow_none else ''}, got {value!r}.")
+
+
+def plasticity_param_groups(
+    model: nn.Module,
+    *,
+    lr: float,
+    reinit_lr: float | None = None,
+    head_lr: float | None = None,
+    weight_decay: float = 0.0,
+    layer_decay: float | None = None,
+    report: Any = None,
+) -> list[dict[str, Any]]:
+    """Torch optimizer parameter groups in which re-drawn parameters and the head have their own learning rates.
+
+    Every trainable parameter is in exactly one group. Groups carry ``name`` (``"backbone"``, ``"backbone.<depth>"``
+    with layer decay, ``"redrawn"``, ``"head"``, each with ``".no_decay"`` for biases and norms), ``lr`` and
+    ``weight_decay``; a learning-rate scheduler (e.g. the `Trainer`'s warmup and cosine) multiplies every group's
+    ``lr`` by the same factor, so the ratios hold throughout training.
+
+    What was re-drawn comes from ``report`` when given, else from the record on the model (``model.config.plasticity``,
+    also after loading a restored checkpoint from the Hub). A model without a record has no re-drawn group.
+
+    Args:
+        model: the (restored) model, or a wrapper of it.
+        lr: learning rate of the pretrained backbone.
+        reinit_lr: learning rate of the parameters re-drawn whole (None: ``lr``).
+        head_lr: learning rate of the classification head (None: ``reinit_lr``, else ``lr``): it is new too.
+        weight_decay: weight decay of every group except biases and normalization layers (0 there, as the
+            `Trainer` does).
+        layer_decay: layer-wise learning-rate decay over the pretrained backbone (the usual ViT fine-tuning recipe):
+            block ``i`` of ``N`` (0-based) gets ``lr * layer_decay ** (N - i)``, what comes before the first block
+            (embeddings) ``lr * layer_decay ** (N + 1)``, what comes after the last one (final norm) ``lr``. None: no
+            decay.
+        report: the [`PlasticityReport`] of the restore (default: the model's record).
+
+    Returns:
+        `list[dict]`: parameter groups for any torch optimizer.
+
+    Raises:
+        PartialRedrawError: when ``reinit_lr`` differs from ``lr`` but some parameters were re-drawn only in part
+            (selective or unit re-initialization): a torch optimizer has one learning rate per parameter tensor, so
+            the re-drawn entries of a partly re-drawn tensor cannot get their own.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from transformers import ViTConfig, ViTForImageClassification
+    >>> from hf_plasticity import plasticity_param_groups, prepare_pretrained
+    >>> model = ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4,
+    ...                                             num_attention_heads=2, intermediate_size=64, num_labels=3))
+    >>> _ = prepare_pretrained(model)  # the last block and the final norm re-drawn
+    >>> groups = plasticity_param_groups(model, lr=1e-4, reinit_lr=1e-3, weight_decay=0.05)
+    >>> [(g["name"], g["lr"], g["weight_decay"]) for g in groups]  # doctest: +NORMALIZE_WHITESPACE
+    [('backbone', 0.0001, 0.05), ('backbone.no_decay', 0.0001, 0.0), ('redrawn', 0.001, 0.05),
+     ('redrawn.no_decay', 0.001, 0.0), ('head', 0.001, 0.05), ('head.no_decay', 0.001, 0.0)]
+    >>> optimizer = torch.optim.AdamW(groups)
+    ```
+    """
+    _check_rate("lr", lr, allow_none=False)
+    _check_rate("reinit_lr", reinit_lr)
+    _check_rate("head_lr", head_lr)
+    _check_rate("weight_decay", weight_decay, allow_none=False)
+    if layer_decay is not None:
+        _check_rate("layer_decay", layer_decay, allow_none=False)
+        if not 0 < layer_decay <= 1:
+            raise ValueError(f"`layer_decay` must be in (0, 1] or None, got {layer_decay!r}.")
+    model = unwrap_model(model)
+    if report is not None:
+        redrawn = report.redrawn
+    else:
+        from .record import restore_record
+
+        redrawn = (restore_record(model) or {}).get("redrawn")
+    whole, partial = redrawn_parameters(model, redrawn)
+    reinit_lr = lr if reinit_lr is None else reinit_lr
+    head_lr = reinit_lr if head_lr is None else head_lr
+    if partial and reinit_lr != lr:
+        raise PartialRedrawError(
+            f"{len(partial)} parameters were re-drawn only in part (e.g. {sorted(partial)[0]!r}, by a selective or "
+            "unit re-initialization): a torch optimizer has one learning rate per tensor, so their re-drawn entries "
+            "cannot get `reinit_lr`. Use a whole-block restore (`LayerReinitConfig`, `AutoReinitConfig`) for a "
+            "re-drawn learning rate, or leave `reinit_lr=None`."
+        )
+    layout = get_layout(model)
+    no_decay = _no_decay(model)
+    depth = _depths(model, layout)
+    groups: dict[str, dict[str, Any]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if layout.in_head(name):
+            role, rate = "head", head_lr
+        elif name in whole:
+            role, rate = "redrawn", reinit_lr
+        elif layer_decay is None:
+            role, rate = "backbone", lr
+        else:
+            role, rate = f"backbone.{depth[name]}", lr * layer_decay ** (len(layout.blocks) + 1 - depth[name])
+        key = role + (".no_decay" if name in no_decay else "")
+        group = groups.setdefault(
+            key, {"name": key, "params": [], "lr": rate, "weight_decay": 0.0 if name in no_decay else weight_decay}
+        )
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups, key=_order)]
+
+
+def _depths(model: nn.Module, layout: Any) -> dict[str, int]:
+    """Per parameter: i + 1 in block i, 0 before the first block (embeddings), N + 1 after the last one."""
+    names = [n for n, _ in model.named_parameters()]
+    blocks = {n: layout.block_of(n) for n in names}
+    first = next((i for i, n in enumerate(names) if blocks[n] is not None), len(names))
+    after = len(layout.blocks) + 1
+    return {n: (b + 1 if b is not None else 0 if i < first else after) for i, (n, b) in enumerate(blocks.items())}
+
+
+def _order(key: str) -> tuple[int, int, bool]:
+    role = key.removesuffix(".no_decay")
+    rank = {"backbone": 0, "redrawn": 2, "head": 3}.get(role.split(".")[0], 1)
+    depth = int(role.split(".")[1]) if role.startswith("backbone.") else 0
+    return (rank, -depth, key.endswith(".no_decay"))
