@@ -6,8 +6,10 @@ A thin layer over [`PlasticityController`]: the Trainer's events call the contro
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
+import warnings
 from typing import Any
 
 import torch
@@ -17,8 +19,16 @@ from transformers.trainer_callback import ExportableState
 
 from .architectures import get_layout
 from .config import PlasticityConfig
-from .controller import PlasticityController
-from .distributed import ShardedModelError, fingerprints_match, parameter_fingerprint, sharded_parameters
+from .controller import PREFIX, PlasticityController
+from .distributed import (
+    ShardedModelError,
+    fingerprints_match,
+    parameter_fingerprint,
+    process_group_warning,
+    sharded_parameters,
+)
+from .hub import add_plasticity_files
+from .unwrap import unwrap_model
 
 logger = logging.getLogger(__name__)
 
@@ -193,8 +203,12 @@ class PlasticityCallback(TrainerCallback, ExportableState):
                     "callback (or use `PlasticityCallback(restore=False)` without periodic strategy for monitoring)."
                 )
             has_data = trainer.train_dataset is not None
+            self._save_plasticity_files_with(trainer)
         if model is not None:
             self.controller.validate(model, has_data=has_data)
+        warning = process_group_warning(args.world_size)
+        if warning:
+            warnings.warn(warning, stacklevel=2)
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, train_dataloader=None, **kwargs):
         self._trainer = self._trainer or find_trainer()
@@ -216,14 +230,19 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         if not resuming:
             report = controller.restore(model, optimizer=optimizer)
             if report is not None:
+                self._announce(report.one_line(), state)
                 self._log(controller.restore_metrics(report), state)
+            else:
+                self._skipped(controller.skip_reason or "nothing to do", state)
         elif controller.does_restore and not controller.restored:
-            logger.warning(
-                "Resuming at step %d from a checkpoint without PlasticityCallback state: the one-shot restore only "
-                "runs before the first optimizer step, so it is skipped.",
-                state.global_step,
+            self._skipped(
+                f"resuming at step {state.global_step} from a checkpoint saved without PlasticityCallback; the "
+                "one-shot restore only runs before the first optimizer step",
+                state,
             )
             controller.restored = True
+        else:
+            self._announce(f"resuming at step {state.global_step}: the one-shot restore is not repeated", state)
         controller.attach(model)
         if controller.diagnostics_every and not resuming:
             self._log(controller.diagnostics(), state)
@@ -238,6 +257,44 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         self.controller.detach()
 
     # ----------------------------------------------------------------------------------------------------- helpers
+    def _announce(self, line: str, state) -> None:
+        """One line on the console (main process), visible whatever the logging set-up and around progress bars."""
+        logger.info(line)
+        if state.is_world_process_zero:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"hf-plasticity: {line}", file=sys.stdout)
+
+    def _skipped(self, reason: str, state) -> None:
+        self._announce(f"no one-shot restore: {reason}", state)
+        self._log({f"{PREFIX}/restore/skipped": 1.0}, state)
+
+    def _save_plasticity_files_with(self, trainer: Any) -> None:
+        """After each `Trainer.save_model` (final saves and checkpoints) and `Trainer.create_model_card` (which
+        rewrites README.md before a push), put ``plasticity_config.json`` and the card's plasticity section into the
+        folder, so the output folder and the repository the Trainer pushes say what was re-initialized."""
+        if getattr(trainer, "_hf_plasticity_saves", False):
+            return
+        save_model, create_model_card = trainer.save_model, trainer.create_model_card
+
+        def add_files(folder: str | None) -> None:
+            if trainer.args.should_save:
+                add_plasticity_files(folder or trainer.args.output_dir, unwrap_model(trainer.model))
+
+        @functools.wraps(save_model)
+        def save_model_with_plasticity(output_dir: str | None = None, *args: Any, **kwargs: Any) -> None:
+            save_model(output_dir, *args, **kwargs)
+            add_files(output_dir)
+
+        @functools.wraps(create_model_card)
+        def create_model_card_with_plasticity(*args: Any, **kwargs: Any) -> None:
+            create_model_card(*args, **kwargs)
+            add_files(None)
+
+        trainer.save_model = save_model_with_plasticity
+        trainer.create_model_card = create_model_card_with_plasticity
+        trainer._hf_plasticity_saves = True
+
     def _load_checkpoint_state(self, state, model: nn.Module) -> None:
         saved = (state.stateful_callbacks or {}).get(type(self).__name__)
         if isinstance(saved, list):  # transformers keeps a list when a class has several instances

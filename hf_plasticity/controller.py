@@ -19,7 +19,7 @@ from .config import PlasticityConfig, check_positive_int, resolve_config
 from .data import ReplayableBatches, replayable
 from .distributed import is_main_process
 from .pipeline import AlreadyRestoredError
-from .record import restore_record, write_record
+from .record import blocks_restore, restore_record, write_record
 from .report import PlasticityReport
 from .strategies.base import Strategy, get_strategy
 from .unwrap import check_restorable, unwrap_model
@@ -101,6 +101,8 @@ class PlasticityController:
         self.diagnostics_batches = diagnostics_batches
         self.model: nn.Module | None = None
         self._attached = False
+        #: Why the last `restore` call did nothing (None when it restored, or was not called).
+        self.skip_reason: str | None = None
         # checkpointed state
         self.restored = False
         self.restore_summary: dict[str, Any] | None = None
@@ -196,12 +198,22 @@ class PlasticityController:
         model = unwrap_model(model)
         self.model = model
         if self.restored or not self.does_restore:
+            if not self.restored:
+                self.skip_reason = (
+                    "restore=False (periodic resets and monitoring only)"
+                    if self.restore_mode is False
+                    else f"{self.name} acts during training only"
+                )
             self.restored = True
             return None
         record = restore_record(model)
-        if record is not None:
+        if blocks_restore(record):
             if self.restore_mode is None:
-                logger.info("The model was already restored (%s): skipping the one-shot restore.", record["strategy"])
+                self.skip_reason = (
+                    f"the model was already restored ({record['strategy']}, in its plasticity record); "
+                    "pass restore=True to fail instead"
+                )
+                logger.info("Skipping the one-shot restore: %s.", self.skip_reason)
                 self.restored = True
                 return None
             raise AlreadyRestoredError(

@@ -10,6 +10,7 @@ Accelerate loop and ``torchrun`` scripts.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,23 @@ def is_distributed() -> bool:
 def process_index() -> int:
     """Global rank of this process (0 outside a process group)."""
     return torch.distributed.get_rank() if is_distributed() else 0
+
+
+def process_group_warning(training_world_size: int) -> str | None:
+    """A warning when several processes were launched (``WORLD_SIZE`` > 1, as ``torchrun`` sets it, or a process group
+    of several processes exists) but the training loop runs each as a single process (``training_world_size`` 1, e.g.
+    the `Trainer` on CPU without ``use_cpu=True``): every process then believes it is rank 0, trains on its own and
+    writes into the same output folder. None when all is well."""
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        launched = max(launched, torch.distributed.get_world_size())
+    if launched <= 1 or training_world_size > 1:
+        return None
+    return (
+        f"{launched} processes were launched (WORLD_SIZE={launched}) but the Trainer runs each as a single process: "
+        f"each of the {launched} processes believes it is rank 0, trains on its own and writes into the same output "
+        "folder. On CPU pass --use_cpu (`use_cpu=True`, with `ddp_backend='gloo'`) so they train together."
+    )
 
 
 def is_main_process() -> bool:

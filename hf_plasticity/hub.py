@@ -128,11 +128,31 @@ def save_restored(
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, **save_kwargs)
-    PlasticityConfig.from_dict(summary.config).save_pretrained(folder)
     if image_processor is not None:
         image_processor.save_pretrained(folder)
-    _write_card(folder, summary, model=model, base_model=base_model, repo_id=repo_id)
+    _write_plasticity_files(folder, summary, model=model, base_model=base_model, repo_id=repo_id)
     return folder
+
+
+def _write_plasticity_files(folder: Path, summary: RestoreSummary, **card_kwargs: Any) -> None:
+    """``plasticity_config.json`` and the library's section of ``README.md`` (kept text around it)."""
+    PlasticityConfig.from_dict(summary.config).save_pretrained(folder)
+    _write_card(folder, summary, **card_kwargs)
+
+
+def add_plasticity_files(folder: str | os.PathLike, model: nn.Module) -> bool:
+    """Adds ``plasticity_config.json`` and the library's card section to a folder a model was saved into by other
+    means (the `Trainer`'s output folder and checkpoints: [`PlasticityCallback`] calls this after every save and after
+    `Trainer.create_model_card`). A card already there (the Trainer's) keeps its text.
+
+    Returns:
+        Whether anything was written (nothing when ``model`` carries no plasticity record).
+    """
+    record = restore_record(model)
+    if record is None or not os.path.isdir(folder):
+        return False
+    _write_plasticity_files(Path(folder), RestoreSummary.from_record(record), model=model)
+    return True
 
 
 def _remote_card(api: Any, repo_id: str, revision: str | None):

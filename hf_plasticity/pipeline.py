@@ -32,7 +32,7 @@ from .data import CalibrationDataError, replayable
 from .distributed import is_distributed, is_main_process, run_on_main, share_plan
 from .optim import unwrap_optimizer, zeroed_state
 from .plan import Plan, TensorReset
-from .record import restore_record, write_record
+from .record import blocks_restore, restore_record, write_record
 from .redrawn import describe_redrawn
 from .report import PlasticityReport, TensorRecord
 from .strategies.base import Strategy, get_strategy
@@ -52,9 +52,10 @@ class AlreadyRestoredError(RuntimeError):
 
 
 def check_not_restored(model: nn.Module, force: bool) -> None:
-    """Raises [`AlreadyRestoredError`] when ``model`` carries a restore record and ``force`` is False."""
+    """Raises [`AlreadyRestoredError`] when ``model`` carries the record of a restore that changed it and ``force`` is
+    False (a recorded restore that re-initialized nothing does not block)."""
     record = restore_record(model)
-    if record is not None and not force:
+    if blocks_restore(record) and not force:
         raise AlreadyRestoredError(
             f"This model was already restored ({record['strategy']}); pass `force=True` to restore it again."
         )

@@ -37,6 +37,15 @@ def restore_record(model: nn.Module) -> dict[str, Any] | None:
     return record or None
 
 
+def blocks_restore(record: dict[str, Any] | None) -> bool:
+    """Whether a record stands for a restore that changed the model, so that a second one needs ``force=True``.
+
+    A restore that looked and re-initialized nothing (``"auto"`` finding no block past the probe's peak, ReDo finding
+    no dormant unit) is recorded, but does not block a later restore.
+    """
+    return bool(record) and record.get("total_reinitialized", 1) > 0
+
+
 def write_record(model: nn.Module, summary: dict[str, Any], transaction: Transaction | None = None) -> None:
     """Records ``summary`` on ``model`` (and in ``model.config.plasticity`` when the model has a transformers config),
     as part of ``transaction`` when given."""

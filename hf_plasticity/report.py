@@ -105,6 +105,28 @@ class PlasticityReport:
             summary["redrawn"] = self.redrawn
         return summary
 
+    def one_line(self) -> str:
+        """What was done, how much and how long, in one line (what the training callback prints).
+
+        Example: ``reinit_layers re-initialized 8,608 of 9,187 parameter entries (93.70%) in 0.01s: vit.layers.1,
+        vit.layernorm``.
+        """
+        line = (
+            f"{self.strategy} re-initialized {self.total_reinitialized:,} of {self.total_parameters:,} parameter "
+            f"entries ({self.share:.2%}) in {self.seconds:.2f}s"
+        )
+        whole = (self.redrawn or {}).get("whole", [])
+        partial = (self.redrawn or {}).get("partial", [])
+        if whole:
+            line += ": " + (", ".join(whole) if len(whole) <= 4 else f"{len(whole)} modules re-drawn whole")
+        if partial:
+            line += ("; " if whole else ": ") + f"{len(partial)} tensors re-drawn in part"
+        if self.total_reinitialized == 0:
+            line += " (nothing to re-initialize: the model is left as it was)"
+        if self.details:
+            line += " [" + ", ".join(f"{k}={_short(v)}" for k, v in self.details.items()) + "]"
+        return line
+
     def __str__(self) -> str:
         width = max([len("tensor")] + [len(t.name) for t in self.tensors])
         lines = [
@@ -148,3 +170,10 @@ class PlasticityReport:
         for key in keys:
             lines.append(f"  {key:<25} {fmt(value(before, key), key):>10} -> {fmt(value(after, key), key)}")
         return lines
+
+
+def _short(value: Any) -> str:
+    """A decision's value for one line: long lists are summarized."""
+    if isinstance(value, list) and len(value) > 4:
+        return f"[{len(value)} values]"
+    return str(value)
