@@ -7,6 +7,7 @@ A thin layer over [`PlasticityController`]: the Trainer's events call the contro
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import sys
 import warnings
@@ -245,12 +246,15 @@ class PlasticityCallback(TrainerCallback, ExportableState):
             self._announce(f"resuming at step {state.global_step}: the one-shot restore is not repeated", state)
         controller.attach(model)
         if controller.diagnostics_every and not resuming:
-            self._log(controller.diagnostics(), state)
+            self._log_diagnostics(controller.diagnostics(), state)
 
     def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        diagnosed = self.controller.last_diagnostics
         metrics = self.controller.step(state.global_step, epoch=state.epoch or 0.0, optimizer=optimizer)
         if metrics:
             self._log(metrics, state)
+        if self.controller.last_diagnostics is not diagnosed:
+            self._figure_to_tensorboard(state)
 
     def on_train_end(self, args, state, control, **kwargs):
         self._log(self.controller.flush(), state)
@@ -264,6 +268,41 @@ class PlasticityCallback(TrainerCallback, ExportableState):
             from tqdm.auto import tqdm
 
             tqdm.write(f"hf-plasticity: {line}", file=sys.stdout)
+
+    def _log_diagnostics(self, metrics: dict[str, float], state) -> None:
+        self._log(metrics, state)
+        self._figure_to_tensorboard(state)
+
+    def _figure_to_tensorboard(self, state) -> None:
+        """The plasticity picture of the latest diagnostics (dashed: the run's first), re-drawn blocks shaded, as a
+        figure in TensorBoard when the Trainer reports to it and matplotlib is installed."""
+        from transformers.integrations import TensorBoardCallback
+
+        controller = self.controller
+        trainer = self._trainer
+        if not state.is_world_process_zero or controller.last_diagnostics is None or trainer is None:
+            return
+        writers = [
+            c.tb_writer
+            for c in trainer.callback_handler.callbacks
+            if isinstance(c, TensorBoardCallback) and getattr(c, "tb_writer", None) is not None
+        ]
+        if not writers or importlib.util.find_spec("matplotlib") is None:
+            return
+        from .figure import plot_plasticity
+
+        first = controller.first_diagnostics
+        figure = plot_plasticity(
+            controller.last_diagnostics,
+            before=first if first is not controller.last_diagnostics else None,
+            redrawn=(controller.restore_summary or {}).get("redrawn"),
+            title=f"Plasticity by block at step {state.global_step}",
+        )
+        for writer in writers:
+            writer.add_figure(f"{PREFIX}/blocks", figure, global_step=state.global_step, close=False)
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
 
     def _skipped(self, reason: str, state) -> None:
         self._announce(f"no one-shot restore: {reason}", state)

@@ -103,6 +103,9 @@ class PlasticityController:
         self._attached = False
         #: Why the last `restore` call did nothing (None when it restored, or was not called).
         self.skip_reason: str | None = None
+        #: The first and the latest diagnostics of this run ([`DiagnosticsReport`]s, rank 0 only).
+        self.first_diagnostics: Any = None
+        self.last_diagnostics: Any = None
         # checkpointed state
         self.restored = False
         self.restore_summary: dict[str, Any] | None = None
@@ -298,12 +301,15 @@ class PlasticityController:
 
     def diagnostics(self) -> dict[str, float]:
         """Overall plasticity numbers (dormant ratio, insignificant-gradient share, ...) on the probe batches, on
-        rank 0 (empty elsewhere). The model's gradients, modes and the RNG state are left as they were."""
+        rank 0 (empty elsewhere). The model's gradients, modes and the RNG state are left as they were. The full
+        report is kept as ``last_diagnostics`` (and the run's first as ``first_diagnostics``)."""
         if not is_main_process() or self.model is None:
             return {}
         from .diagnostics import diagnose
 
         report = diagnose(self.model, self._batches, batches=self.diagnostics_batches)
+        self.first_diagnostics = self.first_diagnostics or report
+        self.last_diagnostics = report
         values = report.overall() if hasattr(report, "overall") else report.to_dict()
         return {
             f"{PREFIX}/{key}": float(value)

@@ -53,7 +53,8 @@ class LayerDiagnostics:
 class DiagnosticsReport:
     """The result of [`diagnose`]: one row per Linear/Conv layer in depth order, and overall numbers.
 
-    Print it for a table, call `to_dict()` / `to_json()` for data, `plot(path)` for a per-layer PNG figure.
+    Print it for a table, call `to_dict()` / `to_json()` for data, `per_block()` for the numbers per backbone block,
+    `plot(path)` for the figure.
     """
 
     layers: list[LayerDiagnostics]
@@ -70,6 +71,7 @@ class DiagnosticsReport:
     insignificant: float
     seconds: float = 0.0
     block_probe_accuracy: list[float | None] | None = None
+    blocks: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,31 +110,38 @@ class DiagnosticsReport:
             )
         return "\n".join(lines)
 
-    def plot(self, path: str, title: str | None = None) -> str:
-        """Draws the per-layer dormant ratio, mean |g|, insignificant-gradient share and mean |w| into a PNG."""
-        import matplotlib
+    def per_block(self) -> list[dict[str, Any]]:
+        """Per backbone block (depth order): its name, the probe accuracy, and over its Linear/Conv layers the
+        dormant ratio (over all their units), the insignificant-gradient share and the mean |w| (over all their
+        weights). Missing values are None."""
+        names = self.blocks or [str(i) for i in range(len(self.block_probe_accuracy or []))]
+        rows = []
+        for index, name in enumerate(names):
+            layers = [layer for layer in self.layers if layer.block == index]
+            numel = sum(layer.numel for layer in layers)
+            units = sum(layer.units or 0 for layer in layers)
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+            def mean(values: list[tuple[float, int]], total: int) -> float | None:
+                return sum(value * weight for value, weight in values) / total if total else None
 
-        x = list(range(len(self.layers)))
-        panels = [
-            ("dormant ratio", [float("nan") if r.dormant_ratio is None else r.dormant_ratio for r in self.layers]),
-            ("mean |grad|", [r.mean_abs_grad for r in self.layers]),
-            ("insignificant grad share", [r.insignificant_grad_share for r in self.layers]),
-            ("mean |weight|", [r.mean_abs_weight for r in self.layers]),
-        ]
-        fig, axes = plt.subplots(len(panels), 1, figsize=(8, 9), sharex=True)
-        for ax, (label, values) in zip(axes, panels):
-            ax.plot(x, values, marker="o", markersize=3)
-            ax.set_ylabel(label)
-            ax.grid(alpha=0.3)
-        axes[-1].set_xlabel("layer (depth order)")
-        fig.suptitle(title or f"effective rank {self.effective_rank}, stable rank {self.stable_rank}")
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return str(path)
+            probe = self.block_probe_accuracy[index] if index < len(self.block_probe_accuracy or []) else None
+            rows.append(
+                {
+                    "block": name,
+                    "probe_accuracy": probe,
+                    "dormant_ratio": mean([(x.dormant_ratio, x.units) for x in layers if x.units], units),
+                    "insignificant_grad_share": mean([(x.insignificant_grad_share, x.numel) for x in layers], numel),
+                    "mean_abs_weight": mean([(x.mean_abs_weight, x.numel) for x in layers], numel),
+                }
+            )
+        return rows
+
+    def plot(self, path: str | None = None, *, title: str | None = None):
+        """The plasticity picture per backbone block ([`hf_plasticity.figure.plot_plasticity`]): saved as a PNG at
+        ``path`` (returned), or the matplotlib figure when ``path`` is None (a notebook shows it)."""
+        from .figure import plot_plasticity
+
+        return plot_plasticity(self, path=path, title=title)
 
 
 def effective_rank(singular_values: torch.Tensor) -> float:
@@ -255,6 +264,7 @@ def diagnose(
         time.perf_counter() - start,
     )
     report.block_probe_accuracy = probe_accuracy
+    report.blocks = list(layout.blocks)
     return report
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from .config import MODEL_CONFIG_KEY, PlasticityConfig, available_strategies
+from .figure import FIGURE_NAME
 from .modelcard import RestoreSummary, build_model_card, merge_into
 from .record import restore_record
 from .report import PlasticityReport
@@ -56,7 +57,10 @@ def _write_card(
     from huggingface_hub import ModelCard
 
     model_name = None if repo_id else folder.resolve().name
-    fresh = build_model_card(summary, model=model, base_model=base_model, repo_id=repo_id, model_name=model_name)
+    figure = FIGURE_NAME if (folder / FIGURE_NAME).is_file() else None
+    fresh = build_model_card(
+        summary, model=model, base_model=base_model, repo_id=repo_id, model_name=model_name, figure=figure
+    )
     path = folder / CARD_NAME
     if existing is None and path.is_file():
         existing = ModelCard.load(path)
@@ -83,8 +87,10 @@ def save_restored(
     """Saves a restored model as a normal transformers checkpoint, with its plasticity config and a model card.
 
     Writes ``model.save_pretrained`` (safetensors weights and ``config.json``, which carries the ``plasticity``
-    record written by [`prepare_pretrained`]), ``plasticity_config.json``, the image processor when given, and
-    ``README.md``. A card already in the folder keeps its text: only the library's section is replaced.
+    record written by [`prepare_pretrained`]), ``plasticity_config.json``, the image processor when given,
+    ``plasticity.png`` (the diagnostics before and after, per block, when ``report`` measured them and matplotlib is
+    installed) and ``README.md``, which shows the figure. A card already in the folder keeps its text: only the
+    library's section is replaced.
 
     Args:
         model: a restored transformers model (anything with ``save_pretrained``).
@@ -130,8 +136,17 @@ def save_restored(
     model.save_pretrained(folder, **save_kwargs)
     if image_processor is not None:
         image_processor.save_pretrained(folder)
+    if report is not None and hasattr(report.diagnostics.get("after"), "per_block") and _can_plot():
+        report.plot(folder / FIGURE_NAME)
     _write_plasticity_files(folder, summary, model=model, base_model=base_model, repo_id=repo_id)
     return folder
+
+
+def _can_plot() -> bool:
+    """Whether matplotlib (the ``plot`` extra) is installed: the figure is a bonus, never a reason to fail a save."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def _write_plasticity_files(folder: Path, summary: RestoreSummary, **card_kwargs: Any) -> None:

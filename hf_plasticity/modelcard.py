@@ -196,6 +196,7 @@ def build_model_card(
     base_model: str | None = None,
     repo_id: str | None = None,
     model_name: str | None = None,
+    figure: str | None = None,
 ):
     """Renders a fresh model card for a restored checkpoint from the shipped template.
 
@@ -206,6 +207,7 @@ def build_model_card(
             Hub id).
         repo_id: the id the card shows in its loading snippet (default: a placeholder path).
         model_name: the card's title (default: the last part of ``repo_id``).
+        figure: the relative path of the plasticity figure saved next to the card (shown in it), or None.
 
     Returns:
         `huggingface_hub.ModelCard`
@@ -247,6 +249,7 @@ def build_model_card(
         parameters=_parameters(summary.config, summary.details),
         blocks=_block_rows(summary, model),
         diagnostics=_diagnostic_rows(summary.diagnostics),
+        figure=figure,
     )
 
 

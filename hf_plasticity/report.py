@@ -105,6 +105,25 @@ class PlasticityReport:
             summary["redrawn"] = self.redrawn
         return summary
 
+    def plot(self, path: str | None = None, *, title: str | None = None):
+        """The plasticity picture per backbone block, before (dashed) and after (solid) the restore, the re-drawn
+        blocks shaded ([`hf_plasticity.figure.plot_plasticity`]): saved as a PNG at ``path`` (returned), or the
+        matplotlib figure when ``path`` is None.
+
+        Raises:
+            ValueError: when the restore measured no diagnostics (restore with ``data=`` to get them).
+        """
+        from .figure import plot_plasticity
+
+        after = (self.diagnostics or {}).get("after")
+        if after is None or not hasattr(after, "per_block"):
+            raise ValueError(
+                "This report holds no diagnostics to draw: restore with `data=` (diagnostics are measured before "
+                "and after the restore when data is given), or draw `diagnose(model, data).plot()`."
+            )
+        return plot_plasticity(after, before=self.diagnostics.get("before"), redrawn=self.redrawn, path=path,
+                               title=title)  # fmt: skip
+
     def one_line(self) -> str:
         """What was done, how much and how long, in one line (what the training callback prints).
 

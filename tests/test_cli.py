@@ -312,3 +312,20 @@ def test_demo_and_bench_without_the_bench_extra_say_what_to_install(command, tmp
     assert len(lines) == 1 and lines[0].startswith(f'hf-plasticity {command[0]}: error: needs the "bench" extra (')
     assert lines[0].endswith('is missing): pip install "hf-plasticity[bench]"')
     assert not (tmp_path / "out").exists()
+
+
+def test_plots_from_the_command_line(workspace, tmp_path, capsys):
+    model, images = str(workspace / "tiny-vit"), str(workspace / "images")
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    assert main(["diagnose", model, "--data", images, "--batches", "1", "--plot", str(folder)]) == 0
+    assert f"Wrote {folder / 'plasticity.png'}" in capsys.readouterr().out  # a directory gets plasticity.png
+    assert (folder / "plasticity.png").read_bytes()[:4] == b"\x89PNG"
+    out = tmp_path / "restored"
+    assert main(["prepare", model, "--data", images, "--plot", str(tmp_path / "prepare"), "--output", str(out)]) == 0
+    assert f"Wrote {tmp_path / 'prepare.png'}" in capsys.readouterr().out  # no extension: .png added
+    assert (tmp_path / "prepare.png").is_file() and (out / "plasticity.png").is_file()
+    assert "](plasticity.png)" in (out / "README.md").read_text()
+    assert main(["prepare", model, "--plot", "x.png", "--output", str(tmp_path / "other")]) == 2
+    assert "--plot draws the diagnostics before and after the restore" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()

@@ -120,6 +120,27 @@ def data_free_hint(config: Any) -> str:
     return f"a data-free strategy ({', '.join(data_free)})"
 
 
+def figure_path(path: str) -> str:
+    """Where ``--plot PATH`` writes: ``PATH/plasticity.png`` for an existing directory, ``PATH.png`` when PATH has no
+    extension, else PATH itself; its folder is created."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "plasticity.png")
+    elif not os.path.splitext(path)[1]:
+        path += ".png"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return path
+
+
+def check_plot_dependencies(plot: str | None) -> None:
+    """``--plot`` needs matplotlib: fail before anything is loaded when it is missing."""
+    if not plot:
+        return
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise CommandError('--plot needs matplotlib: pip install "hf-plasticity[plot]".') from error
+
+
 def looks_like_path(name: str) -> bool:
     """Whether ``name`` is meant as a local path rather than a Hub id (absolute, ``./``, ``~``, or 2+ slashes)."""
     return os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name

@@ -15,7 +15,9 @@ import os
 from ._common import (
     CommandError,
     add_data_arguments,
+    check_plot_dependencies,
     data_batches,
+    figure_path,
     load_data,
     load_model,
     load_processor,
@@ -37,7 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="Rows per batch (default 32).")
     parser.add_argument("--tau", type=float, default=0.1, help="Dormancy threshold on the unit score (default 0.1).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the data shuffle (default 0).")
-    parser.add_argument("--plot", metavar="PNG", help="Also draw the per-layer figure into this PNG (matplotlib).")
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="Also draw the figure per backbone block (probe accuracy, dormant ratio, insignificant gradients, "
+        "mean |w|) into this PNG, or into DIR/plasticity.png for a directory (matplotlib).",
+    )
     parser.add_argument("--json", metavar="PATH", help="Also write the full report as JSON.")
     parser.set_defaults(func=run)
 
@@ -50,11 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--batches and --batch-size must be positive integers.")
     if args.tau < 0:
         raise CommandError(f"--tau must be >= 0, got {args.tau}.")
-    if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError as error:
-            raise CommandError("--plot needs matplotlib: pip install 'hf-plasticity[plot]'.") from error
+    check_plot_dependencies(args.plot)
     try:
         from ..diagnostics import diagnose
     except ImportError as error:
@@ -69,14 +72,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"New classification head with {model.config.num_labels} labels (freshly initialized).")
     report = diagnose(model, data, batches=args.batches, tau=args.tau)
     print(report)
-    for path, write in ((args.plot, report.plot), (args.json, None)):
-        if not path:
-            continue
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        if write is not None:
-            write(path)
-        else:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(report.to_json() + "\n")
-        print(f"Wrote {path}")
+    if args.plot:
+        print(f"Wrote {report.plot(figure_path(args.plot))}")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w", encoding="utf-8") as f:
+            f.write(report.to_json() + "\n")
+        print(f"Wrote {args.json}")
     return 0

@@ -20,8 +20,10 @@ from ._common import (
     add_data_arguments,
     build_config,
     check_output_dir,
+    check_plot_dependencies,
     data_batches,
     data_free_hint,
+    figure_path,
     load_data,
     load_model,
     load_processor,
@@ -58,6 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="Write into a non-empty output directory.")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="Also push the checkpoint to this Hub repository.")
     parser.add_argument("--private", action="store_true", help="Create the Hub repository as private.")
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="Also draw the diagnostics before and after the restore per block into this PNG (needs --data; the "
+        "saved checkpoint gets the same figure as plasticity.png, shown in its model card).",
+    )
     parser.set_defaults(func=run)
 
 
@@ -96,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.output, args.overwrite)
     if args.private and not args.push_to_hub:
         raise CommandError("--private applies to --push-to-hub REPO_ID, which is missing.")
+    if args.plot and not args.data:
+        raise CommandError("--plot draws the diagnostics before and after the restore, which are measured on --data.")
+    check_plot_dependencies(args.plot)
 
     from ..datasets_io import class_names
     from ..hub import HubPushError, push_restored, save_restored
@@ -114,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"New classification head with {model.config.num_labels} labels.")
     report = prepare_pretrained(model, config, data=data)
     print(report)
+    if args.plot:
+        print(f"Wrote {report.plot(figure_path(args.plot))}")
 
     if args.push_to_hub:
         try:

@@ -1,0 +1,139 @@
+"""The plasticity picture: where a model has lost plasticity on the user's data, and what a restore changed.
+
+One figure, one column per backbone block (named on the axis, in depth order), four panels: how well each block's
+output separates the downstream classes (the nearest-class-mean probe that ``"auto"`` decides on), the dormant ratio,
+the insignificant-gradient share and the mean |w|. Re-drawn blocks are shaded; when before/after diagnostics exist,
+before is dashed and after solid. Needs matplotlib (the ``plot`` extra).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+PANELS = (
+    ("probe_accuracy", "probe accuracy\n(nearest class mean)"),
+    ("dormant_ratio", "dormant ratio"),
+    ("insignificant_grad_share", "insignificant\ngradient share"),
+    ("mean_abs_weight", "mean |w|"),
+)
+FIGURE_NAME = "plasticity.png"
+
+
+def short_names(names: list[str]) -> list[str]:
+    """Block names without the dotted prefix they all share, keeping its last part for context.
+
+    Example:
+
+    ```python
+    >>> short_names(["vit.layers.0", "vit.layers.1"])
+    ['layers.0', 'layers.1']
+    ```
+    """
+    if len(names) < 2:
+        return list(names)
+    parts = [name.split(".") for name in names]
+    common = 0
+    while all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    keep = max(common - 1, 0)
+    return [".".join(p[keep:]) for p in parts]
+
+
+def blocks_redrawn(block_names: list[str], redrawn: dict[str, list[str]] | None) -> dict[int, float]:
+    """``{block index: shade}``: 1 for a block re-drawn whole, 0.4 for a block with partly re-drawn tensors."""
+    shades: dict[int, float] = {}
+    if not redrawn:
+        return shades
+
+    def block_of(name: str) -> int | None:
+        for index, block in enumerate(block_names):
+            if name == block or name.startswith(block + "."):
+                return index
+        return None
+
+    for name in redrawn.get("partial", []):
+        index = block_of(name)
+        if index is not None:
+            shades[index] = max(shades.get(index, 0.0), 0.4)
+    for name in redrawn.get("whole", []):
+        index = block_of(name)
+        if index is not None:
+            shades[index] = 1.0 if name in block_names else max(shades.get(index, 0.0), 0.4)
+    return shades
+
+
+def _three(value: Any) -> str:
+    return "–" if value is None else f"{value:.3g}"
+
+
+def plot_plasticity(
+    after: Any,
+    *,
+    before: Any = None,
+    redrawn: dict[str, list[str]] | None = None,
+    path: str | os.PathLike | None = None,
+    title: str | None = None,
+):
+    """Draws the plasticity picture of a [`DiagnosticsReport`] (``after``), optionally against an earlier one.
+
+    Args:
+        after: the diagnostics to draw (solid lines).
+        before: earlier diagnostics of the same model (dashed lines), e.g. before a restore.
+        redrawn: what a restore re-drew (a report's or record's ``redrawn``): those blocks are shaded.
+        path: where to save the PNG; None returns the figure instead.
+        title: the figure's title (default: samples and penultimate feature ranks, 3 significant digits).
+
+    Returns:
+        `str` (the path) when ``path`` is given, else the `matplotlib.figure.Figure`.
+    """
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    rows_after = after.per_block()
+    rows_before = before.per_block() if before is not None else None
+    names = [row["block"] for row in rows_after]
+    x = list(range(len(names)))
+    shades = blocks_redrawn(names, redrawn)
+    fig, axes = plt.subplots(len(PANELS), 1, figsize=(max(6.0, 0.45 * len(names) + 3.0), 8.5), sharex=True)
+    for ax, (key, label) in zip(axes, PANELS):
+        for index, shade in shades.items():
+            ax.axvspan(index - 0.5, index + 0.5, color="tab:orange", alpha=0.12 + 0.18 * shade, lw=0)
+        if rows_before is not None:
+            values = [float("nan") if r[key] is None else r[key] for r in rows_before]
+            ax.plot(x, values, "--", marker="o", markersize=3, color="tab:blue", alpha=0.7, label="before")
+        values = [float("nan") if r[key] is None else r[key] for r in rows_after]
+        ax.plot(x, values, "-", marker="o", markersize=4, color="tab:blue", label="after" if before else None)
+        ax.set_ylabel(label, fontsize=9)
+        ax.grid(alpha=0.3)
+        if key in ("probe_accuracy", "dormant_ratio", "insignificant_grad_share"):
+            ax.set_ylim(-0.03, 1.03)
+    axes[-1].set_xticks(x, short_names(names), rotation=45, ha="right", fontsize=8)
+    axes[-1].set_xlim(-0.5, len(names) - 0.5)
+    axes[-1].set_xlabel("backbone block (depth order)")
+    handles = []
+    if before is not None:
+        handles += axes[0].get_legend_handles_labels()[0]
+    if shades:
+        handles.append(Patch(color="tab:orange", alpha=0.3, label="re-drawn"))
+    if handles:
+        axes[0].legend(handles=handles, fontsize=8, loc="best")
+    if title is None:
+        rank = f"effective rank {_three(after.effective_rank)}, stable rank {_three(after.stable_rank)}"
+        if before is not None:
+            rank = (
+                f"effective rank {_three(before.effective_rank)} -> {_three(after.effective_rank)}, "
+                f"stable rank {_three(before.stable_rank)} -> {_three(after.stable_rank)}"
+            )
+        title = f"Plasticity by block on {after.samples} samples\n(penultimate features: {rank})"
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if path is None:
+        return fig
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
