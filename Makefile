@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint demo bench-cost clean
+.PHONY: setup test lint demo notebooks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,12 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check hf_plasticity tests examples benchmarks
-	$(BIN)/ruff format --check hf_plasticity tests examples benchmarks
+	$(BIN)/ruff check hf_plasticity tests examples benchmarks notebooks
+	$(BIN)/ruff format --check hf_plasticity tests examples benchmarks notebooks
 	$(BIN)/lint-imports
+
+notebooks: setup  # write each notebooks/NN_name.ipynb from its jupytext source NN_name.py
+	$(BIN)/python notebooks/sync.py
 
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/hf-plasticity demo

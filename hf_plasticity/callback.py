@@ -300,9 +300,6 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         )
         for writer in writers:
             writer.add_figure(f"{PREFIX}/blocks", figure, global_step=state.global_step, close=False)
-        import matplotlib.pyplot as plt
-
-        plt.close(figure)
 
     def _skipped(self, reason: str, state) -> None:
         self._announce(f"no one-shot restore: {reason}", state)

@@ -87,11 +87,7 @@ def plot_plasticity(
     Returns:
         `str` (the path) when ``path`` is given, else the `matplotlib.figure.Figure`.
     """
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no global state, and a notebook shows the figure once
     from matplotlib.patches import Patch
 
     rows_after = after.per_block()
@@ -99,7 +95,8 @@ def plot_plasticity(
     names = [row["block"] for row in rows_after]
     x = list(range(len(names)))
     shades = blocks_redrawn(names, redrawn)
-    fig, axes = plt.subplots(len(PANELS), 1, figsize=(max(6.0, 0.45 * len(names) + 3.0), 8.5), sharex=True)
+    fig = Figure(figsize=(max(6.0, 0.45 * len(names) + 3.0), 8.5))
+    axes = fig.subplots(len(PANELS), 1, sharex=True)
     for ax, (key, label) in zip(axes, PANELS):
         for index, shade in shades.items():
             ax.axvspan(index - 0.5, index + 0.5, color="tab:orange", alpha=0.12 + 0.18 * shade, lw=0)
@@ -135,5 +132,4 @@ def plot_plasticity(
     if path is None:
         return fig
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return str(path)
