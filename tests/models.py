@@ -116,6 +116,8 @@ def build(arch: str) -> nn.Module:
 
 
 ARCHS = ("vit", "convnext", "convnextv2", "resnet", "cnn")
+#: Input side of the plain models of the reference tests (the transformers ones take IMAGE_SIZE).
+PLAIN_SIDE = {"mlp": 8, "cnn": 16}
 
 
 @torch.no_grad()
@@ -156,3 +158,19 @@ def batches(num: int = 2, size: int = 4, seed: int = 0, side: int = IMAGE_SIZE) 
         }
         for _ in range(num)
     ]
+
+
+def side_of(arch: str) -> int:
+    """Input side for ``arch`` in the reference tests."""
+    return PLAIN_SIDE.get(arch, IMAGE_SIZE)
+
+
+def reference_model(arch: str) -> nn.Module:
+    """A seeded model for the side-by-side tests: ``"mlp"`` / ``"cnn"`` the plain [`PlainMLP`] / [`PlainCNN`] as
+    built, else a transformers model perturbed (its init rule draws zero biases)."""
+    torch.manual_seed(0)
+    if arch == "mlp":
+        return PlainMLP()
+    if arch == "cnn":
+        return PlainCNN()
+    return perturb(build(arch))

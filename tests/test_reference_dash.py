@@ -15,29 +15,18 @@ from torch import nn
 
 from hf_plasticity import DashConfig, get_layout, prepare_pretrained
 
-from .models import PlainCNN, PlainMLP, batches, build, perturb
+from .models import PlainMLP, batches, reference_model, side_of
 from .reference import dash as reference
-
-SIDE = {"mlp": 8, "cnn": 16}
-
-
-def model_for(arch: str) -> nn.Module:
-    torch.manual_seed(0)
-    if arch == "mlp":
-        return PlainMLP()
-    if arch == "cnn":
-        return PlainCNN()
-    return perturb(build(arch))  # non-zero biases (the transformers init rule draws them zero)
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn", "vit", "resnet", "convnext"])
 def test_weights_and_biases_equal_the_reference(arch):
     # Evaluation mode on both sides: the library scores in evaluation mode (no dropout, BatchNorm running statistics;
     # a documented deviation), the reference in the mode the model is in.
-    ours = model_for(arch).eval()
+    ours = reference_model(arch).eval()
     theirs = copy.deepcopy(ours)
     before = copy.deepcopy(ours.state_dict())
-    data = batches(3, size=8, seed=2, side=SIDE.get(arch, 32))
+    data = batches(3, size=8, seed=2, side=side_of(arch))
     config = DashConfig(lambda_min=0.3, alpha=0.3, include_bias=True, calibration_batches=3)
     report = prepare_pretrained(ours, config, data=data, diagnostics=False)
     reference.dash(theirs, nn.CrossEntropyLoss(), [(b["pixel_values"], b["labels"]) for b in data], 0.3, 0.3)

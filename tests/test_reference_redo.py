@@ -18,11 +18,10 @@ from hf_plasticity.pipeline import restore
 from hf_plasticity.strategies import get_strategy
 from hf_plasticity.units import normalized_scores, unit_activation_means, unit_groups
 
-from .models import PlainCNN, PlainMLP, batches, build
+from .models import PlainCNN, PlainMLP, batches, build, side_of
 from .reference import redo as reference
 
 TAUS = (0.1, 0.025, 0.0)
-SIDE = {"mlp": 8, "cnn": 16}
 
 
 @torch.no_grad()
@@ -46,7 +45,7 @@ def plain_model(kind: str) -> nn.Module:
 
 
 def pixels(kind: str, seed: int = 0) -> torch.Tensor:
-    return batches(1, size=16, seed=seed, side=SIDE[kind])[0]["pixel_values"]
+    return batches(1, size=16, seed=seed, side=side_of(kind))[0]["pixel_values"]
 
 
 def library_dormant(model: nn.Module, x: torch.Tensor, tau: float) -> dict[str, list[int]]:
