@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from hf_plasticity import ReDoConfig
+from hf_plasticity import ReDoConfig, prepare_pretrained
 from hf_plasticity.pipeline import restore
 from hf_plasticity.strategies import get_strategy
 from hf_plasticity.units import normalized_scores, unit_activation_means, unit_groups
@@ -202,3 +202,35 @@ def test_transformers_models_dormant_sets_equal_dopamine(arch):
             mask = reference.dopamine_dead_mask(captured[group.producer], tau, channel_dim=channel_dim)
             assert ours[group.producer] == torch.nonzero(mask).reshape(-1).tolist()
     assert library_dormant(model, x, 0.1) != library_dormant(model, x, 0.0)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_redo_resets_exactly_the_units_silenced_by_construction(kind):
+    """Known answer: in every hidden layer (the conv flattened into fc1 and the layer feeding the head included),
+    the units with zero weights and a negative bias never fire; every other unit fires (bias shifted up). ReDo must
+    reset exactly those, and zero exactly their outgoing columns (blocks of 9 behind the flatten)."""
+    torch.manual_seed(0)
+    model = PlainMLP() if kind == "mlp" else PlainCNN()
+    layers = reference.weight_layers(model)
+    silenced = {}
+    with torch.no_grad():
+        for i, (name, layer) in enumerate(layers[:-1]):
+            layer.bias.add_(1.0)
+            silenced[name] = [1, 2 + i, 5]
+            layer.weight[silenced[name]] = 0
+            layer.bias[silenced[name]] = -1.0
+    before = {name: layer.bias.detach().clone() for name, layer in layers}  # written only as a producer
+    x = pixels(kind)
+    data = [{"pixel_values": x, "labels": torch.zeros(len(x), dtype=torch.long)}]
+    for tau in TAUS:
+        assert library_dormant(model, x, tau) == silenced
+    prepare_pretrained(model, ReDoConfig(tau=0.0, calibration_batches=1), data=data, diagnostics=False)
+    for (name, layer), (_, consumer) in zip(layers[:-1], layers[1:]):
+        rows = torch.nonzero(layer.bias.detach() != before[name]).reshape(-1)
+        assert rows.tolist() == silenced[name]
+        assert torch.all(layer.weight[rows].reshape(len(rows), -1).abs().sum(1) > 0)  # re-drawn incoming weights
+        span = consumer.weight.shape[1] // layer.weight.shape[0] if isinstance(consumer, nn.Linear) else 1
+        columns = [u * span + p for u in silenced[name] for p in range(span)]
+        assert torch.all(consumer.weight[:, columns] == 0)
+        others = [c for c in range(consumer.weight.shape[1]) if c not in columns]
+        assert torch.all(consumer.weight[:, others].reshape(len(consumer.weight), len(others), -1).abs().sum(2) > 0)
