@@ -163,8 +163,8 @@ class ContinualBackpropStrategy(Strategy):
         state["utility"].mul_(decay).add_((1 - decay) * (magnitude * outgoing).mean(1))
         state["mean"].mul_(decay).add_((1 - decay) * seen["sum"] / (seen["count"] * group.span))
 
-    def bias_correction(self, state: dict[str, Any]) -> torch.Tensor:
-        """1 - decay^age per unit (Adam-style): divides the running utility and mean of young units."""
+    def age_correction(self, state: dict[str, Any]) -> torch.Tensor:
+        """1 - decay^age per unit (Adam-style bias correction): divides the running utility and mean of young units."""
         return 1 - self.config.decay ** state["age"].float()
 
     def due(self, *, step: int, epoch: float) -> bool:
@@ -191,17 +191,17 @@ class ContinualBackpropStrategy(Strategy):
             if count < 1:
                 continue
             state["pending"] -= math.floor(state["pending"])
-            correction = self.bias_correction(state)
+            correction = self.age_correction(state)
             order = torch.argsort((state["utility"] / correction)[eligible], stable=True)
             units = eligible[order[:count]]
             resets.extend(plan_unit_reset(model, group, units, seed=self.config.seed, salt=f"cbp-step{step}"))
-            corrections.extend(self._bias_correction(model, group, units, (state["mean"] / correction)[units]))
+            corrections.extend(self._next_bias_correction(model, group, units, (state["mean"] / correction)[units]))
             for key in ("utility", "mean", "age"):
                 state[key][units] = 0
         return Plan(corrections + fresh_first(resets))
 
     @staticmethod
-    def _bias_correction(
+    def _next_bias_correction(
         model: nn.Module, group: UnitGroup, units: torch.Tensor, mean: torch.Tensor
     ) -> list[TensorReset]:
         """consumer.bias += sum over the units' columns of w_out * mean (a Conv consumer: summed over its kernel, so
