@@ -94,6 +94,7 @@ def pack_plan(model: nn.Module, plan: list[TensorReset]) -> list[dict[str, Any]]
                 "index": None if reset.index is None else reset.index.detach().cpu(),
                 "block": reset.block,
                 "fresh": reset.fresh,
+                "reset_state": reset.reset_state,
             }
         )
     return packed
@@ -110,6 +111,7 @@ def unpack_plan(model: nn.Module, packed: list[dict[str, Any]]) -> list[TensorRe
             index=item["index"],
             block=item["block"],
             fresh=item["fresh"],
+            reset_state=item["reset_state"],
         )
         for item in packed
     ]

@@ -8,7 +8,8 @@ a periodic strategy during training take the same steps, as one transaction ([`h
 3. share: every process receives rank 0's plan (and its decisions, and for a periodic reset its running state);
 4. apply: the writes, in place;
 5. re-estimate the running statistics of re-drawn BatchNorm layers from the calibration data (rank 0, then shared);
-6. reset the optimizer state of every re-drawn entry, and only of those;
+6. reset the optimizer state of every written entry, and only of those (except writes planned with
+   ``reset_state=False``, such as continual backprop's next-layer bias correction);
 7. record what was done on the model (``model.config.plasticity``; one-shot restores only);
 8. report.
 
@@ -31,7 +32,7 @@ from .config import PlasticityConfig, resolve_config
 from .data import CalibrationDataError, replayable
 from .distributed import is_distributed, is_main_process, run_on_main, share_plan
 from .optim import unwrap_optimizer, zeroed_state
-from .plan import Plan, TensorReset
+from .plan import Plan, TensorReset, state_entries
 from .record import blocks_restore, restore_record, write_record
 from .redrawn import describe_redrawn
 from .report import PlasticityReport, TensorRecord
@@ -115,7 +116,7 @@ def restore(
         if recalibrate_batchnorm is not False:
             _reestimate_batchnorm(model, resets, data, transaction)
         if optimizer is not None:
-            transaction.swap_state(zeroed_state(optimizer, [(r.tensor, r.index) for r in resets]))
+            transaction.swap_state(zeroed_state(optimizer, state_entries(resets)))
         report = PlasticityReport(
             strategy=strategy.name,
             config=strategy.config.to_dict(),

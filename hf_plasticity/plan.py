@@ -25,7 +25,11 @@ class TensorReset:
         index: flat indices of the entries to write, or None for the whole tensor.
         block: index of the backbone block holding the tensor, or None.
         fresh: True when the new values are fresh draws from the init rule (they count as re-initialized
-            entries, and their optimizer state is reset); False for edits such as zeroing outgoing weights.
+            entries); False for edits such as zeroing outgoing weights.
+        reset_state: whether the optimizer state of the written entries is reset (Adam moments, momentum): True for
+            re-drawn, shrunk and zeroed entries; False for an edit that keeps a parameter on its trajectory, such as
+            continual backprop's next-layer bias correction (its reference resets the moments of the incoming
+            weights and bias and the outgoing weights only).
     """
 
     name: str
@@ -34,6 +38,7 @@ class TensorReset:
     index: torch.Tensor | None = None
     block: int | None = None
     fresh: bool = True
+    reset_state: bool = True
 
     @property
     def count(self) -> int:
@@ -67,6 +72,11 @@ class Plan:
     def count(self) -> int:
         """Entries written by the fresh draws of the plan."""
         return sum(r.count for r in self.resets if r.fresh)
+
+
+def state_entries(resets: list[TensorReset]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """``(tensor, flat index or None)`` of every write whose optimizer state is to be reset (``reset_state``)."""
+    return [(r.tensor, r.index) for r in resets if r.reset_state]
 
 
 def fresh_first(resets: list[TensorReset]) -> list[TensorReset]:

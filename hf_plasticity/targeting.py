@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -63,6 +64,19 @@ def _module_filter(layout: ModelLayout, config: PlasticityConfig, name: str) -> 
     return _in_scope_by_depth(layout, name, config.last_k_blocks)
 
 
+def _modules_in_scope(
+    model: nn.Module, config: PlasticityConfig, layout: ModelLayout
+) -> Iterator[tuple[str, nn.Module, bool]]:
+    """``(name, module, named in target_modules)`` for every module that the config's module filters let through."""
+    for module_name, module in model.named_modules():
+        if not _module_filter(layout, config, module_name):
+            continue
+        explicit = bool(config.target_modules) and matches(module_name, config.target_modules)
+        if config.target_modules and not explicit:
+            continue
+        yield module_name, module, explicit
+
+
 def resolve_targets(model: nn.Module, config: PlasticityConfig, layout: ModelLayout | None = None) -> list[Target]:
     """The parameters in ``config``'s scope, in model order.
 
@@ -75,12 +89,7 @@ def resolve_targets(model: nn.Module, config: PlasticityConfig, layout: ModelLay
     """
     layout = layout or get_layout(model)
     targets: list[Target] = []
-    for module_name, module in model.named_modules():
-        if not _module_filter(layout, config, module_name):
-            continue
-        explicit = bool(config.target_modules) and matches(module_name, config.target_modules)
-        if config.target_modules and not explicit:
-            continue
+    for module_name, module, explicit in _modules_in_scope(model, config, layout):
         is_norm = isinstance(module, NORM_TYPES) or "LayerNorm" in type(module).__name__
         if is_norm and not config.include_norm and not explicit:
             continue
@@ -92,6 +101,30 @@ def resolve_targets(model: nn.Module, config: PlasticityConfig, layout: ModelLay
             if tensor is None or (not tensor.requires_grad and not explicit):
                 continue
             targets.append(Target(f"{module_name}.{attr}", module_name, attr, tensor, layout.block_of(module_name)))
+    if not targets:
+        _raise_empty(model, config, layout)
+    return targets
+
+
+def resolve_every_tensor(
+    model: nn.Module, config: PlasticityConfig, layout: ModelLayout | None = None
+) -> list[Target]:
+    """Every parameter, and every floating-point running statistic (BatchNorm), of every module in ``config``'s scope,
+    whatever the module: Linear/Conv weights and biases, norms, embeddings (ViT's ``cls_token`` and
+    ``position_embeddings``), layer scale, GRN. The scope is that of [`resolve_targets`] (``target_modules``,
+    ``exclude_modules``, ``last_k_blocks``, frozen parameters only when named); the head and the parameters of the
+    root module itself are never in it.
+
+    Raises:
+        ScopeError: when nothing matches.
+    """
+    layout = layout or get_layout(model)
+    targets: list[Target] = []
+    for module_name, module, explicit in _modules_in_scope(model, config, layout):
+        tensors = [(a, t) for a, t in module.named_parameters(recurse=False) if t.requires_grad or explicit]
+        tensors += [(a, t) for a, t in module.named_buffers(recurse=False) if t.is_floating_point() and t.dim() >= 1]
+        block = layout.block_of(module_name)
+        targets.extend(Target(f"{module_name}.{attr}", module_name, attr, tensor, block) for attr, tensor in tensors)
     if not targets:
         _raise_empty(model, config, layout)
     return targets

@@ -13,7 +13,11 @@ Per architecture, the pairs are the ``unit_pairs`` of its [`ArchitectureRule`]:
 - ResNet: the output channels of every conv that feeds the next conv of its block (conv + BatchNorm -> conv).
 
 Any other model goes through a structural fallback: a ``torch.fx`` trace (else the chains of ``nn.Sequential``
-containers) finds Linear -> Linear and Conv -> (BatchNorm) -> Conv pairs joined only by channel-wise operations.
+containers) finds Linear -> Linear, Conv -> (BatchNorm) -> Conv and Conv -> (BatchNorm) -> flatten -> Linear pairs
+joined only by channel-wise operations (activations, dropout, pooling). As in the reference implementations (ReDo,
+continual backprop), every hidden layer has units, the one that feeds the head included: the head is a consumer (its
+input columns of a reset unit are zeroed) but never a producer. Through a flatten, one channel of a Conv is a block
+of ``span`` consecutive input columns of the Linear (channel-major, as ``flatten(1)`` lays out (C, H, W)).
 """
 
 from __future__ import annotations
@@ -52,8 +56,24 @@ CHANNELWISE_MODULES = (
     nn.MaxPool2d,
     nn.AvgPool1d,
     nn.AvgPool2d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
 )
-CHANNELWISE_FUNCTIONS = {F.relu, F.relu6, F.gelu, F.silu, F.dropout, torch.relu, torch.tanh, torch.sigmoid}
+CHANNELWISE_FUNCTIONS = {
+    F.relu,
+    F.relu6,
+    F.gelu,
+    F.silu,
+    F.dropout,
+    F.max_pool2d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool2d,
+    torch.relu,
+    torch.tanh,
+    torch.sigmoid,
+}
 CHANNELWISE_METHODS = {"relu", "tanh", "sigmoid"}
 
 
@@ -67,15 +87,18 @@ class UnitGroup:
 
     Attributes:
         producer: name of the Linear/Conv whose output rows/channels are the units (incoming weights and bias).
-        consumer: name of the Linear/Conv that reads the units (outgoing weights: its input columns).
+        consumer: name of the Linear/Conv that reads the units (outgoing weights: its input columns); may be the head.
         norm: name of a BatchNorm between them (its channels belong to the units), or None.
         block: index of the backbone block holding the producer, or None.
+        span: input columns of the consumer per unit: 1, or the positions per channel of a Conv -> flatten ->
+            Linear step (unit c owns columns ``c * span`` to ``(c + 1) * span - 1``).
     """
 
     producer: str
     consumer: str
     norm: str | None = None
     block: int | None = None
+    span: int = 1
 
     def modules(self, model: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module | None]:
         norm = model.get_submodule(self.norm) if self.norm else None
@@ -87,6 +110,14 @@ class UnitGroup:
     def channel_dim(self, model: nn.Module) -> int:
         """The dimension of the consumer's input that indexes the units (-1 for Linear, 1 for Conv)."""
         return -1 if isinstance(model.get_submodule(self.consumer), nn.Linear) else 1
+
+    def split(self, inputs: torch.Tensor, dim: int) -> torch.Tensor:
+        """The consumer's input as ``(samples, units, span)``: one row per sample (batch entry, token, spatial
+        position), the ``span`` columns of each unit kept apart. ``dim`` is [`UnitGroup.channel_dim`]."""
+        if self.span > 1:
+            return inputs.reshape(-1, inputs.shape[-1] // self.span, self.span)
+        inputs = inputs.movedim(dim, -1)
+        return inputs.reshape(-1, inputs.shape[-1], 1)
 
 
 def _rule_pairs(model: nn.Module, layout: ModelLayout) -> list[tuple[str, str, str | None]]:
@@ -101,37 +132,66 @@ def _rule_pairs(model: nn.Module, layout: ModelLayout) -> list[tuple[str, str, s
     return pairs
 
 
-def _is_pair(producer: nn.Module, consumer: nn.Module, norm: nn.Module | None) -> bool:
-    if isinstance(producer, nn.Linear) != isinstance(consumer, nn.Linear):
-        return False
-    if not isinstance(producer, nn.Linear) and (producer.groups != 1 or consumer.groups != 1):
-        return False
+def _span(producer: nn.Module, consumer: nn.Module, norm: nn.Module | None, flattened: bool) -> int | None:
+    """Input columns of ``consumer`` per output unit of ``producer``, or None when they do not form a unit pair."""
     units = producer.weight.shape[0]
-    if consumer.weight.shape[1] != units:
-        return False
-    return norm is None or getattr(norm, "num_features", None) == units
+    if norm is not None and getattr(norm, "num_features", None) != units:
+        return None
+    if isinstance(producer, nn.Linear):
+        ok = isinstance(consumer, nn.Linear) and consumer.in_features == units
+        return 1 if ok else None
+    if producer.groups != 1:
+        return None
+    if isinstance(consumer, nn.Linear):  # Conv -> flatten -> Linear: channel-major blocks of positions
+        width = consumer.in_features
+        return width // units if flattened and width % units == 0 else None
+    ok = not flattened and consumer.groups == 1 and consumer.weight.shape[1] == units
+    return 1 if ok else None
 
 
-_STOP = ("", None)  # a step that is not channel-wise: it ends the chain
+_STOP = ("stop", None, None)  # a step that is not channel-wise: it ends the chain
+_CHANNELWISE = ("channelwise", None, None)  # a channel-wise function call
+_FLATTEN = ("flatten", None, None)  # flatten(x, 1): channels become blocks of consecutive columns
+
+Step = tuple[str, str | None, nn.Module | None]
 
 
-def _walk(steps: Iterator[tuple[str | None, nn.Module | None]]) -> tuple[str, str | None] | None:
-    """Follows one chain of (name, module) steps from a producer: channel-wise ops and at most one BatchNorm, up to
-    a Linear/Conv consumer. ``(None, None)`` is a channel-wise function; anything else ends the chain."""
-    norm = None
-    for name, module in steps:
-        if name is None:
+def _walk(steps: Iterator[Step]) -> tuple[str, str | None, bool] | None:
+    """Follows one chain of steps from a producer: channel-wise ops, at most one BatchNorm and at most one flatten,
+    up to a Linear/Conv consumer. Returns ``(consumer, norm, flattened)``, or None when the chain ends elsewhere."""
+    norm, flattened = None, False
+    for kind, name, module in steps:
+        if kind == "channelwise":
             continue
-        if isinstance(module, LINEAR_OR_CONV):
-            return name, norm
-        if isinstance(module, BATCH_NORMS) and norm is None:
+        if kind == "flatten" and not flattened:
+            flattened = True
+        elif kind != "module":
+            return None
+        elif isinstance(module, LINEAR_OR_CONV):
+            return name, norm, flattened
+        elif isinstance(module, nn.Flatten) and not flattened and (module.start_dim, module.end_dim) == (1, -1):
+            flattened = True
+        elif isinstance(module, BATCH_NORMS) and norm is None and not flattened:
             norm = name
         elif not isinstance(module, CHANNELWISE_MODULES):
             return None
     return None
 
 
-def _fx_pairs(model: nn.Module) -> list[tuple[str, str, str | None]]:
+def _fx_flatten(node: torch.fx.Node) -> bool:
+    """Whether ``node`` is ``torch.flatten(x, 1)`` / ``x.flatten(1)`` (start_dim 1, end_dim -1)."""
+    if not (
+        (node.op == "call_function" and node.target is torch.flatten)
+        or (node.op == "call_method" and node.target == "flatten")
+    ):
+        return False
+    args = list(node.args[1:]) + [None, None]
+    start = node.kwargs.get("start_dim", args[0] if args[0] is not None else 0)
+    end = node.kwargs.get("end_dim", args[1] if args[1] is not None else -1)
+    return (start, end) == (1, -1)
+
+
+def _fx_pairs(model: nn.Module) -> list[tuple[str, str, str | None, bool]]:
     graph = torch.fx.symbolic_trace(model).graph
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}
@@ -139,15 +199,17 @@ def _fx_pairs(model: nn.Module) -> list[tuple[str, str, str | None]]:
         if node.op == "call_module":
             calls[node.target] = calls.get(node.target, 0) + 1
 
-    def steps(node: torch.fx.Node) -> Iterator[tuple[str | None, nn.Module | None]]:
+    def steps(node: torch.fx.Node) -> Iterator[Step]:
         while len(node.users) == 1:
             node = next(iter(node.users))
             if node.op == "call_module":
-                yield node.target, modules[node.target]
+                yield "module", node.target, modules[node.target]
             elif (node.op == "call_function" and node.target in CHANNELWISE_FUNCTIONS) or (
                 node.op == "call_method" and node.target in CHANNELWISE_METHODS
             ):
-                yield None, None
+                yield _CHANNELWISE
+            elif _fx_flatten(node):
+                yield _FLATTEN
             else:
                 yield _STOP
                 return
@@ -157,11 +219,11 @@ def _fx_pairs(model: nn.Module) -> list[tuple[str, str, str | None]]:
         if node.op == "call_module" and isinstance(modules[node.target], LINEAR_OR_CONV) and calls[node.target] == 1:
             found = _walk(steps(node))
             if found and calls[found[0]] == 1:
-                pairs.append((node.target, found[0], found[1]))
+                pairs.append((node.target, *found))
     return pairs
 
 
-def _sequential_pairs(model: nn.Module) -> list[tuple[str, str, str | None]]:
+def _sequential_pairs(model: nn.Module) -> list[tuple[str, str, str | None, bool]]:
     def flatten(prefix: str, seq: nn.Sequential) -> list[tuple[str, nn.Module]]:
         items = []
         for child_name, child in seq.named_children():
@@ -176,14 +238,15 @@ def _sequential_pairs(model: nn.Module) -> list[tuple[str, str, str | None]]:
         chain = flatten(prefix, module)
         for i, (name, child) in enumerate(chain):
             if isinstance(child, LINEAR_OR_CONV):
-                found = _walk(iter(chain[i + 1 :]))
+                found = _walk(("module", n, m) for n, m in chain[i + 1 :])
                 if found:
-                    pairs.append((name, found[0], found[1]))
+                    pairs.append((name, *found))
     return list(dict.fromkeys(pairs))
 
 
 def unit_groups(model: nn.Module, layout: ModelLayout | None = None) -> list[UnitGroup]:
-    """Every unit group of ``model`` outside the head, in model order (an empty list when none can be mapped).
+    """Every unit group of ``model`` whose producer is outside the head, in model order (an empty list when none can
+    be mapped). The head may be a consumer: the hidden layer that feeds it has units too.
 
     Example:
 
@@ -197,25 +260,26 @@ def unit_groups(model: nn.Module, layout: ModelLayout | None = None) -> list[Uni
     """
     layout = layout or get_layout(model)
     if layout.rule is not None and layout.rule.unit_pairs:
-        pairs = _rule_pairs(model, layout)
+        pairs = [(producer, consumer, norm, False) for producer, consumer, norm in _rule_pairs(model, layout)]
     else:
         try:
             pairs = _fx_pairs(model)
         except Exception:  # untraceable forward: fall back to the chains of nn.Sequential containers
             pairs = _sequential_pairs(model)
     groups = []
-    for producer, consumer, norm in pairs:
-        if layout.in_head(producer) or layout.in_head(consumer):
+    for producer, consumer, norm, flattened in pairs:
+        if layout.in_head(producer):
             continue
         modules = (model.get_submodule(producer), model.get_submodule(consumer))
-        if _is_pair(*modules, model.get_submodule(norm) if norm else None):
-            groups.append(UnitGroup(producer, consumer, norm, layout.block_of(producer)))
+        span = _span(*modules, model.get_submodule(norm) if norm else None, flattened)
+        if span is not None:
+            groups.append(UnitGroup(producer, consumer, norm, layout.block_of(producer), span))
     return groups
 
 
 def resolve_unit_groups(model: nn.Module, config: PlasticityConfig) -> list[UnitGroup]:
-    """The unit groups in ``config``'s scope (producer and consumer outside the head, ``exclude_modules``,
-    ``last_k_blocks``, ``target_modules`` matched against producer names).
+    """The unit groups in ``config``'s scope (producer outside the head, ``exclude_modules``, ``last_k_blocks``,
+    ``target_modules`` matched against producer names; the consumer may be the head).
 
     Raises:
         UnitMapError: when a layer named in ``target_modules`` has no unit mapping, or when no unit can be mapped;
@@ -250,7 +314,8 @@ def resolve_unit_groups(model: nn.Module, config: PlasticityConfig) -> list[Unit
         raise UnitMapError(
             f"Cannot map any hidden unit of {type(model).__name__} in this scope (first candidate: {detail}): a unit "
             "needs a Linear/Conv whose output feeds exactly one Linear/Conv through channel-wise operations "
-            f"(and an optional BatchNorm), outside the head. Mapped layers in the model: {sorted(producers)[:6]}."
+            f"(and an optional BatchNorm, or a flatten into a Linear), outside the head. Mapped layers in the model: "
+            f"{sorted(producers)[:6]}."
         )
     return selected
 
@@ -261,12 +326,15 @@ def _rows(tensor: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
     return (units.reshape(-1, 1) * row + torch.arange(row, device=units.device)).reshape(-1)
 
 
-def _columns(tensor: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
-    """Flat indices of input columns ``units`` (dimension 1) of a Linear/Conv weight."""
-    out, cols = tensor.shape[0], tensor.shape[1]
-    inner = tensor[0, 0].numel()
-    base = torch.arange(out, device=units.device).reshape(-1, 1, 1) * cols * inner
-    index = base + units.reshape(1, -1, 1) * inner + torch.arange(inner, device=units.device).reshape(1, 1, -1)
+def consumer_columns(group: UnitGroup, weight: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+    """Flat indices of the input columns (dimension 1) of the consumer weight that belong to ``units``: one column
+    per unit, or ``span`` consecutive columns per unit behind a flatten."""
+    span = group.span
+    cols = (units.reshape(-1, 1) * span + torch.arange(span, device=units.device)).reshape(-1)
+    out, width = weight.shape[0], weight.shape[1]
+    inner = weight[0, 0].numel()
+    base = torch.arange(out, device=units.device).reshape(-1, 1, 1) * width * inner
+    index = base + cols.reshape(1, -1, 1) * inner + torch.arange(inner, device=units.device).reshape(1, 1, -1)
     return index.reshape(-1)
 
 
@@ -292,7 +360,7 @@ def plan_unit_reset(
             values = fresh[attr].reshape(-1)[index.to(fresh[attr].device)]
             plan.append(TensorReset(f"{module_name}.{attr}", tensor, values.clone(), index, group.block))
     weight = consumer.weight
-    index = _columns(weight, units)
+    index = consumer_columns(group, weight, units)
     plan.append(
         TensorReset(f"{group.consumer}.weight", weight, torch.zeros(index.numel()), index, group.block, fresh=False)
     )
@@ -323,10 +391,9 @@ class ActivationMeter:
 
     def _hook(self, group: UnitGroup, dim: int):
         def hook(module: nn.Module, args: tuple) -> None:
-            h = args[0].detach().abs().float()
-            h = h.movedim(dim, -1).reshape(-1, h.shape[dim])
-            self.sums[group.producer] = self.sums.get(group.producer, 0) + h.sum(0)
-            self.counts[group.producer] = self.counts.get(group.producer, 0) + h.shape[0]
+            h = group.split(args[0].detach().abs().float(), dim)
+            self.sums[group.producer] = self.sums.get(group.producer, 0) + h.sum((0, 2))
+            self.counts[group.producer] = self.counts.get(group.producer, 0) + h.shape[0] * h.shape[2]
 
         return hook
 

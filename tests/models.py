@@ -38,6 +38,51 @@ class TinyCNN(nn.Module):
         return self.head(self.pool(self.features(pixel_values)).flatten(1))
 
 
+class PlainMLP(nn.Module):
+    """The network layout of shibhansh/loss-of-plasticity's feed-forward nets: ``layers`` alternates Linear and
+    activation, the last Linear is the output (the head). The input image is flattened first."""
+
+    def __init__(self, in_features: int = 3 * 8 * 8, hidden: tuple[int, ...] = (32, 24), num_labels: int = NUM_LABELS):
+        super().__init__()
+        sizes = [in_features, *hidden]
+        layers: list[nn.Module] = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        self.layers = nn.Sequential(*layers, nn.Linear(sizes[-1], num_labels))
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.layers(pixel_values.flatten(1))
+
+    def predict(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Output and the hidden activations, as the reference nets' ``predict`` returns them."""
+        x, features = pixel_values.flatten(1), []
+        for layer in self.layers:
+            x = layer(x)
+            if not isinstance(layer, nn.Linear):
+                features.append(x)
+        return x, features
+
+
+class PlainCNN(nn.Module):
+    """A small Nature-DQN-shaped CNN (timoklein/redo ``QNetwork``): conv -> conv -> flatten -> linear -> output, ReLU
+    after every hidden layer, no BatchNorm and no pooling. On 16x16 inputs the flatten step has 3x3 positions per
+    channel."""
+
+    def __init__(self, num_labels: int = NUM_LABELS) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, stride=2)
+        self.conv2 = nn.Conv2d(8, 8, 3, stride=2)
+        self.fc1 = nn.Linear(8 * 3 * 3, 16)
+        self.q = nn.Linear(16, num_labels)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv1(pixel_values))
+        x = torch.relu(self.conv2(x))
+        x = torch.flatten(x, start_dim=1)
+        x = torch.relu(self.fc1(x))
+        return self.q(x)
+
+
 def build(arch: str) -> nn.Module:
     if arch == "vit":
         return ViTForImageClassification(
@@ -71,6 +116,8 @@ def build(arch: str) -> nn.Module:
 
 
 ARCHS = ("vit", "convnext", "convnextv2", "resnet", "cnn")
+#: Input side of the plain models of the reference tests (the transformers ones take IMAGE_SIZE).
+PLAIN_SIDE = {"mlp": 8, "cnn": 16}
 
 
 @torch.no_grad()
@@ -102,12 +149,28 @@ def pretrained(arch: str, directory, dtype: torch.dtype = torch.float32) -> nn.M
     return type(model).from_pretrained(directory, dtype=dtype)
 
 
-def batches(num: int = 2, size: int = 4, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+def batches(num: int = 2, size: int = 4, seed: int = 0, side: int = IMAGE_SIZE) -> list[dict[str, torch.Tensor]]:
     generator = torch.Generator().manual_seed(seed)
     return [
         {
-            "pixel_values": torch.randn(size, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator),
+            "pixel_values": torch.randn(size, 3, side, side, generator=generator),
             "labels": torch.randint(0, NUM_LABELS, (size,), generator=generator),
         }
         for _ in range(num)
     ]
+
+
+def side_of(arch: str) -> int:
+    """Input side for ``arch`` in the reference tests."""
+    return PLAIN_SIDE.get(arch, IMAGE_SIZE)
+
+
+def reference_model(arch: str) -> nn.Module:
+    """A seeded model for the side-by-side tests: ``"mlp"`` / ``"cnn"`` the plain [`PlainMLP`] / [`PlainCNN`] as
+    built, else a transformers model perturbed (its init rule draws zero biases)."""
+    torch.manual_seed(0)
+    if arch == "mlp":
+        return PlainMLP()
+    if arch == "cnn":
+        return PlainCNN()
+    return perturb(build(arch))

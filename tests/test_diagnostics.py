@@ -44,13 +44,18 @@ def test_k_dead_units_give_k_over_n_dormant(dead):
         model.fc1.weight.zero_()
         model.fc1.bias.copy_(torch.linspace(1.0, 1.5, 10))  # every unit fires a constant > 0 ...
         model.fc1.bias[:dead] = -1.0  # ... except the dead ones: ReLU(-1) = 0
+        model.fc2.weight.zero_()
+        model.fc2.bias.copy_(torch.linspace(1.0, 2.0, 6))  # fc2's 6 units: constant, none dormant
     report = diagnose(model, data(), tau=0.1)
     row = next(r for r in report.layers if r.name == "fc1")
     assert row.units == 10 and row.dormant_ratio == dead / 10
-    assert report.dormant_ratio == dead / 10
-    assert next(r for r in report.layers if r.name == "fc2").dormant_ratio is None  # fc2 feeds the head
+    # fc2 feeds the head: it is scored like every hidden layer (as in ReDo's references); the head is not
+    fc2 = next(r for r in report.layers if r.name == "fc2")
+    assert fc2.units == 6 and fc2.dormant_ratio == 0
+    assert next(r for r in report.layers if r.name == "head").dormant_ratio is None
+    assert report.dormant_ratio == dead / 16
     strict = diagnose(model, data(), tau=0.0)
-    assert strict.dormant_ratio == dead / 10
+    assert strict.dormant_ratio == dead / 16
 
 
 def test_dormancy_on_a_vit_with_dead_mlp_units(make_model):

@@ -238,6 +238,31 @@ def test_a_strategy_whose_plan_is_not_a_plan_gets_a_clear_error(make_model):
     assert_same_tensors(before, state(model))
 
 
+def test_writes_planned_with_reset_state_false_keep_their_optimizer_state():
+    """Only the entries of writes with ``reset_state=True`` get their optimizer state zeroed (continual backprop's
+    bias correction keeps its moments); the flag survives the plan's trip to other ranks."""
+    from hf_plasticity import Plan, TensorReset
+    from hf_plasticity.distributed import pack_plan, unpack_plan
+
+    model = nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    moments = {p: optimizer.state[p]["exp_avg"].clone() for p in model.parameters()}
+    strategy = get_strategy(LayerReinitConfig())
+    resets = [
+        TensorReset("weight", model.weight, torch.zeros(1), torch.tensor([4])),
+        TensorReset("bias", model.bias, model.bias.detach() + 1.0, fresh=False, reset_state=False),
+    ]
+    strategy.plan_step = lambda model, *, step, data=None: Plan(resets)
+    pipeline_module.restore(model, strategy, optimizer=optimizer, step=1)
+    assert torch.equal(optimizer.state[model.bias]["exp_avg"], moments[model.bias])
+    expected = moments[model.weight].clone()
+    expected.view(-1)[4] = 0
+    assert torch.equal(optimizer.state[model.weight]["exp_avg"], expected) and torch.any(expected != 0)
+    assert [r.reset_state for r in unpack_plan(model, pack_plan(model, resets))] == [True, False]
+
+
 # ---------------------------------------------------------------------------------------------- wrapped models
 def _free_port() -> int:
     with socket.socket() as sock:

@@ -27,7 +27,8 @@ EXPECTED = {
         "resnet.encoder.stages.0.layers.0.layer.0.normalization",
         3,
     ),
-    "cnn": ("features.0.0", "features.1.0", "features.0.1", 2),  # structural: conv -> BN -> ReLU -> pool -> conv
+    # structural: conv -> BN -> ReLU -> pool -> conv, and the last conv -> BN -> ReLU -> pool -> flatten -> head
+    "cnn": ("features.0.0", "features.1.0", "features.0.1", 3),
 }
 
 
@@ -84,10 +85,56 @@ class Untraceable(nn.Module):
 
 def test_structural_fallback_fx_and_sequential():
     groups = unit_groups(TwoLayerMLP())
-    assert [(g.producer, g.consumer) for g in groups] == [("fc1", "fc2")]  # fc2 -> head: never the head
+    # fc2 feeds the head: its units are reset like any other (the head's input columns zeroed); the head has none
+    assert [(g.producer, g.consumer) for g in groups] == [("fc1", "fc2"), ("fc2", "head")]
     assert unit_groups(Residual()) == []
     groups = unit_groups(Untraceable())
     assert [(g.producer, g.consumer, g.norm) for g in groups] == [("body.0", "body.3", "body.1")]
+
+
+class UntraceableFlatten(nn.Module):
+    """conv -> BN -> ReLU -> Flatten -> Linear inside an nn.Sequential, behind an untraceable forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 4, 3, stride=2), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 3 * 3, 5)
+        )
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:
+            x = x * 1.0
+        return self.head(torch.relu(self.body(x)))
+
+
+def test_conv_flatten_linear_units_are_blocks_of_columns():
+    """Through a flatten, channel c of the conv is the consumer's columns c*H*W ... (c+1)*H*W - 1 (channel-major)."""
+    model = UntraceableFlatten()
+    (group,) = unit_groups(model)
+    assert (group.producer, group.consumer, group.norm, group.span) == ("body.0", "body.4", "body.1", 9)
+    plan = {r.name: r for r in plan_unit_reset(model, group, torch.tensor([1, 3]), seed=0)}
+    mask = torch.zeros(5, 36, dtype=torch.bool)
+    mask.view(-1)[plan["body.4.weight"].index] = True
+    expected = torch.zeros_like(mask)
+    expected[:, 9:18] = expected[:, 27:36] = True
+    assert torch.equal(mask, expected)
+    assert plan["body.1.running_var"].index.tolist() == [1, 3]
+    # The reset keeps the function: the zeroed blocks are exactly what the re-drawn channels feed.
+    x = torch.randn(2, 3, 8, 8)
+    model.eval()
+    with torch.no_grad():
+        model.body[4].weight[:, 9:18] = 0
+        model.body[4].weight[:, 27:36] = 0
+        before = model(x)
+        apply_resets(fresh_first(list(plan.values())))
+        assert torch.allclose(model(x), before, atol=1e-6, rtol=0)
+    # A flatten that is not flatten(x, 1), or a Linear read without one, is no unit pair.
+    for model in (
+        nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(0), nn.Linear(4, 2), nn.Linear(2, 2)),
+        nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Linear(4, 4), nn.Linear(4, 2)),
+    ):
+        assert [g.producer for g in unit_groups(model)] == ["2"]  # Linear -> head only
 
 
 @pytest.mark.parametrize("arch", ["vit", "convnext", "resnet", "cnn"])

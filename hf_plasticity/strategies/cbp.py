@@ -1,11 +1,19 @@
 """Continual Backprop (Dohare et al., Nature 2024): keep replacing the least useful mature units during training.
 
-Contribution utility of unit i, updated on every training forward pass:
-u_i <- decay * u_i + (1 - decay) * |h_i| * sum_k |w_out[k, i]|. After every optimizer step each unit ages by one;
-among units older than ``maturity``, a fraction ``replacement_rate`` is replaced (fractional counts accumulate
-across steps): fresh incoming weights, zero outgoing weights, and the next layer's bias corrected by the unit's
-running mean activation, so the function barely moves. It acts during training only (a training callback drives
-it); [`prepare_pretrained`] with it only checks that the model's units can be mapped.
+Reference: shibhansh/loss-of-plasticity, ``lop/algos/gnt.py`` (``convGnT.py`` for convolutions). After every optimizer
+step, with the hidden activations ``h`` of that step's training forward passes:
+
+- every unit ages by one; its contribution utility and mean activation are updated:
+  u_i <- decay * u_i + (1 - decay) * mean|h_i| * mean_k |w_out[k, i]|, f_i <- decay * f_i + (1 - decay) * mean h_i;
+- among units older than ``maturity``, a fraction ``replacement_rate`` is replaced (fractional counts accumulate
+  across steps), the lowest *bias-corrected* utility u_i / (1 - decay^age_i) first: fresh incoming weights, zero
+  outgoing weights, and the consumer's bias corrected by the unit's bias-corrected mean activation,
+  b <- b + w_out[:, i] * f_i / (1 - decay^age_i), so the function barely moves;
+- the optimizer moments of the incoming weights and bias and of the outgoing weights are zeroed (the reference's
+  ``update_optim_params``); those of the corrected bias are kept, as in the reference.
+
+It acts during training only (a training callback drives it); [`prepare_pretrained`] with it only checks that the
+model's units can be mapped. Where the library departs from the reference, and why: docs/METHODS.md.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from ..architectures import get_layout
 from ..config import PlasticityConfig
 from ..plan import Plan, TensorReset, fresh_first
 from ..schedules import EveryStep, Schedule
-from ..units import UnitGroup, plan_unit_reset, resolve_unit_groups
+from ..units import UnitGroup, consumer_columns, plan_unit_reset, resolve_unit_groups
 from .base import Strategy, register_strategy
 
 #: Published defaults (replacement rate, maturity) per architecture family ([`ArchitectureRule.family`]).
@@ -69,7 +77,9 @@ class ContinualBackpropConfig(PlasticityConfig):
 
 
 class ContinualBackpropStrategy(Strategy):
-    """Running utilities through forward pre-hooks on the consumers; replacements planned in [`Strategy.plan_step`].
+    """Hidden activations through forward pre-hooks on the consumers (training forward passes with gradients only),
+    utilities updated once per optimizer step in [`ContinualBackpropStrategy.due`], replacements planned in
+    [`Strategy.plan_step`].
 
     The state (utilities, ages, mean activations, fractional counts) is JSON-able and survives a resume through
     [`Strategy.state_dict`] / [`Strategy.load_state_dict`].
@@ -82,6 +92,8 @@ class ContinualBackpropStrategy(Strategy):
         self.rate, self.maturity = 0.0, 0
         self.last_step: int | None = None
         self._handles: list[Any] = []
+        self._consumers: dict[str, nn.Module] = {}
+        self._seen: dict[str, dict[str, Any]] = {}
         self._loaded: dict[str, Any] | None = None
 
     def make_schedule(self) -> Schedule:
@@ -112,6 +124,7 @@ class ContinualBackpropStrategy(Strategy):
                 "pending": 0.0,
             }
             consumer = model.get_submodule(group.consumer)
+            self._consumers[group.producer] = consumer
             self._handles.append(consumer.register_forward_pre_hook(self._hook(group, group.channel_dim(model))))
         if self._loaded is not None:
             self._restore(self._loaded)
@@ -120,35 +133,57 @@ class ContinualBackpropStrategy(Strategy):
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._seen.clear()
 
     def _hook(self, group: UnitGroup, dim: int):
-        decay = self.config.decay
+        """Sums |h| (per unit and position) and h (per unit) over the training forward passes of the current step."""
 
-        @torch.no_grad()
         def hook(module: nn.Module, args: tuple) -> None:
-            if not module.training or not torch.is_grad_enabled():
+            if not module.training or not torch.is_grad_enabled():  # evaluation, scoring, recalibration passes
                 return
-            h = args[0].detach().float().movedim(dim, -1)
-            h = h.reshape(-1, h.shape[-1])
-            out = module.weight.detach().float().abs().transpose(0, 1).reshape(h.shape[-1], -1).sum(1)
-            state = self.state[group.producer]
-            state["utility"].mul_(decay).add_((1 - decay) * h.abs().mean(0).cpu() * out.cpu())
-            state["mean"].mul_(decay).add_((1 - decay) * h.mean(0).cpu())
+            with torch.no_grad():
+                h = group.split(args[0].detach().float(), dim)  # (samples, units, span)
+                seen = self._seen.setdefault(group.producer, {"abs": 0.0, "sum": 0.0, "count": 0})
+                seen["abs"] = seen["abs"] + h.abs().sum(0).cpu()
+                seen["sum"] = seen["sum"] + h.sum((0, 2)).cpu()
+                seen["count"] += h.shape[0]
 
         return hook
 
+    def _update(self, group: UnitGroup, state: dict[str, Any]) -> None:
+        """Folds the step's activations into the running utility and mean (gnt.py ``update_utility``): the outgoing
+        weight magnitude is read now, after the optimizer step, as in the reference."""
+        seen = self._seen.pop(group.producer, None)
+        if seen is None or not seen["count"]:
+            return
+        decay = self.config.decay
+        weight = self._consumers[group.producer].weight.detach().float()
+        outgoing = weight.abs().transpose(0, 1).reshape(state["utility"].numel(), group.span, -1).mean(-1).cpu()
+        magnitude = seen["abs"] / seen["count"]  # mean |h| per unit and position, (units, span)
+        state["utility"].mul_(decay).add_((1 - decay) * (magnitude * outgoing).mean(1))
+        state["mean"].mul_(decay).add_((1 - decay) * seen["sum"] / (seen["count"] * group.span))
+
+    def age_correction(self, state: dict[str, Any]) -> torch.Tensor:
+        """1 - decay^age per unit (Adam-style bias correction): divides the running utility and mean of young units."""
+        return 1 - self.config.decay ** state["age"].float()
+
     def due(self, *, step: int, epoch: float) -> bool:
-        """Ages every unit by one at a new step, accumulates the replacement counts, and says whether a whole unit
-        is due somewhere."""
+        """Once per optimizer step: ages every unit by one, updates the utilities with the step's activations,
+        accumulates the replacement counts; says whether a whole unit is due somewhere."""
         if step != self.last_step:  # once per optimizer step, however often it is asked
             self.last_step = step
-            for state in self.state.values():
+            for group in self.groups:
+                state = self.state[group.producer]
                 state["age"] += 1
+                self._update(group, state)
                 state["pending"] += self.rate * int((state["age"] > self.maturity).sum())
         return any(state["pending"] >= 1 for state in self.state.values())
 
     def plan_step(self, model: nn.Module, *, step: int, data: Any = None) -> Plan:
-        plan: list[TensorReset] = []
+        """Replaces the due units, the lowest bias-corrected utility first. The bias corrections come first in the
+        plan, so that a consumer that is also a producer keeps the fresh bias of its own replaced units."""
+        corrections: list[TensorReset] = []
+        resets: list[TensorReset] = []
         for group in self.groups:
             state = self.state[group.producer]
             eligible = torch.nonzero(state["age"] > self.maturity).reshape(-1)
@@ -156,26 +191,33 @@ class ContinualBackpropStrategy(Strategy):
             if count < 1:
                 continue
             state["pending"] -= math.floor(state["pending"])
-            order = torch.argsort(state["utility"][eligible], stable=True)
+            correction = self.age_correction(state)
+            order = torch.argsort((state["utility"] / correction)[eligible], stable=True)
             units = eligible[order[:count]]
-            plan.extend(plan_unit_reset(model, group, units, seed=self.config.seed, salt=f"cbp-step{step}"))
-            plan.extend(self._bias_correction(model, group, units, state["mean"]))
+            resets.extend(plan_unit_reset(model, group, units, seed=self.config.seed, salt=f"cbp-step{step}"))
+            corrections.extend(self._next_bias_correction(model, group, units, (state["mean"] / correction)[units]))
             for key in ("utility", "mean", "age"):
                 state[key][units] = 0
-        return Plan(fresh_first(plan))
+        return Plan(corrections + fresh_first(resets))
 
     @staticmethod
-    def _bias_correction(
+    def _next_bias_correction(
         model: nn.Module, group: UnitGroup, units: torch.Tensor, mean: torch.Tensor
     ) -> list[TensorReset]:
+        """consumer.bias += sum over the units' columns of w_out * mean (a Conv consumer: summed over its kernel, so
+        exact away from padded borders). Its optimizer state is kept (``reset_state=False``)."""
         consumer = model.get_submodule(group.consumer)
         if getattr(consumer, "bias", None) is None:
             return []
-        weight = consumer.weight.detach().float()[:, units.to(consumer.weight.device)]
-        weight = weight.reshape(weight.shape[0], weight.shape[1], -1).sum(-1)
-        delta = weight @ mean[units].to(weight.device)
-        values = (consumer.bias.detach().float() + delta).to(consumer.bias.dtype)
-        return [TensorReset(f"{group.consumer}.bias", consumer.bias, values, None, group.block, fresh=False)]
+        weight = consumer.weight.detach().float()
+        columns = weight.reshape(weight.shape[0], -1)[:, consumer_columns(group, weight[:1], units)]
+        columns = columns.reshape(weight.shape[0], units.numel(), -1).sum(-1)
+        values = (consumer.bias.detach().float() + columns @ mean.to(columns.device)).to(consumer.bias.dtype)
+        return [
+            TensorReset(
+                f"{group.consumer}.bias", consumer.bias, values, None, group.block, fresh=False, reset_state=False
+            )
+        ]
 
     def state_dict(self) -> dict[str, Any]:
         state = {

@@ -2,7 +2,11 @@
 
 Over a few downstream batches, accumulate G <- (1 - alpha) * G + alpha * (-grad). Then for every neuron (a Linear
 row, or a Conv (out, in) kernel) shrink its weights by c = clamp(cos(w, G), lambda_min, 1): weights that point
-where the downstream loss wants to go are kept, the others shrink (at most by ``lambda_min``).
+where the downstream loss wants to go are kept, the others shrink (at most by ``lambda_min``). A bias vector (and,
+with ``include_norm``, a norm's weight or bias vector) is one neuron: one cosine between the whole vector and its G.
+
+Reference: baekrok/DASH-Direction-Aware-SHrinking ``utils/train_utils.py`` (``dash``). Where the library departs from
+it, and why: docs/METHODS.md.
 """
 
 from __future__ import annotations
@@ -63,9 +67,9 @@ class DashConfig(PlasticityConfig):
 
 
 def neuron_view(tensor: torch.Tensor) -> torch.Tensor:
-    """Rows = neurons: a Linear weight as is, a Conv weight as (out * in, kernel), a vector as one row per entry."""
+    """Rows = neurons: a Linear weight as is, a Conv weight as (out * in, kernel), a vector (a bias) as one row."""
     if tensor.dim() <= 1:
-        return tensor.reshape(-1, 1)
+        return tensor.reshape(1, -1)
     if tensor.dim() == 2:
         return tensor
     return tensor.reshape(tensor.shape[0] * tensor.shape[1], -1)

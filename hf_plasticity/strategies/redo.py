@@ -2,7 +2,10 @@
 
 A unit is dormant when its normalized activation score s_i = E|h_i| / mean_k E|h_k| is at most ``tau``. Its incoming
 weights and bias are re-drawn with the model's init rule (and its BatchNorm channel re-initialized), its outgoing
-weights are zeroed: the network's function is unchanged at the moment of the reset. The output layer is never reset.
+weights are zeroed: the network's function is unchanged at the moment of the reset. Every hidden layer is scored, as
+in the references (timoklein/redo, dopamine labs/redo): the one that feeds the head too (resetting its unit zeroes
+the head's input column), and a conv whose channels are flattened into a Linear (a channel owns a block of columns).
+The output layer itself is never reset. Where the library departs from the references, and why: docs/METHODS.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Selective (targeted) weight re-initialization: re-draw the lowest-utility weights of each targeted tensor.
 
 The closest published template is Selective Weight Reinitialization (Hernandez-Garcia et al., 2025): score every
-weight, select per tensor, and resample the selected entries from the layer's own init distribution.
+weight, select per tensor, and resample the selected entries from the layer's own init distribution. The utilities and
+selections are checked against a direct computation (tests/test_reference_selective.py; see docs/METHODS.md).
 """
 
 from __future__ import annotations
