@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from . import registry
+from .validators import check_flag, check_int, check_patterns, check_positive_int
 from .version import __version__
 
 logger = logging.getLogger(__name__)
@@ -52,27 +53,6 @@ def get_config_class(strategy: str) -> type[PlasticityConfig]:
         ValueError: if no strategy of that name is registered; the message lists the accepted names.
     """
     return registry.lookup(strategy)[0]
-
-
-def check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
-    """Raises a `ValueError` naming ``name`` unless ``value`` is an integer >= 1 (booleans refused), or None when
-    ``allow_none``."""
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer{' or None' if allow_none else ''}, got {value!r}.")
-
-
-def _check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
-
-
-def _check_names(name: str, value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
-        raise ValueError(f"`{name}` must be a list of module names or regular expressions, got {value!r}.")
 
 
 @dataclass
@@ -119,16 +99,12 @@ class PlasticityConfig:
     seed: int = field(default=0, metadata={"help": "Seed of every random draw; the same seed gives the same weights."})
 
     def __post_init__(self) -> None:
-        _check_names("target_modules", self.target_modules)
-        _check_names("exclude_modules", self.exclude_modules)
-        if self.target_modules is not None:
-            self.target_modules = list(self.target_modules)
-        if self.exclude_modules is not None:
-            self.exclude_modules = list(self.exclude_modules)
-        if self.last_k_blocks is not None and (not isinstance(self.last_k_blocks, int) or self.last_k_blocks < 1):
-            raise ValueError(f"`last_k_blocks` must be a positive integer or None, got {self.last_k_blocks!r}.")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ValueError(f"`seed` must be an integer, got {self.seed!r}.")
+        self.target_modules = check_patterns("target_modules", self.target_modules)
+        self.exclude_modules = check_patterns("exclude_modules", self.exclude_modules)
+        check_positive_int("last_k_blocks", self.last_k_blocks, allow_none=True)
+        check_flag("include_bias", self.include_bias)
+        check_flag("include_norm", self.include_norm)
+        check_int("seed", self.seed)
         defaults = {f.name: f.default for f in dataclasses.fields(PlasticityConfig)}
         for name in self.unused_scope_fields:
             if getattr(self, name) != defaults[name]:

@@ -33,6 +33,7 @@ from .probe import BlockFeatureProbe
 from .targeting import Target
 from .units import ActivationMeter, normalized_scores, unit_groups
 from .utilities import calibration_mode
+from .validators import check_number, check_positive_int
 
 
 @dataclass
@@ -209,10 +210,10 @@ def diagnose(
             "diagnose needs downstream data: pass a DataLoader, a datasets.Dataset with `pixel_values` and `labels`, "
             "or an iterable of such dicts."
         )
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or tau < 0:
-        raise ValueError(f"`tau` must be a number >= 0, got {tau!r}.")
-    if not isinstance(batches, int) or batches < 1:
-        raise ValueError(f"`batches` must be a positive integer, got {batches!r}.")
+    check_number("tau", tau, low=0)
+    check_number("insignificant", insignificant, low=0)
+    check_positive_int("batches", batches)
+    check_positive_int("batch_size", batch_size)
     start = time.perf_counter()
     layout = get_layout(model)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LINEAR_OR_CONV)]

@@ -9,7 +9,6 @@ checkpoint).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from torch import nn
@@ -17,6 +16,7 @@ from torch import nn
 from .architectures import NORM_TYPES, get_layout
 from .redrawn import redrawn_parameters
 from .unwrap import unwrap_model
+from .validators import check_number
 
 # The Trainer's convention (`Trainer.get_decay_parameter_names`), plus every normalization layer by type.
 _NO_DECAY_NAME_PARTS = ("bias", "layernorm", "rmsnorm")
@@ -41,13 +41,6 @@ def _no_decay(model: nn.Module) -> set[str]:
 
 def _is_norm_name(name: str) -> bool:
     return any(part == "norm" or part.endswith("_norm") for part in name.split("."))
-
-
-def _check_rate(name: str, value: Any, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"`{name}` must be a finite number >= 0{' or None' if allow_none else ''}, got {value!r}.")
 
 
 def plasticity_param_groups(
@@ -107,14 +100,11 @@ def plasticity_param_groups(
     >>> optimizer = torch.optim.AdamW(groups)
     ```
     """
-    _check_rate("lr", lr, allow_none=False)
-    _check_rate("reinit_lr", reinit_lr)
-    _check_rate("head_lr", head_lr)
-    _check_rate("weight_decay", weight_decay, allow_none=False)
-    if layer_decay is not None:
-        _check_rate("layer_decay", layer_decay, allow_none=False)
-        if not 0 < layer_decay <= 1:
-            raise ValueError(f"`layer_decay` must be in (0, 1] or None, got {layer_decay!r}.")
+    check_number("lr", lr, low=0)
+    check_number("reinit_lr", reinit_lr, low=0, allow_none=True)
+    check_number("head_lr", head_lr, low=0, allow_none=True)
+    check_number("weight_decay", weight_decay, low=0)
+    check_number("layer_decay", layer_decay, low=0, high=1, low_open=True, allow_none=True)
     model = unwrap_model(model)
     if report is not None:
         redrawn = report.redrawn

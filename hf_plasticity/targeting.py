@@ -39,13 +39,8 @@ class ScopeError(ValueError):
 def matches(name: str, patterns: list[str]) -> bool:
     """True when ``name`` equals a pattern, ends with ``"." + pattern``, or fully matches it as a regex."""
     for pattern in patterns:
-        if name == pattern or name.endswith("." + pattern):
+        if name == pattern or name.endswith("." + pattern) or re.fullmatch(pattern, name):
             return True
-        try:
-            if re.fullmatch(pattern, name):
-                return True
-        except re.error:
-            continue
     return False
 
 

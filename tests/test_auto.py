@@ -118,7 +118,7 @@ def test_auto_needs_data_and_checks_its_settings():
     for bad, message in [
         (dict(max_blocks=0), "`max_blocks` must be a positive integer or None"),
         (dict(calibration_batches=1.5), "`calibration_batches` must be a positive integer"),
-        (dict(tolerance=1), r"`tolerance` must be a number in \[0, 1\)"),
+        (dict(tolerance=1), r"`tolerance` must be a finite number in \[0, 1\)"),
     ]:
         with pytest.raises(ValueError, match=message):
             AutoReinitConfig(**bad)

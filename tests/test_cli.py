@@ -217,7 +217,7 @@ def test_build_config_reads_json_values_and_lists():
     assert build_config("selective", ['target_modules=["a.b"]']).target_modules == ["a.b"]
     with pytest.raises(CommandError, match="key=value"):
         build_config("selective", ["fraction"])
-    with pytest.raises(CommandError, match=r"`fraction` must be in \(0, 1\]"):
+    with pytest.raises(CommandError, match=r"`fraction` must be a finite number in \(0, 1\]"):
         build_config("selective", ["fraction=2"])
 
 

@@ -166,7 +166,7 @@ def test_bad_input():
     model = MLP()
     with pytest.raises(ValueError, match="diagnose needs downstream data"):
         diagnose(model, None)
-    with pytest.raises(ValueError, match="`tau` must be a number >= 0"):
+    with pytest.raises(ValueError, match="`tau` must be a finite number >= 0"):
         diagnose(model, data(), tau=-0.1)
     with pytest.raises(ValueError, match="`batches` must be a positive integer"):
         diagnose(model, data(), batches=0)

@@ -36,7 +36,7 @@ def assert_untouched(model, before):
 
 @pytest.mark.parametrize("fraction", [0, -0.1, 1.5])
 def test_fraction_outside_range(fraction):
-    with pytest.raises(ValueError, match=r"`fraction` must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"`fraction` must be a finite number in \(0, 1\]"):
         SelectiveReinitConfig(fraction=fraction)
 
 

@@ -121,7 +121,7 @@ def test_layer_decay_scales_the_pretrained_blocks(make_model):
     [
         (dict(lr=float("nan")), "`lr` must be a finite number >= 0"),
         (dict(lr=1e-4, reinit_lr=-1.0), "`reinit_lr` must be a finite number >= 0"),
-        (dict(lr=1e-4, layer_decay=1.5), r"`layer_decay` must be in \(0, 1\]"),
+        (dict(lr=1e-4, layer_decay=1.5), r"`layer_decay` must be a finite number in \(0, 1\]"),
     ],
 )
 def test_bad_rates_are_refused(make_model, kwargs, message):

@@ -15,10 +15,10 @@ from typing import Any
 
 from torch import nn
 
-from ..config import check_positive_int
 from ..data import CalibrationDataError
 from ..plan import Plan
 from ..targeting import resolve_block_modules
+from ..validators import check_number, check_positive_int
 from .base import Strategy, register_strategy
 from .reinit_layers import BlockReinitConfig, depth_share_of_blocks, plan_block_reinit
 
@@ -61,12 +61,7 @@ class AutoReinitConfig(BlockReinitConfig):
         super().__post_init__()
         check_positive_int("max_blocks", self.max_blocks, allow_none=True)
         check_positive_int("calibration_batches", self.calibration_batches)
-        if (
-            isinstance(self.tolerance, bool)
-            or not isinstance(self.tolerance, (int, float))
-            or not 0 <= self.tolerance < 1
-        ):
-            raise ValueError(f"`tolerance` must be a number in [0, 1), got {self.tolerance!r}.")
+        check_number("tolerance", self.tolerance, low=0, high=1, high_open=True)
 
 
 def blocks_past_the_peak(accuracies: list[float | None], tolerance: float) -> tuple[int, int]:

@@ -30,6 +30,7 @@ from ..config import PlasticityConfig
 from ..plan import Plan, TensorReset, fresh_first
 from ..schedules import EveryStep, Schedule
 from ..units import UnitGroup, consumer_columns, plan_unit_reset, resolve_unit_groups
+from ..validators import check_int, check_number
 from .base import Strategy, register_strategy
 
 #: Published defaults (replacement rate, maturity) per architecture family ([`ArchitectureRule.family`]).
@@ -67,13 +68,9 @@ class ContinualBackpropConfig(PlasticityConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        rate = self.replacement_rate
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1):
-            raise ValueError(f"`replacement_rate` must be in [0, 1] or None, got {rate!r}.")
-        if self.maturity is not None and (not isinstance(self.maturity, int) or self.maturity < 0):
-            raise ValueError(f"`maturity` must be an integer >= 0 or None, got {self.maturity!r}.")
-        if isinstance(self.decay, bool) or not isinstance(self.decay, (int, float)) or not 0 <= self.decay < 1:
-            raise ValueError(f"`decay` must be in [0, 1), got {self.decay!r}.")
+        check_number("replacement_rate", self.replacement_rate, low=0, high=1, allow_none=True)
+        check_int("maturity", self.maturity, low=0, allow_none=True)
+        check_number("decay", self.decay, low=0, high=1, high_open=True)
 
 
 class ContinualBackpropStrategy(Strategy):

@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import PlasticityConfig, check_positive_int
+from ..config import PlasticityConfig
 from ..data import downstream_loss, iter_batches
 from ..plan import Plan, TensorReset
 from ..targeting import Target, resolve_targets
 from ..utilities import calibration_mode
+from ..validators import check_number, check_positive_int
 from .base import Strategy, register_strategy
 
 
@@ -56,12 +57,8 @@ class DashConfig(PlasticityConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.lambda_min, bool) or not isinstance(self.lambda_min, (int, float)):
-            raise ValueError(f"`lambda_min` must be a number in [0, 1], got {self.lambda_min!r}.")
-        if not 0 <= self.lambda_min <= 1:
-            raise ValueError(f"`lambda_min` must be in [0, 1], got {self.lambda_min!r}.")
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha <= 1:
-            raise ValueError(f"`alpha` must be in (0, 1], got {self.alpha!r}.")
+        check_number("lambda_min", self.lambda_min, low=0, high=1)
+        check_number("alpha", self.alpha, low=0, high=1, low_open=True)
         check_positive_int("calibration_batches", self.calibration_batches)
         check_positive_int("calibration_batch_size", self.calibration_batch_size)
 

@@ -16,10 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import PlasticityConfig, check_positive_int
+from ..config import PlasticityConfig
 from ..plan import TensorReset, fresh_first
 from ..schedules import Schedule, every_n_steps
 from ..units import normalized_scores, plan_unit_reset, resolve_unit_groups, unit_activation_means
+from ..validators import check_number, check_positive_int
 from .base import StepSaltedStrategy, register_strategy
 
 
@@ -61,8 +62,7 @@ class ReDoConfig(PlasticityConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.tau, (int, float)) or isinstance(self.tau, bool) or self.tau < 0:
-            raise ValueError(f"`tau` must be a number >= 0, got {self.tau!r}.")
+        check_number("tau", self.tau, low=0)
         check_positive_int("every_n_steps", self.every_n_steps, allow_none=True)
         check_positive_int("calibration_batches", self.calibration_batches)
         check_positive_int("calibration_batch_size", self.calibration_batch_size)

@@ -8,7 +8,6 @@ the last two on a small ResNet, where two blocks are half the network.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,10 +15,11 @@ import torch
 from torch import nn
 
 from ..architectures import get_layout
-from ..config import PlasticityConfig, check_positive_int
+from ..config import PlasticityConfig
 from ..init import derive_seed, fresh_tensors
 from ..plan import Plan, TensorReset
 from ..targeting import resolve_block_modules
+from ..validators import check_number, check_positive_int
 from .base import Strategy, register_strategy
 
 #: What a re-drawn block's layer scale (ConvNeXt's ``layer_scale_parameter``, any parameter under a ``layer_scale``
@@ -47,9 +47,12 @@ class BlockReinitConfig(PlasticityConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         value = self.layer_scale
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not (value in LAYER_SCALE_CHOICES or (number and math.isfinite(value) and value > 0)):
-            raise ValueError(f"`layer_scale` must be 'init', 'keep' or a finite number > 0, got {value!r}.")
+        if isinstance(value, str) and value in LAYER_SCALE_CHOICES:
+            return
+        try:
+            check_number("layer_scale", value, low=0, low_open=True)
+        except ValueError as error:
+            raise ValueError(f"`layer_scale` must be 'init', 'keep' or a finite number > 0, got {value!r}.") from error
 
 
 @dataclass

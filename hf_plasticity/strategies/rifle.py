@@ -17,6 +17,7 @@ from ..config import PlasticityConfig
 from ..init import derive_seed, fresh_tensors
 from ..plan import Plan, TensorReset
 from ..schedules import AtEpochs, Schedule
+from ..validators import check_number
 from .base import Strategy, register_strategy
 
 
@@ -47,12 +48,16 @@ class RifleConfig(PlasticityConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.epochs, (str, bytes)) or not hasattr(self.epochs, "__iter__"):
-            raise ValueError(f"`epochs` must be a list of positive numbers, got {self.epochs!r}.")
-        epochs = list(self.epochs)
-        if not epochs or any(isinstance(e, bool) or not isinstance(e, (int, float)) or e <= 0 for e in epochs):
+        if isinstance(self.epochs, (str, bytes)) or not isinstance(self.epochs, (list, tuple)) or not self.epochs:
             raise ValueError(f"`epochs` must be a non-empty list of positive numbers, got {self.epochs!r}.")
-        self.epochs = sorted(float(e) for e in epochs)
+        for epoch in self.epochs:
+            try:
+                check_number("epochs", epoch, low=0, low_open=True)
+            except ValueError as error:
+                raise ValueError(
+                    f"`epochs` must be a non-empty list of positive numbers, got {self.epochs!r}."
+                ) from error
+        self.epochs = sorted(float(e) for e in self.epochs)
 
 
 class RifleStrategy(Strategy):

@@ -14,13 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import PlasticityConfig, _check_choice
+from ..config import PlasticityConfig
 from ..init import derive_seed, fresh_tensors
 from ..plan import TensorReset, fresh_first
 from ..schedules import Schedule, every_n_steps
 from ..targeting import Target, resolve_targets
 from ..units import plan_unit_reset, resolve_unit_groups
 from ..utilities import DATA_UTILITIES, UTILITIES, compute_utilities
+from ..validators import check_choice, check_number, check_positive_int
 from .base import StepSaltedStrategy, register_strategy
 
 SELECTIONS = ("proportional", "threshold")
@@ -86,19 +87,14 @@ class SelectiveReinitConfig(PlasticityConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_choice("utility", self.utility, UTILITIES)
-        _check_choice("selection", self.selection, SELECTIONS)
-        _check_choice("granularity", self.granularity, GRANULARITIES)
-        if not isinstance(self.fraction, (int, float)) or not 0 < self.fraction <= 1:
-            raise ValueError(f"`fraction` must be in (0, 1], got {self.fraction!r}.")
-        if not isinstance(self.threshold, (int, float)) or self.threshold < 0:
-            raise ValueError(f"`threshold` must be >= 0, got {self.threshold!r}.")
-        if self.every_n_steps is not None and (not isinstance(self.every_n_steps, int) or self.every_n_steps < 1):
-            raise ValueError(f"`every_n_steps` must be a positive integer or None, got {self.every_n_steps!r}.")
-        for name in ("calibration_batches", "calibration_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        check_choice("utility", self.utility, UTILITIES)
+        check_choice("selection", self.selection, SELECTIONS)
+        check_choice("granularity", self.granularity, GRANULARITIES)
+        check_number("fraction", self.fraction, low=0, high=1, low_open=True)
+        check_number("threshold", self.threshold, low=0)
+        check_positive_int("every_n_steps", self.every_n_steps, allow_none=True)
+        check_positive_int("calibration_batches", self.calibration_batches)
+        check_positive_int("calibration_batch_size", self.calibration_batch_size)
 
     @property
     def requires_data(self) -> bool:  # type: ignore[override]

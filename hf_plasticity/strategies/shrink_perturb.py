@@ -18,6 +18,7 @@ from ..config import PlasticityConfig
 from ..init import derive_seed, fresh_tensors
 from ..plan import Plan, TensorReset
 from ..targeting import Target, resolve_every_tensor, resolve_targets
+from ..validators import check_flag, check_number
 from .base import Strategy, register_strategy
 
 
@@ -62,12 +63,9 @@ class ShrinkPerturbConfig(PlasticityConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.shrink, bool) or not isinstance(self.shrink, (int, float)) or not 0 <= self.shrink <= 1:
-            raise ValueError(f"`shrink` must be in [0, 1], got {self.shrink!r}.")
-        if isinstance(self.perturb, bool) or not isinstance(self.perturb, (int, float)) or self.perturb < 0:
-            raise ValueError(f"`perturb` must be a number >= 0, got {self.perturb!r}.")
-        if not isinstance(self.every_parameter, bool):
-            raise ValueError(f"`every_parameter` must be True or False, got {self.every_parameter!r}.")
+        check_number("shrink", self.shrink, low=0, high=1)
+        check_number("perturb", self.perturb, low=0)
+        check_flag("every_parameter", self.every_parameter)
 
 
 class ShrinkPerturbStrategy(Strategy):
