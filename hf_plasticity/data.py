@@ -90,10 +90,43 @@ def iter_batches(data: Any, num_batches: int, batch_size: int = 32, *, require_l
         source = data
     count = 0
     for item in itertools.islice(source, num_batches):
+        batch = _as_batch(item, require_labels)
+        check_batch(count, *batch)
         count += 1
-        yield _as_batch(item, require_labels)
+        yield batch
     if count == 0:
         raise CalibrationDataError("The calibration data yielded no batch.")
+
+
+def check_batch(index: int, pixel_values: torch.Tensor, labels: torch.Tensor) -> None:
+    """Raises a [`CalibrationDataError`] naming batch ``index`` (0-based) when its pixel values are not a batch of
+    finite numbers, or its labels are not one non-negative integer class index per example (empty labels pass:
+    BatchNorm re-estimation reads no labels)."""
+    where = f"Calibration batch {index}"
+    if pixel_values.dim() < 2 or pixel_values.shape[0] == 0:
+        raise CalibrationDataError(
+            f"{where}: `pixel_values` must be a batch (batch size first), got shape {tuple(pixel_values.shape)}."
+        )
+    if not (pixel_values.is_floating_point() or pixel_values.dtype == torch.uint8):
+        raise CalibrationDataError(f"{where}: `pixel_values` must be numbers, got dtype {pixel_values.dtype}.")
+    if pixel_values.is_floating_point():
+        bad = int((~torch.isfinite(pixel_values)).sum())
+        if bad:
+            raise CalibrationDataError(
+                f"{where} holds {bad} NaN or infinite pixel values (of {pixel_values.numel()}): clean or drop those "
+                "images; they would make every score, and any re-estimated BatchNorm statistic, NaN."
+            )
+    if labels.numel() == 0:
+        return
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise CalibrationDataError(f"{where}: `labels` must be integer class indices, got dtype {labels.dtype}.")
+    if labels.dim() != 1 or labels.shape[0] != pixel_values.shape[0]:
+        raise CalibrationDataError(
+            f"{where}: `labels` must hold one class index per image ({pixel_values.shape[0]}), got shape "
+            f"{tuple(labels.shape)}."
+        )
+    if int(labels.min()) < 0:
+        raise CalibrationDataError(f"{where}: `labels` must be >= 0 (class indices), got {int(labels.min())}.")
 
 
 def _is_hf_dataset(data: Any) -> bool:
@@ -118,6 +151,12 @@ def downstream_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     logits = getattr(output, "logits", output)
     if isinstance(logits, (tuple, list)):
         logits = logits[0]
+    if labels.numel() and int(labels.max()) >= logits.shape[-1]:
+        raise CalibrationDataError(
+            f"The calibration labels go up to {int(labels.max())}, but the model's head has {logits.shape[-1]} "
+            "outputs: give the model a head for the data's classes (e.g. `from_pretrained(..., num_labels=N, "
+            "ignore_mismatched_sizes=True)`) before restoring."
+        )
     return F.cross_entropy(logits.float(), labels)
 
 

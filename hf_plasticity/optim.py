@@ -23,6 +23,23 @@ def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
     return optimizer
 
 
+def check_optimizer_for(optimizer: Any, model: Any) -> torch.optim.Optimizer:
+    """The raw optimizer, after checking that it trains ``model``: it must hold at least one of its parameters.
+
+    Raises:
+        TypeError: when ``optimizer`` is not a torch optimizer (or a wrapper of one).
+        ValueError: when it holds none of ``model``'s parameters (another model's optimizer).
+    """
+    optimizer = unwrap_optimizer(optimizer)
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    if not any(id(p) in held for p in model.parameters()):
+        raise ValueError(
+            "The optimizer holds none of this model's parameters: pass the optimizer that trains this model (its "
+            "state is what the restore resets), or none."
+        )
+    return optimizer
+
+
 def _entries_by_parameter(
     resets: Iterable[tuple[torch.Tensor, torch.Tensor | None]],
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor | None]]:

@@ -31,7 +31,7 @@ from .batchnorm import reset_batchnorm_modules
 from .config import PlasticityConfig, resolve_config
 from .data import CalibrationDataError, replayable
 from .distributed import is_distributed, is_main_process, run_on_main, share_plan
-from .optim import unwrap_optimizer, zeroed_state
+from .optim import check_optimizer_for, zeroed_state
 from .plan import Plan, TensorReset, state_entries
 from .record import blocks_restore, restore_record, write_record
 from .redrawn import describe_redrawn
@@ -94,7 +94,7 @@ def restore(
     if step is None:
         check_not_restored(model, force)
     if optimizer is not None:
-        unwrap_optimizer(optimizer)  # a wrong type fails here, before anything changes
+        check_optimizer_for(optimizer, model)  # a wrong type or another model's optimizer fails here
     if is_main_process() and strategy.requires_data and data is None:
         raise CalibrationDataError(
             f"Strategy {strategy.name!r} with these settings scores weights on downstream data: pass `data=` (a "
@@ -169,11 +169,12 @@ def _records(model: nn.Module, resets: list[TensorReset]) -> list[TensorRecord]:
     param_ids = {id(p) for p in model.parameters()}
     merged: dict[str, TensorRecord] = {}
     for reset in resets:
-        if not reset.fresh:
-            continue
         kind = "parameter" if id(reset.tensor) in param_ids else "buffer"
         record = merged.setdefault(reset.name, TensorRecord(reset.name, reset.block, reset.tensor.numel(), 0, kind))
-        record.reinitialized += reset.count
+        if reset.fresh:
+            record.reinitialized += reset.count
+        else:
+            record.edited += reset.count
     return list(merged.values())
 
 

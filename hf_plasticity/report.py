@@ -9,13 +9,16 @@ from typing import Any
 
 @dataclass
 class TensorRecord:
-    """Entries re-initialized in one tensor."""
+    """What a restore wrote into one tensor: entries re-initialized (fresh draws or, for shrink & perturb and DASH,
+    new values computed from the old ones) and entries edited (zeroed outgoing weights of a reset unit, a bias
+    corrected for it: writes that keep the function, not counted as re-initialized)."""
 
     name: str
     block: int | None
     numel: int
     reinitialized: int
     kind: str = "parameter"
+    edited: int = 0
 
     @property
     def share(self) -> float:
@@ -105,6 +108,20 @@ class PlasticityReport:
             summary["redrawn"] = self.redrawn
         return summary
 
+    def check_belongs_to(self, model: Any) -> None:
+        """Raises a `ValueError` when this report was not made on ``model`` (another parameter count, or a tensor
+        the model does not have): a card or record built from it would describe another model."""
+        names = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+        total = sum(p.numel() for p in model.parameters())
+        unknown = [t.name for t in self.tensors if t.name not in names]
+        if unknown or total != self.total_parameters:
+            detail = f"it names {unknown[0]!r}" if unknown else f"it counts {self.total_parameters:,} parameters"
+            raise ValueError(
+                f"This report was made on another model: {detail}, but {type(model).__name__} has "
+                f"{total:,} parameters{' and no such tensor' if unknown else ''}. Pass the report of this model's "
+                "restore, or none (the model's own record is used)."
+            )
+
     def plot(self, path: str | None = None, *, title: str | None = None):
         """The plasticity picture per backbone block, before (dashed) and after (solid) the restore, the re-drawn
         blocks shaded ([`hf_plasticity.figure.plot_plasticity`]): saved as a PNG at ``path`` (returned), or the
@@ -151,11 +168,15 @@ class PlasticityReport:
         lines = [
             f"Plasticity restore: strategy={self.strategy}, {self.total_reinitialized:,} of "
             f"{self.total_parameters:,} parameter entries re-initialized ({self.share:.2%}) in {self.seconds:.2f}s",
-            f"{'tensor':<{width}}  {'block':>5}  {'entries':>10}  {'reset':>10}  {'share':>7}",
+            f"{'tensor':<{width}}  {'block':>5}  {'entries':>10}  {'reset':>10}  {'share':>7}"
+            + ("  edited (zeroed or corrected)" if any(t.edited for t in self.tensors) else ""),
         ]
         for t in self.tensors:
             block = "-" if t.block is None else str(t.block)
-            lines.append(f"{t.name:<{width}}  {block:>5}  {t.numel:>10,}  {t.reinitialized:>10,}  {t.share:>7.2%}")
+            edited = f"  {t.edited:>10,}" if t.edited else ""
+            lines.append(
+                f"{t.name:<{width}}  {block:>5}  {t.numel:>10,}  {t.reinitialized:>10,}  {t.share:>7.2%}{edited}"
+            )
         if self.details:
             lines.append("Decided: " + ", ".join(f"{key}={value}" for key, value in self.details.items()))
         lines.extend(self._diagnostics_lines())

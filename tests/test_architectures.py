@@ -178,8 +178,9 @@ def test_register_architecture_drives_layout_units_and_strategies(toy_registered
     assert {t.name.rsplit(".", 2)[0] for t in report.tensors} == {"backbone.1", "norm"}
     data = [{"pixel_values": torch.randn(8, 4, 1, 1), "labels": torch.randint(0, 2, (8,))}]
     redo = prepare_pretrained(Toy(), ReDoConfig(tau=0.9), data=data)
-    assert {t.name for t in redo.tensors} <= {"backbone.0.up.weight", "backbone.0.up.bias", "backbone.1.up.weight",
-                                              "backbone.1.up.bias"}  # fmt: skip
+    redrawn, edited = {t.name for t in redo.tensors if t.reinitialized}, {t.name for t in redo.tensors if t.edited}
+    assert redrawn <= {"backbone.0.up.weight", "backbone.0.up.bias", "backbone.1.up.weight", "backbone.1.up.bias"}
+    assert edited <= {"backbone.0.down.weight", "backbone.1.down.weight"}  # the reset units' outgoing columns
 
 
 def test_register_architecture_refuses_a_second_rule_and_bad_patterns(toy_registered):

@@ -69,7 +69,8 @@ def test_every_strategy_on_every_architecture(make_model, arch, name):
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert all(p is params[n] and p.requires_grad for n, p in model.named_parameters())
     assert {p.dtype for p in model.parameters()} == {torch.float32}
-    reported = {t.name for t in report.tensors}
+    reported = {t.name for t in report.tensors if t.reinitialized}  # re-initialized (edits: zeroed columns)
+    edited = {t.name for t in report.tensors if t.edited}
     layout = get_layout(model)
     if name in ("cbp", "rifle"):  # training-time strategies: the one-shot restore writes nothing
         assert not changed and report.total_reinitialized == 0
@@ -77,6 +78,7 @@ def test_every_strategy_on_every_architecture(make_model, arch, name):
     assert report.total_reinitialized > 0 and changed
     head_changes = {k for k in changed if layout.in_head(k.rsplit(".", 1)[0])}
     assert not head_changes & reported, "the head was re-drawn"
+    assert changed <= reported | edited, "a change the report does not name"
     if name in ("shrink_perturb", "dash"):
         assert not head_changes
         assert changed <= reported
