@@ -190,13 +190,7 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         trainer = self._trainer
         has_data = True  # without the trainer, checked again at the start of training
         if trainer is not None:
-            others = [
-                c for c in trainer.callback_handler.callbacks if isinstance(c, PlasticityCallback) and c is not self
-            ]
-            if others:
-                raise ValueError(
-                    "Give the Trainer one PlasticityCallback; combine strategies with prepare_pretrained."
-                )
+            self._check_alone(trainer)
             if getattr(trainer, "is_fsdp_enabled", False):
                 raise ShardedModelError(
                     "PlasticityCallback cannot re-initialize FSDP-sharded parameters: restore before wrapping, i.e. "
@@ -213,6 +207,9 @@ class PlasticityCallback(TrainerCallback, ExportableState):
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, train_dataloader=None, **kwargs):
         self._trainer = self._trainer or find_trainer()
+        if self._trainer is not None:  # also when added with `trainer.add_callback` after the Trainer was built
+            self._check_alone(self._trainer)
+            self._save_plasticity_files_with(self._trainer)
         self._model = model
         controller = self.controller
         resuming = state.global_step > 0
@@ -261,6 +258,15 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         self.controller.detach()
 
     # ----------------------------------------------------------------------------------------------------- helpers
+    def _check_alone(self, trainer: Any) -> None:
+        """One PlasticityCallback per Trainer, however it was added: two would each restore and reset."""
+        others = [c for c in trainer.callback_handler.callbacks if isinstance(c, PlasticityCallback) and c is not self]
+        if others:
+            raise ValueError(
+                "Give the Trainer one PlasticityCallback (it has two, so each would restore and reset the model); "
+                "combine a one-shot restore with prepare_pretrained and one callback for the periodic strategy."
+            )
+
     def _announce(self, line: str, state) -> None:
         """One line on the console (main process), visible whatever the logging set-up and around progress bars."""
         logger.info(line)

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from .hub import HubUnreachableError, hub_access
+
 
 class DataLoadError(ValueError):
     """The downstream data cannot be loaded or has no image and label columns."""
@@ -53,9 +55,11 @@ def load_image_dataset(source: str, split: str = "train"):
         elif os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1:
             raise DataLoadError(f"Cannot load data {source!r}: no such directory.")
         else:
-            loaded = datasets.load_dataset(source)
+            loaded = datasets.load_dataset(source, **_download_mode(hub_access(source, "dataset")))
     except DataLoadError:
         raise
+    except HubUnreachableError as error:  # already one clear line
+        raise DataLoadError(str(error)) from error
     except Exception as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         kind = "an imagefolder directory" if os.path.isdir(source) else "a directory, nor a loadable Hub dataset"
@@ -65,7 +69,27 @@ def load_image_dataset(source: str, split: str = "train"):
             raise DataLoadError(f"Data {source!r} has no split {split!r}; it has {sorted(loaded)}.")
         loaded = loaded[split]
     image_column(loaded)
+    if label_column(loaded) is None and os.path.isdir(source):
+        classes = sorted({os.path.basename(os.path.dirname(path)) for path in _image_paths(loaded)})
+        raise DataLoadError(
+            f"Data {source!r} has {len(classes)} class folder{'s' if len(classes) != 1 else ''} ({', '.join(classes)})"
+            ": an image-classification dataset needs one sub-folder per class, and at least two classes."
+        )
     return loaded
+
+
+def _download_mode(hub_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`load_dataset` keywords for the Hub access [`hub_access`] found (the cache only when the Hub is unreachable)."""
+    return {"download_mode": "reuse_cache_if_exists"} if hub_kwargs.get("local_files_only") else {}
+
+
+def _image_paths(dataset: Any) -> list[str]:
+    """The file paths behind the image column (without decoding the images)."""
+    from datasets import Image
+
+    name = image_column(dataset)
+    rows = dataset.cast_column(name, Image(decode=False))[name]
+    return [row.get("path") or "" for row in rows]
 
 
 def image_column(dataset: Any) -> str:
@@ -109,12 +133,31 @@ def with_pixel_values(dataset: Any, processor: Any, *, seed: int | None = 0):
     if seed is not None:
         dataset = dataset.shuffle(seed=seed)
 
+    from datasets import Image
+
+    dataset = dataset.cast_column(image_name, Image(decode=False))  # decoded below, so a broken file is named
+
     def transform(batch: dict[str, list]) -> dict[str, Any]:
-        images = [image.convert("RGB") for image in batch[image_name]]
+        images = [_decode(item) for item in batch[image_name]]
         pixel_values = processor(images, return_tensors="pt")["pixel_values"]
         return {"pixel_values": pixel_values, "labels": torch.as_tensor(batch[label_name])}
 
     return dataset.with_transform(transform)
+
+
+def _decode(item: dict[str, Any]):
+    """One RGB PIL image from a ``{"path", "bytes"}`` row; a file that cannot be read is named in the error."""
+    import io
+
+    from PIL import Image as PILImage
+
+    path = item.get("path")
+    try:
+        source = io.BytesIO(item["bytes"]) if item.get("bytes") else path
+        with PILImage.open(source) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError) as error:
+        raise DataLoadError(f"Cannot read image {path or '(bytes)'}: {error}") from error
 
 
 class BatchProgress:

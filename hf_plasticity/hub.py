@@ -5,11 +5,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,8 @@ from .figure import FIGURE_NAME
 from .modelcard import RestoreSummary, build_model_card, merge_into
 from .record import restore_record
 from .report import PlasticityReport
+from .unwrap import unwrap_model
+from .validators import check_number
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +35,50 @@ DEFAULT_COMMIT_MESSAGE = "Upload model restored with hf-plasticity"
 
 class HubPushError(RuntimeError):
     """A push to the Hub failed; the message names the repository, the cause and the local folder kept."""
+
+
+class HubUnreachableError(ValueError):
+    """A Hub id was given, but the Hub cannot be reached (or is offline) and the files are not cached."""
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the Hub (``HF_ENDPOINT``) can be reached: False at once in offline mode, else one TCP connection try
+    bounded by ``timeout`` (instead of the retries with back-off that a download makes before it gives up)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlsplit(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_access(repo_id: str, repo_type: str) -> dict[str, Any]:
+    """Keyword arguments for loading ``repo_id`` (``"model"`` or ``"dataset"``) from the Hub: none when the Hub is
+    reachable, ``local_files_only`` when it is not but the files are cached.
+
+    Raises:
+        HubUnreachableError: at once, when the Hub cannot be reached and nothing is cached.
+    """
+    if hub_reachable():
+        return {}
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    marker = "config.json" if repo_type == "model" else "README.md"
+    if isinstance(try_to_load_from_cache(repo_id, marker, repo_type=repo_type), str):
+        return {"local_files_only": True}
+    offline = constants.HF_HUB_OFFLINE
+    why = "the Hub is offline (HF_HUB_OFFLINE=1)" if offline else f"{redact(constants.ENDPOINT)} cannot be reached"
+    raise HubUnreachableError(
+        f"Cannot load {repo_type} {repo_id!r}: it is not a local directory, {why}, and it is not in the local cache."
+    )
 
 
 def _summary(model: nn.Module | None, report: PlasticityReport | None) -> RestoreSummary:
@@ -51,12 +101,14 @@ def _write_card(
     base_model: str | None = None,
     repo_id: str | None = None,
     existing: Any = None,
+    model_name: str | None = None,
 ):
     """Writes ``folder/README.md``: a fresh card, or ``existing`` (else the card already in the folder) with only
-    the library's section and metadata updated."""
+    the library's section and metadata updated. The card's title is ``model_name``, else the repository's name,
+    else the folder's."""
     from huggingface_hub import ModelCard
 
-    model_name = None if repo_id else folder.resolve().name
+    model_name = model_name or (None if repo_id else folder.resolve().name)
     figure = FIGURE_NAME if (folder / FIGURE_NAME).is_file() else None
     fresh = build_model_card(
         summary, model=model, base_model=base_model, repo_id=repo_id, model_name=model_name, figure=figure
@@ -128,18 +180,57 @@ def save_restored(
             f"save_restored needs a transformers model (with `save_pretrained`), got {type(model).__name__}; "
             "save a plain torch module with `torch.save` instead."
         )
+    if report is not None:
+        report.check_belongs_to(unwrap_model(model))
     summary = _summary(model, report)
-    if report is not None and restore_record(model) is None and hasattr(getattr(model, "config", None), "to_dict"):
-        setattr(model.config, MODEL_CONFIG_KEY, report.summary())
     folder = Path(save_directory)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, **save_kwargs)
-    if image_processor is not None:
-        image_processor.save_pretrained(folder)
-    if report is not None and hasattr(report.diagnostics.get("after"), "per_block") and _can_plot():
-        report.plot(folder / FIGURE_NAME)
-    _write_plasticity_files(folder, summary, model=model, base_model=base_model, repo_id=repo_id)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"Cannot save into {str(folder)!r}: it is a file, not a folder.")
+    model_config = getattr(model, "config", None)
+    record_it = report is not None and restore_record(model) is None and hasattr(model_config, "to_dict")
+    with _staged(folder) as staging:
+        if record_it:  # config.json must carry the record; put back as it was if the save fails
+            setattr(model_config, MODEL_CONFIG_KEY, report.summary())
+        try:
+            model.save_pretrained(staging, **save_kwargs)
+            if image_processor is not None:
+                image_processor.save_pretrained(staging)
+            if report is not None and hasattr(report.diagnostics.get("after"), "per_block") and _can_plot():
+                report.plot(staging / FIGURE_NAME)
+            _write_plasticity_files(staging, summary, model=model, base_model=base_model, repo_id=repo_id,
+                                    model_name=None if repo_id else folder.resolve().name)  # fmt: skip
+        except BaseException:
+            if record_it:
+                delattr(model_config, MODEL_CONFIG_KEY)
+            raise
     return folder
+
+
+#: Files of a previous save that a new one replaces or removes (weights, possibly in shards).
+_WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model*.bin.index.json")
+
+
+@contextlib.contextmanager
+def _staged(folder: Path) -> Iterator[Path]:
+    """A staging folder next to ``folder`` (same filesystem) for a whole save: files are written there, then moved
+    into ``folder`` (weights first, ``config.json`` last; weight files of an earlier save that the new one lacks are
+    removed). If anything fails while writing, ``folder`` is left exactly as it was and the staging folder is removed.
+    The card already in ``folder`` is copied in first, so updating it keeps the user's text."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.saving-", dir=folder.parent))
+    try:
+        if (folder / CARD_NAME).is_file():
+            shutil.copy2(folder / CARD_NAME, staging / CARD_NAME)
+        yield staging
+        folder.mkdir(exist_ok=True)
+        new = sorted(staging.iterdir(), key=lambda p: p.name == "config.json")
+        stale = {p for pattern in _WEIGHT_FILES for p in folder.glob(pattern)} - {folder / p.name for p in new}
+        for path in new:
+            os.replace(path, folder / path.name)
+        for path in stale:
+            path.unlink()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _can_plot() -> bool:
@@ -182,10 +273,51 @@ def _remote_card(api: Any, repo_id: str, revision: str | None):
     return ModelCard.load(path)
 
 
+#: How long (seconds) any single Hub request may wait to connect, send or receive before the push fails.
+DEFAULT_TIMEOUT = 60.0
+_SECRETS = (re.compile(r"(?<=://)[^/@\s]+@"), re.compile(r"\bhf_[A-Za-z0-9]{6,}"))
+
+
+def redact(text: str) -> str:
+    """``text`` without credentials: user:password in URLs and Hub tokens are masked.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity.hub import redact
+    >>> redact("https://me:secret@hub.example/api token hf_abcdefghijkl")
+    'https://***@hub.example/api token hf_***'
+    ```
+    """
+    return _SECRETS[1].sub("hf_***", _SECRETS[0].sub("***@", text))
+
+
+@contextlib.contextmanager
+def bounded_requests(timeout: float) -> Iterator[None]:
+    """Inside the block, every request of huggingface_hub's shared HTTP client gives up after ``timeout`` seconds
+    without progress (connecting, sending or receiving): huggingface_hub itself sets no timeout on uploads, so a
+    server that accepts the connection and never answers would block a push forever."""
+    from huggingface_hub import get_session
+
+    limits = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+
+    def limit(request: Any) -> None:
+        request.extensions["timeout"] = limits
+
+    hooks = get_session().event_hooks["request"]
+    hooks.append(limit)
+    try:
+        yield
+    finally:
+        hooks.remove(limit)
+
+
 def _push_error(action: str, repo_id: str, endpoint: str, error: BaseException, kept: Path | None) -> HubPushError:
-    reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".") or type(error).__name__
     kept_note = f" The checkpoint is kept in {kept}." if kept is not None else ""
-    return HubPushError(f"Could not {action} {repo_id!r} on {endpoint}: {type(error).__name__}: {reason}.{kept_note}")
+    return HubPushError(
+        redact(f"Could not {action} {repo_id!r} on {endpoint}: {type(error).__name__}: {reason}.{kept_note}")
+    )
 
 
 def push_restored(
@@ -201,6 +333,7 @@ def push_restored(
     image_processor: Any = None,
     revision: str | None = None,
     create_pr: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
 ):
     """Saves a restored model with [`save_restored`] and pushes the folder to the Hub in one commit.
 
@@ -221,6 +354,8 @@ def push_restored(
         image_processor: pushed with the weights when given.
         revision: the branch to push to (default ``main``).
         create_pr: open a pull request instead of committing to the branch.
+        timeout: seconds any one Hub request may go without progress before the push fails (huggingface_hub retries
+            a failed request a few times, so the push fails within a small multiple of it).
 
     Returns:
         `huggingface_hub.CommitInfo`: the commit (``.commit_url``, ``.oid``, ``.pr_url``).
@@ -238,6 +373,7 @@ def push_restored(
     """
     from huggingface_hub import HfApi
 
+    check_number("timeout", timeout, low=0, low_open=True)
     temporary = save_directory is None
     folder = Path(tempfile.mkdtemp(prefix="hf-plasticity-")) if temporary else Path(save_directory)
     save_restored(
@@ -245,18 +381,19 @@ def push_restored(
     )
     api = HfApi(token=token)
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        remote = _remote_card(api, repo_id, revision)
-        if remote is not None:
-            _write_card(folder, _summary(model, report), model=model, base_model=base_model, repo_id=repo_id,
-                        existing=remote)  # fmt: skip
-        info = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            commit_message=commit_message,
-            revision=revision,
-            create_pr=create_pr,
-        )
+        with bounded_requests(timeout):
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            remote = _remote_card(api, repo_id, revision)
+            if remote is not None:
+                _write_card(folder, _summary(model, report), model=model, base_model=base_model, repo_id=repo_id,
+                            existing=remote)  # fmt: skip
+            info = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                commit_message=commit_message,
+                revision=revision,
+                create_pr=create_pr,
+            )
     except Exception as error:
         raise _push_error("push to", repo_id, api.endpoint, error, folder) from error
     if temporary:
@@ -275,6 +412,7 @@ def apply_card_section(
     token: str | None = None,
     revision: str | None = None,
     commit_message: str = "Add the hf-plasticity section to the model card",
+    timeout: float = DEFAULT_TIMEOUT,
 ):
     """Puts the library's section into the card of a local folder or of a Hub repository, keeping the rest.
 
@@ -294,6 +432,7 @@ def apply_card_section(
         token: a Hub token (repository only).
         revision: the branch (repository only).
         commit_message: the commit message (repository only).
+        timeout: seconds any one Hub request may go without progress (repository only).
 
     Returns:
         `huggingface_hub.ModelCard`: the updated card.
@@ -313,23 +452,25 @@ def apply_card_section(
 
     from huggingface_hub import HfApi
 
+    check_number("timeout", timeout, low=0, low_open=True)
     api = HfApi(token=token)
     try:
-        existing = _remote_card(api, target, revision)
-        if report is not None or model is not None:
-            summary = _summary(model, report)
-        else:
-            summary = _folder_summary(Path(api.hf_hub_download(target, "config.json", revision=revision)).parent)
-        with tempfile.TemporaryDirectory(prefix="hf-plasticity-card-") as tmp:
-            card = _write_card(Path(tmp), summary, model=model, base_model=base_model, repo_id=target,
-                               existing=existing)  # fmt: skip
-            api.upload_file(
-                path_or_fileobj=str(Path(tmp) / CARD_NAME),
-                path_in_repo=CARD_NAME,
-                repo_id=target,
-                revision=revision,
-                commit_message=commit_message,
-            )
+        with bounded_requests(timeout):
+            existing = _remote_card(api, target, revision)
+            if report is not None or model is not None:
+                summary = _summary(model, report)
+            else:
+                summary = _folder_summary(Path(api.hf_hub_download(target, "config.json", revision=revision)).parent)
+            with tempfile.TemporaryDirectory(prefix="hf-plasticity-card-") as tmp:
+                card = _write_card(Path(tmp), summary, model=model, base_model=base_model, repo_id=target,
+                                   existing=existing)  # fmt: skip
+                api.upload_file(
+                    path_or_fileobj=str(Path(tmp) / CARD_NAME),
+                    path_in_repo=CARD_NAME,
+                    repo_id=target,
+                    revision=revision,
+                    commit_message=commit_message,
+                )
     except ValueError:
         raise
     except Exception as error:

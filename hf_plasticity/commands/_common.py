@@ -15,6 +15,13 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
 
+def redact(text: str) -> str:
+    """``text`` without credentials (see [`hf_plasticity.hub.redact`]), imported lazily to keep the CLI start fast."""
+    from ..hub import redact as redact_secrets
+
+    return redact_secrets(text)
+
+
 class CommandError(Exception):
     """Bad input or a failed step: the command prints the message as one line and exits non-zero.
 
@@ -48,8 +55,11 @@ def reports_errors(command: str) -> Callable[[Callable[[Any], int]], Callable[[A
             except Exception as error:
                 if os.environ.get("HF_PLASTICITY_DEBUG"):
                     raise
-                code = error.exit_code if isinstance(error, CommandError) else EXIT_FAILED
-                print(f"hf-plasticity {command}: error: {one_line(error)}", file=sys.stderr)
+                if isinstance(error, CommandError):
+                    code = error.exit_code
+                else:  # the library's checks raise ValueError / TypeError for bad input (data, values, models)
+                    code = EXIT_BAD_INPUT if isinstance(error, (ValueError, TypeError)) else EXIT_FAILED
+                print(f"hf-plasticity {command}: error: {redact(one_line(error))}", file=sys.stderr)
                 return code
 
         return wrapper
@@ -120,6 +130,15 @@ def data_free_hint(config: Any) -> str:
     return f"a data-free strategy ({', '.join(data_free)})"
 
 
+def checked(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Runs one of [`hf_plasticity.validators`]' checks on a command-line value: a refusal becomes a one-line
+    [`CommandError`] (exit 2) before anything is loaded."""
+    try:
+        return check(*args, **kwargs)
+    except ValueError as error:
+        raise CommandError(one_line(error)) from error
+
+
 def figure_path(path: str) -> str:
     """Where ``--plot PATH`` writes: ``PATH/plasticity.png`` for an existing directory, ``PATH.png`` when PATH has no
     extension, else PATH itself; its folder is created."""
@@ -139,6 +158,18 @@ def check_plot_dependencies(plot: str | None) -> None:
         import matplotlib  # noqa: F401
     except ImportError as error:
         raise CommandError('--plot needs matplotlib: pip install "hf-plasticity[plot]".') from error
+
+
+def hub_access(repo_id: str, repo_type: str) -> dict[str, Any]:
+    """Keyword arguments for loading ``repo_id`` from the Hub (``local_files_only`` when the Hub cannot be reached
+    but the files are cached), or a one-line [`CommandError`] right away when it cannot be loaded at all."""
+    from ..hub import HubUnreachableError
+    from ..hub import hub_access as access
+
+    try:
+        return access(repo_id, repo_type)
+    except HubUnreachableError as error:
+        raise CommandError(str(error)) from error
 
 
 def looks_like_path(name: str) -> bool:
@@ -179,8 +210,9 @@ def load_model(model_id: str, *, num_labels: int | None = None, labels: list[str
 
     if looks_like_path(model_id) and not os.path.isdir(model_id):
         raise CommandError(f"Cannot load model {model_id!r}: no such directory.")
+    hub_kwargs = {} if os.path.isdir(model_id) else hub_access(model_id, "model")
     try:
-        config = AutoConfig.from_pretrained(model_id)
+        config = AutoConfig.from_pretrained(model_id, **hub_kwargs)
     except Exception as error:
         where = "the directory holds no usable config.json" if os.path.isdir(model_id) else (
             "it is not a local directory, and not a model on the Hub"
@@ -191,7 +223,7 @@ def load_model(model_id: str, *, num_labels: int | None = None, labels: list[str
     if num_labels is not None and labels is not None and num_labels != len(labels):
         raise CommandError(f"--num-labels is {num_labels} but the data has {len(labels)} classes.")
     wanted = num_labels or (len(labels) if labels else None)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(hub_kwargs)
     if wanted is not None and wanted != config.num_labels:
         kwargs = {"ignore_mismatched_sizes": True}
         if labels and len(labels) == wanted:
@@ -203,7 +235,7 @@ def load_model(model_id: str, *, num_labels: int | None = None, labels: list[str
         model = AutoModelForImageClassification.from_pretrained(model_id, **kwargs)
     except Exception as error:
         raise CommandError(f"Cannot load {model_id!r} as an image classifier: {one_line(error)}") from error
-    return model, bool(kwargs)
+    return model, "ignore_mismatched_sizes" in kwargs
 
 
 def load_processor(model_id: str, required: bool):
@@ -211,8 +243,9 @@ def load_processor(model_id: str, required: bool):
     ``required``."""
     from transformers import AutoImageProcessor
 
+    hub_kwargs = {} if os.path.isdir(model_id) else hub_access(model_id, "model")
     try:
-        return AutoImageProcessor.from_pretrained(model_id, backend="pil")
+        return AutoImageProcessor.from_pretrained(model_id, backend="pil", **hub_kwargs)
     except Exception as error:
         if not required:
             return None

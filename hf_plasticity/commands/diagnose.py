@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..validators import check_number
 from ._common import (
     CommandError,
     add_data_arguments,
     check_plot_dependencies,
+    checked,
     data_batches,
     figure_path,
     load_data,
@@ -55,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("diagnose needs downstream data: pass --data DIR_OR_DATASET.")
     if args.batches < 1 or args.batch_size < 1:
         raise CommandError("--batches and --batch-size must be positive integers.")
-    if args.tau < 0:
-        raise CommandError(f"--tau must be >= 0, got {args.tau}.")
+    checked(check_number, "tau", args.tau, low=0)
     check_plot_dependencies(args.plot)
     try:
         from ..diagnostics import diagnose

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import CommandError, build_config, reports_errors
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -17,11 +19,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+@reports_errors("example")
 def run(args: argparse.Namespace) -> int:
+    config = build_config(args.strategy, [f"seed={args.seed}"])  # a bad name or seed: one line, before any work
+    from ..strategies import get_strategy
+
+    if not get_strategy(config).schedule.before_training:
+        raise CommandError(f"Strategy {config.strategy!r} acts during training only: it restores nothing here.")
     import torch
     from transformers import ViTConfig, ViTForImageClassification
 
-    from ..config import get_config_class
     from ..pipeline import prepare_pretrained
 
     torch.manual_seed(args.seed)
@@ -44,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
         }
         for _ in range(4)
     ]
-    config = get_config_class(args.strategy)(seed=args.seed)
     report = prepare_pretrained(model, config, data=data)
     print(report)
     return 0

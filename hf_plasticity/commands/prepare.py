@@ -61,6 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="Also push the checkpoint to this Hub repository.")
     parser.add_argument("--private", action="store_true", help="Create the Hub repository as private.")
     parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="Seconds any one Hub request of the push may wait without progress before it fails (default 60).",
+    )
+    parser.add_argument(
         "--plot",
         metavar="PNG",
         help="Also draw the diagnostics before and after the restore per block into this PNG (needs --data; the "
@@ -104,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.output, args.overwrite)
     if args.private and not args.push_to_hub:
         raise CommandError("--private applies to --push-to-hub REPO_ID, which is missing.")
+    if not args.timeout > 0 or args.timeout == float("inf"):
+        raise CommandError(f"--timeout must be a finite number of seconds > 0, got {args.timeout}.")
     if args.plot and not args.data:
         raise CommandError("--plot draws the diagnostics before and after the restore, which are measured on --data.")
     check_plot_dependencies(args.plot)
@@ -137,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
                 save_directory=args.output,
                 private=True if args.private else None,
                 image_processor=processor,
+                timeout=args.timeout,
             )
         except HubPushError as error:
             raise CommandError(str(error), exit_code=EXIT_FAILED) from error
