@@ -41,6 +41,23 @@ class HubUnreachableError(ValueError):
     """A Hub id was given, but the Hub cannot be reached (or is offline) and the files are not cached."""
 
 
+def check_repo_id(repo_id: Any) -> None:
+    """Raises a `ValueError` naming the problem unless ``repo_id`` is a valid ``namespace/name`` (or ``name``)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not isinstance(repo_id, str):
+        raise ValueError(f"`repo_id` must be a string 'namespace/name', got {repo_id!r}.")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"`repo_id` {repo_id!r} is not a valid Hub repository id: {one_line(error)}") from error
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 @functools.lru_cache(maxsize=1)
 def hub_reachable(timeout: float = 5.0) -> bool:
     """Whether the Hub (``HF_ENDPOINT``) can be reached: False at once in offline mode, else one TCP connection try
@@ -374,6 +391,7 @@ def push_restored(
     from huggingface_hub import HfApi
 
     check_number("timeout", timeout, low=0, low_open=True)
+    check_repo_id(repo_id)
     temporary = save_directory is None
     folder = Path(tempfile.mkdtemp(prefix="hf-plasticity-")) if temporary else Path(save_directory)
     save_restored(

@@ -356,3 +356,12 @@ def test_config_classes_are_all_covered():
         if any(is_number_field(f) for f in dataclasses.fields(get_config_class(name)))
     }
     assert with_floats <= names
+
+
+@pytest.mark.parametrize("repo_id", ["no spaces/allowed", "a/b/c", "", 42])
+def test_a_bad_repository_id_is_refused_before_anything_is_written(make_model, tmp_path, repo_id):
+    model = make_model("vit")
+    prepare_pretrained(model)
+    with pytest.raises(ValueError, match="repo_id"):
+        push_restored(model, repo_id, save_directory=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
