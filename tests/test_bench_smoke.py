@@ -218,3 +218,19 @@ def test_the_bench_trains_redrawn_blocks_at_the_arm_reinit_lr(tmp_path):
 
 
 ARMS_WITH_RLR = arms_module.ARMS["reinit_layers_k1_rlr1e-3"]
+
+
+def test_paired_differences_have_t_intervals():
+    from scipy import stats
+
+    from hf_plasticity.bench.stats import mean_interval, paired_difference
+
+    values = [0.5, 1.5, -0.2, 0.9, 1.1]
+    expected = stats.t.interval(0.95, len(values) - 1, loc=sum(values) / 5, scale=stats.sem(values))
+    interval = mean_interval(values)
+    assert interval.low == pytest.approx(expected[0]) and interval.high == pytest.approx(expected[1])
+    treatment, control = {0: 91.0, 1: 93.0, 2: 92.5, 7: 50.0}, {0: 90.0, 1: 92.0, 2: 91.0, 3: 10.0}
+    paired = paired_difference(treatment, control)  # seeds 0, 1, 2 only
+    assert paired.n == 3 and paired.mean == pytest.approx((1 + 1 + 1.5) / 3) and paired.excludes_zero
+    with pytest.raises(ValueError, match="share no seed"):
+        paired_difference({1: 1.0}, {2: 1.0})
