@@ -52,6 +52,7 @@ def plasticity_param_groups(
     weight_decay: float = 0.0,
     layer_decay: float | None = None,
     report: Any = None,
+    redrawn: dict[str, list[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """Torch optimizer parameter groups in which re-drawn parameters and the head have their own learning rates.
 
@@ -75,6 +76,9 @@ def plasticity_param_groups(
             (embeddings) ``lr * layer_decay ** (N + 1)``, what comes after the last one (final norm) ``lr``. None: no
             decay.
         report: the [`PlasticityReport`] of the restore (default: the model's record).
+        redrawn: which parameters get ``reinit_lr``, as a record names them (``{"whole": [module or parameter
+            names], "partial": [...]}``), instead of what the restore re-drew: e.g. the last blocks of a model that was
+            not restored, to give them a high learning rate without re-drawing them (the benchmark's control).
 
     Returns:
         `list[dict]`: parameter groups for any torch optimizer.
@@ -106,9 +110,9 @@ def plasticity_param_groups(
     check_number("weight_decay", weight_decay, low=0)
     check_number("layer_decay", layer_decay, low=0, high=1, low_open=True, allow_none=True)
     model = unwrap_model(model)
-    if report is not None:
+    if redrawn is None and report is not None:
         redrawn = report.redrawn
-    else:
+    elif redrawn is None:
         from .record import restore_record
 
         redrawn = (restore_record(model) or {}).get("redrawn")

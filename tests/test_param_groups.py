@@ -187,3 +187,16 @@ def test_resume_gives_the_same_groups_and_rates(make_model, tmp_path):
         assert resumed_rates.rates[step] == straight_rates.rates[step]
     expected = params(straight.model)
     assert all(torch.equal(p, expected[n]) for n, p in params(resumed_model).items())
+
+
+def test_blocks_can_get_the_reinit_lr_without_being_redrawn(make_model):
+    """The control of the benchmark: the same learning rates as after a restore, no re-draw."""
+    model = make_model("vit")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    groups = plasticity_param_groups(model, lr=1e-4, reinit_lr=1e-3, redrawn={"whole": ["vit.layers.2"]})
+    boosted = names_by_group(model, groups)
+    boosted = boosted.get("redrawn", set()) | boosted.get("redrawn.no_decay", set())
+    assert boosted == {n for n in before if n.startswith("vit.layers.2.")}
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    with pytest.raises(ValueError, match="no such module or parameter"):
+        plasticity_param_groups(model, lr=1e-4, redrawn={"whole": ["vit.layers.9"]})
