@@ -234,3 +234,55 @@ def test_paired_differences_have_t_intervals():
     assert paired.n == 3 and paired.mean == pytest.approx((1 + 1 + 1.5) / 3) and paired.excludes_zero
     with pytest.raises(ValueError, match="share no seed"):
         paired_difference({1: 1.0}, {2: 1.0})
+
+
+# ------------------------------------------------------------------------------------------- version 2: the study
+def test_grids_that_end_on_their_best_value_are_extended():
+    from hf_plasticity.bench.study import StudyArm, choose, config_key, edge_extensions
+
+    arm = StudyArm("standard", grid={"backbone_lr": (1e-4, 1e-3), "head_lr": (1e-3,)})
+    val = {1e-4: 0.5, 1e-3: 0.7}
+    records = [
+        {"config": config_key("standard", {"backbone_lr": lr, "head_lr": 1e-3}), "budget": "short", "phase": "tune",
+         "val_acc": [0.1, acc], "knobs": {"backbone_lr": lr, "head_lr": 1e-3}}
+        for lr, acc in val.items()
+    ]  # fmt: skip
+    best = choose(records, arm, "short", {})
+    assert best == {"backbone_lr": 1e-3, "head_lr": 1e-3}
+    assert edge_extensions(arm, best, {}) == {"backbone_lr": (3e-3,)}  # the best is the top edge: one step up
+    assert choose(records, arm, "short", {"backbone_lr": (3e-3,)}) is None  # its runs are missing
+    interior = edge_extensions(arm, {"backbone_lr": 1e-3, "head_lr": 1e-3}, {"backbone_lr": (3e-3, 1e-2)})
+    assert interior is None  # the extension limit
+
+
+def test_a_micro_study_tunes_on_validation_confirms_on_fresh_seeds_and_resumes(tmp_path, monkeypatch):
+    from hf_plasticity.bench import study
+    from hf_plasticity.bench.study_report import markdown
+
+    monkeypatch.setattr(study, "ARMS", {
+        "standard": study.StudyArm("standard", grid={"backbone_lr": (1e-3,)}),
+        "reinit_top": study.StudyArm("reinit_top", "reinit_layers", {}, grid={"backbone_lr": (1e-3,),
+                                                                               "reinit_lr": (None, 3e-3)}),
+        "boost_top": study.StudyArm("boost_top", grid={"backbone_lr": (1e-3,), "boosted_blocks": ("default",),
+                                                       "reinit_lr": (3e-3,)}),
+    })  # fmt: skip
+    monkeypatch.setattr(study, "BUDGETS", {"short": 1})
+    settings = study.StudySettings(
+        models=["efficientnet_lite0"], targets=["digits"], arms=["reinit_top", "boost_top"], budgets=["short"],
+        results=str(tmp_path), tuning_seeds=(100,), confirmation_seeds=(0, 1), max_train=60, max_test=30,
+        image_size=32, calibration_batches=1, jobs=2,
+    )  # fmt: skip
+    counts = study.run_study(settings, progress=False)  # two worker processes; the parent writes the results
+    records = study.load_results(tmp_path / "efficientnet_lite0__digits.jsonl")
+    tuned = [r for r in records if r["phase"] == "tune"]
+    confirmed = [r for r in records if r["phase"] == "confirm"]
+    assert counts["done"] == len(records) == 4 + 6  # 4 tuning configurations, 3 arms x 2 confirmation seeds
+    assert {r["seed"] for r in tuned} == {100} and {r["seed"] for r in confirmed} == {0, 1}
+    assert all(r["n"]["val"] > 0 and len(r["val_acc"]) == 1 for r in records)
+    boosted = next(r for r in records if r["arm"] == "boost_top")
+    assert boosted["recipe"]["boosted_blocks"] == 2 and boosted["reinitialized"] == 0  # high lr, no re-draw
+    assert next(r for r in records if r["arm"] == "reinit_top")["reinitialized"] > 0
+    assert study.run_study(settings, progress=False) == {"done": 0, "skipped": 10}  # resumable
+    text = markdown(tmp_path)
+    assert "### efficientnet_lite0 on digits, short budget (1 epochs)" in text
+    assert "| reinit_top |" in text and "| boost_top |" in text and "| standard |" in text

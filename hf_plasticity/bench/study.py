@@ -1,0 +1,353 @@
+"""The benchmark, version 2: every arm tuned on its own grid on a validation split, then confirmed on fresh seeds.
+
+For each (model, target, budget):
+
+1. **Tune**: each arm runs every configuration of its grid on the tuning seeds; a numeric grid that has its best value
+   on an edge is extended by one step outward (a grid must bracket its optimum), up to a limit.
+2. **Choose** each arm's configuration by its mean final *validation* accuracy over the tuning seeds.
+3. **Confirm**: the chosen configuration of every arm on the confirmation seeds (fresh: disjoint from the tuning
+   seeds); only these runs' *test* accuracies are reported, with paired differences to the tuned standard arm.
+
+Every run is one JSON line in ``<results>/<model>__<target>.jsonl`` (the parent process writes it, so ``--jobs 2``
+is safe); a run already there is skipped, so an interrupted study resumes where it stopped. The lines are small and
+committed: every table is rebuilt from them by [`hf_plasticity.bench.study_report`].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BUDGETS = {"short": 3, "long": 9}
+TUNING_SEEDS = (100, 101)
+CONFIRMATION_SEEDS = tuple(range(10))
+#: How many times a numeric knob whose best value sits on an edge of its grid is extended by one step.
+MAX_EXTENSIONS = 2
+
+
+@dataclass(frozen=True)
+class StudyArm:
+    """One arm: a restore (or none) and the grid of recipe knobs it is tuned on.
+
+    Args:
+        name: the arm's name in the results.
+        strategy: the library strategy restored before fine-tuning (None: standard fine-tuning).
+        params: the strategy config's keyword arguments.
+        grid: recipe knob -> values tried (``backbone_lr``, ``head_lr``, ``reinit_lr``, ``layer_decay``,
+            ``boosted_blocks``); knobs not in the grid keep the recipe's defaults.
+    """
+
+    name: str
+    strategy: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, tuple] = field(default_factory=dict)
+
+
+LRS = (3e-4, 1e-3, 3e-3)
+ARMS = {
+    arm.name: arm
+    for arm in (
+        StudyArm("standard", grid={"backbone_lr": LRS, "head_lr": (1e-3, 3e-3)}),
+        StudyArm("layer_decay", grid={"backbone_lr": LRS, "layer_decay": (0.65, 0.8)}),
+        # the control: the blocks a restore would re-draw get the high lr, but keep their pretrained weights
+        StudyArm("boost_top", grid={"backbone_lr": LRS, "boosted_blocks": ("default",), "reinit_lr": (3e-3, 1e-2)}),
+        StudyArm("reinit_top", "reinit_layers", {}, grid={"backbone_lr": LRS, "reinit_lr": (None, 3e-3, 1e-2)}),
+        StudyArm("auto", "auto", {}, grid={"backbone_lr": LRS, "reinit_lr": (None, 3e-3)}),
+        StudyArm("dash", "dash", {}, grid={"backbone_lr": LRS}),
+        StudyArm("shrink_perturb", "shrink_perturb", {"shrink": 0.8, "perturb": 0.1}, grid={"backbone_lr": LRS}),
+    )
+}
+
+
+@dataclass
+class StudySettings:
+    """What one study runs.
+
+    Args:
+        models: bench model names.
+        targets: bench target names.
+        arms: arm names (see `ARMS`); "standard" is always run.
+        budgets: budget names (see `BUDGETS`).
+        results: folder of the JSONL results (committed).
+        tuning_seeds / confirmation_seeds: the two disjoint seed sets.
+        val_fraction: share of each class of the training split held out for validation.
+        max_train / max_test: cut the splits (smoke runs).
+        image_size: override the models' input size.
+        jobs: worker processes (each with one torch thread).
+        calibration_batches: training batches handed to data-dependent restores.
+        head_lr / weight_decay: recipe defaults for arms that do not tune them.
+    """
+
+    models: list[str]
+    targets: list[str]
+    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    budgets: list[str] = field(default_factory=lambda: list(BUDGETS))
+    results: str = "benchmarks/results/v2"
+    tuning_seeds: tuple[int, ...] = TUNING_SEEDS
+    confirmation_seeds: tuple[int, ...] = CONFIRMATION_SEEDS
+    val_fraction: float = 0.2
+    max_train: int | None = None
+    max_test: int | None = None
+    image_size: int | None = None
+    jobs: int = 1
+    calibration_batches: int = 8
+    head_lr: float = 3e-3
+
+
+def config_key(arm: str, knobs: dict[str, Any]) -> str:
+    """A stable short id of an arm's configuration."""
+    text = json.dumps({"arm": arm, **knobs}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def run_key(record: dict[str, Any]) -> str:
+    return f"{record['phase']}|{record['budget']}|{record['config']}|{record['seed']}"
+
+
+# ------------------------------------------------------------------------------------------------------ one run
+def run_one(task: dict[str, Any]) -> dict[str, Any]:
+    """Loads the model, restores it as the arm says, fine-tunes it with the recipe; returns the run's record.
+    Runs in a worker process (one torch thread)."""
+    import torch
+
+    from .data import as_tensors, load_target
+    from .models import get_spec, load_model
+    from .recipe import Recipe, fine_tune_v2, stratified_split
+    from .runner import calibration_data
+
+    torch.set_num_threads(1)
+    settings = StudySettings(**task["settings"])
+    spec = get_spec(task["model"])
+    size = settings.image_size or spec.image_size
+    data = load_target(task["target"], size, max_train=settings.max_train, max_test=settings.max_test)
+    images, labels = as_tensors(data["train"])
+    keep, held = stratified_split(labels, settings.val_fraction, seed=0)  # one split for every run of a target
+    train, val, test = (images[keep], labels[keep]), (images[held], labels[held]), as_tensors(data["test"])
+    num_labels = int(torch.cat([labels, test[1]]).max()) + 1
+    arm = StudyArm(task["arm"], task["strategy"], task["params"])  # from the task: workers need no global state
+    knobs = dict(task["knobs"])
+    if knobs.get("boosted_blocks") == "default":
+        knobs["boosted_blocks"] = None  # resolved below, once the model is loaded
+    start = time.perf_counter()
+    model = load_model(task["model"], num_labels, seed=task["seed"])
+    restore_seconds, report = 0.0, None
+    if arm.strategy is not None:
+        from hf_plasticity import get_config_class, prepare_pretrained
+
+        config = get_config_class(arm.strategy)(**{**arm.params, "seed": task["seed"]})
+        batches = calibration_data(train, settings.calibration_batches, 32, task["seed"])
+        t0 = time.perf_counter()
+        report = prepare_pretrained(model, config, data=batches, diagnostics=False)
+        restore_seconds = time.perf_counter() - t0
+    if "boosted_blocks" in knobs and knobs["boosted_blocks"] is None:
+        from hf_plasticity import get_layout
+        from hf_plasticity.strategies.reinit_layers import depth_share_of_blocks
+
+        knobs["boosted_blocks"] = depth_share_of_blocks(len(get_layout(model).blocks))
+    recipe = Recipe(epochs=BUDGETS[task["budget"]], seed=task["seed"], **{"head_lr": settings.head_lr, **knobs})
+    history = fine_tune_v2(model, train, val, test, recipe)
+    return {
+        "model": task["model"],
+        "target": task["target"],
+        "arm": arm.name,
+        "phase": task["phase"],
+        "budget": task["budget"],
+        "config": task["config"],
+        "knobs": task["knobs"],
+        "recipe": recipe.to_dict(),
+        "seed": task["seed"],
+        "val_acc": history["val_acc"],
+        "test_acc": history["test_acc"],
+        "train_loss": history["train_loss"],
+        "restore_seconds": restore_seconds,
+        "reinitialized": report.total_reinitialized if report is not None else 0,
+        "details": report.details if report is not None else {},
+        "epoch_seconds": sum(history["epoch_seconds"]) / len(history["epoch_seconds"]),
+        "n": {"train": len(train[1]), "val": len(val[1]), "test": len(test[1])},
+        "wall_seconds": time.perf_counter() - start,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ the results file
+def results_path(settings: StudySettings, model: str, target: str) -> Path:
+    return Path(settings.results) / f"{model}__{target}.jsonl"
+
+
+def load_results(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _grid(arm: StudyArm, extensions: dict[str, tuple]) -> list[dict[str, Any]]:
+    """Every configuration of the arm's grid (with its extensions), as knob dicts."""
+    knobs = [{}]
+    for name, values in arm.grid.items():
+        values = tuple(dict.fromkeys((*extensions.get(name, ()), *values)))
+        knobs = [{**k, name: v} for k in knobs for v in values]
+    return knobs
+
+
+def mean_final_val(records: list[dict[str, Any]], config: str, budget: str) -> float | None:
+    """The mean final validation accuracy of one configuration's tuning runs (None without runs)."""
+    values = [r["val_acc"][-1] for r in records if (r["config"], r["budget"], r["phase"]) == (config, budget, "tune")]
+    return sum(values) / len(values) if values else None
+
+
+def choose(records: list[dict[str, Any]], arm: StudyArm, budget: str, extensions: dict[str, tuple]) -> dict | None:
+    """The arm's configuration with the best mean final validation accuracy over the tuning seeds (None until every
+    configuration has all its tuning runs)."""
+    best, best_value = None, -math.inf
+    for knobs in _grid(arm, extensions):
+        value = mean_final_val(records, config_key(arm.name, knobs), budget)
+        if value is None:
+            return None
+        if value > best_value:
+            best, best_value = knobs, value
+    return best
+
+
+def edge_extensions(arm: StudyArm, chosen: dict[str, Any], extensions: dict[str, tuple]) -> dict[str, tuple] | None:
+    """When a numeric learning-rate knob's chosen value is the largest or smallest tried, one more value outward
+    (x3 or /3); None when every chosen value is interior (or the extension limit is reached)."""
+    grown = dict(extensions)
+    changed = False
+    for name, values in arm.grid.items():
+        if not name.endswith("_lr"):
+            continue
+        tried = sorted(v for v in (*extensions.get(name, ()), *values) if isinstance(v, (int, float)))
+        value = chosen.get(name)
+        if not isinstance(value, (int, float)) or len(tried) < 2 or len(extensions.get(name, ())) >= MAX_EXTENSIONS:
+            continue
+        if value == tried[-1]:
+            grown[name] = (*extensions.get(name, ()), round(value * 3, 10))
+            changed = True
+        elif value == tried[0]:
+            grown[name] = (*extensions.get(name, ()), round(value / 3, 10))
+            changed = True
+    return grown if changed else None
+
+
+def run_study(settings: StudySettings, progress: bool = True) -> dict[str, int]:
+    """Tunes, chooses and confirms every arm on every (model, target, budget); resumable. Returns run counts."""
+    from tqdm.auto import tqdm
+
+    arms = [ARMS[name] for name in dict.fromkeys(["standard", *settings.arms])]
+    counts = {"done": 0, "skipped": 0}
+    settings_dict = {k: v for k, v in settings.__dict__.items()}
+    pool = ProcessPoolExecutor(settings.jobs) if settings.jobs > 1 else None
+    try:
+        for model in settings.models:
+            for target in settings.targets:
+                path = results_path(settings, model, target)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                records = load_results(path)
+                for budget in settings.budgets:
+                    extensions = {arm.name: {} for arm in arms}
+                    chosen: dict[str, dict] = {}
+                    pending = list(arms)
+                    while pending:  # tune every pending arm, then extend the grids whose best sits on an edge
+                        tasks = []
+                        for arm in pending:
+                            for knobs in _grid(arm, extensions[arm.name]):
+                                for seed in settings.tuning_seeds:
+                                    tasks.append(_task(settings_dict, model, target, arm, knobs, budget, "tune", seed))
+                        _execute(tasks, records, path, pool, counts, progress, f"{model}/{target}/{budget} tune", tqdm)
+                        still = []
+                        for arm in pending:
+                            best = choose(records, arm, budget, extensions[arm.name])
+                            grown = edge_extensions(arm, best, extensions[arm.name])
+                            if grown is None:
+                                chosen[arm.name] = best
+                            else:
+                                extensions[arm.name] = grown
+                                still.append(arm)
+                        pending = still
+                    tasks = [
+                        _task(settings_dict, model, target, arm, chosen[arm.name], budget, "confirm", seed)
+                        for arm in arms
+                        for seed in settings.confirmation_seeds
+                    ]
+                    _execute(tasks, records, path, pool, counts, progress, f"{model}/{target}/{budget} confirm", tqdm)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return counts
+
+
+def _task(settings: dict, model: str, target: str, arm: StudyArm, knobs: dict, budget: str, phase: str, seed: int):
+    return {
+        "settings": settings,
+        "model": model,
+        "target": target,
+        "arm": arm.name,
+        "strategy": arm.strategy,
+        "params": arm.params,
+        "knobs": knobs,
+        "config": config_key(arm.name, knobs),
+        "budget": budget,
+        "phase": phase,
+        "seed": seed,
+    }
+
+
+def _execute(tasks, records, path, pool, counts, progress, label, tqdm) -> None:
+    """Runs the tasks not in ``records`` yet (in the pool when there is one) and appends each result to ``path``."""
+    done = {run_key(r) for r in records}
+    todo = [t for t in tasks if run_key(t) not in done]
+    counts["skipped"] += len(tasks) - len(todo)
+    if not todo:
+        return
+    bar = tqdm(total=len(todo), desc=label, unit="run", disable=not progress)
+    results = pool.map(run_one, todo) if pool is not None else map(run_one, todo)
+    with path.open("a") as f:
+        for record in results:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+            records.append(record)
+            counts["done"] += 1
+            bar.update(1)
+    bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hf_plasticity.bench.study --models ... --targets ...``: runs (or resumes) a study."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", required=True, help="Bench model names.")
+    parser.add_argument("--targets", nargs="+", required=True, help="Bench target names.")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), help=f"Arms (default: all of {list(ARMS)}).")
+    parser.add_argument("--budgets", nargs="+", default=list(BUDGETS), help=f"Budgets {BUDGETS} (default: both).")
+    parser.add_argument("--results", default="benchmarks/results/v2", help="Folder of the JSONL results.")
+    parser.add_argument("--jobs", type=int, default=1, help="Worker processes, one torch thread each.")
+    parser.add_argument("--confirmation-seeds", type=int, default=len(CONFIRMATION_SEEDS), help="Seeds 0..N-1.")
+    parser.add_argument("--max-train", type=int, help="Cut the training split (smoke runs).")
+    parser.add_argument("--max-test", type=int, help="Cut the test split (smoke runs).")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.arms) - set(ARMS)) + sorted(set(args.budgets) - set(BUDGETS))
+    if unknown:
+        parser.error(f"unknown arms or budgets {unknown}; accepted: {list(ARMS)}, {list(BUDGETS)}")
+    settings = StudySettings(
+        models=args.models,
+        targets=args.targets,
+        arms=args.arms,
+        budgets=args.budgets,
+        results=args.results,
+        jobs=args.jobs,
+        confirmation_seeds=tuple(range(args.confirmation_seeds)),
+        max_train=args.max_train,
+        max_test=args.max_test,
+    )
+    print(run_study(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

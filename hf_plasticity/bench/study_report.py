@@ -1,0 +1,141 @@
+"""Tables of the benchmark, version 2, rebuilt from the committed per-run results (``benchmarks/results/v2``).
+
+Per (model, target, budget) and arm: the configuration chosen on validation, its validation accuracy, and on the
+confirmation seeds the test accuracy (mean and 95% CI), the paired difference to the tuned standard arm (mean and 95%
+CI), the epochs to reach the tuned standard arm's final test accuracy, the area under the test curve, the robustness
+to the backbone learning rate (mean and worst validation accuracy over the backbone lr grid, each lr at its best other
+knobs) and the restore cost in epochs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .stats import mean_interval, paired_difference
+from .study import load_results
+
+Row = dict[str, Any]
+
+
+def _by(records: list[Row], **match: Any) -> list[Row]:
+    return [r for r in records if all(r[k] == v for k, v in match.items())]
+
+
+def chosen_config(records: list[Row], arm: str, budget: str) -> tuple[str, dict, float] | None:
+    """The arm's configuration with the best mean final validation accuracy over its tuning runs."""
+    means: dict[str, list[float]] = defaultdict(list)
+    knobs: dict[str, dict] = {}
+    for r in _by(records, arm=arm, budget=budget, phase="tune"):
+        means[r["config"]].append(r["val_acc"][-1])
+        knobs[r["config"]] = r["knobs"]
+    if not means:
+        return None
+    config = max(means, key=lambda c: sum(means[c]) / len(means[c]))
+    return config, knobs[config], sum(means[config]) / len(means[config])
+
+
+def lr_robustness(records: list[Row], arm: str, budget: str) -> tuple[float, float] | None:
+    """Mean and worst, over the backbone learning rates tried, of the best mean validation accuracy at that lr."""
+    per_lr: dict[float, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in _by(records, arm=arm, budget=budget, phase="tune"):
+        per_lr[r["recipe"]["backbone_lr"]][r["config"]].append(r["val_acc"][-1])
+    if not per_lr:
+        return None
+    best = [max(sum(v) / len(v) for v in configs.values()) for configs in per_lr.values()]
+    return sum(best) / len(best), min(best)
+
+
+def epochs_to_reach(curve: list[float], target: float) -> int | None:
+    """The first epoch (1-based) whose accuracy reaches ``target``, or None."""
+    return next((i + 1 for i, a in enumerate(curve) if a >= target - 1e-12), None)
+
+
+def summarize(records: list[Row], budget: str) -> list[Row]:
+    """One row per arm for one (model, target) and budget; accuracies in percent."""
+    confirmed = _by(records, budget=budget, phase="confirm")
+    standard = {r["seed"]: r for r in confirmed if r["arm"] == "standard"}
+    baseline = mean_interval([100 * r["test_acc"][-1] for r in standard.values()]).mean if standard else None
+    rows = []
+    for arm in dict.fromkeys(r["arm"] for r in records):
+        choice = chosen_config(records, arm, budget)
+        runs = {r["seed"]: r for r in confirmed if r["arm"] == arm}
+        if choice is None or not runs:
+            continue
+        final = {s: 100 * r["test_acc"][-1] for s, r in runs.items()}
+        reach = [epochs_to_reach([100 * a for a in r["test_acc"]], baseline) for r in runs.values()]
+        robustness = lr_robustness(records, arm, budget)
+        rows.append(
+            {
+                "arm": arm,
+                "knobs": choice[1],
+                "val": 100 * choice[2],
+                "test": mean_interval(list(final.values())),
+                "diff": paired_difference(final, {s: 100 * r["test_acc"][-1] for s, r in standard.items()})
+                if standard and arm != "standard"
+                else None,
+                "reach": [e for e in reach if e is not None],
+                "never": sum(e is None for e in reach),
+                "epochs": len(next(iter(runs.values()))["test_acc"]),
+                "auc": sum(100 * sum(r["test_acc"]) / len(r["test_acc"]) for r in runs.values()) / len(runs),
+                "robustness": None if robustness is None else tuple(100 * v for v in robustness),
+                "restore_epochs": sum(r["restore_seconds"] / r["epoch_seconds"] for r in runs.values()) / len(runs),
+                "seeds": len(runs),
+            }
+        )
+    return rows
+
+
+def _knobs(knobs: dict) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(knobs.items()))
+
+
+def markdown(results: str | Path) -> str:
+    """The tables of every results file in ``results``, as Markdown."""
+    lines = []
+    for path in sorted(Path(results).glob("*__*.jsonl")):
+        records = load_results(path)
+        model, target = path.stem.split("__")
+        for budget in dict.fromkeys(r["budget"] for r in records):
+            rows = summarize(records, budget)
+            if not rows:
+                continue
+            lines += [
+                f"### {model} on {target}, {budget} budget ({rows[0]['epochs']} epochs)",
+                "",
+                "| arm | chosen on validation | val % | test % (95% CI) | vs standard, paired (95% CI) | epochs to "
+                "standard's final | AUC % | lr robustness mean / worst (val %) | restore (epochs) | seeds |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            ]
+            for row in rows:
+                test, diff = row["test"], row["diff"]
+                reach = (f"{sum(row['reach']) / len(row['reach']):.1f}" if row["reach"] else "–") + (
+                    f" ({row['never']} never)" if row["never"] else ""
+                )
+                robust = (
+                    "–" if row["robustness"] is None else f"{row['robustness'][0]:.1f} / {row['robustness'][1]:.1f}"
+                )
+                lines.append(
+                    f"| {row['arm']} | {_knobs(row['knobs'])} | {row['val']:.1f} | {test.mean:.1f} "
+                    f"[{test.low:.1f}, {test.high:.1f}] | {'–' if diff is None else str(diff)} | {reach} | "
+                    f"{row['auc']:.1f} | {robust} | {row['restore_epochs']:.2f} | {row['seeds']} |"
+                )
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hf_plasticity.bench.study_report [RESULTS]``: prints the tables (and writes RESULTS/summary.md)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    results = Path(args[0] if args else "benchmarks/results/v2")
+    text = markdown(results)
+    (results / "summary.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
