@@ -58,11 +58,28 @@ ARMS = {
         # the control: the blocks a restore would re-draw get the high lr, but keep their pretrained weights
         StudyArm("boost_top", grid={"backbone_lr": LRS, "boosted_blocks": ("default",), "reinit_lr": (3e-3, 1e-2)}),
         StudyArm("reinit_top", "reinit_layers", {}, grid={"backbone_lr": LRS, "reinit_lr": (None, 3e-3, 1e-2)}),
+        # ConvNeXt only: a re-drawn block's layer scale kept from pretraining, or set, instead of the init's 1e-6
+        StudyArm(
+            "reinit_top_scale_keep",
+            "reinit_layers",
+            {"layer_scale": "keep"},
+            grid={"backbone_lr": LRS, "reinit_lr": (None, 3e-3, 1e-2)},
+        ),
+        StudyArm(
+            "reinit_top_scale_0.1",
+            "reinit_layers",
+            {"layer_scale": 0.1},
+            grid={"backbone_lr": LRS, "reinit_lr": (None, 3e-3, 1e-2)},
+        ),
         StudyArm("auto", "auto", {}, grid={"backbone_lr": LRS, "reinit_lr": (None, 3e-3)}),
         StudyArm("dash", "dash", {}, grid={"backbone_lr": LRS}),
         StudyArm("shrink_perturb", "shrink_perturb", {"shrink": 0.8, "perturb": 0.1}, grid={"backbone_lr": LRS}),
     )
 }
+
+
+#: The arms every model runs (the layer-scale variants only matter for ConvNeXt).
+DEFAULT_ARMS = [name for name in ARMS if "_scale_" not in name]
 
 
 @dataclass
@@ -86,7 +103,7 @@ class StudySettings:
 
     models: list[str]
     targets: list[str]
-    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    arms: list[str] = field(default_factory=lambda: list(DEFAULT_ARMS))
     budgets: list[str] = field(default_factory=lambda: list(BUDGETS))
     results: str = "benchmarks/results/v2"
     tuning_seeds: tuple[int, ...] = TUNING_SEEDS
@@ -323,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", required=True, help="Bench model names.")
     parser.add_argument("--targets", nargs="+", required=True, help="Bench target names.")
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), help=f"Arms (default: all of {list(ARMS)}).")
+    parser.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), help=f"Arms of {list(ARMS)}.")
     parser.add_argument("--budgets", nargs="+", default=list(BUDGETS), help=f"Budgets {BUDGETS} (default: both).")
     parser.add_argument("--results", default="benchmarks/results/v2", help="Folder of the JSONL results.")
     parser.add_argument("--jobs", type=int, default=1, help="Worker processes, one torch thread each.")
