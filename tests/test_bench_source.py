@@ -214,6 +214,24 @@ def test_pretrained_source_model_saves_curve_plot_and_check(tmp_path):
         load_model("resnet_tiny", 3, cache_dir=tmp_path, pretrain=recipe)  # every harness loads through this
 
 
+def test_cli_pretrain_only_reports_and_fails_on_an_undertrained_model(tmp_path, capsys):
+    from hf_plasticity.cli import main
+
+    fake_cache_entry(tmp_path, "resnet_tiny", [0.955, 0.96, 0.962], with_model=True)
+    fake_cache_entry(tmp_path, "convnext_tiny", [0.5, 0.57, 0.585], with_model=True)
+    args = ["bench", "--pretrain-only", "--cache-dir", str(tmp_path), "--no-progress", "--output", str(tmp_path / "o")]
+    assert main([*args, "--models", "resnet_tiny"]) == 0
+    assert f"| resnet_tiny | 1 | {PRETRAIN_RECIPES['resnet_tiny'].epochs} |" in capsys.readouterr().out
+    assert (tmp_path / "o" / "source_curves.png").read_bytes()[:8] == PNG_MAGIC
+    saved = json.loads((tmp_path / "o" / "source_pretraining.json").read_text())
+    assert saved["resnet_tiny"]["final_test_acc"] == 0.962
+    assert main([*args, "--models", "resnet_tiny", "convnext_tiny"]) == 1
+    out = capsys.readouterr().out
+    assert "under-trained: convnext_tiny: source test accuracy 58.5%" in out
+    with pytest.raises(SystemExit, match="accepted values"):
+        main([*args, "--models", "efficientnet_lite0"])
+
+
 def test_lr_sweep_scores_on_validation_and_resumes(tmp_path):
     from hf_plasticity.bench.sweep import best_learning_rate, sweep_learning_rates, sweep_table
 
