@@ -151,7 +151,7 @@ SOURCE = {"name": "shapes", "generator": "generate_shapes/1", "n_val": 1000, "n_
 
 #: Each small model's source-pretraining recipe; the learning rates come from the sweep in docs/BENCHMARKS.md.
 PRETRAIN_RECIPES: dict[str, PretrainConfig] = {
-    "vit_tiny": PretrainConfig(epochs=100, lr=1e-3),
+    "vit_tiny": PretrainConfig(epochs=200, lr=1e-3),
     "convnext_tiny": PretrainConfig(epochs=100, lr=1e-3),
     "resnet_tiny": PretrainConfig(epochs=40, lr=3e-3),
 }
