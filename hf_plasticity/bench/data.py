@@ -284,6 +284,20 @@ def make_shapes(image_size: int = 32, n_train: int = 8000, n_test: int = 1000, s
     return _synthetic(generate_shapes, SHAPE_NAMES, n_train, n_test, image_size, seed)
 
 
+def make_source(
+    image_size: int = 32, n_train: int = 8000, n_val: int = 1000, n_test: int = 2000, seed: int = 1000
+) -> DatasetDict:
+    """The pretraining source with its own validation split: `"train"`, `"validation"` and `"test"`, three
+    independent draws of the `shapes` generator (seeds `seed`, `seed + 2` and `seed + 1`; train and test are the
+    draws of [`make_shapes`]). Choices (the learning-rate sweep) are made on `"validation"`; `"test"` is reported.
+    """
+    splits = _synthetic(generate_shapes, SHAPE_NAMES, n_train, n_test, image_size, seed)
+    x_val, y_val = generate_shapes(n_val, image_size=image_size, seed=seed + 2)
+    return DatasetDict(
+        {"train": splits["train"], "validation": to_dataset(x_val, y_val, SHAPE_NAMES), "test": splits["test"]}
+    )
+
+
 def make_shapes_ctrl(image_size: int = 32, n_train: int = 600, n_test: int = 1000, seed: int = 2000) -> DatasetDict:
     """In-domain control: fresh draws of the source generator (other seeds) with a small training set."""
     return _synthetic(generate_shapes, SHAPE_NAMES, n_train, n_test, image_size, seed)

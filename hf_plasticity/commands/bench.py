@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -12,9 +13,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fine-tunes pretrained models (EfficientNet-Lite0 with ImageNet weights; small ViT, ConvNeXt "
         "and ResNet pretrained here on synthetic shapes) on atypical and in-domain targets, standard fine-tuning "
         "against each restore strategy, at every backbone learning rate of a grid and several seeds. Writes one "
-        "JSON per run (finished runs are skipped on a second call), summary.md and learning-curve PNGs.",
+        "JSON per run (finished runs are skipped on a second call), summary.md and learning-curve PNGs. The small "
+        "models are pretrained on the source on first use (cached, resumable), and refused unless their source test "
+        "accuracy reached the threshold with flat last epochs. --pretrain-only pretrains and checks them; "
+        "--sweep-lrs runs the learning-rate sweep that chose their recipes.",
     )
-    parser.add_argument("--quick", action="store_true", help="A small grid that finishes in a few minutes.")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="A small grid that finishes in a few minutes (the first call also pretrains resnet_tiny on the source, "
+        "about 4 minutes on one CPU thread; it is cached after that).",
+    )
     parser.add_argument("--models", nargs="+", help="Bench models (default: all; --quick: two).")
     parser.add_argument("--targets", nargs="+", help="Targets (default: digits, textures and each model's control).")
     parser.add_argument("--arms", nargs="+", help="Arms (default: all; 'standard' is always run).")
@@ -26,11 +35,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-train", type=int, help="Cut each training split to this many examples.")
     parser.add_argument("--max-test", type=int, help="Cut each test split to this many examples.")
     parser.add_argument("--image-size", type=int, help="Override the models' input size.")
-    parser.add_argument("--pretrain-epochs", type=int, help="Source pretraining epochs (default 15; --quick: 3).")
+    parser.add_argument(
+        "--pretrain-epochs", type=int, help="Replace the epochs of each small model's source-pretraining recipe."
+    )
+    parser.add_argument(
+        "--pretrain-only",
+        action="store_true",
+        help="Only pretrain (or read from the cache) the small models pretrained here (default: all of them), print "
+        "their source accuracy and check, and write source_pretraining.md/.json and source_curves.png to --output "
+        "(default bench_runs/source); exit 1 when one is below the threshold.",
+    )
+    parser.add_argument(
+        "--sweep-lrs",
+        type=float,
+        nargs="+",
+        metavar="LR",
+        help="Run the source-pretraining learning-rate sweep (on the source's validation split) for the small models "
+        "instead of the bench; results go to --output (default bench_runs/source_sweep).",
+    )
+    parser.add_argument("--sweep-epochs", type=int, default=15, help="Epochs of each sweep run (default 15).")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1).")
     parser.add_argument("--output", help="Output folder (default bench_runs/full, or bench_runs/quick).")
     parser.add_argument(
-        "--cache-dir", help="Cache of pretrained source models (default ~/.cache/hf_plasticity/bench)."
+        "--cache-dir",
+        help="Cache of pretrained source models (default $HF_PLASTICITY_BENCH_CACHE or ~/.cache/hf_plasticity/bench).",
     )
     parser.add_argument("--report-only", action="store_true", help="Only rebuild summary.md and plots from runs.")
     parser.add_argument("--no-progress", action="store_true", help="No progress bars.")
@@ -40,12 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def settings_from_args(args: argparse.Namespace):
     """The [`BenchSettings`] an argument namespace asks for (`--quick` fills the unset options with small values)."""
-    from ..bench.models import PretrainConfig
     from ..bench.runner import BenchSettings
 
     quick = args.quick
-    pretrain_epochs = args.pretrain_epochs or (3 if quick else PretrainConfig().epochs)
-    pretrain = PretrainConfig(epochs=pretrain_epochs, n_train=2000 if quick else PretrainConfig().n_train)
     return BenchSettings(
         models=args.models or (["efficientnet_lite0", "resnet_tiny"] if quick else []),
         targets=args.targets or (["digits"] if quick else []),
@@ -61,7 +86,7 @@ def settings_from_args(args: argparse.Namespace):
         threads=args.threads,
         output_dir=args.output or ("bench_runs/quick" if quick else "bench_runs/full"),
         cache_dir=args.cache_dir,
-        pretrain=pretrain,
+        pretrain_epochs=args.pretrain_epochs,
     )
 
 
@@ -77,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         print("targets:", ", ".join(TARGETS))
         print("arms:   ", ", ".join(ARMS))
         return 0
+    if args.pretrain_only or args.sweep_lrs:
+        return _source_command(args)
     settings = settings_from_args(args)
     if not settings.models:
         settings.models = list(MODEL_SPECS)
@@ -90,3 +117,59 @@ def run(args: argparse.Namespace) -> int:
     print(summary.read_text())
     print(f"wrote {summary} (and summary.json, curves_*.png)")
     return 0
+
+
+def _source_models(args: argparse.Namespace) -> list[str]:
+    from ..bench.models import MODEL_SPECS, is_source_pretrained
+
+    names = args.models or [name for name in MODEL_SPECS if is_source_pretrained(name)]
+    for name in names:
+        if name not in MODEL_SPECS or not is_source_pretrained(name):
+            accepted = [n for n in MODEL_SPECS if is_source_pretrained(n)]
+            raise SystemExit(
+                f"--pretrain-only / --sweep-lrs take models pretrained here; accepted values: {accepted}."
+            )
+    return names
+
+
+def _source_command(args: argparse.Namespace) -> int:
+    """`--sweep-lrs`: the learning-rate sweep; `--pretrain-only`: pretrain (or read) and check each small model."""
+    import torch
+
+    from ..bench.models import (
+        pretrain_recipe,
+        pretrain_source_model,
+        read_source_metrics,
+        refusal_message,
+        source_status,
+    )
+    from ..bench.report import write_source_report
+
+    torch.set_num_threads(args.threads)
+    names = _source_models(args)
+    if args.sweep_lrs:
+        from ..bench.sweep import best_learning_rate, load_sweep, sweep_learning_rates, sweep_table
+
+        output = Path(args.output or "bench_runs/source_sweep")
+        for name in names:
+            rows = sweep_learning_rates(name, args.sweep_lrs, args.sweep_epochs, output, progress=not args.no_progress)
+            print(
+                f"{name}: best lr on the validation split at {args.sweep_epochs} epochs {best_learning_rate(rows):g}"
+            )
+        table = "\n".join(sweep_table(load_sweep(output)))
+        (output / "sweep.md").write_text(table + "\n")
+        print(table)
+        print(f"wrote {output / 'sweep.md'}")
+        return 0
+    metrics = {}
+    for name in names:
+        recipe = pretrain_recipe(name, epochs=args.pretrain_epochs)
+        pretrain_source_model(name, args.cache_dir, recipe, progress=not args.no_progress)
+        metrics[name] = read_source_metrics(name, args.cache_dir, recipe)
+    report = write_source_report(metrics, args.output or "bench_runs/source")
+    print(report.read_text())
+    failed = [refusal_message(name, source_status(name, m)) for name, m in metrics.items()]
+    failed = [reason for reason in failed if reason is not None]
+    for reason in failed:
+        print(f"under-trained: {reason}")
+    return 1 if failed else 0
