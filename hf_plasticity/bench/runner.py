@@ -23,8 +23,9 @@ from typing import Any
 
 import torch
 
+from ..validators import check_number, check_positive_int
 from .arms import Arm, get_arms
-from .data import as_tensors, load_target
+from .data import TARGETS, as_tensors, load_target
 from .models import (
     PretrainConfig,
     cache_path,
@@ -82,6 +83,25 @@ class BenchSettings:
     cache_dir: str | None = None
     pretrain: PretrainConfig | None = None
     pretrain_epochs: int | None = None
+
+    def validate(self) -> None:
+        """Raises a `ValueError` naming the first unknown model, target or arm, or out-of-range value, before anything
+        is written or loaded."""
+        for model in self.models:
+            get_spec(model)
+        unknown = [name for name in self.targets if name not in TARGETS]
+        if unknown:
+            raise ValueError(f"Unknown target(s) {unknown}; accepted values: {sorted(TARGETS)}.")
+        get_arms(self.arms)
+        if not self.backbone_lrs:
+            raise ValueError("`backbone_lrs` must name at least one learning rate.")
+        for lr in self.backbone_lrs:
+            check_number("backbone_lrs", lr, low=0, low_open=True)
+        check_number("head_lr", self.head_lr, low=0, low_open=True)
+        for name in ("seeds", "epochs", "batch_size", "calibration_batches", "threads"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("max_train", "max_test", "image_size", "pretrain_epochs"):
+            check_positive_int(name, getattr(self, name), allow_none=True)
 
     def pretrain_for(self, model: str) -> PretrainConfig:
         """The source-pretraining recipe of a small model under these settings."""
@@ -241,12 +261,15 @@ def run_benchmark(settings: BenchSettings, progress: bool = True) -> dict[str, i
     last epochs are not flat.
 
     Raises:
+        `ValueError`: an unknown model, target or arm, or an out-of-range setting (see [`BenchSettings.validate`]);
+            nothing is written.
         [`UnderTrainedSourceError`]: naming the model, its recorded source accuracy and the threshold.
 
     Returns:
         `dict` with counts: `planned`, `done` (newly run), `skipped` (already finished), `unavailable` (arms whose
         strategy the library lacks or rejects).
     """
+    settings.validate()
     torch.set_num_threads(settings.threads)
     out = runs_dir(settings.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+from ._common import CommandError, reports_errors
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,23 +69,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _given(value: Any, default: Any) -> Any:
+    """``value`` unless the option was not given (0 is a value to validate, not "unset")."""
+    return default if value is None else value
+
+
 def settings_from_args(args: argparse.Namespace):
     """The [`BenchSettings`] an argument namespace asks for (`--quick` fills the unset options with small values)."""
     from ..bench.runner import BenchSettings
 
     quick = args.quick
+
     return BenchSettings(
         models=args.models or (["efficientnet_lite0", "resnet_tiny"] if quick else []),
         targets=args.targets or (["digits"] if quick else []),
         arms=args.arms or (["standard", "reinit_layers_k1", "selective_gxw_p0.05"] if quick else []),
-        backbone_lrs=args.backbone_lrs or ([1e-3] if quick else [1e-4, 3e-4, 1e-3]),
+        backbone_lrs=_given(args.backbone_lrs, [1e-3] if quick else [1e-4, 3e-4, 1e-3]),
         head_lr=args.head_lr,
-        seeds=args.seeds or (2 if quick else 3),
-        epochs=args.epochs or (3 if quick else 8),
+        seeds=_given(args.seeds, 2 if quick else 3),
+        epochs=_given(args.epochs, 3 if quick else 8),
         batch_size=args.batch_size,
-        max_train=args.max_train or (300 if quick else None),
-        max_test=args.max_test or (300 if quick else None),
-        image_size=args.image_size or (32 if quick else None),
+        max_train=_given(args.max_train, 300 if quick else None),
+        max_test=_given(args.max_test, 300 if quick else None),
+        image_size=_given(args.image_size, 32 if quick else None),
         threads=args.threads,
         output_dir=args.output or ("bench_runs/quick" if quick else "bench_runs/full"),
         cache_dir=args.cache_dir,
@@ -90,6 +99,7 @@ def settings_from_args(args: argparse.Namespace):
     )
 
 
+@reports_errors("bench")
 def run(args: argparse.Namespace) -> int:
     from ..bench.arms import ARMS
     from ..bench.data import TARGETS
@@ -107,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if not settings.models:
         settings.models = list(MODEL_SPECS)
+    settings.validate()
     if not args.report_only:
         counts = run_benchmark(settings, progress=not args.no_progress)
         print(
@@ -126,7 +137,7 @@ def _source_models(args: argparse.Namespace) -> list[str]:
     for name in names:
         if name not in MODEL_SPECS or not is_source_pretrained(name):
             accepted = [n for n in MODEL_SPECS if is_source_pretrained(n)]
-            raise SystemExit(
+            raise CommandError(
                 f"--pretrain-only / --sweep-lrs take models pretrained here; accepted values: {accepted}."
             )
     return names
