@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hf_plasticity.bench import arms as arms_module
 from hf_plasticity.bench.arms import Arm, get_arms
-from hf_plasticity.bench.data import as_tensors, load_target
+from hf_plasticity.bench.data import PHOTO_TEST_BANDS, PHOTO_TRAIN_BANDS, as_tensors, load_target, photo_crop_box
 from hf_plasticity.bench.demo import DemoSettings, run_demo
 from hf_plasticity.bench.models import PretrainConfig, load_model, pretrain_source_model
 from hf_plasticity.bench.report import aggregate, first_epoch_reaching, overview_table, write_report
@@ -47,6 +50,21 @@ def test_targets_are_deterministic_datasets(name):
     assert x.min() >= -1.0 - 1e-5 and x.max() <= 1.0 + 1e-5
     assert first["train"].features["labels"].num_classes == 10
     assert torch.equal(x, as_tensors(second["train"])[0]) and torch.equal(y, as_tensors(second["train"])[1])
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), label=st.integers(0, 9))
+def test_photo_training_and_test_crops_share_no_pixel(seed, label):
+    rng = np.random.default_rng(seed)
+    for height, width in ((427, 640), (300, 400)):
+        train = [photo_crop_box(label, height, width, PHOTO_TRAIN_BANDS, rng) for _ in range(20)]
+        test = [photo_crop_box(label, height, width, PHOTO_TEST_BANDS, rng) for _ in range(20)]
+        for top, left, side in train + test:
+            assert 0 <= top and top + side <= height and left + side <= width
+            assert (label % 5) * (width // 5) <= left and left + side <= (label % 5 + 1) * (width // 5)
+        train_rows = set().union(*(range(top, top + side) for top, _, side in train))
+        test_rows = set().union(*(range(top, top + side) for top, _, side in test))
+        assert not train_rows & test_rows
 
 
 def test_unknown_target_and_arm_are_named():

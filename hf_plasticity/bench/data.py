@@ -7,7 +7,7 @@ Each target is a [`datasets.DatasetDict`] with a fixed `"train"` / `"test"` spli
 - `textures`: procedural textures (gratings, checkerboards, rings, dots, noise...) under strong pixel noise:
   atypical for the synthetic source.
 - `photos`: crops of scikit-learn's two sample photographs, labelled by the region they come from: natural-image
-  statistics, the in-domain control for ImageNet-pretrained models.
+  statistics, the in-domain control for ImageNet-pretrained models (training and test crops from disjoint bands).
 - `shapes`: the synthetic source the bench pretrains its small transformers models on (10 shape classes).
 - `shapes_ctrl`: fresh draws of the same generator with a small training set: the in-domain control for the
   models pretrained on `shapes`.
@@ -234,9 +234,32 @@ def generate_textures(
     return images, labels.astype(np.int64)
 
 
-def generate_photo_crops(n: int, image_size: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+#: Horizontal bands of each photograph: training crops come from the even bands, test crops from the odd ones, so
+#: no training crop shares a pixel with a test crop.
+PHOTO_BANDS = 5
+PHOTO_TRAIN_BANDS = (0, 2, 4)
+PHOTO_TEST_BANDS = (1, 3)
+
+
+def photo_crop_box(
+    label: int, height: int, width: int, bands: tuple[int, ...], rng: np.random.Generator
+) -> tuple[int, int, int]:
+    """`(top, left, side)` of one square crop inside strip `label % 5` and inside one of `bands` of a photograph."""
+    strip_w, band_h = width // 5, height // PHOTO_BANDS
+    side = int(rng.integers(min(64, band_h), min(strip_w, band_h) + 1))
+    left = (label % 5) * strip_w + int(rng.integers(0, strip_w - side + 1))
+    top = int(rng.choice(bands)) * band_h + int(rng.integers(0, band_h - side + 1))
+    return top, left, side
+
+
+def generate_photo_crops(
+    n: int, image_size: int = 48, seed: int = 0, bands: tuple[int, ...] = PHOTO_TRAIN_BANDS
+) -> tuple[np.ndarray, np.ndarray]:
     """Random crops of scikit-learn's two sample photographs; the label is the vertical strip (5 per photo) the
     crop comes from, so classes are natural-image regions (in-domain for ImageNet models).
+
+    Each photograph is also cut into [`PHOTO_BANDS`] horizontal bands, and every crop lies inside one of `bands`:
+    crops drawn from disjoint bands share no pixel (the training and test splits of [`make_photos`]).
 
     Returns:
         `(images, labels)`: float32 `(n, 3, image_size, image_size)` in `[-1, 1]` and int64 `(n,)`.
@@ -252,11 +275,7 @@ def generate_photo_crops(n: int, image_size: int = 48, seed: int = 0) -> tuple[n
     images = np.empty((n, 3, image_size, image_size), dtype=np.float32)
     for i, label in enumerate(labels):
         photo = photos[int(label) // 5]
-        h, w = photo.shape[1:]
-        strip_w = w // 5
-        side = int(rng.integers(64, strip_w + 1))
-        left = (int(label) % 5) * strip_w + int(rng.integers(0, strip_w - side + 1))
-        top = int(rng.integers(0, h - side + 1))
+        top, left, side = photo_crop_box(int(label), *photo.shape[1:], bands, rng)
         crop = photo[:, top : top + side, left : left + side][None]
         crop = F.interpolate(crop, size=(image_size, image_size), mode="bilinear", align_corners=False)[0]
         if rng.random() < 0.5:
@@ -309,8 +328,13 @@ def make_textures(image_size: int = 32, n_train: int = 1200, n_test: int = 600, 
 
 
 def make_photos(image_size: int = 48, n_train: int = 1200, n_test: int = 600, seed: int = 4000) -> DatasetDict:
-    """In-domain control for ImageNet-pretrained models: crops of natural photographs."""
-    return _synthetic(generate_photo_crops, PHOTO_NAMES, n_train, n_test, image_size, seed)
+    """In-domain control for ImageNet-pretrained models: crops of natural photographs, training crops from the even
+    horizontal bands and test crops from the odd ones (no pixel in common, so the control can show harm)."""
+    x_train, y_train = generate_photo_crops(n_train, image_size, seed, bands=PHOTO_TRAIN_BANDS)
+    x_test, y_test = generate_photo_crops(n_test, image_size, seed + 1, bands=PHOTO_TEST_BANDS)
+    return DatasetDict(
+        {"train": to_dataset(x_train, y_train, PHOTO_NAMES), "test": to_dataset(x_test, y_test, PHOTO_NAMES)}
+    )
 
 
 TARGETS: dict[str, Callable[..., DatasetDict]] = {
