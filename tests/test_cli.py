@@ -218,7 +218,8 @@ def test_bench_bad_input_exits_with_one_line_and_creates_nothing(tmp_path, capsy
         "`head_lr` must be a finite number > 0, got -0.001": ["--head-lr=-1e-3"],
         "`seeds` must be a positive integer, got 0": ["--seeds", "0"],
         "`epochs` must be a positive integer, got 0": ["--quick", "--epochs", "0"],
-        "--pretrain-only / --sweep-lrs take models pretrained here": ["--pretrain-only", "--models", "efficientnet_lite0"],
+        "--pretrain-only / --sweep-lrs take models pretrained here": [
+            "--pretrain-only", "--models", "efficientnet_lite0"],
     }  # fmt: skip
     for expected, argv in cases.items():
         assert main(["bench", *argv]) == 2, expected

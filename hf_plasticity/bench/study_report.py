@@ -87,6 +87,26 @@ def summarize(records: list[Row], budget: str) -> list[Row]:
     return rows
 
 
+def tuning_table(records: list[Row], model: str, target: str, budget: str) -> list[str]:
+    """Markdown lines for a (model, target, budget) still in tuning: each arm's best configuration so far on
+    validation (no test number: the test split is read only for the confirmed configurations)."""
+    tuned = _by(records, budget=budget, phase="tune")
+    if not tuned:
+        return []
+    lines = [
+        f"### {model} on {target}, {budget} budget ({len(tuned[0]['val_acc'])} epochs): tuning, not confirmed",
+        "",
+        "| arm | best so far on validation | val % | configurations tried | runs |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for arm in dict.fromkeys(r["arm"] for r in tuned):
+        config, knobs, val = chosen_config(records, arm, budget)
+        runs = _by(tuned, arm=arm)
+        tried = len({r["config"] for r in runs})
+        lines.append(f"| {arm} | {_knobs(knobs)} | {100 * val:.1f} | {tried} | {len(runs)} |")
+    return [*lines, ""]
+
+
 def _knobs(knobs: dict) -> str:
     return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(knobs.items()))
 
@@ -100,6 +120,7 @@ def markdown(results: str | Path) -> str:
         for budget in dict.fromkeys(r["budget"] for r in records):
             rows = summarize(records, budget)
             if not rows:
+                lines += tuning_table(records, model, target, budget)
                 continue
             lines += [
                 f"### {model} on {target}, {budget} budget ({rows[0]['epochs']} epochs)",
