@@ -322,9 +322,14 @@ def test_a_micro_study_tunes_on_validation_confirms_on_fresh_seeds_and_resumes(t
     text = markdown(tmp_path)
     assert "### efficientnet_lite0 on digits, short budget (1 epochs)" in text
     assert "| reinit_top |" in text and "| boost_top |" in text and "| standard |" in text
+    from hf_plasticity.bench.study_report import plot_differences
+
+    figure = plot_differences(tmp_path, tmp_path / "differences.png")
+    assert figure is not None and figure.read_bytes()[:8] == PNG_MAGIC
     tuning_only = tmp_path / "tuning"
     tuning_only.mkdir()
     (tuning_only / "efficientnet_lite0__digits.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tuned))
     text = markdown(tuning_only)
     assert "short budget (1 epochs): tuning, not confirmed" in text and "test" not in text.split("|---|")[0]
     assert "| reinit_top | backbone_lr=0.001" in text
+    assert plot_differences(tuning_only, tuning_only / "differences.png") is None

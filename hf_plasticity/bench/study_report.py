@@ -146,8 +146,49 @@ def markdown(results: str | Path) -> str:
     return "\n".join(lines)
 
 
+def plot_differences(results: str | Path, path: str | Path) -> Path | None:
+    """One panel per confirmed (model, target, budget): each arm's paired difference in final test accuracy to the
+    tuned standard arm, with its 95% confidence interval (points right of 0: better than standard). Returns the PNG's
+    path, or None when nothing is confirmed yet."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for file in sorted(Path(results).glob("*__*.jsonl")):
+        records = load_results(file)
+        model, target = file.stem.split("__")
+        for budget in dict.fromkeys(r["budget"] for r in records):
+            rows = [row for row in summarize(records, budget) if row["diff"] is not None]
+            if rows:
+                panels.append((f"{model} / {target} / {budget}", rows))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.5 + 0.45 * max(len(r) for _, r in panels)),
+                             squeeze=False)  # fmt: skip
+    for ax, (title, rows) in zip(axes[0], panels):
+        for y, row in enumerate(rows):
+            diff = row["diff"]
+            color = "tab:green" if diff.low > 0 else "tab:red" if diff.high < 0 else "tab:gray"
+            ax.errorbar(diff.mean, y, xerr=[[diff.mean - diff.low], [diff.high - diff.mean]], fmt="o", color=color,
+                        capsize=3)  # fmt: skip
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(rows)), [row["arm"] for row in rows])
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("test acc. vs tuned standard (points, 95% CI)")
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hf_plasticity.bench.study_report [RESULTS]``: prints the tables (and writes RESULTS/summary.md)."""
+    """``python -m hf_plasticity.bench.study_report [RESULTS]``: prints the tables, writes RESULTS/summary.md and,
+    once a pair is confirmed, RESULTS/differences.png."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
@@ -155,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(results)
     (results / "summary.md").write_text(text + "\n")
     print(text)
+    figure = plot_differences(results, results / "differences.png")
+    if figure is not None:
+        print(f"wrote {figure}")
     return 0
 
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The benchmark, version 2 (docs/BENCHMARKS.md, "Benchmark v2"), in the issue's order of work: EfficientNet-Lite0 on
+# the two atypical targets and its in-domain control, then the ViT, then the rest. Each call tunes every arm on
+# validation (tuning seeds 100, 101), then confirms the chosen configurations on seeds 0-9; results are appended to
+# benchmarks/results/v2/<model>__<target>.jsonl (commit them). Resumable: rerun to continue, finished runs are skipped.
+# JOBS (default 2) worker processes with one torch thread each; BIN picks the environment (default .venv/bin).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+JOBS=${JOBS:-2}
+export HF_HUB_OFFLINE=1
+study() { "$BIN/python" -m hf_plasticity.bench.study --jobs "$JOBS" "$@"; }
+study --models efficientnet_lite0 --targets digits textures photos --budgets short
+study --models vit_tiny --targets digits textures shapes_ctrl --budgets short
+study --models convnext_tiny --targets digits textures --budgets short \
+  --arms standard reinit_top reinit_top_scale_keep reinit_top_scale_0.1
+study --models convnext_tiny resnet_tiny efficientnet_lite1 --targets digits textures --budgets short
+study --models efficientnet_lite0 vit_tiny --targets digits textures --budgets long
+"$BIN/python" -m hf_plasticity.bench.study_report
