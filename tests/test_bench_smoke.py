@@ -314,6 +314,7 @@ def test_a_micro_study_tunes_on_validation_confirms_on_fresh_seeds_and_resumes(t
     confirmed = [r for r in records if r["phase"] == "confirm"]
     assert counts["done"] == len(records) == 4 + 6  # 4 tuning configurations, 3 arms x 2 confirmation seeds
     assert {r["seed"] for r in tuned} == {100} and {r["seed"] for r in confirmed} == {0, 1}
+    assert all(r["test_acc"] is None for r in tuned) and all(len(r["test_acc"]) == 1 for r in confirmed)
     assert all(r["n"]["val"] > 0 and len(r["val_acc"]) == 1 for r in records)
     boosted = next(r for r in records if r["arm"] == "boost_top")
     assert boosted["recipe"]["boosted_blocks"] == 2 and boosted["reinitialized"] == 0  # high lr, no re-draw

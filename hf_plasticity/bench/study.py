@@ -168,7 +168,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
 
         knobs["boosted_blocks"] = depth_share_of_blocks(len(get_layout(model).blocks))
     recipe = Recipe(epochs=BUDGETS[task["budget"]], seed=task["seed"], **{"head_lr": settings.head_lr, **knobs})
-    history = fine_tune_v2(model, train, val, test, recipe)
+    history = fine_tune_v2(model, train, val, test if task["phase"] == "confirm" else None, recipe)
     return {
         "model": task["model"],
         "target": task["target"],
