@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from hf_plasticity.bench import arms as arms_module
 from hf_plasticity.bench.arms import Arm, get_arms
-from hf_plasticity.bench.data import PHOTO_TEST_BANDS, PHOTO_TRAIN_BANDS, as_tensors, load_target, photo_crop_box
+from hf_plasticity.bench.data import PHOTO_SPLIT_COLOURS, as_tensors, load_target, photo_crop_box
 from hf_plasticity.bench.demo import DemoSettings, run_demo
 from hf_plasticity.bench.models import PretrainConfig, load_model, pretrain_source_model
 from hf_plasticity.bench.report import aggregate, first_epoch_reaching, overview_table, write_report
@@ -53,18 +53,23 @@ def test_targets_are_deterministic_datasets(name):
 
 
 @settings(max_examples=50, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), label=st.integers(0, 9))
-def test_photo_training_and_test_crops_share_no_pixel(seed, label):
+@given(seed=st.integers(0, 2**32 - 1), height=st.integers(240, 1000), width=st.integers(240, 1000))
+def test_photo_crops_of_different_splits_share_no_pixel(seed, height, width):
     rng = np.random.default_rng(seed)
-    for height, width in ((427, 640), (300, 400)):
-        train = [photo_crop_box(label, height, width, PHOTO_TRAIN_BANDS, rng) for _ in range(20)]
-        test = [photo_crop_box(label, height, width, PHOTO_TEST_BANDS, rng) for _ in range(20)]
-        for top, left, side in train + test:
-            assert 0 <= top and top + side <= height and left + side <= width
-            assert (label % 5) * (width // 5) <= left and left + side <= (label % 5 + 1) * (width // 5)
-        train_rows = set().union(*(range(top, top + side) for top, _, side in train))
-        test_rows = set().union(*(range(top, top + side) for top, _, side in test))
-        assert not train_rows & test_rows
+    boxes = [[photo_crop_box(height, width, colour, rng) for _ in range(30)] for colour in (0, 1, 2)]
+    covered = [np.zeros((height, width), dtype=bool) for _ in boxes]
+    for mask, crops in zip(covered, boxes):
+        for top, left, side in crops:
+            assert 0 <= top and top + side <= height and 0 <= left and left + side <= width and side >= 40
+            mask[top : top + side, left : left + side] = True
+    assert not (covered[0] & covered[1]).any() and not (covered[0] & covered[2]).any()
+    assert not (covered[1] & covered[2]).any()
+
+
+def test_photos_has_its_own_validation_split():
+    data = load_target("photos", 16, max_train=50, max_test=20)
+    assert set(data) == {"train", "validation", "test"} and len(data["validation"]) == 20
+    assert sorted(PHOTO_SPLIT_COLOURS.values()) == [0, 1, 2]
 
 
 @pytest.mark.parametrize("name, blocks", [("efficientnet_lite0", 16), ("efficientnet_lite1", 21)])

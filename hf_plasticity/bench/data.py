@@ -6,8 +6,8 @@ Each target is a [`datasets.DatasetDict`] with a fixed `"train"` / `"test"` spli
 - `digits`: scikit-learn's 8x8 grayscale handwritten digits, upscaled: atypical for ImageNet and for the source.
 - `textures`: procedural textures (gratings, checkerboards, rings, dots, noise...) under strong pixel noise:
   atypical for the synthetic source.
-- `photos`: crops of scikit-learn's two sample photographs, labelled by the region they come from: natural-image
-  statistics, the in-domain control for ImageNet-pretrained models (training and test crops from disjoint bands).
+- `photos`: crops of ten natural photographs (scikit-learn's and scikit-image's bundled images), labelled by the
+  photograph: the in-domain control for ImageNet-pretrained models (training and test crops from disjoint tiles).
 - `shapes`: the synthetic source the bench pretrains its small transformers models on (10 shape classes).
 - `shapes_ctrl`: fresh draws of the same generator with a small training set: the in-domain control for the
   models pretrained on `shapes`.
@@ -46,7 +46,20 @@ TEXTURE_NAMES = [
     "blobs",
     "spokes",
 ]
-PHOTO_NAMES = [f"{img}_{i}" for img in ("china", "flower") for i in range(5)]
+#: The photographs of the `photos` control, one class each: scikit-learn's two sample images and scikit-image's
+#: bundled natural photographs (no download); the two grayscale ones are repeated over the three channels.
+PHOTO_NAMES = [
+    "china",
+    "flower",
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "motorcycle",
+    "hubble",
+    "camera",
+    "grass",
+]
 
 
 def to_dataset(images: np.ndarray, labels: np.ndarray, names: list[str]) -> Dataset:
@@ -234,48 +247,59 @@ def generate_textures(
     return images, labels.astype(np.int64)
 
 
-#: Horizontal bands of each photograph: training crops come from the even bands, test crops from the odd ones, so
-#: no training crop shares a pixel with a test crop.
-PHOTO_BANDS = 5
-PHOTO_TRAIN_BANDS = (0, 2, 4)
-PHOTO_TEST_BANDS = (1, 3)
+#: Each photograph is cut into `PHOTO_TILES` x `PHOTO_TILES` tiles coloured `(row + column) % 3`: training crops come
+#: from the tiles of colour 0, validation crops from colour 1 and test crops from colour 2, so crops of two splits
+#: never share a pixel, while every tile has tiles of the other splits as neighbours.
+PHOTO_TILES = 6
+PHOTO_SPLIT_COLOURS = {"train": 0, "validation": 1, "test": 2}
 
 
-def photo_crop_box(
-    label: int, height: int, width: int, bands: tuple[int, ...], rng: np.random.Generator
-) -> tuple[int, int, int]:
-    """`(top, left, side)` of one square crop inside strip `label % 5` and inside one of `bands` of a photograph."""
-    strip_w, band_h = width // 5, height // PHOTO_BANDS
-    side = int(rng.integers(min(64, band_h), min(strip_w, band_h) + 1))
-    left = (label % 5) * strip_w + int(rng.integers(0, strip_w - side + 1))
-    top = int(rng.choice(bands)) * band_h + int(rng.integers(0, band_h - side + 1))
+def photo_crop_box(height: int, width: int, colour: int, rng: np.random.Generator) -> tuple[int, int, int]:
+    """`(top, left, side)` of one square crop inside one tile of colour `colour` of a photograph's tiling."""
+    tile_h, tile_w = height // PHOTO_TILES, width // PHOTO_TILES
+    row = int(rng.integers(PHOTO_TILES))
+    column = 3 * int(rng.integers(PHOTO_TILES // 3)) + (colour - row) % 3  # (row + column) % 3 == colour
+    largest = min(tile_h, tile_w)
+    side = int(rng.integers(min(40, largest), largest + 1))
+    top = row * tile_h + int(rng.integers(0, tile_h - side + 1))
+    left = column * tile_w + int(rng.integers(0, tile_w - side + 1))
     return top, left, side
 
 
-def generate_photo_crops(
-    n: int, image_size: int = 48, seed: int = 0, bands: tuple[int, ...] = PHOTO_TRAIN_BANDS
-) -> tuple[np.ndarray, np.ndarray]:
-    """Random crops of scikit-learn's two sample photographs; the label is the vertical strip (5 per photo) the
-    crop comes from, so classes are natural-image regions (in-domain for ImageNet models).
+def load_photographs() -> list[torch.Tensor]:
+    """The [`PHOTO_NAMES`] photographs as float `(3, H, W)` tensors in `[-1, 1]`, from files the packages ship."""
+    from skimage import data
+    from sklearn.datasets import load_sample_images
 
-    Each photograph is also cut into [`PHOTO_BANDS`] horizontal bands, and every crop lies inside one of `bands`:
-    crops drawn from disjoint bands share no pixel (the training and test splits of [`make_photos`]).
+    arrays = [*load_sample_images().images, data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+    arrays += [data.stereo_motorcycle()[0], data.hubble_deep_field(), data.camera(), data.grass()]
+    photos = []
+    for array in arrays:
+        array = np.repeat(array[..., None], 3, axis=-1) if array.ndim == 2 else array[..., :3]
+        photos.append(torch.from_numpy(array.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1))
+    return photos
+
+
+def generate_photo_crops(
+    n: int, image_size: int = 48, seed: int = 0, colour: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random crops of natural photographs; the label is the photograph (see [`PHOTO_NAMES`]): in-domain for
+    ImageNet models, and learnable from unseen parts of each scene.
+
+    Every crop lies inside one tile of the given `colour` of its photograph's tiling (see [`PHOTO_TILES`]): crops of
+    different colours share no pixel (the splits of [`make_photos`]).
 
     Returns:
         `(images, labels)`: float32 `(n, 3, image_size, image_size)` in `[-1, 1]` and int64 `(n,)`.
     """
-    from sklearn.datasets import load_sample_images
-
-    photos = [
-        torch.from_numpy(img.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1) for img in load_sample_images().images
-    ]
+    photos = load_photographs()
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % len(PHOTO_NAMES)
     rng.shuffle(labels)
     images = np.empty((n, 3, image_size, image_size), dtype=np.float32)
     for i, label in enumerate(labels):
-        photo = photos[int(label) // 5]
-        top, left, side = photo_crop_box(int(label), *photo.shape[1:], bands, rng)
+        photo = photos[int(label)]
+        top, left, side = photo_crop_box(*photo.shape[1:], colour, rng)
         crop = photo[:, top : top + side, left : left + side][None]
         crop = F.interpolate(crop, size=(image_size, image_size), mode="bilinear", align_corners=False)[0]
         if rng.random() < 0.5:
@@ -327,14 +351,17 @@ def make_textures(image_size: int = 32, n_train: int = 1200, n_test: int = 600, 
     return _synthetic(generate_textures, TEXTURE_NAMES, n_train, n_test, image_size, seed)
 
 
-def make_photos(image_size: int = 48, n_train: int = 1200, n_test: int = 600, seed: int = 4000) -> DatasetDict:
-    """In-domain control for ImageNet-pretrained models: crops of natural photographs, training crops from the even
-    horizontal bands and test crops from the odd ones (no pixel in common, so the control can show harm)."""
-    x_train, y_train = generate_photo_crops(n_train, image_size, seed, bands=PHOTO_TRAIN_BANDS)
-    x_test, y_test = generate_photo_crops(n_test, image_size, seed + 1, bands=PHOTO_TEST_BANDS)
-    return DatasetDict(
-        {"train": to_dataset(x_train, y_train, PHOTO_NAMES), "test": to_dataset(x_test, y_test, PHOTO_NAMES)}
-    )
+def make_photos(
+    image_size: int = 48, n_train: int = 1200, n_val: int = 300, n_test: int = 600, seed: int = 4000
+) -> DatasetDict:
+    """In-domain control for ImageNet-pretrained models: crops of ten natural photographs, labelled by the photograph,
+    with `"train"`, `"validation"` and `"test"` crops from disjoint tiles (no pixel in common, so the control can
+    show harm, and validation is as far from training as test is)."""
+    splits = {}
+    for offset, (split, n) in enumerate((("train", n_train), ("test", n_test), ("validation", n_val))):
+        images, labels = generate_photo_crops(n, image_size, seed + offset, colour=PHOTO_SPLIT_COLOURS[split])
+        splits[split] = to_dataset(images, labels, PHOTO_NAMES)
+    return DatasetDict(splits)
 
 
 TARGETS: dict[str, Callable[..., DatasetDict]] = {
@@ -352,13 +379,19 @@ def load_target(name: str, image_size: int, max_train: int | None = None, max_te
         name (`str`): one of `TARGETS` (`"digits"`, `"textures"`, `"photos"`, `"shapes_ctrl"`).
         image_size (`int`): side of the images.
         max_train (`int`, *optional*): keep at most this many training examples (a fixed subset).
-        max_test (`int`, *optional*): keep at most this many test examples (a fixed subset).
+        max_test (`int`, *optional*): keep at most this many test (and validation) examples (a fixed subset).
+
+    Returns:
+        `DatasetDict` with `"train"` and `"test"`, and `"validation"` for targets that draw their own (`photos`); the
+        others leave validation to the caller (a held-out share of `"train"`).
     """
     if name not in TARGETS:
         raise ValueError(f"Unknown target {name!r}; accepted values: {sorted(TARGETS)}.")
     data = TARGETS[name](image_size=image_size)
     out = {}
-    for split, limit in (("train", max_train), ("test", max_test)):
+    for split, limit in (("train", max_train), ("validation", max_test), ("test", max_test)):
+        if split not in data:
+            continue
         ds = data[split]
         if limit is not None and limit < len(ds):
             idx = np.sort(np.random.default_rng(0).permutation(len(ds))[:limit])

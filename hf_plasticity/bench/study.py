@@ -144,8 +144,12 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     size = settings.image_size or spec.image_size
     data = load_target(task["target"], size, max_train=settings.max_train, max_test=settings.max_test)
     images, labels = as_tensors(data["train"])
-    keep, held = stratified_split(labels, settings.val_fraction, seed=0)  # one split for every run of a target
-    train, val, test = (images[keep], labels[keep]), (images[held], labels[held]), as_tensors(data["test"])
+    if "validation" in data:  # a target with its own validation draw (photos: disjoint tiles)
+        train, val = (images, labels), as_tensors(data["validation"])
+    else:
+        keep, held = stratified_split(labels, settings.val_fraction, seed=0)  # one split for every run of a target
+        train, val = (images[keep], labels[keep]), (images[held], labels[held])
+    test = as_tensors(data["test"])
     num_labels = int(torch.cat([labels, test[1]]).max()) + 1
     arm = StudyArm(task["arm"], task["strategy"], task["params"])  # from the task: workers need no global state
     knobs = dict(task["knobs"])
