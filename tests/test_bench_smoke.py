@@ -339,3 +339,21 @@ def test_a_micro_study_tunes_on_validation_confirms_on_fresh_seeds_and_resumes(t
     assert "short budget (1 epochs): tuning, not confirmed" in text and "test" not in text.split("|---|")[0]
     assert "| reinit_top | backbone_lr=0.001" in text
     assert plot_differences(tuning_only, tuning_only / "differences.png") is None
+
+
+def test_report_marks_a_choice_on_the_edge_of_the_tried_grid():
+    from hf_plasticity.bench.study_report import _knobs, edge_knobs
+
+    def run(lr, head_lr):
+        return {
+            "arm": "standard",
+            "budget": "short",
+            "phase": "tune",
+            "knobs": {"backbone_lr": lr, "head_lr": head_lr},
+        }
+
+    records = [run(lr, head) for lr in (1e-3, 3e-3, 9e-3) for head in (1e-3, 3e-3)]
+    chosen = {"backbone_lr": 3e-3, "head_lr": 1e-3}
+    assert edge_knobs(records, "standard", "short", chosen) == {"head_lr"}
+    assert _knobs(chosen, {"head_lr"}) == "backbone_lr=0.003, head_lr=0.001 (edge)"
+    assert edge_knobs(records, "standard", "long", chosen) == set()

@@ -36,6 +36,21 @@ def chosen_config(records: list[Row], arm: str, budget: str) -> tuple[str, dict,
     return config, knobs[config], sum(means[config]) / len(means[config])
 
 
+def edge_knobs(records: list[Row], arm: str, budget: str, knobs: dict) -> set[str]:
+    """The numeric knobs of ``knobs`` whose value is the smallest or largest the arm's tuning tried: its optimum may
+    lie outside the grid (the study extends an edge a limited number of times)."""
+    tried: dict[str, set[float]] = defaultdict(set)
+    for r in _by(records, arm=arm, budget=budget, phase="tune"):
+        for name, value in r["knobs"].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                tried[name].add(value)
+    return {
+        name
+        for name, value in knobs.items()
+        if len(tried.get(name, ())) > 1 and value in (min(tried[name]), max(tried[name]))
+    }
+
+
 def lr_robustness(records: list[Row], arm: str, budget: str) -> tuple[float, float] | None:
     """Mean and worst, over the backbone learning rates tried, of the best mean validation accuracy at that lr."""
     per_lr: dict[float, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -70,6 +85,7 @@ def summarize(records: list[Row], budget: str) -> list[Row]:
             {
                 "arm": arm,
                 "knobs": choice[1],
+                "edges": edge_knobs(records, arm, budget, choice[1]),
                 "val": 100 * choice[2],
                 "test": mean_interval(list(final.values())),
                 "diff": paired_difference(final, {s: 100 * r["test_acc"][-1] for s, r in standard.items()})
@@ -103,12 +119,17 @@ def tuning_table(records: list[Row], model: str, target: str, budget: str) -> li
         config, knobs, val = chosen_config(records, arm, budget)
         runs = _by(tuned, arm=arm)
         tried = len({r["config"] for r in runs})
-        lines.append(f"| {arm} | {_knobs(knobs)} | {100 * val:.1f} | {tried} | {len(runs)} |")
+        edges = edge_knobs(records, arm, budget, knobs)
+        lines.append(f"| {arm} | {_knobs(knobs, edges)} | {100 * val:.1f} | {tried} | {len(runs)} |")
     return [*lines, ""]
 
 
-def _knobs(knobs: dict) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(knobs.items()))
+def _knobs(knobs: dict, edges: set[str] = frozenset()) -> str:
+    """``knob=value`` pairs; a value on the edge of the tried grid is marked with ``(edge)``."""
+    return ", ".join(
+        (f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}") + (" (edge)" if k in edges else "")
+        for k, v in sorted(knobs.items())
+    )
 
 
 def markdown(results: str | Path) -> str:
@@ -138,7 +159,7 @@ def markdown(results: str | Path) -> str:
                     "–" if row["robustness"] is None else f"{row['robustness'][0]:.1f} / {row['robustness'][1]:.1f}"
                 )
                 lines.append(
-                    f"| {row['arm']} | {_knobs(row['knobs'])} | {row['val']:.1f} | {test.mean:.1f} "
+                    f"| {row['arm']} | {_knobs(row['knobs'], row['edges'])} | {row['val']:.1f} | {test.mean:.1f} "
                     f"[{test.low:.1f}, {test.high:.1f}] | {'–' if diff is None else str(diff)} | {reach} | "
                     f"{row['auc']:.1f} | {robust} | {row['restore_epochs']:.2f} | {row['seeds']} |"
                 )
