@@ -3,18 +3,19 @@
 Per (model, target, budget) and arm: the configuration chosen on validation, its validation accuracy, and on the
 confirmation seeds the test accuracy (mean and 95% CI), the paired difference to the tuned standard arm (mean and 95%
 CI), the epochs to reach the tuned standard arm's final test accuracy, the area under the test curve, the robustness
-to the backbone learning rate (mean and worst validation accuracy over the backbone lr grid, each lr at its best other
-knobs) and the restore cost in epochs.
+to the backbone learning rate (mean and worst validation accuracy over the shared backbone lr grid, each lr at its
+best other knobs) and the restore cost in epochs.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from .stats import mean_interval, paired_difference
-from .study import load_results
+from .study import LRS, load_results
 
 Row = dict[str, Any]
 
@@ -52,10 +53,12 @@ def edge_knobs(records: list[Row], arm: str, budget: str, knobs: dict) -> set[st
 
 
 def lr_robustness(records: list[Row], arm: str, budget: str) -> tuple[float, float] | None:
-    """Mean and worst, over the backbone learning rates tried, of the best mean validation accuracy at that lr."""
+    """Mean and worst, over the backbone learning rates of the shared grid ([`LRS`], the same for every arm; the
+    extensions differ between arms), of the best mean validation accuracy at that lr."""
     per_lr: dict[float, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in _by(records, arm=arm, budget=budget, phase="tune"):
-        per_lr[r["recipe"]["backbone_lr"]][r["config"]].append(r["val_acc"][-1])
+        if any(math.isclose(r["recipe"]["backbone_lr"], lr) for lr in LRS):
+            per_lr[r["recipe"]["backbone_lr"]][r["config"]].append(r["val_acc"][-1])
     if not per_lr:
         return None
     best = [max(sum(v) / len(v) for v in configs.values()) for configs in per_lr.values()]
