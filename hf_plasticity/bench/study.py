@@ -150,7 +150,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         keep, held = stratified_split(labels, settings.val_fraction, seed=0)  # one split for every run of a target
         train, val = (images[keep], labels[keep]), (images[held], labels[held])
     test = as_tensors(data["test"])
-    num_labels = int(torch.cat([labels, test[1]]).max()) + 1
+    num_labels = data["train"].features["labels"].num_classes
     arm = StudyArm(task["arm"], task["strategy"], task["params"])  # from the task: workers need no global state
     knobs = dict(task["knobs"])
     if knobs.get("boosted_blocks") == "default":
