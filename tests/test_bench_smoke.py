@@ -357,3 +357,17 @@ def test_report_marks_a_choice_on_the_edge_of_the_tried_grid():
     assert edge_knobs(records, "standard", "short", chosen) == {"head_lr"}
     assert _knobs(chosen, {"head_lr"}) == "backbone_lr=0.003, head_lr=0.001 (edge)"
     assert edge_knobs(records, "standard", "long", chosen) == set()
+
+
+def test_report_shows_the_configuration_the_confirmation_ran_even_on_a_validation_tie():
+    from hf_plasticity.bench.study_report import summarize
+
+    def run(config, lr, phase, seed, val, test=None):
+        return {"arm": "standard", "budget": "short", "phase": phase, "config": config, "knobs": {"backbone_lr": lr},
+                "seed": seed, "val_acc": [val], "test_acc": test, "recipe": {"backbone_lr": lr},
+                "restore_seconds": 0.0, "epoch_seconds": 1.0}  # fmt: skip
+
+    records = [run("a", 1e-3, "tune", 100, 0.9), run("b", 3e-3, "tune", 100, 0.9)]  # a tie on validation
+    records += [run("b", 3e-3, "confirm", seed, 0.9, [0.8]) for seed in (0, 1)]
+    (row,) = summarize(records, "short")
+    assert row["knobs"] == {"backbone_lr": 3e-3} and row["val"] == 90.0 and row["seeds"] == 2

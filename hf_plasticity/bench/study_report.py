@@ -37,6 +37,20 @@ def chosen_config(records: list[Row], arm: str, budget: str) -> tuple[str, dict,
     return config, knobs[config], sum(means[config]) / len(means[config])
 
 
+def confirmed_config(records: list[Row], runs: Any, budget: str) -> tuple[str, dict, float]:
+    """The configuration the confirmation ``runs`` used (the one the study chose; ties on validation are broken by the
+    study, so it is read from the runs, not chosen again), with its mean final validation accuracy over its tuning
+    runs."""
+    configs = {r["config"]: r["knobs"] for r in runs}
+    if len(configs) != 1:
+        raise ValueError(f"The confirmation runs of one arm used {len(configs)} configurations; expected one.")
+    ((config, knobs),) = configs.items()
+    tuned = [
+        r["val_acc"][-1] for r in records if r["config"] == config and r["budget"] == budget and r["phase"] == "tune"
+    ]
+    return config, knobs, sum(tuned) / len(tuned) if tuned else math.nan
+
+
 def edge_knobs(records: list[Row], arm: str, budget: str, knobs: dict) -> set[str]:
     """The numeric knobs of ``knobs`` whose value is the smallest or largest the arm's tuning tried: its optimum may
     lie outside the grid (the study extends an edge a limited number of times)."""
@@ -77,10 +91,10 @@ def summarize(records: list[Row], budget: str) -> list[Row]:
     baseline = mean_interval([100 * r["test_acc"][-1] for r in standard.values()]).mean if standard else None
     rows = []
     for arm in dict.fromkeys(r["arm"] for r in records):
-        choice = chosen_config(records, arm, budget)
         runs = {r["seed"]: r for r in confirmed if r["arm"] == arm}
-        if choice is None or not runs:
+        if not runs:
             continue
+        choice = confirmed_config(records, runs.values(), budget)
         final = {s: 100 * r["test_acc"][-1] for s, r in runs.items()}
         reach = [epochs_to_reach([100 * a for a in r["test_acc"]], baseline) for r in runs.values()]
         robustness = lr_robustness(records, arm, budget)
