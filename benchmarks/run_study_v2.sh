@@ -10,10 +10,10 @@ BIN=${BIN:-.venv/bin}
 JOBS=${JOBS:-2}
 export HF_HUB_OFFLINE=1
 study() { "$BIN/python" -m hf_plasticity.bench.study --jobs "$JOBS" "$@"; }
-study --models efficientnet_lite0 --targets digits textures photos --budgets short
-study --models vit_tiny --targets digits textures shapes_ctrl --budgets short
+study --models efficientnet_lite0 --targets digits textures photos spectrograms --budgets short
+study --models vit_tiny --targets digits textures spectrograms shapes_ctrl --budgets short
 study --models convnext_tiny --targets digits textures --budgets short \
   --arms standard reinit_top reinit_top_scale_keep reinit_top_scale_0.1
-study --models convnext_tiny resnet_tiny efficientnet_lite1 --targets digits textures --budgets short
+study --models convnext_tiny resnet_tiny efficientnet_lite1 --targets digits textures spectrograms --budgets short
 study --models efficientnet_lite0 vit_tiny --targets digits textures --budgets long
 "$BIN/python" -m hf_plasticity.bench.study_report

@@ -40,7 +40,7 @@ def micro_settings(output_dir, **overrides) -> BenchSettings:
     return BenchSettings(**values)
 
 
-@pytest.mark.parametrize("name", ["digits", "textures", "photos", "shapes_ctrl"])
+@pytest.mark.parametrize("name", ["digits", "textures", "spectrograms", "photos", "shapes_ctrl"])
 def test_targets_are_deterministic_datasets(name):
     first = load_target(name, 16, max_train=40, max_test=30)
     second = load_target(name, 16, max_train=40, max_test=30)

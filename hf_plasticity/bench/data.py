@@ -8,6 +8,7 @@ Each target is a [`datasets.DatasetDict`] with a fixed `"train"` / `"test"` spli
   atypical for the synthetic source.
 - `photos`: crops of ten natural photographs (scikit-learn's and scikit-image's bundled images), labelled by the
   photograph: the in-domain control for ImageNet-pretrained models (training and test crops from disjoint tiles).
+- `spectrograms`: log-magnitude spectrograms of procedural sounds in noise (see `signals.py`): atypical for both.
 - `shapes`: the synthetic source the bench pretrains its small transformers models on (10 shape classes).
 - `shapes_ctrl`: fresh draws of the same generator with a small training set: the in-domain control for the
   models pretrained on `shapes`.
@@ -21,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Array3D, ClassLabel, Dataset, DatasetDict, Features
+
+from .signals import SIGNAL_NAMES, generate_spectrograms
 
 SHAPE_NAMES = [
     "circle",
@@ -364,9 +367,15 @@ def make_photos(
     return DatasetDict(splits)
 
 
+def make_spectrograms(image_size: int = 32, n_train: int = 1200, n_test: int = 600, seed: int = 5000) -> DatasetDict:
+    """Atypical target: spectrograms of procedural sounds in noise."""
+    return _synthetic(generate_spectrograms, SIGNAL_NAMES, n_train, n_test, image_size, seed)
+
+
 TARGETS: dict[str, Callable[..., DatasetDict]] = {
     "digits": make_digits,
     "textures": make_textures,
+    "spectrograms": make_spectrograms,
     "photos": make_photos,
     "shapes_ctrl": make_shapes_ctrl,
 }
@@ -376,7 +385,7 @@ def load_target(name: str, image_size: int, max_train: int | None = None, max_te
     """Build a downstream target by name, optionally cut to at most `max_train` / `max_test` examples.
 
     Args:
-        name (`str`): one of `TARGETS` (`"digits"`, `"textures"`, `"photos"`, `"shapes_ctrl"`).
+        name (`str`): one of `TARGETS` (`"digits"`, `"textures"`, `"spectrograms"`, `"photos"`, `"shapes_ctrl"`).
         image_size (`int`): side of the images.
         max_train (`int`, *optional*): keep at most this many training examples (a fixed subset).
         max_test (`int`, *optional*): keep at most this many test (and validation) examples (a fixed subset).

@@ -63,7 +63,7 @@ class ModelSpec:
 
 
 #: Targets far from both sources (ImageNet and the synthetic shapes).
-ATYPICAL_TARGETS = ["digits", "textures"]
+ATYPICAL_TARGETS = ["digits", "textures", "spectrograms"]
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {

@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "about 4 minutes on one CPU thread; it is cached after that).",
     )
     parser.add_argument("--models", nargs="+", help="Bench models (default: all; --quick: two).")
-    parser.add_argument("--targets", nargs="+", help="Targets (default: digits, textures and each model's control).")
+    parser.add_argument(
+        "--targets", nargs="+", help="Targets (default: digits, textures, spectrograms and each model's control)."
+    )
     parser.add_argument("--arms", nargs="+", help="Arms (default: all; 'standard' is always run).")
     parser.add_argument("--seeds", type=int, help="Number of seeds, 0..N-1 (default 3; --quick: 2).")
     parser.add_argument("--backbone-lrs", type=float, nargs="+", help="Backbone lr grid (default 1e-4 3e-4 1e-3).")
