@@ -203,9 +203,13 @@ def plot_differences(results: str | Path, path: str | Path) -> Path | None:
                 panels.append((f"{model} / {target} / {budget}", rows))
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.5 + 0.45 * max(len(r) for _, r in panels)),
-                             squeeze=False)  # fmt: skip
-    for ax, (title, rows) in zip(axes[0], panels):
+    columns = min(3, len(panels))
+    rows_of_panels = math.ceil(len(panels) / columns)
+    height = 0.5 + 0.45 * max(len(rows) for _, rows in panels)
+    fig, axes = plt.subplots(rows_of_panels, columns, figsize=(4.6 * columns, height * rows_of_panels), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (title, rows) in zip(axes.flat, panels):
         for y, row in enumerate(rows):
             diff = row["diff"]
             color = "tab:green" if diff.low > 0 else "tab:red" if diff.high < 0 else "tab:gray"
