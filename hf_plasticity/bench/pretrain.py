@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .train import epoch_order, evaluate, forward_logits
+from .train import augment, epoch_order, evaluate, forward_logits
 
 #: Source test accuracy a small model must reach before the bench reports restore results on it.
 SOURCE_ACC_THRESHOLD = 0.90
@@ -122,30 +122,6 @@ def check_source_curve(test_acc: list[float]) -> dict[str, Any]:
         "flat_epochs": FLAT_EPOCHS,
         "flat_tolerance": FLAT_TOLERANCE,
     }
-
-
-def augment(images: torch.Tensor, generator: torch.Generator, crop_padding: int, hflip: bool) -> torch.Tensor:
-    """Random crops (of the image padded by `crop_padding`, replicating the border) and horizontal flips of a batch.
-
-    Args:
-        images (`torch.Tensor`): `(N, C, H, W)` batch.
-        generator (`torch.Generator`): the source of every random choice (seeded per epoch by the caller).
-        crop_padding (`int`): maximal shift in pixels; 0 leaves the images in place.
-        hflip (`bool`): flip each image with probability 1/2.
-    """
-    n, c, h, w = images.shape
-    out = images
-    if crop_padding > 0:
-        padded = F.pad(images, (crop_padding,) * 4, mode="replicate")
-        dy = torch.randint(0, 2 * crop_padding + 1, (n,), generator=generator)
-        dx = torch.randint(0, 2 * crop_padding + 1, (n,), generator=generator)
-        rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
-        cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
-        out = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
-    if hflip:
-        flip = torch.rand(n, generator=generator) < 0.5
-        out = torch.where(flip[:, None, None, None], out.flip(-1), out)
-    return out
 
 
 def _empty_curve() -> dict[str, list[float]]:

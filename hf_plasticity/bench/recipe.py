@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .train import epoch_order, evaluate, forward_logits
+from .train import augment, epoch_order, evaluate, forward_logits
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
@@ -74,17 +74,6 @@ def optimizer_for(model: nn.Module, recipe: Recipe) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups)
 
 
-def shifted(images: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Each image translated by a random offset of at most ``shift`` pixels (reflect padding, then a crop)."""
-    if shift <= 0:
-        return images
-    n, _, h, w = images.shape
-    padded = F.pad(images, (shift, shift, shift, shift), mode="reflect")
-    dy = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
-    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
-
-
 def fine_tune_v2(
     model: nn.Module, train: Split, val: Split, test: Split | None, recipe: Recipe
 ) -> dict[str, list[float] | None]:
@@ -105,7 +94,8 @@ def fine_tune_v2(
         start, total = time.perf_counter(), 0.0
         for first in range(0, len(order), recipe.batch_size):
             idx = order[first : first + recipe.batch_size]
-            loss = F.cross_entropy(forward_logits(model, shifted(images[idx], recipe.shift, generator)), labels[idx])
+            batch = augment(images[idx], generator, recipe.shift, hflip=False, padding_mode="reflect")
+            loss = F.cross_entropy(forward_logits(model, batch), labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -75,6 +75,34 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return correct / max(len(labels), 1)
 
 
+def augment(
+    images: torch.Tensor, generator: torch.Generator, crop_padding: int, hflip: bool, padding_mode: str = "replicate"
+) -> torch.Tensor:
+    """Random crops (of the image padded by `crop_padding`) and horizontal flips of a batch: the source pretraining's
+    augmentation, and with `hflip=False` the fine-tuning recipe's random shifts.
+
+    Args:
+        images (`torch.Tensor`): `(N, C, H, W)` batch.
+        generator (`torch.Generator`): the source of every random choice (seeded per epoch by the caller).
+        crop_padding (`int`): maximal shift in pixels; 0 leaves the images in place.
+        hflip (`bool`): flip each image with probability 1/2.
+        padding_mode (`str`, *optional*, defaults to `"replicate"`): how the border is extended (`F.pad`'s mode).
+    """
+    n, c, h, w = images.shape
+    out = images
+    if crop_padding > 0:
+        padded = F.pad(images, (crop_padding,) * 4, mode=padding_mode)
+        dy = torch.randint(0, 2 * crop_padding + 1, (n,), generator=generator)
+        dx = torch.randint(0, 2 * crop_padding + 1, (n,), generator=generator)
+        rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
+        out = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    if hflip:
+        flip = torch.rand(n, generator=generator) < 0.5
+        out = torch.where(flip[:, None, None, None], out.flip(-1), out)
+    return out
+
+
 def make_optimizer(config: FineTuneConfig, model: nn.Module) -> torch.optim.AdamW:
     """AdamW over [`plasticity_param_groups`]: the head at `head_lr`, the re-drawn blocks (from the model's restore
     record) at `reinit_lr`, the rest at `backbone_lr`."""
