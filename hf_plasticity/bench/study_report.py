@@ -14,8 +14,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from .pretrain import save_figure
+from .report import first_epoch_reaching
 from .stats import mean_interval, paired_difference
-from .study import LRS, load_results
+from .study import LRS, load_results, mean_final_val
 
 Row = dict[str, Any]
 
@@ -45,10 +47,8 @@ def confirmed_config(records: list[Row], runs: Any, budget: str) -> tuple[str, d
     if len(configs) != 1:
         raise ValueError(f"The confirmation runs of one arm used {len(configs)} configurations; expected one.")
     ((config, knobs),) = configs.items()
-    tuned = [
-        r["val_acc"][-1] for r in records if r["config"] == config and r["budget"] == budget and r["phase"] == "tune"
-    ]
-    return config, knobs, sum(tuned) / len(tuned) if tuned else math.nan
+    value = mean_final_val(records, config, budget)
+    return config, knobs, math.nan if value is None else value
 
 
 def edge_knobs(records: list[Row], arm: str, budget: str, knobs: dict) -> set[str]:
@@ -79,11 +79,6 @@ def lr_robustness(records: list[Row], arm: str, budget: str) -> tuple[float, flo
     return sum(best) / len(best), min(best)
 
 
-def epochs_to_reach(curve: list[float], target: float) -> int | None:
-    """The first epoch (1-based) whose accuracy reaches ``target``, or None."""
-    return next((i + 1 for i, a in enumerate(curve) if a >= target - 1e-12), None)
-
-
 def summarize(records: list[Row], budget: str) -> list[Row]:
     """One row per arm for one (model, target) and budget; accuracies in percent."""
     confirmed = _by(records, budget=budget, phase="confirm")
@@ -96,7 +91,7 @@ def summarize(records: list[Row], budget: str) -> list[Row]:
             continue
         choice = confirmed_config(records, runs.values(), budget)
         final = {s: 100 * r["test_acc"][-1] for s, r in runs.items()}
-        reach = [epochs_to_reach([100 * a for a in r["test_acc"]], baseline) for r in runs.values()]
+        reach = [first_epoch_reaching([100 * a for a in r["test_acc"]], baseline) for r in runs.values()]
         robustness = lr_robustness(records, arm, budget)
         rows.append(
             {
@@ -221,11 +216,7 @@ def plot_differences(results: str | Path, path: str | Path) -> Path | None:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("test acc. vs tuned standard (points, 95% CI)")
         ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
