@@ -341,6 +341,30 @@ def test_a_micro_study_tunes_on_validation_confirms_on_fresh_seeds_and_resumes(t
     assert plot_differences(tuning_only, tuning_only / "differences.png") is None
 
 
+def test_a_strategy_knob_in_the_grid_reaches_the_strategy_config(monkeypatch):
+    from hf_plasticity.bench import study
+
+    monkeypatch.setattr(study, "BUDGETS", {"short": 1})
+    settings = study.StudySettings(
+        models=["efficientnet_lite0"], targets=["digits"], max_train=40, max_test=20, image_size=32,
+        calibration_batches=1,
+    )  # fmt: skip
+
+    def run(arm: study.StudyArm, knobs: dict) -> dict:
+        return study.run_one(study._task(settings.__dict__, "efficientnet_lite0", "digits", arm, knobs, "short",
+                                         "tune", 100))  # fmt: skip
+
+    dash = study.ARMS["dash"]
+    assert "lambda_min" in dash.grid
+    assert study.split_knobs({"backbone_lr": 1e-3, "lambda_min": 0.5}) == ({"backbone_lr": 1e-3}, {"lambda_min": 0.5})
+    unchanged = run(dash, {"backbone_lr": 1e-3, "lambda_min": 1.0})  # lambda_min=1 shrinks nothing
+    shrunk = run(dash, {"backbone_lr": 1e-3, "lambda_min": 0.3})
+    assert unchanged["reinitialized"] == 0 < shrunk["reinitialized"]
+    assert "lambda_min" not in unchanged["recipe"]
+    with pytest.raises(ValueError, match="restores nothing"):
+        run(study.ARMS["standard"], {"backbone_lr": 1e-3, "lambda_min": 0.5})
+
+
 def test_report_marks_a_choice_on_the_edge_of_the_tried_grid():
     from hf_plasticity.bench.study_report import _knobs, edge_knobs
 

@@ -39,8 +39,9 @@ class StudyArm:
         name: the arm's name in the results.
         strategy: the library strategy restored before fine-tuning (None: standard fine-tuning).
         params: the strategy config's keyword arguments.
-        grid: recipe knob -> values tried (``backbone_lr``, ``head_lr``, ``reinit_lr``, ``layer_decay``,
-            ``boosted_blocks``); knobs not in the grid keep the recipe's defaults.
+        grid: knob -> values tried. A recipe knob (``backbone_lr``, ``head_lr``, ``reinit_lr``, ``layer_decay``,
+            ``boosted_blocks``) goes to the fine-tuning recipe; any other knob is a field of the strategy's config
+            (DASH's ``lambda_min``). Knobs not in the grid keep the recipe's (or `params`') values.
     """
 
     name: str
@@ -72,7 +73,8 @@ ARMS = {
             grid={"backbone_lr": LRS, "reinit_lr": (None, 3e-3, 1e-2)},
         ),
         StudyArm("auto", "auto", {}, grid={"backbone_lr": LRS, "reinit_lr": (None, 3e-3)}),
-        StudyArm("dash", "dash", {}, grid={"backbone_lr": LRS}),
+        # DASH is tuned on its shrink floor too: how far a neuron not aligned with the downstream gradient shrinks
+        StudyArm("dash", "dash", {}, grid={"backbone_lr": LRS, "lambda_min": (0.3, 0.6, 0.9)}),
         StudyArm("shrink_perturb", "shrink_perturb", {"shrink": 0.8, "perturb": 0.1}, grid={"backbone_lr": LRS}),
     )
 }
@@ -128,6 +130,18 @@ def run_key(record: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ one run
+def split_knobs(knobs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A configuration's knobs as (the recipe's, the strategy config's): a knob the recipe does not have is the
+    strategy's."""
+    from dataclasses import fields
+
+    from .recipe import Recipe
+
+    recipe_names = {f.name for f in fields(Recipe)}
+    recipe = {k: v for k, v in knobs.items() if k in recipe_names}
+    return recipe, {k: v for k, v in knobs.items() if k not in recipe_names}
+
+
 def run_one(task: dict[str, Any]) -> dict[str, Any]:
     """Loads the model, restores it as the arm says, fine-tunes it with the recipe; returns the run's record.
     Runs in a worker process (one torch thread)."""
@@ -152,7 +166,11 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     test = as_tensors(data["test"])
     num_labels = data["train"].features["labels"].num_classes
     arm = StudyArm(task["arm"], task["strategy"], task["params"])  # from the task: workers need no global state
-    knobs = dict(task["knobs"])
+    knobs, strategy_knobs = split_knobs(task["knobs"])
+    if strategy_knobs and arm.strategy is None:
+        raise ValueError(
+            f"Arm {arm.name!r} restores nothing, so it takes no strategy knobs; got {sorted(strategy_knobs)}."
+        )
     if knobs.get("boosted_blocks") == "default":
         knobs["boosted_blocks"] = None  # resolved below, once the model is loaded
     start = time.perf_counter()
@@ -161,7 +179,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     if arm.strategy is not None:
         from hf_plasticity import get_config_class, prepare_pretrained
 
-        config = get_config_class(arm.strategy)(**{**arm.params, "seed": task["seed"]})
+        config = get_config_class(arm.strategy)(**{**arm.params, **strategy_knobs, "seed": task["seed"]})
         batches = calibration_data(train, settings.calibration_batches, 32, task["seed"])
         t0 = time.perf_counter()
         report = prepare_pretrained(model, config, data=batches, diagnostics=False)
