@@ -48,7 +48,7 @@ def nearest_class_mean_accuracy(features: torch.Tensor, labels: torch.Tensor) ->
     1.0
     ```
     """
-    labels = labels.reshape(-1)
+    labels = labels.reshape(-1).to(features.device)
     classes, counts = labels.unique(return_counts=True)
     scorable = classes[counts >= 2]
     if len(scorable) < 2:
@@ -57,11 +57,12 @@ def nearest_class_mean_accuracy(features: torch.Tensor, labels: torch.Tensor) ->
     features, labels = features[keep].double(), labels[keep]
     features = (features - features.mean(0)) / (features.std(0) + 1e-6)
     index = torch.searchsorted(scorable, labels)
-    sums = torch.zeros(len(scorable), features.shape[1], dtype=features.dtype).index_add_(0, index, features)
+    sums = torch.zeros(len(scorable), features.shape[1], dtype=features.dtype, device=features.device)
+    sums.index_add_(0, index, features)
     counts = torch.bincount(index, minlength=len(scorable)).to(features.dtype)
     distances = torch.cdist(features, sums / counts[:, None])
     own_mean = (sums[index] - features) / (counts[index] - 1)[:, None]
-    distances[torch.arange(len(labels)), index] = (features - own_mean).norm(dim=1)
+    distances[torch.arange(len(labels), device=features.device), index] = (features - own_mean).norm(dim=1)
     return float((distances.argmin(dim=1) == index).double().mean())
 
 
