@@ -321,6 +321,7 @@ def test_a_micro_study_tunes_on_validation_confirms_on_fresh_seeds_and_resumes(t
     assert {r["seed"] for r in tuned} == {100} and {r["seed"] for r in confirmed} == {0, 1}
     assert all(r["test_acc"] is None for r in tuned) and all(len(r["test_acc"]) == 1 for r in confirmed)
     assert all(r["n"]["val"] > 0 and len(r["val_acc"]) == 1 for r in records)
+    assert {r["device"] for r in records} == {"cpu"}
     boosted = next(r for r in records if r["arm"] == "boost_top")
     assert boosted["recipe"]["boosted_blocks"] == 2 and boosted["reinitialized"] == 0  # high lr, no re-draw
     assert next(r for r in records if r["arm"] == "reinit_top")["reinitialized"] > 0

@@ -82,7 +82,8 @@ def fine_tune_v2(
     from transformers import get_cosine_schedule_with_warmup
 
     torch.manual_seed(recipe.seed)
-    images, labels = train
+    images, labels = train  # stay on the CPU (the same random draws on any device); each batch goes to the model's
+    device = next(model.parameters()).device
     optimizer = optimizer_for(model, recipe)
     steps = recipe.epochs * -(-len(labels) // recipe.batch_size)
     schedule = get_cosine_schedule_with_warmup(optimizer, round(recipe.warmup * steps), steps)
@@ -95,7 +96,7 @@ def fine_tune_v2(
         for first in range(0, len(order), recipe.batch_size):
             idx = order[first : first + recipe.batch_size]
             batch = augment(images[idx], generator, recipe.shift, hflip=False, padding_mode="reflect")
-            loss = F.cross_entropy(forward_logits(model, batch), labels[idx])
+            loss = F.cross_entropy(forward_logits(model, batch.to(device)), labels[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

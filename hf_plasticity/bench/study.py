@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -99,6 +100,7 @@ class StudySettings:
         max_train / max_test: cut the splits (smoke runs).
         image_size: override the models' input size.
         jobs: worker processes (each with one torch thread).
+        device: where the runs train (`"cpu"`, `"cuda"`); the data stays on the CPU, so every random draw is the same.
         calibration_batches: training batches handed to data-dependent restores.
         head_lr / weight_decay: recipe defaults for arms that do not tune them.
     """
@@ -115,6 +117,7 @@ class StudySettings:
     max_test: int | None = None
     image_size: int | None = None
     jobs: int = 1
+    device: str = "cpu"
     calibration_batches: int = 8
     head_lr: float = 3e-3
 
@@ -174,13 +177,14 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     if knobs.get("boosted_blocks") == "default":
         knobs["boosted_blocks"] = None  # resolved below, once the model is loaded
     start = time.perf_counter()
-    model = load_model(task["model"], num_labels, seed=task["seed"])
+    model = load_model(task["model"], num_labels, seed=task["seed"]).to(settings.device)
     restore_seconds, report = 0.0, None
     if arm.strategy is not None:
         from hf_plasticity import get_config_class, prepare_pretrained
 
         config = get_config_class(arm.strategy)(**{**arm.params, **strategy_knobs, "seed": task["seed"]})
         batches = calibration_data(train, settings.calibration_batches, 32, task["seed"])
+        batches = [{k: v.to(settings.device) for k, v in batch.items()} for batch in batches]
         t0 = time.perf_counter()
         report = prepare_pretrained(model, config, data=batches, diagnostics=False)
         restore_seconds = time.perf_counter() - t0
@@ -209,6 +213,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         "details": report.details if report is not None else {},
         "epoch_seconds": sum(history["epoch_seconds"]) / len(history["epoch_seconds"]),
         "n": {"train": len(train[1]), "val": len(val[1]), "test": len(test[1])},
+        "device": settings.device,
         "wall_seconds": time.perf_counter() - start,
     }
 
@@ -280,7 +285,9 @@ def run_study(settings: StudySettings, progress: bool = True) -> dict[str, int]:
     arms = [ARMS[name] for name in dict.fromkeys(["standard", *settings.arms])]
     counts = {"done": 0, "skipped": 0}
     settings_dict = {k: v for k, v in settings.__dict__.items()}
-    pool = ProcessPoolExecutor(settings.jobs) if settings.jobs > 1 else None
+    # CUDA cannot be used in a forked child: workers of a GPU study are spawned
+    context = multiprocessing.get_context("spawn" if settings.device != "cpu" else None)
+    pool = ProcessPoolExecutor(settings.jobs, mp_context=context) if settings.jobs > 1 else None
     try:
         for model in settings.models:
             for target in settings.targets:
@@ -367,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default="benchmarks/results/v2", help="Folder of the JSONL results.")
     parser.add_argument("--jobs", type=int, default=1, help="Worker processes, one torch thread each.")
     parser.add_argument("--confirmation-seeds", type=int, default=len(CONFIRMATION_SEEDS), help="Seeds 0..N-1.")
+    parser.add_argument("--device", default="cpu", help="Where the runs train: cpu (default) or cuda.")
     parser.add_argument("--max-train", type=int, help="Cut the training split (smoke runs).")
     parser.add_argument("--max-test", type=int, help="Cut the test split (smoke runs).")
     args = parser.parse_args(argv)
@@ -383,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         confirmation_seeds=tuple(range(args.confirmation_seeds)),
         max_train=args.max_train,
         max_test=args.max_test,
+        device=args.device,
     )
     print(run_study(settings))
     return 0

@@ -64,13 +64,14 @@ def forward_logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
-    """Accuracy of `model` on `(images, labels)`, in eval mode (the previous mode is restored)."""
+    """Accuracy of `model` on `(images, labels)`, in eval mode (the previous mode is restored); the batches go to the
+    model's device."""
     was_training = model.training
     model.eval()
-    correct = 0
+    correct, device = 0, next(model.parameters()).device
     for start in range(0, len(labels), batch_size):
-        logits = forward_logits(model, images[start : start + batch_size])
-        correct += (logits.argmax(-1) == labels[start : start + batch_size]).sum().item()
+        logits = forward_logits(model, images[start : start + batch_size].to(device))
+        correct += (logits.argmax(-1).cpu() == labels[start : start + batch_size]).sum().item()
     model.train(was_training)
     return correct / max(len(labels), 1)
 

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The EfficientNet-Lite pairs of the benchmark, version 2, on one GPU machine (16 cores): four studies side by side,
+# each on its own (model, target) results files, with 4 worker processes each (--device cuda: the data and every
+# random draw stay on the CPU, the model trains on the GPU). Each study stops after DEADLINE seconds; a study is
+# resumable, so a later call continues where this one stopped. Results go to RESULTS (default
+# benchmarks/results/v2): merge them into the committed files (append the lines; a run is never in two files).
+# Usage: RESULTS=/some/folder DEADLINE=420 bash benchmarks/run_study_device.sh (DEVICE=cpu: the same on the CPU)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+RESULTS=${RESULTS:-benchmarks/results/v2}
+DEADLINE=${DEADLINE:-420}
+PY=${PY:-python3}
+DEVICE=${DEVICE:-cuda}
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 DEVICE
+mkdir -p "$RESULTS" /tmp/study_logs
+
+# One run of each restoring kind on the GPU first: a broken environment fails here, in seconds.
+"$PY" - <<'EOF' || exit 1
+import os
+import torch
+from hf_plasticity.bench import study
+device = os.environ["DEVICE"]
+settings = study.StudySettings(models=[], targets=[], max_train=64, max_test=32, device=device, calibration_batches=2)
+for arm in ("reinit_top", "auto", "dash"):
+    knobs = {"backbone_lr": 1e-3, **({"lambda_min": 0.6} if arm == "dash" else {})}
+    task = study._task(settings.__dict__, "efficientnet_lite1", "digits", study.ARMS[arm], knobs, "short", "tune", 100)
+    record = study.run_one(task)
+    print(arm, "val", record["val_acc"], "re-initialized", record["reinitialized"], f"{record['wall_seconds']:.1f} s")
+print(torch.cuda.get_device_name() if device != "cpu" else "cpu")
+EOF
+
+study() {  # one chain of studies, stopped at the deadline
+  local log=$1
+  shift
+  timeout --signal=INT --kill-after=40 "$DEADLINE" bash -c "$*" >"/tmp/study_logs/$log.log" 2>&1
+}
+S="$PY -m hf_plasticity.bench.study --device $DEVICE --jobs 4 --results $RESULTS"
+study lite0_a "$S --models efficientnet_lite0 --targets photos --budgets short && \
+  $S --models efficientnet_lite0 --targets digits --budgets long" &
+study lite0_b "$S --models efficientnet_lite0 --targets spectrograms --budgets short && \
+  $S --models efficientnet_lite0 --targets textures --budgets long" &
+study lite1_a "$S --models efficientnet_lite1 --targets digits photos --budgets short" &
+study lite1_b "$S --models efficientnet_lite1 --targets textures spectrograms --budgets short" &
+wait
+for log in /tmp/study_logs/*.log; do
+  echo "== $log"
+  tail -c 400 "$log" | tr '\r' '\n' | tail -n 3
+done
+wc -l "$RESULTS"/*.jsonl
