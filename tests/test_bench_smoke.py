@@ -328,6 +328,7 @@ def test_a_micro_study_tunes_on_validation_confirms_on_fresh_seeds_and_resumes(t
     assert study.run_study(settings, progress=False) == {"done": 0, "skipped": 10}  # resumable
     text = markdown(tmp_path)
     assert "### efficientnet_lite0 on digits, short budget (1 epochs)" in text
+    assert "| efficientnet_lite0 | digits (atypical) | short |" in text.split("### efficientnet_lite0")[0]
     assert "| reinit_top |" in text and "| boost_top |" in text and "| standard |" in text
     from hf_plasticity.bench.study_report import plot_differences
 
@@ -396,3 +397,23 @@ def test_report_shows_the_configuration_the_confirmation_ran_even_on_a_validatio
     records += [run("b", 3e-3, "confirm", seed, 0.9, [0.8]) for seed in (0, 1)]
     (row,) = summarize(records, "short")
     assert row["knobs"] == {"backbone_lr": 3e-3} and row["val"] == 90.0 and row["seeds"] == 2
+
+
+def test_overview_pairs_the_restore_and_the_control_with_standard_by_seed(tmp_path):
+    from hf_plasticity.bench.study_report import overview
+
+    def run(arm, seed, test, lr=1e-3, phase="confirm"):
+        return {"arm": arm, "budget": "short", "phase": phase, "config": arm, "knobs": {"backbone_lr": lr},
+                "seed": seed, "val_acc": [0.5], "test_acc": [test], "recipe": {"backbone_lr": lr},
+                "restore_seconds": 0.0, "epoch_seconds": 1.0}  # fmt: skip
+
+    tests = {"standard": (0.50, 0.60, 0.70), "reinit_top": (0.60, 0.80, 0.70), "boost_top": (0.50, 0.70)}
+    records = [run(arm, seed, acc) for arm, accs in tests.items() for seed, acc in enumerate(accs)]
+    (tmp_path / "efficientnet_lite0__photos.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert overview(tmp_path / "missing") == []
+    (row,) = [line for line in overview(tmp_path) if line.startswith("| efficientnet_lite0")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "photos (control)" and cells[3] == "60.0 (3)"
+    assert cells[4].startswith("+10.00 [")  # reinit_top - standard: (+10, +20, 0) / 3, seed by seed
+    assert cells[5].startswith("+5.00 [") and cells[5].endswith("(2 seeds)")  # boost_top shares seeds 0 and 1
+    assert cells[6].startswith("+10.00 [") and cells[7] == "–"  # restore - control on seeds 0, 1; no auto arm
