@@ -397,6 +397,10 @@ def test_report_shows_the_configuration_the_confirmation_ran_even_on_a_validatio
     records += [run("b", 3e-3, "confirm", seed, 0.9, [0.8]) for seed in (0, 1)]
     (row,) = summarize(records, "short")
     assert row["knobs"] == {"backbone_lr": 3e-3} and row["val"] == 90.0 and row["seeds"] == 2
+    assert row["restore_epochs"] == 0.0
+    for r in records:
+        r["device"] = "cuda"  # a GPU run's clock does not measure the restore's cost
+    assert summarize(records, "short")[0]["restore_epochs"] is None
 
 
 def test_overview_pairs_the_restore_and_the_control_with_standard_by_seed(tmp_path):

@@ -4,7 +4,7 @@ Per (model, target, budget) and arm: the configuration chosen on validation, its
 confirmation seeds the test accuracy (mean and 95% CI), the paired difference to the tuned standard arm (mean and 95%
 CI), the epochs to reach the tuned standard arm's final test accuracy, the area under the test curve, the robustness
 to the backbone learning rate (mean and worst validation accuracy over the shared backbone lr grid, each lr at its
-best other knobs) and the restore cost in epochs.
+best other knobs) and the restore cost in epochs (CPU runs).
 """
 
 from __future__ import annotations
@@ -79,6 +79,13 @@ def lr_robustness(records: list[Row], arm: str, budget: str) -> tuple[float, flo
     return sum(best) / len(best), min(best)
 
 
+def restore_epochs(runs: Any) -> float | None:
+    """The restore's mean cost in training epochs over the CPU runs (a GPU run's clock does not wait for the GPU, and
+    its epochs cost something else); None without CPU runs."""
+    ratios = [r["restore_seconds"] / r["epoch_seconds"] for r in runs if r.get("device", "cpu") == "cpu"]
+    return sum(ratios) / len(ratios) if ratios else None
+
+
 def summarize(records: list[Row], budget: str) -> list[Row]:
     """One row per arm for one (model, target) and budget; accuracies in percent."""
     confirmed = _by(records, budget=budget, phase="confirm")
@@ -108,7 +115,7 @@ def summarize(records: list[Row], budget: str) -> list[Row]:
                 "epochs": len(next(iter(runs.values()))["test_acc"]),
                 "auc": sum(100 * sum(r["test_acc"]) / len(r["test_acc"]) for r in runs.values()) / len(runs),
                 "robustness": None if robustness is None else tuple(100 * v for v in robustness),
-                "restore_epochs": sum(r["restore_seconds"] / r["epoch_seconds"] for r in runs.values()) / len(runs),
+                "restore_epochs": restore_epochs(runs.values()),
                 "seeds": len(runs),
             }
         )
@@ -224,10 +231,11 @@ def markdown(results: str | Path) -> str:
                 robust = (
                     "–" if row["robustness"] is None else f"{row['robustness'][0]:.1f} / {row['robustness'][1]:.1f}"
                 )
+                cost = "–" if row["restore_epochs"] is None else f"{row['restore_epochs']:.2f}"
                 lines.append(
                     f"| {row['arm']} | {_knobs(row['knobs'], row['edges'])} | {row['val']:.1f} | {test.mean:.1f} "
                     f"[{test.low:.1f}, {test.high:.1f}] | {'–' if diff is None else str(diff)} | {reach} | "
-                    f"{row['auc']:.1f} | {robust} | {row['restore_epochs']:.2f} | {row['seeds']} |"
+                    f"{row['auc']:.1f} | {robust} | {cost} | {row['seeds']} |"
                 )
             lines.append("")
     return "\n".join(lines)
