@@ -14,6 +14,7 @@ study --models efficientnet_lite0 --targets digits textures photos spectrograms 
 study --models vit_tiny --targets digits textures spectrograms shapes_ctrl --budgets short
 study --models convnext_tiny --targets digits textures --budgets short \
   --arms standard reinit_top reinit_top_scale_keep reinit_top_scale_0.1
-study --models convnext_tiny resnet_tiny efficientnet_lite1 --targets digits textures spectrograms --budgets short
+study --models convnext_tiny resnet_tiny --targets digits textures spectrograms shapes_ctrl --budgets short
+study --models efficientnet_lite1 --targets digits textures photos spectrograms --budgets short
 study --models efficientnet_lite0 vit_tiny --targets digits textures --budgets long
 "$BIN/python" -m hf_plasticity.bench.study_report
