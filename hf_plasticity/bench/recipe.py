@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import model_device_dtype
 from .train import augment, epoch_order, evaluate, forward_logits
 
 Split = tuple[torch.Tensor, torch.Tensor]
@@ -83,7 +84,7 @@ def fine_tune_v2(
 
     torch.manual_seed(recipe.seed)
     images, labels = train  # stay on the CPU (the same random draws on any device); each batch goes to the model's
-    device = next(model.parameters()).device
+    device, _ = model_device_dtype(model)
     optimizer = optimizer_for(model, recipe)
     steps = recipe.epochs * -(-len(labels) // recipe.batch_size)
     schedule = get_cosine_schedule_with_warmup(optimizer, round(recipe.warmup * steps), steps)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import model_device_dtype
+
 
 @dataclass
 class FineTuneConfig:
@@ -68,7 +70,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     model's device."""
     was_training = model.training
     model.eval()
-    correct, device = 0, next(model.parameters()).device
+    correct, (device, _) = 0, model_device_dtype(model)
     for start in range(0, len(labels), batch_size):
         logits = forward_logits(model, images[start : start + batch_size].to(device))
         correct += (logits.argmax(-1).cpu() == labels[start : start + batch_size]).sum().item()
