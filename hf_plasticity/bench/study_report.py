@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,13 @@ Row = dict[str, Any]
 
 def _by(records: list[Row], **match: Any) -> list[Row]:
     return [r for r in records if all(r[k] == v for k, v in match.items())]
+
+
+def result_files(results: str | Path) -> Iterator[tuple[str, str, list[Row]]]:
+    """``(model, target, records)`` of every ``<model>__<target>.jsonl`` in ``results``, in name order."""
+    for path in sorted(Path(results).glob("*__*.jsonl")):
+        model, target = path.stem.split("__")
+        yield model, target, load_results(path)
 
 
 def chosen_config(records: list[Row], arm: str, budget: str) -> tuple[str, dict, float] | None:
@@ -169,9 +177,7 @@ def overview(results: str | Path) -> list[str]:
     from .models import ATYPICAL_TARGETS
 
     lines = []
-    for path in sorted(Path(results).glob("*__*.jsonl")):
-        records = load_results(path)
-        model, target = path.stem.split("__")
+    for model, target, records in result_files(results):
         for budget in dict.fromkeys(r["budget"] for r in records):
             final = defaultdict(dict)
             for r in _by(records, budget=budget, phase="confirm"):
@@ -208,9 +214,7 @@ def markdown(results: str | Path) -> str:
     """The tables of every results file in ``results``, as Markdown: the overview first, then one table per
     (model, target, budget)."""
     lines = overview(results)
-    for path in sorted(Path(results).glob("*__*.jsonl")):
-        records = load_results(path)
-        model, target = path.stem.split("__")
+    for model, target, records in result_files(results):
         for budget in dict.fromkeys(r["budget"] for r in records):
             rows = summarize(records, budget)
             if not rows:
@@ -251,9 +255,7 @@ def plot_differences(results: str | Path, path: str | Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     panels = []
-    for file in sorted(Path(results).glob("*__*.jsonl")):
-        records = load_results(file)
-        model, target = file.stem.split("__")
+    for model, target, records in result_files(results):
         for budget in dict.fromkeys(r["budget"] for r in records):
             rows = [row for row in summarize(records, budget) if row["diff"] is not None]
             if rows:
