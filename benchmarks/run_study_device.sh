@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The EfficientNet-Lite pairs of the benchmark, version 2, on one GPU machine (16 cores): four studies side by side,
-# each on its own (model, target) results files, with 4 worker processes each (--device cuda: the data and every
-# random draw stay on the CPU, the model trains on the GPU). Each study stops after DEADLINE seconds; a study is
-# resumable, so a later call continues where this one stopped. Results go to RESULTS (default
-# benchmarks/results/v2): merge them into the committed files (append the lines; a run is never in two files).
-# Usage: RESULTS=/some/folder DEADLINE=420 bash benchmarks/run_study_device.sh (DEVICE=cpu: the same on the CPU)
+# Pairs of the benchmark, version 2, on one GPU machine (16 cores): one chain of studies per argument, the chains side
+# by side, each on its own (model, target) results files. A chain is study options, studies separated by ';', e.g.
+#   "--models efficientnet_lite1 --targets photos --budgets short --jobs 6 ; --models efficientnet_lite0 ..."
+# (--device cuda: the data and every random draw stay on the CPU, the model trains on the GPU). Each chain stops after
+# DEADLINE seconds; a study is resumable, so a later call continues where this one stopped. Results go to RESULTS
+# (default benchmarks/results/v2): merge them into the committed files (a run is never in two files).
+# Usage: RESULTS=/some/folder DEADLINE=420 bash benchmarks/run_study_device.sh CHAIN... (DEVICE=cpu: the same on the CPU)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${RESULTS:-benchmarks/results/v2}
@@ -12,7 +13,8 @@ DEADLINE=${DEADLINE:-420}
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 DEVICE
-mkdir -p "$RESULTS" /tmp/study_logs
+[ $# -gt 0 ] || { echo "give at least one chain of study options" >&2; exit 2; }
+rm -rf /tmp/study_logs && mkdir -p "$RESULTS" /tmp/study_logs
 
 # One run of each restoring kind on the GPU first: a broken environment fails here, in seconds.
 "$PY" - <<'EOF' || exit 1
@@ -34,13 +36,15 @@ study() {  # one chain of studies, stopped at the deadline
   shift
   timeout --signal=INT --kill-after=40 "$DEADLINE" bash -c "$*" >"/tmp/study_logs/$log.log" 2>&1
 }
-S="$PY -m hf_plasticity.bench.study --device $DEVICE --jobs 4 --results $RESULTS"
-study lite0_a "$S --models efficientnet_lite0 --targets photos --budgets short && \
-  $S --models efficientnet_lite0 --targets digits --budgets long" &
-study lite0_b "$S --models efficientnet_lite0 --targets spectrograms --budgets short && \
-  $S --models efficientnet_lite0 --targets textures --budgets long" &
-study lite1_a "$S --models efficientnet_lite1 --targets digits photos --budgets short" &
-study lite1_b "$S --models efficientnet_lite1 --targets textures spectrograms --budgets short" &
+S="$PY -m hf_plasticity.bench.study --device $DEVICE --results $RESULTS"
+chain=0
+for spec in "$@"; do
+  IFS=';' read -ra studies <<<"$spec"
+  command=""
+  for options in "${studies[@]}"; do command+="${command:+ && }$S $options"; done
+  study "chain$chain" "$command" &
+  chain=$((chain + 1))
+done
 wait
 for log in /tmp/study_logs/*.log; do
   echo "== $log"
