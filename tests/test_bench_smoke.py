@@ -421,3 +421,47 @@ def test_overview_pairs_the_restore_and_the_control_with_standard_by_seed(tmp_pa
     assert cells[4].startswith("+10.00 [")  # reinit_top - standard: (+10, +20, 0) / 3, seed by seed
     assert cells[5].startswith("+5.00 [") and cells[5].endswith("(2 seeds)")  # boost_top shares seeds 0 and 1
     assert cells[6].startswith("+10.00 [") and cells[7] == "–"  # restore - control on seeds 0, 1; no auto arm
+
+
+def test_tally_counts_pairs_by_where_the_paired_interval_lies(tmp_path):
+    from hf_plasticity.bench.study_report import tally
+
+    def run(arm, seed, test, phase="confirm", lr=1e-3, val=0.5):
+        return {"arm": arm, "budget": "short", "phase": phase, "config": f"{arm}-{lr}", "knobs": {"backbone_lr": lr},
+                "seed": seed, "val_acc": [val], "test_acc": [test], "recipe": {"backbone_lr": lr},
+                "restore_seconds": 0.0, "epoch_seconds": 1.0}  # fmt: skip
+
+    def write(name, tests, worst):
+        records = [run(arm, seed, acc) for arm, accs in tests.items() for seed, acc in enumerate(accs)]
+        records += [run(arm, 100, val, "tune", lr, val) for arm, val in worst.items() for lr in (3e-4, 1e-3, 3e-3)]
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    base = (0.50, 0.60, 0.70)
+    write(
+        "resnet_tiny__digits",
+        {"standard": base, "reinit_top": (0.60, 0.71, 0.80)},
+        {"standard": 0.5, "reinit_top": 0.6},
+    )
+    write(
+        "convnext_tiny__textures",
+        {"standard": base, "reinit_top": (0.40, 0.51, 0.60)},
+        {"standard": 0.5, "reinit_top": 0.52},
+    )
+    write(
+        "vit_tiny__digits", {"standard": base, "reinit_top": (0.50, 0.70, 0.60)}, {"standard": 0.5, "reinit_top": 0.6}
+    )
+    write("resnet_tiny__textures", {"standard": base, "reinit_top": (0.9, 0.9)}, {})  # still confirming: left out
+    write("vit_tiny__shapes_ctrl", {"standard": base, "reinit_top": (0.40, 0.50, 0.60)}, {})
+    assert tally(tmp_path / "missing") == []
+    lines = tally(tmp_path)
+    control = lines[lines.index("#### short budget, in-domain controls") :]
+    atypical = lines[lines.index("#### short budget, atypical targets") : lines.index(control[0])]
+    (row,) = [line for line in atypical if line.startswith("| reinit_top - standard")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "3" and cells[2] == "1: resnet_tiny digits +10.33" and cells[3] == "1"
+    assert cells[4] == "1: convnext_tiny textures -9.67"
+    assert any(
+        line.startswith("| reinit_top - standard | 1 | 0: – | 0 | 1: vit_tiny shapes_ctrl -10.00") for line in control
+    )
+    (robust,) = [line for line in lines if line.startswith("Worst validation")]
+    assert "reinit_top on CNN pairs: 1 of 2" in robust and "reinit_top on ViT pairs: 1 of 1" in robust

@@ -168,31 +168,69 @@ OVERVIEW_PAIRS = (
 )
 
 
+def confirmed_pairs(files: list[tuple[str, str, list[Row]]]) -> list[Row]:
+    """One row per (model, target, budget) whose standard arm is confirmed: ``final`` (arm -> seed -> final test %),
+    ``worst`` (arm -> worst validation % over the shared backbone lr grid, or None) and whether the target is
+    atypical and the model a ViT."""
+    from .models import ATYPICAL_TARGETS, get_spec
+
+    pairs = []
+    for model, target, records in files:
+        for budget in dict.fromkeys(r["budget"] for r in records):
+            final: dict[str, dict[int, float]] = defaultdict(dict)
+            for r in _by(records, budget=budget, phase="confirm"):
+                final[r["arm"]][r["seed"]] = 100 * r["test_acc"][-1]
+            if "standard" not in final:
+                continue
+            worst = {arm: lr_robustness(records, arm, budget) for arm in final}
+            pairs.append(
+                {
+                    "model": model,
+                    "target": target,
+                    "budget": budget,
+                    "atypical": target in ATYPICAL_TARGETS,
+                    "vit": get_spec(model).family == "vit",
+                    "final": final,
+                    "worst": {arm: None if w is None else 100 * w[1] for arm, w in worst.items()},
+                }
+            )
+    return pairs
+
+
+def _difference(pair: Row, treatment: str, control: str, complete: bool = False) -> tuple[Any, int]:
+    """The paired difference (None under 2 shared seeds, or, with ``complete``, unless both arms have as many seeds as
+    the pair's most confirmed arm: a confirmation still running does not count) and the number of shared seeds."""
+    final = pair["final"]
+    shared = len(set(final.get(treatment, {})) & set(final.get(control, {})))
+    if shared < 2 or (complete and shared < max(len(seeds) for seeds in final.values())):
+        return None, shared
+    return paired_difference(final[treatment], final[control]), shared
+
+
 def overview(results: str | Path) -> list[str]:
     """Markdown lines of one row per confirmed (model, target, budget): the tuned standard arm's test accuracy, the
     paired differences of the default restore (`reinit_top`), the high-lr control (`boost_top`) and `auto` (mean and
     95% CI, in points, over the seeds both arms share; their number when fewer than standard's; – under 2), and the
     worst validation accuracy over the shared backbone lr grid of standard, restore and control. Empty when nothing
     is confirmed."""
-    from .models import ATYPICAL_TARGETS
+    return _overview_lines(confirmed_pairs(list(result_files(results))))
 
+
+def _overview_lines(pairs: list[Row]) -> list[str]:
     lines = []
-    for model, target, records in result_files(results):
-        for budget in dict.fromkeys(r["budget"] for r in records):
-            final = defaultdict(dict)
-            for r in _by(records, budget=budget, phase="confirm"):
-                final[r["arm"]][r["seed"]] = 100 * r["test_acc"][-1]
-            if "standard" not in final:
-                continue
-            cells = [f"{model} | {target} ({'atypical' if target in ATYPICAL_TARGETS else 'control'}) | {budget}"]
-            cells.append(f"{mean_interval(list(final['standard'].values())).mean:.1f} ({len(final['standard'])})")
-            for _, treatment, control in OVERVIEW_PAIRS:
-                shared = len(set(final.get(treatment, {})) & set(final[control]))
-                diff = str(paired_difference(final[treatment], final[control])) if shared >= 2 else "–"
-                cells.append(diff + (f" ({shared} seeds)" if 2 <= shared < len(final["standard"]) else ""))
-            worst = [lr_robustness(records, arm, budget) for arm in ("standard", "reinit_top", "boost_top")]
-            cells.append(" / ".join("–" if w is None else f"{100 * w[1]:.1f}" for w in worst))
-            lines.append("| " + " | ".join(cells) + " |")
+    for pair in pairs:
+        standard = pair["final"]["standard"]
+        cells = [f"{pair['model']} | {pair['target']} ({'atypical' if pair['atypical'] else 'control'})"]
+        cells += [pair["budget"], f"{mean_interval(list(standard.values())).mean:.1f} ({len(standard)})"]
+        for _, treatment, control in OVERVIEW_PAIRS:
+            diff, shared = _difference(pair, treatment, control)
+            cells.append(
+                ("–" if diff is None else str(diff))
+                + (f" ({shared} seeds)" if diff is not None and shared < len(standard) else "")
+            )
+        worst = [pair["worst"].get(arm) for arm in ("standard", "reinit_top", "boost_top")]
+        cells.append(" / ".join("–" if w is None else f"{w:.1f}" for w in worst))
+        lines.append("| " + " | ".join(cells) + " |")
     if not lines:
         return []
     header = " | ".join(column for column, _, _ in OVERVIEW_PAIRS)
@@ -210,11 +248,71 @@ def overview(results: str | Path) -> list[str]:
     ]
 
 
+#: The tally's gain in the worst validation accuracy over the lr grid that counts as robustness (points).
+ROBUSTNESS_GAIN = 3.0
+
+
+def tally(results: str | Path) -> list[str]:
+    """Markdown lines counting, per budget and kind of target, the pairs on which each arm's paired difference to the
+    tuned standard arm (and the restore's to the control) has its 95% CI above 0, across 0 or below 0, naming the
+    pairs off 0; then the pairs on which the restore's and the control's worst validation accuracy over the lr grid
+    is at least `ROBUSTNESS_GAIN` points above standard's, CNNs and ViTs apart. Only pairs on which both arms have
+    every seed count. Empty when nothing is confirmed."""
+    return _tally_lines(confirmed_pairs(list(result_files(results))))
+
+
+def _tally_lines(pairs: list[Row]) -> list[str]:
+    lines = []
+    for budget in dict.fromkeys(pair["budget"] for pair in pairs):
+        for atypical in (True, False):
+            group = [p for p in pairs if p["budget"] == budget and p["atypical"] == atypical]
+            arms = dict.fromkeys(arm for p in group for arm in p["final"] if arm != "standard")
+            comparisons = [(arm, "standard") for arm in arms] + [("reinit_top", "boost_top")]
+            rows = []
+            for treatment, control in comparisons:
+                above, across, below = [], [], []
+                for pair in group:
+                    diff, _ = _difference(pair, treatment, control, complete=True)
+                    if diff is not None:
+                        name = f"{pair['model']} {pair['target']} {diff.mean:+.2f}"
+                        (above if diff.low > 0 else below if diff.high < 0 else across).append(name)
+                if above or across or below:
+                    count = len(above) + len(across) + len(below)
+                    rows.append(f"| {treatment} - {control} | {count} | {len(above)}: {', '.join(above) or '–'} | "
+                                f"{len(across)} | {len(below)}: {', '.join(below) or '–'} |")  # fmt: skip
+            if rows:
+                kind = "atypical targets" if atypical else "in-domain controls"
+                lines += [f"#### {budget} budget, {kind}", "", "| comparison | pairs | CI above 0 | CI across 0 | "
+                          "CI below 0 |", "|---|---:|---|---:|---|", *rows, ""]  # fmt: skip
+        robust = []
+        for arm in ("reinit_top", "boost_top"):
+            for vit in (False, True):
+                gains = [
+                    p["worst"][arm] - p["worst"]["standard"]
+                    for p in pairs
+                    if p["budget"] == budget and p["atypical"] and p["vit"] == vit
+                    and p["worst"].get(arm) is not None and p["worst"].get("standard") is not None
+                ]  # fmt: skip
+                if gains:
+                    met = sum(g >= ROBUSTNESS_GAIN for g in gains)
+                    robust.append(f"{arm} on {'ViT' if vit else 'CNN'} pairs: {met} of {len(gains)}")
+        if robust:
+            lines += [f"Worst validation % over the lr grid at least {ROBUSTNESS_GAIN:g} points above standard's "
+                      f"({budget} budget, atypical targets): " + "; ".join(robust) + ".", ""]  # fmt: skip
+    if not lines:
+        return []
+    return ["### Tally: on how many pairs each arm beats or loses to the tuned standard arm", "",
+            "Paired 95% CI of the difference in final test accuracy (points; pairs named with their mean).", "",
+            *lines]  # fmt: skip
+
+
 def markdown(results: str | Path) -> str:
     """The tables of every results file in ``results``, as Markdown: the overview first, then one table per
     (model, target, budget)."""
-    lines = overview(results)
-    for model, target, records in result_files(results):
+    files = list(result_files(results))
+    pairs = confirmed_pairs(files)
+    lines = _overview_lines(pairs) + _tally_lines(pairs)
+    for model, target, records in files:
         for budget in dict.fromkeys(r["budget"] for r in records):
             rows = summarize(records, budget)
             if not rows:
@@ -290,6 +388,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     results = Path(args[0] if args else "benchmarks/results/v2")
+    if not results.is_dir():
+        print(
+            f"No results folder {results}: give the folder of the study's <model>__<target>.jsonl files.",
+            file=sys.stderr,
+        )
+        return 2
     text = markdown(results)
     (results / "summary.md").write_text(text + "\n")
     print(text)
