@@ -25,7 +25,7 @@ device = os.environ["DEVICE"]
 settings = study.StudySettings(models=[], targets=[], max_train=64, max_test=32, device=device, calibration_batches=2)
 for arm in ("reinit_top", "auto", "dash"):
     knobs = {"backbone_lr": 1e-3, **({"lambda_min": 0.6} if arm == "dash" else {})}
-    task = study._task(settings.__dict__, "efficientnet_lite1", "digits", study.ARMS[arm], knobs, "short", "tune", 100)
+    task = study.make_task(settings, "efficientnet_lite1", "digits", study.ARMS[arm], knobs, "short", "tune", 100)
     record = study.run_one(task)
     print(arm, "val", record["val_acc"], "re-initialized", record["reinitialized"], f"{record['wall_seconds']:.1f} s")
 print(torch.cuda.get_device_name() if device != "cpu" else "cpu")

@@ -353,7 +353,7 @@ def test_a_strategy_knob_in_the_grid_reaches_the_strategy_config(monkeypatch):
     )  # fmt: skip
 
     def run(arm: study.StudyArm, knobs: dict) -> dict:
-        return study.run_one(study._task(settings.__dict__, "efficientnet_lite0", "digits", arm, knobs, "short",
+        return study.run_one(study.make_task(settings, "efficientnet_lite0", "digits", arm, knobs, "short",
                                          "tune", 100))  # fmt: skip
 
     dash = study.ARMS["dash"]

@@ -149,6 +149,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     """Loads the model, restores it as the arm says, fine-tunes it with the recipe; returns the run's record.
     Runs in a worker process (one torch thread)."""
     import torch
+    from transformers.utils import logging as transformers_logging
 
     from .data import as_tensors, load_target
     from .models import get_spec, load_model
@@ -156,6 +157,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     from .runner import calibration_data
 
     torch.set_num_threads(1)
+    transformers_logging.disable_progress_bar()  # a loading bar per run would bury the study's own progress bar
     settings = StudySettings(**task["settings"])
     spec = get_spec(task["model"])
     size = settings.image_size or spec.image_size
@@ -284,7 +286,6 @@ def run_study(settings: StudySettings, progress: bool = True) -> dict[str, int]:
 
     arms = [ARMS[name] for name in dict.fromkeys(["standard", *settings.arms])]
     counts = {"done": 0, "skipped": 0}
-    settings_dict = {k: v for k, v in settings.__dict__.items()}
     # CUDA cannot be used in a forked child: workers of a GPU study are spawned
     context = multiprocessing.get_context("spawn" if settings.device != "cpu" else None)
     pool = ProcessPoolExecutor(settings.jobs, mp_context=context) if settings.jobs > 1 else None
@@ -303,7 +304,7 @@ def run_study(settings: StudySettings, progress: bool = True) -> dict[str, int]:
                         for arm in pending:
                             for knobs in _grid(arm, extensions[arm.name]):
                                 for seed in settings.tuning_seeds:
-                                    tasks.append(_task(settings_dict, model, target, arm, knobs, budget, "tune", seed))
+                                    tasks.append(make_task(settings, model, target, arm, knobs, budget, "tune", seed))
                         _execute(tasks, records, path, pool, counts, progress, f"{model}/{target}/{budget} tune", tqdm)
                         still = []
                         for arm in pending:
@@ -316,7 +317,7 @@ def run_study(settings: StudySettings, progress: bool = True) -> dict[str, int]:
                                 still.append(arm)
                         pending = still
                     tasks = [
-                        _task(settings_dict, model, target, arm, chosen[arm.name], budget, "confirm", seed)
+                        make_task(settings, model, target, arm, chosen[arm.name], budget, "confirm", seed)
                         for arm in arms
                         for seed in settings.confirmation_seeds
                     ]
@@ -327,9 +328,23 @@ def run_study(settings: StudySettings, progress: bool = True) -> dict[str, int]:
     return counts
 
 
-def _task(settings: dict, model: str, target: str, arm: StudyArm, knobs: dict, budget: str, phase: str, seed: int):
+def make_task(
+    settings: StudySettings, model: str, target: str, arm: StudyArm, knobs: dict, budget: str, phase: str, seed: int
+) -> dict[str, Any]:
+    """One run of the study, as the plain dict `run_one` takes (a worker process needs no global state).
+
+    Example (a smoke run of one configuration):
+
+    ```python
+    >>> from hf_plasticity.bench import study
+    >>> settings = study.StudySettings(models=[], targets=[], max_train=64, max_test=32)
+    >>> task = study.make_task(settings, "resnet_tiny", "digits", study.ARMS["reinit_top"], {"backbone_lr": 1e-3},
+    ...                        "short", "tune", 100)
+    >>> record = study.run_one(task)  # doctest: +SKIP
+    ```
+    """
     return {
-        "settings": settings,
+        "settings": dict(settings.__dict__),
         "model": model,
         "target": target,
         "arm": arm.name,
