@@ -465,3 +465,21 @@ def test_tally_counts_pairs_by_where_the_paired_interval_lies(tmp_path):
     )
     (robust,) = [line for line in lines if line.startswith("Worst validation")]
     assert "reinit_top on CNN pairs: 1 of 2" in robust and "reinit_top on ViT pairs: 1 of 1" in robust
+
+
+def test_the_report_writes_its_tables_between_the_doc_markers_and_nowhere_else(tmp_path):
+    from hf_plasticity.bench.study_report import DOC_MARKERS, write_into_doc
+
+    doc = tmp_path / "BENCHMARKS.md"
+    before, after = "# Benchmarks\n\nProse that stays.\n", "\n### Next section\n\nMore prose.\n"
+    doc.write_text(f"{before}{DOC_MARKERS[0]}\nold tables\n{DOC_MARKERS[1]}{after}")
+    write_into_doc("### Overview\n\n| a |\n|---|\n", doc)
+    text = doc.read_text()
+    assert text == f"{before}{DOC_MARKERS[0]}\n#### Overview\n\n| a |\n|---|\n{DOC_MARKERS[1]}{after}"
+    write_into_doc("### Overview\n\n| b |\n", doc)  # again: replaced, not appended
+    assert "| a |" not in doc.read_text() and doc.read_text().count("#### Overview") == 1
+
+    doc.write_text(f"{DOC_MARKERS[1]}\n{DOC_MARKERS[0]}\n")  # out of order
+    with pytest.raises(ValueError, match="needs the lines"):
+        write_into_doc("### Overview\n", doc)
+    assert doc.read_text() == f"{DOC_MARKERS[1]}\n{DOC_MARKERS[0]}\n"

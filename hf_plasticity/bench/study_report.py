@@ -381,13 +381,36 @@ def plot_differences(results: str | Path, path: str | Path) -> Path | None:
     return save_figure(fig, path)
 
 
+#: The markers in a Markdown document between which `write_into_doc` puts the tables.
+DOC_MARKERS = ("<!-- study tables -->", "<!-- /study tables -->")
+
+
+def write_into_doc(text: str, doc: str | Path) -> Path:
+    """Puts ``text`` (the report's Markdown) into ``doc`` between the `DOC_MARKERS`, every heading one level deeper,
+    so the document's tables are the report's. Raises ValueError, leaving the document unchanged, when the markers
+    are missing or out of order."""
+    doc = Path(doc)
+    content = doc.read_text()
+    start, end = (content.find(marker) for marker in DOC_MARKERS)
+    if start < 0 or end < start:
+        raise ValueError(f"{doc} needs the lines {DOC_MARKERS[0]!r} and then {DOC_MARKERS[1]!r} around the tables.")
+    tables = "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
+    body = content[: start + len(DOC_MARKERS[0])] + "\n" + tables.strip() + "\n" + content[end:]
+    doc.write_text(body)
+    return doc
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hf_plasticity.bench.study_report [RESULTS]``: prints the tables, writes RESULTS/summary.md and,
-    once a pair is confirmed, RESULTS/differences.png."""
+    """``python -m hf_plasticity.bench.study_report [RESULTS] [--doc DOC]``: prints the tables, writes
+    RESULTS/summary.md, once a pair is confirmed RESULTS/differences.png, and with ``--doc`` the tables into DOC."""
+    import argparse
     import sys
 
-    args = sys.argv[1:] if argv is None else argv
-    results = Path(args[0] if args else "benchmarks/results/v2")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("results", nargs="?", default="benchmarks/results/v2", help="Folder of the JSONL results.")
+    parser.add_argument("--doc", help=f"A Markdown file whose tables between {DOC_MARKERS} are replaced.")
+    args = parser.parse_args(argv)
+    results = Path(args.results)
     if not results.is_dir():
         print(
             f"No results folder {results}: give the folder of the study's <model>__<target>.jsonl files.",
@@ -395,6 +418,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     text = markdown(results)
+    if args.doc:
+        try:
+            print(f"wrote the tables into {write_into_doc(text, args.doc)}")
+        except (OSError, ValueError) as error:
+            print(f"Cannot write the tables into {args.doc}: {error}", file=sys.stderr)
+            return 2
     (results / "summary.md").write_text(text + "\n")
     print(text)
     figure = plot_differences(results, results / "differences.png")
