@@ -16,5 +16,10 @@ study --models convnext_tiny --targets digits textures --budgets short \
   --arms standard reinit_top reinit_top_scale_keep reinit_top_scale_0.1
 study --models convnext_tiny resnet_tiny --targets digits textures spectrograms shapes_ctrl --budgets short
 study --models efficientnet_lite1 --targets digits textures photos spectrograms --budgets short
-study --models efficientnet_lite0 vit_tiny --targets digits textures --budgets long
-"$BIN/python" -m hf_plasticity.bench.study_report
+study --models vit_tiny --targets digits textures --budgets long
+# The long budget (3x the runs' cost) with the four arms that answer whether more epochs change the verdict.
+LONG_ARMS="standard boost_top reinit_top auto"
+study --models vit_tiny convnext_tiny resnet_tiny --targets digits textures spectrograms shapes_ctrl --budgets long \
+  --arms $LONG_ARMS
+study --models efficientnet_lite0 --targets digits textures photos --budgets long --arms $LONG_ARMS
+"$BIN/python" -m hf_plasticity.bench.study_report --doc docs/BENCHMARKS.md
