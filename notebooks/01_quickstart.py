@@ -224,9 +224,9 @@ print("final test accuracy:", final)
 # - A re-drawn block is new, like the head: `plasticity_optimizer(model, args, reinit_lr=...)` gives it its own
 #   learning rate in the `Trainer` (see the README).
 # - The comparison depends on `LEARNING_RATE`. In the repository's benchmark (every choice on a validation split, 10
-#   seeds), a restore made CNNs much less sensitive to the learning rate (a small ViT on one target of three), but
-#   against plain fine-tuning whose learning rate was tuned it did not raise final accuracy: run both arms at a few
-#   learning rates before concluding.
+#   seeds), a restore made short CNN fine-tuning much less sensitive to the learning rate (a small ViT on one target of
+#   three), but against plain fine-tuning whose learning rate was tuned it did not raise final accuracy: run both arms
+#   at a few learning rates before concluding.
 #
 # One run on a small subset is noisy: compare over a few seeds before concluding (the repository's
 # `docs/BENCHMARKS.md` does that for every strategy).
