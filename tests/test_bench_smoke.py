@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -483,3 +484,28 @@ def test_the_report_writes_its_tables_between_the_doc_markers_and_nowhere_else(t
     with pytest.raises(ValueError, match="needs the lines"):
         write_into_doc("### Overview\n", doc)
     assert doc.read_text() == f"{DOC_MARKERS[1]}\n{DOC_MARKERS[0]}\n"
+
+
+def _run_with_an_unwritable_record(task: dict) -> dict:
+    """A study run for the test below (module level: a worker process finds it by name): leaves a marker and returns
+    a record that cannot be written as JSON (the parent fails while writing the first result)."""
+    import time
+
+    (Path(task["settings"]["results"]) / f"ran-{task['knobs']['backbone_lr']}").touch()
+    time.sleep(0.5)
+    return {"not JSON": {task["seed"]}}
+
+
+def test_a_failure_stops_the_study_instead_of_running_the_rest(tmp_path, monkeypatch):
+    from hf_plasticity.bench import study
+
+    lrs = tuple(float(i) for i in range(1, 17))
+    monkeypatch.setattr(study, "ARMS", {"standard": study.StudyArm("standard", grid={"backbone_lr": lrs})})
+    monkeypatch.setattr(study, "run_one", _run_with_an_unwritable_record)
+    settings = study.StudySettings(models=["resnet_tiny"], targets=["digits"], arms=["standard"], budgets=["short"],
+                                   results=str(tmp_path), tuning_seeds=(100,), jobs=2)  # fmt: skip
+    with pytest.raises(TypeError, match="JSON serializable"):
+        study.run_study(settings, progress=False)
+    ran = list(tmp_path.glob("ran-*"))
+    assert 1 <= len(ran) < len(lrs) // 2  # the runs not started yet were cancelled
+    assert study.load_results(tmp_path / "resnet_tiny__digits.jsonl") == []

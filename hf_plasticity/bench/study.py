@@ -324,7 +324,7 @@ def run_study(settings: StudySettings, progress: bool = True) -> dict[str, int]:
                     _execute(tasks, records, path, pool, counts, progress, f"{model}/{target}/{budget} confirm", tqdm)
     finally:
         if pool is not None:
-            pool.shutdown()
+            pool.shutdown(cancel_futures=True)  # a failure or an interrupt stops the study, not after every run
     return counts
 
 
