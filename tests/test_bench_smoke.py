@@ -509,3 +509,14 @@ def test_a_failure_stops_the_study_instead_of_running_the_rest(tmp_path, monkeyp
     ran = list(tmp_path.glob("ran-*"))
     assert 1 <= len(ran) < len(lrs) // 2  # the runs not started yet were cancelled
     assert study.load_results(tmp_path / "resnet_tiny__digits.jsonl") == []
+
+
+def test_the_benchmark_doc_holds_the_tables_of_the_committed_results():
+    from hf_plasticity.bench.study_report import doc_tables, markdown, tables_in_doc
+
+    root = Path(__file__).resolve().parents[1]
+    expected = doc_tables(markdown(root / "benchmarks/results/v2"))
+    assert tables_in_doc(root / "docs/BENCHMARKS.md") == expected, (
+        "docs/BENCHMARKS.md's tables differ from the committed results': run "
+        "`python -m hf_plasticity.bench.study_report --doc docs/BENCHMARKS.md` and re-read the prose against them"
+    )

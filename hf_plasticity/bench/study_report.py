@@ -385,18 +385,34 @@ def plot_differences(results: str | Path, path: str | Path) -> Path | None:
 DOC_MARKERS = ("<!-- study tables -->", "<!-- /study tables -->")
 
 
+def _doc_span(content: str, doc: str | Path) -> tuple[int, int]:
+    """Where the tables go in a document's text: from after the first marker to the second."""
+    start, end = (content.find(marker) for marker in DOC_MARKERS)
+    if start < 0 or end < start:
+        raise ValueError(f"{doc} needs the lines {DOC_MARKERS[0]!r} and then {DOC_MARKERS[1]!r} around the tables.")
+    return start + len(DOC_MARKERS[0]), end
+
+
+def doc_tables(text: str) -> str:
+    """The report's Markdown as a document holds it: every heading one level deeper, between two newlines."""
+    return "\n" + "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines()).strip() + "\n"
+
+
+def tables_in_doc(doc: str | Path) -> str:
+    """The text between the `DOC_MARKERS` of ``doc`` (what `write_into_doc` put there)."""
+    content = Path(doc).read_text()
+    start, end = _doc_span(content, doc)
+    return content[start:end]
+
+
 def write_into_doc(text: str, doc: str | Path) -> Path:
     """Puts ``text`` (the report's Markdown) into ``doc`` between the `DOC_MARKERS`, every heading one level deeper,
     so the document's tables are the report's. Raises ValueError, leaving the document unchanged, when the markers
     are missing or out of order."""
     doc = Path(doc)
     content = doc.read_text()
-    start, end = (content.find(marker) for marker in DOC_MARKERS)
-    if start < 0 or end < start:
-        raise ValueError(f"{doc} needs the lines {DOC_MARKERS[0]!r} and then {DOC_MARKERS[1]!r} around the tables.")
-    tables = "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
-    body = content[: start + len(DOC_MARKERS[0])] + "\n" + tables.strip() + "\n" + content[end:]
-    doc.write_text(body)
+    start, end = _doc_span(content, doc)
+    doc.write_text(content[:start] + doc_tables(text) + content[end:])
     return doc
 
 
