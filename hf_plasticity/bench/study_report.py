@@ -261,6 +261,46 @@ def tally(results: str | Path) -> list[str]:
     return _tally_lines(confirmed_pairs(list(result_files(results))))
 
 
+def _tally_row(group: list[Row], treatment: str, control: str) -> str | None:
+    """One tally row: the pairs of ``group`` whose paired CI of ``treatment - control`` lies above, across, below 0."""
+    above, across, below = [], [], []
+    for pair in group:
+        diff, _ = _difference(pair, treatment, control, complete=True)
+        if diff is not None:
+            name = f"{pair['model']} {pair['target']} {diff.mean:+.2f}"
+            (above if diff.low > 0 else below if diff.high < 0 else across).append(name)
+    count = len(above) + len(across) + len(below)
+    if not count:
+        return None
+    return (
+        f"| {treatment} - {control} | {count} | {len(above)}: {', '.join(above) or '–'} | {len(across)} | "
+        f"{len(below)}: {', '.join(below) or '–'} |"
+    )
+
+
+def _robustness_line(pairs: list[Row], budget: str) -> str | None:
+    """How many atypical pairs of ``budget`` have the restore's and the control's worst validation % over the lr grid
+    at least `ROBUSTNESS_GAIN` points above standard's, CNNs and ViTs apart."""
+    counts = []
+    for arm in ("reinit_top", "boost_top"):
+        for vit in (False, True):
+            gains = [
+                p["worst"][arm] - p["worst"]["standard"]
+                for p in pairs
+                if p["budget"] == budget and p["atypical"] and p["vit"] == vit
+                if p["worst"].get(arm) is not None and p["worst"].get("standard") is not None
+            ]
+            if gains:
+                met = sum(gain >= ROBUSTNESS_GAIN for gain in gains)
+                counts.append(f"{arm} on {'ViT' if vit else 'CNN'} pairs: {met} of {len(gains)}")
+    if not counts:
+        return None
+    return (
+        f"Worst validation % over the lr grid at least {ROBUSTNESS_GAIN:g} points above standard's ({budget} budget, "
+        "atypical targets): " + "; ".join(counts) + "."
+    )
+
+
 def _tally_lines(pairs: list[Row]) -> list[str]:
     lines = []
     for budget in dict.fromkeys(pair["budget"] for pair in pairs):
@@ -268,42 +308,19 @@ def _tally_lines(pairs: list[Row]) -> list[str]:
             group = [p for p in pairs if p["budget"] == budget and p["atypical"] == atypical]
             arms = dict.fromkeys(arm for p in group for arm in p["final"] if arm != "standard")
             comparisons = [(arm, "standard") for arm in arms] + [("reinit_top", "boost_top")]
-            rows = []
-            for treatment, control in comparisons:
-                above, across, below = [], [], []
-                for pair in group:
-                    diff, _ = _difference(pair, treatment, control, complete=True)
-                    if diff is not None:
-                        name = f"{pair['model']} {pair['target']} {diff.mean:+.2f}"
-                        (above if diff.low > 0 else below if diff.high < 0 else across).append(name)
-                if above or across or below:
-                    count = len(above) + len(across) + len(below)
-                    rows.append(f"| {treatment} - {control} | {count} | {len(above)}: {', '.join(above) or '–'} | "
-                                f"{len(across)} | {len(below)}: {', '.join(below) or '–'} |")  # fmt: skip
+            rows = [row for row in (_tally_row(group, *c) for c in comparisons) if row is not None]
             if rows:
                 kind = "atypical targets" if atypical else "in-domain controls"
-                lines += [f"#### {budget} budget, {kind}", "", "| comparison | pairs | CI above 0 | CI across 0 | "
-                          "CI below 0 |", "|---|---:|---|---:|---|", *rows, ""]  # fmt: skip
-        robust = []
-        for arm in ("reinit_top", "boost_top"):
-            for vit in (False, True):
-                gains = [
-                    p["worst"][arm] - p["worst"]["standard"]
-                    for p in pairs
-                    if p["budget"] == budget and p["atypical"] and p["vit"] == vit
-                    and p["worst"].get(arm) is not None and p["worst"].get("standard") is not None
-                ]  # fmt: skip
-                if gains:
-                    met = sum(g >= ROBUSTNESS_GAIN for g in gains)
-                    robust.append(f"{arm} on {'ViT' if vit else 'CNN'} pairs: {met} of {len(gains)}")
-        if robust:
-            lines += [f"Worst validation % over the lr grid at least {ROBUSTNESS_GAIN:g} points above standard's "
-                      f"({budget} budget, atypical targets): " + "; ".join(robust) + ".", ""]  # fmt: skip
+                header = "| comparison | pairs | CI above 0 | CI across 0 | CI below 0 |"
+                lines += [f"#### {budget} budget, {kind}", "", header, "|---|---:|---|---:|---|", *rows, ""]
+        robustness = _robustness_line(pairs, budget)
+        if robustness:
+            lines += [robustness, ""]
     if not lines:
         return []
-    return ["### Tally: on how many pairs each arm beats or loses to the tuned standard arm", "",
-            "Paired 95% CI of the difference in final test accuracy (points; pairs named with their mean).", "",
-            *lines]  # fmt: skip
+    title = "### Tally: on how many pairs each arm beats or loses to the tuned standard arm"
+    legend = "Paired 95% CI of the difference in final test accuracy (points; pairs named with their mean)."
+    return [title, "", legend, "", *lines]
 
 
 def markdown(results: str | Path) -> str:
