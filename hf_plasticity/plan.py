@@ -121,7 +121,8 @@ def _check(reset: TensorReset) -> None:
 def apply_resets(resets: list[TensorReset], undo: Undo | None = None) -> Undo:
     """Writes every planned value in place (dtype, device and the tensor objects are kept).
 
-    On a failure half-way, the entries already written are put back before the error propagates. On success the
+    Values that would be infinite or NaN in the tensor's dtype are refused (ValueError). On a failure half-way, the
+    entries already written are put back before the error propagates. On success the
     returned [`Undo`] can put them back later (the restore pipeline does, when a later step of the restore fails).
 
     Args:
@@ -135,6 +136,11 @@ def apply_resets(resets: list[TensorReset], undo: Undo | None = None) -> Undo:
             _check(reset)
             tensor = reset.tensor.data
             values = reset.values.to(device=tensor.device, dtype=tensor.dtype)
+            if values.is_floating_point() and not bool(torch.isfinite(values).all()):
+                raise ValueError(
+                    f"The restore would write infinite or NaN values into {reset.name} (the strategy's settings "
+                    f"overflow {tensor.dtype}: a very large perturb, say); nothing was changed."
+                )
             index = None if reset.index is None else reset.index.to(tensor.device)
             done.save(reset.tensor, index)
             if index is None:

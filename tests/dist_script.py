@@ -174,6 +174,9 @@ def main() -> None:
         "grouped": grouped_run(out),
     }
     (out / f"rank{RANK}.json").write_text(json.dumps(result, indent=2))
+    if torch.distributed.is_initialized():  # a clean shutdown: a process group left to exit with the interpreter
+        torch.distributed.barrier()  # can abort a rank ("terminate called without an active exception")
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
