@@ -122,8 +122,8 @@ def apply_resets(resets: list[TensorReset], undo: Undo | None = None) -> Undo:
     """Writes every planned value in place (dtype, device and the tensor objects are kept).
 
     Values that would be infinite or NaN in the tensor's dtype are refused (ValueError). On a failure half-way, the
-    entries already written are put back before the error propagates. On success the
-    returned [`Undo`] can put them back later (the restore pipeline does, when a later step of the restore fails).
+    entries already written are put back before the error propagates. On success the returned [`Undo`] can put them
+    back later (the restore pipeline does, when a later step of the restore fails).
 
     Args:
         resets: the writes.

@@ -168,10 +168,14 @@ OVERVIEW_PAIRS = (
 )
 
 
+#: The arms whose worst validation accuracy over the lr grid the overview and the tally compare.
+ROBUSTNESS_ARMS = ("standard", "reinit_top", "boost_top")
+
+
 def confirmed_pairs(files: list[tuple[str, str, list[Row]]]) -> list[Row]:
     """One row per (model, target, budget) whose standard arm is confirmed: ``final`` (arm -> seed -> final test %),
-    ``worst`` (arm -> worst validation % over the shared backbone lr grid, or None) and whether the target is
-    atypical and the model a ViT."""
+    ``worst`` (arm of `ROBUSTNESS_ARMS` -> worst validation % over the shared backbone lr grid, or None) and whether
+    the target is atypical and the model a ViT."""
     from .models import ATYPICAL_TARGETS, get_spec
 
     pairs = []
@@ -182,7 +186,7 @@ def confirmed_pairs(files: list[tuple[str, str, list[Row]]]) -> list[Row]:
                 final[r["arm"]][r["seed"]] = 100 * r["test_acc"][-1]
             if "standard" not in final:
                 continue
-            worst = {arm: lr_robustness(records, arm, budget) for arm in final}
+            worst = {arm: lr_robustness(records, arm, budget) for arm in ROBUSTNESS_ARMS if arm in final}
             pairs.append(
                 {
                     "model": model,
@@ -228,7 +232,7 @@ def _overview_lines(pairs: list[Row]) -> list[str]:
                 ("–" if diff is None else str(diff))
                 + (f" ({shared} seeds)" if diff is not None and shared < len(standard) else "")
             )
-        worst = [pair["worst"].get(arm) for arm in ("standard", "reinit_top", "boost_top")]
+        worst = [pair["worst"].get(arm) for arm in ROBUSTNESS_ARMS]
         cells.append(" / ".join("–" if w is None else f"{w:.1f}" for w in worst))
         lines.append("| " + " | ".join(cells) + " |")
     if not lines:
