@@ -297,6 +297,25 @@ def test_grids_that_end_on_their_best_value_are_extended():
     assert interior is None  # the extension limit
 
 
+def test_dash_shrink_floor_is_extended_toward_its_bounds_and_other_knobs_are_not():
+    from hf_plasticity.bench.study import ARMS, StudyArm, edge_extensions
+
+    dash = ARMS["dash"]
+    assert dash.grid["lambda_min"] == (0.3, 0.6, 0.9)
+    assert edge_extensions(dash, {"backbone_lr": 1e-3, "lambda_min": 0.9}, {}) == {"lambda_min": (0.95,)}
+    assert edge_extensions(dash, {"backbone_lr": 1e-3, "lambda_min": 0.95}, {"lambda_min": (0.95,)}) == {
+        "lambda_min": (0.95, 0.975)  # half-way to 1 (no shrink) each time, never 1 itself
+    }
+    assert edge_extensions(dash, {"backbone_lr": 1e-3, "lambda_min": 0.3}, {}) == {"lambda_min": (0.15,)}
+    assert edge_extensions(dash, {"backbone_lr": 3e-3, "lambda_min": 0.9}, {}) == {
+        "backbone_lr": (9e-3,),
+        "lambda_min": (0.95,),
+    }
+    assert edge_extensions(dash, {"backbone_lr": 1e-3, "lambda_min": 0.6}, {}) is None
+    decay = StudyArm("layer_decay", grid={"backbone_lr": (1e-3, 3e-3), "layer_decay": (0.65, 0.8)})
+    assert edge_extensions(decay, {"backbone_lr": 2e-3, "layer_decay": 0.8}, {}) is None  # a decay is not extended
+
+
 def test_a_micro_study_tunes_on_validation_confirms_on_fresh_seeds_and_resumes(tmp_path, monkeypatch):
     from hf_plasticity.bench import study
     from hf_plasticity.bench.study_report import markdown
@@ -520,3 +539,16 @@ def test_the_benchmark_doc_holds_the_tables_of_the_committed_results():
         "docs/BENCHMARKS.md's tables differ from the committed results': run "
         "`python -m hf_plasticity.bench.study_report --doc docs/BENCHMARKS.md` and re-read the prose against them"
     )
+
+
+def test_a_re_confirmed_arm_counts_only_its_last_configuration():
+    from hf_plasticity.bench.study_report import confirmation_runs
+
+    def run(arm, config, seed, acc):
+        return {"arm": arm, "config": config, "seed": seed, "budget": "short", "phase": "confirm", "test_acc": [acc]}
+
+    records = [run("standard", "s", 0, 0.9), run("standard", "s", 1, 0.9), run("dash", "old", 0, 0.5)]
+    records += [run("dash", "old", 1, 0.5), run("dash", "new", 0, 0.8)]  # a new choice, confirmed on one seed so far
+    runs = confirmation_runs(records, "short")
+    assert {seed: r["config"] for seed, r in runs["dash"].items()} == {0: "new"}  # seed 1 of "old" no longer counts
+    assert set(runs["standard"]) == {0, 1}

@@ -2,8 +2,9 @@
 
 For each (model, target, budget):
 
-1. **Tune**: each arm runs every configuration of its grid on the tuning seeds; a numeric grid that has its best value
-   on an edge is extended by one step outward (a grid must bracket its optimum), up to a limit.
+1. **Tune**: each arm runs every configuration of its grid on the tuning seeds; a learning-rate (or DASH shrink-floor)
+   grid that has its best value on an edge is extended by one step outward (a grid must bracket its optimum), up to a
+   limit.
 2. **Choose** each arm's configuration by its mean final *validation* accuracy over the tuning seeds.
 3. **Confirm**: the chosen configuration of every arm on the confirmation seeds (fresh: disjoint from the tuning
    seeds); only these runs' *test* accuracies are reported, with paired differences to the tuned standard arm.
@@ -259,23 +260,29 @@ def choose(records: list[dict[str, Any]], arm: StudyArm, budget: str, extensions
     return best
 
 
+def _step_outward(name: str, value: float, up: bool) -> float | None:
+    """The next value of a knob beyond an edge of its grid: learning rates x3 or /3; DASH's shrink floor (in (0, 1])
+    half-way to 1 (1 would be no shrink: standard fine-tuning) or to 0; None for knobs that are not extended."""
+    if name.endswith("_lr"):
+        return round(value * 3 if up else value / 3, 10)
+    if name == "lambda_min":
+        return round(1 - (1 - value) / 2 if up else value / 2, 10)
+    return None
+
+
 def edge_extensions(arm: StudyArm, chosen: dict[str, Any], extensions: dict[str, tuple]) -> dict[str, tuple] | None:
-    """When a numeric learning-rate knob's chosen value is the largest or smallest tried, one more value outward
-    (x3 or /3); None when every chosen value is interior (or the extension limit is reached)."""
+    """When a learning-rate knob's (or DASH's ``lambda_min``'s) chosen value is the largest or smallest tried, one more
+    value outward (see `_step_outward`); None when every chosen value is interior (or the extension limit is reached).
+    """
     grown = dict(extensions)
     changed = False
     for name, values in arm.grid.items():
-        if not name.endswith("_lr"):
-            continue
         tried = sorted(v for v in (*extensions.get(name, ()), *values) if isinstance(v, (int, float)))
         value = chosen.get(name)
         if not isinstance(value, (int, float)) or len(tried) < 2 or len(extensions.get(name, ())) >= MAX_EXTENSIONS:
             continue
-        if value == tried[-1]:
-            grown[name] = (*extensions.get(name, ()), round(value * 3, 10))
-            changed = True
-        elif value == tried[0]:
-            grown[name] = (*extensions.get(name, ()), round(value / 3, 10))
+        if value in (tried[-1], tried[0]) and (step := _step_outward(name, value, up=value == tried[-1])) is not None:
+            grown[name] = (*extensions.get(name, ()), step)
             changed = True
     return grown if changed else None
 

@@ -94,14 +94,26 @@ def restore_epochs(runs: Any) -> float | None:
     return sum(ratios) / len(ratios) if ratios else None
 
 
+def confirmation_runs(records: list[Row], budget: str) -> dict[str, dict[int, Row]]:
+    """Arm -> seed -> confirmation run, of the configuration each arm confirmed last: a grid extended after a first
+    confirmation confirms its new choice on the same seeds, and the earlier runs (kept in the file) no longer count."""
+    confirmed = _by(records, budget=budget, phase="confirm")
+    last = {r["arm"]: r["config"] for r in confirmed}
+    runs: dict[str, dict[int, Row]] = defaultdict(dict)
+    for r in confirmed:
+        if r["config"] == last[r["arm"]]:
+            runs[r["arm"]][r["seed"]] = r
+    return runs
+
+
 def summarize(records: list[Row], budget: str) -> list[Row]:
     """One row per arm for one (model, target) and budget; accuracies in percent."""
-    confirmed = _by(records, budget=budget, phase="confirm")
-    standard = {r["seed"]: r for r in confirmed if r["arm"] == "standard"}
+    confirmed = confirmation_runs(records, budget)
+    standard = confirmed.get("standard", {})
     baseline = mean_interval([100 * r["test_acc"][-1] for r in standard.values()]).mean if standard else None
     rows = []
     for arm in dict.fromkeys(r["arm"] for r in records):
-        runs = {r["seed"]: r for r in confirmed if r["arm"] == arm}
+        runs = confirmed.get(arm)
         if not runs:
             continue
         choice = confirmed_config(records, runs.values(), budget)
@@ -181,9 +193,10 @@ def confirmed_pairs(files: list[tuple[str, str, list[Row]]]) -> list[Row]:
     pairs = []
     for model, target, records in files:
         for budget in dict.fromkeys(r["budget"] for r in records):
-            final: dict[str, dict[int, float]] = defaultdict(dict)
-            for r in _by(records, budget=budget, phase="confirm"):
-                final[r["arm"]][r["seed"]] = 100 * r["test_acc"][-1]
+            final = {
+                arm: {seed: 100 * r["test_acc"][-1] for seed, r in runs.items()}
+                for arm, runs in confirmation_runs(records, budget).items()
+            }
             if "standard" not in final:
                 continue
             worst = {arm: lr_robustness(records, arm, budget) for arm in ROBUSTNESS_ARMS if arm in final}
