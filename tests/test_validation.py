@@ -367,15 +367,11 @@ def test_a_bad_repository_id_is_refused_before_anything_is_written(make_model, t
     assert not (tmp_path / "out").exists()
 
 
-def test_a_restore_that_would_overflow_is_refused_and_changes_nothing():
+def test_a_restore_that_would_overflow_is_refused_and_changes_nothing(make_model):
     """Found by the property test: shrink 0 and perturb 3.4e38 (finite, accepted) made every re-drawn weight inf."""
-    from transformers import ViTConfig, ViTForImageClassification
-
     from hf_plasticity import ShrinkPerturbConfig, prepare_pretrained
 
-    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
-                       intermediate_size=64, num_labels=3)  # fmt: skip
-    model = ViTForImageClassification(config)
+    model = make_model("vit")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match="infinite or NaN values into vit\\."):
         prepare_pretrained(model, ShrinkPerturbConfig(shrink=0.0, perturb=3.4028235677973366e38), diagnostics=False)
