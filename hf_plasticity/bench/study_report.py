@@ -299,7 +299,7 @@ def _robustness_line(pairs: list[Row], budget: str) -> str | None:
     """How many atypical pairs of ``budget`` have the restore's and the control's worst validation % over the lr grid
     at least `ROBUSTNESS_GAIN` points above standard's, CNNs and ViTs apart."""
     counts = []
-    for arm in ("reinit_top", "boost_top"):
+    for arm in (arm for arm in ROBUSTNESS_ARMS if arm != "standard"):
         for vit in (False, True):
             gains = [
                 p["worst"][arm] - p["worst"]["standard"]
