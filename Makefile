@@ -26,7 +26,7 @@ notebooks: setup  # write each notebooks/NN_name.ipynb from its jupytext source 
 	$(BIN)/python notebooks/sync.py
 
 demo: setup
-	HF_HUB_OFFLINE=1 $(BIN)/hf-plasticity demo
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -20,7 +20,7 @@ rm -rf /tmp/study_logs && mkdir -p "$RESULTS" /tmp/study_logs
 "$PY" - <<'EOF' || exit 1
 import os
 import torch
-from hf_plasticity.bench import study
+from benchmarks import study
 device = os.environ["DEVICE"]
 settings = study.StudySettings(models=[], targets=[], max_train=64, max_test=32, device=device, calibration_batches=2)
 for arm in ("reinit_top", "auto", "dash"):
@@ -36,7 +36,7 @@ study() {  # one chain of studies, stopped at the deadline
   shift
   timeout --signal=INT --kill-after=40 "$DEADLINE" bash -c "$*" >"/tmp/study_logs/$log.log" 2>&1
 }
-S="$PY -m hf_plasticity.bench.study --device $DEVICE --results $RESULTS"
+S="$PY -m benchmarks.study --device $DEVICE --results $RESULTS"
 chain=0
 for spec in "$@"; do
   IFS=';' read -ra studies <<<"$spec"

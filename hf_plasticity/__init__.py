@@ -1,6 +1,6 @@
 """hf-plasticity: restore the plasticity of pretrained image classifiers before and during fine-tuning."""
 
-from .architectures import (
+from .core.architectures import (
     ARCHITECTURES,
     ArchitectureRule,
     ModelLayout,
@@ -8,18 +8,22 @@ from .architectures import (
     get_layout,
     register_architecture,
 )
-from .config import PlasticityConfig, available_strategies, get_config_class
-from .controller import PlasticityController
-from .diagnostics import DiagnosticsReport, LayerDiagnostics, diagnose
-from .distributed import RankFailedError, ShardedModelError
-from .hub import HubPushError, apply_card_section, push_restored, save_restored
-from .param_groups import PartialRedrawError, plasticity_param_groups
-from .pipeline import AlreadyRestoredError, prepare_pretrained
-from .plan import Plan, TensorReset
-from .record import restore_record
-from .registry import StrategyRegistryError
-from .report import PlasticityReport, TensorRecord
-from .schedules import AtEpochs, EveryNSteps, EveryStep, Schedule
+from .core.collectives import RankFailedError, ShardedModelError
+from .core.config import PlasticityConfig, available_strategies, get_config_class
+from .core.param_groups import PartialRedrawError, plasticity_param_groups
+from .core.plan import Plan, TensorReset
+from .core.record import restore_record
+from .core.registry import StrategyRegistryError
+from .core.schedules import AtEpochs, EveryNSteps, EveryStep, Schedule
+from .core.targeting import ScopeError
+from .core.units import UnitGroup, UnitMapError, unit_groups
+from .core.unwrap import MetaDeviceError
+from .core.version import __version__
+from .diagnostics.diagnose import DiagnosticsReport, LayerDiagnostics, diagnose
+from .integrations.controller import PlasticityController
+from .integrations.hub import HubPushError, apply_card_section, push_restored, save_restored
+from .pipeline.report import PlasticityReport, TensorRecord
+from .pipeline.restore import AlreadyRestoredError, prepare_pretrained
 from .strategies import (
     AutoReinitConfig,
     ContinualBackpropConfig,
@@ -33,16 +37,12 @@ from .strategies import (
     register_strategy,
     unregister_strategy,
 )
-from .targeting import ScopeError
-from .units import UnitGroup, UnitMapError, unit_groups
-from .unwrap import MetaDeviceError
-from .version import __version__
 
 # The Trainer integrations are imported on first use, so `import hf_plasticity` does not pull in the Trainer machinery.
 _LAZY = {
-    "PlasticityCallback": "callback",
-    "ResumeMismatchError": "callback",
-    "plasticity_optimizer": "trainer_optimizer",
+    "PlasticityCallback": "integrations.callback",
+    "ResumeMismatchError": "integrations.callback",
+    "plasticity_optimizer": "integrations.trainer_optimizer",
 }
 
 

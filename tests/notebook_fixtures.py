@@ -63,7 +63,7 @@ def tiny_checkpoint(arch: str, directory: Path, *, epochs: int = 1, n_source: in
     and saved with an image processor; returns the folder (reused when it exists)."""
     from transformers import AutoConfig, AutoModelForImageClassification, ViTImageProcessorPil
 
-    from hf_plasticity.bench.data import SHAPE_NAMES, generate_shapes
+    from benchmarks.data import SHAPE_NAMES, generate_shapes
 
     if (directory / "preprocessor_config.json").is_file():
         return str(directory)
@@ -101,7 +101,7 @@ def image_folder(name: str, directory: Path, *, n_train: int, n_test: int, seed:
     source, typical). Returns the directory."""
     from PIL import Image
 
-    from hf_plasticity.bench.data import SHAPE_NAMES, generate_shapes, make_digits
+    from benchmarks.data import SHAPE_NAMES, generate_shapes, make_digits
 
     if directory.is_dir():
         return str(directory)

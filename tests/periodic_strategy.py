@@ -20,10 +20,10 @@ from hf_plasticity import (
     register_strategy,
     unregister_strategy,
 )
-from hf_plasticity.data import iter_batches
-from hf_plasticity.init import derive_seed
-from hf_plasticity.schedules import Schedule
-from hf_plasticity.targeting import resolve_targets
+from hf_plasticity.core.data import iter_batches
+from hf_plasticity.core.init import derive_seed
+from hf_plasticity.core.schedules import Schedule
+from hf_plasticity.core.targeting import resolve_targets
 
 NAME = "test_every_n"
 

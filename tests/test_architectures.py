@@ -159,7 +159,7 @@ TOY_RULE = ArchitectureRule(
 
 @pytest.fixture
 def toy_registered(monkeypatch):
-    from hf_plasticity import architectures
+    from hf_plasticity.core import architectures
 
     monkeypatch.setattr(architectures, "ARCHITECTURES", dict(architectures.ARCHITECTURES))
     register_architecture("toy_for_tests", TOY_RULE)

@@ -16,7 +16,7 @@ from hf_plasticity import (
     prepare_pretrained,
     save_restored,
 )
-from hf_plasticity.data import CalibrationDataError
+from hf_plasticity.core.data import CalibrationDataError
 from hf_plasticity.strategies.auto import blocks_past_the_peak
 
 from .models import ARCHS, batches

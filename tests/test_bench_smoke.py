@@ -11,14 +11,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_plasticity.bench import arms as arms_module
-from hf_plasticity.bench.arms import Arm, get_arms
-from hf_plasticity.bench.data import PHOTO_SPLIT_COLOURS, as_tensors, load_target, photo_crop_box
-from hf_plasticity.bench.demo import DemoSettings, run_demo
-from hf_plasticity.bench.models import PretrainConfig, load_model, pretrain_source_model
-from hf_plasticity.bench.report import aggregate, first_epoch_reaching, overview_table, write_report
-from hf_plasticity.bench.runner import BenchSettings, load_runs, run_benchmark, runs_dir
-from hf_plasticity.bench.train import find_head
+from benchmarks import arms as arms_module
+from benchmarks.arms import Arm, get_arms
+from benchmarks.data import PHOTO_SPLIT_COLOURS, as_tensors, load_target, photo_crop_box
+from benchmarks.demo import DemoSettings, run_demo
+from benchmarks.models import PretrainConfig, load_model, pretrain_source_model
+from benchmarks.report import aggregate, first_epoch_reaching, overview_table, write_report
+from benchmarks.runner import BenchSettings, load_runs, run_benchmark, runs_dir
+from benchmarks.train import find_head
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -75,8 +75,8 @@ def test_photos_has_its_own_validation_split():
 
 @pytest.mark.parametrize("name, blocks", [("efficientnet_lite0", 16), ("efficientnet_lite1", 21)])
 def test_efficientnet_lite_loads_imagenet_weights_and_a_seeded_head(name, blocks):
+    from benchmarks.models import get_spec, load_efficientnet_lite
     from hf_plasticity import get_layout
-    from hf_plasticity.bench.models import get_spec, load_efficientnet_lite
 
     model = load_model(name, 10, seed=3)
     again = load_model(name, 10, seed=3)
@@ -201,7 +201,7 @@ def test_tiny_transformers_model_is_pretrained_once_and_gets_a_new_head(tmp_path
 
 
 def test_cli_commands_run_at_micro_size(tmp_path, capsys):
-    from hf_plasticity.cli import main
+    from benchmarks.__main__ import main
 
     assert main(["demo", "--tiny", "--output", str(tmp_path / "demo")]) == 0
     assert (tmp_path / "demo" / "learning_curves.png").exists()
@@ -222,7 +222,7 @@ def test_full_demo_shows_faster_convergence(tmp_path):
 def test_recalibrate_batchnorm_touches_only_named_modules():
     from torch import nn
 
-    from hf_plasticity.bench.train import recalibrate_batchnorm
+    from benchmarks.train import recalibrate_batchnorm
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=0.01), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
@@ -243,8 +243,8 @@ def test_adabn_baseline_arm_has_no_report_but_a_cost(tmp_path):
 
 
 def test_the_bench_trains_redrawn_blocks_at_the_arm_reinit_lr(tmp_path):
+    from benchmarks.train import FineTuneConfig, make_optimizer
     from hf_plasticity import prepare_pretrained
-    from hf_plasticity.bench.train import FineTuneConfig, make_optimizer
 
     from .models import build
 
@@ -265,7 +265,7 @@ ARMS_WITH_RLR = arms_module.ARMS["reinit_layers_k1_rlr1e-3"]
 def test_paired_differences_have_t_intervals():
     from scipy import stats
 
-    from hf_plasticity.bench.stats import mean_interval, paired_difference
+    from benchmarks.stats import mean_interval, paired_difference
 
     values = [0.5, 1.5, -0.2, 0.9, 1.1]
     expected = stats.t.interval(0.95, len(values) - 1, loc=sum(values) / 5, scale=stats.sem(values))
@@ -280,7 +280,7 @@ def test_paired_differences_have_t_intervals():
 
 # ------------------------------------------------------------------------------------------- version 2: the study
 def test_grids_that_end_on_their_best_value_are_extended():
-    from hf_plasticity.bench.study import StudyArm, choose, config_key, edge_extensions
+    from benchmarks.study import StudyArm, choose, config_key, edge_extensions
 
     arm = StudyArm("standard", grid={"backbone_lr": (1e-4, 1e-3), "head_lr": (1e-3,)})
     val = {1e-4: 0.5, 1e-3: 0.7}
@@ -298,7 +298,7 @@ def test_grids_that_end_on_their_best_value_are_extended():
 
 
 def test_dash_shrink_floor_is_extended_toward_its_bounds_and_other_knobs_are_not():
-    from hf_plasticity.bench.study import ARMS, StudyArm, edge_extensions
+    from benchmarks.study import ARMS, StudyArm, edge_extensions
 
     dash = ARMS["dash"]
     assert dash.grid["lambda_min"] == (0.3, 0.6, 0.9)
@@ -317,8 +317,8 @@ def test_dash_shrink_floor_is_extended_toward_its_bounds_and_other_knobs_are_not
 
 
 def test_a_micro_study_tunes_on_validation_confirms_on_fresh_seeds_and_resumes(tmp_path, monkeypatch):
-    from hf_plasticity.bench import study
-    from hf_plasticity.bench.study_report import markdown
+    from benchmarks import study
+    from benchmarks.study_report import markdown
 
     monkeypatch.setattr(study, "ARMS", {
         "standard": study.StudyArm("standard", grid={"backbone_lr": (1e-3,)}),
@@ -350,7 +350,7 @@ def test_a_micro_study_tunes_on_validation_confirms_on_fresh_seeds_and_resumes(t
     assert "### efficientnet_lite0 on digits, short budget (1 epochs)" in text
     assert "| efficientnet_lite0 | digits (atypical) | short |" in text.split("### efficientnet_lite0")[0]
     assert "| reinit_top |" in text and "| boost_top |" in text and "| standard |" in text
-    from hf_plasticity.bench.study_report import plot_differences
+    from benchmarks.study_report import plot_differences
 
     figure = plot_differences(tmp_path, tmp_path / "differences.png")
     assert figure is not None and figure.read_bytes()[:8] == PNG_MAGIC
@@ -364,7 +364,7 @@ def test_a_micro_study_tunes_on_validation_confirms_on_fresh_seeds_and_resumes(t
 
 
 def test_a_strategy_knob_in_the_grid_reaches_the_strategy_config(monkeypatch):
-    from hf_plasticity.bench import study
+    from benchmarks import study
 
     monkeypatch.setattr(study, "BUDGETS", {"short": 1})
     settings = study.StudySettings(
@@ -388,7 +388,7 @@ def test_a_strategy_knob_in_the_grid_reaches_the_strategy_config(monkeypatch):
 
 
 def test_report_marks_a_choice_on_the_edge_of_the_tried_grid():
-    from hf_plasticity.bench.study_report import _knobs, edge_knobs
+    from benchmarks.study_report import _knobs, edge_knobs
 
     def run(lr, head_lr):
         return {
@@ -406,7 +406,7 @@ def test_report_marks_a_choice_on_the_edge_of_the_tried_grid():
 
 
 def test_report_shows_the_configuration_the_confirmation_ran_even_on_a_validation_tie():
-    from hf_plasticity.bench.study_report import summarize
+    from benchmarks.study_report import summarize
 
     def run(config, lr, phase, seed, val, test=None):
         return {"arm": "standard", "budget": "short", "phase": phase, "config": config, "knobs": {"backbone_lr": lr},
@@ -424,7 +424,7 @@ def test_report_shows_the_configuration_the_confirmation_ran_even_on_a_validatio
 
 
 def test_overview_pairs_the_restore_and_the_control_with_standard_by_seed(tmp_path):
-    from hf_plasticity.bench.study_report import overview
+    from benchmarks.study_report import overview
 
     def run(arm, seed, test, lr=1e-3, phase="confirm"):
         return {"arm": arm, "budget": "short", "phase": phase, "config": arm, "knobs": {"backbone_lr": lr},
@@ -444,7 +444,7 @@ def test_overview_pairs_the_restore_and_the_control_with_standard_by_seed(tmp_pa
 
 
 def test_tally_counts_pairs_by_where_the_paired_interval_lies(tmp_path):
-    from hf_plasticity.bench.study_report import tally
+    from benchmarks.study_report import tally
 
     def run(arm, seed, test, phase="confirm", lr=1e-3, val=0.5):
         return {"arm": arm, "budget": "short", "phase": phase, "config": f"{arm}-{lr}", "knobs": {"backbone_lr": lr},
@@ -488,7 +488,7 @@ def test_tally_counts_pairs_by_where_the_paired_interval_lies(tmp_path):
 
 
 def test_the_report_writes_its_tables_between_the_doc_markers_and_nowhere_else(tmp_path):
-    from hf_plasticity.bench.study_report import DOC_MARKERS, write_into_doc
+    from benchmarks.study_report import DOC_MARKERS, write_into_doc
 
     doc = tmp_path / "BENCHMARKS.md"
     before, after = "# Benchmarks\n\nProse that stays.\n", "\n### Next section\n\nMore prose.\n"
@@ -516,7 +516,7 @@ def _run_with_an_unwritable_record(task: dict) -> dict:
 
 
 def test_a_failure_stops_the_study_instead_of_running_the_rest(tmp_path, monkeypatch):
-    from hf_plasticity.bench import study
+    from benchmarks import study
 
     lrs = tuple(float(i) for i in range(1, 17))
     monkeypatch.setattr(study, "ARMS", {"standard": study.StudyArm("standard", grid={"backbone_lr": lrs})})
@@ -531,18 +531,18 @@ def test_a_failure_stops_the_study_instead_of_running_the_rest(tmp_path, monkeyp
 
 
 def test_the_benchmark_doc_holds_the_tables_of_the_committed_results():
-    from hf_plasticity.bench.study_report import doc_tables, markdown, tables_in_doc
+    from benchmarks.study_report import doc_tables, markdown, tables_in_doc
 
     root = Path(__file__).resolve().parents[1]
     expected = doc_tables(markdown(root / "benchmarks/results/v2"))
     assert tables_in_doc(root / "docs/BENCHMARKS.md") == expected, (
         "docs/BENCHMARKS.md's tables differ from the committed results': run "
-        "`python -m hf_plasticity.bench.study_report --doc docs/BENCHMARKS.md` and re-read the prose against them"
+        "`python -m benchmarks.study_report --doc docs/BENCHMARKS.md` and re-read the prose against them"
     )
 
 
 def test_a_re_confirmed_arm_counts_only_its_last_configuration():
-    from hf_plasticity.bench.study_report import confirmation_runs
+    from benchmarks.study_report import confirmation_runs
 
     def run(arm, config, seed, acc):
         return {"arm": arm, "config": config, "seed": seed, "budget": "short", "phase": "confirm", "test_acc": [acc]}

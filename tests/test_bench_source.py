@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from hf_plasticity.bench.models import (
+from benchmarks.models import (
     METRICS_FILE,
     PRETRAIN_RECIPES,
     UnderTrainedSourceError,
@@ -23,7 +23,7 @@ from hf_plasticity.bench.models import (
     read_source_metrics,
     require_pretrained_source,
 )
-from hf_plasticity.bench.pretrain import (
+from benchmarks.pretrain import (
     FLAT_EPOCHS,
     SOURCE_ACC_THRESHOLD,
     PretrainConfig,
@@ -31,8 +31,8 @@ from hf_plasticity.bench.pretrain import (
     check_source_curve,
     train_source,
 )
-from hf_plasticity.bench.report import screen_runs, write_report
-from hf_plasticity.bench.runner import BenchSettings, load_runs, run_benchmark, runs_dir
+from benchmarks.report import screen_runs, write_report
+from benchmarks.runner import BenchSettings, load_runs, run_benchmark, runs_dir
 
 from .test_bench_smoke import micro_settings
 
@@ -215,7 +215,7 @@ def test_pretrained_source_model_saves_curve_plot_and_check(tmp_path):
 
 
 def test_cli_pretrain_only_reports_and_fails_on_an_undertrained_model(tmp_path, capsys):
-    from hf_plasticity.cli import main
+    from benchmarks.__main__ import main
 
     fake_cache_entry(tmp_path, "resnet_tiny", [0.955, 0.96, 0.962], with_model=True)
     fake_cache_entry(tmp_path, "convnext_tiny", [0.5, 0.57, 0.585], with_model=True)
@@ -233,7 +233,7 @@ def test_cli_pretrain_only_reports_and_fails_on_an_undertrained_model(tmp_path, 
 
 
 def test_lr_sweep_scores_on_validation_and_resumes(tmp_path):
-    from hf_plasticity.bench.sweep import best_learning_rate, sweep_learning_rates, sweep_table
+    from benchmarks.sweep import best_learning_rate, sweep_learning_rates, sweep_table
 
     recipe = PretrainConfig(epochs=1, n_train=64, batch_size=32)
     results = sweep_learning_rates("resnet_tiny", [1e-3, 3e-3], 1, tmp_path, pretrain=recipe)

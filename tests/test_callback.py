@@ -23,7 +23,7 @@ from hf_plasticity import (
     available_strategies,
     prepare_pretrained,
 )
-from hf_plasticity.optim import unwrap_optimizer
+from hf_plasticity.core.optim import unwrap_optimizer
 
 from . import periodic_strategy
 from .models import batches

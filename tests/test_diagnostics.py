@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from hf_plasticity import DiagnosticsReport, diagnose, get_layout
-from hf_plasticity.diagnostics import effective_rank, stable_rank
-from hf_plasticity.probe import nearest_class_mean_accuracy, pool_block_output
+from hf_plasticity.diagnostics.diagnose import effective_rank, stable_rank
+from hf_plasticity.diagnostics.probe import nearest_class_mean_accuracy, pool_block_output
 
 from .models import ARCHS, batches
 

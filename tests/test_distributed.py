@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from hf_plasticity import PlasticityController, ShardedModelError, prepare_pretrained
-from hf_plasticity.distributed import check_not_sharded, sharded_parameters
+from hf_plasticity.core.collectives import check_not_sharded, sharded_parameters
 
 from .models import TinyCNN, batches
 

@@ -12,8 +12,8 @@ import pytest
 from matplotlib.lines import Line2D
 
 from hf_plasticity import LayerReinitConfig, PlasticityCallback, diagnose, prepare_pretrained, save_restored
-from hf_plasticity.figure import FIGURE_NAME, PANELS, short_names
-from hf_plasticity.hub import push_restored
+from hf_plasticity.diagnostics.figure import FIGURE_NAME, PANELS, short_names
+from hf_plasticity.integrations.hub import push_restored
 
 from .hub_server import LocalHub, point_client_at
 from .models import batches

@@ -18,8 +18,8 @@ from huggingface_hub import ModelCard, ModelCardData, constants, hf_api
 from transformers import AutoModelForImageClassification, ViTImageProcessor
 
 from hf_plasticity import PlasticityConfig, SelectiveReinitConfig, prepare_pretrained
-from hf_plasticity.hub import HubPushError, apply_card_section, push_restored, save_restored
-from hf_plasticity.modelcard import SECTION_END, SECTION_START, TEMPLATE_PATH
+from hf_plasticity.integrations.hub import HubPushError, apply_card_section, push_restored, save_restored
+from hf_plasticity.integrations.modelcard import SECTION_END, SECTION_START, TEMPLATE_PATH
 
 from .hub_server import LocalHub, point_client_at
 from .models import IMAGE_SIZE, batches
@@ -282,7 +282,7 @@ def test_model_cards_template_is_the_shipped_one():
     assert "2603.20860" in (ROOT / "model_cards" / "CATALOGUE.md").read_text()
 
 
-def test_wheel_ships_the_template(tmp_path):
+def test_wheel_ships_the_template_and_no_benchmark_code(tmp_path):
     source = tmp_path / "src"
     source.mkdir()
     shutil.copy(ROOT / "pyproject.toml", source)
@@ -294,7 +294,10 @@ def test_wheel_ships_the_template(tmp_path):
     (wheel,) = (source / "dist").glob("hf_plasticity-*.whl")
     archive = zipfile.ZipFile(wheel)
     names = archive.namelist()
-    assert "hf_plasticity/templates/modelcard_template.md" in names and "hf_plasticity/modelcard.py" in names
+    assert "hf_plasticity/integrations/templates/modelcard_template.md" in names
+    assert "hf_plasticity/integrations/modelcard.py" in names
+    # The research benchmark lives in benchmarks/ at the repository root: the wheel holds none of it.
+    assert not [name for name in names if "bench" in name.lower() or name.startswith("benchmarks/")]
     metadata = archive.read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "License-Expression: Apache-2.0" in metadata
 

@@ -1,6 +1,6 @@
 """The package's layers (../shared/DESIGN.md): imports point down only. import-linter checks the contracts in
-pyproject.toml: apps -> integrations -> pipeline -> strategies -> core, and core free of huggingface_hub and
-accelerate."""
+pyproject.toml: cli -> integrations -> pipeline -> strategies -> diagnostics -> core, and the lower layers free of
+transformers, huggingface_hub and accelerate."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ def test_a_core_module_importing_upward_breaks_the_contract(tmp_path):
     """The check can fail: in a copy of the package where the plan type imports the pipeline, it does."""
     shutil.copytree(ROOT / "hf_plasticity", tmp_path / "hf_plasticity", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    with open(tmp_path / "hf_plasticity" / "plan.py", "a") as f:
-        f.write("\nfrom . import pipeline  # noqa: E402,F401\n")
+    with open(tmp_path / "hf_plasticity" / "core" / "plan.py", "a") as f:
+        f.write("\nfrom ..pipeline import restore  # noqa: E402,F401\n")
     done = lint(tmp_path)
     assert done.returncode == 1
-    assert "hf_plasticity.plan -> hf_plasticity.pipeline" in done.stdout
+    assert "hf_plasticity.core.plan -> hf_plasticity.pipeline.restore" in done.stdout

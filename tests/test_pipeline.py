@@ -29,10 +29,10 @@ from hf_plasticity import (
     prepare_pretrained,
     restore_record,
 )
-from hf_plasticity import pipeline as pipeline_module
-from hf_plasticity.data import downstream_loss, iter_batches
+from hf_plasticity.pipeline import restore as pipeline_module
+from hf_plasticity.core.data import downstream_loss, iter_batches
+from hf_plasticity.core.transaction import Transaction
 from hf_plasticity.strategies import get_strategy
-from hf_plasticity.transaction import Transaction
 
 from .models import ARCHS, batches, build
 from .test_callback import training_args
@@ -242,7 +242,7 @@ def test_writes_planned_with_reset_state_false_keep_their_optimizer_state():
     """Only the entries of writes with ``reset_state=True`` get their optimizer state zeroed (continual backprop's
     bias correction keeps its moments); the flag survives the plan's trip to other ranks."""
     from hf_plasticity import Plan, TensorReset
-    from hf_plasticity.distributed import pack_plan, unpack_plan
+    from hf_plasticity.core.collectives import pack_plan, unpack_plan
 
     model = nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_plasticity import ContinualBackpropConfig, PlasticityController
-from hf_plasticity.pipeline import restore
+from hf_plasticity.core.units import unit_groups
+from hf_plasticity.pipeline.restore import restore
 from hf_plasticity.strategies import get_strategy
-from hf_plasticity.units import unit_groups
 
 from .models import PlainCNN, PlainMLP, batches, build
 from .reference import gnt as reference

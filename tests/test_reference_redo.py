@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from hf_plasticity import ReDoConfig, prepare_pretrained
-from hf_plasticity.pipeline import restore
+from hf_plasticity.core.units import normalized_scores, unit_activation_means, unit_groups
+from hf_plasticity.pipeline.restore import restore
 from hf_plasticity.strategies import get_strategy
-from hf_plasticity.units import normalized_scores, unit_activation_means, unit_groups
 
 from .models import PlainCNN, PlainMLP, batches, build, side_of
 from .reference import redo as reference

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_plasticity import SelectiveReinitConfig, prepare_pretrained
+from hf_plasticity.core.targeting import resolve_targets
+from hf_plasticity.core.utilities import compute_utilities
 from hf_plasticity.strategies import get_strategy
-from hf_plasticity.targeting import resolve_targets
-from hf_plasticity.utilities import compute_utilities
 
 from .models import batches, reference_model, side_of
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from hf_plasticity import ShrinkPerturbConfig, get_layout, prepare_pretrained
-from hf_plasticity.init import derive_seed, fresh_tensors
+from hf_plasticity.core.init import derive_seed, fresh_tensors
 
 from .models import TinyCNN, batches, perturb, reference_model
 from .reference import warm_start as reference

@@ -24,10 +24,10 @@ from hf_plasticity import (
     prepare_pretrained,
     unregister_strategy,
 )
-from hf_plasticity.pipeline import restore
-from hf_plasticity.plan import apply_resets
+from hf_plasticity.core.plan import apply_resets
+from hf_plasticity.core.units import unit_groups
+from hf_plasticity.pipeline.restore import restore
 from hf_plasticity.strategies import get_strategy
-from hf_plasticity.units import unit_groups
 
 from .models import ARCHS, batches
 

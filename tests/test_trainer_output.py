@@ -12,7 +12,7 @@ from huggingface_hub import ModelCard
 from transformers import Trainer, TrainingArguments
 
 from hf_plasticity import AutoReinitConfig, LayerReinitConfig, PlasticityCallback, PlasticityConfig, prepare_pretrained
-from hf_plasticity.modelcard import SECTION_END, SECTION_START
+from hf_plasticity.integrations.modelcard import SECTION_END, SECTION_START
 
 from .hub_server import LocalHub, point_client_at
 from .test_training import learnable_dataset

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from hf_plasticity import ReDoConfig, SelectiveReinitConfig, UnitMapError, unit_groups
-from hf_plasticity.plan import apply_resets, fresh_first
-from hf_plasticity.units import plan_unit_reset, resolve_unit_groups
+from hf_plasticity.core.plan import apply_resets, fresh_first
+from hf_plasticity.core.units import plan_unit_reset, resolve_unit_groups
 
 from .models import ARCHS, batches, build
 

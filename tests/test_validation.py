@@ -33,9 +33,9 @@ from hf_plasticity import (
     prepare_pretrained,
     save_restored,
 )
-from hf_plasticity.cli import main
-from hf_plasticity.data import CalibrationDataError
-from hf_plasticity.hub import HubPushError, push_restored, redact
+from hf_plasticity.cli.main import main
+from hf_plasticity.core.data import CalibrationDataError
+from hf_plasticity.integrations.hub import HubPushError, push_restored, redact
 
 from .models import batches
 from .test_callback import training_args
@@ -335,7 +335,7 @@ def test_a_hub_id_with_no_network_fails_fast_in_one_line(tmp_path):
     """No retries with back-off (and no walls of warnings): the Hub is probed once."""
     env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "home"),
            "PATH": "", "PYTHONWARNINGS": "ignore"}  # fmt: skip
-    code = "import sys; from hf_plasticity.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from hf_plasticity.cli.main import main; sys.exit(main(sys.argv[1:]))"
     done = subprocess.run([sys.executable, "-c", code, "prepare", "someone/not-here", "--output",
                            str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     lines = [line for line in done.stderr.splitlines() if line.strip()]

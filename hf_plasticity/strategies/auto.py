@@ -1,7 +1,8 @@
 """``"auto"``: read [`diagnose`] on the user's data, then re-initialize the late blocks that make the task harder.
 
 [`diagnose`] measures, per backbone block, how well the block's output separates the downstream classes (a
-leave-one-out nearest-class-mean probe, [`hf_plasticity.probe`]). On data close to the pretraining data this rises
+leave-one-out nearest-class-mean probe, [`hf_plasticity.diagnostics.probe`]). On data close to the pretraining
+data this rises
 to the last block, and nothing is re-initialized. On atypical data it peaks at an intermediate block and falls after
 it: the blocks past the peak re-encode the input for the source task. ``"auto"`` re-initializes those blocks (as
 [`LayerReinitConfig`] does), at most ``max_blocks`` of them (by default an eighth of the backbone's depth, at least
@@ -18,10 +19,10 @@ from typing import Any
 
 from torch import nn
 
-from ..data import CalibrationDataError
-from ..plan import Plan
-from ..targeting import resolve_block_modules
-from ..validators import check_number, check_positive_int
+from ..core.data import CalibrationDataError
+from ..core.plan import Plan
+from ..core.targeting import resolve_block_modules
+from ..core.validators import check_number, check_positive_int
 from .base import Strategy, register_strategy
 from .reinit_layers import BlockReinitConfig, depth_share_of_blocks, plan_block_reinit
 
@@ -100,7 +101,7 @@ class AutoReinitStrategy(Strategy):
         resolve_block_modules(model, self.config, 1)
 
     def plan(self, model: nn.Module, *, data: Any = None) -> Plan:
-        from ..diagnostics import diagnose
+        from ..diagnostics.diagnose import diagnose
 
         config = self.config
         report = diagnose(model, data, batches=config.calibration_batches)

@@ -1,7 +1,8 @@
 """The strategy contract and its registration.
 
 A strategy turns a config into a [`Plan`]: the tensor writes it wants (which entries, which new values) and what it
-decided beyond its config. Planning never writes into the model; the restore pipeline ([`hf_plasticity.pipeline`])
+decided beyond its config. Planning never writes into the model; the restore pipeline
+([`hf_plasticity.pipeline.restore`])
 applies a whole plan as one transaction, so a failure anywhere leaves the model as it was.
 
 The contract, for a subclass:
@@ -10,7 +11,7 @@ The contract, for a subclass:
 - [`Strategy.plan`] (required): the one-shot plan, before training;
 - [`Strategy.validate`]: raise a clear error now for a model the strategy cannot act on (default: the config's scope
   must match a tensor);
-- [`Strategy.make_schedule`]: when it acts ([`hf_plasticity.schedules`]; default: once, before training);
+- [`Strategy.make_schedule`]: when it acts ([`hf_plasticity.core.schedules`]; default: once, before training);
 - for strategies that act during training: [`Strategy.plan_step`], and optionally [`Strategy.attach`] /
   [`Strategy.detach`] (hooks), [`Strategy.due`] (a refinement of the schedule), [`Strategy.state_dict`] /
   [`Strategy.load_state_dict`] (running state checkpointed with the training run).
@@ -22,11 +23,11 @@ from typing import Any
 
 from torch import nn
 
-from .. import registry
-from ..config import PlasticityConfig
-from ..plan import Plan, TensorReset
-from ..schedules import Schedule
-from ..targeting import resolve_targets
+from ..core import registry
+from ..core.config import PlasticityConfig
+from ..core.plan import Plan, TensorReset
+from ..core.schedules import Schedule
+from ..core.targeting import resolve_targets
 
 
 class Strategy:

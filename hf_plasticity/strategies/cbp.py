@@ -25,12 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..architectures import get_layout
-from ..config import PlasticityConfig
-from ..plan import Plan, TensorReset, fresh_first
-from ..schedules import EveryStep, Schedule
-from ..units import UnitGroup, consumer_columns, plan_unit_reset, resolve_unit_groups
-from ..validators import check_int, check_number
+from ..core.architectures import get_layout
+from ..core.config import PlasticityConfig
+from ..core.plan import Plan, TensorReset, fresh_first
+from ..core.schedules import EveryStep, Schedule
+from ..core.units import UnitGroup, consumer_columns, plan_unit_reset, resolve_unit_groups
+from ..core.validators import check_int, check_number
 from .base import Strategy, register_strategy
 
 #: Published defaults (replacement rate, maturity) per architecture family ([`ArchitectureRule.family`]).

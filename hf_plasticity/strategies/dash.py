@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import PlasticityConfig
-from ..data import downstream_loss, iter_batches
-from ..plan import Plan, TensorReset
-from ..targeting import Target, resolve_targets
-from ..utilities import calibration_mode
-from ..validators import check_number, check_positive_int
+from ..core.config import PlasticityConfig
+from ..core.data import downstream_loss, iter_batches
+from ..core.plan import Plan, TensorReset
+from ..core.targeting import Target, resolve_targets
+from ..core.utilities import calibration_mode
+from ..core.validators import check_number, check_positive_int
 from .base import Strategy, register_strategy
 
 

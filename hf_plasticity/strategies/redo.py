@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import PlasticityConfig
-from ..plan import TensorReset, fresh_first
-from ..schedules import Schedule, every_n_steps
-from ..units import normalized_scores, plan_unit_reset, resolve_unit_groups, unit_activation_means
-from ..validators import check_number, check_positive_int
+from ..core.config import PlasticityConfig
+from ..core.plan import TensorReset, fresh_first
+from ..core.schedules import Schedule, every_n_steps
+from ..core.units import normalized_scores, plan_unit_reset, resolve_unit_groups, unit_activation_means
+from ..core.validators import check_number, check_positive_int
 from .base import StepSaltedStrategy, register_strategy
 
 
@@ -30,8 +30,8 @@ class ReDoConfig(PlasticityConfig):
 
     Units: ViT ``mlp.fc1`` rows / ``mlp.fc2`` columns, ConvNeXt ``pwconv1`` rows / ``pwconv2`` columns, ResNet conv
     output channels with their BatchNorm channels; other models through the structural fallback of
-    [`hf_plasticity.units`]. Used once by [`prepare_pretrained`], and every ``every_n_steps`` optimizer steps when a
-    training callback drives it.
+    [`hf_plasticity.core.units`]. Used once by [`prepare_pretrained`], and every ``every_n_steps`` optimizer steps
+    when a training callback drives it.
 
     Example:
 

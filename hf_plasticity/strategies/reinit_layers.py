@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..architectures import get_layout
-from ..config import PlasticityConfig
-from ..init import derive_seed, fresh_tensors
-from ..plan import Plan, TensorReset
-from ..targeting import resolve_block_modules
-from ..validators import check_number, check_positive_int
+from ..core.architectures import get_layout
+from ..core.config import PlasticityConfig
+from ..core.init import derive_seed, fresh_tensors
+from ..core.plan import Plan, TensorReset
+from ..core.targeting import resolve_block_modules
+from ..core.validators import check_number, check_positive_int
 from .base import Strategy, register_strategy
 
 #: What a re-drawn block's layer scale (ConvNeXt's ``layer_scale_parameter``, any parameter under a ``layer_scale``

@@ -12,12 +12,12 @@ from typing import Any
 
 from torch import nn
 
-from ..architectures import get_layout
-from ..config import PlasticityConfig
-from ..init import derive_seed, fresh_tensors
-from ..plan import Plan, TensorReset
-from ..schedules import AtEpochs, Schedule
-from ..validators import check_number
+from ..core.architectures import get_layout
+from ..core.config import PlasticityConfig
+from ..core.init import derive_seed, fresh_tensors
+from ..core.plan import Plan, TensorReset
+from ..core.schedules import AtEpochs, Schedule
+from ..core.validators import check_number
 from .base import Strategy, register_strategy
 
 

@@ -14,14 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import PlasticityConfig
-from ..init import derive_seed, fresh_tensors
-from ..plan import TensorReset, fresh_first
-from ..schedules import Schedule, every_n_steps
-from ..targeting import Target, resolve_targets
-from ..units import plan_unit_reset, resolve_unit_groups
-from ..utilities import DATA_UTILITIES, UTILITIES, compute_utilities
-from ..validators import check_choice, check_number, check_positive_int
+from ..core.config import PlasticityConfig
+from ..core.init import derive_seed, fresh_tensors
+from ..core.plan import TensorReset, fresh_first
+from ..core.schedules import Schedule, every_n_steps
+from ..core.targeting import Target, resolve_targets
+from ..core.units import plan_unit_reset, resolve_unit_groups
+from ..core.utilities import DATA_UTILITIES, UTILITIES, compute_utilities
+from ..core.validators import check_choice, check_number, check_positive_int
 from .base import StepSaltedStrategy, register_strategy
 
 SELECTIONS = ("proportional", "threshold")

@@ -14,11 +14,11 @@ from typing import Any
 
 from torch import nn
 
-from ..config import PlasticityConfig
-from ..init import derive_seed, fresh_tensors
-from ..plan import Plan, TensorReset
-from ..targeting import Target, resolve_every_tensor, resolve_targets
-from ..validators import check_flag, check_number
+from ..core.config import PlasticityConfig
+from ..core.init import derive_seed, fresh_tensors
+from ..core.plan import Plan, TensorReset
+from ..core.targeting import Target, resolve_every_tensor, resolve_targets
+from ..core.validators import check_flag, check_number
 from .base import Strategy, register_strategy
 
 

@@ -1,0 +1,136 @@
+"""The benchmark's fine-tuning recipe (version 2): AdamW over the library's parameter groups, linear warmup then
+cosine decay, light augmentation, and the accuracy on a validation split and on the test split after every epoch.
+
+Choices (learning rates, block counts, strategy settings) are made on the validation accuracy only; the test split is
+read only by the confirmation runs of the configuration validation chose (tuning runs pass ``test=None``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hf_plasticity.core.data import model_device_dtype
+
+from .train import augment, epoch_order, evaluate, forward_logits
+
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class Recipe:
+    """One fine-tuning configuration.
+
+    Args:
+        epochs (`int`): passes over the training split.
+        backbone_lr (`float`): peak learning rate of the pretrained backbone.
+        head_lr (`float`): peak learning rate of the new classification head.
+        reinit_lr (`float`, *optional*): peak learning rate of the blocks a restore re-drew whole (None: backbone_lr).
+        boosted_blocks (`int`, *optional*, defaults to 0): the control arm: the last this many blocks get
+            `reinit_lr` without being re-drawn.
+        layer_decay (`float`, *optional*): layer-wise learning-rate decay over the pretrained blocks.
+        weight_decay (`float`, *optional*, defaults to 0.05): AdamW weight decay (not on biases and norms).
+        warmup (`float`, *optional*, defaults to 0.1): share of the steps with a linear warmup, then cosine decay to 0.
+        shift (`int`, *optional*, defaults to 2): augmentation: random translations of up to this many pixels
+            (reflect padding, then a random crop); 0 for none. No flips: they change digits.
+        batch_size (`int`, *optional*, defaults to 32): training batch size.
+        seed (`int`, *optional*, defaults to 0): data order, augmentation and dropout.
+    """
+
+    epochs: int
+    backbone_lr: float
+    head_lr: float
+    reinit_lr: float | None = None
+    boosted_blocks: int = 0
+    layer_decay: float | None = None
+    weight_decay: float = 0.05
+    warmup: float = 0.1
+    shift: int = 2
+    batch_size: int = 32
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def optimizer_for(model: nn.Module, recipe: Recipe) -> torch.optim.AdamW:
+    """AdamW over [`plasticity_param_groups`]: backbone, re-drawn (or boosted) blocks and head at their own rates."""
+    from hf_plasticity import get_layout, plasticity_param_groups
+
+    redrawn = None
+    if recipe.boosted_blocks:
+        redrawn = {"whole": get_layout(model).blocks[-recipe.boosted_blocks :], "partial": []}
+    groups = plasticity_param_groups(
+        model,
+        lr=recipe.backbone_lr,
+        reinit_lr=recipe.reinit_lr,
+        head_lr=recipe.head_lr,
+        weight_decay=recipe.weight_decay,
+        layer_decay=recipe.layer_decay,
+        redrawn=redrawn,
+    )
+    return torch.optim.AdamW(groups)
+
+
+def fine_tune_v2(
+    model: nn.Module, train: Split, val: Split, test: Split | None, recipe: Recipe
+) -> dict[str, list[float] | None]:
+    """Fine-tunes ``model`` with ``recipe``; returns per epoch the validation and test accuracy, the training loss and
+    the training time. With ``test=None`` (tuning runs) the test split is never read and ``test_acc`` is None."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    torch.manual_seed(recipe.seed)
+    images, labels = train  # stay on the CPU (the same random draws on any device); each batch goes to the model's
+    device, _ = model_device_dtype(model)
+    optimizer = optimizer_for(model, recipe)
+    steps = recipe.epochs * -(-len(labels) // recipe.batch_size)
+    schedule = get_cosine_schedule_with_warmup(optimizer, round(recipe.warmup * steps), steps)
+    generator = torch.Generator().manual_seed(recipe.seed * 7919 + 1)
+    history: dict[str, list[float]] = {"val_acc": [], "test_acc": [], "train_loss": [], "epoch_seconds": []}
+    for epoch in range(recipe.epochs):
+        model.train()
+        order = epoch_order(len(labels), recipe.seed, epoch)
+        start, total = time.perf_counter(), 0.0
+        for first in range(0, len(order), recipe.batch_size):
+            idx = order[first : first + recipe.batch_size]
+            batch = augment(images[idx], generator, recipe.shift, hflip=False, padding_mode="reflect")
+            loss = F.cross_entropy(forward_logits(model, batch.to(device)), labels[idx].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(idx)
+        history["epoch_seconds"].append(time.perf_counter() - start)
+        history["train_loss"].append(total / max(len(labels), 1))
+        history["val_acc"].append(evaluate(model, *val))
+        if test is not None:
+            history["test_acc"].append(evaluate(model, *test))
+    return {**history, "test_acc": history["test_acc"] if test is not None else None}
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(keep, held_out)``: ``fraction`` of each class held out (at least one example per class), seeded.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from benchmarks.recipe import stratified_split
+    >>> keep, held = stratified_split(torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1, 1]), 0.25, seed=0)
+    >>> len(keep), len(held), sorted(torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])[held].tolist())
+    (7, 3, [0, 1, 1])
+    ```
+    """
+    generator = torch.Generator().manual_seed(seed)
+    keep, held = [], []
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).reshape(-1)
+        members = members[torch.randperm(len(members), generator=generator)]
+        cut = max(1, round(fraction * len(members)))
+        held.append(members[:cut])
+        keep.append(members[cut:])
+    return torch.sort(torch.cat(keep)).values, torch.sort(torch.cat(held)).values

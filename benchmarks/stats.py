@@ -1,0 +1,75 @@
+"""Statistics of the benchmark's confirmations: means with 95% confidence intervals, and paired differences.
+
+Arms are compared on the same seeds (the seed fixes the head's draw, the restore's draws and the data order), so the
+difference between two arms is computed seed by seed and its mean gets a t-interval: the paired design removes the
+seed-to-seed variation that both arms share.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scipy import stats as scipy_stats
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean and its two-sided confidence interval.
+
+    Attributes:
+        mean: the sample mean.
+        low: lower end of the interval.
+        high: upper end of the interval.
+        n: number of values.
+        std: sample standard deviation (ddof 1; 0 for one value).
+    """
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    std: float
+
+    @property
+    def excludes_zero(self) -> bool:
+        """Whether the whole interval lies on one side of 0."""
+        return self.low > 0 or self.high < 0
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.2f} [{self.low:+.2f}, {self.high:+.2f}]"
+
+
+def mean_interval(values: list[float], confidence: float = 0.95) -> Interval:
+    """The mean of ``values`` with its t confidence interval (a single value gets an interval of zero width).
+
+    Example:
+
+    ```python
+    >>> from benchmarks.stats import mean_interval
+    >>> interval = mean_interval([1.0, 2.0, 3.0])
+    >>> round(interval.mean, 3), round(interval.low, 3), round(interval.high, 3)
+    (2.0, -0.484, 4.484)
+    ```
+    """
+    if not values:
+        raise ValueError("No values to summarize.")
+    n = len(values)
+    mean = sum(values) / n
+    if n == 1:
+        return Interval(mean, mean, mean, 1, 0.0)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = scipy_stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n, std)
+
+
+def paired_difference(treatment: dict[int, float], control: dict[int, float], confidence: float = 0.95) -> Interval:
+    """The mean of ``treatment[seed] - control[seed]`` over the seeds both have, with its t confidence interval.
+
+    Raises:
+        ValueError: when the two share no seed.
+    """
+    seeds = sorted(set(treatment) & set(control))
+    if not seeds:
+        raise ValueError("The two arms share no seed: a paired difference needs the same seeds.")
+    return mean_interval([treatment[s] - control[s] for s in seeds], confidence)

@@ -1,0 +1,283 @@
+"""Shared pieces of the `prepare` and `diagnose` commands: one-line errors, `--param` parsing, loading the model
+(with a new head when the data has another number of classes), its image processor, and the data."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def redact(text: str) -> str:
+    """``text`` without credentials (see [`hf_plasticity.integrations.hub.redact`]), imported lazily to keep the
+    CLI start fast."""
+    from ..integrations.hub import redact as redact_secrets
+
+    return redact_secrets(text)
+
+
+class CommandError(Exception):
+    """Bad input or a failed step: the command prints the message as one line and exits non-zero.
+
+    Args:
+        message: what is wrong and, where it helps, the accepted values.
+        exit_code: [`EXIT_BAD_INPUT`] (default) or [`EXIT_FAILED`].
+    """
+
+    def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message (its type name when the message is empty)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def reports_errors(command: str) -> Callable[[Callable[[Any], int]], Callable[[Any], int]]:
+    """Decorates a command's ``run(args)``: any error becomes one line on stderr and a non-zero exit status.
+
+    Set ``HF_PLASTICITY_DEBUG=1`` to get the full traceback instead.
+    """
+
+    def decorate(run: Callable[[Any], int]) -> Callable[[Any], int]:
+        @functools.wraps(run)
+        def wrapper(args: Any) -> int:
+            try:
+                return run(args)
+            except Exception as error:
+                if os.environ.get("HF_PLASTICITY_DEBUG"):
+                    raise
+                if isinstance(error, CommandError):
+                    code = error.exit_code
+                else:  # the library's checks raise ValueError / TypeError for bad input (data, values, models)
+                    code = EXIT_BAD_INPUT if isinstance(error, (ValueError, TypeError)) else EXIT_FAILED
+                print(f"hf-plasticity {command}: error: {redact(one_line(error))}", file=sys.stderr)
+                return code
+
+        return wrapper
+
+    return decorate
+
+
+def _parse_value(raw: str, type_hint: str) -> Any:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    if "list" in type_hint and isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if type_hint.startswith("str") and not isinstance(value, str):
+        return raw
+    return value
+
+
+def build_config(strategy: str, params: list[str] | None):
+    """A strategy config from its name and ``key=value`` strings (values are read as JSON when they parse, so
+    ``fraction=0.05``, ``include_bias=true``; list fields also take ``a,b``).
+
+    Raises:
+        CommandError: for an unknown strategy, a malformed or unknown parameter, or an invalid value.
+    """
+    from ..core.config import get_config_class
+
+    try:
+        config_class = get_config_class(strategy)
+    except ValueError as error:
+        raise CommandError(one_line(error)) from error
+    unused = set(config_class.unused_scope_fields)
+    fields = {f.name: str(f.type) for f in dataclasses.fields(config_class) if f.init and f.name not in unused}
+    values: dict[str, Any] = {}
+    for item in params or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise CommandError(f"--param takes key=value, got {item!r}.")
+        if key not in fields:
+            raise CommandError(
+                f"Unknown parameter {key!r} for strategy {strategy!r}. Accepted: {', '.join(sorted(fields))}."
+            )
+        values[key] = _parse_value(raw, fields[key])
+    try:
+        return config_class(**values)
+    except (TypeError, ValueError) as error:
+        raise CommandError(
+            f"Invalid parameters for strategy {strategy!r}: {one_line(error)} Parameters of {strategy!r}: "
+            f"{', '.join(sorted(fields))}."
+        ) from error
+
+
+def data_free_hint(config: Any) -> str:
+    """How to restore without data instead: another setting of the same strategy when it has one, else the
+    data-free one-shot strategies."""
+    from ..core.config import available_strategies, get_config_class
+    from ..strategies import get_strategy
+
+    if config.strategy == "selective":
+        return "a data-free setting (--param utility=magnitude or utility=random)"
+    data_free = []
+    for name in available_strategies():
+        defaults = get_config_class(name)()
+        if not defaults.requires_data and get_strategy(defaults).schedule.before_training:
+            data_free.append(name)
+    return f"a data-free strategy ({', '.join(data_free)})"
+
+
+def checked(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Runs one of [`hf_plasticity.core.validators`]' checks on a command-line value: a refusal becomes a one-line
+    [`CommandError`] (exit 2) before anything is loaded."""
+    try:
+        return check(*args, **kwargs)
+    except ValueError as error:
+        raise CommandError(one_line(error)) from error
+
+
+def figure_path(path: str) -> str:
+    """Where ``--plot PATH`` writes: ``PATH/plasticity.png`` for an existing directory, ``PATH.png`` when PATH has no
+    extension, else PATH itself; its folder is created."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "plasticity.png")
+    elif not os.path.splitext(path)[1]:
+        path += ".png"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return path
+
+
+def check_plot_dependencies(plot: str | None) -> None:
+    """``--plot`` needs matplotlib: fail before anything is loaded when it is missing."""
+    if not plot:
+        return
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise CommandError('--plot needs matplotlib: pip install "hf-plasticity[plot]".') from error
+
+
+def hub_access(repo_id: str, repo_type: str) -> dict[str, Any]:
+    """Keyword arguments for loading ``repo_id`` from the Hub (``local_files_only`` when the Hub cannot be reached
+    but the files are cached), or a one-line [`CommandError`] right away when it cannot be loaded at all."""
+    from ..integrations.hub import HubUnreachableError
+    from ..integrations.hub import hub_access as access
+
+    try:
+        return access(repo_id, repo_type)
+    except HubUnreachableError as error:
+        raise CommandError(str(error)) from error
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether ``name`` is meant as a local path rather than a Hub id (absolute, ``./``, ``~``, or 2+ slashes)."""
+    return os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def check_output_dir(path: str, overwrite: bool) -> None:
+    """Refuses a file, or a non-empty directory without ``overwrite``."""
+    if os.path.isfile(path):
+        raise CommandError(f"Output {path!r} is a file; pass a directory.")
+    if os.path.isdir(path) and any(os.scandir(path)) and not overwrite:
+        raise CommandError(f"Output directory {path!r} exists and is not empty; pass --overwrite to write into it.")
+
+
+def load_data(source: str, split: str):
+    """The dataset split, or a [`CommandError`]."""
+    from ..integrations.datasets_io import DataLoadError, load_image_dataset
+
+    try:
+        return load_image_dataset(source, split)
+    except DataLoadError as error:
+        raise CommandError(one_line(error)) from error
+
+
+def load_model(model_id: str, *, num_labels: int | None = None, labels: list[str] | None = None):
+    """Loads an image classifier, with a new head when the wanted number of labels differs from the model's.
+
+    Args:
+        model_id: a local directory or a Hub id.
+        num_labels: ``--num-labels``; default: the number of classes of the data when known, else the model's.
+        labels: the data's class names (they name the new head's labels).
+
+    Returns:
+        `(model, new_head)`: the model, and whether its head was replaced.
+    """
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    if looks_like_path(model_id) and not os.path.isdir(model_id):
+        raise CommandError(f"Cannot load model {model_id!r}: no such directory.")
+    hub_kwargs = {} if os.path.isdir(model_id) else hub_access(model_id, "model")
+    try:
+        config = AutoConfig.from_pretrained(model_id, **hub_kwargs)
+    except Exception as error:
+        where = "the directory holds no usable config.json" if os.path.isdir(model_id) else (
+            "it is not a local directory, and not a model on the Hub"
+        )  # fmt: skip
+        raise CommandError(f"Cannot load model {model_id!r}: {where} ({one_line(error)})") from error
+    if num_labels is not None and num_labels < 1:
+        raise CommandError(f"--num-labels must be a positive integer, got {num_labels}.")
+    if num_labels is not None and labels is not None and num_labels != len(labels):
+        raise CommandError(f"--num-labels is {num_labels} but the data has {len(labels)} classes.")
+    wanted = num_labels or (len(labels) if labels else None)
+    kwargs: dict[str, Any] = dict(hub_kwargs)
+    if wanted is not None and wanted != config.num_labels:
+        kwargs = {"ignore_mismatched_sizes": True}
+        if labels and len(labels) == wanted:
+            kwargs["id2label"] = dict(enumerate(labels))
+            kwargs["label2id"] = {name: i for i, name in enumerate(labels)}
+        else:
+            kwargs["num_labels"] = wanted
+    try:
+        model = AutoModelForImageClassification.from_pretrained(model_id, **kwargs)
+    except Exception as error:
+        raise CommandError(f"Cannot load {model_id!r} as an image classifier: {one_line(error)}") from error
+    return model, "ignore_mismatched_sizes" in kwargs
+
+
+def load_processor(model_id: str, required: bool):
+    """The model's image processor (PIL backend: no torchvision needed), or None when it has none and it is not
+    ``required``."""
+    from transformers import AutoImageProcessor
+
+    hub_kwargs = {} if os.path.isdir(model_id) else hub_access(model_id, "model")
+    try:
+        return AutoImageProcessor.from_pretrained(model_id, backend="pil", **hub_kwargs)
+    except Exception as error:
+        if not required:
+            return None
+        raise CommandError(
+            f"Model {model_id!r} has no image processor (preprocessor_config.json) to turn the data into pixel "
+            f"values: {one_line(error)}"
+        ) from error
+
+
+def data_batches(dataset: Any, processor: Any, *, batch_size: int, seed: int, description: str):
+    """Shuffled, processed, re-iterable batches with a progress bar per pass."""
+    from ..integrations.datasets_io import BatchProgress, DataLoadError, with_pixel_values
+
+    try:
+        processed = with_pixel_values(dataset, processor, seed=seed)
+    except DataLoadError as error:
+        raise CommandError(one_line(error)) from error
+    return BatchProgress(processed, batch_size, description)
+
+
+def add_data_arguments(parser: Any, required_text: str) -> None:
+    parser.add_argument(
+        "--data",
+        metavar="DIR_OR_DATASET",
+        help=f"Downstream images: an imagefolder directory (one sub-folder per class), a folder saved with "
+        f"Dataset.save_to_disk, or a Hub dataset id. {required_text}",
+    )
+    parser.add_argument("--split", default="train", help="The split of the data to read (default: train).")
+    parser.add_argument(
+        "--num-labels",
+        type=int,
+        help="Labels of the new head (default: the number of classes of the data; the model's when no data). A "
+        "head of another size is replaced (ignore_mismatched_sizes).",
+    )

@@ -1,0 +1,211 @@
+"""Calibration input: batches of downstream data from a DataLoader, a `datasets.Dataset` or an iterable of dicts,
+and the downstream loss of a model on one batch (with the new head attached).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class CalibrationDataError(ValueError):
+    """The calibration data is missing or cannot be read as (pixel_values, labels) batches."""
+
+
+def _collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    return {
+        "pixel_values": torch.stack([torch.as_tensor(r["pixel_values"], dtype=torch.float32) for r in rows]),
+        "labels": torch.as_tensor([int(r["labels"]) for r in rows]),
+    }
+
+
+def _as_batch(item: Any, require_labels: bool = True) -> Batch:
+    if isinstance(item, dict) or hasattr(item, "keys"):
+        if "pixel_values" not in item:
+            raise CalibrationDataError(
+                f"A calibration batch needs a `pixel_values` entry; it has {sorted(item.keys())}."
+            )
+        if "labels" not in item and "label" not in item and not require_labels:
+            return torch.as_tensor(item["pixel_values"]), torch.empty(0, dtype=torch.long)
+        if "labels" not in item and "label" not in item:
+            raise CalibrationDataError(
+                "The calibration data has no labels: data-dependent utilities need the downstream loss, so each "
+                f"batch needs a `labels` entry (got keys {sorted(item.keys())})."
+            )
+        labels = item["labels"] if "labels" in item else item["label"]
+        return torch.as_tensor(item["pixel_values"]), torch.as_tensor(labels)
+    if isinstance(item, (tuple, list)) and len(item) >= 2:
+        return torch.as_tensor(item[0]), torch.as_tensor(item[1])
+    raise CalibrationDataError(
+        f"Cannot read a calibration batch from a {type(item).__name__}: expected a dict with `pixel_values` and "
+        "`labels`, or an (inputs, labels) tuple."
+    )
+
+
+def iter_batches(data: Any, num_batches: int, batch_size: int = 32, *, require_labels: bool = True) -> Iterator[Batch]:
+    """Yields at most ``num_batches`` ``(pixel_values, labels)`` batches from ``data``.
+
+    Args:
+        data: a `torch.utils.data.DataLoader` (or any iterable of batches: dicts with ``pixel_values`` and
+            ``labels``, or ``(inputs, labels)`` tuples), or a `datasets.Dataset` with those columns (read in
+            order, ``batch_size`` rows at a time).
+        num_batches: how many batches to take.
+        batch_size: rows per batch when ``data`` is a `datasets.Dataset`.
+        require_labels: when False, batches without labels are accepted (their labels come back empty).
+
+    Raises:
+        CalibrationDataError: when ``data`` is None, empty, or has no labels (and labels are required).
+    """
+    if data is None:
+        raise CalibrationDataError(
+            "This strategy scores weights on downstream data: pass `data=` (a DataLoader or "
+            "a datasets.Dataset with `pixel_values` and `labels`)."
+        )
+    source: Iterable[Any]
+    if _is_hf_dataset(data):
+        columns = set(data.column_names)
+        if "pixel_values" not in columns or (require_labels and not ({"labels", "label"} & columns)):
+            raise CalibrationDataError(
+                f"The dataset needs `pixel_values` and `labels` columns; it has {sorted(columns)}. Apply your image "
+                "processor with `dataset.with_transform(...)` first."
+            )
+        label_key = "labels" if "labels" in columns else "label" if "label" in columns else None
+
+        def dataset_batches() -> Iterator[dict[str, torch.Tensor]]:
+            for start in range(0, len(data), batch_size):
+                rows = data[start : start + batch_size]
+                n = len(rows["pixel_values"])
+                labels = rows[label_key] if label_key else [0] * n
+                yield _collate([{"pixel_values": rows["pixel_values"][i], "labels": labels[i]} for i in range(n)])
+
+        source = dataset_batches()
+    else:
+        source = data
+    count = 0
+    for item in itertools.islice(source, num_batches):
+        batch = _as_batch(item, require_labels)
+        check_batch(count, *batch)
+        count += 1
+        yield batch
+    if count == 0:
+        raise CalibrationDataError("The calibration data yielded no batch.")
+
+
+def check_batch(index: int, pixel_values: torch.Tensor, labels: torch.Tensor) -> None:
+    """Raises a [`CalibrationDataError`] naming batch ``index`` (0-based) when its pixel values are not a batch of
+    finite numbers, or its labels are not one non-negative integer class index per example (empty labels pass:
+    BatchNorm re-estimation reads no labels)."""
+    where = f"Calibration batch {index}"
+    if pixel_values.dim() < 2 or pixel_values.shape[0] == 0:
+        raise CalibrationDataError(
+            f"{where}: `pixel_values` must be a batch (batch size first), got shape {tuple(pixel_values.shape)}."
+        )
+    if not (pixel_values.is_floating_point() or pixel_values.dtype == torch.uint8):
+        raise CalibrationDataError(f"{where}: `pixel_values` must be numbers, got dtype {pixel_values.dtype}.")
+    if pixel_values.is_floating_point():
+        bad = int((~torch.isfinite(pixel_values)).sum())
+        if bad:
+            raise CalibrationDataError(
+                f"{where} holds {bad} NaN or infinite pixel values (of {pixel_values.numel()}): clean or drop those "
+                "images; they would make every score, and any re-estimated BatchNorm statistic, NaN."
+            )
+    if labels.numel() == 0:
+        return
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise CalibrationDataError(f"{where}: `labels` must be integer class indices, got dtype {labels.dtype}.")
+    if labels.dim() != 1 or labels.shape[0] != pixel_values.shape[0]:
+        raise CalibrationDataError(
+            f"{where}: `labels` must hold one class index per image ({pixel_values.shape[0]}), got shape "
+            f"{tuple(labels.shape)}."
+        )
+    if int(labels.min()) < 0:
+        raise CalibrationDataError(f"{where}: `labels` must be >= 0 (class indices), got {int(labels.min())}.")
+
+
+def _is_hf_dataset(data: Any) -> bool:
+    return hasattr(data, "column_names") and hasattr(data, "features") and hasattr(data, "__getitem__")
+
+
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype of the model's first floating parameter."""
+    for param in model.parameters():
+        if param.is_floating_point():
+            return param.device, param.dtype
+    return torch.device("cpu"), torch.float32
+
+
+def downstream_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Cross-entropy of ``model`` on one batch; works for transformers models and for plain modules."""
+    device, dtype = model_device_dtype(model)
+    pixel_values, labels = batch
+    pixel_values = pixel_values.to(device=device, dtype=dtype)
+    labels = labels.to(device=device, dtype=torch.long)
+    output = model(pixel_values)
+    logits = getattr(output, "logits", output)
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    if labels.numel() and int(labels.max()) >= logits.shape[-1]:
+        raise CalibrationDataError(
+            f"The calibration labels go up to {int(labels.max())}, but the model's head has {logits.shape[-1]} "
+            "outputs: give the model a head for the data's classes (e.g. `from_pretrained(..., num_labels=N, "
+            "ignore_mismatched_sizes=True)`) before restoring."
+        )
+    return F.cross_entropy(logits.float(), labels)
+
+
+class ReplayableBatches:
+    """Reads batches from ``source`` on demand and replays them: every reader sees the same batches, in the same
+    order, and the source is read at most once, only as far as the furthest reader went.
+
+    A restore reads its calibration data several times (scoring, BatchNorm re-estimation, diagnostics before and
+    after). A one-pass iterator would give each step other batches, and a shuffling DataLoader another order; wrapped
+    here, every step of one restore reads the same batches, whether the data came from the user or from a Trainer.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity.core.data import ReplayableBatches
+    >>> batches = ReplayableBatches(iter([1, 2, 3]))
+    >>> list(zip(range(2), batches)), list(batches)
+    ([(0, 1), (1, 2)], [1, 2, 3])
+    ```
+    """
+
+    def __init__(self, source: Iterable[Any]) -> None:
+        self.source = source
+        self.read: list[Any] = []
+        self._iterator: Iterator[Any] | None = None
+        self._exhausted = False
+
+    def __iter__(self) -> Iterator[Any]:
+        position = 0
+        while True:
+            if position < len(self.read):
+                yield self.read[position]
+                position += 1
+                continue
+            if self._exhausted:
+                return
+            if self._iterator is None:
+                self._iterator = iter(self.source)
+            try:
+                item = next(self._iterator)
+            except StopIteration:
+                self._exhausted = True
+                return
+            self.read.append(item)
+
+
+def replayable(data: Any) -> Any:
+    """``data`` wrapped in [`ReplayableBatches`]; None, a `datasets.Dataset` (read in order, ``batch_size`` rows at a
+    time, the same way each time) and data already wrapped are returned as they are."""
+    if data is None or isinstance(data, ReplayableBatches) or _is_hf_dataset(data):
+        return data
+    return ReplayableBatches(data)

@@ -1,0 +1,1 @@
+"""Diagnostics: per-layer plasticity measurements, the per-block probe and the plasticity figure."""

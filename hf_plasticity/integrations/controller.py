@@ -1,0 +1,351 @@
+"""`PlasticityController`: drives one strategy through a training run, in any training loop.
+
+The Trainer callback is a thin layer over it; users of a plain Accelerate (or torch) loop call it directly:
+[`PlasticityController.restore`] once before training, [`PlasticityController.step`] after every optimizer step.
+Every restore and every periodic reset goes through the restore pipeline
+([`hf_plasticity.pipeline.restore.restore`]), the
+same path as [`prepare_pretrained`]: on several processes, rank 0 plans and every process applies the same plan.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any
+
+from torch import nn
+
+from ..core.collectives import is_main_process
+from ..core.config import PlasticityConfig, check_positive_int, resolve_config
+from ..core.data import ReplayableBatches, replayable
+from ..core.record import blocks_restore, restore_record, write_record
+from ..core.unwrap import check_restorable, unwrap_model
+from ..pipeline import restore as pipeline
+from ..pipeline.report import PlasticityReport
+from ..pipeline.restore import AlreadyRestoredError
+from ..strategies.base import Strategy, get_strategy
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "plasticity"
+
+
+class PlasticityController:
+    """Applies a plasticity strategy before and during training, resets the optimizer state of what it re-draws,
+    and measures plasticity as training goes.
+
+    - [`~PlasticityController.restore`]: the one-shot restore, once per training run (its ``restored`` flag is part
+      of [`~PlasticityController.state_dict`], so a resumed run never repeats it);
+    - [`~PlasticityController.step`]: after every optimizer step; applies the strategy's periodic resets when due and
+      returns the metrics to log (reset counts every ``log_every`` steps, diagnostics every ``diagnostics_every``).
+
+    In a multi-process run call both on every process: rank 0 reads the calibration data and plans, every process
+    applies the same plan, so parameters stay bitwise identical. Metrics from diagnostics are computed on rank 0 only.
+
+    Args:
+        config: the strategy: a config, a strategy name, a config dict, or None for the default
+            (`LayerReinitConfig()`: the last eighth of the blocks, at least one).
+        data: calibration / probe data (a DataLoader, a `datasets.Dataset` with ``pixel_values`` and ``labels``, or a
+            list of such batches). Read on rank 0 only, at most ``max(calibration_batches, diagnostics_batches)``
+            batches, once; the same batches serve every periodic scoring and every diagnostics pass.
+        restore: ``None`` (default): do the one-shot restore unless the model already carries a restore record (from
+            [`prepare_pretrained`]); ``True``: do it, and fail if the model was already restored; ``False``: never
+            (periodic resets and diagnostics only).
+        log_every: report the periodic reset counts every this many steps (None: at each reset).
+        diagnostics_every: run [`diagnose`] every this many steps (None: never).
+        diagnostics_batches: batches per diagnostics pass (each costs about one training step).
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from transformers import ConvNextConfig, ConvNextForImageClassification
+    >>> from hf_plasticity import PlasticityController, ReDoConfig
+    >>> model = ConvNextForImageClassification(ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1],
+    ...                                                        num_stages=2, num_labels=3))
+    >>> data = [{"pixel_values": torch.randn(4, 3, 32, 32), "labels": torch.tensor([0, 1, 2, 0])}]
+    >>> controller = PlasticityController(ReDoConfig(every_n_steps=2), data=data)
+    >>> optimizer = torch.optim.AdamW(model.parameters())
+    >>> report = controller.restore(model, optimizer=optimizer)   # before the first step
+    >>> controller.attach(model)
+    >>> for step in range(1, 5):
+    ...     optimizer.step()  # (forward and backward omitted)
+    ...     metrics = controller.step(step, optimizer=optimizer)
+    >>> sorted(metrics)
+    ['plasticity/redo/reinitialized', 'plasticity/redo/reinitialized_total', 'plasticity/redo/resets']
+    >>> controller.detach()
+
+    ```
+    """
+
+    def __init__(
+        self,
+        config: PlasticityConfig | str | dict | None = None,
+        *,
+        data: Any = None,
+        restore: bool | None = None,
+        log_every: int | None = None,
+        diagnostics_every: int | None = None,
+        diagnostics_batches: int = 2,
+    ) -> None:
+        check_positive_int("log_every", log_every, allow_none=True)
+        check_positive_int("diagnostics_every", diagnostics_every, allow_none=True)
+        check_positive_int("diagnostics_batches", diagnostics_batches)
+        if restore not in (None, True, False):
+            raise ValueError(f"`restore` must be None, True or False, got {restore!r}.")
+        self.config = resolve_config(config, pipeline.DEFAULT_STRATEGY)
+        self.strategy: Strategy = get_strategy(self.config)
+        self.data = data
+        self.restore_mode = restore
+        self.log_every = log_every
+        self.diagnostics_every = diagnostics_every
+        self.diagnostics_batches = diagnostics_batches
+        self.model: nn.Module | None = None
+        self._attached = False
+        #: Why the last `restore` call did nothing (None when it restored, or was not called).
+        self.skip_reason: str | None = None
+        #: The first and the latest diagnostics of this run ([`DiagnosticsReport`]s, rank 0 only).
+        self.first_diagnostics: Any = None
+        self.last_diagnostics: Any = None
+        # checkpointed state
+        self.restored = False
+        self.restore_summary: dict[str, Any] | None = None
+        self.total_reinitialized = 0
+        self.total_resets = 0
+        self.pending_reinitialized = 0
+        self.pending_resets = 0
+        self.last_step = 0
+
+    # ------------------------------------------------------------------------------------------------ what it needs
+    @property
+    def name(self) -> str:
+        return self.config.strategy
+
+    @property
+    def data(self) -> Any:
+        """The calibration / probe batches: a data loader or iterator is read once, on demand, and replayed to every
+        reader ([`ReplayableBatches`]: the restore, each periodic scoring and each diagnostics pass see the same
+        batches). Only rank 0 reads."""
+        return self._batches
+
+    @data.setter
+    def data(self, source: Any) -> None:
+        self._batches = replayable(source)
+
+    @property
+    def does_restore(self) -> bool:
+        """Whether a one-shot restore is configured (it may still be skipped for an already restored model)."""
+        return self.strategy.schedule.before_training and self.restore_mode is not False
+
+    @property
+    def periodic(self) -> bool:
+        """Whether the strategy acts during training."""
+        return self.strategy.schedule.periodic
+
+    @property
+    def calibration_batches(self) -> int:
+        """Batches the strategy scores on (0 for a data-free strategy)."""
+        if not self.strategy.requires_data:
+            return 0
+        return int(getattr(self.config, "calibration_batches", 8))
+
+    @property
+    def batches_needed(self) -> int:
+        """Batches of probe data read once from ``data`` (0: no data needed)."""
+        restoring = self.does_restore and not self.restored
+        scoring = self.calibration_batches if (restoring or self.periodic) else 0
+        return max(scoring, self.diagnostics_batches if self.diagnostics_every else 0)
+
+    def validate(self, model: nn.Module, *, has_data: bool) -> None:
+        """Raises a clear error now for what would otherwise fail during training.
+
+        Checks that the model has layers the strategy supports, that its parameters are not sharded, and that data
+        exists when the strategy scores on data or diagnostics are asked for.
+        """
+        model = unwrap_model(model)
+        check_restorable(model)
+        self.strategy.validate(model)
+        if not has_data and self.batches_needed:
+            why = (
+                "the diagnostics read probe batches"
+                if not self.calibration_batches
+                else (f"strategy {self.name!r} scores on downstream data")
+            )
+            raise ValueError(
+                f"No training data: {why}. Give the Trainer a `train_dataset` (or pass `data=`), choose a data-free "
+                "strategy, or set `diagnostics_every=None`."
+            )
+
+    # ------------------------------------------------------------------------------------------------------- data
+    def prefetch(self) -> None:
+        """Reads the batches the strategy and the diagnostics will need now (rank 0 only; nothing on other ranks or
+        when no data is needed), so that nothing is read from the training data loader in the middle of an epoch."""
+        needed = self.batches_needed
+        if not (needed and is_main_process()):
+            return
+        if self._batches is None:
+            raise ValueError(f"Strategy {self.name!r} or the diagnostics need data: pass `data=`.")
+        if isinstance(self._batches, ReplayableBatches):
+            for _ in itertools.islice(self._batches, needed):
+                pass
+
+    def _scoring_data(self) -> Any:
+        return self._batches if is_main_process() else None
+
+    # ------------------------------------------------------------------------------------------------ the restore
+    def restore(self, model: nn.Module, *, optimizer: Any = None) -> PlasticityReport | None:
+        """The one-shot restore, before the first optimizer step; a no-op when already done (also after a resume).
+
+        Returns:
+            The [`PlasticityReport`], or None when nothing was done.
+        """
+        model = unwrap_model(model)
+        self.model = model
+        if self.restored or not self.does_restore:
+            if not self.restored:
+                self.skip_reason = (
+                    "restore=False (periodic resets and monitoring only)"
+                    if self.restore_mode is False
+                    else f"{self.name} acts during training only"
+                )
+            self.restored = True
+            return None
+        record = restore_record(model)
+        if blocks_restore(record):
+            if self.restore_mode is None:
+                self.skip_reason = (
+                    f"the model was already restored ({record['strategy']}, in its plasticity record); "
+                    "pass restore=True to fail instead"
+                )
+                logger.info("Skipping the one-shot restore: %s.", self.skip_reason)
+                self.restored = True
+                return None
+            raise AlreadyRestoredError(
+                f"This model was already restored ({record['strategy']}); use `restore=None` or "
+                "`restore=False` to train it without a second one-shot restore."
+            )
+        report = pipeline.restore(model, self.strategy, data=self._scoring_data(), optimizer=optimizer)
+        self.restored = True
+        self.restore_summary = report.summary()
+        logger.info("One-shot restore (%s): %s entries re-initialized", self.name, report.total_reinitialized)
+        return report
+
+    def resume(self, model: nn.Module) -> None:
+        """After a resume: puts the one-shot restore's record back on ``model`` when it lacks it (a model rebuilt from
+        the base checkpoint), so that later checkpoints and the final save carry it."""
+        model = unwrap_model(model)
+        self.model = model
+        if self.restore_summary and restore_record(model) is None:
+            write_record(model, self.restore_summary)
+
+    def restore_metrics(self, report: PlasticityReport) -> dict[str, float]:
+        """The numbers of a restore, as metrics to log."""
+        return {
+            f"{PREFIX}/restore/reinitialized": float(report.total_reinitialized),
+            f"{PREFIX}/restore/share": report.share,
+            f"{PREFIX}/restore/seconds": report.seconds,
+        }
+
+    # -------------------------------------------------------------------------------------------- during training
+    def attach(self, model: nn.Module) -> None:
+        """Starts the periodic strategy on ``model`` (the unwrapped model): registers its hooks, if any."""
+        self.detach()
+        model = unwrap_model(model)
+        self.model = model
+        if self.periodic:
+            check_restorable(model)
+            self.strategy.attach(model)
+            self._attached = True
+
+    def detach(self) -> None:
+        """Removes what [`~PlasticityController.attach`] added."""
+        if self._attached:
+            self.strategy.detach()
+            self._attached = False
+
+    def step(self, step: int, *, epoch: float = 0.0, optimizer: Any = None) -> dict[str, float]:
+        """Call after optimizer step ``step`` (1-based): applies a periodic reset when due, then returns the metrics
+        to log at this step (often empty).
+
+        ``strategy.due`` is evaluated on every process from ``step`` and ``epoch`` alone, so all processes agree on
+        when to enter the (collective) reset.
+        """
+        if self.model is None:
+            raise RuntimeError("Call `attach(model)` (or `restore(model)`) before `step`.")
+        strategy = self.strategy
+        if self.periodic and strategy.due(step=step, epoch=epoch):
+            report = pipeline.restore(self.model, strategy, data=self._scoring_data(), optimizer=optimizer, step=step)
+            strategy.schedule.fired(step=step, epoch=epoch)
+            self.pending_reinitialized += report.total_reinitialized
+            self.pending_resets += 1
+            self.total_reinitialized += report.total_reinitialized
+            self.total_resets += 1
+        self.last_step = step
+        metrics = {}
+        if self.pending_resets and (self.log_every is None or step % self.log_every == 0):
+            metrics.update(self.flush())
+        if self.diagnostics_every and step % self.diagnostics_every == 0:
+            metrics.update(self.diagnostics())
+        return metrics
+
+    def flush(self) -> dict[str, float]:
+        """The periodic reset counts since the last flush (empty when there were none)."""
+        if not self.pending_resets:
+            return {}
+        metrics = {
+            f"{PREFIX}/{self.name}/resets": float(self.pending_resets),
+            f"{PREFIX}/{self.name}/reinitialized": float(self.pending_reinitialized),
+            f"{PREFIX}/{self.name}/reinitialized_total": float(self.total_reinitialized),
+        }
+        self.pending_resets = self.pending_reinitialized = 0
+        return metrics
+
+    def diagnostics(self) -> dict[str, float]:
+        """Overall plasticity numbers (dormant ratio, insignificant-gradient share, ...) on the probe batches, on
+        rank 0 (empty elsewhere). The model's gradients, modes and the RNG state are left as they were. The full
+        report is kept as ``last_diagnostics`` (and the run's first as ``first_diagnostics``)."""
+        if not is_main_process() or self.model is None:
+            return {}
+        from ..diagnostics.diagnose import diagnose
+
+        report = diagnose(self.model, self._batches, batches=self.diagnostics_batches)
+        self.first_diagnostics = self.first_diagnostics or report
+        self.last_diagnostics = report
+        values = report.overall() if hasattr(report, "overall") else report.to_dict()
+        return {
+            f"{PREFIX}/{key}": float(value)
+            for key, value in values.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "feature_dim"
+        }
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs (JSON-able when the strategy's state is)."""
+        return {
+            "strategy": self.name,
+            "restored": self.restored,
+            "restore_summary": self.restore_summary,
+            "strategy_state": self.strategy.state_dict(),
+            "total_reinitialized": self.total_reinitialized,
+            "total_resets": self.total_resets,
+            "pending_reinitialized": self.pending_reinitialized,
+            "pending_resets": self.pending_resets,
+            "last_step": self.last_step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores what [`~PlasticityController.state_dict`] returned."""
+        if state.get("strategy", self.name) != self.name:
+            raise ValueError(f"This state belongs to strategy {state['strategy']!r}, not {self.name!r}.")
+        for key in (
+            "restored",
+            "restore_summary",
+            "total_reinitialized",
+            "total_resets",
+            "pending_reinitialized",
+            "pending_resets",
+            "last_step",
+        ):
+            if key in state:
+                setattr(self, key, state[key])
+        self.strategy.load_state_dict(state.get("strategy_state") or {})

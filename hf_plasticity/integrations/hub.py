@@ -1,0 +1,506 @@
+"""Save and push restored checkpoints: a normal transformers checkpoint (safetensors + ``config.json`` carrying the
+``plasticity`` record), ``plasticity_config.json`` and a model card, in the spirit of huggingface_hub's
+`ModelHubMixin`. Loading back needs nothing but transformers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..core.config import MODEL_CONFIG_KEY, PlasticityConfig, available_strategies
+from ..core.record import restore_record
+from ..core.unwrap import unwrap_model
+from ..core.validators import check_number
+from ..diagnostics.figure import FIGURE_NAME
+from ..pipeline.report import PlasticityReport
+from .modelcard import RestoreSummary, build_model_card, merge_into
+
+logger = logging.getLogger(__name__)
+
+CARD_NAME = "README.md"
+DEFAULT_COMMIT_MESSAGE = "Upload model restored with hf-plasticity"
+
+
+class HubPushError(RuntimeError):
+    """A push to the Hub failed; the message names the repository, the cause and the local folder kept."""
+
+
+class HubUnreachableError(ValueError):
+    """A Hub id was given, but the Hub cannot be reached (or is offline) and the files are not cached."""
+
+
+def check_repo_id(repo_id: Any) -> None:
+    """Raises a `ValueError` naming the problem unless ``repo_id`` is a valid ``namespace/name`` (or ``name``)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not isinstance(repo_id, str):
+        raise ValueError(f"`repo_id` must be a string 'namespace/name', got {repo_id!r}.")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"`repo_id` {repo_id!r} is not a valid Hub repository id: {one_line(error)}") from error
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the Hub (``HF_ENDPOINT``) can be reached: False at once in offline mode, else one TCP connection try
+    bounded by ``timeout`` (instead of the retries with back-off that a download makes before it gives up)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlsplit(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_access(repo_id: str, repo_type: str) -> dict[str, Any]:
+    """Keyword arguments for loading ``repo_id`` (``"model"`` or ``"dataset"``) from the Hub: none when the Hub is
+    reachable, ``local_files_only`` when it is not but the files are cached.
+
+    Raises:
+        HubUnreachableError: at once, when the Hub cannot be reached and nothing is cached.
+    """
+    if hub_reachable():
+        return {}
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    marker = "config.json" if repo_type == "model" else "README.md"
+    if isinstance(try_to_load_from_cache(repo_id, marker, repo_type=repo_type), str):
+        return {"local_files_only": True}
+    offline = constants.HF_HUB_OFFLINE
+    why = "the Hub is offline (HF_HUB_OFFLINE=1)" if offline else f"{redact(constants.ENDPOINT)} cannot be reached"
+    raise HubUnreachableError(
+        f"Cannot load {repo_type} {repo_id!r}: it is not a local directory, {why}, and it is not in the local cache."
+    )
+
+
+def _summary(model: nn.Module | None, report: PlasticityReport | None) -> RestoreSummary:
+    if report is not None:
+        return RestoreSummary.from_report(report)
+    record = restore_record(model) if model is not None else None
+    if record is None:
+        raise ValueError(
+            "This model carries no plasticity record: restore it with `prepare_pretrained` first, or pass the "
+            "`report=` it returned."
+        )
+    return RestoreSummary.from_record(record)
+
+
+def _write_card(
+    folder: Path,
+    summary: RestoreSummary,
+    *,
+    model: nn.Module | None = None,
+    base_model: str | None = None,
+    repo_id: str | None = None,
+    existing: Any = None,
+    model_name: str | None = None,
+):
+    """Writes ``folder/README.md``: a fresh card, or ``existing`` (else the card already in the folder) with only
+    the library's section and metadata updated. The card's title is ``model_name``, else the repository's name,
+    else the folder's."""
+    from huggingface_hub import ModelCard
+
+    model_name = model_name or (None if repo_id else folder.resolve().name)
+    figure = FIGURE_NAME if (folder / FIGURE_NAME).is_file() else None
+    fresh = build_model_card(
+        summary, model=model, base_model=base_model, repo_id=repo_id, model_name=model_name, figure=figure
+    )
+    path = folder / CARD_NAME
+    if existing is None and path.is_file():
+        existing = ModelCard.load(path)
+    if existing is None:
+        card = fresh
+    else:
+        stale = set(available_strategies()) - {summary.strategy}
+        existing.data.tags = [t for t in existing.data.tags or [] if t not in stale] or None
+        card = merge_into(existing, fresh)
+    card.save(path)
+    return card
+
+
+def save_restored(
+    model: nn.Module,
+    save_directory: str | os.PathLike,
+    *,
+    report: PlasticityReport | None = None,
+    base_model: str | None = None,
+    repo_id: str | None = None,
+    image_processor: Any = None,
+    **save_kwargs: Any,
+) -> Path:
+    """Saves a restored model as a normal transformers checkpoint, with its plasticity config and a model card.
+
+    Writes ``model.save_pretrained`` (safetensors weights and ``config.json``, which carries the ``plasticity``
+    record written by [`prepare_pretrained`]), ``plasticity_config.json``, the image processor when given,
+    ``plasticity.png`` (the diagnostics before and after, per block, when ``report`` measured them and matplotlib is
+    installed) and ``README.md``, which shows the figure. A card already in the folder keeps its text: only the
+    library's section is replaced.
+
+    Args:
+        model: a restored transformers model (anything with ``save_pretrained``).
+        save_directory: the folder to write (created if needed).
+        report: the [`PlasticityReport`] of the restore; it adds the diagnostics to the card. Without it, the record
+            on the model is used. When the model has no record yet, the report's summary is recorded on
+            ``model.config`` so that ``config.json`` carries it.
+        base_model: the Hub id the model was restored from (default: the model's ``_name_or_path`` when it is a Hub
+            id; a local path is never written as ``base_model``).
+        repo_id: the repository id the card's snippet loads from (default: a placeholder path).
+        image_processor: saved next to the weights when given, so `AutoImageProcessor.from_pretrained` works.
+        save_kwargs: passed to ``model.save_pretrained`` (e.g. ``max_shard_size``).
+
+    Returns:
+        `Path`: the folder.
+
+    Example:
+
+    ```python
+    >>> import tempfile
+    >>> from transformers import ViTConfig, ViTForImageClassification
+    >>> from hf_plasticity import PlasticityConfig, prepare_pretrained, save_restored
+    >>> model = ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=32,
+    ...     num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=3))
+    >>> report = prepare_pretrained(model, "reinit_layers")
+    >>> folder = save_restored(model, tempfile.mkdtemp(), report=report)
+    >>> sorted(p.name for p in folder.iterdir())
+    ['README.md', 'config.json', 'model.safetensors', 'plasticity_config.json']
+    >>> PlasticityConfig.from_pretrained(folder).strategy
+    'reinit_layers'
+    ```
+    """
+    if not hasattr(model, "save_pretrained"):
+        raise TypeError(
+            f"save_restored needs a transformers model (with `save_pretrained`), got {type(model).__name__}; "
+            "save a plain torch module with `torch.save` instead."
+        )
+    if report is not None:
+        report.check_belongs_to(unwrap_model(model))
+    summary = _summary(model, report)
+    folder = Path(save_directory)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"Cannot save into {str(folder)!r}: it is a file, not a folder.")
+    model_config = getattr(model, "config", None)
+    record_it = report is not None and restore_record(model) is None and hasattr(model_config, "to_dict")
+    with _staged(folder) as staging:
+        if record_it:  # config.json must carry the record; put back as it was if the save fails
+            setattr(model_config, MODEL_CONFIG_KEY, report.summary())
+        try:
+            model.save_pretrained(staging, **save_kwargs)
+            if image_processor is not None:
+                image_processor.save_pretrained(staging)
+            if report is not None and hasattr(report.diagnostics.get("after"), "per_block") and _can_plot():
+                report.plot(staging / FIGURE_NAME)
+            _write_plasticity_files(staging, summary, model=model, base_model=base_model, repo_id=repo_id,
+                                    model_name=None if repo_id else folder.resolve().name)  # fmt: skip
+        except BaseException:
+            if record_it:
+                delattr(model_config, MODEL_CONFIG_KEY)
+            raise
+    return folder
+
+
+#: Files of a previous save that a new one replaces or removes (weights, possibly in shards).
+_WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model*.bin.index.json")
+
+
+@contextlib.contextmanager
+def _staged(folder: Path) -> Iterator[Path]:
+    """A staging folder next to ``folder`` (same filesystem) for a whole save: files are written there, then moved
+    into ``folder`` (weights first, ``config.json`` last; weight files of an earlier save that the new one lacks are
+    removed). If anything fails while writing, ``folder`` is left exactly as it was and the staging folder is removed.
+    The card already in ``folder`` is copied in first, so updating it keeps the user's text."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.saving-", dir=folder.parent))
+    try:
+        if (folder / CARD_NAME).is_file():
+            shutil.copy2(folder / CARD_NAME, staging / CARD_NAME)
+        yield staging
+        folder.mkdir(exist_ok=True)
+        new = sorted(staging.iterdir(), key=lambda p: p.name == "config.json")
+        stale = {p for pattern in _WEIGHT_FILES for p in folder.glob(pattern)} - {folder / p.name for p in new}
+        for path in new:
+            os.replace(path, folder / path.name)
+        for path in stale:
+            path.unlink()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _can_plot() -> bool:
+    """Whether matplotlib (the ``plot`` extra) is installed: the figure is a bonus, never a reason to fail a save."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def _write_plasticity_files(folder: Path, summary: RestoreSummary, **card_kwargs: Any) -> None:
+    """``plasticity_config.json`` and the library's section of ``README.md`` (kept text around it)."""
+    PlasticityConfig.from_dict(summary.config).save_pretrained(folder)
+    _write_card(folder, summary, **card_kwargs)
+
+
+def add_plasticity_files(folder: str | os.PathLike, model: nn.Module) -> bool:
+    """Adds ``plasticity_config.json`` and the library's card section to a folder a model was saved into by other
+    means (the `Trainer`'s output folder and checkpoints: [`PlasticityCallback`] calls this after every save and after
+    `Trainer.create_model_card`). A card already there (the Trainer's) keeps its text.
+
+    Returns:
+        Whether anything was written (nothing when ``model`` carries no plasticity record).
+    """
+    record = restore_record(model)
+    if record is None or not os.path.isdir(folder):
+        return False
+    _write_plasticity_files(Path(folder), RestoreSummary.from_record(record), model=model)
+    return True
+
+
+def _remote_card(api: Any, repo_id: str, revision: str | None):
+    """The card in the repository, or None when it has none."""
+    from huggingface_hub import ModelCard
+    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
+
+    try:
+        path = api.hf_hub_download(repo_id, CARD_NAME, revision=revision)
+    except (EntryNotFoundError, RevisionNotFoundError):
+        return None
+    return ModelCard.load(path)
+
+
+#: How long (seconds) any single Hub request may wait to connect, send or receive before the push fails.
+DEFAULT_TIMEOUT = 60.0
+_SECRETS = (re.compile(r"(?<=://)[^/@\s]+@"), re.compile(r"\bhf_[A-Za-z0-9]{6,}"))
+
+
+def redact(text: str) -> str:
+    """``text`` without credentials: user:password in URLs and Hub tokens are masked.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity.integrations.hub import redact
+    >>> redact("https://me:secret@hub.example/api token hf_abcdefghijkl")
+    'https://***@hub.example/api token hf_***'
+    ```
+    """
+    return _SECRETS[1].sub("hf_***", _SECRETS[0].sub("***@", text))
+
+
+@contextlib.contextmanager
+def bounded_requests(timeout: float) -> Iterator[None]:
+    """Inside the block, every request of huggingface_hub's shared HTTP client gives up after ``timeout`` seconds
+    without progress (connecting, sending or receiving): huggingface_hub itself sets no timeout on uploads, so a
+    server that accepts the connection and never answers would block a push forever."""
+    from huggingface_hub import get_session
+
+    limits = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+
+    def limit(request: Any) -> None:
+        request.extensions["timeout"] = limits
+
+    hooks = get_session().event_hooks["request"]
+    hooks.append(limit)
+    try:
+        yield
+    finally:
+        hooks.remove(limit)
+
+
+def _push_error(action: str, repo_id: str, endpoint: str, error: BaseException, kept: Path | None) -> HubPushError:
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".") or type(error).__name__
+    kept_note = f" The checkpoint is kept in {kept}." if kept is not None else ""
+    return HubPushError(
+        redact(f"Could not {action} {repo_id!r} on {endpoint}: {type(error).__name__}: {reason}.{kept_note}")
+    )
+
+
+def push_restored(
+    model: nn.Module,
+    repo_id: str,
+    *,
+    report: PlasticityReport | None = None,
+    save_directory: str | os.PathLike | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+    base_model: str | None = None,
+    image_processor: Any = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+):
+    """Saves a restored model with [`save_restored`] and pushes the folder to the Hub in one commit.
+
+    The repository is created when missing (``private`` applies then). A card already in the repository keeps its
+    text and metadata: only the library's section is replaced. If the push fails, the local folder stays as it is
+    and the error says where it is.
+
+    Args:
+        model: a restored transformers model.
+        repo_id: the repository, ``"namespace/name"``.
+        report: the [`PlasticityReport`] of the restore (adds diagnostics to the card).
+        save_directory: where the checkpoint is written first and kept. Default: a temporary folder, removed after
+            a successful push and kept after a failed one.
+        private: create the repository as private (None: the Hub's default).
+        token: a Hub token (default: the saved login or ``HF_TOKEN``).
+        commit_message: the commit message.
+        base_model: the Hub id the model was restored from (default: from the model's ``_name_or_path``).
+        image_processor: pushed with the weights when given.
+        revision: the branch to push to (default ``main``).
+        create_pr: open a pull request instead of committing to the branch.
+        timeout: seconds any one Hub request may go without progress before the push fails (huggingface_hub retries
+            a failed request a few times, so the push fails within a small multiple of it).
+
+    Returns:
+        `huggingface_hub.CommitInfo`: the commit (``.commit_url``, ``.oid``, ``.pr_url``).
+
+    Raises:
+        HubPushError: when the repository cannot be created or the upload fails.
+
+    Example:
+
+    ```python
+    >>> report = prepare_pretrained(model, LayerReinitConfig(num_blocks=1))  # doctest: +SKIP
+    >>> push_restored(model, "me/vit-base-patch16-224-restored", report=report, private=True)  # doctest: +SKIP
+    CommitInfo(commit_url='https://huggingface.co/me/vit-base-patch16-224-restored/commit/...', ...)
+    ```
+    """
+    from huggingface_hub import HfApi
+
+    check_number("timeout", timeout, low=0, low_open=True)
+    check_repo_id(repo_id)
+    temporary = save_directory is None
+    folder = Path(tempfile.mkdtemp(prefix="hf-plasticity-")) if temporary else Path(save_directory)
+    save_restored(
+        model, folder, report=report, base_model=base_model, repo_id=repo_id, image_processor=image_processor
+    )
+    api = HfApi(token=token)
+    try:
+        with bounded_requests(timeout):
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            remote = _remote_card(api, repo_id, revision)
+            if remote is not None:
+                _write_card(folder, _summary(model, report), model=model, base_model=base_model, repo_id=repo_id,
+                            existing=remote)  # fmt: skip
+            info = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                commit_message=commit_message,
+                revision=revision,
+                create_pr=create_pr,
+            )
+    except Exception as error:
+        raise _push_error("push to", repo_id, api.endpoint, error, folder) from error
+    if temporary:
+        shutil.rmtree(folder, ignore_errors=True)
+    logger.info("Pushed %s to %s", folder, info.commit_url)
+    return info
+
+
+def apply_card_section(
+    folder_or_repo_id: str | os.PathLike,
+    report: PlasticityReport | None = None,
+    *,
+    model: nn.Module | None = None,
+    base_model: str | None = None,
+    repo_id: str | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    commit_message: str = "Add the hf-plasticity section to the model card",
+    timeout: float = DEFAULT_TIMEOUT,
+):
+    """Puts the library's section into the card of a local folder or of a Hub repository, keeping the rest.
+
+    Call it after anything that rewrites ``README.md``, e.g. `Trainer.push_to_hub` (its `create_model_card`
+    replaces the card): the user's and Trainer's text stays, the section between the hf-plasticity marker
+    comments is replaced (or appended), tags are merged, and ``library_name`` / ``base_model`` /
+    ``pipeline_tag`` are set only where the card has none.
+
+    Args:
+        folder_or_repo_id: an existing local folder (its ``README.md`` is edited in place) or a repository id (its
+            card is downloaded, updated and committed back).
+        report: the restore's [`PlasticityReport`]; default: the ``plasticity`` record of ``model``, else of the
+            folder's or repository's ``config.json``.
+        model: the restored model (names each block's module in the table).
+        base_model: the Hub id the model was restored from.
+        repo_id: the id the card's snippet loads from (folder only; a repository uses its own id).
+        token: a Hub token (repository only).
+        revision: the branch (repository only).
+        commit_message: the commit message (repository only).
+        timeout: seconds any one Hub request may go without progress (repository only).
+
+    Returns:
+        `huggingface_hub.ModelCard`: the updated card.
+
+    Example:
+
+    ```python
+    >>> trainer.push_to_hub()  # doctest: +SKIP
+    >>> apply_card_section(trainer.hub_model_id, report)  # doctest: +SKIP
+    ```
+    """
+    target = str(folder_or_repo_id)
+    if os.path.isdir(target):
+        folder = Path(target)
+        summary = _summary(model, report) if report is not None or model is not None else _folder_summary(folder)
+        return _write_card(folder, summary, model=model, base_model=base_model, repo_id=repo_id)
+
+    from huggingface_hub import HfApi
+
+    check_number("timeout", timeout, low=0, low_open=True)
+    api = HfApi(token=token)
+    try:
+        with bounded_requests(timeout):
+            existing = _remote_card(api, target, revision)
+            if report is not None or model is not None:
+                summary = _summary(model, report)
+            else:
+                summary = _folder_summary(Path(api.hf_hub_download(target, "config.json", revision=revision)).parent)
+            with tempfile.TemporaryDirectory(prefix="hf-plasticity-card-") as tmp:
+                card = _write_card(Path(tmp), summary, model=model, base_model=base_model, repo_id=target,
+                                   existing=existing)  # fmt: skip
+                api.upload_file(
+                    path_or_fileobj=str(Path(tmp) / CARD_NAME),
+                    path_in_repo=CARD_NAME,
+                    repo_id=target,
+                    revision=revision,
+                    commit_message=commit_message,
+                )
+    except ValueError:
+        raise
+    except Exception as error:
+        raise _push_error("update the card of", target, api.endpoint, error, None) from error
+    return card
+
+
+def _folder_summary(folder: Path) -> RestoreSummary:
+    path = folder / "config.json"
+    record = None
+    if path.is_file():
+        record = json.loads(path.read_text(encoding="utf-8")).get(MODEL_CONFIG_KEY)
+    if not record:
+        raise ValueError(f"{folder} holds no plasticity record in config.json: pass `report=`.")
+    return RestoreSummary.from_record(record)

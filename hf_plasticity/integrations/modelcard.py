@@ -1,0 +1,284 @@
+"""The model card of a restored checkpoint: built from the shipped Jinja template with `huggingface_hub.ModelCard`,
+and updated idempotently (only the library's section, between marker comments, is ever replaced).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..core.config import get_config_class
+from ..core.version import __version__
+from ..pipeline.report import PlasticityReport
+
+TEMPLATE_PATH = Path(__file__).parent / "templates" / "modelcard_template.md"
+SECTION_START = "<!-- hf-plasticity:start -->"
+SECTION_END = "<!-- hf-plasticity:end -->"
+LIBRARY_NAME = "hf-plasticity"
+PIPELINE_TAG = "image-classification"
+_SECTION_RE = re.compile(re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END), re.DOTALL)
+_REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass
+class RestoreSummary:
+    """What a card says about a restore, from a [`PlasticityReport`] or from the record saved in ``config.json``.
+
+    Attributes:
+        strategy: the strategy name.
+        config: the strategy's config as a dict.
+        per_block: re-initialized parameter entries per block index, and per module outside the blocks.
+        total_reinitialized: re-initialized parameter entries in total.
+        total_parameters: parameter entries of the model.
+        diagnostics: diagnostics before/after the restore, when known.
+        details: what the strategy decided beyond its config (e.g. the number of blocks a `None` default resolved
+            to, or the blocks `"auto"` chose).
+    """
+
+    strategy: str
+    config: dict[str, Any]
+    per_block: dict[str, int]
+    total_reinitialized: int
+    total_parameters: int
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_report(cls, report: PlasticityReport) -> RestoreSummary:
+        summary = report.summary()
+        return cls.from_record(summary, diagnostics=dict(report.diagnostics or {}))
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], diagnostics: dict[str, Any] | None = None) -> RestoreSummary:
+        """From the ``plasticity`` record that [`prepare_pretrained`] writes into ``model.config``."""
+        try:
+            return cls(
+                strategy=record["strategy"],
+                config=dict(record["config"]),
+                per_block={str(k): int(v) for k, v in record["reinitialized_per_block"].items()},
+                total_reinitialized=int(record["total_reinitialized"]),
+                total_parameters=int(record["total_parameters"]),
+                diagnostics=dict(diagnostics or record.get("diagnostics") or {}),
+                details=dict(record.get("details") or {}),
+            )
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"The plasticity record is incomplete or malformed (missing {error}).") from error
+
+
+def default_base_model(model: nn.Module | None) -> str | None:
+    """The Hub id the model was loaded from (``config._name_or_path``), or None for a local path or no id."""
+    name = getattr(getattr(model, "config", None), "_name_or_path", None)
+    return name if is_hub_id(name) else None
+
+
+def is_hub_id(name: Any) -> bool:
+    """Whether ``name`` looks like a Hub repository id and is not an existing local path."""
+    return isinstance(name, str) and bool(_REPO_ID_RE.match(name)) and not os.path.exists(name)
+
+
+def _strategy_description(strategy: str) -> str:
+    try:
+        doc = get_config_class(strategy).__doc__ or ""
+    except ValueError:
+        doc = ""
+    first = doc.strip().split("\n\n")[0].replace("\n", " ").replace("``", "`").strip()
+    return first or f"the `{strategy}` strategy."
+
+
+def _parameters(config: dict[str, Any], details: dict[str, Any]) -> list[tuple[str, str]]:
+    """Config values (a `None` the strategy resolved shows the value it used), then what it decided on its own."""
+    skip = {"strategy", "hf_plasticity_version"}
+    rows = []
+    for key, value in sorted(config.items()):
+        if key in skip:
+            continue
+        resolved = value is None and key in details
+        rows.append((key, json.dumps(details[key] if resolved else value)))
+    rows.extend((f"{key} (decided)", json.dumps(value)) for key, value in details.items() if key not in config)
+    return rows
+
+
+def _block_rows(summary: RestoreSummary, model: nn.Module | None) -> list[dict[str, str]]:
+    """One row per block index, then one per module outside the blocks (keyed by its name in the record)."""
+    names: list[str] = []
+    sizes: dict[str, int] = {}
+    if model is not None:
+        from ..core.architectures import get_layout
+
+        layout = get_layout(model)
+        names = layout.blocks
+        for param_name, param in model.named_parameters():
+            block = layout.block_of(param_name)
+            keys = [str(block)] if block is not None else _prefixes(param_name)
+            for key in keys:
+                sizes[key] = sizes.get(key, 0) + param.numel()
+    rows = []
+    ordered = sorted(summary.per_block, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
+    for key in ordered:
+        entries = summary.per_block[key]
+        if key.isdigit():
+            block, module = key, (f"`{names[int(key)]}`" if int(key) < len(names) else "–")
+        else:  # a module outside the blocks (older records: "-")
+            block, module = "outside the blocks", ("final norm, embeddings, head" if key == "-" else f"`{key}`")
+        share = f"{entries / sizes[key]:.2%}" if sizes.get(key) else "–"
+        rows.append({"block": block, "module": module, "entries": f"{entries:,}", "share": share})
+    return rows
+
+
+def _prefixes(name: str) -> list[str]:
+    """Every module prefix of a parameter name: ``a.b.weight`` -> ``["a", "a.b"]``."""
+    parts = name.split(".")[:-1]
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, float]:
+    flat: dict[str, float] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(data, (int, float)) and not isinstance(data, bool):
+        flat[prefix] = float(data)
+    return flat
+
+
+def _metrics(diagnostics: Any) -> dict[str, float]:
+    """The model-level numbers of a [`DiagnosticsReport`] (its ``overall()``), or the scalars of a dict."""
+    if hasattr(diagnostics, "overall"):
+        diagnostics = diagnostics.overall()
+    elif hasattr(diagnostics, "to_dict"):
+        diagnostics = diagnostics.to_dict()
+    return _flatten(diagnostics)
+
+
+def _diagnostic_rows(diagnostics: dict[str, Any], limit: int = 40) -> list[dict[str, str]]:
+    """Scalar metrics side by side from ``{"before": ..., "after": ...}`` ([`DiagnosticsReport`]s or dicts; nested
+    dicts are flattened, per-layer lists are left out: the card keeps the overall numbers)."""
+    if not diagnostics:
+        return []
+    before = _metrics(diagnostics.get("before", {}))
+    after = _metrics(diagnostics.get("after", {}))
+    if not before and not after:
+        before = _flatten(diagnostics)
+    rows = []
+    for metric in list(dict.fromkeys([*before, *after]))[:limit]:
+        rows.append(
+            {
+                "metric": f"`{metric}`",
+                "before": f"{before[metric]:.4g}" if metric in before else "–",
+                "after": f"{after[metric]:.4g}" if metric in after else "–",
+            }
+        )
+    return rows
+
+
+def card_metadata(summary: RestoreSummary, base_model: str | None = None) -> dict[str, Any]:
+    """The card's metadata: library, base model, pipeline tag and tags (plasticity and the strategy)."""
+    data: dict[str, Any] = {
+        "library_name": LIBRARY_NAME,
+        "pipeline_tag": PIPELINE_TAG,
+        "tags": ["plasticity", summary.strategy, "hf-plasticity"],
+    }
+    if base_model:
+        data["base_model"] = base_model
+    return data
+
+
+def build_model_card(
+    summary: RestoreSummary | PlasticityReport,
+    *,
+    model: nn.Module | None = None,
+    base_model: str | None = None,
+    repo_id: str | None = None,
+    model_name: str | None = None,
+    figure: str | None = None,
+):
+    """Renders a fresh model card for a restored checkpoint from the shipped template.
+
+    Args:
+        summary: the restore's [`PlasticityReport`] (or a [`RestoreSummary`]).
+        model: the restored model; when given, the per-block table names each block's module and its share.
+        base_model: the Hub id the model was restored from (default: the model's ``_name_or_path`` when it is a
+            Hub id).
+        repo_id: the id the card shows in its loading snippet (default: a placeholder path).
+        model_name: the card's title (default: the last part of ``repo_id``).
+        figure: the relative path of the plasticity figure saved next to the card (shown in it), or None.
+
+    Returns:
+        `huggingface_hub.ModelCard`
+
+    Example:
+
+    ```python
+    >>> from transformers import ViTConfig, ViTForImageClassification
+    >>> from hf_plasticity import prepare_pretrained
+    >>> from hf_plasticity.integrations.modelcard import build_model_card
+    >>> model = ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=32,
+    ...     num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=3))
+    >>> card = build_model_card(prepare_pretrained(model), model=model, repo_id="me/vit-restored")
+    >>> card.data.library_name, card.data.tags[:2]
+    ('hf-plasticity', ['plasticity', 'reinit_layers'])
+    ```
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    if isinstance(summary, PlasticityReport):
+        summary = RestoreSummary.from_report(summary)
+    base_model = base_model or default_base_model(model)
+    repo_id = repo_id or "path/to/this/checkpoint"
+    model_name = model_name or repo_id.rstrip("/").split("/")[-1]
+    share = summary.total_reinitialized / summary.total_parameters if summary.total_parameters else 0.0
+    return ModelCard.from_template(
+        ModelCardData(**card_metadata(summary, base_model)),
+        template_path=str(TEMPLATE_PATH),
+        model_name=model_name,
+        repo_id=repo_id,
+        section_start=SECTION_START,
+        section_end=SECTION_END,
+        library_version=__version__,
+        strategy=summary.strategy,
+        strategy_description=_strategy_description(summary.strategy),
+        total_reinitialized=f"{summary.total_reinitialized:,}",
+        total_parameters=f"{summary.total_parameters:,}",
+        share=f"{share:.2%}",
+        parameters=_parameters(summary.config, summary.details),
+        blocks=_block_rows(summary, model),
+        diagnostics=_diagnostic_rows(summary.diagnostics),
+        figure=figure,
+    )
+
+
+def library_section(card) -> str:
+    """The library's section of a card (from the start marker to the end marker, both included)."""
+    match = _SECTION_RE.search(card.text)
+    if match is None:
+        raise ValueError("The card has no hf-plasticity section.")
+    return match.group(0)
+
+
+def merge_into(existing, fresh):
+    """Puts ``fresh``'s library section and metadata into ``existing``, keeping the user's own text and metadata.
+
+    The section between the marker comments is replaced when ``existing`` has one, else appended at the end. Tags
+    are merged; ``library_name``, ``base_model`` and ``pipeline_tag`` are set only where ``existing`` has none (a
+    card written by `Trainer` says ``library_name: transformers``, and that stays).
+
+    Returns:
+        `huggingface_hub.ModelCard`: ``existing``, updated in place.
+    """
+    section = library_section(fresh)
+    if _SECTION_RE.search(existing.text):
+        existing.text = _SECTION_RE.sub(lambda _: section, existing.text, count=1)
+    else:
+        existing.text = existing.text.rstrip("\n") + "\n\n" + section + "\n"
+    tags = list(existing.data.tags or [])
+    existing.data.tags = tags + [t for t in fresh.data.tags or [] if t not in tags]
+    for key in ("library_name", "base_model", "pipeline_tag"):
+        if not getattr(existing.data, key, None) and getattr(fresh.data, key, None):
+            setattr(existing.data, key, getattr(fresh.data, key))
+    return existing

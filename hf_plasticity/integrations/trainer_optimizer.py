@@ -1,0 +1,64 @@
+"""The optimizer of a `transformers.Trainer` run with re-drawn parameters at their own learning rate.
+
+Restore first (`prepare_pretrained`, before the optimizer exists), then hand the Trainer an optimizer built from
+[`plasticity_param_groups`] through its ``optimizers=(optimizer, None)`` argument. The Trainer then builds its own
+learning-rate scheduler (warmup, cosine, ...) on that optimizer, which scales every group alike; a
+``resume_from_checkpoint`` loads the optimizer state into the same groups; under DDP every process builds the same
+groups from the same record.
+
+Why not restore inside the callback and regroup there: the callback's events come after the Trainer created its
+optimizer and, on resume, after it loaded the checkpoint's optimizer state, whose groups must match the optimizer's
+own. Restoring before the Trainer exists keeps every group visible to the Trainer from the start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainingArguments
+
+from ..core.param_groups import plasticity_param_groups
+
+
+def plasticity_optimizer(
+    model: nn.Module,
+    args: TrainingArguments,
+    *,
+    reinit_lr: float,
+    head_lr: float | None = None,
+    layer_decay: float | None = None,
+    report: Any = None,
+) -> torch.optim.Optimizer:
+    """The optimizer ``args.optim`` names (AdamW by default, with ``args``' betas and epsilon), over
+    [`plasticity_param_groups`]: the backbone at ``args.learning_rate`` with ``args.weight_decay``, the parameters a
+    restore re-drew at ``reinit_lr``, the head at ``head_lr``.
+
+    Args:
+        model: the restored model (a record on it, or ``report``, says what was re-drawn).
+        args: the Trainer's arguments.
+        reinit_lr: learning rate of the re-drawn parameters.
+        head_lr: learning rate of the classification head (None: ``reinit_lr``).
+        layer_decay: layer-wise learning-rate decay over the pretrained blocks (None: none).
+        report: the restore's [`PlasticityReport`] (default: the model's record).
+
+    Example:
+
+    ```python
+    >>> report = prepare_pretrained(model)  # doctest: +SKIP
+    >>> trainer = Trainer(model=model, args=args, train_dataset=train_ds,
+    ...                   optimizers=(plasticity_optimizer(model, args, reinit_lr=1e-3), None))  # doctest: +SKIP
+    ```
+    """
+    groups = plasticity_param_groups(
+        model,
+        lr=args.learning_rate,
+        reinit_lr=reinit_lr,
+        head_lr=head_lr,
+        weight_decay=args.weight_decay,
+        layer_decay=layer_decay,
+        report=report,
+    )
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    return optimizer_cls(groups, **optimizer_kwargs)

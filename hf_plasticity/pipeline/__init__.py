@@ -1,0 +1,1 @@
+"""The restore pipeline: one transaction that every entry point calls, and the report it returns."""

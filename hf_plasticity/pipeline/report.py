@@ -1,0 +1,219 @@
+"""What a restore did: per tensor the entries re-initialized and their share, totals and wall time."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class TensorRecord:
+    """What a restore wrote into one tensor: entries re-initialized (fresh draws or, for shrink & perturb and DASH,
+    new values computed from the old ones) and entries edited (zeroed outgoing weights of a reset unit, a bias
+    corrected for it: writes that keep the function, not counted as re-initialized)."""
+
+    name: str
+    block: int | None
+    numel: int
+    reinitialized: int
+    kind: str = "parameter"
+    edited: int = 0
+
+    @property
+    def share(self) -> float:
+        return self.reinitialized / self.numel if self.numel else 0.0
+
+
+@dataclass
+class PlasticityReport:
+    """The report returned by [`prepare_pretrained`].
+
+    Attributes:
+        strategy: the strategy name.
+        config: the config as a dict.
+        tensors: one record per touched tensor, in model order.
+        total_parameters: number of parameter entries in the model.
+        seconds: wall time of the restore (planning and writing).
+        diagnostics: optional diagnostics before/after the restore (filled when diagnostics exist).
+        details: what the strategy decided beyond its config (for `"auto"`: the blocks it chose and why).
+        redrawn: the parameters replaced by fresh draws, by name: ``{"whole": [...], "partial": [...]}``; a name is a
+            module (every parameter under it re-drawn whole) or a parameter. Edits that keep part of the old values
+            (shrink & perturb, DASH) are not re-draws. Read by [`plasticity_param_groups`] to give re-drawn
+            parameters their own learning rate.
+
+    Example:
+
+    ```python
+    >>> from torch import nn
+    >>> from hf_plasticity import SelectiveReinitConfig, prepare_pretrained
+    >>> model = nn.Sequential(nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 2))
+    >>> report = prepare_pretrained(model, SelectiveReinitConfig(utility="magnitude", fraction=0.1))
+    >>> report.total_reinitialized, sorted(report.to_dict())[:3]
+    (2000, ['config', 'details', 'diagnostics'])
+    ```
+    """
+
+    strategy: str
+    config: dict[str, Any]
+    tensors: list[TensorRecord]
+    total_parameters: int
+    seconds: float
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    redrawn: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def total_reinitialized(self) -> int:
+        """Re-initialized parameter entries (buffers such as BatchNorm statistics are listed but not counted)."""
+        return sum(t.reinitialized for t in self.tensors if t.kind == "parameter")
+
+    @property
+    def share(self) -> float:
+        """Re-initialized entries as a share of all parameter entries of the model."""
+        return self.total_reinitialized / self.total_parameters if self.total_parameters else 0.0
+
+    def by_block(self) -> dict[str, int]:
+        """Re-initialized entries per backbone block index; tensors outside every block are counted under the name
+        of their module (e.g. ``"vit.layernorm"``, the final norm)."""
+        counts: dict[str, int] = {}
+        for record in self.tensors:
+            if record.kind != "parameter":
+                continue
+            key = record.name.rsplit(".", 1)[0] if record.block is None else str(record.block)
+            counts[key] = counts.get(key, 0) + record.reinitialized
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["total_reinitialized"] = self.total_reinitialized
+        data["share"] = self.share
+        return data
+
+    def to_json(self, indent: int = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    def summary(self) -> dict[str, Any]:
+        """The compact record written into ``model.config``: strategy, config, per-block counts, totals."""
+        summary = {
+            "strategy": self.strategy,
+            "config": self.config,
+            "reinitialized_per_block": self.by_block(),
+            "total_reinitialized": self.total_reinitialized,
+            "total_parameters": self.total_parameters,
+        }
+        if self.details:
+            summary["details"] = self.details
+        if self.redrawn:
+            summary["redrawn"] = self.redrawn
+        return summary
+
+    def check_belongs_to(self, model: Any) -> None:
+        """Raises a `ValueError` when this report was not made on ``model`` (another parameter count, or a tensor
+        the model does not have): a card or record built from it would describe another model."""
+        names = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+        total = sum(p.numel() for p in model.parameters())
+        unknown = [t.name for t in self.tensors if t.name not in names]
+        if unknown or total != self.total_parameters:
+            detail = f"it names {unknown[0]!r}" if unknown else f"it counts {self.total_parameters:,} parameters"
+            raise ValueError(
+                f"This report was made on another model: {detail}, but {type(model).__name__} has "
+                f"{total:,} parameters{' and no such tensor' if unknown else ''}. Pass the report of this model's "
+                "restore, or none (the model's own record is used)."
+            )
+
+    def plot(self, path: str | None = None, *, title: str | None = None):
+        """The plasticity picture per backbone block, before (dashed) and after (solid) the restore, the re-drawn
+        blocks shaded ([`hf_plasticity.diagnostics.figure.plot_plasticity`]): saved as a PNG at ``path``
+        (returned), or the matplotlib figure when ``path`` is None.
+
+        Raises:
+            ValueError: when the restore measured no diagnostics (restore with ``data=`` to get them).
+        """
+        from ..diagnostics.figure import plot_plasticity
+
+        after = (self.diagnostics or {}).get("after")
+        if after is None or not hasattr(after, "per_block"):
+            raise ValueError(
+                "This report holds no diagnostics to draw: restore with `data=` (diagnostics are measured before "
+                "and after the restore when data is given), or draw `diagnose(model, data).plot()`."
+            )
+        return plot_plasticity(after, before=self.diagnostics.get("before"), redrawn=self.redrawn, path=path,
+                               title=title)  # fmt: skip
+
+    def one_line(self) -> str:
+        """What was done, how much and how long, in one line (what the training callback prints).
+
+        Example: ``reinit_layers re-initialized 8,608 of 9,187 parameter entries (93.70%) in 0.01s: vit.layers.1,
+        vit.layernorm``.
+        """
+        line = (
+            f"{self.strategy} re-initialized {self.total_reinitialized:,} of {self.total_parameters:,} parameter "
+            f"entries ({self.share:.2%}) in {self.seconds:.2f}s"
+        )
+        whole = (self.redrawn or {}).get("whole", [])
+        partial = (self.redrawn or {}).get("partial", [])
+        if whole:
+            line += ": " + (", ".join(whole) if len(whole) <= 4 else f"{len(whole)} modules re-drawn whole")
+        if partial:
+            line += ("; " if whole else ": ") + f"{len(partial)} tensors re-drawn in part"
+        if self.total_reinitialized == 0:
+            line += " (nothing to re-initialize: the model is left as it was)"
+        if self.details:
+            line += " [" + ", ".join(f"{k}={_short(v)}" for k, v in self.details.items()) + "]"
+        return line
+
+    def __str__(self) -> str:
+        width = max([len("tensor")] + [len(t.name) for t in self.tensors])
+        lines = [
+            f"Plasticity restore: strategy={self.strategy}, {self.total_reinitialized:,} of "
+            f"{self.total_parameters:,} parameter entries re-initialized ({self.share:.2%}) in {self.seconds:.2f}s",
+            f"{'tensor':<{width}}  {'block':>5}  {'entries':>10}  {'reset':>10}  {'share':>7}"
+            + ("  edited (zeroed or corrected)" if any(t.edited for t in self.tensors) else ""),
+        ]
+        for t in self.tensors:
+            block = "-" if t.block is None else str(t.block)
+            edited = f"  {t.edited:>10,}" if t.edited else ""
+            lines.append(
+                f"{t.name:<{width}}  {block:>5}  {t.numel:>10,}  {t.reinitialized:>10,}  {t.share:>7.2%}{edited}"
+            )
+        if self.details:
+            lines.append("Decided: " + ", ".join(f"{key}={value}" for key, value in self.details.items()))
+        lines.extend(self._diagnostics_lines())
+        return "\n".join(lines)
+
+    def _diagnostics_lines(self) -> list[str]:
+        """One line per overall diagnostic, before -> after (when diagnostics were measured)."""
+        before, after = self.diagnostics.get("before"), self.diagnostics.get("after")
+        if before is None:
+            return []
+
+        def value(report: Any, key: str) -> Any:
+            return None if report is None else (report.get(key) if isinstance(report, dict) else getattr(report, key))
+
+        def fmt(x: Any, key: str) -> str:
+            if x is None:
+                return "-"
+            if key in ("dormant_ratio", "insignificant_grad_share"):
+                return f"{x:.1%}"
+            return str(x) if isinstance(x, int) else f"{x:.4g}"
+
+        lines = ["Diagnostics (before -> after):"]
+        keys = (
+            "dormant_ratio",
+            "insignificant_grad_share",
+            "mean_abs_grad",
+            "mean_abs_weight",
+            "effective_rank",
+            "stable_rank",
+        )
+        for key in keys:
+            lines.append(f"  {key:<25} {fmt(value(before, key), key):>10} -> {fmt(value(after, key), key)}")
+        return lines
+
+
+def _short(value: Any) -> str:
+    """A decision's value for one line: long lists are summarized."""
+    if isinstance(value, list) and len(value) > 4:
+        return f"[{len(value)} values]"
+    return str(value)
