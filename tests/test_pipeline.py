@@ -29,9 +29,9 @@ from hf_plasticity import (
     prepare_pretrained,
     restore_record,
 )
-from hf_plasticity.pipeline import restore as pipeline_module
 from hf_plasticity.core.data import downstream_loss, iter_batches
 from hf_plasticity.core.transaction import Transaction
+from hf_plasticity.pipeline import restore as pipeline_module
 from hf_plasticity.strategies import get_strategy
 
 from .models import ARCHS, batches, build
