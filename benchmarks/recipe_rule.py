@@ -1,0 +1,249 @@
+"""A sweep-free learning-rate rule read from the diagnostics, fitted on the v2 tuning records and scored as regret.
+
+The question a user asks is "if I run one fine-tune instead of a sweep, how much do I lose?". The tuning records of
+benchmark version 2 answer it on validation without a new run: for every (model, target, budget) they hold the
+standard arm's final validation accuracy on its whole learning-rate grid (two tuning seeds), and the ``auto`` arm's
+records hold the diagnostic pass made before fine-tuning, the nearest-class-mean probe accuracy of every backbone
+block. One feature of that pass, how far the last block falls below the best block (``last / peak``), separates the
+atypical targets (the late blocks re-encode the input for the source task) from data close to the pretraining data.
+
+Rules compared, each fitted on the other pairs only (leave-one-pair-out; ``--holdout model`` leaves a whole model
+out, to ask whether the rule transfers to an unseen architecture):
+
+- ``fixed``: the one (backbone lr, head lr) with the smallest mean regret over the training pairs;
+- ``fixed_family``: the same, CNNs and ViTs apart (falls back to ``fixed`` when the family has no training pair);
+- ``probe``: two configurations and a threshold on ``last / peak``: pairs at or above it get one, pairs below the
+  other; the three are chosen together for the smallest mean regret (ties: the smaller worst regret, then the
+  threshold nearest the middle of its gap, which favours neither configuration);
+- ``probe_family``: ``probe`` with the ViT's backbone learning rate a fitted factor below the CNNs'.
+
+Regret of a pair = the tuned standard's best mean final validation accuracy minus the standard arm's at the rule's
+configuration (the grid point nearest to it in log space: the grids differ a little across pairs). It is measured
+on validation, where every configuration was run; test-set regret needs the confirmation runs of the recipe.
+
+Run from the repository root::
+
+    python -m benchmarks.recipe_rule benchmarks/results/v2 [--holdout pair|model] [--budget short|long]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .models import ATYPICAL_TARGETS
+from .study_report import result_files
+
+Config = tuple[float, float]  # (backbone lr, head lr)
+
+
+@dataclass(frozen=True, eq=False)
+class Pair:
+    """One (model, target, budget) of the tuning records: the standard arm's grid and the diagnostic feature."""
+
+    model: str
+    target: str
+    budget: str
+    val: dict[Config, float]  # mean final validation accuracy (points) per configuration of the standard arm
+    last_over_peak: float  # probe accuracy of the last block / of the best block, before fine-tuning
+
+    @property
+    def family(self) -> str:
+        return "vit" if self.model.startswith("vit") else "cnn"
+
+    @property
+    def kind(self) -> str:
+        return "atypical" if self.target in ATYPICAL_TARGETS else "in-domain"
+
+    @property
+    def best(self) -> float:
+        return max(self.val.values())
+
+    def regret(self, config: Config) -> float:
+        """The tuned best minus the accuracy at the grid point nearest to ``config`` (log distance; ties: lower)."""
+
+        def distance(point: Config) -> tuple[float, float]:
+            return (
+                abs(math.log(point[0] / config[0])) + abs(math.log(point[1] / config[1])),
+                point[0] + point[1],
+            )
+
+        return self.best - self.val[min(self.val, key=distance)]
+
+
+def load_pairs(results: str | Path) -> list[Pair]:
+    """Every (model, target, budget) with standard tuning runs and an ``auto`` diagnostic pass."""
+    pairs = []
+    for model, target, records in result_files(results):
+        for budget in sorted({r["budget"] for r in records}):
+            finals: dict[Config, list[float]] = defaultdict(list)
+            probe = None
+            for r in records:
+                if r["budget"] != budget or r["phase"] != "tune":
+                    continue
+                if r["arm"] == "standard":
+                    finals[(r["knobs"]["backbone_lr"], r["knobs"]["head_lr"])].append(100 * r["val_acc"][-1])
+                elif r["arm"] == "auto" and probe is None:
+                    probe = r["details"].get("block_probe_accuracy")
+            if finals and probe:
+                val = {config: statistics.fmean(accs) for config, accs in finals.items()}
+                pairs.append(Pair(model, target, budget, val, probe[-1] / max(probe)))
+    return pairs
+
+
+def _score(regrets: list[float]) -> tuple[float, float]:
+    return (statistics.fmean(regrets), max(regrets))
+
+
+def _candidates(pairs: list[Pair]) -> list[Config]:
+    return sorted({config for pair in pairs for config in pair.val})
+
+
+def fit_fixed(train: list[Pair]) -> Config:
+    return min(_candidates(train), key=lambda c: (_score([p.regret(c) for p in train]), c))
+
+
+def fit_probe(train: list[Pair], vit_factor: float = 1.0) -> tuple[float, Config, Config]:
+    """Threshold and the configurations at/above and below it, for the smallest (mean, worst) regret."""
+    values = sorted({p.last_over_peak for p in train})
+    # a cut between every two neighbouring values (the midpoint: it favours neither side), and the two ends
+    cuts = [values[0] - 1e-9] + [(a + b) / 2 for a, b in itertools.pairwise(values)] + [values[-1] + 1e-9]
+    configs = _candidates(train)
+
+    def scaled(pair: Pair, config: Config) -> Config:
+        return (config[0] * vit_factor, config[1]) if pair.family == "vit" else config
+
+    best = None
+    for cut in cuts:
+        high = [p for p in train if p.last_over_peak >= cut]
+        low = [p for p in train if p.last_over_peak < cut]
+        pick_high = min(configs, key=lambda c: (_score([p.regret(scaled(p, c)) for p in high] or [0.0]), c))
+        pick_low = min(configs, key=lambda c: (_score([p.regret(scaled(p, c)) for p in low] or [0.0]), c))
+        regrets = [p.regret(scaled(p, pick_high)) for p in high] + [p.regret(scaled(p, pick_low)) for p in low]
+        key = (_score(regrets), abs(cut - statistics.median(values)))
+        if best is None or key < best[0]:
+            best = (key, cut, pick_high, pick_low)
+    return best[1], best[2], best[3]
+
+
+VIT_FACTORS = (1.0, 1 / 3, 1 / 9)
+
+
+def predict(rule: str, train: list[Pair], pair: Pair) -> Config:
+    """The configuration ``rule``, fitted on ``train``, gives ``pair``."""
+    if rule == "fixed":
+        return fit_fixed(train)
+    if rule == "fixed_family":
+        same = [p for p in train if p.family == pair.family]
+        return fit_fixed(same or train)
+    if rule in ("probe", "probe_family"):
+        factors = VIT_FACTORS if rule == "probe_family" and any(p.family == "vit" for p in train) else (1.0,)
+        fits = []
+        for factor in factors:
+            cut, high, low = fit_probe(train, factor)
+            regrets = []
+            for p in train:
+                c = high if p.last_over_peak >= cut else low
+                regrets.append(p.regret((c[0] * factor, c[1]) if p.family == "vit" else c))
+            fits.append((_score(regrets), factor, cut, high, low))
+        _, factor, cut, high, low = min(fits)
+        config = high if pair.last_over_peak >= cut else low
+        return (config[0] * factor, config[1]) if pair.family == "vit" else config
+    raise ValueError(f"Unknown rule {rule!r}; accepted values: {RULES}")
+
+
+RULES = ("fixed", "fixed_family", "probe", "probe_family")
+
+
+def held_out_regrets(pairs: list[Pair], rule: str, holdout: str) -> dict[Pair, float]:
+    """Each pair's regret under ``rule`` fitted without it (``holdout="pair"``) or without its model (``"model"``)."""
+    out = {}
+    for pair in pairs:
+        same_budget = [p for p in pairs if p.budget == pair.budget]
+        if holdout == "pair":
+            train = [p for p in same_budget if (p.model, p.target) != (pair.model, pair.target)]
+        else:
+            train = [p for p in same_budget if p.model != pair.model]
+        out[pair] = pair.regret(predict(rule, train, pair))
+    return out
+
+
+def summary_lines(pairs: list[Pair], holdout: str) -> list[str]:
+    """Markdown: per rule and group (budget, kind, family), the mean and worst held-out regret in points."""
+    regrets = {rule: held_out_regrets(pairs, rule, holdout) for rule in RULES}
+    lines = [
+        f"Held-out ({holdout}) validation regret against the tuned standard, points (mean / worst pair / pairs):",
+        "",
+        "| budget | data | family | " + " | ".join(RULES) + " |",
+        "|---|---|---|" + "---|" * len(RULES),
+    ]
+    groups = sorted({(p.budget, p.kind, p.family) for p in pairs}, key=lambda g: (g[0] != "short", g))
+    for budget, kind, family in groups:
+        members = [p for p in pairs if (p.budget, p.kind, p.family) == (budget, kind, family)]
+        cells = []
+        for rule in RULES:
+            values = [regrets[rule][p] for p in members]
+            cells.append(f"{statistics.fmean(values):.2f} / {max(values):.2f} / {len(values)}")
+        lines.append(f"| {budget} | {kind} | {family} | " + " | ".join(cells) + " |")
+    lines += ["", "Per pair (regret, points):", "", "| pair | budget | last/peak | " + " | ".join(RULES) + " |"]
+    lines.append("|---|---|---|" + "---|" * len(RULES))
+    for p in sorted(pairs, key=lambda p: (p.budget != "short", p.model, p.target)):
+        cells = " | ".join(f"{regrets[rule][p]:.2f}" for rule in RULES)
+        lines.append(f"| {p.model} {p.target} | {p.budget} | {p.last_over_peak:.2f} | {cells} |")
+    return lines
+
+
+def fitted_rule_lines(pairs: list[Pair]) -> list[str]:
+    """The rules fitted on every pair (what a library default would ship), per budget."""
+    lines = []
+    for budget in sorted({p.budget for p in pairs}, key=lambda b: b != "short"):
+        train = [p for p in pairs if p.budget == budget]
+        fixed = fit_fixed(train)
+        lines.append(f"- {budget}: fixed backbone lr {fixed[0]:g}, head lr {fixed[1]:g}")
+        fits = []
+        for factor in VIT_FACTORS:
+            cut, high, low = fit_probe(train, factor)
+            regrets = [
+                p.regret(
+                    ((high if p.last_over_peak >= cut else low)[0] * (factor if p.family == "vit" else 1.0),
+                     (high if p.last_over_peak >= cut else low)[1])
+                )
+                for p in train
+            ]  # fmt: skip
+            fits.append((_score(regrets), factor, cut, high, low))
+        (mean, worst), factor, cut, high, low = min(fits)
+        lines.append(
+            f"- {budget}: probe rule: last/peak >= {cut:.3f} -> backbone lr {high[0]:g}, head lr {high[1]:g}; "
+            f"below -> backbone lr {low[0]:g}, head lr {low[1]:g}; ViT backbone lr x{factor:.3g} "
+            f"(in-sample regret mean {mean:.2f}, worst {worst:.2f})"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.recipe_rule [RESULTS] [--holdout pair|model] [--budget short|long]``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.recipe_rule", description=__doc__.split("\n")[0])
+    parser.add_argument("results", nargs="?", default="benchmarks/results/v2", help="Folder of v2 records.")
+    parser.add_argument("--holdout", choices=("pair", "model"), default="pair", help="What each fit leaves out.")
+    parser.add_argument("--budget", choices=("short", "long"), help="Only this budget (default: both).")
+    args = parser.parse_args(argv)
+    if not Path(args.results).is_dir():
+        print(f"recipe_rule: error: no results folder {args.results!r}", file=sys.stderr)
+        return 2
+    pairs = [p for p in load_pairs(args.results) if args.budget in (None, p.budget)]
+    print("\n".join(summary_lines(pairs, args.holdout) + ["", "Fitted on every pair:", *fitted_rule_lines(pairs)]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__: list[Any] = ["Pair", "RULES", "held_out_regrets", "load_pairs", "main", "predict"]

@@ -1,0 +1,63 @@
+"""The sweep-free learning-rate rule of benchmarks/recipe_rule.py: regret, the fitted threshold, and that a held-out
+pair never informs its own prediction."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from benchmarks.recipe_rule import Pair, fit_probe, held_out_regrets, load_pairs, predict
+
+LRS = (3e-4, 1e-3, 3e-3)
+HEAD = 1e-3
+
+
+def pair(name: str, best_lr: float, ratio: float, family: str = "cnn", target: str = "digits") -> Pair:
+    """A pair whose validation accuracy peaks at ``best_lr`` and falls 10 points per grid step away from it."""
+    val = {(lr, HEAD): 90.0 - 10 * abs(LRS.index(lr) - LRS.index(best_lr)) for lr in LRS}
+    model = f"{'vit' if family == 'vit' else 'cnn'}_{name}"
+    return Pair(model=model, target=target, budget="short", val=val, last_over_peak=ratio)
+
+
+def test_regret_is_the_gap_to_the_best_at_the_nearest_grid_point():
+    p = pair("a", 1e-3, 0.9)
+    assert p.regret((1e-3, HEAD)) == 0.0
+    assert p.regret((3e-3, HEAD)) == 10.0
+    assert p.regret((2.5e-3, HEAD)) == 10.0  # nearest in log space is 3e-3
+    assert p.regret((1e-2, HEAD)) == 10.0  # beyond the grid: its edge
+
+
+def test_the_probe_rule_finds_the_threshold_that_separates_the_two_kinds_of_data():
+    train = [pair(str(i), 3e-3, 0.7 + 0.02 * i) for i in range(4)] + [pair(f"c{i}", 3e-4, 1.0) for i in range(3)]
+    cut, high, low = fit_probe(train)
+    assert 0.76 < cut <= 1.0
+    assert high == (3e-4, HEAD) and low == (3e-3, HEAD)
+    assert predict("probe", train, pair("new", 3e-4, 0.99)) == (3e-4, HEAD)
+    assert predict("fixed", train, pair("new", 3e-4, 0.99)) == (3e-3, HEAD)  # the majority's lr
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    best=st.lists(st.sampled_from(LRS), min_size=4, max_size=7),
+    ratios=st.lists(st.floats(0.5, 1.0), min_size=7, max_size=7),
+    changed=st.sampled_from(LRS),
+    rule=st.sampled_from(("fixed", "probe", "fixed_family", "probe_family")),
+)
+def test_a_held_out_pair_never_informs_its_own_prediction(best, ratios, changed, rule):
+    pairs = [pair(str(i), lr, ratios[i], family="vit" if i == 0 else "cnn") for i, lr in enumerate(best)]
+    target = pairs[1]
+    before = held_out_regrets(pairs, rule, "pair")[target]
+    # the held-out pair's own accuracies change: the configuration chosen for it must not
+    moved = dataclasses.replace(target, val=pair("x", changed, target.last_over_peak).val)
+    others = [p for p in pairs if p is not target]
+    assert predict(rule, others, target) == predict(rule, others, moved)
+    assert before == target.regret(predict(rule, others, target))
+
+
+def test_the_committed_records_give_every_pair_a_probe_feature():
+    pairs = load_pairs("benchmarks/results/v2")
+    assert {(p.model, p.target) for p in pairs if p.budget == "short"} >= {("vit_tiny", "digits")}
+    assert len([p for p in pairs if p.budget == "short"]) == 20
+    assert all(0 < p.last_over_peak <= 1 for p in pairs)
