@@ -278,6 +278,21 @@ def test_paired_differences_have_t_intervals():
         paired_difference({1: 1.0}, {2: 1.0})
 
 
+@settings(max_examples=40, deadline=None)
+@given(diffs=st.lists(st.floats(-50, 50, allow_nan=False).map(lambda v: round(v, 2)), min_size=1, max_size=12))
+def test_a_paired_difference_is_the_interval_of_the_seed_by_seed_differences(diffs):
+    from benchmarks.stats import mean_interval, paired_difference
+
+    control = {seed: 80.0 for seed in range(len(diffs))}
+    treatment = {seed: 80.0 + d for seed, d in enumerate(diffs)}
+    paired, direct = paired_difference(treatment, control), mean_interval([treatment[s] - 80.0 for s in control])
+    assert paired.n == direct.n == len(diffs) and paired.mean == direct.mean
+    assert paired.low == pytest.approx(direct.low, abs=1e-9) and paired.high == pytest.approx(direct.high, abs=1e-9)
+    assert paired.low <= paired.mean <= paired.high
+    if len(set(treatment.values())) == 1:  # equal differences (or one seed): no spread, an interval of zero width
+        assert paired.low == paired.high == paired.mean
+
+
 # ------------------------------------------------------------------------------------------- version 2: the study
 def test_grids_that_end_on_their_best_value_are_extended():
     from benchmarks.study import StudyArm, choose, config_key, edge_extensions
