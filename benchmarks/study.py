@@ -155,7 +155,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     from .data import as_tensors, load_target
     from .models import get_spec, load_model
     from .recipe import Recipe, fine_tune_v2, stratified_split
-    from .runner import calibration_data
+    from .training import calibration_data
 
     torch.set_num_threads(1)
     transformers_logging.disable_progress_bar()  # a loading bar per run would bury the study's own progress bar
