@@ -456,3 +456,20 @@ def test_a_re_confirmed_arm_counts_only_its_last_configuration():
     runs = confirmation_runs(records, "short")
     assert {seed: r["config"] for seed, r in runs["dash"].items()} == {0: "new"}  # seed 1 of "old" no longer counts
     assert set(runs["standard"]) == {0, 1}
+
+
+def test_the_committed_records_were_made_on_the_splits_the_code_makes():
+    """The study's records do not store their split: a change of split (another algorithm, e.g. scikit-learn's
+    `train_test_split`, draws other examples and other per-class counts) would mix old and new data in a resumed
+    study. The split sizes of every committed digits run are the ones the code makes now."""
+    from benchmarks.recipe import stratified_split
+    from benchmarks.study import StudySettings, load_results
+
+    data = load_target("digits", 8)
+    keep, held = stratified_split(as_tensors(data["train"])[1], StudySettings([], []).val_fraction, seed=0)
+    expected = {"train": len(keep), "val": len(held), "test": len(data["test"])}
+    root = Path(__file__).resolve().parents[1] / "benchmarks/results/v2"
+    for path in sorted(root.glob("*__digits.jsonl")):
+        assert {json.dumps(r["n"], sort_keys=True) for r in load_results(path)} == {
+            json.dumps(expected, sort_keys=True)
+        }
