@@ -473,3 +473,39 @@ def test_the_committed_records_were_made_on_the_splits_the_code_makes():
         assert {json.dumps(r["n"], sort_keys=True) for r in load_results(path)} == {
             json.dumps(expected, sort_keys=True)
         }
+
+
+def test_the_benchmark_brings_its_own_requirements_and_the_package_none_of_them():
+    """`pip install hf-plasticity` pulls none of the benchmark's requirements; `make setup` installs them (so `make
+    test` and `make demo` work on a fresh clone), and they cover every third-party module benchmarks/ imports."""
+    import ast
+    import re
+    from importlib.metadata import packages_distributions
+
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    requirements = {
+        re.split(r"[<>=\s#]", line, maxsplit=1)[0].lower()
+        for line in (root / "benchmarks/requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    runtime = {re.split(r"[<>=\[\s]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    assert "bench" not in project["optional-dependencies"] and not requirements & runtime
+    assert "torch" not in requirements  # the Makefile installs torch==2.13.0 first; nothing may pull another
+    setup = (root / "Makefile").read_text().split("\nsetup:")[1].split("\n\n")[0]
+    assert '"torch==2.13.0"' in setup.splitlines()[1] and "-r benchmarks/requirements.txt" in setup
+
+    imported = set()
+    for path in (root / "benchmarks").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    distributions = packages_distributions()
+    third_party = {module for module in imported if module in distributions and module not in {"hf_plasticity"}}
+    provided = requirements | runtime | {"numpy", "filelock", "tqdm"}  # numpy, tqdm: transformers' own requirements
+    missing = {m for m in third_party if not {d.lower() for d in distributions[m]} & provided}
+    assert not missing, f"benchmarks/ imports {missing}: add them to benchmarks/requirements.txt"
