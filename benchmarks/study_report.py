@@ -457,13 +457,17 @@ def write_into_doc(text: str, doc: str | Path) -> Path:
     return doc
 
 
+#: The command line's name (also `python -m benchmarks.study_report`).
+PROG = "python -m benchmarks report"
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.study_report [RESULTS] [--doc DOC]``: prints the tables, writes
     RESULTS/summary.md, once a pair is confirmed RESULTS/differences.png, and with ``--doc`` the tables into DOC."""
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("results", nargs="?", default="benchmarks/results/v2", help="Folder of the JSONL results.")
     parser.add_argument("--doc", help=f"A Markdown file whose tables between {DOC_MARKERS} are replaced.")
     args = parser.parse_args(argv)
