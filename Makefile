@@ -12,7 +12,7 @@ $(BIN)/python:
 
 setup: $(BIN)/python
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/pip install --quiet -e ".[dev]" -r benchmarks/requirements.txt  # the benchmark's own requirements
 
 test: setup
 	$(BIN)/python -m pytest -q

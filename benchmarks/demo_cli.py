@@ -1,4 +1,4 @@
-"""`hf-plasticity demo`: the offline before/after comparison on an atypical target (no arguments needed)."""
+"""`python -m benchmarks demo`: the offline before/after comparison on an atypical target (no arguments needed)."""
 
 from __future__ import annotations
 

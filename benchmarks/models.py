@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .pretrain import FLAT_EPOCHS, FLAT_TOLERANCE, SOURCE_ACC_THRESHOLD, PretrainConfig, check_source_curve
-from .train import find_head
+from .training import find_head
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("HF_PLASTICITY_BENCH_CACHE", "~/.cache/hf_plasticity/bench")).expanduser()
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .train import augment, epoch_order, evaluate, forward_logits
+from .training import augment, batches, epoch_order, evaluate, forward_logits
 
 #: Source test accuracy a small model must reach before the bench reports restore results on it.
 SOURCE_ACC_THRESHOLD = 0.90
@@ -172,7 +172,7 @@ def train_source(
 
     from hf_plasticity import plasticity_param_groups
 
-    images, labels = train
+    labels = train[1]
     steps_per_epoch = math.ceil(len(labels) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     groups = plasticity_param_groups(model, lr=config.lr, weight_decay=config.weight_decay)
@@ -201,17 +201,16 @@ def train_source(
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch + 1_000_000)
         lr = scheduler.get_last_lr()[0]
         total_loss, correct = 0.0, 0
-        for first in range(0, len(order), config.batch_size):
-            idx = order[first : first + config.batch_size]
-            batch = augment(images[idx], generator, config.crop_padding, config.hflip)
+        for batch_images, targets in batches(train, config.batch_size, order):
+            batch = augment(batch_images, generator, config.crop_padding, config.hflip)
             logits = forward_logits(model, batch)
-            loss = F.cross_entropy(logits, labels[idx], label_smoothing=config.label_smoothing)
+            loss = F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total_loss += loss.item() * len(idx)
-            correct += (logits.argmax(-1) == labels[idx]).sum().item()
+            total_loss += loss.item() * len(targets)
+            correct += (logits.argmax(-1) == targets).sum().item()
             if bar is not None:
                 bar.update(1)
         row = {
@@ -306,3 +305,41 @@ def write_json(path: str | os.PathLike, record: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=1, default=str))
     os.replace(tmp, path)
+
+
+def source_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown rows, one per source-pretrained model: parameters, recipe, final source test accuracy, the flatness
+    check, where the curve stopped moving, and the wall time with the threads and the load it ran under."""
+    lines = [
+        "| model | parameters | epochs | lr | final source test acc % | spread of the last epochs (points) | "
+        "plateau from epoch | passed | final val acc % | wall min (threads, 1-min load start-end) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in metrics.items():
+        check = check_source_curve(m["curve"]["test_acc"])
+        load = m["loadavg_1min"]
+        val = m["curve"]["val_acc"][-1]
+        lines.append(
+            f"| {name} | {m['parameters']:,} | {m['recipe']['epochs']} | {m['recipe']['lr']:g} | "
+            f"{100 * check['final']:.1f} | {100 * check['spread']:.1f} | {check['plateau_epoch']} | "
+            f"{'yes' if check['passed'] else 'NO'} | {'n/a' if val is None else f'{100 * val:.1f}'} | "
+            f"{m['wall_seconds'] / 60:.1f} ({m['threads']}, {load['start']:.1f}-{load['end']:.1f}) |"
+        )
+    return lines
+
+
+def write_source_report(metrics: dict[str, dict[str, Any]], output_dir: str | os.PathLike) -> Path:
+    """Write `source_pretraining.md` (the table of [`source_table`]), `source_pretraining.json` (every model's
+    recorded metrics and curve, without the weights) and `source_curves.png` into `output_dir`.
+
+    Returns:
+        `Path` of `source_pretraining.md`.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_json(output_dir / "source_pretraining.json", metrics)
+    curves = {name: m["curve"] for name, m in metrics.items()}
+    plot_source_curve(curves, output_dir / "source_curves.png", title="source pretraining (shapes)")
+    md = output_dir / "source_pretraining.md"
+    md.write_text("\n".join(source_table(metrics)) + "\n")
+    return md

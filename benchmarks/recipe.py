@@ -8,6 +8,7 @@ read only by the confirmation runs of the configuration validation chose (tuning
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -16,9 +17,7 @@ from torch import nn
 
 from hf_plasticity.core.data import model_device_dtype
 
-from .train import augment, epoch_order, evaluate, forward_logits
-
-Split = tuple[torch.Tensor, torch.Tensor]
+from .training import Split, augment, batches, epoch_order, evaluate, forward_logits
 
 
 @dataclass
@@ -77,14 +76,32 @@ def optimizer_for(model: nn.Module, recipe: Recipe) -> torch.optim.AdamW:
 
 
 def fine_tune_v2(
-    model: nn.Module, train: Split, val: Split, test: Split | None, recipe: Recipe
+    model: nn.Module,
+    train: Split,
+    val: Split | None,
+    test: Split | None,
+    recipe: Recipe,
+    on_epoch: Callable[[int, dict[str, list[float]]], None] | None = None,
 ) -> dict[str, list[float] | None]:
-    """Fine-tunes ``model`` with ``recipe``; returns per epoch the validation and test accuracy, the training loss and
-    the training time. With ``test=None`` (tuning runs) the test split is never read and ``test_acc`` is None."""
+    """Fine-tunes ``model`` with ``recipe``: the benchmark's one fine-tuning loop (the study's runs and the demo).
+
+    Args:
+        model (`nn.Module`): a transformers image classifier or a plain module returning logits.
+        train (`Split`): training ``(pixel_values, labels)``; they stay on the CPU (the same random draws on any
+            device), each batch goes to the model's device.
+        val (`Split`, *optional*): the split choices are made on, evaluated after every epoch (None: not evaluated).
+        test (`Split`, *optional*): evaluated after every epoch; tuning runs pass None, so it is never read.
+        recipe ([`Recipe`]): the configuration.
+        on_epoch (`Callable`, *optional*): called after every epoch with the epoch (1-based) and the history so far.
+
+    Returns:
+        `dict`: per epoch ``val_acc`` and ``test_acc`` (None for a split not given), ``train_loss`` and
+        ``epoch_seconds`` (training time only).
+    """
     from transformers import get_cosine_schedule_with_warmup
 
     torch.manual_seed(recipe.seed)
-    images, labels = train  # stay on the CPU (the same random draws on any device); each batch goes to the model's
+    labels = train[1]
     device, _ = model_device_dtype(model)
     optimizer = optimizer_for(model, recipe)
     steps = recipe.epochs * -(-len(labels) // recipe.batch_size)
@@ -93,23 +110,27 @@ def fine_tune_v2(
     history: dict[str, list[float]] = {"val_acc": [], "test_acc": [], "train_loss": [], "epoch_seconds": []}
     for epoch in range(recipe.epochs):
         model.train()
-        order = epoch_order(len(labels), recipe.seed, epoch)
         start, total = time.perf_counter(), 0.0
-        for first in range(0, len(order), recipe.batch_size):
-            idx = order[first : first + recipe.batch_size]
-            batch = augment(images[idx], generator, recipe.shift, hflip=False, padding_mode="reflect")
-            loss = F.cross_entropy(forward_logits(model, batch.to(device)), labels[idx].to(device))
+        for images, targets in batches(train, recipe.batch_size, epoch_order(len(labels), recipe.seed, epoch)):
+            batch = augment(images, generator, recipe.shift, hflip=False, padding_mode="reflect")
+            loss = F.cross_entropy(forward_logits(model, batch.to(device)), targets.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += loss.item() * len(idx)
+            total += loss.item() * len(targets)
         history["epoch_seconds"].append(time.perf_counter() - start)
         history["train_loss"].append(total / max(len(labels), 1))
-        history["val_acc"].append(evaluate(model, *val))
-        if test is not None:
-            history["test_acc"].append(evaluate(model, *test))
-    return {**history, "test_acc": history["test_acc"] if test is not None else None}
+        for name, split in (("val_acc", val), ("test_acc", test)):
+            if split is not None:
+                history[name].append(evaluate(model, *split))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, history)
+    return {
+        **history,
+        "val_acc": history["val_acc"] if val is not None else None,
+        "test_acc": history["test_acc"] if test is not None else None,
+    }
 
 
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

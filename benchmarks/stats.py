@@ -7,9 +7,12 @@ seed-to-seed variation that both arms share.
 
 from __future__ import annotations
 
-import math
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 from scipy import stats as scipy_stats
 
 
@@ -41,7 +44,8 @@ class Interval:
 
 
 def mean_interval(values: list[float], confidence: float = 0.95) -> Interval:
-    """The mean of ``values`` with its t confidence interval (a single value gets an interval of zero width).
+    """The mean of ``values`` with its t confidence interval (`scipy.stats.ttest_1samp`'s; a single value, or values
+    that are all equal, get an interval of zero width).
 
     Example:
 
@@ -54,17 +58,12 @@ def mean_interval(values: list[float], confidence: float = 0.95) -> Interval:
     """
     if not values:
         raise ValueError("No values to summarize.")
-    n = len(values)
-    mean = sum(values) / n
-    if n == 1:
-        return Interval(mean, mean, mean, 1, 0.0)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = scipy_stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n, std)
+    return _interval(np.asarray(values, dtype=float), lambda: scipy_stats.ttest_1samp(values, 0.0), confidence)
 
 
 def paired_difference(treatment: dict[int, float], control: dict[int, float], confidence: float = 0.95) -> Interval:
-    """The mean of ``treatment[seed] - control[seed]`` over the seeds both have, with its t confidence interval.
+    """The mean of ``treatment[seed] - control[seed]`` over the seeds both have, with the t confidence interval of a
+    paired test (`scipy.stats.ttest_rel`).
 
     Raises:
         ValueError: when the two share no seed.
@@ -72,4 +71,17 @@ def paired_difference(treatment: dict[int, float], control: dict[int, float], co
     seeds = sorted(set(treatment) & set(control))
     if not seeds:
         raise ValueError("The two arms share no seed: a paired difference needs the same seeds.")
-    return mean_interval([treatment[s] - control[s] for s in seeds], confidence)
+    a, b = [treatment[s] for s in seeds], [control[s] for s in seeds]
+    return _interval(np.subtract(a, b), lambda: scipy_stats.ttest_rel(a, b), confidence)
+
+
+def _interval(values: np.ndarray, test: Callable[[], Any], confidence: float) -> Interval:
+    """The `Interval` of ``values``: their mean (summed in order, as the committed tables were computed), and the
+    confidence interval of the t-test ``test`` runs on them."""
+    mean = sum(values.tolist()) / len(values)
+    if len(values) == 1:
+        return Interval(mean, mean, mean, 1, 0.0)
+    with warnings.catch_warnings():  # equal values: scipy warns about their zero variance, the interval is the mean
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = test().confidence_interval(confidence)
+    return Interval(mean, float(low), float(high), len(values), float(np.std(values, ddof=1)))

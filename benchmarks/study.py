@@ -155,7 +155,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     from .data import as_tensors, load_target
     from .models import get_spec, load_model
     from .recipe import Recipe, fine_tune_v2, stratified_split
-    from .runner import calibration_data
+    from .training import calibration_data
 
     torch.set_num_threads(1)
     transformers_logging.disable_progress_bar()  # a loading bar per run would bury the study's own progress bar
@@ -384,11 +384,15 @@ def _execute(tasks, records, path, pool, counts, progress, label, tqdm) -> None:
     bar.close()
 
 
+#: The command line's name (also `python -m benchmarks.study`).
+PROG = "python -m benchmarks study"
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.study --models ... --targets ...``: runs (or resumes) a study."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", required=True, help="Bench model names.")
     parser.add_argument("--targets", nargs="+", required=True, help="Bench target names.")
     parser.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), help=f"Arms of {list(ARMS)}.")

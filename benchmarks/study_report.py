@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from .pretrain import save_figure
-from .report import first_epoch_reaching
 from .stats import mean_interval, paired_difference
 from .study import LRS, load_results, mean_final_val
 
@@ -25,6 +24,14 @@ Row = dict[str, Any]
 
 def _by(records: list[Row], **match: Any) -> list[Row]:
     return [r for r in records if all(r[k] == v for k, v in match.items())]
+
+
+def first_epoch_reaching(curve: list[float], level: float) -> int | None:
+    """1-based epoch at which `curve` first reaches `level` (a tolerance of 1e-9 for ties), or None."""
+    for epoch, acc in enumerate(curve, start=1):
+        if acc >= level - 1e-9:
+            return epoch
+    return None
 
 
 def result_files(results: str | Path) -> Iterator[tuple[str, str, list[Row]]]:
@@ -450,13 +457,17 @@ def write_into_doc(text: str, doc: str | Path) -> Path:
     return doc
 
 
+#: The command line's name (also `python -m benchmarks.study_report`).
+PROG = "python -m benchmarks report"
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.study_report [RESULTS] [--doc DOC]``: prints the tables, writes
     RESULTS/summary.md, once a pair is confirmed RESULTS/differences.png, and with ``--doc`` the tables into DOC."""
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("results", nargs="?", default="benchmarks/results/v2", help="Folder of the JSONL results.")
     parser.add_argument("--doc", help=f"A Markdown file whose tables between {DOC_MARKERS} are replaced.")
     args = parser.parse_args(argv)

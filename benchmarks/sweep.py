@@ -48,15 +48,19 @@ def sweep_learning_rates(
 
     Returns:
         `list[dict]`: per lr, `model`, `lr`, `epochs`, `final_val_acc`, `best_val_acc`, `curve`, `wall_seconds`.
+
+    Raises:
+        `ValueError`: an unknown model, no learning rate, or a learning rate or epoch count the recipe refuses (not a
+            finite number > 0, not an integer >= 1), before anything is written.
     """
     if not lrs:
         raise ValueError("sweep_learning_rates needs at least one learning rate.")
     base = pretrain_recipe(name, pretrain)
+    recipes = [dataclasses.replace(base, lr=lr, epochs=epochs) for lr in lrs]  # a bad value is refused here, first
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for lr in lrs:
-        recipe = dataclasses.replace(base, lr=lr, epochs=epochs)
+    for lr, recipe in zip(lrs, recipes):
         run = _run_name(name, recipe)
         path = out / f"{run}.json"
         if path.exists():

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 export HF_HUB_OFFLINE=1
 COMMON=(--threads 1 --no-progress --output bench_runs/source_sweep)
-"$BIN/hf-plasticity" bench --sweep-lrs 3e-4 1e-3 3e-3 --sweep-epochs 15 --models resnet_tiny convnext_tiny vit_tiny \
-  "${COMMON[@]}" "$@"
-"$BIN/hf-plasticity" bench --sweep-lrs 1e-2 --sweep-epochs 15 --models resnet_tiny "${COMMON[@]}" "$@"
-"$BIN/hf-plasticity" bench --sweep-lrs 3e-4 1e-3 --sweep-epochs 40 --models vit_tiny "${COMMON[@]}" "$@"
+sweep() { "$BIN/python" -m benchmarks sweep "${COMMON[@]}" "$@"; }
+sweep --lrs 3e-4 1e-3 3e-3 --epochs 15 --models resnet_tiny convnext_tiny vit_tiny "$@"
+sweep --lrs 1e-2 --epochs 15 --models resnet_tiny "$@"
+sweep --lrs 3e-4 1e-3 --epochs 40 --models vit_tiny "$@"

@@ -11,34 +11,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks import arms as arms_module
-from benchmarks.arms import Arm, get_arms
 from benchmarks.data import PHOTO_SPLIT_COLOURS, as_tensors, load_target, photo_crop_box
 from benchmarks.demo import DemoSettings, run_demo
 from benchmarks.models import PretrainConfig, load_model, pretrain_source_model
-from benchmarks.report import aggregate, first_epoch_reaching, overview_table, write_report
-from benchmarks.runner import BenchSettings, load_runs, run_benchmark, runs_dir
-from benchmarks.train import find_head
+from benchmarks.study_report import first_epoch_reaching
+from benchmarks.training import batches, calibration_data, epoch_order, find_head
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def micro_settings(output_dir, **overrides) -> BenchSettings:
-    values = dict(
-        models=["efficientnet_lite0"],
-        targets=["digits"],
-        arms=["standard", "reinit_layers_k1"],
-        backbone_lrs=[1e-3],
-        seeds=1,
-        epochs=1,
-        max_train=64,
-        max_test=64,
-        image_size=32,
-        calibration_batches=1,
-        output_dir=str(output_dir),
-    )
-    values.update(overrides)
-    return BenchSettings(**values)
 
 
 @pytest.mark.parametrize("name", ["digits", "textures", "spectrograms", "photos", "shapes_ctrl"])
@@ -90,42 +69,36 @@ def test_efficientnet_lite_loads_imagenet_weights_and_a_seeded_head(name, blocks
         load_efficientnet_lite("lite9", 10)
 
 
-def test_unknown_target_and_arm_are_named():
+def test_unknown_target_is_named():
     with pytest.raises(ValueError, match="digits"):
         load_target("mnist", 16)
-    with pytest.raises(ValueError, match="standard"):
-        get_arms(["no_such_arm"])
 
 
-def test_first_epoch_reaching_and_aggregate():
+def test_first_epoch_reaching():
     assert first_epoch_reaching([0.1, 0.5, 0.9], 0.5) == 2
     assert first_epoch_reaching([0.1, 0.2], 0.5) is None
-    base = dict(model="m", target="t", backbone_lr=1e-3, restore_cost_epochs=0.0, wall_seconds=1.0)
-    runs = [
-        {
-            **base,
-            "arm": "standard",
-            "seed": s,
-            "test_acc": c,
-            "final_acc": c[-1],
-            "best_acc": max(c),
-            "auc": sum(c) / 3,
-        }
-        for s, c in enumerate([[0.2, 0.4, 0.6], [0.2, 0.5, 0.8]])
-    ] + [
-        {**base, "arm": "x", "seed": s, "test_acc": c, "final_acc": c[-1], "best_acc": max(c), "auc": sum(c) / 3}
-        for s, c in enumerate([[0.75, 0.8, 0.9], [0.5, 0.6, 0.65]])
-    ]
-    summaries = {s["arm"]: s for s in aggregate(runs)}
-    assert summaries["standard"]["final"][0] == pytest.approx(0.7)
-    # The baseline's mean final accuracy (0.7) is reached at epoch 1 by seed 0 and never by seed 1.
-    assert summaries["x"]["to_base_reached"] == 1 and summaries["x"]["to_base"][0] == 1.0
-    assert summaries["x"]["ep1"][0] == pytest.approx(0.625)
-    slower = [{**r, "backbone_lr": 1e-4, "final_acc": r["final_acc"] - 0.1} for r in runs]
-    table = overview_table(aggregate(runs + slower))  # each arm at its best lr (1e-3); sample std
-    assert table[0] == "| model | target | standard | x |"
-    assert table[2] == "| m | t | 70.0 ± 14.1 (2) @ 0.001 | 77.5 ± 17.7 (2) @ 0.001 |"
-    assert overview_table(aggregate(runs + slower), 1e-4)[2] == "| m | t | 60.0 ± 14.1 (2) | 67.5 ± 17.7 (2) |"
+    assert first_epoch_reaching([0.3, 0.7], 0.7 + 1e-10) == 2  # a tie within the tolerance counts
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 70), batch_size=st.integers(1, 32), seed=st.integers(0, 1000), epoch=st.integers(-1, 20))
+def test_the_dataloader_batches_are_the_hand_sliced_order_and_draw_nothing_from_torch(n, batch_size, seed, epoch):
+    images, labels = torch.randn(n, 3, 2, 2), torch.arange(n)
+    order = epoch_order(n, seed, epoch)
+    torch.manual_seed(7)
+    got = list(batches((images, labels), batch_size, order))
+    after = torch.rand(3)  # the global generator seeds the head, the restore and dropout: untouched by the loader
+    torch.manual_seed(7)
+    assert torch.equal(after, torch.rand(3))
+    expected = [order[first : first + batch_size] for first in range(0, n, batch_size)]
+    assert len(got) == len(expected)
+    for (batch, batch_labels), idx in zip(got, expected):
+        assert torch.equal(batch, images[idx]) and torch.equal(batch_labels, labels[idx])
+    in_order = [batch_labels for _, batch_labels in batches((images, labels), batch_size)]
+    assert torch.equal(torch.cat(in_order), labels)
+    calibration = calibration_data((images, labels), 2, batch_size, seed)  # the first batches of the order of epoch -1
+    first = epoch_order(n, seed, -1)[: 2 * batch_size]
+    assert torch.equal(torch.cat([b["labels"] for b in calibration]), first) and len(calibration) <= 2
 
 
 def test_demo_tiny_writes_table_json_and_plot(tmp_path):
@@ -138,46 +111,6 @@ def test_demo_tiny_writes_table_json_and_plot(tmp_path):
     assert len(saved["standard"]["test_acc"]) == 2 and len(saved["restored"]["test_acc"]) == 2
     assert result["restored"]["report"]["strategy"] == saved["settings"]["strategy"]
     assert result["restored"]["restore_seconds"] > 0 and result["standard"]["restore_seconds"] == 0
-
-
-def test_bench_micro_writes_json_resumes_and_reports(tmp_path):
-    settings = micro_settings(tmp_path)
-    counts = run_benchmark(settings, progress=False)
-    assert counts == {"planned": 2, "done": 2, "skipped": 0, "unavailable": 0}
-    files = sorted(runs_dir(tmp_path).glob("*.json"))
-    assert len(files) == 2
-    mtimes = [f.stat().st_mtime_ns for f in files]
-    runs = {r["arm"]: r for r in load_runs(tmp_path)}
-    assert runs["standard"]["report"] is None and runs["standard"]["restore_seconds"] == 0
-    assert runs["reinit_layers_k1"]["report"]["strategy"] == "reinit_layers"
-    assert runs["reinit_layers_k1"]["restore_cost_epochs"] > 0
-    for run in runs.values():
-        assert len(run["test_acc"]) == 1 and 0.0 <= run["final_acc"] <= 1.0
-        assert run["n_train"] == 64 and run["image_size"] == 32
-
-    again = run_benchmark(settings, progress=False)
-    assert again == {"planned": 2, "done": 0, "skipped": 2, "unavailable": 0}
-    assert [f.stat().st_mtime_ns for f in files] == mtimes
-
-    summary = write_report(tmp_path).read_text()
-    assert "### efficientnet_lite0 on digits" in summary
-    assert "| standard | 0.001 |" in summary and "| reinit_layers_k1 | 0.001 |" in summary
-    assert (tmp_path / "curves_efficientnet_lite0_digits.png").read_bytes()[:8] == PNG_MAGIC
-
-
-def test_bench_skips_unavailable_strategy(tmp_path, monkeypatch):
-    monkeypatch.setitem(arms_module.ARMS, "bogus", Arm("bogus", "no_such_strategy"))
-    counts = run_benchmark(micro_settings(tmp_path, arms=["standard", "bogus"]), progress=False)
-    assert counts["done"] == 1 and counts["unavailable"] == 1
-    assert [r["arm"] for r in load_runs(tmp_path)] == ["standard"]
-
-
-def test_same_seed_same_run(tmp_path):
-    first = run_benchmark(micro_settings(tmp_path / "a", arms=["standard"]), progress=False)
-    second = run_benchmark(micro_settings(tmp_path / "b", arms=["standard"]), progress=False)
-    assert first["done"] == second["done"] == 1
-    (a,), (b,) = load_runs(tmp_path / "a"), load_runs(tmp_path / "b")
-    assert a["test_acc"] == b["test_acc"] and a["train_loss"] == b["train_loss"]
 
 
 def test_tiny_transformers_model_is_pretrained_once_and_gets_a_new_head(tmp_path):
@@ -204,62 +137,18 @@ def test_cli_commands_run_at_micro_size(tmp_path, capsys):
     from benchmarks.__main__ import main
 
     assert main(["demo", "--tiny", "--output", str(tmp_path / "demo")]) == 0
-    assert (tmp_path / "demo" / "learning_curves.png").exists()
-    bench_args = ["bench", "--models", "efficientnet_lite0", "--targets", "digits", "--arms", "standard"]
-    bench_args += ["--seeds", "1", "--epochs", "1", "--max-train", "32", "--max-test", "32", "--image-size", "32"]
-    bench_args += ["--backbone-lrs", "1e-3", "--output", str(tmp_path / "bench"), "--no-progress"]
-    assert main(bench_args) == 0
-    assert "1 runs done" in capsys.readouterr().out
-    assert (tmp_path / "bench" / "summary.md").exists()
+    assert (tmp_path / "demo" / "learning_curves.png").read_bytes()[:8] == PNG_MAGIC
+    assert main(["report", str(tmp_path / "missing")]) == 2  # `report` is `python -m benchmarks.study_report`
+    assert "No results folder" in capsys.readouterr().err
+    assert main([]) == 2
+    listed = capsys.readouterr().out
+    assert all(f" {command} " in listed for command in ("demo", "study", "report", "pretrain", "sweep"))
 
 
 @pytest.mark.slow
 def test_full_demo_shows_faster_convergence(tmp_path):
     result = run_demo(DemoSettings(output_dir=str(tmp_path)), log=None)
     assert result["restored"]["final_acc"] >= result["standard"]["final_acc"]
-
-
-def test_recalibrate_batchnorm_touches_only_named_modules():
-    from torch import nn
-
-    from benchmarks.train import recalibrate_batchnorm
-
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=0.01), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
-    params = {k: v.clone() for k, v in model.named_parameters()}
-    batches = [{"pixel_values": torch.randn(8, 3, 6, 6) * 3 + 2} for _ in range(2)]
-    assert recalibrate_batchnorm(model, batches, ["1"]) == ["1"]
-    assert not torch.equal(model[1].running_mean, torch.zeros(4)) and model[1].momentum == 0.01
-    assert torch.equal(model[3].running_mean, torch.zeros(4)) and torch.equal(model[3].running_var, torch.ones(4))
-    assert all(torch.equal(params[k], v) for k, v in model.named_parameters())
-    assert model.training
-
-
-def test_adabn_baseline_arm_has_no_report_but_a_cost(tmp_path):
-    counts = run_benchmark(micro_settings(tmp_path, arms=["standard_adabn"]), progress=False)
-    assert counts["done"] == 2
-    run = next(r for r in load_runs(tmp_path) if r["arm"] == "standard_adabn")
-    assert run["report"] is None and run["restore_seconds"] > 0 and run["recalibrate_bn"] is True
-
-
-def test_the_bench_trains_redrawn_blocks_at_the_arm_reinit_lr(tmp_path):
-    from benchmarks.train import FineTuneConfig, make_optimizer
-    from hf_plasticity import prepare_pretrained
-
-    from .models import build
-
-    model = build("resnet")
-    prepare_pretrained(model, ARMS_WITH_RLR.build_config(seed=0))
-    recipe = FineTuneConfig(backbone_lr=1e-4, head_lr=1e-3, reinit_lr=ARMS_WITH_RLR.reinit_lr)
-    optimizer = make_optimizer(recipe, model)
-    rates = {g["name"]: g["lr"] for g in optimizer.param_groups}
-    assert rates["redrawn"] == 1e-3 and rates["backbone"] == 1e-4 and rates["head"] == 1e-3
-    run_benchmark(micro_settings(tmp_path, arms=["standard", ARMS_WITH_RLR.name]), progress=False)
-    runs = load_runs(tmp_path)
-    assert {r["arm"]: r["reinit_lr"] for r in runs} == {"standard": None, ARMS_WITH_RLR.name: 1e-3}
-
-
-ARMS_WITH_RLR = arms_module.ARMS["reinit_layers_k1_rlr1e-3"]
 
 
 def test_paired_differences_have_t_intervals():
@@ -276,6 +165,21 @@ def test_paired_differences_have_t_intervals():
     assert paired.n == 3 and paired.mean == pytest.approx((1 + 1 + 1.5) / 3) and paired.excludes_zero
     with pytest.raises(ValueError, match="share no seed"):
         paired_difference({1: 1.0}, {2: 1.0})
+
+
+@settings(max_examples=40, deadline=None)
+@given(diffs=st.lists(st.floats(-50, 50, allow_nan=False).map(lambda v: round(v, 2)), min_size=1, max_size=12))
+def test_a_paired_difference_is_the_interval_of_the_seed_by_seed_differences(diffs):
+    from benchmarks.stats import mean_interval, paired_difference
+
+    control = {seed: 80.0 for seed in range(len(diffs))}
+    treatment = {seed: 80.0 + d for seed, d in enumerate(diffs)}
+    paired, direct = paired_difference(treatment, control), mean_interval([treatment[s] - 80.0 for s in control])
+    assert paired.n == direct.n == len(diffs) and paired.mean == direct.mean
+    assert paired.low == pytest.approx(direct.low, abs=1e-9) and paired.high == pytest.approx(direct.high, abs=1e-9)
+    assert paired.low <= paired.mean <= paired.high
+    if len(set(treatment.values())) == 1:  # equal differences (or one seed): no spread, an interval of zero width
+        assert paired.low == paired.high == paired.mean
 
 
 # ------------------------------------------------------------------------------------------- version 2: the study
@@ -552,3 +456,56 @@ def test_a_re_confirmed_arm_counts_only_its_last_configuration():
     runs = confirmation_runs(records, "short")
     assert {seed: r["config"] for seed, r in runs["dash"].items()} == {0: "new"}  # seed 1 of "old" no longer counts
     assert set(runs["standard"]) == {0, 1}
+
+
+def test_the_committed_records_were_made_on_the_splits_the_code_makes():
+    """The study's records do not store their split: a change of split (another algorithm, e.g. scikit-learn's
+    `train_test_split`, draws other examples and other per-class counts) would mix old and new data in a resumed
+    study. The split sizes of every committed digits run are the ones the code makes now."""
+    from benchmarks.recipe import stratified_split
+    from benchmarks.study import StudySettings, load_results
+
+    data = load_target("digits", 8)
+    keep, held = stratified_split(as_tensors(data["train"])[1], StudySettings([], []).val_fraction, seed=0)
+    expected = {"train": len(keep), "val": len(held), "test": len(data["test"])}
+    root = Path(__file__).resolve().parents[1] / "benchmarks/results/v2"
+    for path in sorted(root.glob("*__digits.jsonl")):
+        assert {json.dumps(r["n"], sort_keys=True) for r in load_results(path)} == {
+            json.dumps(expected, sort_keys=True)
+        }
+
+
+def test_the_benchmark_brings_its_own_requirements_and_the_package_none_of_them():
+    """`pip install hf-plasticity` pulls none of the benchmark's requirements; `make setup` installs them (so `make
+    test` and `make demo` work on a fresh clone), and they cover every third-party module benchmarks/ imports."""
+    import ast
+    import re
+    from importlib.metadata import packages_distributions
+
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    requirements = {
+        re.split(r"[<>=\s#]", line, maxsplit=1)[0].lower()
+        for line in (root / "benchmarks/requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    runtime = {re.split(r"[<>=\[\s]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    assert "bench" not in project["optional-dependencies"] and not requirements & runtime
+    assert "torch" not in requirements  # the Makefile installs torch==2.13.0 first; nothing may pull another
+    setup = (root / "Makefile").read_text().split("\nsetup:")[1].split("\n\n")[0]
+    assert '"torch==2.13.0"' in setup.splitlines()[1] and "-r benchmarks/requirements.txt" in setup
+
+    imported = set()
+    for path in (root / "benchmarks").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    distributions = packages_distributions()
+    third_party = {module for module in imported if module in distributions and module not in {"hf_plasticity"}}
+    provided = requirements | runtime | {"numpy", "filelock", "tqdm"}  # numpy, tqdm: transformers' own requirements
+    missing = {m for m in third_party if not {d.lower() for d in distributions[m]} & provided}
+    assert not missing, f"benchmarks/ imports {missing}: add them to benchmarks/requirements.txt"

@@ -27,14 +27,10 @@ from benchmarks.pretrain import (
     FLAT_EPOCHS,
     SOURCE_ACC_THRESHOLD,
     PretrainConfig,
-    augment,
     check_source_curve,
     train_source,
 )
-from benchmarks.report import screen_runs, write_report
-from benchmarks.runner import BenchSettings, load_runs, run_benchmark, runs_dir
-
-from .test_bench_smoke import micro_settings
+from benchmarks.training import augment
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -71,17 +67,6 @@ def fake_cache_entry(cache_dir, name: str, test_acc: list[float], with_model: bo
     return path
 
 
-def small_settings(tmp_path, model: str) -> BenchSettings:
-    return micro_settings(
-        tmp_path / "bench",
-        models=[model],
-        image_size=None,
-        max_train=32,
-        max_test=32,
-        cache_dir=str(tmp_path / "cache"),
-    )
-
-
 def test_check_source_curve_needs_the_threshold_and_flat_last_epochs():
     passing = check_source_curve([0.5, 0.93, 0.935, 0.94])
     assert passing["passed"] and passing["plateau_epoch"] == 2
@@ -93,53 +78,10 @@ def test_check_source_curve_needs_the_threshold_and_flat_last_epochs():
     assert check_source_curve([0.9] * FLAT_EPOCHS)["threshold"] == SOURCE_ACC_THRESHOLD
 
 
-def test_runner_refuses_an_undertrained_source_model(tmp_path):
-    fake_cache_entry(tmp_path / "cache", "convnext_tiny", [0.50, 0.57, 0.585])
-    settings = small_settings(tmp_path, "convnext_tiny")
-    with pytest.raises(UnderTrainedSourceError, match=r"convnext_tiny: source test accuracy 58\.5% .*threshold 90%"):
-        run_benchmark(settings, progress=False)
-    assert not list(runs_dir(settings.output_dir).glob("*.json"))
-
-
 def test_a_source_model_that_is_still_rising_is_refused(tmp_path):
     fake_cache_entry(tmp_path / "cache", "vit_tiny", [0.70, 0.86, 0.91])
     with pytest.raises(UnderTrainedSourceError, match=r"vit_tiny: the last 3 epochs are not flat"):
         require_pretrained_source("vit_tiny", tmp_path / "cache")
-
-
-def test_runner_records_a_passing_source_check_and_the_report_keeps_it(tmp_path):
-    fake_cache_entry(tmp_path / "cache", "resnet_tiny", [0.95, 0.96, 0.962, 0.961], with_model=True)
-    settings = small_settings(tmp_path, "resnet_tiny")
-    counts = run_benchmark(settings, progress=False)
-    assert counts["done"] == 2
-    runs = load_runs(settings.output_dir)
-    assert all(r["source"]["passed"] and r["source"]["final"] == 0.961 for r in runs)
-    assert all(r["source"]["cache"] == settings.source_cache("resnet_tiny") for r in runs)
-    summary = write_report(settings.output_dir).read_text()
-    assert "Refused" not in summary and "### resnet_tiny on digits" in summary
-
-
-def test_report_refuses_runs_without_a_passing_source_check(tmp_path):
-    runs = runs_dir(tmp_path)
-    runs.mkdir(parents=True)
-    base = dict(target="digits", backbone_lr=1e-3, seed=0, restore_cost_epochs=0.0, wall_seconds=1.0)
-    curve = [0.5, 0.6]
-    records = {
-        "old_convnext": {"model": "convnext_tiny", "arm": "standard"},  # from before the check: no source record
-        "low_vit": {"model": "vit_tiny", "arm": "reinit_layers_k1", "source": {"test_acc": [0.14, 0.136, 0.136]}},
-        "effnet": {"model": "efficientnet_lite0", "arm": "standard"},  # published weights: exempt
-    }
-    for name, record in records.items():
-        full = {**base, **record, "test_acc": curve, "final_acc": 0.6, "best_acc": 0.6, "auc": 0.55}
-        (runs / f"{name}.json").write_text(json.dumps(full))
-    accepted, refused = screen_runs(load_runs(tmp_path))
-    assert [r["model"] for r in accepted] == ["efficientnet_lite0"]
-    assert set(refused) == {"convnext_tiny", "vit_tiny"}
-    assert "13.6% is below the threshold 90%" in refused["vit_tiny"]
-    summary = write_report(tmp_path).read_text()
-    assert "Refused" in summary and "no source check" in summary
-    assert "### efficientnet_lite0 on digits" in summary
-    assert "### vit_tiny" not in summary and "### convnext_tiny" not in summary
 
 
 def test_augment_is_seeded_and_shapes_are_kept():
@@ -214,12 +156,12 @@ def test_pretrained_source_model_saves_curve_plot_and_check(tmp_path):
         load_model("resnet_tiny", 3, cache_dir=tmp_path, pretrain=recipe)  # every harness loads through this
 
 
-def test_cli_pretrain_only_reports_and_fails_on_an_undertrained_model(tmp_path, capsys):
+def test_cli_pretrain_reports_and_fails_on_an_undertrained_model(tmp_path, capsys):
     from benchmarks.__main__ import main
 
     fake_cache_entry(tmp_path, "resnet_tiny", [0.955, 0.96, 0.962], with_model=True)
     fake_cache_entry(tmp_path, "convnext_tiny", [0.5, 0.57, 0.585], with_model=True)
-    args = ["bench", "--pretrain-only", "--cache-dir", str(tmp_path), "--no-progress", "--output", str(tmp_path / "o")]
+    args = ["pretrain", "--cache-dir", str(tmp_path), "--no-progress", "--output", str(tmp_path / "o")]
     assert main([*args, "--models", "resnet_tiny"]) == 0
     assert f"| resnet_tiny | 1 | {PRETRAIN_RECIPES['resnet_tiny'].epochs} |" in capsys.readouterr().out
     assert (tmp_path / "o" / "source_curves.png").read_bytes()[:8] == PNG_MAGIC
@@ -228,8 +170,35 @@ def test_cli_pretrain_only_reports_and_fails_on_an_undertrained_model(tmp_path, 
     assert main([*args, "--models", "resnet_tiny", "convnext_tiny"]) == 1
     out = capsys.readouterr().out
     assert "under-trained: convnext_tiny: source test accuracy 58.5%" in out
-    assert main([*args, "--models", "efficientnet_lite0"]) == 2
-    assert "take models pretrained here; accepted values" in capsys.readouterr().err
+
+
+def test_pretrain_and_sweep_refuse_bad_input_with_one_line_and_write_nothing(tmp_path, capsys, monkeypatch):
+    from benchmarks.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    cases = {
+        "--models takes the models pretrained here, not ['efficientnet_lite0']; accepted values: ['vit_tiny'": [
+            "pretrain", "--models", "efficientnet_lite0"],
+        "`--epochs` must be a positive integer or None, got 0": ["pretrain", "--epochs", "0"],
+        "`--threads` must be a positive integer, got 0": ["pretrain", "--threads", "0"],
+        "`--lrs` must be a finite number > 0, got nan": ["sweep", "--lrs", "1e-3", "nan"],  # issue 29
+        "`--lrs` must be a finite number > 0, got -0.001": ["sweep", "--lrs=-1e-3"],
+        "`--epochs` must be a positive integer, got 0": ["sweep", "--lrs", "1e-3", "--epochs", "0"],
+        "--models takes the models pretrained here, not ['nope']": ["sweep", "--lrs", "1e-3", "--models", "nope"],
+    }  # fmt: skip
+    for expected, argv in cases.items():
+        assert main(argv) == 2, expected
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and expected in lines[0], (expected, lines)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sweep_refuses_a_bad_learning_rate_before_creating_its_folder(tmp_path):
+    from benchmarks.sweep import sweep_learning_rates
+
+    with pytest.raises(ValueError, match="lr must be a finite number > 0, got nan"):
+        sweep_learning_rates("resnet_tiny", [1e-3, float("nan")], 1, tmp_path / "sweep")
+    assert not (tmp_path / "sweep").exists()
 
 
 def test_lr_sweep_scores_on_validation_and_resumes(tmp_path):

@@ -208,28 +208,6 @@ def test_more_bad_input_in_process(workspace, tmp_path, capsys):
     assert tree(tmp_path) == before
 
 
-def test_bench_bad_input_exits_with_one_line_and_creates_nothing(tmp_path, capsys, monkeypatch):
-    from benchmarks.__main__ import main as bench_main
-
-    monkeypatch.chdir(tmp_path)
-    cases = {
-        "Unknown arm(s) ['nope']; accepted values: ['standard',": ["--arms", "nope"],
-        "Unknown bench model 'nope'; accepted values:": ["--models", "nope"],
-        "Unknown target(s) ['nope']; accepted values: ['digits',": ["--targets", "nope"],
-        "`backbone_lrs` must be a finite number > 0, got nan": ["--backbone-lrs", "nan"],
-        "`head_lr` must be a finite number > 0, got -0.001": ["--head-lr=-1e-3"],
-        "`seeds` must be a positive integer, got 0": ["--seeds", "0"],
-        "`epochs` must be a positive integer, got 0": ["--quick", "--epochs", "0"],
-        "--pretrain-only / --sweep-lrs take models pretrained here": [
-            "--pretrain-only", "--models", "efficientnet_lite0"],
-    }  # fmt: skip
-    for expected, argv in cases.items():
-        assert bench_main(["bench", *argv]) == 2, expected
-        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-        assert len(lines) == 1 and expected in lines[0], (expected, lines)
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_build_config_reads_json_values_and_lists():
     config = build_config(
         "selective", ["utility=magnitude", "fraction=0.05", "include-bias=true", "target_modules=fc1,fc2", "seed=3"]
