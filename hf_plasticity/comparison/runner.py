@@ -62,6 +62,21 @@ def accuracy(eval_prediction: Any) -> dict[str, float]:
     return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
 
 
+def head_fingerprint(model: Any) -> str:
+    """A short hash of the classification head's initial values (equal across the arms of one seed: paired runs)."""
+    import hashlib
+
+    from ..core.architectures import get_layout
+
+    layout = get_layout(model)
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        if layout.in_head(name):
+            digest.update(name.encode())
+            digest.update(param.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def versions() -> dict[str, str]:
     import datasets
     import torch
@@ -116,6 +131,7 @@ def train_run(
     start = time.perf_counter()
     set_seed(spec.seed)
     model = load_model()
+    head = head_fingerprint(model)
     args = TrainingArguments(
         output_dir=workdir,
         num_train_epochs=budget.epochs,
@@ -154,6 +170,7 @@ def train_run(
         "arm": spec.arm,
         "config": {"backbone_lr": spec.backbone_lr, "own_lr": spec.own_lr},
         "seed": spec.seed,
+        "head_init": head,
         "val_curve": curve,
         "val_accuracy": curve[-1],
         "train_loss": losses,
