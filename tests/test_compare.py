@@ -105,6 +105,8 @@ def test_cli_end_to_end_report_matches_records(workspace, tmp_path, capsys, refe
         assert confirm[("standard", seed)]["head_init"] == confirm[("recipe", seed)]["head_init"]
     assert confirm[("standard", 0)]["head_init"] != confirm[("standard", 1)]["head_init"]
     assert all(len(r["val_curve"]) == 1 and r["device"] and r["versions"]["torch"] for r in runs)
+    assert all(r["redrawn"] is None for r in runs if r["arm"] == "standard")
+    assert all(r["redrawn"]["whole"] for r in runs if r["arm"] == "recipe")  # the recipe did restore
 
     # the table's numbers, recomputed from the records with scipy
     standard = [confirm[("standard", s)]["test_accuracy"] for s in (0, 1)]
@@ -172,6 +174,26 @@ def test_python_api_resumes_with_more_seeds(workspace, reference, tmp_path):
     assert {a: e["test_accuracy"]["0"] for a, e in more["arms"].items()} == {
         a: e["test_accuracy"]["0"] for a, e in summary["arms"].items()
     }
+
+
+def test_two_processes_write_one_record_per_run(workspace, tmp_path):
+    """Under `accelerate launch` (two CPU processes, gloo) the runs are DDP runs: one record each, one report."""
+    from .test_distributed import accelerate_cli, free_port
+
+    output = tmp_path / "out"
+    command = [
+        accelerate_cli(), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        "-m", "hf_plasticity.cli.main", "compare", str(workspace / "tiny-vit"), "--data", str(workspace / "images"),
+        "--arms", "standard", "recipe", "--seeds", "1", "--epochs", "1", "--batch-size", "8", *GRID,
+        "--output", str(output), "--no-progress",
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = records(output)
+    assert len(runs) == 4 and len({r["key"] for r in runs}) == 4
+    assert all(r["device"].endswith("x 2") for r in runs)
+    assert done.stdout.count("Wrote ") == 1 and (output / "summary.json").is_file()
 
 
 # ------------------------------------------------------------------------------------------------ bad input

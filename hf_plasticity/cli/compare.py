@@ -302,7 +302,10 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     from ..comparison.report import REPORT_FILE, markdown
+    from ..comparison.session import is_main_process
 
+    if not is_main_process():
+        return 0
     print(markdown(summary), end="")
     print(f"Wrote {os.path.join(summary['output'], REPORT_FILE)}")
     return 0

@@ -48,7 +48,9 @@ def check_arms(arms: Iterable[str]) -> list[str]:
     return arms
 
 
-def prepare_arm(arm: str, model: Any, args: Any, *, own_lr: float, calibration: Any = None) -> Any:
+def prepare_arm(
+    arm: str, model: Any, args: Any, *, own_lr: float, calibration: Any = None
+) -> tuple[Any, dict[str, Any] | None]:
     """Prepares ``model`` for ``arm`` (a restore, or nothing) and returns its optimizer for the `Trainer`.
 
     Args:
@@ -59,7 +61,8 @@ def prepare_arm(arm: str, model: Any, args: Any, *, own_lr: float, calibration: 
         calibration: a re-iterable of training batches, for data-dependent strategies.
 
     Returns:
-        `torch.optim.Optimizer`
+        `(torch.optim.Optimizer, dict | None)`: the optimizer, and which parameters get the own learning rate
+        besides the head (``{"whole": [...], "partial": [...]}`` as a restore record names them; None for standard).
     """
     from transformers import Trainer
 
@@ -68,17 +71,17 @@ def prepare_arm(arm: str, model: Any, args: Any, *, own_lr: float, calibration: 
     from ..pipeline.restore import prepare_pretrained
 
     if arm == STANDARD:  # no record on the model: only the head gets the own learning rate
-        return plasticity_optimizer(model, args, reinit_lr=own_lr)
+        return plasticity_optimizer(model, args, reinit_lr=own_lr), None
     if arm == RECIPE:
-        prepare_pretrained(model)
-        return plasticity_optimizer(model, args, reinit_lr=own_lr)
+        report = prepare_pretrained(model)
+        return plasticity_optimizer(model, args, reinit_lr=own_lr), report.redrawn
     if arm == CONTROL:  # what the recipe's restore would re-draw, found on a copy; the model itself is not touched
         redrawn = prepare_pretrained(copy.deepcopy(model)).redrawn
         groups = plasticity_param_groups(
             model, lr=args.learning_rate, reinit_lr=own_lr, weight_decay=args.weight_decay, redrawn=redrawn
         )
         optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
-        return optimizer_cls(groups, **optimizer_kwargs)
+        return optimizer_cls(groups, **optimizer_kwargs), redrawn
     from ..core.config import get_config_class
 
     config = get_config_class(arm)()
@@ -88,4 +91,4 @@ def prepare_arm(arm: str, model: Any, args: Any, *, own_lr: float, calibration: 
     report = prepare_pretrained(model, config, data=data, diagnostics=False)
     partial = bool(report.redrawn.get("partial"))
     reinit_lr = args.learning_rate if partial else own_lr
-    return plasticity_optimizer(model, args, reinit_lr=reinit_lr, head_lr=own_lr)
+    return plasticity_optimizer(model, args, reinit_lr=reinit_lr, head_lr=own_lr), report.redrawn

@@ -147,6 +147,7 @@ def plot_curves(summary: dict[str, Any], path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(figsize=(6, 4))
     for index, (arm, entry) in enumerate(summary["arms"].items()):
@@ -158,6 +159,7 @@ def plot_curves(summary: dict[str, Any], path: str) -> None:
         mean = [100 * sum(values) / len(values) for values in zip(*curves)]
         axes.plot(epochs, mean, color=color, linewidth=2, marker="o", label=arm)
     axes.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Learning curves (confirmation seeds)")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)

@@ -93,6 +93,18 @@ def versions() -> dict[str, str]:
     }
 
 
+def _ddp_options() -> dict[str, Any]:
+    """Several CPU processes (``accelerate launch`` without GPUs) need the gloo backend; DDP should not search for
+    unused parameters (every parameter of a classifier gets a gradient)."""
+    import os
+
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return {}
+    return {"ddp_find_unused_parameters": False, **({} if torch.cuda.is_available() else {"ddp_backend": "gloo"})}
+
+
 def _device(args: Any) -> str:
     import torch
 
@@ -149,8 +161,9 @@ def train_run(
         data_seed=spec.seed,
         remove_unused_columns=False,  # the datasets make pixel values on the fly from the image column
         disable_tqdm=True,  # the comparison shows one bar over its runs
+        **_ddp_options(),
     )
-    optimizer = prepare_arm(spec.arm, model, args, own_lr=spec.own_lr, calibration=calibration)
+    optimizer, redrawn = prepare_arm(spec.arm, model, args, own_lr=spec.own_lr, calibration=calibration)
     trainer = Trainer(
         model=model,
         args=args,
@@ -171,6 +184,7 @@ def train_run(
         "config": {"backbone_lr": spec.backbone_lr, "own_lr": spec.own_lr},
         "seed": spec.seed,
         "head_init": head,
+        "redrawn": redrawn,
         "val_curve": curve,
         "val_accuracy": curve[-1],
         "train_loss": losses,

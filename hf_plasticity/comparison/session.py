@@ -61,6 +61,12 @@ class ComparisonSettings:
         return [(backbone, own) for backbone in self.backbone_lrs for own in self.own_lrs]
 
 
+def is_main_process() -> bool:
+    """Whether this is the process that writes (rank 0 of a ``torchrun`` / ``accelerate launch`` run, or the only one).
+    Read from the launcher's ``RANK`` variable: before the `Trainer` starts, no process group exists to ask."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def check_output(output: str, settings: ComparisonSettings, overwrite: bool) -> bool:
     """Decides what ``output`` is, without writing: returns True to resume the comparison it holds.
 
@@ -141,10 +147,9 @@ def run_comparison(
         split_notes: how each split was made (for the report).
         progress: show the bar over the runs.
     """
-    from accelerate import PartialState
     from transformers.utils import logging as hf_logging
 
-    main = PartialState().is_main_process
+    main = is_main_process()
     if main:
         os.makedirs(output, exist_ok=True)
         if overwrite:
@@ -154,8 +159,9 @@ def run_comparison(
         with open(os.path.join(output, SETTINGS_FILE), "w", encoding="utf-8") as handle:
             json.dump(settings.to_dict(), handle, indent=2, sort_keys=True)
             handle.write("\n")
-    PartialState().wait_for_everyone()
-    store = RunStore(output, write=main)
+    # Every process reads the records as they were at the start (no process can add one before all of them reach
+    # the first run, whose DDP steps need every process); after --overwrite none of them reads the old ones.
+    store = RunStore(output, write=main, read=not overwrite)
     train, val, test = splits
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()

@@ -26,13 +26,14 @@ class RunStore:
         directory: the comparison's output folder.
         write: whether this process writes the file (the main process of a distributed run; the others keep the same
             records in memory, since every process computes every run's metrics).
+        read: whether to start from the records in the file (False: from none, as after ``--overwrite``).
     """
 
-    def __init__(self, directory: str, write: bool = True) -> None:
+    def __init__(self, directory: str, write: bool = True, read: bool = True) -> None:
         self.path = os.path.join(directory, RUNS_FILE)
         self.write = write
         self.records: dict[str, dict[str, Any]] = {}
-        if os.path.isfile(self.path):
+        if read and os.path.isfile(self.path):
             self._load()
 
     def _load(self) -> None:
