@@ -176,6 +176,36 @@ def test_python_api_resumes_with_more_seeds(workspace, reference, tmp_path):
     }
 
 
+def test_saved_dataset_with_its_own_splits_and_a_strategy_arm_on_one_seed(workspace, tmp_path):
+    """A `save_to_disk` folder with validation and test splits (used as given, not carved), a data-dependent strategy
+    as an arm, one seed: the interval is undefined and the verdict says so."""
+    from datasets import ClassLabel, Dataset, DatasetDict
+
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(24)]
+    rows = {"img": images, "labels": [i % 2 for i in range(24)]}
+    full = Dataset.from_dict(rows).cast_column("labels", ClassLabel(names=["x", "y"]))
+    DatasetDict({"train": full.select(range(12)), "validation": full.select(range(12, 18)),
+                 "test": full.select(range(18, 24))}).save_to_disk(str(tmp_path / "saved"))  # fmt: skip
+    summary = compare(str(workspace / "tiny-vit"), str(tmp_path / "saved"), output=str(tmp_path / "out"),
+                      val_split="validation", test_split="test", progress=False,
+                      **{**API_BUDGET, "arms": ("standard", "selective"), "seeds": 1})  # fmt: skip
+    assert summary["splits"]["sizes"] == {"train": 12, "val": 6, "test": 6}
+    assert summary["splits"]["how"]["test"] == "split 'test'"
+    difference = summary["arms"]["selective"]["difference_to_standard"]
+    assert difference["low"] is None and "undefined with one seed" in summary["verdict"]
+    assert "| selective |" in (tmp_path / "out" / "report.md").read_text()
+    assert all(r["redrawn"]["partial"] for r in records(tmp_path / "out") if r["arm"] == "selective")
+
+
+def test_missing_extra_is_named(workspace, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "scipy", None)  # as if scipy were not installed
+    assert main(["compare", str(workspace / "tiny-vit"), "--data", str(workspace / "images"),
+                 "--output", str(tmp_path / "o")]) == 2  # fmt: skip
+    assert 'needs the "compare" extra (scipy is missing)' in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_two_processes_write_one_record_per_run(workspace, tmp_path):
     """Under `accelerate launch` (two CPU processes, gloo) the runs are DDP runs: one record each, one report."""
     from .test_distributed import accelerate_cli, free_port
