@@ -138,6 +138,7 @@ def train_run(
     Returns:
         `dict`: the run's record (see [`RunStore`]).
     """
+    import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
 
     start = time.perf_counter()
@@ -161,6 +162,7 @@ def train_run(
         data_seed=spec.seed,
         remove_unused_columns=False,  # the datasets make pixel values on the fly from the image column
         disable_tqdm=True,  # the comparison shows one bar over its runs
+        dataloader_pin_memory=torch.cuda.is_available(),  # no warning per run on CPU
         **_ddp_options(),
     )
     optimizer, redrawn = prepare_arm(spec.arm, model, args, own_lr=spec.own_lr, calibration=calibration)
