@@ -240,6 +240,14 @@ def _bad_cases(root: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
 
     unlabelled = tmp / "unlabelled"
     Dataset.from_dict({"image": [Image.new("RGB", (8, 8))] * 4}).save_to_disk(str(unlabelled))
+    from datasets import ClassLabel, DatasetDict
+
+    def split_of(names):
+        rows = {"image": [Image.new("RGB", (8, 8))] * 4, "label": [0, 1, 0, 1]}
+        return Dataset.from_dict(rows).cast_column("label", ClassLabel(names=names))
+
+    mismatched = tmp / "mismatched"
+    DatasetDict({"train": split_of(["x", "y"]), "test": split_of(["q", "x"])}).save_to_disk(str(mismatched))
     return {
         "unknown model": (["compare", str(tmp / "no-such-model"), "--data", images], "Cannot load model"),
         "one class": (["compare", model, "--data", str(root / "one-class")], "1 class folder"),
@@ -250,13 +258,14 @@ def _bad_cases(root: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
         "non-empty output": (["compare", model, "--data", images, "--output", str(taken)], "--overwrite"),
         "other comparison": (["compare", model, "--data", images, "--output", str(other)], "epochs differ"),
         "bad epochs": (["compare", model, "--data", images, "--epochs", "0"], "epochs"),
+        "other classes": (["compare", model, "--data", str(mismatched), "--test-split", "test"], "other classes"),
     }
 
 
 @pytest.mark.parametrize(
     "case",
     ["unknown model", "one class", "no labels", "unknown arm", "no standard arm", "non-empty output",
-     "other comparison", "bad epochs"],
+     "other comparison", "bad epochs", "other classes"],
 )  # fmt: skip
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(workspace, tmp_path, capsys, case):
     argv, expected = _bad_cases(workspace, tmp_path)[case]

@@ -173,8 +173,15 @@ def compare(
             others.append(None)
             continue
         other, other_label = _labelled(_input(load_data, data, other_split), other_split, data)
-        if other_label != label or class_names(other) != names:
-            other = other.rename_column(other_label, label).cast_column(label, train.features[label])
+        if other_label != label:
+            other = other.rename_column(other_label, label)
+        if class_names(other) != names:  # the same classes, by name, as the training split's indices
+            try:
+                other = other.align_labels_with_mapping({name: i for i, name in enumerate(names)}, label)
+            except (KeyError, ValueError) as error:
+                raise ComparisonInputError(
+                    f"Split {other_split!r} has other classes ({class_names(other)}) than {split!r} ({names})."
+                ) from error
         others.append(other)
 
     def fresh_model() -> Any:
