@@ -214,7 +214,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Does a restore help on my model and data? Standard fine-tuning vs the recipe vs the control, tuned.",
         description="Fine-tunes MODEL on --data with each arm (standard fine-tuning, the library's recipe, the "
         "learning-rate-only control, any strategy named), each tuned on a validation split, then on paired seeds "
-        "scored once on a test split; prints and writes the report (table with 95%% CIs, verdict, learning curves, "
+        "scored once on a test split; prints and writes the report (table with 95% CIs, verdict, learning curves, "
         "difference plot, summary.json). Rerun the same command to resume a killed comparison. Runs through the "
         "transformers Trainer: `accelerate launch -m hf_plasticity.cli.main compare ...` for several GPUs.",
     )
