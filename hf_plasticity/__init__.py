@@ -43,6 +43,7 @@ _LAZY = {
     "PlasticityCallback": "integrations.callback",
     "ResumeMismatchError": "integrations.callback",
     "plasticity_optimizer": "integrations.trainer_optimizer",
+    "compare": "cli.compare",
 }
 
 
@@ -108,6 +109,8 @@ __all__ = [
     "ResumeMismatchError",
     "ShardedModelError",
     "RankFailedError",
+    # does it help on my data?
+    "compare",
     # Hub
     "save_restored",
     "push_restored",

@@ -9,12 +9,13 @@ import logging
 import sys
 
 # Sub-command modules, in help order. A module that is not present yet (optional extras) is skipped.
-COMMANDS = ("example", "prepare", "diagnose")
+COMMANDS = ("example", "prepare", "diagnose", "compare")
 #: The optional extra each command needs beyond the base install (checked before the command starts), and the
 #: packages each extra brings.
-EXTRAS: dict[str, str] = {}
+EXTRAS: dict[str, str] = {"compare": "compare"}
 EXTRA_PACKAGES = {  # smallest first: a missing package is reported with the first extra that brings it
     "plot": ("matplotlib",),
+    "compare": ("scipy", "matplotlib", "accelerate"),
 }
 
 

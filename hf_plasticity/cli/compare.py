@@ -1,0 +1,318 @@
+"""`hf-plasticity compare` and `hf_plasticity.compare`: does a restore help on MY model and data?
+
+A fair comparison on the user's own model and data: standard fine-tuning, the library's recommended recipe (a restore
+with the default strategy, the re-drawn blocks and the head at their own learning rate), the learning-rate-only
+control (the same blocks at the same learning rate, not re-drawn) and any strategy named, each tuned on a validation
+split, then trained on paired seeds and scored once on a test split; resumable; with a report (table with 95% CIs,
+verdict, learning curves, difference plot, JSON summary).
+
+Example:
+
+```bash
+hf-plasticity compare facebook/convnext-tiny-224 --data ./my-images --epochs 3 --seeds 3 --output cmp
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from ..comparison.arms import BUILT_IN_ARMS, check_arms
+from ..comparison.session import ComparisonSettings, check_output, make_splits, run_comparison
+from ..comparison.splits import ComparisonInputError
+from ..core.validators import check_number, check_positive_int
+from ._common import CommandError, add_data_arguments, load_data, load_model, load_processor, reports_errors
+
+DEFAULTS = ComparisonSettings(model="", data="")
+DEFAULT_ARMS = BUILT_IN_ARMS
+
+
+def _input(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """A loader of the command line, its one-line refusal raised as a [`ComparisonInputError`] (a ValueError)."""
+    try:
+        return call(*args, **kwargs)
+    except CommandError as error:
+        raise ComparisonInputError(str(error)) from error
+
+
+def _check_options(settings: ComparisonSettings, seeds: int) -> None:
+    check_positive_int("epochs", settings.epochs)
+    check_positive_int("batch_size", settings.batch_size)
+    check_positive_int("seeds", seeds)
+    check_positive_int("max_train_samples", settings.max_train_samples, allow_none=True)
+    for name in ("val_fraction", "test_fraction"):
+        check_number(name, getattr(settings, name), low=0, high=1, low_open=True, high_open=True)
+    for name in ("backbone_lrs", "own_lrs"):
+        values = getattr(settings, name)
+        if not values:
+            raise ComparisonInputError(f"`{name}` needs at least one learning rate.")
+        for value in values:
+            check_number(name, value, low=0, low_open=True)
+    check_number("weight_decay", settings.weight_decay, low=0)
+    check_number("warmup", settings.warmup, low=0, high=1, high_open=True)
+
+
+def _labelled(dataset: Any, what: str, source: str) -> tuple[Any, str]:
+    """The dataset with a `ClassLabel` label column of two classes or more, and that column's name."""
+    from ..comparison.splits import with_class_labels
+    from ..integrations.datasets_io import label_column
+
+    label = label_column(dataset)
+    if label is None:
+        raise ComparisonInputError(
+            f"The {what} data {source!r} has no labels (no ClassLabel, 'label' or 'labels' column; its columns are "
+            f"{dataset.column_names}): compare needs labelled images."
+        )
+    dataset = with_class_labels(dataset, label)
+    classes = len(dataset.unique(label))
+    if classes < 2:
+        raise ComparisonInputError(
+            f"The {what} data {source!r} has {classes} class; a classification comparison needs at least two."
+        )
+    return dataset, label
+
+
+def compare(
+    model: str,
+    data: str,
+    *,
+    output: str,
+    arms: Sequence[str] = DEFAULT_ARMS,
+    seeds: int = 3,
+    epochs: int = DEFAULTS.epochs,
+    batch_size: int = DEFAULTS.batch_size,
+    max_train_samples: int | None = None,
+    split: str = "train",
+    val_split: str | None = None,
+    test_split: str | None = None,
+    val_fraction: float = DEFAULTS.val_fraction,
+    test_fraction: float = DEFAULTS.test_fraction,
+    backbone_lrs: Sequence[float] = DEFAULTS.backbone_lrs,
+    own_lrs: Sequence[float] = DEFAULTS.own_lrs,
+    weight_decay: float = DEFAULTS.weight_decay,
+    warmup: float = DEFAULTS.warmup,
+    split_seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Does a restore help on this model and data? A fair comparison of fine-tuning recipes, with a report.
+
+    Every arm is tuned on the grid ``backbone_lrs x own_lrs`` on the validation split (one tuning seed; ties broken by
+    the mean over a second tuning seed, then the smaller backbone, then the smaller own learning rate), then trained
+    with its chosen learning rates on the paired seeds ``0 .. seeds-1`` (the same seed gives the same head init and
+    data order in every arm) and scored once on the test split. Writes ``runs.jsonl`` (one record per run; a rerun
+    resumes), ``report.md``, ``summary.json``, ``learning_curves.png`` and ``differences.png`` into ``output``.
+
+    Args:
+        model: a local model folder or a Hub model id (an image classifier; its new head is sized for the data).
+        data: an imagefolder directory, a folder saved with `Dataset.save_to_disk`, or a Hub dataset id.
+        output: the output folder: new or empty, or holding a comparison with the same settings (resumed).
+        arms: ``"standard"`` (required: the baseline), ``"recipe"``, ``"control"`` and/or strategy names.
+        seeds: paired confirmation seeds.
+        epochs: passes over the training split in every run.
+        batch_size: examples per device and step.
+        max_train_samples: train on a stratified subset of this many examples (None: all).
+        split: the split of ``data`` to train on.
+        val_split: the split to tune on (None: carved from ``split``, ``val_fraction`` of it, stratified).
+        test_split: the split to score on (None: carved from ``split`` first, ``test_fraction`` of it, stratified).
+        val_fraction: share of the training split held out for validation when there is no ``val_split``.
+        test_fraction: share of the training split held out for the test when there is no ``test_split``.
+        backbone_lrs: the backbone learning rates tried.
+        own_lrs: the learning rates tried for the new parameters (the head; the re-drawn or boosted blocks).
+        weight_decay: AdamW weight decay.
+        warmup: share of steps with a linear warmup before the cosine decay.
+        split_seed: seed of the carved splits.
+        overwrite: start a new comparison in a non-empty ``output`` (the comparison's own files there are deleted).
+        progress: show a progress bar over the runs.
+
+    Returns:
+        `dict`: the summary (also written as ``summary.json``): per arm the chosen learning rates, the test accuracy
+        per seed, its mean and 95% CI, the paired difference to standard with its 95% CI; the verdict; the settings.
+
+    Raises:
+        ValueError: for bad input (an unknown model, data without labels or with one class, an unknown arm, an output
+            folder that is not empty), before anything is written.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity import compare
+    >>> summary = compare("facebook/convnext-tiny-224", "./my-images", output="cmp", epochs=3)  # doctest: +SKIP
+    >>> print(summary["verdict"])  # doctest: +SKIP
+    ```
+    """
+    from ..integrations.datasets_io import class_names, with_pixel_values
+
+    settings = ComparisonSettings(
+        model=model,
+        data=data,
+        split=split,
+        val_split=val_split,
+        test_split=test_split,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        max_train_samples=max_train_samples,
+        epochs=epochs,
+        batch_size=batch_size,
+        backbone_lrs=tuple(float(v) for v in backbone_lrs),
+        own_lrs=tuple(float(v) for v in own_lrs),
+        weight_decay=weight_decay,
+        warmup=warmup,
+    )
+    _check_options(settings, seeds)
+    arms = check_arms(arms)
+    check_output(output, settings, overwrite)
+    train, label = _labelled(_input(load_data, data, split), split, data)
+    names = class_names(train)
+    others = []
+    for other_split in (val_split, test_split):
+        if other_split is None:
+            others.append(None)
+            continue
+        other, other_label = _labelled(_input(load_data, data, other_split), other_split, data)
+        if other_label != label:
+            other = other.rename_column(other_label, label)
+        if class_names(other) != names:  # the same classes, by name, as the training split's indices
+            try:
+                other = other.align_labels_with_mapping({name: i for i, name in enumerate(names)}, label)
+            except (KeyError, ValueError) as error:
+                raise ComparisonInputError(
+                    f"Split {other_split!r} has other classes ({class_names(other)}) than {split!r} ({names})."
+                ) from error
+        others.append(other)
+
+    def fresh_model() -> Any:
+        return _input(load_model, model, labels=names)[0]
+
+    fresh_model()  # refuses an unknown model or one that is no image classifier, before anything is written
+    processor = _input(load_processor, model, required=True)
+    train, val, test, notes = make_splits(train, others[0], others[1], label, settings)
+    from ..integrations.datasets_io import BatchProgress
+
+    calibration = BatchProgress(with_pixel_values(train, processor, seed=split_seed), batch_size, progress=False)
+    splits = tuple(with_pixel_values(part, processor, seed=None) for part in (train, val, test))
+    return run_comparison(
+        settings,
+        arms=arms,
+        seeds=seeds,
+        output=output,
+        load_model=fresh_model,
+        splits=splits,
+        calibration=calibration,
+        overwrite=overwrite,
+        split_notes=notes,
+        progress=progress,
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="Does a restore help on my model and data? Standard fine-tuning vs the recipe vs the control, tuned.",
+        description="Fine-tunes MODEL on --data with each arm (standard fine-tuning, the library's recipe, the "
+        "learning-rate-only control, any strategy named), each tuned on a validation split, then on paired seeds "
+        "scored once on a test split; prints and writes the report (table with 95% CIs, verdict, learning curves, "
+        "difference plot, summary.json). Rerun the same command to resume a killed comparison. Runs through the "
+        "transformers Trainer: `accelerate launch -m hf_plasticity.cli.main compare ...` for several GPUs.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="A local model directory or a Hub model id.")
+    add_data_arguments(parser, "Required.")
+    parser.add_argument("--val-split", help="The split to tune on (default: carved from --split, stratified).")
+    parser.add_argument("--test-split", help="The split to score on (default: carved from --split, stratified).")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=DEFAULTS.val_fraction,
+        help=f"Share of --split held out for validation (default {DEFAULTS.val_fraction}).",
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=DEFAULTS.test_fraction,
+        help=f"Share of --split held out for the test (default {DEFAULTS.test_fraction}).",
+    )
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        default=list(DEFAULT_ARMS),
+        metavar="ARM",
+        help=f"standard (required), recipe, control and/or strategy names (default: {' '.join(DEFAULT_ARMS)}).",
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="Paired confirmation seeds (default 3).")
+    parser.add_argument(
+        "--epochs", type=int, default=DEFAULTS.epochs, help=f"Epochs per run (default {DEFAULTS.epochs})."
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULTS.batch_size,
+        help=f"Examples per device and step (default {DEFAULTS.batch_size}).",
+    )
+    parser.add_argument("--max-train-samples", type=int, help="Train on a stratified subset of this many examples.")
+    parser.add_argument(
+        "--backbone-lrs",
+        type=float,
+        nargs="+",
+        default=list(DEFAULTS.backbone_lrs),
+        metavar="LR",
+        help=f"Backbone learning rates tried (default {' '.join(map(str, DEFAULTS.backbone_lrs))}).",
+    )
+    parser.add_argument(
+        "--own-lrs",
+        type=float,
+        nargs="+",
+        default=list(DEFAULTS.own_lrs),
+        metavar="LR",
+        help="Learning rates tried for the head and the re-drawn (or boosted) blocks (default "
+        f"{' '.join(map(str, DEFAULTS.own_lrs))}).",
+    )
+    parser.add_argument("--split-seed", type=int, default=0, help="Seed of the carved splits (default 0).")
+    parser.add_argument("--output", required=True, metavar="DIR", help="Where the records and the report go.")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Start a new comparison in a non-empty --output (its comparison files are deleted).",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    parser.set_defaults(func=run)  # fmt: skip
+
+
+@reports_errors("compare")
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    if not args.data:
+        raise CommandError("compare needs labelled images: pass --data DIR_OR_DATASET.")
+    if args.num_labels is not None:
+        raise CommandError("compare sizes the head for the data's classes: drop --num-labels.")
+    summary = compare(
+        args.model,
+        args.data,
+        output=args.output,
+        arms=args.arms,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_train_samples=args.max_train_samples,
+        split=args.split,
+        val_split=args.val_split,
+        test_split=args.test_split,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        backbone_lrs=args.backbone_lrs,
+        own_lrs=args.own_lrs,
+        split_seed=args.split_seed,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    from ..comparison.report import REPORT_FILE, markdown
+    from ..comparison.session import is_main_process
+
+    if not is_main_process():
+        return 0
+    print(markdown(summary), end="")
+    print(f"Wrote {os.path.join(summary['output'], REPORT_FILE)}")
+    return 0

@@ -1,0 +1,209 @@
+"""The comparison's report, from the confirmation records: each arm's test accuracy (mean and 95% confidence
+interval over the seeds), its paired difference to standard fine-tuning (mean and 95% CI of the per-seed differences,
+`scipy.stats.ttest_rel(...).confidence_interval()`), the verdict in one sentence, the learning curves and the
+difference plot (PNG), and a JSON summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from .arms import CONTROL, RECIPE, STANDARD
+
+REPORT_FILE, SUMMARY_FILE = "report.md", "summary.json"
+CURVES_FILE, DIFFERENCES_FILE = "learning_curves.png", "differences.png"
+CONFIDENCE = 0.95
+ARM_TITLES = {STANDARD: "standard fine-tuning", RECIPE: "the recipe", CONTROL: "the learning-rate-only control"}
+
+
+def mean_interval(values: Sequence[float]) -> dict[str, Any]:
+    """``{"mean", "low", "high", "n"}``: the mean of ``values`` and its two-sided 95% t interval (`scipy.stats`;
+    ``low``/``high`` are None with fewer than two values: the interval is undefined)."""
+    from scipy import stats
+
+    values = [float(v) for v in values]
+    result: dict[str, Any] = {"mean": sum(values) / len(values), "low": None, "high": None, "n": len(values)}
+    if len(values) > 1:
+        with warnings.catch_warnings():  # identical values: scipy warns, and the interval is the value itself
+            warnings.simplefilter("ignore", RuntimeWarning)
+            interval = stats.ttest_1samp(values, 0.0).confidence_interval(CONFIDENCE)
+        result.update(low=float(interval.low), high=float(interval.high))
+    return result
+
+
+def paired_difference(treatment: Sequence[float], control: Sequence[float]) -> dict[str, Any]:
+    """``{"mean", "low", "high", "n"}``: the mean of ``treatment[i] - control[i]`` (paired by seed) and its 95% CI
+    from `scipy.stats.ttest_rel` (None with fewer than two pairs)."""
+    from scipy import stats
+
+    differences = [float(t) - float(c) for t, c in zip(treatment, control, strict=True)]
+    result: dict[str, Any] = {"mean": sum(differences) / len(differences), "low": None, "high": None}
+    result["n"] = len(differences)
+    if len(differences) > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            interval = stats.ttest_rel(list(treatment), list(control)).confidence_interval(CONFIDENCE)
+        result.update(low=float(interval.low), high=float(interval.high))
+    return result
+
+
+def _points(value: float) -> str:
+    return f"{100 * value:+.2f}"
+
+
+def _interval(stat: dict[str, Any], signed: bool = False) -> str:
+    if stat["low"] is None:
+        return "undefined (1 seed)"
+    show = _points if signed else (lambda v: f"{100 * v:.2f}")
+    return f"[{show(stat['low'])}, {show(stat['high'])}]"
+
+
+def verdict(arm: str, difference: dict[str, Any]) -> str:
+    """One sentence: how far ``arm`` is from standard fine-tuning on this data, and whether that is detectable."""
+    name = ARM_TITLES.get(arm, f"a {arm} restore")
+    points = abs(100 * difference["mean"])
+    side = "above" if difference["mean"] > 0 else "below" if difference["mean"] < 0 else "level with"
+    amount = f"{points:.2f} points {side}" if side != "level with" else "level with"
+    seeds = difference["n"]
+    if difference["low"] is None:
+        return (
+            f"On this data {name} is {amount} standard fine-tuning on 1 seed: the 95% CI is undefined with one seed, "
+            "so this says nothing yet; run with --seeds 3 or more."
+        )
+    interval = f"[95% CI {_points(difference['low'])}, {_points(difference['high'])}] over {seeds} paired seeds"
+    if difference["low"] > 0:
+        finding = "a detectable gain"
+    elif difference["high"] < 0:
+        finding = "a detectable loss"
+    else:
+        finding = "no detectable difference"
+    return f"On this data {name} is {amount} standard fine-tuning {interval}: {finding}."
+
+
+def summarize(
+    arms: Sequence[str], chosen: dict[str, tuple[float, float]], records: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The statistics of the confirmation ``records``, over the seeds every arm has (complete pairs only)."""
+    by_arm = {arm: {} for arm in arms}
+    for record in records:
+        config = (record["config"]["backbone_lr"], record["config"]["own_lr"])
+        if record["arm"] in by_arm and config == tuple(chosen[record["arm"]]):
+            by_arm[record["arm"]][record["seed"]] = record
+    seeds = sorted(set.intersection(*(set(runs) for runs in by_arm.values())))
+    if not seeds:
+        raise ValueError("No confirmation run has finished for every arm yet.")
+    base = [by_arm[STANDARD][s]["test_accuracy"] for s in seeds]
+    result: dict[str, Any] = {"seeds": seeds, "arms": {}}
+    for arm in arms:
+        accuracies = [by_arm[arm][s]["test_accuracy"] for s in seeds]
+        entry = {
+            "backbone_lr": chosen[arm][0],
+            "own_lr": chosen[arm][1],
+            "test_accuracy": dict(zip(map(str, seeds), accuracies)),
+            "test": mean_interval(accuracies),
+            "val_curves": {str(s): by_arm[arm][s]["val_curve"] for s in seeds},
+        }
+        if arm != STANDARD:
+            entry["difference_to_standard"] = paired_difference(accuracies, base)
+        result["arms"][arm] = entry
+    headline = RECIPE if RECIPE in arms else next(arm for arm in arms if arm != STANDARD) if len(arms) > 1 else None
+    result["verdict"] = verdict(headline, result["arms"][headline]["difference_to_standard"]) if headline else (
+        "Only standard fine-tuning was run: there is nothing to compare it with."
+    )  # fmt: skip
+    return result
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The report: the table, the verdict and the figures, as Markdown."""
+    seeds = summary["seeds"]
+    lines = [
+        f"# Does a restore help on this data? {summary['settings']['model']} on {summary['settings']['data']}",
+        "",
+        f"Test accuracy (%) over {len(seeds)} paired seed{'s' if len(seeds) != 1 else ''} "
+        f"({', '.join(map(str, seeds))}), "
+        "each arm at the learning rates its validation tuning chose; differences are paired by seed.",
+        "",
+        "| arm | backbone lr | own lr | test accuracy | 95% CI | difference to standard | 95% CI |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for arm, entry in summary["arms"].items():
+        test, difference = entry["test"], entry.get("difference_to_standard")
+        lines.append(
+            f"| {arm} | {entry['backbone_lr']:g} | {entry['own_lr']:g} | {100 * test['mean']:.2f} | "
+            f"{_interval(test)} | "
+            + (f"{_points(difference['mean'])} | {_interval(difference, signed=True)} |" if difference else "- | - |")
+        )
+    lines += ["", summary["verdict"], "", f"![learning curves]({CURVES_FILE})", f"![differences]({DIFFERENCES_FILE})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(summary: dict[str, Any], path: str) -> None:
+    """Validation accuracy per epoch of the confirmation runs: each seed thin, the mean over seeds thick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for index, (arm, entry) in enumerate(summary["arms"].items()):
+        color = f"C{index}"
+        curves = list(entry["val_curves"].values())
+        epochs = range(1, len(curves[0]) + 1)
+        for curve in curves:
+            axes.plot(epochs, [100 * v for v in curve], color=color, alpha=0.25, linewidth=1)
+        mean = [100 * sum(values) / len(values) for values in zip(*curves)]
+        axes.plot(epochs, mean, color=color, linewidth=2, marker="o", label=arm)
+    axes.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Learning curves (confirmation seeds)")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_differences(summary: dict[str, Any], path: str) -> None:
+    """Each arm's per-seed test-accuracy difference to standard (dots), with the mean and its 95% CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = [arm for arm in summary["arms"] if arm != STANDARD]
+    figure, axes = plt.subplots(figsize=(6, 1.5 + 0.6 * max(len(arms), 1)))
+    base = summary["arms"][STANDARD]["test_accuracy"]
+    for row, arm in enumerate(arms):
+        entry = summary["arms"][arm]
+        points = [100 * (entry["test_accuracy"][seed] - base[seed]) for seed in base]
+        axes.scatter(points, [row] * len(points), color="0.5", zorder=2)
+        difference = entry["difference_to_standard"]
+        mean = 100 * difference["mean"]
+        if difference["low"] is not None:
+            error = [[mean - 100 * difference["low"]], [100 * difference["high"] - mean]]
+            axes.errorbar([mean], [row], xerr=error, fmt="o", color="C3", capsize=4, zorder=3)
+        else:
+            axes.plot([mean], [row], "o", color="C3", zorder=3)
+    axes.axvline(0, color="black", linewidth=1)
+    axes.set_yticks(range(len(arms)), arms)
+    axes.set_ylim(-0.7, max(len(arms), 1) - 0.3)
+    axes.set(xlabel="test accuracy minus standard fine-tuning (points; mean and 95% CI)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_report(summary: dict[str, Any], directory: str) -> str:
+    """Writes ``report.md``, ``summary.json`` and the two figures into ``directory``; returns the Markdown."""
+    text = markdown(summary)
+    plot_curves(summary, os.path.join(directory, CURVES_FILE))
+    plot_differences(summary, os.path.join(directory, DIFFERENCES_FILE))
+    with open(os.path.join(directory, SUMMARY_FILE), "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2, sort_keys=True, allow_nan=False)
+        handle.write("\n")
+    with open(os.path.join(directory, REPORT_FILE), "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return text

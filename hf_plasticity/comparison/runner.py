@@ -1,0 +1,198 @@
+"""One fine-tuning run of a comparison, through the `transformers.Trainer` (so ``accelerate launch`` runs it on one
+GPU, several GPUs or several nodes, and it runs on CPU for small data), and its record.
+
+Every run of every arm is built the same way: the model loaded fresh with the seed set first (the same seed gives the
+same new head in every arm), `TrainingArguments` from the budget (AdamW, linear warmup then cosine decay, the seed's
+data order), the arm's optimizer handed to the `Trainer`, the validation accuracy after every epoch, and, in the
+confirmation phase only, the test accuracy once at the end.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .arms import prepare_arm
+from .store import run_key
+
+TUNE, CONFIRM = "tune", "confirm"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What every run of a comparison gets.
+
+    Args:
+        epochs: passes over the training split.
+        batch_size: examples per device and step.
+        weight_decay: AdamW weight decay (not on biases and norms).
+        warmup: share of the steps with a linear warmup (then cosine decay to 0).
+    """
+
+    epochs: int = 3
+    batch_size: int = 32
+    weight_decay: float = 0.05
+    warmup: float = 0.1
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: phase (``"tune"`` or ``"confirm"``), arm, its two learning rates and the seed."""
+
+    phase: str
+    arm: str
+    backbone_lr: float
+    own_lr: float
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return run_key(self.phase, self.arm, self.backbone_lr, self.own_lr, self.seed)
+
+
+def accuracy(eval_prediction: Any) -> dict[str, float]:
+    """The `Trainer`'s ``compute_metrics``: the share of examples whose top logit is the label."""
+    logits, labels = eval_prediction.predictions, eval_prediction.label_ids
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+
+
+def head_fingerprint(model: Any) -> str:
+    """A short hash of the classification head's initial values (equal across the arms of one seed: paired runs)."""
+    import hashlib
+
+    from ..core.architectures import get_layout
+
+    layout = get_layout(model)
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        if layout.in_head(name):
+            digest.update(name.encode())
+            digest.update(param.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def versions() -> dict[str, str]:
+    import datasets
+    import torch
+    import transformers
+
+    from ..core.version import __version__
+
+    return {
+        "hf_plasticity": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _ddp_options() -> dict[str, Any]:
+    """Several CPU processes (``accelerate launch`` without GPUs) need the gloo backend; DDP should not search for
+    unused parameters (every parameter of a classifier gets a gradient)."""
+    import os
+
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return {}
+    return {"ddp_find_unused_parameters": False, **({} if torch.cuda.is_available() else {"ddp_backend": "gloo"})}
+
+
+def _device(args: Any) -> str:
+    import torch
+
+    device = args.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return f"{device.type} ({name}) x {args.world_size}"
+
+
+def train_run(
+    spec: RunSpec,
+    *,
+    load_model: Callable[[], Any],
+    train: Any,
+    val: Any,
+    test: Any | None,
+    budget: Budget,
+    workdir: str,
+    calibration: Any = None,
+) -> dict[str, Any]:
+    """Fine-tunes one freshly loaded model as ``spec`` says.
+
+    Args:
+        spec: the run.
+        load_model: returns the pretrained model with its new head (called after the seed is set).
+        train, val, test: datasets that yield ``pixel_values`` and ``labels`` (test None in the tuning phase: it is
+            never read there).
+        budget: epochs, batch size, weight decay, warmup.
+        workdir: the `Trainer`'s output folder (nothing is saved there but its logs).
+        calibration: training batches for data-dependent strategies.
+
+    Returns:
+        `dict`: the run's record (see [`RunStore`]).
+    """
+    import torch
+    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+
+    start = time.perf_counter()
+    set_seed(spec.seed)
+    model = load_model()
+    head = head_fingerprint(model)
+    args = TrainingArguments(
+        output_dir=workdir,
+        num_train_epochs=budget.epochs,
+        per_device_train_batch_size=budget.batch_size,
+        per_device_eval_batch_size=budget.batch_size,
+        learning_rate=spec.backbone_lr,
+        weight_decay=budget.weight_decay,
+        warmup_steps=budget.warmup,
+        lr_scheduler_type="cosine",
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_strategy="epoch",
+        report_to=[],
+        seed=spec.seed,
+        data_seed=spec.seed,
+        remove_unused_columns=False,  # the datasets make pixel values on the fly from the image column
+        disable_tqdm=True,  # the comparison shows one bar over its runs
+        dataloader_pin_memory=torch.cuda.is_available(),  # no warning per run on CPU
+        **_ddp_options(),
+    )
+    optimizer, redrawn = prepare_arm(spec.arm, model, args, own_lr=spec.own_lr, calibration=calibration)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=val,
+        compute_metrics=accuracy,
+        optimizers=(optimizer, None),
+    )
+    trainer.remove_callback(PrinterCallback)  # no log lines per epoch: the comparison shows one bar over its runs
+    trainer.train()
+    curve = [entry["eval_accuracy"] for entry in trainer.state.log_history if "eval_accuracy" in entry]
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    test_accuracy = trainer.evaluate(test, metric_key_prefix="test")["test_accuracy"] if test is not None else None
+    record = {
+        "key": spec.key,
+        "phase": spec.phase,
+        "arm": spec.arm,
+        "config": {"backbone_lr": spec.backbone_lr, "own_lr": spec.own_lr},
+        "seed": spec.seed,
+        "head_init": head,
+        "redrawn": redrawn,
+        "val_curve": curve,
+        "val_accuracy": curve[-1],
+        "train_loss": losses,
+        "test_accuracy": test_accuracy,
+        "seconds": round(time.perf_counter() - start, 3),
+        "versions": versions(),
+        "device": _device(args),
+    }
+    return record

@@ -1,0 +1,214 @@
+"""A comparison from loaded inputs to its report: the settings that identify it, the output folder (new, resumed or
+overwritten), the three splits, the runs and the report.
+
+A folder that holds a comparison with the same settings (model, data, splits, budget, grid) is resumed: runs already
+recorded in ``runs.jsonl`` are skipped, so a killed comparison continues where it stopped, and one rerun with more
+``seeds`` or another arm adds only the runs it lacks. Any other non-empty folder needs ``overwrite``, which deletes the
+comparison's own files (``runs.jsonl``, ``settings.json``, the report) and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .report import CURVES_FILE, DIFFERENCES_FILE, REPORT_FILE, SUMMARY_FILE, summarize, write_report
+from .runner import CONFIRM, Budget, RunSpec, train_run
+from .splits import ComparisonInputError, stratified_split, with_class_labels
+from .store import RUNS_FILE, RunStore
+from .tuning import TUNE_SEEDS, run_schedule, tuning_table
+
+SETTINGS_FILE = "settings.json"
+OWN_FILES = (RUNS_FILE, SETTINGS_FILE, REPORT_FILE, SUMMARY_FILE, CURVES_FILE, DIFFERENCES_FILE)
+
+
+@dataclass(frozen=True)
+class ComparisonSettings:
+    """What identifies a comparison: a folder holding the same settings is resumed. (The arms and the number of seeds
+    are not part of it: a rerun with more of them adds the runs it lacks.)"""
+
+    model: str
+    data: str
+    split: str = "train"
+    val_split: str | None = None
+    test_split: str | None = None
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    max_train_samples: int | None = None
+    epochs: int = 3
+    batch_size: int = 32
+    backbone_lrs: tuple[float, ...] = (3e-5, 1e-4, 3e-4)
+    own_lrs: tuple[float, ...] = (1e-3, 3e-3)
+    weight_decay: float = 0.05
+    warmup: float = 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        fields = dataclasses.asdict(self)
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in fields.items()}
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.epochs, self.batch_size, self.weight_decay, self.warmup)
+
+    @property
+    def grid(self) -> list[tuple[float, float]]:
+        return [(backbone, own) for backbone in self.backbone_lrs for own in self.own_lrs]
+
+
+def is_main_process() -> bool:
+    """Whether this is the process that writes (rank 0 of a ``torchrun`` / ``accelerate launch`` run, or the only one).
+    Read from the launcher's ``RANK`` variable: before the `Trainer` starts, no process group exists to ask."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def check_output(output: str, settings: ComparisonSettings, overwrite: bool) -> bool:
+    """Decides what ``output`` is, without writing: returns True to resume the comparison it holds.
+
+    Raises:
+        ComparisonInputError: for a file, or a non-empty folder that holds no comparison with these settings and
+            ``overwrite`` is off.
+    """
+    if os.path.isfile(output):
+        raise ComparisonInputError(f"Output {output!r} is a file; pass a directory.")
+    if not os.path.isdir(output) or not any(os.scandir(output)):
+        return False
+    if overwrite:
+        return False
+    settings_path = os.path.join(output, SETTINGS_FILE)
+    if os.path.isfile(settings_path):
+        with open(settings_path, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        differing = sorted(key for key, value in settings.to_dict().items() if saved.get(key) != value)
+        if not differing:
+            return True
+        raise ComparisonInputError(
+            f"Output directory {output!r} holds a comparison with other settings ({', '.join(differing)} differ); "
+            "pass --overwrite to start a new one there, or another --output."
+        )
+    raise ComparisonInputError(
+        f"Output directory {output!r} exists and is not empty; pass --overwrite to write into it (or the folder of "
+        "a comparison with the same settings, to resume it)."
+    )
+
+
+def make_splits(
+    train: Any, val: Any | None, test: Any | None, label: str, settings: ComparisonSettings
+) -> tuple[Any, Any, Any, dict[str, str]]:
+    """The training, validation and test splits (carved, stratified, from ``train`` where not given; the training
+    split then cut to ``max_train_samples``, stratified), and how each was made."""
+    train = with_class_labels(train, label)
+    how = {"train": f"split {settings.split!r}"}
+    if test is None:
+        train, test = stratified_split(train, label, settings.test_fraction, settings.split_seed, "test")
+        how["test"] = f"{settings.test_fraction:.0%} of {settings.split!r}, stratified (seed {settings.split_seed})"
+    else:
+        how["test"] = f"split {settings.test_split!r}"
+    if val is None:
+        train, val = stratified_split(train, label, settings.val_fraction, settings.split_seed, "val")
+        how["val"] = f"{settings.val_fraction:.0%} of the rest of {settings.split!r}, stratified"
+    else:
+        how["val"] = f"split {settings.val_split!r}"
+    if settings.max_train_samples is not None and settings.max_train_samples < len(train):
+        _, train = stratified_split(train, label, settings.max_train_samples, settings.split_seed, "train")
+        how["train"] += f", {settings.max_train_samples} examples of it (stratified)"
+    return train, val, test, how
+
+
+def run_comparison(
+    settings: ComparisonSettings,
+    *,
+    arms: Sequence[str],
+    seeds: int,
+    output: str,
+    load_model: Callable[[], Any],
+    splits: tuple[Any, Any, Any],
+    calibration: Any,
+    overwrite: bool,
+    split_notes: dict[str, str],
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Runs (or resumes) the comparison and writes its report; returns the summary (also ``summary.json``).
+
+    Args:
+        settings: the comparison's settings.
+        arms: the validated arm names.
+        seeds: the number of paired confirmation seeds.
+        output: the output folder (checked with [`check_output`]).
+        load_model: returns the pretrained model with its new head.
+        splits: the training, validation and test datasets, yielding ``pixel_values`` and ``labels``.
+        calibration: training batches for data-dependent strategies.
+        overwrite: start afresh in a folder that holds a comparison (its own files are deleted).
+        split_notes: how each split was made (for the report).
+        progress: show the bar over the runs.
+    """
+    from transformers.utils import logging as hf_logging
+
+    main = is_main_process()
+    if main:
+        os.makedirs(output, exist_ok=True)
+        if overwrite:
+            for name in OWN_FILES:
+                if os.path.isfile(os.path.join(output, name)):
+                    os.remove(os.path.join(output, name))
+        with open(os.path.join(output, SETTINGS_FILE), "w", encoding="utf-8") as handle:
+            json.dump(settings.to_dict(), handle, indent=2, sort_keys=True)
+            handle.write("\n")
+    # Every process reads the records as they were at the start (no process can add one before all of them reach
+    # the first run, whose DDP steps need every process); after --overwrite none of them reads the old ones.
+    store = RunStore(output, write=main, read=not overwrite)
+    train, val, test = splits
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # one bar over the runs, not a weight-loading bar and a new-head warning per run
+    hf_logging.disable_progress_bar()
+    try:
+        chosen = _run_all(settings, arms, seeds, store, load_model, splits, calibration, progress and main)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    summary = summarize(arms, chosen, store.phase(CONFIRM))
+    summary.update(
+        settings=settings.to_dict(),
+        splits={"how": split_notes, "sizes": {"train": len(train), "val": len(val), "test": len(test)}},
+        tuning={"seeds": list(TUNE_SEEDS), "grid": tuning_table(arms, settings.grid, store)},
+        output=os.path.abspath(output),
+    )
+    if main:
+        write_report(summary, output)
+    return summary
+
+
+def _run_all(
+    settings: ComparisonSettings,
+    arms: Sequence[str],
+    seeds: int,
+    store: RunStore,
+    load_model: Callable[[], Any],
+    splits: tuple[Any, Any, Any],
+    calibration: Any,
+    progress: bool,
+) -> dict[str, tuple[float, float]]:
+    """Every run still missing from ``store``, in a scratch folder for the `Trainer`; returns the chosen configs."""
+    train, val, test = splits
+    with tempfile.TemporaryDirectory(prefix="hf-plasticity-compare-") as workdir:
+
+        def train_one(spec: RunSpec) -> dict[str, Any]:
+            return train_run(
+                spec,
+                load_model=load_model,
+                train=train,
+                val=val,
+                test=test if spec.phase == CONFIRM else None,
+                budget=settings.budget,
+                workdir=workdir,
+                calibration=calibration,
+            )
+
+        return run_schedule(arms, settings.grid, list(range(seeds)), store, train_one, progress=progress)

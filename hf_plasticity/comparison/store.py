@@ -1,0 +1,68 @@
+"""The comparison's result store: one JSON record per finished run, appended to ``runs.jsonl``.
+
+A run is identified by its key (phase, arm, learning rates, seed); a comparison that was killed continues where it
+stopped by skipping every run whose key is already recorded. A half-written last line (the process died while
+writing it) is dropped when the store is opened, so the next record starts on a line of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+RUNS_FILE = "runs.jsonl"
+
+
+def run_key(phase: str, arm: str, backbone_lr: float, own_lr: float, seed: int) -> str:
+    """The identity of one run: ``"tune/recipe/bb=0.0001/own=0.001/seed=1000"``."""
+    return f"{phase}/{arm}/bb={backbone_lr!r}/own={own_lr!r}/seed={seed}"
+
+
+class RunStore:
+    """The records of a comparison, in memory and (on the main process) in ``directory/runs.jsonl``.
+
+    Args:
+        directory: the comparison's output folder.
+        write: whether this process writes the file (the main process of a distributed run; the others keep the same
+            records in memory, since every process computes every run's metrics).
+        read: whether to start from the records in the file (False: from none, as after ``--overwrite``).
+    """
+
+    def __init__(self, directory: str, write: bool = True, read: bool = True) -> None:
+        self.path = os.path.join(directory, RUNS_FILE)
+        self.write = write
+        self.records: dict[str, dict[str, Any]] = {}
+        if read and os.path.isfile(self.path):
+            self._load()
+
+    def _load(self) -> None:
+        with open(self.path, encoding="utf-8") as handle:
+            text = handle.read()
+        complete = text if text.endswith("\n") or not text else text[: text.rfind("\n") + 1]
+        for line in complete.splitlines():
+            if line.strip():
+                record = json.loads(line)
+                self.records.setdefault(record["key"], record)
+        if self.write and complete != text:  # drop the half-written last line
+            with open(self.path, "w", encoding="utf-8") as handle:
+                handle.write(complete)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.records
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.records.get(key)
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Records one finished run (appended as one line, flushed and synced to disk)."""
+        self.records[record["key"]] = record
+        if self.write:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+
+    def phase(self, phase: str) -> list[dict[str, Any]]:
+        """The records of one phase (``"tune"`` or ``"confirm"``), in the order they were recorded."""
+        return [record for record in self.records.values() if record["phase"] == phase]

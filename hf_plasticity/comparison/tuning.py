@@ -1,0 +1,95 @@
+"""The comparison's schedule: tune every arm on the validation split, then confirm the chosen configurations on
+paired seeds, scored once on the test split.
+
+Tuning: every (backbone learning rate, own learning rate) of the grid, trained once with the tuning seed, scored by
+the validation accuracy after the last epoch (the model the test would score). Ties, which small validation splits
+make common, are broken by a rule that favours no arm: the tied configurations are trained again with a second tuning
+seed and compared by the mean of both; configurations still tied go to the smaller backbone learning rate, then the
+smaller own learning rate.
+
+Confirmation: every arm with its chosen configuration on the same seeds (the same seed gives the same head init and
+data order in every arm), seed by seed, so an interrupted comparison holds complete pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .runner import CONFIRM, TUNE, RunSpec
+from .store import RunStore
+
+#: Seeds of the tuning runs (the second one breaks ties); the confirmation seeds are 0, 1, ..., N-1.
+TUNE_SEEDS = (1000, 1001)
+
+
+def _tied(scores: dict[tuple[float, float], float]) -> list[tuple[float, float]]:
+    best = max(scores.values())
+    return sorted(config for config, score in scores.items() if math.isclose(score, best, abs_tol=1e-9))
+
+
+def run_schedule(
+    arms: Sequence[str],
+    grid: Sequence[tuple[float, float]],
+    seeds: Sequence[int],
+    store: RunStore,
+    train: Callable[[RunSpec], dict[str, Any]],
+    progress: bool = True,
+) -> dict[str, tuple[float, float]]:
+    """Runs every run the comparison still needs (those whose key ``store`` holds are skipped) and records each.
+
+    Args:
+        arms: the arms' names.
+        grid: the ``(backbone_lr, own_lr)`` configurations tried for every arm.
+        seeds: the confirmation seeds.
+        store: the records so far; each finished run is added.
+        train: runs one [`RunSpec`] and returns its record.
+        progress: show a tqdm bar over the runs.
+
+    Returns:
+        `dict`: each arm's chosen ``(backbone_lr, own_lr)``.
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(arms) * (len(grid) + len(seeds)), desc="compare", unit="run", disable=not progress)
+
+    def ensure(spec: RunSpec) -> dict[str, Any]:
+        bar.set_postfix_str(f"{spec.phase} {spec.arm} seed {spec.seed}")
+        if spec.key not in store:
+            store.add(train(spec))
+        bar.update(1)
+        return store.get(spec.key)
+
+    chosen = {}
+    try:
+        for arm in arms:
+            first = {config: ensure(RunSpec(TUNE, arm, *config, TUNE_SEEDS[0]))["val_accuracy"] for config in grid}
+            tied = _tied(first)
+            if len(tied) > 1:
+                bar.total += len(tied)
+                second = {c: ensure(RunSpec(TUNE, arm, *c, TUNE_SEEDS[1]))["val_accuracy"] for c in tied}
+                tied = _tied({config: (first[config] + second[config]) / 2 for config in tied})
+            chosen[arm] = tied[0]  # the smaller backbone learning rate, then the smaller own learning rate
+        for seed in seeds:
+            for arm in arms:
+                ensure(RunSpec(CONFIRM, arm, *chosen[arm], seed))
+    finally:
+        bar.close()
+    return chosen
+
+
+def tuning_table(arms: Sequence[str], grid: Sequence[tuple[float, float]], store: RunStore) -> dict[str, list[dict]]:
+    """Per arm, every tuned configuration with its validation accuracy per tuning seed (for the summary)."""
+    table: dict[str, list[dict]] = {}
+    for arm in arms:
+        rows = []
+        for backbone_lr, own_lr in grid:
+            scores = {}
+            for seed in TUNE_SEEDS:
+                record = store.get(RunSpec(TUNE, arm, backbone_lr, own_lr, seed).key)
+                if record is not None:
+                    scores[str(seed)] = record["val_accuracy"]
+            rows.append({"backbone_lr": backbone_lr, "own_lr": own_lr, "val_accuracy": scores})
+        table[arm] = rows
+    return table

@@ -1,0 +1,389 @@
+"""`hf-plasticity compare` / `hf_plasticity.compare` on a tiny local ViT and a small imagefolder of generated PNGs:
+end to end (CLI and Python), resume after a SIGKILL, refusals of bad input, the report against the records, the
+statistics against scipy, the record store, the tie rule and the carved splits."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from scipy import stats
+from transformers import ViTImageProcessor
+
+from hf_plasticity import compare
+from hf_plasticity.cli.main import main
+from hf_plasticity.comparison.report import mean_interval, paired_difference, verdict
+from hf_plasticity.comparison.session import ComparisonSettings, make_splits
+from hf_plasticity.comparison.store import RunStore
+from hf_plasticity.comparison.tuning import TUNE_SEEDS, run_schedule
+
+from .models import IMAGE_SIZE, pretrained
+
+CLASSES = ("circle", "square")  # the tiny model has 3 labels: a new head is drawn per seed
+COMMAND = [sys.executable, "-m", "hf_plasticity.cli.main", "compare"]
+#: Two arms, two seeds, one epoch, a 1x1 grid: 2 tuning runs and 4 confirmation runs.
+BUDGET = ["--arms", "standard", "recipe", "--seeds", "2", "--epochs", "1", "--batch-size", "8"]
+GRID = ["--backbone-lrs", "0.001", "--own-lrs", "0.01"]
+API_BUDGET = dict(arms=("standard", "recipe"), seeds=2, epochs=1, batch_size=8, backbone_lrs=(1e-3,), own_lrs=(1e-2,))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A tiny 'pretrained' ViT with its image processor, an imagefolder of 2 classes x 14 images, and one of a
+    single class."""
+    root = tmp_path_factory.mktemp("compare")
+    pretrained("vit", root / "tiny-vit")
+    ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(root / "tiny-vit")
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(CLASSES):
+        (root / "images" / name).mkdir(parents=True)
+        for i in range(14):
+            pixels = (
+                np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3)) + [150 * c, 120, 200 - 150 * c] + rng.normal(0, 30, (32, 32, 3))
+            )
+            Image.fromarray(np.clip(pixels, 0, 255).astype("uint8")).save(root / "images" / name / f"{i}.png")
+    (root / "one-class" / "circle").mkdir(parents=True)
+    for i in range(6):
+        Image.new("RGB", (32, 32), (10 * i, 0, 0)).save(root / "one-class" / "circle" / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(workspace, tmp_path_factory):
+    """An uninterrupted comparison through the Python API: ``(summary, output folder)``."""
+    output = tmp_path_factory.mktemp("reference") / "out"
+    summary = compare(str(workspace / "tiny-vit"), str(workspace / "images"), output=str(output), progress=False,
+                      **API_BUDGET)  # fmt: skip
+    return summary, output
+
+
+def env() -> dict[str, str]:
+    environment = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    environment["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), environment.get("PYTHONPATH", "")])
+    environment.pop("HF_PLASTICITY_DEBUG", None)
+    return environment
+
+
+def records(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / "runs.jsonl").read_text().splitlines()]
+
+
+def arm_numbers(summary: dict) -> dict:
+    return {arm: (e["backbone_lr"], e["own_lr"], e["test_accuracy"]) for arm, e in summary["arms"].items()}
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+def test_cli_end_to_end_report_matches_records(workspace, tmp_path, capsys, reference):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "notes.txt").write_text("mine")  # not the comparison's: --overwrite keeps it
+    argv = ["compare", str(workspace / "tiny-vit"), "--data", str(workspace / "images"), *BUDGET, *GRID,
+            "--output", str(output), "--overwrite", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert (output / "notes.txt").read_text() == "mine"
+    for name in ("runs.jsonl", "settings.json", "report.md", "summary.json", "learning_curves.png", "differences.png"):
+        assert (output / name).stat().st_size > 0, name
+    runs = records(output)
+    assert len(runs) == 6 and len({r["key"] for r in runs}) == 6
+    assert all(r["test_accuracy"] is None for r in runs if r["phase"] == "tune")  # tuning never reads the test split
+    confirm = {(r["arm"], r["seed"]): r for r in runs if r["phase"] == "confirm"}
+    assert sorted(confirm) == [("recipe", 0), ("recipe", 1), ("standard", 0), ("standard", 1)]
+    for seed in (0, 1):  # paired: the same head init in both arms, another one per seed
+        assert confirm[("standard", seed)]["head_init"] == confirm[("recipe", seed)]["head_init"]
+    assert confirm[("standard", 0)]["head_init"] != confirm[("standard", 1)]["head_init"]
+    assert all(len(r["val_curve"]) == 1 and r["device"] and r["versions"]["torch"] for r in runs)
+    assert all(r["redrawn"] is None for r in runs if r["arm"] == "standard")
+    assert all(r["redrawn"]["whole"] for r in runs if r["arm"] == "recipe")  # the recipe did restore
+
+    # the table's numbers, recomputed from the records with scipy
+    standard = [confirm[("standard", s)]["test_accuracy"] for s in (0, 1)]
+    recipe = [confirm[("recipe", s)]["test_accuracy"] for s in (0, 1)]
+    low, high = stats.ttest_rel(recipe, standard).confidence_interval()
+    mean_low, mean_high = stats.t.interval(0.95, 1, loc=np.mean(recipe), scale=stats.sem(recipe))
+    row = next(line for line in (output / "report.md").read_text().splitlines() if line.startswith("| recipe |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[3] == f"{100 * np.mean(recipe):.2f}"
+    if math.isclose(mean_low, mean_high) or not math.isfinite(mean_low):
+        assert cells[4] == f"[{100 * np.mean(recipe):.2f}, {100 * np.mean(recipe):.2f}]"
+    else:
+        assert cells[4] == f"[{100 * mean_low:.2f}, {100 * mean_high:.2f}]"
+    assert cells[5] == f"{100 * (np.mean(recipe) - np.mean(standard)):+.2f}"
+    assert cells[6] == f"[{100 * low:+.2f}, {100 * high:+.2f}]"
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["verdict"] in printed and summary["verdict"].startswith("On this data the recipe is")
+    assert row in printed
+    # the CLI and the Python API, on the same settings, give the same numbers (deterministic on CPU)
+    assert arm_numbers(summary) == arm_numbers(reference[0])
+
+
+def test_resume_after_kill(workspace, tmp_path, reference):
+    """A comparison killed (SIGKILL) after its first record, with a half-written line left behind, completes on a
+    rerun with no duplicate record and the numbers of an uninterrupted run."""
+    output = tmp_path / "out"
+    argv = [*COMMAND, str(workspace / "tiny-vit"), "--data", str(workspace / "images"), *BUDGET, *GRID,
+            "--output", str(output), "--no-progress"]  # fmt: skip
+    process = subprocess.Popen(argv, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs_file = output / "runs.jsonl"
+    deadline = time.monotonic() + 240
+    while not (runs_file.is_file() and runs_file.read_text().count("\n") >= 1):
+        assert process.poll() is None and time.monotonic() < deadline, "the comparison ended before its first record"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = runs_file.read_text().count("\n")
+    assert 1 <= done < 6 and not (output / "summary.json").exists()
+    with open(runs_file, "a") as handle:
+        handle.write('{"arm": "recipe", "key": "confirm/re')  # a line the kill cut short
+    finished = subprocess.run(argv, env=env(), capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    runs = records(output)  # every line parses: the half-written one is gone
+    assert len(runs) == 6 and len({r["key"] for r in runs}) == 6
+    summary = json.loads((output / "summary.json").read_text())
+    assert arm_numbers(summary) == arm_numbers(reference[0])
+
+
+def test_python_api_resumes_with_more_seeds(workspace, reference, tmp_path):
+    """The same comparison with one more seed, in the reference's folder, only adds that seed's runs."""
+    import shutil
+
+    summary, output = reference
+    copy = tmp_path / "copy"
+    shutil.copytree(output, copy)
+    before = {r["key"] for r in records(copy)}
+    more = compare(str(workspace / "tiny-vit"), str(workspace / "images"), output=str(copy), progress=False,
+                   **{**API_BUDGET, "seeds": 3})  # fmt: skip
+    added = [r for r in records(copy) if r["key"] not in before]
+    assert sorted((r["phase"], r["arm"], r["seed"]) for r in added) == [
+        ("confirm", "recipe", 2),
+        ("confirm", "standard", 2),
+    ]
+    assert more["seeds"] == [0, 1, 2]
+    assert {a: e["test_accuracy"]["0"] for a, e in more["arms"].items()} == {
+        a: e["test_accuracy"]["0"] for a, e in summary["arms"].items()
+    }
+
+
+def test_saved_dataset_with_its_own_splits_and_a_strategy_arm_on_one_seed(workspace, tmp_path):
+    """A `save_to_disk` folder with validation and test splits (used as given, not carved), a data-dependent strategy
+    as an arm, one seed: the interval is undefined and the verdict says so."""
+    from datasets import ClassLabel, Dataset, DatasetDict
+
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(24)]
+    rows = {"img": images, "labels": [i % 2 for i in range(24)]}
+    full = Dataset.from_dict(rows).cast_column("labels", ClassLabel(names=["x", "y"]))
+    DatasetDict({"train": full.select(range(12)), "validation": full.select(range(12, 18)),
+                 "test": full.select(range(18, 24))}).save_to_disk(str(tmp_path / "saved"))  # fmt: skip
+    summary = compare(str(workspace / "tiny-vit"), str(tmp_path / "saved"), output=str(tmp_path / "out"),
+                      val_split="validation", test_split="test", progress=False,
+                      **{**API_BUDGET, "arms": ("standard", "selective"), "seeds": 1})  # fmt: skip
+    assert summary["splits"]["sizes"] == {"train": 12, "val": 6, "test": 6}
+    assert summary["splits"]["how"]["test"] == "split 'test'"
+    difference = summary["arms"]["selective"]["difference_to_standard"]
+    assert difference["low"] is None and "undefined with one seed" in summary["verdict"]
+    assert "| selective |" in (tmp_path / "out" / "report.md").read_text()
+    assert all(r["redrawn"]["partial"] for r in records(tmp_path / "out") if r["arm"] == "selective")
+
+
+def test_missing_extra_is_named(workspace, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "scipy", None)  # as if scipy were not installed
+    assert main(["compare", str(workspace / "tiny-vit"), "--data", str(workspace / "images"),
+                 "--output", str(tmp_path / "o")]) == 2  # fmt: skip
+    assert 'needs the "compare" extra (scipy is missing)' in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_two_processes_write_one_record_per_run(workspace, tmp_path):
+    """Under `accelerate launch` (two CPU processes, gloo) the runs are DDP runs: one record each, one report."""
+    from .test_distributed import accelerate_cli, free_port
+
+    output = tmp_path / "out"
+    command = [
+        accelerate_cli(), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        "-m", "hf_plasticity.cli.main", "compare", str(workspace / "tiny-vit"), "--data", str(workspace / "images"),
+        "--arms", "standard", "recipe", "--seeds", "1", "--epochs", "1", "--batch-size", "8", *GRID,
+        "--output", str(output), "--no-progress",
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = records(output)
+    assert len(runs) == 4 and len({r["key"] for r in runs}) == 4
+    assert all(r["device"].endswith("x 2") for r in runs)
+    assert done.stdout.count("Wrote ") == 1 and (output / "summary.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def _bad_cases(root: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
+    model, images = str(root / "tiny-vit"), str(root / "images")
+    taken = tmp / "taken"
+    taken.mkdir()
+    (taken / "something.txt").write_text("x")
+    other = tmp / "other-comparison"
+    other.mkdir()
+    settings_json = ComparisonSettings(model=model, data=images, epochs=7).to_dict()
+    (other / "settings.json").write_text(json.dumps(settings_json))
+    from datasets import Dataset
+
+    unlabelled = tmp / "unlabelled"
+    Dataset.from_dict({"image": [Image.new("RGB", (8, 8))] * 4}).save_to_disk(str(unlabelled))
+    from datasets import ClassLabel, DatasetDict
+
+    def split_of(names):
+        rows = {"image": [Image.new("RGB", (8, 8))] * 4, "label": [0, 1, 0, 1]}
+        return Dataset.from_dict(rows).cast_column("label", ClassLabel(names=names))
+
+    mismatched = tmp / "mismatched"
+    DatasetDict({"train": split_of(["x", "y"]), "test": split_of(["q", "x"])}).save_to_disk(str(mismatched))
+    return {
+        "unknown model": (["compare", str(tmp / "no-such-model"), "--data", images], "Cannot load model"),
+        "one class": (["compare", model, "--data", str(root / "one-class")], "1 class folder"),
+        # the loader's refusal (integrations.datasets_io), which speaks of class folders also for a saved dataset
+        "no labels": (["compare", model, "--data", str(unlabelled)], "at least two classes"),
+        "unknown arm": (["compare", model, "--data", images, "--arms", "standard", "magic"], "Unknown arm 'magic'"),
+        "no standard arm": (["compare", model, "--data", images, "--arms", "recipe"], "must include standard"),
+        "non-empty output": (["compare", model, "--data", images, "--output", str(taken)], "--overwrite"),
+        "other comparison": (["compare", model, "--data", images, "--output", str(other)], "epochs differ"),
+        "bad epochs": (["compare", model, "--data", images, "--epochs", "0"], "epochs"),
+        "other classes": (["compare", model, "--data", str(mismatched), "--test-split", "test"], "other classes"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["unknown model", "one class", "no labels", "unknown arm", "no standard arm", "non-empty output",
+     "other comparison", "bad epochs", "other classes"],
+)  # fmt: skip
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(workspace, tmp_path, capsys, case):
+    argv, expected = _bad_cases(workspace, tmp_path)[case]
+    if "--output" not in argv:
+        argv = [*argv, "--output", str(tmp_path / "fresh")]
+    output = Path(argv[argv.index("--output") + 1])
+    before = sorted(p.name for p in output.iterdir()) if output.is_dir() else None
+    capsys.readouterr()  # the set-up's own output
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and error.startswith("hf-plasticity compare: error:"), error
+    assert expected in error
+    assert (sorted(p.name for p in output.iterdir()) if output.is_dir() else None) == before
+
+
+def test_python_api_raises_value_error(workspace, tmp_path):
+    with pytest.raises(ValueError, match="Unknown arm"):
+        compare(str(workspace / "tiny-vit"), str(workspace / "images"), output=str(tmp_path / "o"), arms=["x"])
+    assert not (tmp_path / "o").exists()
+
+
+def test_compare_is_exported_lazily():
+    code = "import sys, hf_plasticity; assert 'hf_plasticity.comparison' not in sys.modules; " \
+           "from hf_plasticity import compare; assert callable(compare); print(compare.__name__)"  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "compare", result.stderr
+
+
+# ------------------------------------------------------------------------------------------------ parts
+def test_statistics_against_scipy_on_known_numbers():
+    treatment, control = [0.80, 0.84, 0.83, 0.86], [0.78, 0.80, 0.82, 0.81]
+    differences = [t - c for t, c in zip(treatment, control)]
+    half = stats.t.ppf(0.975, 3) * statistics.stdev(differences) / math.sqrt(4)
+    result = paired_difference(treatment, control)
+    assert result["mean"] == pytest.approx(0.03)
+    assert (result["low"], result["high"]) == pytest.approx((0.03 - half, 0.03 + half))
+    interval = mean_interval(treatment)
+    half = stats.t.ppf(0.975, 3) * statistics.stdev(treatment) / 2
+    assert (interval["mean"], interval["low"], interval["high"]) == pytest.approx(
+        (0.8325, 0.8325 - half, 0.8325 + half)
+    )
+    single = paired_difference([0.9], [0.8])
+    assert single["low"] is None and single["high"] is None
+    assert "undefined with one seed" in verdict("recipe", single)
+
+
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=2, max_size=8))
+@settings(max_examples=60, deadline=None)
+def test_verdict_follows_the_interval(pairs):
+    treatment, control = [p[0] for p in pairs], [p[1] for p in pairs]
+    difference = paired_difference(treatment, control)
+    sentence = verdict("recipe", difference)
+    if difference["low"] > 0:
+        assert sentence.endswith("a detectable gain.")
+    elif difference["high"] < 0:
+        assert sentence.endswith("a detectable loss.")
+    else:
+        assert sentence.endswith("no detectable difference.")
+
+
+@given(st.lists(st.integers(0, 10**6), min_size=1, max_size=6, unique=True), st.data())
+@settings(max_examples=40, deadline=None)
+def test_store_ignores_a_half_written_last_line(tmp_path_factory, seeds, data):
+    directory = tmp_path_factory.mktemp("store")
+    store = RunStore(str(directory))
+    for seed in seeds:
+        store.add({"key": f"k{seed}", "phase": "tune", "seed": seed})
+    text = (directory / "runs.jsonl").read_text()
+    lines = text.splitlines(keepends=True)
+    cut = data.draw(st.integers(1, len(lines[-1]) - 1))  # the last line cut short anywhere (its newline missing)
+    (directory / "runs.jsonl").write_text("".join(lines[:-1]) + lines[-1][:cut])
+    reopened = RunStore(str(directory))
+    assert sorted(reopened.records) == sorted(f"k{s}" for s in seeds[:-1])
+    reopened.add({"key": "new", "phase": "tune", "seed": -1})
+    assert [json.loads(line)["key"] for line in (directory / "runs.jsonl").read_text().splitlines()] == [
+        *(f"k{s}" for s in seeds[:-1]),
+        "new",
+    ]
+
+
+def test_tie_rule_second_seed_then_smaller_learning_rates(tmp_path):
+    """Ties on the first tuning seed are trained again with the second one (only the tied configurations); still
+    tied, the smaller backbone then own learning rate wins; recorded runs are not run again."""
+    scores = {  # (arm, backbone, own, seed) -> validation accuracy
+        ("a", 1.0, 1.0, TUNE_SEEDS[0]): 0.5, ("a", 2.0, 1.0, TUNE_SEEDS[0]): 0.5, ("a", 3.0, 1.0, TUNE_SEEDS[0]): 0.4,
+        ("a", 1.0, 1.0, TUNE_SEEDS[1]): 0.6, ("a", 2.0, 1.0, TUNE_SEEDS[1]): 0.7,
+        ("b", 1.0, 1.0, TUNE_SEEDS[0]): 0.5, ("b", 2.0, 1.0, TUNE_SEEDS[0]): 0.5, ("b", 3.0, 1.0, TUNE_SEEDS[0]): 0.5,
+        ("b", 1.0, 1.0, TUNE_SEEDS[1]): 0.5, ("b", 2.0, 1.0, TUNE_SEEDS[1]): 0.6, ("b", 3.0, 1.0, TUNE_SEEDS[1]): 0.6,
+    }  # fmt: skip
+    ran = []
+
+    def train(spec):
+        ran.append(spec.key)
+        value = scores.get((spec.arm, spec.backbone_lr, spec.own_lr, spec.seed), 0.9)
+        return {"key": spec.key, "phase": spec.phase, "val_accuracy": value}
+
+    store = RunStore(str(tmp_path))
+    grid = [(1.0, 1.0), (2.0, 1.0), (3.0, 1.0)]
+    chosen = run_schedule(["a", "b"], grid, [0], store, train, progress=False)
+    assert chosen == {"a": (2.0, 1.0), "b": (2.0, 1.0)}
+    assert sum("/a/" in key and f"seed={TUNE_SEEDS[1]}" in key for key in ran) == 2  # (3.0, 1.0) was not tied
+    assert len(ran) == 3 + 2 + 3 + 3 + 2
+    again = []
+    assert run_schedule(["a", "b"], grid, [0], store, lambda s: again.append(s) or {}, progress=False) == chosen
+    assert again == []
+
+
+def test_carved_splits_are_disjoint_and_stratified():
+    from datasets import Dataset
+
+    labels = [0] * 40 + [1] * 20 + [2] * 20
+    dataset = Dataset.from_dict({"index": list(range(80)), "label": labels})
+    settings_ = ComparisonSettings(model="m", data="d", test_fraction=0.25, val_fraction=0.2, max_train_samples=24)
+    train, val, test, how = make_splits(dataset, None, None, "label", settings_)
+    parts = [set(part["index"]) for part in (train, val, test)]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert (len(test), len(val), len(train)) == (20, 12, 24)
+    for part in (train, val, test):  # class proportions 2:1:1 kept
+        counts = np.bincount(part["label"], minlength=3)
+        assert counts[0] == 2 * counts[1] == 2 * counts[2]
+    assert "stratified" in how["test"] and "stratified" in how["val"]
