@@ -13,12 +13,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from transformers import AutoModelForImageClassification, ViTImageProcessor
 
 from hf_plasticity import PlasticityConfig
-from hf_plasticity.cli._common import CommandError, build_config, looks_like_path
+from hf_plasticity.cli._common import CommandError, looks_like_path
 from hf_plasticity.cli.main import main
+from hf_plasticity.cli.params import build_config
 
 from .hub_server import LocalHub, point_client_at
 from .models import IMAGE_SIZE, batches, pretrained
@@ -436,3 +439,66 @@ def test_diagnose_usage_shows_data_as_required_and_prints_the_feature_rank_it_pr
     assert main(["diagnose", str(workspace / "tiny-vit"), "--data", str(workspace / "images"), "--batches", "1"]) == 0
     first = capsys.readouterr().out.splitlines()[1]  # after the new-head line
     assert re.search(r"penultimate features: effective rank \d+\.\d, stable rank \d+ of 32$", first), first
+
+
+# ------------------------------------------------------------------------------------------- --param, typed
+def test_param_values_are_read_as_their_field_type_and_errors_name_the_key():
+    config = build_config("reinit_layers", ["num_blocks=none", "layer_scale=0.5", "exclude_modules=vit.layers.0"])
+    assert (config.num_blocks, config.layer_scale, config.exclude_modules) == (None, 0.5, ["vit.layers.0"])
+    assert build_config("reinit_layers", ["layer_scale=keep"]).layer_scale == "keep"
+    assert build_config("rifle", ["epochs=[1, 2.5]"]).epochs == [1.0, 2.5]
+    cases = {
+        "include_bias=1": "--param include_bias=1: include_bias takes true or false, got '1'.",
+        "include_bias=yes": "--param include_bias=yes: include_bias takes true or false, got 'yes'.",
+        "seed=1.5": "--param seed=1.5: seed takes an integer, got '1.5'.",
+        "calibration_batches=none": "--param calibration_batches=none: calibration_batches takes an integer, got",
+        "fraction=x": "--param fraction=x: fraction takes a number, got 'x'.",
+        "last_k_blocks=x": "--param last_k_blocks=x: last_k_blocks takes an integer or none, got 'x'.",
+        "fraction=2": "--param fraction=2: `fraction` must be a finite number in (0, 1], got 2.0.",
+        "utility=bogus": "--param utility=bogus: `utility` must be one of ['grad_x_weight', 'grad', 'magnitude',",
+    }
+    for param, expected in cases.items():
+        with pytest.raises(CommandError) as error:
+            build_config("selective", ["utility=magnitude", param] if "utility" not in param else [param])
+        assert str(error.value).startswith(expected), (param, str(error.value))
+    with pytest.raises(CommandError, match="--param fraction is given twice"):
+        build_config("selective", ["fraction=0.1", "fraction=0.2"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_any_param_value_gives_a_config_or_one_error_naming_the_key(data):
+    from hf_plasticity import available_strategies, get_config_class
+    from hf_plasticity.cli.params import parameter_fields
+
+    strategy = data.draw(st.sampled_from(available_strategies()))
+    key = data.draw(st.sampled_from(sorted(parameter_fields(get_config_class(strategy)))))
+    raw = data.draw(
+        st.one_of(
+            st.sampled_from(
+                ["true", "false", "none", "0", "1", "-1", "0.5", "nan", "inf", "1e-3", "[1, 2]", "a,b", ""]
+            ),
+            st.text(max_size=8),
+        )
+    )
+    try:
+        config = build_config(strategy, [f"{key}={raw}"])
+    except CommandError as error:
+        message = str(error)
+        assert "\n" not in message.strip() and (f"--param {key}=" in message or "Unknown" not in message), message
+        assert key in message
+    else:
+        assert config.strategy == strategy
+
+
+def test_prepare_help_lists_the_parameters_of_the_strategy(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", "--strategy", "selective", "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "--push-to-hub REPO_ID" in out  # the usual help first
+    assert "Parameters of strategy 'selective' (--param KEY=VALUE ...):" in out
+    assert "  fraction=FLOAT  (default: 0.01)" in out and "Share of each tensor re-initialized" in out
+    assert "  include_bias=true|false  (default: false)" in out and "  every_n_steps=INT|none  (default: none)" in out
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    assert "Parameters of strategy 'reinit_layers'" in capsys.readouterr().out  # the default strategy's

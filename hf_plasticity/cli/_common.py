@@ -1,11 +1,9 @@
-"""Shared pieces of the `prepare` and `diagnose` commands: one-line errors, `--param` parsing, loading the model
-(with a new head when the data has another number of classes), its image processor, and the data."""
+"""Shared pieces of the `prepare` and `diagnose` commands: one-line errors, checks of the paths they write, loading
+the model (with a new head when the data has another number of classes), its image processor, and the data."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -66,53 +64,6 @@ def reports_errors(command: str) -> Callable[[Callable[[Any], int]], Callable[[A
         return wrapper
 
     return decorate
-
-
-def _parse_value(raw: str, type_hint: str) -> Any:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = raw
-    if "list" in type_hint and isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    if type_hint.startswith("str") and not isinstance(value, str):
-        return raw
-    return value
-
-
-def build_config(strategy: str, params: list[str] | None):
-    """A strategy config from its name and ``key=value`` strings (values are read as JSON when they parse, so
-    ``fraction=0.05``, ``include_bias=true``; list fields also take ``a,b``).
-
-    Raises:
-        CommandError: for an unknown strategy, a malformed or unknown parameter, or an invalid value.
-    """
-    from ..core.config import get_config_class
-
-    try:
-        config_class = get_config_class(strategy)
-    except ValueError as error:
-        raise CommandError(one_line(error)) from error
-    unused = set(config_class.unused_scope_fields)
-    fields = {f.name: str(f.type) for f in dataclasses.fields(config_class) if f.init and f.name not in unused}
-    values: dict[str, Any] = {}
-    for item in params or []:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise CommandError(f"--param takes key=value, got {item!r}.")
-        if key not in fields:
-            raise CommandError(
-                f"Unknown parameter {key!r} for strategy {strategy!r}. Accepted: {', '.join(sorted(fields))}."
-            )
-        values[key] = _parse_value(raw, fields[key])
-    try:
-        return config_class(**values)
-    except (TypeError, ValueError) as error:
-        raise CommandError(
-            f"Invalid parameters for strategy {strategy!r}: {one_line(error)} Parameters of {strategy!r}: "
-            f"{', '.join(sorted(fields))}."
-        ) from error
 
 
 def data_free_hint(config: Any) -> str:

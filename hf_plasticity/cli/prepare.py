@@ -18,7 +18,6 @@ from ._common import (
     EXIT_FAILED,
     CommandError,
     add_data_arguments,
-    build_config,
     check_file_target,
     check_output_dir,
     check_plot_dependencies,
@@ -32,6 +31,7 @@ from ._common import (
     one_line,
     reports_errors,
 )
+from .params import StrategyHelp, build_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Loads MODEL, restores its plasticity with a strategy (scoring on --data when the strategy "
         "needs data), prints the report, and saves a normal transformers checkpoint with plasticity_config.json "
         "and a model card into --output; --push-to-hub also pushes it. Nothing is written when an input is wrong.",
+        add_help=False,
+    )
+    parser.add_argument(
+        "-h", "--help", action=StrategyHelp, help="Show this help and the parameters of --strategy (given before it)."
     )
     parser.add_argument("model", metavar="MODEL", help="A local model directory or a Hub model id.")
     parser.add_argument(
@@ -55,8 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="A strategy parameter, e.g. --param num_blocks=2 or --param utility=magnitude fraction=0.05 "
-        "(values are read as JSON when they parse; list fields also take a,b).",
+        help="A strategy parameter, e.g. --param num_blocks=2 or --param utility=magnitude fraction=0.05, read as "
+        "its type says (true/false, none, a,b for a list). `--strategy NAME --help` lists NAME's parameters.",
     )
     add_data_arguments(parser, when="Needed by data-dependent strategies (e.g. selective with utility grad_x_weight).")
     parser.add_argument("--output", required=True, metavar="DIR", help="Where to save the restored checkpoint.")
