@@ -34,3 +34,18 @@ def test_a_core_module_importing_upward_breaks_the_contract(tmp_path):
     done = lint(tmp_path)
     assert done.returncode == 1
     assert "hf_plasticity.core.plan -> hf_plasticity.pipeline.restore" in done.stdout
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    """No import circle anywhere in the package (type-checking and function-level imports count too): e.g.
+    core/config.py and core/registry.py imported each other."""
+    import grimp
+
+    graph = grimp.build_graph("hf_plasticity", cache_dir=None)
+    circles = sorted(
+        (module, imported)
+        for module in graph.modules
+        for imported in graph.find_modules_directly_imported_by(module)
+        if imported.startswith("hf_plasticity") and graph.chain_exists(imported, module)
+    )
+    assert circles == []
