@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ..core.messages import first_line as one_line
+
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
@@ -32,12 +34,6 @@ class CommandError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def one_line(error: BaseException) -> str:
-    """The first line of an error's message (its type name when the message is empty)."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 def reports_errors(command: str) -> Callable[[Callable[[Any], int]], Callable[[Any], int]]:

@@ -19,7 +19,6 @@ from typing import Literal
 from torch import nn
 
 LINEAR_OR_CONV = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 Family = Literal["transformer", "cnn", "mlp"]
 
