@@ -502,3 +502,13 @@ def test_prepare_help_lists_the_parameters_of_the_strategy(capsys):
     with pytest.raises(SystemExit):
         main(["prepare", "--help"])
     assert "Parameters of strategy 'reinit_layers'" in capsys.readouterr().out  # the default strategy's
+
+
+def test_a_negative_seed_with_data_is_refused_before_loading(workspace, tmp_path, capsys):
+    """The data is shuffled with the strategy's seed, which datasets takes only >= 0 ('expected non-negative
+    integer', after the model was loaded)."""
+    argv = ["prepare", str(workspace / "tiny-vit"), "--param", "seed=-1", "--data", str(workspace / "images")]
+    assert main([*argv, "--output", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert "--param seed=-1: the seed also shuffles --data, which needs a seed >= 0." in captured.err
+    assert captured.out == "" and not (tmp_path / "out").exists()

@@ -124,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
             f"Strategy {config.strategy!r} with these parameters scores weights on downstream data: pass --data "
             f"DIR_OR_DATASET, or choose {data_free_hint(config)}."
         )
+    if args.data and config.seed < 0:
+        raise CommandError(f"--param seed={config.seed}: the seed also shuffles --data, which needs a seed >= 0.")
     check_output_dir(args.output, args.overwrite)
     if args.private and not args.push_to_hub:
         raise CommandError("--private applies to --push-to-hub REPO_ID, which is missing.")
