@@ -1,15 +1,16 @@
 """hf-plasticity: restore the plasticity of pretrained image classifiers before and during fine-tuning."""
 
 from .core.architectures import (
-    ARCHITECTURES,
     ArchitectureRule,
     ModelLayout,
     UnitPair,
     get_layout,
     register_architecture,
+    registered_architectures,
 )
 from .core.collectives import RankFailedError, ShardedModelError
 from .core.config import PlasticityConfig, available_strategies, get_config_class
+from .core.data import CalibrationDataError
 from .core.param_groups import PartialRedrawError, plasticity_param_groups
 from .core.plan import Plan, TensorReset
 from .core.record import restore_record
@@ -62,6 +63,7 @@ __all__ = [
     "PlasticityReport",
     "TensorRecord",
     "AlreadyRestoredError",
+    "CalibrationDataError",
     "MetaDeviceError",
     "ScopeError",
     # configs and strategies
@@ -87,12 +89,12 @@ __all__ = [
     "available_strategies",
     "get_config_class",
     # architectures and units
-    "ARCHITECTURES",
     "ArchitectureRule",
     "UnitPair",
     "ModelLayout",
     "get_layout",
     "register_architecture",
+    "registered_architectures",
     "UnitGroup",
     "UnitMapError",
     "unit_groups",

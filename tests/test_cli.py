@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -12,12 +13,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from transformers import AutoModelForImageClassification, ViTImageProcessor
 
 from hf_plasticity import PlasticityConfig
-from hf_plasticity.cli._common import CommandError, build_config, looks_like_path
+from hf_plasticity.cli._common import CommandError, looks_like_path
 from hf_plasticity.cli.main import main
+from hf_plasticity.cli.params import build_config
 
 from .hub_server import LocalHub, point_client_at
 from .models import IMAGE_SIZE, batches, pretrained
@@ -195,7 +199,6 @@ def test_more_bad_input_in_process(workspace, tmp_path, capsys):
             "prepare", model, "--strategy", "reinit_layers", "--output", str(workspace / "images" / "cats" / "0.png")],
         "--num-labels is 5 but the data has 2 classes": [
             "diagnose", model, "--data", str(workspace / "images"), "--num-labels", "5"],
-        "diagnose needs downstream data": ["diagnose", model],
         "acts during training only (use PlasticityCallback); prepare runs the one-shot strategies: ": [
             "prepare", model, "--strategy", "rifle", "--output", out],
     }  # fmt: skip
@@ -310,3 +313,180 @@ def test_plots_from_the_command_line(workspace, tmp_path, capsys):
     assert main(["prepare", model, "--plot", "x.png", "--output", str(tmp_path / "other")]) == 2
     assert "--plot draws the diagnostics before and after the restore" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+
+
+# ------------------------------------------------------------------------------------- paths checked before the work
+def test_an_empty_or_current_output_is_refused_before_anything_is_read(workspace, tmp_path, monkeypatch, capsys):
+    """`--output "$OUT"` with OUT unset saved into the current directory, over the user's files, and exited 0."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text("{}")
+    (mine / "model.safetensors").write_text("my weights")
+    monkeypatch.chdir(mine)
+    before = tree(mine)
+    model = str(workspace / "tiny-vit")
+    cases = {
+        "": "--output is empty",
+        "   ": "--output is empty",
+        ".": "--output '.' is the current directory",
+        str(mine): "is the current directory",
+    }
+    for output, expected in cases.items():
+        assert main(["prepare", model, "--output", output]) == 2, output
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and expected in lines[0], (output, lines)
+        # the blank case is refused even with --overwrite: an unset variable is never meant as "here"
+        assert output.strip() or main(["prepare", model, "--output", output, "--overwrite"]) == 2
+        capsys.readouterr()
+    assert tree(mine) == before and (mine / "model.safetensors").read_text() == "my weights"
+
+
+def test_every_path_a_command_writes_is_checked_before_the_work(workspace, tmp_path, capsys):
+    model, images = str(workspace / "tiny-vit"), str(workspace / "images")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    (tmp_path / "a-dir").mkdir()
+    diagnose = ["diagnose", model, "--data", images, "--batches", "1"]
+    prepare = ["prepare", model, "--data", images, "--output", str(tmp_path / "out")]
+    cases = {
+        "--json '{d}/a-dir' is a directory; give a file path": [*diagnose, "--json", "{d}/a-dir"],
+        "--json '{d}/a-file/r.json': '{d}/a-file' is not a directory": [*diagnose, "--json", "{d}/a-file/r.json"],
+        "--json is empty": [*diagnose, "--json", ""],
+        "--plot '{d}/a-file/sub/p.png': '{d}/a-file' is not a directory": [
+            *diagnose, "--plot", "{d}/a-file/sub/p.png"],
+        "--plot '{d}/a-file/p.png': '{d}/a-file' is not a directory": [*prepare, "--plot", "{d}/a-file/p.png"],
+        "--output '{d}/a-file/out': '{d}/a-file' is not a directory": [
+            "prepare", model, "--output", "{d}/a-file/out"],
+    }  # fmt: skip
+    before = tree(tmp_path)
+    for expected, argv in cases.items():
+        argv = [arg.format(d=tmp_path) for arg in argv]
+        assert main(argv) == 2, expected
+        captured = capsys.readouterr()
+        lines = [line for line in captured.err.splitlines() if line.strip()]
+        assert len(lines) == 1 and expected.format(d=tmp_path) in lines[0], (expected, captured.err)
+        assert "diagnosing" not in captured.err and captured.out == ""  # refused before any batch was read
+    assert tree(tmp_path) == before
+
+
+def test_a_path_on_a_read_only_file_system_is_refused_before_the_work(workspace, tmp_path, capsys, monkeypatch):
+    """os.access says whether a folder takes new files (root included, on a read-only mount): simulated here."""
+    import hf_plasticity.cli._common as common
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(common.os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    argv = ["diagnose", str(workspace / "tiny-vit"), "--data", str(workspace / "images"), "--json"]
+    assert main([*argv, str(locked / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"--json '{locked / 'r.json'}': cannot write into '{locked}'" in err and "diagnosing" not in err
+
+
+def test_errors_name_the_option_the_user_typed(workspace, tmp_path, capsys):
+    model, images, out = str(workspace / "tiny-vit"), str(workspace / "images"), str(tmp_path / "out")
+    cases = {
+        "--tau must be a finite number >= 0, got nan.": ["diagnose", model, "--data", images, "--tau", "nan"],
+        "--seed must be an integer >= 0, got -1.": ["diagnose", model, "--data", images, "--seed", "-1"],
+        "--batches must be a positive integer, got 0.": ["diagnose", model, "--data", images, "--batches", "0"],
+        "--batch-size must be a positive integer, got -1.": [
+            "diagnose", model, "--data", images, "--batch-size", "-1"],
+        "--push-to-hub 'bad id!!' is not a valid Hub repository id": [
+            "prepare", model, "--output", out, "--push-to-hub", "bad id!!"],
+    }  # fmt: skip
+    for expected, argv in cases.items():
+        assert main(argv) == 2, expected
+        captured = capsys.readouterr()
+        lines = [line for line in captured.err.splitlines() if line.strip()]
+        assert len(lines) == 1, (expected, lines)
+        assert lines[0].startswith(f"hf-plasticity {argv[0]}: error: {expected}"), (expected, lines)
+        assert captured.out == "", expected  # refused before the model was loaded or restored
+    assert not (tmp_path / "out").exists()
+
+
+def test_diagnose_usage_shows_data_as_required_and_prints_the_feature_rank_it_promises(workspace, capsys):
+    with pytest.raises(SystemExit):
+        main(["diagnose", "--help"])
+    help_text = capsys.readouterr().out
+    usage = " ".join(help_text.split("\n\n")[0].split())
+    assert "--data DIR_OR_DATASET" in usage and "[--data DIR_OR_DATASET]" not in usage
+    assert "rank of the penultimate features" in " ".join(help_text.split())
+    with pytest.raises(SystemExit) as exit_info:
+        main(["diagnose", str(workspace / "tiny-vit")])
+    assert exit_info.value.code == 2 and "the following arguments are required: --data" in capsys.readouterr().err
+    assert main(["diagnose", str(workspace / "tiny-vit"), "--data", str(workspace / "images"), "--batches", "1"]) == 0
+    first = capsys.readouterr().out.splitlines()[1]  # after the new-head line
+    assert re.search(r"penultimate features: effective rank \d+\.\d, stable rank \d+ of 32$", first), first
+
+
+# ------------------------------------------------------------------------------------------- --param, typed
+def test_param_values_are_read_as_their_field_type_and_errors_name_the_key():
+    config = build_config("reinit_layers", ["num_blocks=none", "layer_scale=0.5", "exclude_modules=vit.layers.0"])
+    assert (config.num_blocks, config.layer_scale, config.exclude_modules) == (None, 0.5, ["vit.layers.0"])
+    assert build_config("reinit_layers", ["layer_scale=keep"]).layer_scale == "keep"
+    assert build_config("rifle", ["epochs=[1, 2.5]"]).epochs == [1.0, 2.5]
+    cases = {
+        "include_bias=1": "--param include_bias=1: include_bias takes true or false, got '1'.",
+        "include_bias=yes": "--param include_bias=yes: include_bias takes true or false, got 'yes'.",
+        "seed=1.5": "--param seed=1.5: seed takes an integer, got '1.5'.",
+        "calibration_batches=none": "--param calibration_batches=none: calibration_batches takes an integer, got",
+        "fraction=x": "--param fraction=x: fraction takes a number, got 'x'.",
+        "last_k_blocks=x": "--param last_k_blocks=x: last_k_blocks takes an integer or none, got 'x'.",
+        "fraction=2": "--param fraction=2: `fraction` must be a finite number in (0, 1], got 2.0.",
+        "utility=bogus": "--param utility=bogus: `utility` must be one of ['grad_x_weight', 'grad', 'magnitude',",
+    }
+    for param, expected in cases.items():
+        with pytest.raises(CommandError) as error:
+            build_config("selective", ["utility=magnitude", param] if "utility" not in param else [param])
+        assert str(error.value).startswith(expected), (param, str(error.value))
+    with pytest.raises(CommandError, match="--param fraction is given twice"):
+        build_config("selective", ["fraction=0.1", "fraction=0.2"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_any_param_value_gives_a_config_or_one_error_naming_the_key(data):
+    from hf_plasticity import available_strategies, get_config_class
+    from hf_plasticity.cli.params import parameter_fields
+
+    strategy = data.draw(st.sampled_from(available_strategies()))
+    key = data.draw(st.sampled_from(sorted(parameter_fields(get_config_class(strategy)))))
+    raw = data.draw(
+        st.one_of(
+            st.sampled_from(
+                ["true", "false", "none", "0", "1", "-1", "0.5", "nan", "inf", "1e-3", "[1, 2]", "a,b", ""]
+            ),
+            st.text(max_size=8),
+        )
+    )
+    try:
+        config = build_config(strategy, [f"{key}={raw}"])
+    except CommandError as error:
+        message = str(error)
+        assert "\n" not in message.strip() and (f"--param {key}=" in message or "Unknown" not in message), message
+        assert key in message
+    else:
+        assert config.strategy == strategy
+
+
+def test_prepare_help_lists_the_parameters_of_the_strategy(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", "--strategy", "selective", "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "--push-to-hub REPO_ID" in out  # the usual help first
+    assert "Parameters of strategy 'selective' (--param KEY=VALUE ...):" in out
+    assert "  fraction=FLOAT  (default: 0.01)" in out and "Share of each tensor re-initialized" in out
+    assert "  include_bias=true|false  (default: false)" in out and "  every_n_steps=INT|none  (default: none)" in out
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    assert "Parameters of strategy 'reinit_layers'" in capsys.readouterr().out  # the default strategy's
+
+
+def test_a_negative_seed_with_data_is_refused_before_loading(workspace, tmp_path, capsys):
+    """The data is shuffled with the strategy's seed, which datasets takes only >= 0 ('expected non-negative
+    integer', after the model was loaded)."""
+    argv = ["prepare", str(workspace / "tiny-vit"), "--param", "seed=-1", "--data", str(workspace / "images")]
+    assert main([*argv, "--output", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert "--param seed=-1: the seed also shuffles --data, which needs a seed >= 0." in captured.err
+    assert captured.out == "" and not (tmp_path / "out").exists()

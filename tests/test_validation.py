@@ -302,7 +302,7 @@ def test_every_bad_input_exits_2_with_one_line_and_writes_nothing(cli_workspace,
         "Unknown strategy 'nope'. Accepted strategies: ": ["example", "--strategy", "nope"],
         "`perturb` must be a finite number >= 0, got nan": [
             "prepare", model, "--strategy", "shrink_perturb", "--param", "perturb=NaN", "--output", out],
-        "`tau` must be a finite number >= 0, got nan": [
+        "--tau must be a finite number >= 0, got nan": [
             "diagnose", model, "--data", str(cli_workspace / "images"), "--tau", "nan"],
         "an image-classification dataset needs one sub-folder per class, and at least two classes": [
             "prepare", model, "--data", str(cli_workspace / "one-class"), "--output", out],

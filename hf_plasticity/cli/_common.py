@@ -1,15 +1,15 @@
-"""Shared pieces of the `prepare` and `diagnose` commands: one-line errors, `--param` parsing, loading the model
-(with a new head when the data has another number of classes), its image processor, and the data."""
+"""Shared pieces of the `prepare` and `diagnose` commands: one-line errors, checks of the paths they write, loading
+the model (with a new head when the data has another number of classes), its image processor, and the data."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from ..core.messages import first_line as one_line
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -34,12 +34,6 @@ class CommandError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def one_line(error: BaseException) -> str:
-    """The first line of an error's message (its type name when the message is empty)."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 def reports_errors(command: str) -> Callable[[Callable[[Any], int]], Callable[[Any], int]]:
@@ -68,53 +62,6 @@ def reports_errors(command: str) -> Callable[[Callable[[Any], int]], Callable[[A
     return decorate
 
 
-def _parse_value(raw: str, type_hint: str) -> Any:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = raw
-    if "list" in type_hint and isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    if type_hint.startswith("str") and not isinstance(value, str):
-        return raw
-    return value
-
-
-def build_config(strategy: str, params: list[str] | None):
-    """A strategy config from its name and ``key=value`` strings (values are read as JSON when they parse, so
-    ``fraction=0.05``, ``include_bias=true``; list fields also take ``a,b``).
-
-    Raises:
-        CommandError: for an unknown strategy, a malformed or unknown parameter, or an invalid value.
-    """
-    from ..core.config import get_config_class
-
-    try:
-        config_class = get_config_class(strategy)
-    except ValueError as error:
-        raise CommandError(one_line(error)) from error
-    unused = set(config_class.unused_scope_fields)
-    fields = {f.name: str(f.type) for f in dataclasses.fields(config_class) if f.init and f.name not in unused}
-    values: dict[str, Any] = {}
-    for item in params or []:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise CommandError(f"--param takes key=value, got {item!r}.")
-        if key not in fields:
-            raise CommandError(
-                f"Unknown parameter {key!r} for strategy {strategy!r}. Accepted: {', '.join(sorted(fields))}."
-            )
-        values[key] = _parse_value(raw, fields[key])
-    try:
-        return config_class(**values)
-    except (TypeError, ValueError) as error:
-        raise CommandError(
-            f"Invalid parameters for strategy {strategy!r}: {one_line(error)} Parameters of {strategy!r}: "
-            f"{', '.join(sorted(fields))}."
-        ) from error
-
-
 def data_free_hint(config: Any) -> str:
     """How to restore without data instead: another setting of the same strategy when it has one, else the
     data-free one-shot strategies."""
@@ -131,24 +78,73 @@ def data_free_hint(config: Any) -> str:
     return f"a data-free strategy ({', '.join(data_free)})"
 
 
-def checked(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Runs one of [`hf_plasticity.core.validators`]' checks on a command-line value: a refusal becomes a one-line
-    [`CommandError`] (exit 2) before anything is loaded."""
+def checked(check: Callable[..., Any], option: str, value: Any, **kwargs: Any) -> Any:
+    """Runs one of [`hf_plasticity.core.validators`]' checks on the value of command-line ``option``: a refusal
+    becomes a one-line [`CommandError`] (exit 2) that names the option as the user typed it, before anything is
+    loaded.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity.core.validators import check_number
+    >>> checked(check_number, "--tau", float("nan"), low=0)
+    Traceback (most recent call last):
+    ...
+    hf_plasticity.cli._common.CommandError: --tau must be a finite number >= 0, got nan.
+    ```
+    """
     try:
-        return check(*args, **kwargs)
+        return check(option, value, **kwargs)
     except ValueError as error:
-        raise CommandError(one_line(error)) from error
+        raise CommandError(one_line(error).replace(f"`{option}`", option, 1)) from error
 
 
 def figure_path(path: str) -> str:
     """Where ``--plot PATH`` writes: ``PATH/plasticity.png`` for an existing directory, ``PATH.png`` when PATH has no
-    extension, else PATH itself; its folder is created."""
+    extension, else PATH itself (nothing is created here: see [`check_file_target`] and [`make_parent`])."""
     if os.path.isdir(path):
-        path = os.path.join(path, "plasticity.png")
-    elif not os.path.splitext(path)[1]:
-        path += ".png"
+        return os.path.join(path, "plasticity.png")
+    return path if os.path.splitext(path)[1] else path + ".png"
+
+
+def make_parent(path: str) -> str:
+    """Creates the folder of ``path`` (checked beforehand by [`check_file_target`]) and returns ``path``."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return path
+
+
+def _check_blank(option: str, path: str) -> None:
+    if not path.strip():
+        raise CommandError(f"{option} is empty (an unset variable?): pass the path to write.")
+
+
+def _check_creatable(option: str, path: str) -> None:
+    """Refuses ``path`` when its nearest existing ancestor is not a directory, or takes no new files."""
+    ancestor = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    shown = os.path.relpath(ancestor) if not os.path.isabs(path) else ancestor
+    if not os.path.isdir(ancestor):
+        raise CommandError(f"{option} {path!r}: {shown!r} is not a directory.")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise CommandError(f"{option} {path!r}: cannot write into {shown!r} (permission denied or read-only).")
+
+
+def check_file_target(option: str, path: str) -> None:
+    """Refuses a file path the command will write (``--json``, ``--plot``) that cannot be written: empty, an existing
+    directory, an existing file that takes no writes, or a folder that cannot be created. Creates nothing.
+
+    Raises:
+        CommandError: one line naming ``option`` and the problem.
+    """
+    _check_blank(option, path)
+    if os.path.isdir(path):
+        raise CommandError(f"{option} {path!r} is a directory; give a file path.")
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            raise CommandError(f"{option} {path!r} exists and cannot be written (permission denied or read-only).")
+        return
+    _check_creatable(option, path)
 
 
 def check_plot_dependencies(plot: str | None) -> None:
@@ -178,12 +174,30 @@ def looks_like_path(name: str) -> bool:
     return os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
 
 
-def check_output_dir(path: str, overwrite: bool) -> None:
-    """Refuses a file, or a non-empty directory without ``overwrite``."""
+def check_output_dir(path: str, overwrite: bool, option: str = "--output") -> None:
+    """Refuses an output directory that would lose or mix the user's files, or cannot be written: an empty path (an
+    unset ``$OUT`` would save into the current directory), the current directory or a non-empty directory without
+    ``overwrite``, a file, or a folder that cannot be created. Creates nothing.
+
+    Raises:
+        CommandError: one line naming ``option`` and the problem.
+    """
+    _check_blank(option, path)
     if os.path.isfile(path):
-        raise CommandError(f"Output {path!r} is a file; pass a directory.")
-    if os.path.isdir(path) and any(os.scandir(path)) and not overwrite:
-        raise CommandError(f"Output directory {path!r} exists and is not empty; pass --overwrite to write into it.")
+        raise CommandError(f"{option} {path!r} is a file; pass a directory.")
+    if os.path.isdir(path):
+        if not overwrite and os.path.samefile(path, os.getcwd()):
+            raise CommandError(
+                f"{option} {path!r} is the current directory; pass another directory, or --overwrite to write into it."
+            )
+        if not overwrite and any(os.scandir(path)):
+            raise CommandError(
+                f"Output directory {path!r} exists and is not empty; pass --overwrite to write into it."
+            )
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise CommandError(f"{option} {path!r}: cannot write into it (permission denied or read-only).")
+        return
+    _check_creatable(option, path)
 
 
 def load_data(source: str, split: str):
@@ -267,12 +281,15 @@ def data_batches(dataset: Any, processor: Any, *, batch_size: int, seed: int, de
     return BatchProgress(processed, batch_size, description)
 
 
-def add_data_arguments(parser: Any, required_text: str) -> None:
+def add_data_arguments(parser: Any, *, required: bool = False, when: str = "") -> None:
+    """Adds ``--data`` (required when ``required``, so the usage line shows it without brackets; else ``when`` says
+    when it is needed), ``--split`` and ``--num-labels``."""
     parser.add_argument(
         "--data",
         metavar="DIR_OR_DATASET",
-        help=f"Downstream images: an imagefolder directory (one sub-folder per class), a folder saved with "
-        f"Dataset.save_to_disk, or a Hub dataset id. {required_text}",
+        required=required,
+        help="Downstream images: an imagefolder directory (one sub-folder per class), a folder saved with "
+        f"Dataset.save_to_disk, or a Hub dataset id. {'Required.' if required else when}",
     )
     parser.add_argument("--split", default="train", help="The split of the data to read (default: train).")
     parser.add_argument(

@@ -10,12 +10,12 @@ hf-plasticity diagnose google/vit-base-patch16-224 --data ./my-images --plot dia
 from __future__ import annotations
 
 import argparse
-import os
 
-from ..core.validators import check_number
+from ..core.validators import check_int, check_number, check_positive_int
 from ._common import (
     CommandError,
     add_data_arguments,
+    check_file_target,
     check_plot_dependencies,
     checked,
     data_batches,
@@ -23,6 +23,7 @@ from ._common import (
     load_data,
     load_model,
     load_processor,
+    make_parent,
     reports_errors,
 )
 
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "share of insignificant gradients, mean |weight|, and the rank of the penultimate features.",
     )
     parser.add_argument("model", metavar="MODEL", help="A local model directory or a Hub model id.")
-    add_data_arguments(parser, "Required.")
+    add_data_arguments(parser, required=True)
     parser.add_argument("--batches", type=int, default=8, help="Batches to read (default 8).")
     parser.add_argument("--batch-size", type=int, default=32, help="Rows per batch (default 32).")
     parser.add_argument("--tau", type=float, default=0.1, help="Dormancy threshold on the unit score (default 0.1).")
@@ -53,12 +54,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 @reports_errors("diagnose")
 def run(args: argparse.Namespace) -> int:
-    if not args.data:
-        raise CommandError("diagnose needs downstream data: pass --data DIR_OR_DATASET.")
-    if args.batches < 1 or args.batch_size < 1:
-        raise CommandError("--batches and --batch-size must be positive integers.")
-    checked(check_number, "tau", args.tau, low=0)
+    # Every check on the inputs, and on every path the command writes, runs before anything is loaded.
+    checked(check_positive_int, "--batches", args.batches)
+    checked(check_positive_int, "--batch-size", args.batch_size)
+    checked(check_number, "--tau", args.tau, low=0)
+    checked(check_int, "--seed", args.seed, low=0)
     check_plot_dependencies(args.plot)
+    if args.plot is not None:
+        check_file_target("--plot", figure_path(args.plot))
+    if args.json is not None:
+        check_file_target("--json", args.json)
     try:
         from ..diagnostics.diagnose import diagnose
     except ImportError as error:
@@ -74,10 +79,9 @@ def run(args: argparse.Namespace) -> int:
     report = diagnose(model, data, batches=args.batches, tau=args.tau)
     print(report)
     if args.plot:
-        print(f"Wrote {report.plot(figure_path(args.plot))}")
+        print(f"Wrote {report.plot(make_parent(figure_path(args.plot)))}")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w", encoding="utf-8") as f:
+        with open(make_parent(args.json), "w", encoding="utf-8") as f:
             f.write(report.to_json() + "\n")
         print(f"Wrote {args.json}")
     return 0

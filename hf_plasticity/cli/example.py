@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import CommandError, build_config, reports_errors
+from ._common import CommandError, reports_errors
+from .params import build_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

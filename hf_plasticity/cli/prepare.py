@@ -18,7 +18,7 @@ from ._common import (
     EXIT_FAILED,
     CommandError,
     add_data_arguments,
-    build_config,
+    check_file_target,
     check_output_dir,
     check_plot_dependencies,
     data_batches,
@@ -27,8 +27,11 @@ from ._common import (
     load_data,
     load_model,
     load_processor,
+    make_parent,
+    one_line,
     reports_errors,
 )
+from .params import StrategyHelp, build_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Loads MODEL, restores its plasticity with a strategy (scoring on --data when the strategy "
         "needs data), prints the report, and saves a normal transformers checkpoint with plasticity_config.json "
         "and a model card into --output; --push-to-hub also pushes it. Nothing is written when an input is wrong.",
+        add_help=False,
+    )
+    parser.add_argument(
+        "-h", "--help", action=StrategyHelp, help="Show this help and the parameters of --strategy (given before it)."
     )
     parser.add_argument("model", metavar="MODEL", help="A local model directory or a Hub model id.")
     parser.add_argument(
@@ -52,10 +59,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="A strategy parameter, e.g. --param num_blocks=2 or --param utility=magnitude fraction=0.05 "
-        "(values are read as JSON when they parse; list fields also take a,b).",
+        help="A strategy parameter, e.g. --param num_blocks=2 or --param utility=magnitude fraction=0.05, read as "
+        "its type says (true/false, none, a,b for a list). `--strategy NAME --help` lists NAME's parameters.",
     )
-    add_data_arguments(parser, "Needed by data-dependent strategies (e.g. selective with utility grad_x_weight).")
+    add_data_arguments(parser, when="Needed by data-dependent strategies (e.g. selective with utility grad_x_weight).")
     parser.add_argument("--output", required=True, metavar="DIR", help="Where to save the restored checkpoint.")
     parser.add_argument("--overwrite", action="store_true", help="Write into a non-empty output directory.")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="Also push the checkpoint to this Hub repository.")
@@ -95,6 +102,16 @@ def check_one_shot(config) -> None:
     )
 
 
+def check_push_target(repo_id: str) -> None:
+    """Refuses an invalid ``--push-to-hub`` repository id before the restore runs."""
+    from ..integrations.hub import check_repo_id
+
+    try:
+        check_repo_id(repo_id)
+    except ValueError as error:
+        raise CommandError(one_line(error).replace("`repo_id`", "--push-to-hub", 1)) from error
+
+
 @reports_errors("prepare")
 def run(args: argparse.Namespace) -> int:
     # Every check on the inputs runs before anything is loaded or written.
@@ -107,14 +124,20 @@ def run(args: argparse.Namespace) -> int:
             f"Strategy {config.strategy!r} with these parameters scores weights on downstream data: pass --data "
             f"DIR_OR_DATASET, or choose {data_free_hint(config)}."
         )
+    if args.data and config.seed < 0:
+        raise CommandError(f"--param seed={config.seed}: the seed also shuffles --data, which needs a seed >= 0.")
     check_output_dir(args.output, args.overwrite)
     if args.private and not args.push_to_hub:
         raise CommandError("--private applies to --push-to-hub REPO_ID, which is missing.")
+    if args.push_to_hub is not None:
+        check_push_target(args.push_to_hub)
     if not args.timeout > 0 or args.timeout == float("inf"):
         raise CommandError(f"--timeout must be a finite number of seconds > 0, got {args.timeout}.")
-    if args.plot and not args.data:
+    if args.plot is not None and not args.data:
         raise CommandError("--plot draws the diagnostics before and after the restore, which are measured on --data.")
     check_plot_dependencies(args.plot)
+    if args.plot is not None:
+        check_file_target("--plot", figure_path(args.plot))
 
     from ..integrations.datasets_io import class_names
     from ..integrations.hub import HubPushError, push_restored, save_restored
@@ -134,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     report = prepare_pretrained(model, config, data=data)
     print(report)
     if args.plot:
-        print(f"Wrote {report.plot(figure_path(args.plot))}")
+        print(f"Wrote {report.plot(make_parent(figure_path(args.plot)))}")
 
     if args.push_to_hub:
         try:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 from torch import nn
 
 LINEAR_OR_CONV = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 Family = Literal["transformer", "cnn", "mlp"]
 
@@ -151,6 +152,21 @@ def register_architecture(model_type: str, rule: ArchitectureRule, *, replace: b
             f"An architecture rule for {model_type!r} is already registered; pass `replace=True` to replace it."
         )
     ARCHITECTURES[model_type] = rule
+
+
+def registered_architectures() -> Mapping[str, ArchitectureRule]:
+    """A read-only view of the registered rules, by ``model_type`` (it follows later registrations; add a rule with
+    [`register_architecture`], which checks it).
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity import registered_architectures
+    >>> registered_architectures()["vit"].family
+    'transformer'
+    ```
+    """
+    return MappingProxyType(ARCHITECTURES)
 
 
 @dataclass

@@ -13,7 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from .architectures import NORM_TYPES, get_layout
+from .architectures import get_layout
+from .norms import is_norm as is_norm_layer
 from .redrawn import redrawn_parameters
 from .unwrap import unwrap_model
 from .validators import check_number
@@ -30,7 +31,7 @@ def _no_decay(model: nn.Module) -> set[str]:
     """Parameter names without weight decay: biases, and the parameters of normalization layers."""
     names = set()
     for module_name, module in model.named_modules():
-        is_norm = isinstance(module, NORM_TYPES) or "norm" in type(module).__name__.lower()
+        is_norm = is_norm_layer(module)
         for param_name, _ in module.named_parameters(recurse=False):
             full = f"{module_name}.{param_name}" if module_name else param_name
             leaf = full.lower()

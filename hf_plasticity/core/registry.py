@@ -7,19 +7,18 @@ run. Registering a taken name is refused unless ``replace=True``; `unregister` r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .config import PlasticityConfig
-
-_REGISTRY: dict[str, tuple[type[PlasticityConfig], type[Any]]] = {}
+# The registry knows nothing of the config and strategy types (config.py looks names up here, so importing config
+# from here would close an import circle): the typed checks are `register_strategy`'s.
+_REGISTRY: dict[str, tuple[type[Any], type[Any]]] = {}
 
 
 class StrategyRegistryError(ValueError):
     """A strategy name is registered twice, or a name is not registered."""
 
 
-def register(name: str, config_class: type[PlasticityConfig], strategy_class: type[Any], *, replace: bool = False):
+def register(name: str, config_class: type[Any], strategy_class: type[Any], *, replace: bool = False) -> None:
     """Registers ``config_class`` and ``strategy_class`` under ``name``.
 
     Raises:
@@ -53,7 +52,7 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def lookup(name: str) -> tuple[type[PlasticityConfig], type[Any]]:
+def lookup(name: str) -> tuple[type[Any], type[Any]]:
     """The ``(config_class, strategy_class)`` registered under ``name``.
 
     Raises:

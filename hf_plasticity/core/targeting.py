@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .architectures import LINEAR_OR_CONV, NORM_TYPES, ModelLayout, get_layout
+from .architectures import LINEAR_OR_CONV, ModelLayout, get_layout
 from .config import PlasticityConfig
+from .norms import is_norm as is_norm_layer
 
 
 @dataclass
@@ -85,7 +86,7 @@ def resolve_targets(model: nn.Module, config: PlasticityConfig, layout: ModelLay
     layout = layout or get_layout(model)
     targets: list[Target] = []
     for module_name, module, explicit in _modules_in_scope(model, config, layout):
-        is_norm = isinstance(module, NORM_TYPES) or "LayerNorm" in type(module).__name__
+        is_norm = is_norm_layer(module)
         if is_norm and not config.include_norm and not explicit:
             continue
         if not is_norm and not isinstance(module, LINEAR_OR_CONV) and not explicit:

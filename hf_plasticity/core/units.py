@@ -33,10 +33,10 @@ from torch import nn
 from .architectures import LINEAR_OR_CONV, ModelLayout, get_layout
 from .config import PlasticityConfig
 from .init import derive_seed, fresh_tensors
+from .norms import is_batchnorm
 from .plan import TensorReset
 from .targeting import _module_filter, matches
 
-BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 CHANNELWISE_MODULES = (
     nn.ReLU,
     nn.ReLU6,
@@ -171,7 +171,7 @@ def _walk(steps: Iterator[Step]) -> tuple[str, str | None, bool] | None:
             return name, norm, flattened
         elif isinstance(module, nn.Flatten) and not flattened and (module.start_dim, module.end_dim) == (1, -1):
             flattened = True
-        elif isinstance(module, BATCH_NORMS) and norm is None and not flattened:
+        elif is_batchnorm(module) and norm is None and not flattened:
             norm = name
         elif not isinstance(module, CHANNELWISE_MODULES):
             return None

@@ -83,8 +83,21 @@ def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
         raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
 
 
-def check_flag(name: str, value: Any, allow_none: bool = False) -> None:
-    """Raises a `ValueError` unless ``value`` is True or False (or None when allowed)."""
+def check_flag(name: str, value: Any, *, allow_none: bool = False) -> None:
+    """Raises a `ValueError` naming ``name`` unless ``value`` is True or False (or None when ``allow_none``): a flag
+    is a `bool`, so ``0``, ``1``, ``"yes"`` and numpy or torch booleans are refused rather than read as truthy.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity.core.validators import check_flag
+    >>> check_flag("recalibrate_batchnorm", None, allow_none=True)
+    >>> check_flag("recalibrate_batchnorm", 0, allow_none=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: `recalibrate_batchnorm` must be True or False or None, got 0.
+    ```
+    """
     if value is None and allow_none:
         return
     if not isinstance(value, bool):

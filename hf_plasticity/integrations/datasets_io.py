@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..core.messages import first_line
 from .hub import HubUnreachableError, hub_access
 
 
@@ -61,7 +62,7 @@ def load_image_dataset(source: str, split: str = "train"):
     except HubUnreachableError as error:  # already one clear line
         raise DataLoadError(str(error)) from error
     except Exception as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = first_line(error)
         kind = "an imagefolder directory" if os.path.isdir(source) else "a directory, nor a loadable Hub dataset"
         raise DataLoadError(f"Cannot load data {source!r} (not {kind}): {reason}") from error
     if isinstance(loaded, datasets.DatasetDict):

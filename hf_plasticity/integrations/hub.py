@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from ..core.config import MODEL_CONFIG_KEY, PlasticityConfig, available_strategies
+from ..core.messages import first_line as one_line
 from ..core.record import restore_record
 from ..core.unwrap import unwrap_model
 from ..core.validators import check_number
@@ -51,11 +52,6 @@ def check_repo_id(repo_id: Any) -> None:
         validate_repo_id(repo_id)
     except HFValidationError as error:
         raise ValueError(f"`repo_id` {repo_id!r} is not a valid Hub repository id: {one_line(error)}") from error
-
-
-def one_line(error: BaseException) -> str:
-    """The first line of an error's message."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 @functools.lru_cache(maxsize=1)
@@ -330,7 +326,7 @@ def bounded_requests(timeout: float) -> Iterator[None]:
 
 
 def _push_error(action: str, repo_id: str, endpoint: str, error: BaseException, kept: Path | None) -> HubPushError:
-    reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".") or type(error).__name__
+    reason = one_line(error).rstrip(".") or type(error).__name__
     kept_note = f" The checkpoint is kept in {kept}." if kept is not None else ""
     return HubPushError(
         redact(f"Could not {action} {repo_id!r} on {endpoint}: {type(error).__name__}: {reason}.{kept_note}")

@@ -14,13 +14,14 @@ import torch
 from torch import nn
 
 from ..core.data import iter_batches, model_device_dtype
+from ..core.norms import is_batchnorm
 from ..core.plan import TensorReset
 
 
 def reset_batchnorm_modules(model: nn.Module, plan: list[TensorReset]) -> list[str]:
     """Names of the BatchNorm modules whose running statistics ``plan`` overwrites whole."""
     names = {r.name.rsplit(".", 1)[0] for r in plan if r.index is None and r.name.endswith(".running_mean")}
-    return [n for n, m in model.named_modules() if n in names and isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return [n for n, m in model.named_modules() if n in names and is_batchnorm(m)]
 
 
 @torch.no_grad()

@@ -35,6 +35,7 @@ from ..core.record import blocks_restore, restore_record, write_record
 from ..core.redrawn import describe_redrawn
 from ..core.transaction import Transaction
 from ..core.unwrap import check_restorable, unwrap_model
+from ..core.validators import check_flag
 from ..strategies.base import Strategy, get_strategy
 from .batchnorm import recalibrate_batchnorm as _recalibrate_batchnorm
 from .batchnorm import reset_batchnorm_modules
@@ -55,6 +56,7 @@ class AlreadyRestoredError(RuntimeError):
 def check_not_restored(model: nn.Module, force: bool) -> None:
     """Raises [`AlreadyRestoredError`] when ``model`` carries the record of a restore that changed it and ``force`` is
     False (a recorded restore that re-initialized nothing does not block)."""
+    check_flag("force", force)
     record = restore_record(model)
     if blocks_restore(record) and not force:
         raise AlreadyRestoredError(
@@ -100,8 +102,7 @@ def restore(
             f"Strategy {strategy.name!r} with these settings scores weights on downstream data: pass `data=` (a "
             "DataLoader or a datasets.Dataset with `pixel_values` and `labels`), or choose a data-free setting."
         )
-    if recalibrate_batchnorm not in (None, True, False):
-        raise ValueError(f"`recalibrate_batchnorm` must be None, True or False, got {recalibrate_batchnorm!r}.")
+    check_flag("recalibrate_batchnorm", recalibrate_batchnorm, allow_none=True)
     if recalibrate_batchnorm and data is None and is_main_process():
         raise ValueError("`recalibrate_batchnorm=True` needs `data=` to estimate the statistics on.")
     data = replayable(data)
@@ -233,6 +234,7 @@ def prepare_pretrained(
     ```
     """
     strategy = get_strategy(resolve_config(config, DEFAULT_STRATEGY))
+    check_flag("recalibrate_batchnorm", recalibrate_batchnorm, allow_none=True)
     want_diagnostics = _want_diagnostics(diagnostics, data, diagnostics_batches)
     check_not_restored(unwrap_model(model), force)
     data = replayable(data)
@@ -260,8 +262,7 @@ def prepare_pretrained(
 def _want_diagnostics(diagnostics: bool | None, data: Any, diagnostics_batches: int) -> bool:
     if not isinstance(diagnostics_batches, int) or isinstance(diagnostics_batches, bool) or diagnostics_batches < 1:
         raise ValueError(f"`diagnostics_batches` must be a positive integer, got {diagnostics_batches!r}.")
-    if diagnostics not in (None, True, False):
-        raise ValueError(f"`diagnostics` must be None, True or False, got {diagnostics!r}.")
+    check_flag("diagnostics", diagnostics, allow_none=True)
     if diagnostics and data is None:
         raise ValueError("`diagnostics=True` needs `data=` (the diagnostics are measured on downstream batches).")
     return data is not None if diagnostics is None else diagnostics
