@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import functools
 import json
 import logging
@@ -25,6 +26,7 @@ from ..core.unwrap import unwrap_model
 from ..core.validators import check_number
 from ..diagnostics.figure import FIGURE_NAME
 from ..pipeline.report import PlasticityReport
+from .atomic_save import check_save_directory, replace_folder
 from .modelcard import RestoreSummary, build_model_card, merge_into
 
 logger = logging.getLogger(__name__)
@@ -159,11 +161,19 @@ def save_restored(
     record written by [`prepare_pretrained`]), ``plasticity_config.json``, the image processor when given,
     ``plasticity.png`` (the diagnostics before and after, per block, when ``report`` measured them and matplotlib is
     installed) and ``README.md``, which shows the figure. A card already in the folder keeps its text: only the
-    library's section is replaced.
+    library's section is replaced; other files in the folder stay, weight files of an earlier save are replaced.
+
+    The new checkpoint becomes visible in one step, so a crash or a ``kill -9`` at any moment leaves the complete
+    old checkpoint or the complete new one: everything is written into a staging folder next to the target, which
+    then trades places with the target in one ``rename`` system call. A folder that cannot be renamed (a mount point,
+    e.g. a container volume) is updated from a staging folder inside it, committed by a journal; a save killed while
+    its files are moved in is completed by the next save. Any staging folder a killed save left behind is recovered
+    or removed by the next save into the same folder. Details: `hf_plasticity.integrations.atomic_save`.
 
     Args:
         model: a restored transformers model (anything with ``save_pretrained``).
-        save_directory: the folder to write (created if needed).
+        save_directory: the folder to write (created if needed); checked before anything is written (not a file,
+            writable).
         report: the [`PlasticityReport`] of the restore; it adds the diagnostics to the card. Without it, the record
             on the model is used. When the model has no record yet, the report's summary is recorded on
             ``model.config`` so that ``config.json`` carries it.
@@ -200,12 +210,10 @@ def save_restored(
     if report is not None:
         report.check_belongs_to(unwrap_model(model))
     summary = _summary(model, report)
-    folder = Path(save_directory)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"Cannot save into {str(folder)!r}: it is a file, not a folder.")
+    folder = check_save_directory(save_directory)
     model_config = getattr(model, "config", None)
     record_it = report is not None and restore_record(model) is None and hasattr(model_config, "to_dict")
-    with _staged(folder) as staging:
+    with replace_folder(folder, keep=_keeps, carry=(CARD_NAME,)) as staging:
         if record_it:  # config.json must carry the record; put back as it was if the save fails
             setattr(model_config, MODEL_CONFIG_KEY, report.summary())
         try:
@@ -215,7 +223,7 @@ def save_restored(
             if report is not None and hasattr(report.diagnostics.get("after"), "per_block") and _can_plot():
                 report.plot(staging / FIGURE_NAME)
             _write_plasticity_files(staging, summary, model=model, base_model=base_model, repo_id=repo_id,
-                                    model_name=None if repo_id else folder.resolve().name)  # fmt: skip
+                                    model_name=None if repo_id else folder.name)  # fmt: skip
         except BaseException:
             if record_it:
                 delattr(model_config, MODEL_CONFIG_KEY)
@@ -227,27 +235,9 @@ def save_restored(
 _WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model*.bin.index.json")
 
 
-@contextlib.contextmanager
-def _staged(folder: Path) -> Iterator[Path]:
-    """A staging folder next to ``folder`` (same filesystem) for a whole save: files are written there, then moved
-    into ``folder`` (weights first, ``config.json`` last; weight files of an earlier save that the new one lacks are
-    removed). If anything fails while writing, ``folder`` is left exactly as it was and the staging folder is removed.
-    The card already in ``folder`` is copied in first, so updating it keeps the user's text."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.saving-", dir=folder.parent))
-    try:
-        if (folder / CARD_NAME).is_file():
-            shutil.copy2(folder / CARD_NAME, staging / CARD_NAME)
-        yield staging
-        folder.mkdir(exist_ok=True)
-        new = sorted(staging.iterdir(), key=lambda p: p.name == "config.json")
-        stale = {p for pattern in _WEIGHT_FILES for p in folder.glob(pattern)} - {folder / p.name for p in new}
-        for path in new:
-            os.replace(path, folder / path.name)
-        for path in stale:
-            path.unlink()
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def _keeps(name: str) -> bool:
+    """Whether a file of the target folder that a new save did not write stays: all but stale weights."""
+    return not any(fnmatch.fnmatch(name, pattern) for pattern in _WEIGHT_FILES)
 
 
 def _can_plot() -> bool:
