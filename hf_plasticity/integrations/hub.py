@@ -5,16 +5,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import functools
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ from ..core.validators import check_number
 from ..diagnostics.figure import FIGURE_NAME
 from ..pipeline.report import PlasticityReport
 from .atomic_save import check_save_directory, replace_folder
+from .hub_http import bounded_requests, redact, redacted_logs, run_bounded, secrets_of
 from .modelcard import RestoreSummary, build_model_card, merge_into
 
 logger = logging.getLogger(__name__)
@@ -202,6 +200,23 @@ def save_restored(
     'reinit_layers'
     ```
     """
+    return _save(
+        model, save_directory, report=report, base_model=base_model, repo_id=repo_id, image_processor=image_processor,
+        **save_kwargs,
+    )[0]  # fmt: skip
+
+
+def _save(
+    model: nn.Module,
+    save_directory: str | os.PathLike,
+    *,
+    report: PlasticityReport | None,
+    base_model: str | None,
+    repo_id: str | None,
+    image_processor: Any,
+    **save_kwargs: Any,
+) -> tuple[Path, list[str]]:
+    """[`save_restored`]; also returns the files it wrote (paths relative to the folder), which a push uploads."""
     if not hasattr(model, "save_pretrained"):
         raise TypeError(
             f"save_restored needs a transformers model (with `save_pretrained`), got {type(model).__name__}; "
@@ -224,11 +239,12 @@ def save_restored(
                 report.plot(staging / FIGURE_NAME)
             _write_plasticity_files(staging, summary, model=model, base_model=base_model, repo_id=repo_id,
                                     model_name=None if repo_id else folder.name)  # fmt: skip
+            written = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
         except BaseException:
             if record_it:
                 delattr(model_config, MODEL_CONFIG_KEY)
             raise
-    return folder
+    return folder, written
 
 
 #: Files of a previous save that a new one replaces or removes (weights, possibly in shards).
@@ -269,61 +285,37 @@ def add_plasticity_files(folder: str | os.PathLike, model: nn.Module) -> bool:
 
 
 def _remote_card(api: Any, repo_id: str, revision: str | None):
-    """The card in the repository, or None when it has none."""
-    from huggingface_hub import ModelCard
-    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
+    """The card in the repository, or None when the repository (at ``revision``) has none.
 
+    Read straight from the server, never from the download cache: only the server's "entry not found" means "no
+    card"; any other failure (an HTTP 500, a timeout) raises, so a push never replaces a card it could not read.
+    """
+    from huggingface_hub import ModelCard, hf_hub_url
+    from huggingface_hub.errors import RemoteEntryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    url = hf_hub_url(repo_id, CARD_NAME, revision=revision, endpoint=api.endpoint)
+    response = get_session().get(url, headers=build_hf_headers(token=api.token), follow_redirects=True)
     try:
-        path = api.hf_hub_download(repo_id, CARD_NAME, revision=revision)
-    except (EntryNotFoundError, RevisionNotFoundError):
+        hf_raise_for_status(response)
+    except (RemoteEntryNotFoundError, RevisionNotFoundError):
         return None
-    return ModelCard.load(path)
+    return ModelCard(response.content.decode("utf-8"))
 
 
 #: How long (seconds) any single Hub request may wait to connect, send or receive before the push fails.
 DEFAULT_TIMEOUT = 60.0
-_SECRETS = (re.compile(r"(?<=://)[^/@\s]+@"), re.compile(r"\bhf_[A-Za-z0-9]{6,}"))
+#: How long (seconds) a whole push may take (creating the repository, reading its card, uploading, committing).
+DEFAULT_DEADLINE = 3600.0
 
 
-def redact(text: str) -> str:
-    """``text`` without credentials: user:password in URLs and Hub tokens are masked.
-
-    Example:
-
-    ```python
-    >>> from hf_plasticity.integrations.hub import redact
-    >>> redact("https://me:secret@hub.example/api token hf_abcdefghijkl")
-    'https://***@hub.example/api token hf_***'
-    ```
-    """
-    return _SECRETS[1].sub("hf_***", _SECRETS[0].sub("***@", text))
-
-
-@contextlib.contextmanager
-def bounded_requests(timeout: float) -> Iterator[None]:
-    """Inside the block, every request of huggingface_hub's shared HTTP client gives up after ``timeout`` seconds
-    without progress (connecting, sending or receiving): huggingface_hub itself sets no timeout on uploads, so a
-    server that accepts the connection and never answers would block a push forever."""
-    from huggingface_hub import get_session
-
-    limits = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
-
-    def limit(request: Any) -> None:
-        request.extensions["timeout"] = limits
-
-    hooks = get_session().event_hooks["request"]
-    hooks.append(limit)
-    try:
-        yield
-    finally:
-        hooks.remove(limit)
-
-
-def _push_error(action: str, repo_id: str, endpoint: str, error: BaseException, kept: Path | None) -> HubPushError:
+def _push_error(
+    action: str, repo_id: str, endpoint: str, error: BaseException, kept: Path | None, secrets: tuple[str, ...] = ()
+) -> HubPushError:
     reason = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".") or type(error).__name__
     kept_note = f" The checkpoint is kept in {kept}." if kept is not None else ""
     return HubPushError(
-        redact(f"Could not {action} {repo_id!r} on {endpoint}: {type(error).__name__}: {reason}.{kept_note}")
+        redact(f"Could not {action} {repo_id!r} on {endpoint}: {type(error).__name__}: {reason}.{kept_note}", secrets)
     )
 
 
@@ -341,12 +333,18 @@ def push_restored(
     revision: str | None = None,
     create_pr: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
+    deadline: float | None = DEFAULT_DEADLINE,
 ):
-    """Saves a restored model with [`save_restored`] and pushes the folder to the Hub in one commit.
+    """Saves a restored model with [`save_restored`] and pushes the files it wrote to the Hub in one commit.
 
-    The repository is created when missing (``private`` applies then). A card already in the repository keeps its
-    text and metadata: only the library's section is replaced. If the push fails, the local folder stays as it is
-    and the error says where it is.
+    Only the files this save wrote are uploaded (weights, ``config.json``, ``plasticity_config.json``, the card, the
+    image processor's and the figure when given): nothing else that lies in ``save_directory`` (a ``.env``, logs,
+    other checkpoints) ever leaves the machine. The repository is created when missing (``private`` applies then).
+    A card already in the repository keeps its text and metadata: only the library's section is replaced; when the
+    existing card cannot be read (anything but "not found", e.g. an HTTP 500), the push fails rather than replace it.
+    No credential (the token, user:password in ``HF_ENDPOINT``) appears in any log record emitted while the push
+    runs, by this library, huggingface_hub or its HTTP client. If the push fails, the local folder stays as it is and
+    the error says where it is.
 
     Args:
         model: a restored transformers model.
@@ -363,12 +361,15 @@ def push_restored(
         create_pr: open a pull request instead of committing to the branch.
         timeout: seconds any one Hub request may go without progress before the push fails (huggingface_hub retries
             a failed request a few times, so the push fails within a small multiple of it).
+        deadline: seconds the whole push (after the local save) may take, whatever the server does (e.g. one that
+            answers one byte a second, which ``timeout`` alone never stops); None for no limit.
 
     Returns:
         `huggingface_hub.CommitInfo`: the commit (``.commit_url``, ``.oid``, ``.pr_url``).
 
     Raises:
-        HubPushError: when the repository cannot be created or the upload fails.
+        HubPushError: when the repository cannot be created, its card cannot be read, the upload fails or the
+            deadline passes.
 
     Example:
 
@@ -378,35 +379,44 @@ def push_restored(
     CommitInfo(commit_url='https://huggingface.co/me/vit-base-patch16-224-restored/commit/...', ...)
     ```
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     check_number("timeout", timeout, low=0, low_open=True)
+    if deadline is not None:
+        check_number("deadline", deadline, low=0, low_open=True)
     check_repo_id(repo_id)
     temporary = save_directory is None
+    if not temporary:
+        check_save_directory(save_directory)
     folder = Path(tempfile.mkdtemp(prefix="hf-plasticity-")) if temporary else Path(save_directory)
-    save_restored(
+    folder, files = _save(
         model, folder, report=report, base_model=base_model, repo_id=repo_id, image_processor=image_processor
     )
     api = HfApi(token=token)
-    try:
-        with bounded_requests(timeout):
-            api.create_repo(repo_id, private=private, exist_ok=True)
-            remote = _remote_card(api, repo_id, revision)
-            if remote is not None:
-                _write_card(folder, _summary(model, report), model=model, base_model=base_model, repo_id=repo_id,
-                            existing=remote)  # fmt: skip
-            info = api.upload_folder(
-                repo_id=repo_id,
-                folder_path=folder,
-                commit_message=commit_message,
-                revision=revision,
-                create_pr=create_pr,
-            )
-    except Exception as error:
-        raise _push_error("push to", repo_id, api.endpoint, error, folder) from error
-    if temporary:
-        shutil.rmtree(folder, ignore_errors=True)
-    logger.info("Pushed %s to %s", folder, info.commit_url)
+
+    def push() -> Any:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        remote = _remote_card(api, repo_id, revision)
+        if remote is not None:
+            _write_card(folder, _summary(model, report), model=model, base_model=base_model, repo_id=repo_id,
+                        existing=remote)  # fmt: skip
+        return api.create_commit(
+            repo_id=repo_id,
+            operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files],
+            commit_message=commit_message,
+            revision=revision,
+            create_pr=create_pr,
+        )
+
+    secrets = secrets_of(token, api.endpoint)
+    with redacted_logs(secrets):
+        try:
+            info = run_bounded(push, timeout, deadline)
+        except Exception as error:
+            raise _push_error("push to", repo_id, api.endpoint, error, folder, secrets) from error
+        if temporary:
+            shutil.rmtree(folder, ignore_errors=True)
+        logger.info("Pushed %s to %s", folder, info.commit_url)
     return info
 
 
