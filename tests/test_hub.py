@@ -164,6 +164,18 @@ def test_a_card_that_cannot_be_read_fails_the_push_and_keeps_the_remote_card(hub
     assert final.data.license == "mit" and "# My own words" in final.text
 
 
+def test_apply_card_section_fails_when_the_card_cannot_be_read(hub, restored):
+    """Old code: an HTTP 500 on README.md was taken as "no card", and a fresh card replaced the repository's."""
+    model, report = restored
+    push_restored(model, "user/carded", report=report)
+    hub.commit("user/carded", "edit card", {"README.md": b"---\nlicense: mit\n---\n# My own words\n"}, [])
+    head = hub.repos["user/carded"].head.oid
+    hub.fail_on = {"/resolve/main/README.md": 500}
+    with pytest.raises(HubPushError, match=r"update the card of 'user/carded'.*500"):
+        apply_card_section("user/carded", report, model=model)
+    assert hub.repos["user/carded"].head.oid == head
+
+
 def test_a_push_to_a_server_that_drips_one_byte_a_second_ends_by_its_deadline(hub, restored, tmp_path):
     """Old code: `timeout` bounds only the time without progress, so `push_restored(timeout=3)` never returned."""
     model, report = restored

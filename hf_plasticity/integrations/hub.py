@@ -24,7 +24,7 @@ from ..core.validators import check_number
 from ..diagnostics.figure import FIGURE_NAME
 from ..pipeline.report import PlasticityReport
 from .atomic_save import check_save_directory, replace_folder
-from .hub_http import bounded_requests, redact, redacted_logs, run_bounded, secrets_of
+from .hub_http import redact, redacted_logs, run_bounded, secrets_of
 from .modelcard import RestoreSummary, build_model_card, merge_into
 
 logger = logging.getLogger(__name__)
@@ -431,6 +431,7 @@ def apply_card_section(
     revision: str | None = None,
     commit_message: str = "Add the hf-plasticity section to the model card",
     timeout: float = DEFAULT_TIMEOUT,
+    deadline: float | None = DEFAULT_DEADLINE,
 ):
     """Puts the library's section into the card of a local folder or of a Hub repository, keeping the rest.
 
@@ -451,6 +452,8 @@ def apply_card_section(
         revision: the branch (repository only).
         commit_message: the commit message (repository only).
         timeout: seconds any one Hub request may go without progress (repository only).
+        deadline: seconds the whole update may take (repository only); None for no limit. A card that cannot be
+            read (anything but "not found") fails the update: it is never replaced by a new one.
 
     Returns:
         `huggingface_hub.ModelCard`: the updated card.
@@ -471,29 +474,36 @@ def apply_card_section(
     from huggingface_hub import HfApi
 
     check_number("timeout", timeout, low=0, low_open=True)
+    if deadline is not None:
+        check_number("deadline", deadline, low=0, low_open=True)
     api = HfApi(token=token)
-    try:
-        with bounded_requests(timeout):
-            existing = _remote_card(api, target, revision)
-            if report is not None or model is not None:
-                summary = _summary(model, report)
-            else:
-                summary = _folder_summary(Path(api.hf_hub_download(target, "config.json", revision=revision)).parent)
-            with tempfile.TemporaryDirectory(prefix="hf-plasticity-card-") as tmp:
-                card = _write_card(Path(tmp), summary, model=model, base_model=base_model, repo_id=target,
-                                   existing=existing)  # fmt: skip
-                api.upload_file(
-                    path_or_fileobj=str(Path(tmp) / CARD_NAME),
-                    path_in_repo=CARD_NAME,
-                    repo_id=target,
-                    revision=revision,
-                    commit_message=commit_message,
-                )
-    except ValueError:
-        raise
-    except Exception as error:
-        raise _push_error("update the card of", target, api.endpoint, error, None) from error
-    return card
+
+    def update() -> Any:
+        existing = _remote_card(api, target, revision)
+        if report is not None or model is not None:
+            summary = _summary(model, report)
+        else:
+            summary = _folder_summary(Path(api.hf_hub_download(target, "config.json", revision=revision)).parent)
+        with tempfile.TemporaryDirectory(prefix="hf-plasticity-card-") as tmp:
+            card = _write_card(Path(tmp), summary, model=model, base_model=base_model, repo_id=target,
+                               existing=existing)  # fmt: skip
+            api.upload_file(
+                path_or_fileobj=str(Path(tmp) / CARD_NAME),
+                path_in_repo=CARD_NAME,
+                repo_id=target,
+                revision=revision,
+                commit_message=commit_message,
+            )
+        return card
+
+    secrets = secrets_of(token, api.endpoint)
+    with redacted_logs(secrets):
+        try:
+            return run_bounded(update, timeout, deadline)
+        except ValueError:
+            raise
+        except Exception as error:
+            raise _push_error("update the card of", target, api.endpoint, error, None, secrets) from error
 
 
 def _folder_summary(folder: Path) -> RestoreSummary:
