@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import AutoModelForImageClassification
 
 from hf_plasticity import save_restored
@@ -165,3 +167,71 @@ def test_a_bad_save_directory_is_refused_before_anything_is_written(make_model, 
     with pytest.raises(ValueError, match=r"`save_directory`.*(file|folder path)"):
         save_restored(model, path)
     assert sorted(p.name for p in tmp_path.iterdir()) == before and (tmp_path / "file").read_text() == "a file"
+
+
+LEFTOVERS = ("staging", "replaced", "inside", "inside-committed")
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory):
+    """A restored tiny ViT, its checkpoint saved sharded (the old one) and the files a fresh save of it writes."""
+    from hf_plasticity import prepare_pretrained
+
+    from .models import pretrained
+
+    work = tmp_path_factory.mktemp("references")
+    model = pretrained("vit", work)
+    prepare_pretrained(model, "reinit_layers")
+    old = save_restored(model, work / "old", max_shard_size="100KB")
+    fresh = checkpoint_files(save_restored(model, work / "fresh"))
+    fresh.pop("README.md")
+    return model, old, fresh
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    target_exists=st.booleans(),
+    matching_staging=st.booleans(),
+    leftovers_drawn=st.lists(st.sampled_from(LEFTOVERS), max_size=4),
+    garbage=st.binary(max_size=64),
+)
+def test_the_next_save_recovers_or_removes_whatever_a_killed_save_left(
+    references, tmp_path_factory, target_exists, matching_staging, leftovers_drawn, garbage
+):
+    """Hostile folder states as killed saves leave them: half-written staging folders, an old folder renamed away
+    (with or without its complete replacement), staging folders inside the target with or without a committed
+    journal. The next save always ends with its complete checkpoint, the user's files and no leftovers."""
+    model, old, fresh = references
+    target = tmp_path_factory.mktemp("state") / "parent" / "ckpt"
+    target.parent.mkdir()
+
+    def with_user_files(folder: Path) -> Path:
+        shutil.copytree(old, folder)
+        for name, content in USER_FILES.items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(content)
+        return folder
+
+    if target_exists:
+        with_user_files(target)
+    else:  # killed between the two renames of the fallback swap
+        with_user_files(target.parent / ".ckpt.replaced-x1")
+        if matching_staging:
+            with_user_files(target.parent / ".ckpt.saving-x1")
+    for i, kind in enumerate(leftovers_drawn):
+        if kind == "staging":
+            (target.parent / f".ckpt.saving-g{i}").mkdir()
+            (target.parent / f".ckpt.saving-g{i}" / "model.safetensors").write_bytes(garbage)
+        elif kind == "replaced" and target_exists:
+            with_user_files(target.parent / f".ckpt.replaced-g{i}")
+        elif kind.startswith("inside") and target.is_dir():
+            staging = target / f"{atomic_save.INSIDE_PREFIX}g{i}"
+            staging.mkdir()
+            (staging / "config.json").write_bytes(garbage)
+            if kind == "inside-committed":  # moves its (garbage) config.json in and deletes a stale shard
+                journal = {"move": ["config.json"], "delete": ["model-00001-of-00002.safetensors"]}
+                (staging / atomic_save.JOURNAL).write_text(json.dumps(journal))
+    save_restored(model, target)
+    assert leftovers(target) == []
+    assert {n: b for n, b in checkpoint_files(target).items() if n != "README.md"} == fresh
+    assert user_files_intact(target)
