@@ -235,3 +235,14 @@ def test_the_next_save_recovers_or_removes_whatever_a_killed_save_left(
     assert leftovers(target) == []
     assert {n: b for n, b in checkpoint_files(target).items() if n != "README.md"} == fresh
     assert user_files_intact(target)
+
+
+def test_saving_into_the_working_directory_keeps_it_usable(references, tmp_path, monkeypatch):
+    """A swap would leave the process in the old, deleted folder (`os.getcwd()` fails): it updates from inside."""
+    model, old, fresh = references
+    target = tmp_path / "here"
+    shutil.copytree(old, target)
+    monkeypatch.chdir(target)
+    save_restored(model, ".")
+    assert Path(os.getcwd()) == target and Path("config.json").is_file()
+    assert {n: b for n, b in checkpoint_files(target).items() if n != "README.md"} == fresh and leftovers(target) == []

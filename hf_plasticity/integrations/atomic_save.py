@@ -10,14 +10,17 @@ Two protocols, chosen per save:
   folder then takes its name; a kill between those two renames leaves no target, and the next save (or
   [`recover`]) puts the right folder back: the new one, which was complete before the first rename.
 - **Inside** (the target is a mount point, e.g. a container volume, lies on another device than its parent, or its
-  parent is read-only: a mount point cannot be renamed). The new files are written into ``.hf-plasticity-saving-XXXX``
-  inside the target, then a journal naming the files to move in and the stale ones to delete is renamed into that
-  staging folder: that rename is the commit point. The files are then moved in with ``os.replace`` (weights first,
-  ``config.json`` last). A kill before the commit leaves the old files untouched; a kill after it can leave a mix
-  for a moment, which the next save completes from the journal before it starts (roll forward). A single folder
-  cannot be swapped on such a target, so this is the strongest guarantee the file system allows there.
+  parent is read-only: a mount point cannot be renamed; also when this process's working directory is in the target).
+  The new files are written into ``.hf-plasticity-saving-XXXX`` inside the target, then a journal naming the files to
+  move in and the stale ones to delete is renamed into that staging folder: that rename is the commit point. The files
+  are then moved in with ``os.replace`` (weights first, ``config.json`` last). A kill before the commit leaves the old
+  files untouched; a kill after it can leave a mix for a moment, which the next save completes from the journal before
+  it starts (roll forward). A single folder cannot be swapped on such a target, so this is the strongest guarantee the
+  file system allows there.
 
 Any staging folder left by a killed save is recovered (above) or removed by the next save into the same target.
+A swap gives the target a new inode: another process writing new files into the folder during the save loses them,
+and one whose working directory is the folder keeps the old, deleted one.
 Saves into one folder are serialized with an advisory lock (``flock`` on the parent folder, on the target in the inside
 protocol), so a second save never removes the staging folder of one still running.
 """
@@ -123,10 +126,14 @@ def _libc():
 
 
 def inside_protocol(folder: Path) -> bool:
-    """Whether ``folder`` must be replaced file by file from inside (it cannot be renamed): it is a mount point,
-    lies on another device than its parent, or its parent is not writable."""
+    """Whether ``folder`` must be replaced file by file from inside: it cannot be renamed (a mount point, on another
+    device than its parent, or its parent is not writable), or this process works inside it (a swap would leave the
+    working directory pointing at the old, deleted folder)."""
     if not folder.is_dir():
         return False
+    with contextlib.suppress(OSError):
+        if Path.cwd().resolve().is_relative_to(folder):
+            return True
     return (
         os.path.ismount(folder)
         or folder.stat().st_dev != folder.parent.stat().st_dev
