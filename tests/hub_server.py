@@ -17,7 +17,10 @@ with LocalHub() as hub:
     env = hub.env(cache_dir)                       # for subprocesses
 ```
 
-Set ``hub.fail_with = 500`` to make every request fail with that status.
+Faults: ``hub.fail_with = 500`` makes every request fail with that status; ``hub.fail_on = {"README.md": 500}`` only
+the requests whose path contains a key; ``hub.drip = 1.0`` sends every response (status line and headers included)
+one byte per that many seconds, until the server stops. ``hub.url_with_credentials(user, password)`` is the server's
+URL with ``user:password@`` in it (the server ignores them), as a user may set ``HF_ENDPOINT``.
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ class LocalHub:
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str, Any]] = []  # (method, path, parsed JSON body or None)
         self.fail_with: int | None = None
+        self.fail_on: dict[str, int] = {}
+        self.drip: float | None = None
+        self.stopped = threading.Event()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._server.daemon_threads = True
@@ -78,7 +84,12 @@ class LocalHub:
         self._thread.start()
         return self
 
+    def url_with_credentials(self, user: str, password: str) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{user}:{password}@{host}:{port}"
+
     def __exit__(self, *exc: Any) -> None:
+        self.stopped.set()  # ends any dripping response
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -133,6 +144,8 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             return self.rfile.read(length) if length else b""
 
         def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+            if hub.drip is not None:
+                return self._drip(status, body, headers or {})
             self.send_response(status)
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
@@ -142,6 +155,21 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
+
+        def _drip(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+            """The whole response, one byte per ``hub.drip`` seconds (until the server stops)."""
+            headers = {"Content-Type": "application/json", **headers, "Content-Length": str(len(body))}
+            head = f"HTTP/1.1 {status} Status\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+            raw = head.encode() + (body if self.command != "HEAD" else b"")
+            self.close_connection = True
+            for i in range(len(raw)):
+                if hub.stopped.wait(hub.drip):
+                    return
+                try:
+                    self.wfile.write(raw[i : i + 1])
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    return
 
         def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
             self._send(status, json.dumps(data).encode(), headers)
@@ -179,6 +207,9 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             hub.requests.append((self.command, path, parsed))
             if hub.fail_with is not None:
                 return self._json(hub.fail_with, {"error": "Internal Error (local test hub)"})
+            for fragment, status in hub.fail_on.items():
+                if fragment in path:
+                    return self._json(status, {"error": f"Internal Error (local test hub, {fragment})"})
             if self.command == "POST" and path == "/api/repos/create":
                 return self._create(parsed or {})
             if self.command == "POST" and path == "/api/validate-yaml":
@@ -279,22 +310,23 @@ def _make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def point_client_at(hub: LocalHub, monkeypatch: Any, cache_dir: str | Path) -> None:
+def point_client_at(hub: LocalHub, monkeypatch: Any, cache_dir: str | Path, url: str | None = None) -> None:
     """Points the in-process `huggingface_hub` and transformers clients at ``hub`` for one test.
 
     `HF_ENDPOINT` is read when `huggingface_hub` is imported, so the constants (and the module-level `HfApi`
     behind `create_repo`, `upload_folder`, ... and transformers' shared instance) are patched instead; the download
-    cache goes to ``cache_dir``.
+    cache goes to ``cache_dir``. ``url``: the endpoint to use instead of ``hub.url`` (e.g. with credentials in it).
     """
     import transformers.utils.hub
     from huggingface_hub import constants, hf_api
 
+    url = url or hub.url
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_TOKEN", "hf_local_test_token")
-    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache_dir))
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setattr(hf_api.api, "endpoint", hub.url)
+    monkeypatch.setattr(hf_api.api, "endpoint", url)
     monkeypatch.setattr(transformers.utils.hub, "_hf_api", None)  # transformers' shared HfApi, built on first use

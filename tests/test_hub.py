@@ -3,10 +3,12 @@ driven by the real huggingface_hub client (see tests/hub_server.py)."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import socket
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -121,6 +123,92 @@ def test_server_error_is_clear_and_keeps_the_local_folder(hub, restored, tmp_pat
     assert str(out) in str(error.value) and "\n" not in str(error.value)
     assert {"README.md", "config.json", "model.safetensors", "plasticity_config.json"} <= set(folder_state(out))
     assert torch.equal(logits(AutoModelForImageClassification.from_pretrained(out)), logits(model))
+
+
+LIBRARY_FILES = {"README.md", "config.json", "model.safetensors", "plasticity_config.json"}
+
+
+def test_push_uploads_only_the_files_the_save_wrote(hub, restored, tmp_path):
+    """Old code: every file of `save_directory`, dotfiles included, reached the Hub (a `.env` with a token)."""
+    model, report = restored
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)
+    (out / ".env").write_text("HF_TOKEN=hf_leakedleakedleaked\n")
+    (out / "notes.txt").write_text("private notes")
+    (out / "runs" / "log.txt").write_text("a log")
+    (out / "pytorch_model.bin").write_bytes(b"an older checkpoint's weights")
+    push_restored(model, "user/only-mine", report=report, save_directory=out)
+    assert set(hub.repos["user/only-mine"].head.files) == LIBRARY_FILES
+    assert (out / ".env").is_file() and (out / "notes.txt").is_file() and (out / "runs" / "log.txt").is_file()
+
+
+def test_a_card_that_cannot_be_read_fails_the_push_and_keeps_the_remote_card(hub, restored, tmp_path):
+    """Old code: an HTTP 500 on README.md was taken as "no card" and the user's card and license were replaced."""
+    model, report = restored
+    push_restored(model, "user/carded", report=report)
+    card = ModelCard(remote_text(hub, "user/carded"))
+    card.data.license = "mit"
+    card.text = "\n# My own words\n" + card.text
+    hub.commit("user/carded", "edit card", {"README.md": str(card).encode()}, [])
+    head = hub.repos["user/carded"].head.oid
+    hub.fail_on = {"/resolve/main/README.md": 500}
+    out = tmp_path / "out"
+    with pytest.raises(HubPushError, match=r"user/carded.*500.*kept in"):
+        push_restored(model, "user/carded", report=report, save_directory=out)
+    assert hub.repos["user/carded"].head.oid == head  # nothing committed: the card is the user's
+    assert LIBRARY_FILES <= set(folder_state(out))
+    assert torch.equal(logits(AutoModelForImageClassification.from_pretrained(out)), logits(model))
+    hub.fail_on = {}
+    push_restored(model, "user/carded", report=report)  # once readable, the push keeps the user's card
+    final = ModelCard(remote_text(hub, "user/carded"))
+    assert final.data.license == "mit" and "# My own words" in final.text
+
+
+def test_apply_card_section_fails_when_the_card_cannot_be_read(hub, restored):
+    """Old code: an HTTP 500 on README.md was taken as "no card", and a fresh card replaced the repository's."""
+    model, report = restored
+    push_restored(model, "user/carded", report=report)
+    hub.commit("user/carded", "edit card", {"README.md": b"---\nlicense: mit\n---\n# My own words\n"}, [])
+    head = hub.repos["user/carded"].head.oid
+    hub.fail_on = {"/resolve/main/README.md": 500}
+    with pytest.raises(HubPushError, match=r"update the card of 'user/carded'.*500"):
+        apply_card_section("user/carded", report, model=model)
+    assert hub.repos["user/carded"].head.oid == head
+
+
+def test_a_push_to_a_server_that_drips_one_byte_a_second_ends_by_its_deadline(hub, restored, tmp_path):
+    """Old code: `timeout` bounds only the time without progress, so `push_restored(timeout=3)` never returned."""
+    model, report = restored
+    hub.drip = 0.5  # every response, status line included, one byte per half second
+    start = time.monotonic()
+    with pytest.raises(HubPushError, match=r"deadline of 3 seconds.*kept in"):
+        push_restored(model, "user/slow", report=report, save_directory=tmp_path / "out", timeout=2, deadline=3)
+    assert time.monotonic() - start < 3 + 10  # the local save, then at most the deadline
+    assert LIBRARY_FILES <= set(folder_state(tmp_path / "out"))
+    with pytest.raises(ValueError, match="deadline"):
+        push_restored(model, "user/slow", report=report, deadline=0)
+
+
+def test_no_credential_in_any_log_record_of_a_push(restored, monkeypatch, tmp_path, caplog):
+    """Old code: a token in `HF_ENDPOINT` as URL credentials appeared in the HTTP client's INFO log."""
+    model, report = restored
+    password, token = "url-password-1234", "my-token-5678"
+    with LocalHub() as server:
+        point_client_at(server, monkeypatch, tmp_path / "hf-cache", url=server.url_with_credentials("me", password))
+        names = ["", *logging.root.manager.loggerDict]
+        for name in names:
+            caplog.set_level(logging.DEBUG, logger=name)
+            if name and not logging.getLogger(name).propagate:
+                monkeypatch.setattr(logging.getLogger(name), "handlers", [*logging.getLogger(name).handlers])
+                logging.getLogger(name).addHandler(caplog.handler)
+        push_restored(model, "user/logged", report=report, token=token)
+        server.fail_with = 500
+        with pytest.raises(HubPushError) as error:
+            push_restored(model, "user/logged", report=report, token=token)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("127.0.0.1" in message for message in messages)  # the HTTP client did log its requests
+    assert not [m for m in messages if password in m or token in m or "hf_local_test_token" in m]
+    assert password not in str(error.value) and token not in str(error.value)
 
 
 def test_no_server_is_clear_and_keeps_the_temporary_folder(restored, monkeypatch, tmp_path):

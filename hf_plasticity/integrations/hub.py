@@ -5,15 +5,13 @@
 
 from __future__ import annotations
 
-import contextlib
+import fnmatch
 import functools
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,8 @@ from ..core.unwrap import unwrap_model
 from ..core.validators import check_number
 from ..diagnostics.figure import FIGURE_NAME
 from ..pipeline.report import PlasticityReport
+from .atomic_save import check_save_directory, replace_folder
+from .hub_http import redact, redacted_logs, run_bounded, secrets_of
 from .modelcard import RestoreSummary, build_model_card, merge_into
 
 logger = logging.getLogger(__name__)
@@ -155,11 +155,19 @@ def save_restored(
     record written by [`prepare_pretrained`]), ``plasticity_config.json``, the image processor when given,
     ``plasticity.png`` (the diagnostics before and after, per block, when ``report`` measured them and matplotlib is
     installed) and ``README.md``, which shows the figure. A card already in the folder keeps its text: only the
-    library's section is replaced.
+    library's section is replaced; other files in the folder stay, weight files of an earlier save are replaced.
+
+    The new checkpoint becomes visible in one step, so a crash or a ``kill -9`` at any moment leaves the complete
+    old checkpoint or the complete new one: everything is written into a staging folder next to the target, which
+    then trades places with the target in one ``rename`` system call. A folder that cannot be renamed (a mount point,
+    e.g. a container volume) is updated from a staging folder inside it, committed by a journal; a save killed while
+    its files are moved in is completed by the next save. Any staging folder a killed save left behind is recovered
+    or removed by the next save into the same folder. Details: `hf_plasticity.integrations.atomic_save`.
 
     Args:
         model: a restored transformers model (anything with ``save_pretrained``).
-        save_directory: the folder to write (created if needed).
+        save_directory: the folder to write (created if needed); checked before anything is written (not a file,
+            writable).
         report: the [`PlasticityReport`] of the restore; it adds the diagnostics to the card. Without it, the record
             on the model is used. When the model has no record yet, the report's summary is recorded on
             ``model.config`` so that ``config.json`` carries it.
@@ -188,6 +196,23 @@ def save_restored(
     'reinit_layers'
     ```
     """
+    return _save(
+        model, save_directory, report=report, base_model=base_model, repo_id=repo_id, image_processor=image_processor,
+        **save_kwargs,
+    )[0]  # fmt: skip
+
+
+def _save(
+    model: nn.Module,
+    save_directory: str | os.PathLike,
+    *,
+    report: PlasticityReport | None,
+    base_model: str | None,
+    repo_id: str | None,
+    image_processor: Any,
+    **save_kwargs: Any,
+) -> tuple[Path, list[str]]:
+    """[`save_restored`]; also returns the files it wrote (paths relative to the folder), which a push uploads."""
     if not hasattr(model, "save_pretrained"):
         raise TypeError(
             f"save_restored needs a transformers model (with `save_pretrained`), got {type(model).__name__}; "
@@ -196,12 +221,10 @@ def save_restored(
     if report is not None:
         report.check_belongs_to(unwrap_model(model))
     summary = _summary(model, report)
-    folder = Path(save_directory)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"Cannot save into {str(folder)!r}: it is a file, not a folder.")
+    folder = check_save_directory(save_directory)
     model_config = getattr(model, "config", None)
     record_it = report is not None and restore_record(model) is None and hasattr(model_config, "to_dict")
-    with _staged(folder) as staging:
+    with replace_folder(folder, keep=_keeps, carry=(CARD_NAME,)) as staging:
         if record_it:  # config.json must carry the record; put back as it was if the save fails
             setattr(model_config, MODEL_CONFIG_KEY, report.summary())
         try:
@@ -211,39 +234,22 @@ def save_restored(
             if report is not None and hasattr(report.diagnostics.get("after"), "per_block") and _can_plot():
                 report.plot(staging / FIGURE_NAME)
             _write_plasticity_files(staging, summary, model=model, base_model=base_model, repo_id=repo_id,
-                                    model_name=None if repo_id else folder.resolve().name)  # fmt: skip
+                                    model_name=None if repo_id else folder.name)  # fmt: skip
+            written = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
         except BaseException:
             if record_it:
                 delattr(model_config, MODEL_CONFIG_KEY)
             raise
-    return folder
+    return folder, written
 
 
 #: Files of a previous save that a new one replaces or removes (weights, possibly in shards).
 _WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model*.bin.index.json")
 
 
-@contextlib.contextmanager
-def _staged(folder: Path) -> Iterator[Path]:
-    """A staging folder next to ``folder`` (same filesystem) for a whole save: files are written there, then moved
-    into ``folder`` (weights first, ``config.json`` last; weight files of an earlier save that the new one lacks are
-    removed). If anything fails while writing, ``folder`` is left exactly as it was and the staging folder is removed.
-    The card already in ``folder`` is copied in first, so updating it keeps the user's text."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.saving-", dir=folder.parent))
-    try:
-        if (folder / CARD_NAME).is_file():
-            shutil.copy2(folder / CARD_NAME, staging / CARD_NAME)
-        yield staging
-        folder.mkdir(exist_ok=True)
-        new = sorted(staging.iterdir(), key=lambda p: p.name == "config.json")
-        stale = {p for pattern in _WEIGHT_FILES for p in folder.glob(pattern)} - {folder / p.name for p in new}
-        for path in new:
-            os.replace(path, folder / path.name)
-        for path in stale:
-            path.unlink()
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def _keeps(name: str) -> bool:
+    """Whether a file of the target folder that a new save did not write stays: all but stale weights."""
+    return not any(fnmatch.fnmatch(name, pattern) for pattern in _WEIGHT_FILES)
 
 
 def _can_plot() -> bool:
@@ -275,61 +281,37 @@ def add_plasticity_files(folder: str | os.PathLike, model: nn.Module) -> bool:
 
 
 def _remote_card(api: Any, repo_id: str, revision: str | None):
-    """The card in the repository, or None when it has none."""
-    from huggingface_hub import ModelCard
-    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
+    """The card in the repository, or None when the repository (at ``revision``) has none.
 
+    Read straight from the server, never from the download cache: only the server's "entry not found" means "no
+    card"; any other failure (an HTTP 500, a timeout) raises, so a push never replaces a card it could not read.
+    """
+    from huggingface_hub import ModelCard, hf_hub_url
+    from huggingface_hub.errors import RemoteEntryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    url = hf_hub_url(repo_id, CARD_NAME, revision=revision, endpoint=api.endpoint)
+    response = get_session().get(url, headers=build_hf_headers(token=api.token), follow_redirects=True)
     try:
-        path = api.hf_hub_download(repo_id, CARD_NAME, revision=revision)
-    except (EntryNotFoundError, RevisionNotFoundError):
+        hf_raise_for_status(response)
+    except (RemoteEntryNotFoundError, RevisionNotFoundError):
         return None
-    return ModelCard.load(path)
+    return ModelCard(response.content.decode("utf-8"))
 
 
 #: How long (seconds) any single Hub request may wait to connect, send or receive before the push fails.
 DEFAULT_TIMEOUT = 60.0
-_SECRETS = (re.compile(r"(?<=://)[^/@\s]+@"), re.compile(r"\bhf_[A-Za-z0-9]{6,}"))
+#: How long (seconds) a whole push may take (creating the repository, reading its card, uploading, committing).
+DEFAULT_DEADLINE = 3600.0
 
 
-def redact(text: str) -> str:
-    """``text`` without credentials: user:password in URLs and Hub tokens are masked.
-
-    Example:
-
-    ```python
-    >>> from hf_plasticity.integrations.hub import redact
-    >>> redact("https://me:secret@hub.example/api token hf_abcdefghijkl")
-    'https://***@hub.example/api token hf_***'
-    ```
-    """
-    return _SECRETS[1].sub("hf_***", _SECRETS[0].sub("***@", text))
-
-
-@contextlib.contextmanager
-def bounded_requests(timeout: float) -> Iterator[None]:
-    """Inside the block, every request of huggingface_hub's shared HTTP client gives up after ``timeout`` seconds
-    without progress (connecting, sending or receiving): huggingface_hub itself sets no timeout on uploads, so a
-    server that accepts the connection and never answers would block a push forever."""
-    from huggingface_hub import get_session
-
-    limits = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
-
-    def limit(request: Any) -> None:
-        request.extensions["timeout"] = limits
-
-    hooks = get_session().event_hooks["request"]
-    hooks.append(limit)
-    try:
-        yield
-    finally:
-        hooks.remove(limit)
-
-
-def _push_error(action: str, repo_id: str, endpoint: str, error: BaseException, kept: Path | None) -> HubPushError:
+def _push_error(
+    action: str, repo_id: str, endpoint: str, error: BaseException, kept: Path | None, secrets: tuple[str, ...] = ()
+) -> HubPushError:
     reason = one_line(error).rstrip(".") or type(error).__name__
     kept_note = f" The checkpoint is kept in {kept}." if kept is not None else ""
     return HubPushError(
-        redact(f"Could not {action} {repo_id!r} on {endpoint}: {type(error).__name__}: {reason}.{kept_note}")
+        redact(f"Could not {action} {repo_id!r} on {endpoint}: {type(error).__name__}: {reason}.{kept_note}", secrets)
     )
 
 
@@ -347,12 +329,18 @@ def push_restored(
     revision: str | None = None,
     create_pr: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
+    deadline: float | None = DEFAULT_DEADLINE,
 ):
-    """Saves a restored model with [`save_restored`] and pushes the folder to the Hub in one commit.
+    """Saves a restored model with [`save_restored`] and pushes the files it wrote to the Hub in one commit.
 
-    The repository is created when missing (``private`` applies then). A card already in the repository keeps its
-    text and metadata: only the library's section is replaced. If the push fails, the local folder stays as it is
-    and the error says where it is.
+    Only the files this save wrote are uploaded (weights, ``config.json``, ``plasticity_config.json``, the card, the
+    image processor's and the figure when given): nothing else that lies in ``save_directory`` (a ``.env``, logs,
+    other checkpoints) ever leaves the machine. The repository is created when missing (``private`` applies then).
+    A card already in the repository keeps its text and metadata: only the library's section is replaced; when the
+    existing card cannot be read (anything but "not found", e.g. an HTTP 500), the push fails rather than replace it.
+    No credential (the token, user:password in ``HF_ENDPOINT``) appears in any log record emitted while the push
+    runs, by this library, huggingface_hub or its HTTP client. If the push fails, the local folder stays as it is and
+    the error says where it is.
 
     Args:
         model: a restored transformers model.
@@ -369,12 +357,15 @@ def push_restored(
         create_pr: open a pull request instead of committing to the branch.
         timeout: seconds any one Hub request may go without progress before the push fails (huggingface_hub retries
             a failed request a few times, so the push fails within a small multiple of it).
+        deadline: seconds the whole push (after the local save) may take, whatever the server does (e.g. one that
+            answers one byte a second, which ``timeout`` alone never stops); None for no limit.
 
     Returns:
         `huggingface_hub.CommitInfo`: the commit (``.commit_url``, ``.oid``, ``.pr_url``).
 
     Raises:
-        HubPushError: when the repository cannot be created or the upload fails.
+        HubPushError: when the repository cannot be created, its card cannot be read, the upload fails or the
+            deadline passes.
 
     Example:
 
@@ -384,35 +375,44 @@ def push_restored(
     CommitInfo(commit_url='https://huggingface.co/me/vit-base-patch16-224-restored/commit/...', ...)
     ```
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     check_number("timeout", timeout, low=0, low_open=True)
+    if deadline is not None:
+        check_number("deadline", deadline, low=0, low_open=True)
     check_repo_id(repo_id)
     temporary = save_directory is None
+    if not temporary:
+        check_save_directory(save_directory)
     folder = Path(tempfile.mkdtemp(prefix="hf-plasticity-")) if temporary else Path(save_directory)
-    save_restored(
+    folder, files = _save(
         model, folder, report=report, base_model=base_model, repo_id=repo_id, image_processor=image_processor
     )
     api = HfApi(token=token)
-    try:
-        with bounded_requests(timeout):
-            api.create_repo(repo_id, private=private, exist_ok=True)
-            remote = _remote_card(api, repo_id, revision)
-            if remote is not None:
-                _write_card(folder, _summary(model, report), model=model, base_model=base_model, repo_id=repo_id,
-                            existing=remote)  # fmt: skip
-            info = api.upload_folder(
-                repo_id=repo_id,
-                folder_path=folder,
-                commit_message=commit_message,
-                revision=revision,
-                create_pr=create_pr,
-            )
-    except Exception as error:
-        raise _push_error("push to", repo_id, api.endpoint, error, folder) from error
-    if temporary:
-        shutil.rmtree(folder, ignore_errors=True)
-    logger.info("Pushed %s to %s", folder, info.commit_url)
+
+    def push() -> Any:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        remote = _remote_card(api, repo_id, revision)
+        if remote is not None:
+            _write_card(folder, _summary(model, report), model=model, base_model=base_model, repo_id=repo_id,
+                        existing=remote)  # fmt: skip
+        return api.create_commit(
+            repo_id=repo_id,
+            operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files],
+            commit_message=commit_message,
+            revision=revision,
+            create_pr=create_pr,
+        )
+
+    secrets = secrets_of(token, api.endpoint)
+    with redacted_logs(secrets):
+        try:
+            info = run_bounded(push, timeout, deadline)
+        except Exception as error:
+            raise _push_error("push to", repo_id, api.endpoint, error, folder, secrets) from error
+        if temporary:
+            shutil.rmtree(folder, ignore_errors=True)
+        logger.info("Pushed %s to %s", folder, info.commit_url)
     return info
 
 
@@ -427,6 +427,7 @@ def apply_card_section(
     revision: str | None = None,
     commit_message: str = "Add the hf-plasticity section to the model card",
     timeout: float = DEFAULT_TIMEOUT,
+    deadline: float | None = DEFAULT_DEADLINE,
 ):
     """Puts the library's section into the card of a local folder or of a Hub repository, keeping the rest.
 
@@ -447,6 +448,8 @@ def apply_card_section(
         revision: the branch (repository only).
         commit_message: the commit message (repository only).
         timeout: seconds any one Hub request may go without progress (repository only).
+        deadline: seconds the whole update may take (repository only); None for no limit. A card that cannot be
+            read (anything but "not found") fails the update: it is never replaced by a new one.
 
     Returns:
         `huggingface_hub.ModelCard`: the updated card.
@@ -467,29 +470,36 @@ def apply_card_section(
     from huggingface_hub import HfApi
 
     check_number("timeout", timeout, low=0, low_open=True)
+    if deadline is not None:
+        check_number("deadline", deadline, low=0, low_open=True)
     api = HfApi(token=token)
-    try:
-        with bounded_requests(timeout):
-            existing = _remote_card(api, target, revision)
-            if report is not None or model is not None:
-                summary = _summary(model, report)
-            else:
-                summary = _folder_summary(Path(api.hf_hub_download(target, "config.json", revision=revision)).parent)
-            with tempfile.TemporaryDirectory(prefix="hf-plasticity-card-") as tmp:
-                card = _write_card(Path(tmp), summary, model=model, base_model=base_model, repo_id=target,
-                                   existing=existing)  # fmt: skip
-                api.upload_file(
-                    path_or_fileobj=str(Path(tmp) / CARD_NAME),
-                    path_in_repo=CARD_NAME,
-                    repo_id=target,
-                    revision=revision,
-                    commit_message=commit_message,
-                )
-    except ValueError:
-        raise
-    except Exception as error:
-        raise _push_error("update the card of", target, api.endpoint, error, None) from error
-    return card
+
+    def update() -> Any:
+        existing = _remote_card(api, target, revision)
+        if report is not None or model is not None:
+            summary = _summary(model, report)
+        else:
+            summary = _folder_summary(Path(api.hf_hub_download(target, "config.json", revision=revision)).parent)
+        with tempfile.TemporaryDirectory(prefix="hf-plasticity-card-") as tmp:
+            card = _write_card(Path(tmp), summary, model=model, base_model=base_model, repo_id=target,
+                               existing=existing)  # fmt: skip
+            api.upload_file(
+                path_or_fileobj=str(Path(tmp) / CARD_NAME),
+                path_in_repo=CARD_NAME,
+                repo_id=target,
+                revision=revision,
+                commit_message=commit_message,
+            )
+        return card
+
+    secrets = secrets_of(token, api.endpoint)
+    with redacted_logs(secrets):
+        try:
+            return run_bounded(update, timeout, deadline)
+        except ValueError:
+            raise
+        except Exception as error:
+            raise _push_error("update the card of", target, api.endpoint, error, None, secrets) from error
 
 
 def _folder_summary(folder: Path) -> RestoreSummary:
