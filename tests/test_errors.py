@@ -87,7 +87,7 @@ def test_scope_matching_nothing(make_model):
 
 
 def test_model_without_supported_layers():
-    model = nn.Sequential(nn.Flatten(), nn.ReLU())
+    model = nn.Sequential(nn.Flatten(), nn.LayerNorm(12))  # parameters, but no Linear/Conv
     with pytest.raises(ScopeError, match="no supported layers"):
         prepare_pretrained(model, SelectiveReinitConfig(utility="magnitude"))
     with pytest.raises(ScopeError, match="no supported layers"):

@@ -305,7 +305,7 @@ def resolve_unit_groups(model: nn.Module, config: PlasticityConfig) -> list[Unit
             continue
         if config.target_modules and not matches(group.producer, config.target_modules):
             continue
-        if not model.get_submodule(group.producer).weight.requires_grad and not config.target_modules:
+        if not config.target_modules and _frozen(model, group):
             continue
         selected.append(group)
     if not selected:
@@ -318,6 +318,13 @@ def resolve_unit_groups(model: nn.Module, config: PlasticityConfig) -> list[Unit
             f"{sorted(producers)[:6]}."
         )
     return selected
+
+
+def _frozen(model: nn.Module, group: UnitGroup) -> bool:
+    """Whether a reset of ``group``'s units would write a frozen parameter (producer, BatchNorm or consumer weight)."""
+    producer, consumer, norm = group.modules(model)
+    tensors = [*producer.parameters(), consumer.weight, *(norm.parameters() if norm is not None else [])]
+    return any(not tensor.requires_grad for tensor in tensors)
 
 
 def _rows(tensor: torch.Tensor, units: torch.Tensor) -> torch.Tensor:

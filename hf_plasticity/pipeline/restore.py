@@ -234,6 +234,7 @@ def prepare_pretrained(
     """
     strategy = get_strategy(resolve_config(config, DEFAULT_STRATEGY))
     want_diagnostics = _want_diagnostics(diagnostics, data, diagnostics_batches)
+    check_restorable(unwrap_model(model))
     check_not_restored(unwrap_model(model), force)
     data = replayable(data)
     before = None
