@@ -187,3 +187,12 @@ def test_the_command_line_refuses_a_float_label_column(tmp_path, capsys):
         "The label column 'label' holds float64 values; it must hold integer class indices" in capsys.readouterr().err
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_images_of_different_sizes_are_named(make_model):
+    """Before: torch.stack's RuntimeError came through from inside the restore."""
+    dataset = Dataset.from_list(
+        [{"pixel_values": torch.zeros(3, side, side).numpy(), "labels": 0} for side in (IMAGE_SIZE, IMAGE_SIZE + 2)]
+    ).with_format("torch")
+    with pytest.raises(CalibrationDataError, match=r"Cannot read `pixel_values` as one tensor .* same shape"):
+        prepare_pretrained(make_model("cnn"), CONFIG, data=dataset, diagnostics=False)

@@ -27,14 +27,15 @@ def _as_tensor(value: Any, what: str) -> torch.Tensor:
     per-image tensors or arrays is stacked, so a batch read from a `datasets.Dataset` or its transform is one batch."""
     if isinstance(value, torch.Tensor):
         return value
-    if isinstance(value, (list, tuple)) and value and all(hasattr(v, "shape") and len(v.shape) for v in value):
-        return torch.stack([torch.as_tensor(v) for v in value])
     try:
+        if isinstance(value, (list, tuple)) and value and all(hasattr(v, "shape") and len(v.shape) for v in value):
+            return torch.stack([torch.as_tensor(v) for v in value])
         return torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise CalibrationDataError(
-            f"Cannot read `{what}` as a tensor ({type(value).__name__}: {error}): give one tensor per batch, or one "
-            "array per image."
+            f"Cannot read `{what}` as one tensor ({type(value).__name__}: {reason}): give one tensor per batch, or "
+            "one array per image, all of the same shape (resize the images with your image processor)."
         ) from error
 
 
