@@ -83,6 +83,18 @@ class PlainCNN(nn.Module):
         return self.q(x)
 
 
+class ViewCNN(PlainCNN):
+    """[`PlainCNN`] written as shibhansh/loss-of-plasticity's ConvNet (``lop/nets/conv_net.py``) flattens: with
+    ``x.view(-1, n)`` instead of ``torch.flatten``. The same modules, so the same weights for the same seed."""
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv1(pixel_values))
+        x = torch.relu(self.conv2(x))
+        x = x.view(-1, self.fc1.in_features)
+        x = torch.relu(self.fc1(x))
+        return self.q(x)
+
+
 def build(arch: str) -> nn.Module:
     if arch == "vit":
         return ViTForImageClassification(
@@ -117,7 +129,7 @@ def build(arch: str) -> nn.Module:
 
 ARCHS = ("vit", "convnext", "convnextv2", "resnet", "cnn")
 #: Input side of the plain models of the reference tests (the transformers ones take IMAGE_SIZE).
-PLAIN_SIDE = {"mlp": 8, "cnn": 16}
+PLAIN_SIDE = {"mlp": 8, "cnn": 16, "cnn_view": 16}
 
 
 @torch.no_grad()
@@ -173,4 +185,6 @@ def reference_model(arch: str) -> nn.Module:
         return PlainMLP()
     if arch == "cnn":
         return PlainCNN()
+    if arch == "cnn_view":
+        return ViewCNN()
     return perturb(build(arch))

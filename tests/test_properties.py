@@ -1,8 +1,10 @@
 """Property-based tests (hypothesis): configs, scopes and calibration batches drawn at random, hostile ones included
 (NaN, infinities, negative or huge values, wrong types, broken or non-matching patterns, NaN pixels, float or
-out-of-range labels). The invariant: either a clear error (ValueError / TypeError naming the problem) and the model
-bitwise untouched, or a restore that changed exactly what its report says (never a tensor it does not name, never more
-entries than it counts as re-initialized or edited) and recorded it."""
+out-of-range labels), and hostile models (NaN or infinite weights, frozen parameters, a head tied to the backbone) and
+data containers (a list, a one-pass iterator, a DataLoader, a Dataset with and without torch format; float, bool,
+negative or out-of-range labels). The invariant: either a clear error (ValueError / TypeError naming the problem) and
+the model bitwise untouched, or a restore that changed exactly what its report says (never a tensor it does not name,
+never more entries than it counts as re-initialized or edited, never a frozen parameter) and recorded it."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from hf_plasticity import (
     LayerReinitConfig,
     SelectiveReinitConfig,
     ShrinkPerturbConfig,
+    get_layout,
     prepare_pretrained,
     restore_record,
 )
@@ -158,3 +161,86 @@ def test_the_same_inputs_give_bitwise_the_same_weights(base_models, drawn, data)
         assert isinstance(second, dict) and all(torch.equal(first[k], second[k]) for k in first)
     else:
         assert first is second
+
+
+LABEL_FLAWS = {
+    "none": lambda labels: labels,
+    "float": lambda labels: labels.float() + 0.5,
+    "whole_float": lambda labels: labels.float(),
+    "bool": lambda labels: labels % 2 == 0,
+    "negative": lambda labels: labels - NUM_LABELS,
+    "out_of_range": lambda labels: labels + NUM_LABELS,
+}
+MODEL_FLAWS = ("none", "nan", "inf", "frozen", "tied")
+
+
+def flaw_model(model, flaw: str, draw) -> set[str]:
+    """Makes ``model`` hostile in place; returns the names of the parameters frozen (if any)."""
+    params = [(n, p) for n, p in model.named_parameters() if p.is_floating_point()]
+    layout = get_layout(model)
+    backbone = [(n, p) for n, p in params if not layout.in_head(n.rsplit(".", 1)[0])]
+    if flaw in ("nan", "inf"):
+        name, param = backbone[draw(st.integers(0, len(backbone) - 1))]
+        with torch.no_grad():
+            param.view(-1)[0] = math.nan if flaw == "nan" else math.inf
+    elif flaw == "frozen":
+        chosen = draw(st.lists(st.integers(0, len(backbone) - 1), min_size=1, max_size=len(backbone), unique=True))
+        for index in chosen:
+            backbone[index][1].requires_grad_(False)
+        return {backbone[index][0] for index in chosen}
+    elif flaw == "tied":  # the head's weight becomes a view of a backbone tensor's storage
+        head_name = next(n for n, _ in params if layout.in_head(n.rsplit(".", 1)[0]) and n.endswith("weight"))
+        head = model.get_submodule(head_name.rsplit(".", 1)[0])
+        source = next(p for _, p in reversed(backbone) if p.numel() >= head.weight.numel())
+        head.weight = torch.nn.Parameter(source.data.view(-1)[: head.weight.numel()].view(head.weight.shape))
+    return set()
+
+
+@st.composite
+def hostile_containers(draw):
+    """Two batches of 4 images in one of the accepted containers, the labels maybe of a hostile kind."""
+    from .test_calibration_data import containers, rows
+
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    flaw = draw(st.sampled_from(list(LABEL_FLAWS)))
+    labels = LABEL_FLAWS[flaw](torch.randint(0, NUM_LABELS, (8,), generator=generator))
+    pixels = torch.randn(8, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
+    kind = draw(st.sampled_from(["list", "iterator", "dataloader", "dataset", "dataset_torch"]))
+    event(f"container {kind}, labels {flaw}")
+    return containers(rows(labels, pixels))[kind]
+
+
+@pytest.mark.parametrize("flaw", MODEL_FLAWS)  # each model flaw drawn for sure, with random configs and data
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(arch=st.sampled_from(["vit", "resnet", "cnn"]), drawn=configs(), data=hostile_containers(), choices=st.data())
+def test_hostile_models_and_containers_a_clear_error_or_only_what_the_report_names(
+    base_models, arch, drawn, flaw, data, choices
+):
+    model = copy.deepcopy(base_models[arch])
+    frozen = flaw_model(model, flaw, choices.draw)
+    before = state(model)
+    config_class, values = drawn
+    try:
+        report = prepare_pretrained(model, config_class(**values), data=data, diagnostics=False)
+    except (ValueError, TypeError) as error:
+        message = str(error)
+        assert len(message) > 15 and "\n" not in message.strip(), f"unclear error: {message!r}"
+        after = model.state_dict()
+        assert all(_same(after[k], before[k]) for k in before), f"changed before failing: {message}"
+        assert restore_record(model) is None
+        return
+    assert flaw not in ("nan", "inf", "tied"), f"a {flaw} model was restored"
+    after = model.state_dict()
+    changed = {k for k in before if not _same(after[k], before[k])}
+    reported = {t.name for t in report.tensors}
+    assert changed <= reported, f"changed but not reported: {sorted(changed - reported)}"
+    if not values.get("target_modules"):
+        assert not frozen & changed, f"frozen but written: {sorted(frozen & changed)}"
+    assert all(not p.requires_grad for n, p in model.named_parameters() if n in frozen)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bitwise equal, a NaN in the same place counting as equal."""
+    if torch.equal(a, b):
+        return True
+    return a.is_floating_point() and torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())

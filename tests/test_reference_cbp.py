@@ -20,7 +20,7 @@ from hf_plasticity.core.units import unit_groups
 from hf_plasticity.pipeline.restore import restore
 from hf_plasticity.strategies import get_strategy
 
-from .models import PlainCNN, PlainMLP, batches, build
+from .models import PlainCNN, PlainMLP, ViewCNN, batches, build
 from .reference import gnt as reference
 
 
@@ -181,20 +181,21 @@ def capture_consumer_inputs(model: nn.Module, groups) -> tuple[dict[str, torch.T
     return captured, handles
 
 
-@pytest.mark.parametrize("arch", ["cnn", "vit", "resnet", "convnext"])
+@pytest.mark.parametrize("arch", ["cnn", "cnn_view", "vit", "resnet", "convnext"])
 def test_utilities_and_replacements_equal_convgnt(arch):
     """conv -> conv, conv -> flatten -> linear, linear -> head (plain CNN), ViT fc1 -> fc2, ResNet conv + BN -> conv,
     ConvNeXt pwconv1 -> pwconv2: utility, mean, chosen units and zeroed outgoing columns as in convGnT.py."""
     torch.manual_seed(0)
-    model = PlainCNN() if arch == "cnn" else build(arch)
-    side = 16 if arch == "cnn" else 32
+    plain = {"cnn": PlainCNN, "cnn_view": ViewCNN}  # cnn_view: flattened by x.view, as lop's ConvNet
+    model = plain[arch]() if arch in plain else build(arch)
+    side = 16 if arch in plain else 32
     model.train()
     decay, rate, maturity = 0.9, 0.15, 2
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     config = ContinualBackpropConfig(replacement_rate=rate, maturity=maturity, decay=decay)
     controller, plans = controller_with_spy(config, model)
     groups = controller.strategy.groups
-    if arch == "cnn":
+    if arch in plain:
         assert [g.span for g in groups] == [1, 9, 1]
     captured, handles = capture_consumer_inputs(model, groups)
     util_state = {
@@ -390,8 +391,9 @@ def test_bias_correction_keeps_the_optimizer_state_of_the_next_bias():
     assert torch.any(states[second.bias]["exp_avg"] != 0)
 
 
-def test_unit_groups_cover_the_head_feeding_layer_for_cbp():
-    model = PlainCNN()
+@pytest.mark.parametrize("model_class", [PlainCNN, ViewCNN])
+def test_unit_groups_cover_the_head_feeding_layer_for_cbp(model_class):
+    model = model_class()
     strategy = get_strategy(ContinualBackpropConfig())
     strategy.attach(model)
     strategy.detach()

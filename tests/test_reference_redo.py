@@ -18,7 +18,7 @@ from hf_plasticity.core.units import normalized_scores, unit_activation_means, u
 from hf_plasticity.pipeline.restore import restore
 from hf_plasticity.strategies import get_strategy
 
-from .models import PlainCNN, PlainMLP, batches, build, side_of
+from .models import batches, build, reference_model, side_of
 from .reference import redo as reference
 
 TAUS = (0.1, 0.025, 0.0)
@@ -37,7 +37,7 @@ def weaken(layer: nn.Module, dead: list[int], weak: dict[int, float]) -> None:
 def plain_model(kind: str) -> nn.Module:
     """A plain model whose hidden layers hold dead units, units at ~1-5% of the layer's mean and healthy units."""
     torch.manual_seed(0)
-    model = PlainMLP() if kind == "mlp" else PlainCNN()
+    model = reference_model(kind)
     layers = reference.weight_layers(model)[:-1]
     for i, (_, layer) in enumerate(layers):
         weaken(layer, dead=[i, i + 3], weak={i + 1: 0.01, i + 5: 0.04, i + 6: 0.3})
@@ -54,7 +54,7 @@ def library_dormant(model: nn.Module, x: torch.Tensor, tau: float) -> dict[str, 
     return {group.producer: units.tolist() for group, units in found}
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "cnn_view"])  # cnn_view: flattened by x.view, as lop's ConvNet
 def test_every_hidden_layer_is_scored_as_in_the_references(kind):
     """The references score every Conv/Linear layer but the output: the layer feeding the head and the conv whose
     channels are flattened into a Linear included."""
@@ -64,11 +64,11 @@ def test_every_hidden_layer_is_scored_as_in_the_references(kind):
     assert [g.producer for g in groups] == expected
     names = [name for name, _ in reference.weight_layers(model)]
     assert [g.consumer for g in groups] == names[1:]  # the head is a consumer, never a producer
-    if kind == "cnn":
+    if kind != "mlp":
         assert [g.span for g in groups] == [1, 9, 1]  # conv2's 8 channels -> 8 blocks of 3x3 columns of fc1
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "cnn_view"])  # cnn_view: flattened by x.view, as lop's ConvNet
 def test_scores_and_dormant_sets_equal_timoklein_and_dopamine(kind):
     model = plain_model(kind)
     x = pixels(kind)
@@ -136,7 +136,7 @@ def adam_after_steps(model: nn.Module, kind: str, steps: int = 3) -> torch.optim
     return optimizer
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "cnn_view"])  # cnn_view: flattened by x.view, as lop's ConvNet
 @pytest.mark.parametrize("tau", TAUS)
 def test_reset_weights_and_adam_moments_equal_timoklein(kind, tau):
     ours = plain_model(kind)
@@ -204,13 +204,13 @@ def test_transformers_models_dormant_sets_equal_dopamine(arch):
     assert library_dormant(model, x, 0.1) != library_dormant(model, x, 0.0)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "cnn_view"])  # cnn_view: flattened by x.view, as lop's ConvNet
 def test_redo_resets_exactly_the_units_silenced_by_construction(kind):
     """Known answer: in every hidden layer (the conv flattened into fc1 and the layer feeding the head included),
     the units with zero weights and a negative bias never fire; every other unit fires (bias shifted up). ReDo must
     reset exactly those, and zero exactly their outgoing columns (blocks of 9 behind the flatten)."""
     torch.manual_seed(0)
-    model = PlainMLP() if kind == "mlp" else PlainCNN()
+    model = reference_model(kind)
     layers = reference.weight_layers(model)
     silenced = {}
     with torch.no_grad():

@@ -108,17 +108,28 @@ class UntraceableFlatten(nn.Module):
         return self.head(torch.relu(self.body(x)))
 
 
+def written(reset) -> torch.Tensor:
+    """The entries of ``reset.tensor`` that ``reset`` writes, as a mask."""
+    mask = torch.zeros(reset.tensor.shape, dtype=torch.bool)
+    mask.view(-1)[reset.index] = True
+    return mask
+
+
+def columns(rows: int, width: int, spans: list[tuple[int, int]]) -> torch.Tensor:
+    """A (rows, width) mask of the column ranges ``spans``."""
+    mask = torch.zeros(rows, width, dtype=torch.bool)
+    for start, end in spans:
+        mask[:, start:end] = True
+    return mask
+
+
 def test_conv_flatten_linear_units_are_blocks_of_columns():
     """Through a flatten, channel c of the conv is the consumer's columns c*H*W ... (c+1)*H*W - 1 (channel-major)."""
     model = UntraceableFlatten()
     (group,) = unit_groups(model)
     assert (group.producer, group.consumer, group.norm, group.span) == ("body.0", "body.4", "body.1", 9)
     plan = {r.name: r for r in plan_unit_reset(model, group, torch.tensor([1, 3]), seed=0)}
-    mask = torch.zeros(5, 36, dtype=torch.bool)
-    mask.view(-1)[plan["body.4.weight"].index] = True
-    expected = torch.zeros_like(mask)
-    expected[:, 9:18] = expected[:, 27:36] = True
-    assert torch.equal(mask, expected)
+    assert torch.equal(written(plan["body.4.weight"]), columns(5, 36, [(9, 18), (27, 36)]))
     assert plan["body.1.running_var"].index.tolist() == [1, 3]
     # The reset keeps the function: the zeroed blocks are exactly what the re-drawn channels feed.
     x = torch.randn(2, 3, 8, 8)
@@ -189,3 +200,58 @@ def test_unmappable_layers_are_named():
         resolve_unit_groups(Residual(), SelectiveReinitConfig(granularity="unit"))
     groups = resolve_unit_groups(model, ReDoConfig(last_k_blocks=1))
     assert [g.producer for g in groups] == ["vit.layers.2.mlp.fc1"]
+
+
+class LopConvNet(nn.Module):
+    """shibhansh/loss-of-plasticity's ``ConvNet`` (``lop/nets/conv_net.py``), scaled down: conv -> ReLU -> max-pool
+    twice, the modules also kept in a ``layers`` ModuleList, the last pool's output flattened by ``flatten`` (the
+    original's ``x.view(-1, n)``, or the other spellings of hand-written CNNs), then fc1 -> ReLU -> fc2 (the head)."""
+
+    def __init__(self, flatten) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 6, 3)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.fc1, self.fc2 = nn.Linear(6 * 2 * 2, 8), nn.Linear(8, 3)
+        self.layers = nn.ModuleList([self.conv1, nn.ReLU(), self.conv2, nn.ReLU(), self.fc1, nn.ReLU(), self.fc2])
+        self.flatten = flatten
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.layers[1](self.layers[0](x)))
+        x = self.pool(self.layers[3](self.layers[2](x)))
+        return self.layers[6](self.layers[5](self.layers[4](self.flatten(x))))
+
+
+FLATTENS = {
+    "view(-1, n)": lambda x: x.view(-1, 24),  # the original's spelling
+    "view(x.size(0), -1)": lambda x: x.view(x.size(0), -1),
+    "reshape(x.shape[0], -1)": lambda x: x.reshape(x.shape[0], -1),
+    "torch.reshape(x, (-1, n))": lambda x: torch.reshape(x, (-1, 24)),
+    "view then flatten": lambda x: torch.flatten(x.view(x.size(0), -1), 1),
+}
+
+
+@pytest.mark.parametrize("spelling", list(FLATTENS))
+def test_a_conv_flattened_by_view_has_units_in_redo_and_cbp(spelling):
+    """Before: the last conv had no units (the trace saw only torch.flatten / nn.Flatten) and ReDo and continual
+    backprop skipped it without a word. Its channel c is fc1's columns 4c ... 4c + 3 (2 x 2 positions)."""
+    from hf_plasticity import ContinualBackpropConfig
+    from hf_plasticity.strategies import get_strategy
+
+    model = LopConvNet(FLATTENS[spelling]).eval()
+    expected = [("conv1", "conv2", 1), ("conv2", "fc1", 4), ("fc1", "fc2", 1)]
+    assert [(g.producer, g.consumer, g.span) for g in unit_groups(model)] == expected
+    assert [(g.producer, g.consumer, g.span) for g in resolve_unit_groups(model, ReDoConfig())] == expected
+    cbp = get_strategy(ContinualBackpropConfig())
+    cbp.attach(model)
+    cbp.detach()
+    assert [(g.producer, g.consumer, g.span) for g in cbp.groups] == expected
+    group = unit_groups(model)[1]
+    plan = {r.name: r for r in plan_unit_reset(model, group, torch.tensor([0, 5]), seed=0)}
+    expected_columns = columns(8, 24, [(0, 4), (20, 24)])
+    assert torch.equal(written(plan["fc1.weight"]), expected_columns)
+    x = torch.randn(2, 3, 14, 14)
+    with torch.no_grad():
+        model.fc1.weight[expected_columns] = 0
+        before = model(x)
+        apply_resets(fresh_first(list(plan.values())))
+        assert torch.allclose(model(x), before, atol=1e-6, rtol=0)

@@ -81,7 +81,7 @@ def test_a_nan_pixel_is_named_and_the_model_is_untouched(make_model, arch, confi
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda b: {**b, "labels": b["labels"].float()}, "`labels` must be integer class indices"),
+        (lambda b: {**b, "labels": b["labels"].float()}, "`labels` must hold integer class indices"),
         (lambda b: {**b, "labels": b["labels"][:2]}, "one class index per image"),
         (lambda b: {**b, "labels": b["labels"] - 5}, "`labels` must be >= 0"),
         (lambda b: {**b, "labels": b["labels"] + 7}, "labels go up to .* but the model's head has 3 outputs"),

@@ -19,30 +19,48 @@ class CalibrationDataError(ValueError):
     """The calibration data is missing or cannot be read as (pixel_values, labels) batches."""
 
 
-def _collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    return {
-        "pixel_values": torch.stack([torch.as_tensor(r["pixel_values"], dtype=torch.float32) for r in rows]),
-        "labels": torch.as_tensor([int(r["labels"]) for r in rows]),
-    }
+LABEL_KEYS = ("labels", "label")
 
 
-def _as_batch(item: Any, require_labels: bool = True) -> Batch:
+def _as_tensor(value: Any, what: str) -> torch.Tensor:
+    """``value`` (a tensor, an array, a number, or a list of those, one per image) as one tensor: a list of
+    per-image tensors or arrays is stacked, so a batch read from a `datasets.Dataset` or its transform is one batch."""
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        if isinstance(value, (list, tuple)) and value and all(hasattr(v, "shape") and len(v.shape) for v in value):
+            return torch.stack([torch.as_tensor(v) for v in value])
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CalibrationDataError(
+            f"Cannot read `{what}` as one tensor ({type(value).__name__}: {reason}): give one tensor per batch, or "
+            "one array per image, all of the same shape (resize the images with your image processor)."
+        ) from error
+
+
+def _as_batch(item: Any, require_labels: bool = True) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """``(pixel_values, labels, name of the labels entry)`` of one batch (a dict, or an ``(inputs, labels)`` pair)."""
     if isinstance(item, dict) or hasattr(item, "keys"):
+        keys = sorted(item.keys())
         if "pixel_values" not in item:
             raise CalibrationDataError(
-                f"A calibration batch needs a `pixel_values` entry; it has {sorted(item.keys())}."
+                f"A calibration batch needs a `pixel_values` entry (images after your image processor); it has no "
+                f"`pixel_values`: its rows have {keys}. Apply your image processor first (e.g. "
+                "`dataset.with_transform(...)` returning `pixel_values` and `labels`)."
             )
-        if "labels" not in item and "label" not in item and not require_labels:
-            return torch.as_tensor(item["pixel_values"]), torch.empty(0, dtype=torch.long)
-        if "labels" not in item and "label" not in item:
+        label_key = next((key for key in LABEL_KEYS if key in item), None)
+        if label_key is None and not require_labels:
+            return _as_tensor(item["pixel_values"], "pixel_values"), torch.empty(0, dtype=torch.long), "labels"
+        if label_key is None:
             raise CalibrationDataError(
                 "The calibration data has no labels: data-dependent utilities need the downstream loss, so each "
-                f"batch needs a `labels` entry (got keys {sorted(item.keys())})."
+                f"batch needs a `labels` entry (got keys {keys})."
             )
-        labels = item["labels"] if "labels" in item else item["label"]
-        return torch.as_tensor(item["pixel_values"]), torch.as_tensor(labels)
+        pixels = _as_tensor(item["pixel_values"], "pixel_values")
+        return pixels, _as_tensor(item[label_key], label_key), label_key
     if isinstance(item, (tuple, list)) and len(item) >= 2:
-        return torch.as_tensor(item[0]), torch.as_tensor(item[1])
+        return _as_tensor(item[0], "pixel_values"), _as_tensor(item[1], "labels"), "labels"
     raise CalibrationDataError(
         f"Cannot read a calibration batch from a {type(item).__name__}: expected a dict with `pixel_values` and "
         "`labels`, or an (inputs, labels) tuple."
@@ -50,18 +68,20 @@ def _as_batch(item: Any, require_labels: bool = True) -> Batch:
 
 
 def iter_batches(data: Any, num_batches: int, batch_size: int = 32, *, require_labels: bool = True) -> Iterator[Batch]:
-    """Yields at most ``num_batches`` ``(pixel_values, labels)`` batches from ``data``.
+    """Yields at most ``num_batches`` ``(pixel_values, labels)`` batches from ``data``, each checked as it is read
+    ([`check_batch`]).
 
     Args:
         data: a `torch.utils.data.DataLoader` (or any iterable of batches: dicts with ``pixel_values`` and
-            ``labels``, or ``(inputs, labels)`` tuples), or a `datasets.Dataset` with those columns (read in
-            order, ``batch_size`` rows at a time).
+            ``labels``, or ``(inputs, labels)`` tuples), or a `datasets.Dataset` whose rows (read through its
+            transform or format, if it has one) have those entries (read in order, ``batch_size`` rows at a time).
         num_batches: how many batches to take.
         batch_size: rows per batch when ``data`` is a `datasets.Dataset`.
         require_labels: when False, batches without labels are accepted (their labels come back empty).
 
     Raises:
-        CalibrationDataError: when ``data`` is None, empty, or has no labels (and labels are required).
+        CalibrationDataError: when ``data`` is None, empty, has no labels (and labels are required), or a batch is
+            not a finite float image batch with one integer class index per image.
     """
     if data is None:
         raise CalibrationDataError(
@@ -69,64 +89,60 @@ def iter_batches(data: Any, num_batches: int, batch_size: int = 32, *, require_l
             "a datasets.Dataset with `pixel_values` and `labels`)."
         )
     source: Iterable[Any]
-    if _is_hf_dataset(data):
-        columns = set(data.column_names)
-        if "pixel_values" not in columns or (require_labels and not ({"labels", "label"} & columns)):
-            raise CalibrationDataError(
-                f"The dataset needs `pixel_values` and `labels` columns; it has {sorted(columns)}. Apply your image "
-                "processor with `dataset.with_transform(...)` first."
-            )
-        label_key = "labels" if "labels" in columns else "label" if "label" in columns else None
-
-        def dataset_batches() -> Iterator[dict[str, torch.Tensor]]:
-            for start in range(0, len(data), batch_size):
-                rows = data[start : start + batch_size]
-                n = len(rows["pixel_values"])
-                labels = rows[label_key] if label_key else [0] * n
-                yield _collate([{"pixel_values": rows["pixel_values"][i], "labels": labels[i]} for i in range(n)])
-
-        source = dataset_batches()
+    if _is_hf_dataset(data):  # rows read through the dataset's transform: its column names are the raw ones
+        source = (data[start : start + batch_size] for start in range(0, len(data), batch_size))
     else:
         source = data
     count = 0
     for item in itertools.islice(source, num_batches):
-        batch = _as_batch(item, require_labels)
-        check_batch(count, *batch)
+        pixel_values, labels, label_key = _as_batch(item, require_labels)
+        check_batch(count, pixel_values, labels, label_key)
         count += 1
-        yield batch
+        yield pixel_values, labels
     if count == 0:
         raise CalibrationDataError("The calibration data yielded no batch.")
 
 
-def check_batch(index: int, pixel_values: torch.Tensor, labels: torch.Tensor) -> None:
-    """Raises a [`CalibrationDataError`] naming batch ``index`` (0-based) when its pixel values are not a batch of
-    finite numbers, or its labels are not one non-negative integer class index per example (empty labels pass:
-    BatchNorm re-estimation reads no labels)."""
+def check_batch(index: int, pixel_values: torch.Tensor, labels: torch.Tensor, label_key: str = "labels") -> None:
+    """Raises a [`CalibrationDataError`] naming batch ``index`` (0-based) and the entry at fault unless its pixel
+    values are a finite float batch (batch size first; images: (N, C, H, W)) and its labels one class index per
+    image, of an integer dtype, and >= 0. Float labels are refused even when their values are whole numbers: a float
+    column usually means a regression target or a wrong column, and reading it as classes would truncate it. Empty
+    labels pass (BatchNorm re-estimation reads no labels). That the labels are below the head's number of outputs is
+    checked where the model's outputs are known ([`downstream_loss`])."""
     where = f"Calibration batch {index}"
     if pixel_values.dim() < 2 or pixel_values.shape[0] == 0:
         raise CalibrationDataError(
-            f"{where}: `pixel_values` must be a batch (batch size first), got shape {tuple(pixel_values.shape)}."
+            f"{where}: `pixel_values` must be a batch, batch size first (images: (N, C, H, W)), got shape "
+            f"{tuple(pixel_values.shape)}."
         )
-    if not (pixel_values.is_floating_point() or pixel_values.dtype == torch.uint8):
-        raise CalibrationDataError(f"{where}: `pixel_values` must be numbers, got dtype {pixel_values.dtype}.")
-    if pixel_values.is_floating_point():
-        bad = int((~torch.isfinite(pixel_values)).sum())
-        if bad:
-            raise CalibrationDataError(
-                f"{where} holds {bad} NaN or infinite pixel values (of {pixel_values.numel()}): clean or drop those "
-                "images; they would make every score, and any re-estimated BatchNorm statistic, NaN."
-            )
+    if not pixel_values.is_floating_point():
+        raise CalibrationDataError(
+            f"{where}: `pixel_values` must be float images (your image processor's output), got dtype "
+            f"{pixel_values.dtype}: apply the model's image processor (it rescales and normalizes) first."
+        )
+    bad = int((~torch.isfinite(pixel_values)).sum())
+    if bad:
+        raise CalibrationDataError(
+            f"{where} holds {bad} NaN or infinite pixel values (of {pixel_values.numel()}): clean or drop those "
+            "images; they would make every score, and any re-estimated BatchNorm statistic, NaN."
+        )
     if labels.numel() == 0:
         return
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise CalibrationDataError(f"{where}: `labels` must be integer class indices, got dtype {labels.dtype}.")
+        example = labels.reshape(-1)[0].item()
+        raise CalibrationDataError(
+            f"{where}: `{label_key}` must hold integer class indices (an integer dtype such as int64), got dtype "
+            f"{labels.dtype} (e.g. {example!r}). Float labels are not rounded or truncated: cast the column to "
+            f"integers (e.g. `dataset.cast_column({label_key!r}, ClassLabel(names=...))`) if they are classes."
+        )
     if labels.dim() != 1 or labels.shape[0] != pixel_values.shape[0]:
         raise CalibrationDataError(
-            f"{where}: `labels` must hold one class index per image ({pixel_values.shape[0]}), got shape "
+            f"{where}: `{label_key}` must hold one class index per image ({pixel_values.shape[0]}), got shape "
             f"{tuple(labels.shape)}."
         )
     if int(labels.min()) < 0:
-        raise CalibrationDataError(f"{where}: `labels` must be >= 0 (class indices), got {int(labels.min())}.")
+        raise CalibrationDataError(f"{where}: `{label_key}` must be >= 0 (class indices), got {int(labels.min())}.")
 
 
 def _is_hf_dataset(data: Any) -> bool:

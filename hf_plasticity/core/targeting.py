@@ -73,6 +73,31 @@ def _modules_in_scope(
         yield module_name, module, explicit
 
 
+def frozen_tensors(module: nn.Module) -> set[str]:
+    """Names (relative to ``module``) of what a strategy leaves alone unless the layer is named in
+    ``target_modules``: every frozen parameter (``requires_grad=False``), and the buffers of every submodule whose own
+    parameters are all frozen (the running statistics of a frozen BatchNorm belong to it).
+
+    Example:
+
+    ```python
+    >>> from torch import nn
+    >>> block = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    >>> _ = block[1].requires_grad_(False)
+    >>> sorted(frozen_tensors(block))
+    ['1.bias', '1.num_batches_tracked', '1.running_mean', '1.running_var', '1.weight']
+    ```
+    """
+    frozen = set()
+    for prefix, sub in module.named_modules():
+        params = list(sub.named_parameters(recurse=False))
+        dot = f"{prefix}." if prefix else ""
+        frozen.update(dot + name for name, param in params if not param.requires_grad)
+        if params and not any(param.requires_grad for _, param in params):
+            frozen.update(dot + name for name, _ in sub.named_buffers(recurse=False))
+    return frozen
+
+
 def resolve_targets(model: nn.Module, config: PlasticityConfig, layout: ModelLayout | None = None) -> list[Target]:
     """The parameters in ``config``'s scope, in model order.
 
@@ -108,7 +133,8 @@ def resolve_every_tensor(
     """Every parameter, and every floating-point running statistic (BatchNorm), of every module in ``config``'s scope,
     whatever the module: Linear/Conv weights and biases, norms, embeddings (ViT's ``cls_token`` and
     ``position_embeddings``), layer scale, GRN. The scope is that of [`resolve_targets`] (``target_modules``,
-    ``exclude_modules``, ``last_k_blocks``, frozen parameters only when named); the head and the parameters of the
+    ``exclude_modules``, ``last_k_blocks``, frozen parameters, and the running statistics of a module whose parameters
+    are all frozen, only when named); the head and the parameters of the
     root module itself are never in it.
 
     Raises:
@@ -117,8 +143,13 @@ def resolve_every_tensor(
     layout = layout or get_layout(model)
     targets: list[Target] = []
     for module_name, module, explicit in _modules_in_scope(model, config, layout):
-        tensors = [(a, t) for a, t in module.named_parameters(recurse=False) if t.requires_grad or explicit]
-        tensors += [(a, t) for a, t in module.named_buffers(recurse=False) if t.is_floating_point() and t.dim() >= 1]
+        skipped = set() if explicit else frozen_tensors(module)
+        tensors = [(a, t) for a, t in module.named_parameters(recurse=False) if a not in skipped]
+        tensors += [
+            (a, t)
+            for a, t in module.named_buffers(recurse=False)
+            if t.is_floating_point() and t.dim() >= 1 and a not in skipped
+        ]
         block = layout.block_of(module_name)
         targets.extend(Target(f"{module_name}.{attr}", module_name, attr, tensor, block) for attr, tensor in tensors)
     if not targets:

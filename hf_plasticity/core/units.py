@@ -14,7 +14,8 @@ Per architecture, the pairs are the ``unit_pairs`` of its [`ArchitectureRule`]:
 
 Any other model goes through a structural fallback: a ``torch.fx`` trace (else the chains of ``nn.Sequential``
 containers) finds Linear -> Linear, Conv -> (BatchNorm) -> Conv and Conv -> (BatchNorm) -> flatten -> Linear pairs
-joined only by channel-wise operations (activations, dropout, pooling). As in the reference implementations (ReDo,
+joined only by channel-wise operations (activations, dropout, pooling), the flatten being ``torch.flatten(x, 1)``,
+``nn.Flatten()`` or a 2-D ``x.view(x.size(0), -1)`` / ``x.reshape(-1, n)``. As in the reference implementations (ReDo,
 continual backprop), every hidden layer has units, the one that feeds the head included: the head is a consumer (its
 input columns of a reset unit are zeroed) but never a producer. Through a flatten, one channel of a Conv is a block
 of ``span`` consecutive input columns of the Linear (channel-major, as ``flatten(1)`` lays out (C, H, W)).
@@ -163,7 +164,7 @@ def _walk(steps: Iterator[Step]) -> tuple[str, str | None, bool] | None:
     for kind, name, module in steps:
         if kind == "channelwise":
             continue
-        if kind == "flatten" and not flattened:
+        if kind == "flatten":  # a second flatten of a (batch, features) tensor changes nothing
             flattened = True
         elif kind != "module":
             return None
@@ -179,16 +180,36 @@ def _walk(steps: Iterator[Step]) -> tuple[str, str | None, bool] | None:
 
 
 def _fx_flatten(node: torch.fx.Node) -> bool:
-    """Whether ``node`` is ``torch.flatten(x, 1)`` / ``x.flatten(1)`` (start_dim 1, end_dim -1)."""
-    if not (
-        (node.op == "call_function" and node.target is torch.flatten)
-        or (node.op == "call_method" and node.target == "flatten")
+    """Whether ``node`` flattens a batch into (batch, features), channel-major: ``torch.flatten(x, 1)`` /
+    ``x.flatten(1)`` / ``nn.Flatten()``'s call, or a 2-D ``x.view`` / ``x.reshape`` / ``torch.reshape`` whose first
+    size is the batch (``x.size(0)``, ``x.shape[0]``, any computed size, or -1), as loss-of-plasticity's ConvNet
+    (``x.view(-1, n)``) and many hand-written CNNs (``x.view(x.size(0), -1)``) flatten."""
+    if (node.op == "call_function" and node.target is torch.flatten) or (
+        node.op == "call_method" and node.target == "flatten"
     ):
-        return False
-    args = list(node.args[1:]) + [None, None]
-    start = node.kwargs.get("start_dim", args[0] if args[0] is not None else 0)
-    end = node.kwargs.get("end_dim", args[1] if args[1] is not None else -1)
-    return (start, end) == (1, -1)
+        args = list(node.args[1:]) + [None, None]
+        start = node.kwargs.get("start_dim", args[0] if args[0] is not None else 0)
+        end = node.kwargs.get("end_dim", args[1] if args[1] is not None else -1)
+        return (start, end) == (1, -1)
+    if (node.op == "call_method" and node.target in ("view", "reshape")) or (
+        node.op == "call_function" and node.target is torch.reshape
+    ):
+        shape = list(node.args[1:]) or [node.kwargs.get("shape")]
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = list(shape[0])
+        sizes = (int, torch.fx.Node)
+        return (
+            len(shape) == 2 and (shape[0] == -1 or isinstance(shape[0], torch.fx.Node)) and isinstance(shape[1], sizes)
+        )
+    return False
+
+
+def _shape_query(node: torch.fx.Node) -> bool:
+    """Whether ``node`` only reads the size of its input (``x.size(0)``, ``x.shape``, ``x.dim()``): not a use of the
+    values."""
+    if node.op == "call_method" and node.target in ("size", "dim"):
+        return True
+    return node.op == "call_function" and node.target is getattr and node.args[1:] in (("shape",), ("ndim",))
 
 
 def _fx_pairs(model: nn.Module) -> list[tuple[str, str, str | None, bool]]:
@@ -200,8 +221,11 @@ def _fx_pairs(model: nn.Module) -> list[tuple[str, str, str | None, bool]]:
             calls[node.target] = calls.get(node.target, 0) + 1
 
     def steps(node: torch.fx.Node) -> Iterator[Step]:
-        while len(node.users) == 1:
-            node = next(iter(node.users))
+        while True:
+            users = [user for user in node.users if not _shape_query(user)]
+            if len(users) != 1:
+                return
+            node = users[0]
             if node.op == "call_module":
                 yield "module", node.target, modules[node.target]
             elif (node.op == "call_function" and node.target in CHANNELWISE_FUNCTIONS) or (
@@ -305,7 +329,7 @@ def resolve_unit_groups(model: nn.Module, config: PlasticityConfig) -> list[Unit
             continue
         if config.target_modules and not matches(group.producer, config.target_modules):
             continue
-        if not model.get_submodule(group.producer).weight.requires_grad and not config.target_modules:
+        if not config.target_modules and _frozen(model, group):
             continue
         selected.append(group)
     if not selected:
@@ -318,6 +342,13 @@ def resolve_unit_groups(model: nn.Module, config: PlasticityConfig) -> list[Unit
             f"{sorted(producers)[:6]}."
         )
     return selected
+
+
+def _frozen(model: nn.Module, group: UnitGroup) -> bool:
+    """Whether a reset of ``group``'s units would write a frozen parameter (producer, BatchNorm or consumer weight)."""
+    producer, consumer, norm = group.modules(model)
+    tensors = [*producer.parameters(), consumer.weight, *(norm.parameters() if norm is not None else [])]
+    return any(not tensor.requires_grad for tensor in tensors)
 
 
 def _rows(tensor: torch.Tensor, units: torch.Tensor) -> torch.Tensor:

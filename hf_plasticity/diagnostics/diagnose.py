@@ -32,6 +32,7 @@ from ..core.architectures import LINEAR_OR_CONV, get_layout
 from ..core.data import CalibrationDataError, downstream_loss, iter_batches
 from ..core.targeting import Target
 from ..core.units import ActivationMeter, normalized_scores, unit_groups
+from ..core.unwrap import check_restorable, unwrap_model
 from ..core.utilities import calibration_mode
 from ..core.validators import check_number, check_positive_int
 from .probe import BlockFeatureProbe
@@ -206,6 +207,7 @@ def diagnose(
     True
     ```
     """
+    check_restorable(unwrap_model(model), writes=False)
     if data is None:
         raise CalibrationDataError(
             "diagnose needs downstream data: pass a DataLoader, a datasets.Dataset with `pixel_values` and `labels`, "

@@ -131,6 +131,13 @@ def with_pixel_values(dataset: Any, processor: Any, *, seed: int | None = 0):
     image_name, label_name = image_column(dataset), label_column(dataset)
     if label_name is None:
         raise DataLoadError(f"The data has no label column; its columns are {dataset.column_names}.")
+    dtype = str(getattr(dataset.features[label_name], "dtype", ""))
+    if not dtype.startswith(("int", "uint")):
+        raise DataLoadError(
+            f"The label column {label_name!r} holds {dtype or type(dataset.features[label_name]).__name__} values; "
+            "it must hold integer class indices (a ClassLabel or an integer column). Float labels are not rounded or "
+            "truncated."
+        )
     if seed is not None:
         dataset = dataset.shuffle(seed=seed)
 

@@ -236,6 +236,7 @@ def prepare_pretrained(
     strategy = get_strategy(resolve_config(config, DEFAULT_STRATEGY))
     check_flag("recalibrate_batchnorm", recalibrate_batchnorm, allow_none=True)
     want_diagnostics = _want_diagnostics(diagnostics, data, diagnostics_batches)
+    check_restorable(unwrap_model(model))
     check_not_restored(unwrap_model(model), force)
     data = replayable(data)
     before = None
