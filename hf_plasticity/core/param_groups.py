@@ -73,8 +73,9 @@ def plasticity_param_groups(
             `Trainer` does).
         layer_decay: layer-wise learning-rate decay over the pretrained backbone (the usual ViT fine-tuning recipe):
             block ``i`` of ``N`` (0-based) gets ``lr * layer_decay ** (N - i)``, what comes before the first block
-            (embeddings) ``lr * layer_decay ** (N + 1)``, what comes after the last one (final norm) ``lr``. None: no
-            decay.
+            (embeddings) ``lr * layer_decay ** (N + 1)``, what comes after the last one (final norm) ``lr``, and what
+            sits between two blocks (ConvNeXt's downsampling layers) the rate of the block after it, as in timm's and
+            BEiT's layer decay. None: no decay.
         report: the [`PlasticityReport`] of the restore (default: the model's record).
         redrawn: which parameters get ``reinit_lr``, as a record names them (``{"whole": [module or parameter
             names], "partial": [...]}``), instead of what the restore re-drew: e.g. the last blocks of a model that was
@@ -150,12 +151,25 @@ def plasticity_param_groups(
 
 
 def _depths(model: nn.Module, layout: Any) -> dict[str, int]:
-    """Per parameter: i + 1 in block i, 0 before the first block (embeddings), N + 1 after the last one."""
+    """Per parameter: i + 1 in block i; outside the blocks, the depth of the next block (0 before the first block:
+    the embeddings; N + 1 after the last one: the final norm).
+
+    A parameter between two blocks (ConvNeXt's downsampling layer at the start of each stage) is grouped with the block
+    it feeds, the first block of its stage, as timm's ConvNeXt ``group_matcher`` and BEiT's layer decay do: it never
+    learns faster than the block after it.
+    """
     names = [n for n, _ in model.named_parameters()]
     blocks = {n: layout.block_of(n) for n in names}
+    depths: dict[str, int] = {}
+    following = len(layout.blocks) + 1  # the depth of the next block, walking from the top down
+    for name in reversed(names):
+        block = blocks[name]
+        if block is not None:
+            following = block + 1
+        depths[name] = following
     first = next((i for i, n in enumerate(names) if blocks[n] is not None), len(names))
-    after = len(layout.blocks) + 1
-    return {n: (b + 1 if b is not None else 0 if i < first else after) for i, (n, b) in enumerate(blocks.items())}
+    depths.update({n: 0 for n in names[:first]})  # the embeddings: one step below the first block
+    return depths
 
 
 def _order(key: str) -> tuple[int, int, bool]:
