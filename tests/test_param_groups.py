@@ -198,7 +198,7 @@ def test_blocks_can_get_the_reinit_lr_without_being_redrawn(make_model):
     boosted = boosted.get("redrawn", set()) | boosted.get("redrawn.no_decay", set())
     assert boosted == {n for n in before if n.startswith("vit.layers.2.")}
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
-    with pytest.raises(ValueError, match="no such module or parameter"):
+    with pytest.raises(ValueError, match="match no module or parameter"):
         plasticity_param_groups(model, lr=1e-4, redrawn={"whole": ["vit.layers.9"]})
 
 
@@ -227,3 +227,21 @@ def test_layer_decay_gives_every_backbone_parameter_the_rate_of_its_depth(make_m
     n_blocks = len(layout.blocks)
     assert rates[backbone[0]] == 0.5 ** (n_blocks + 1)  # embeddings: one step below the first block
     assert rates[first_of_block[0]] == 0.5**n_blocks
+
+
+@pytest.mark.parametrize(
+    "redrawn, message",
+    [
+        ({"wholes": ["vit.layers.2"]}, r"`redrawn` has unknown keys \['wholes'\]; accepted: 'whole', 'partial'"),
+        ({"whole": ["vit.layer.2", "vit.layers.1"]}, r"`redrawn` names \['vit.layer.2'\], which match no module or "),
+        ({"partial": ["vit.layers.0.mlp.fc1.weigth"]}, r"`redrawn` names \['vit.layers.0.mlp.fc1.weigth'\]"),
+        ({"whole": "vit.layers.2"}, r"`redrawn\['whole'\]` must be a list of module or parameter names"),
+        (["vit.layers.2"], r"`redrawn` must be a dict such as \{'whole': \['vit.layers.2'\]"),
+    ],
+)
+def test_a_typo_in_redrawn_is_refused(make_model, redrawn, message):
+    model = make_model("vit")
+    with pytest.raises(ValueError, match=message) as error:
+        plasticity_param_groups(model, lr=1e-4, reinit_lr=1e-3, redrawn=redrawn)
+    if "match no module" in message:  # what is accepted: the model's block names, as examples
+        assert "e.g. 'vit.layers.0'" in str(error.value)

@@ -79,7 +79,8 @@ def plasticity_param_groups(
         report: the [`PlasticityReport`] of the restore (default: the model's record).
         redrawn: which parameters get ``reinit_lr``, as a record names them (``{"whole": [module or parameter
             names], "partial": [...]}``), instead of what the restore re-drew: e.g. the last blocks of a model that was
-            not restored, to give them a high learning rate without re-drawing them (the benchmark's control).
+            not restored, to give them a high learning rate without re-drawing them (the benchmark's control). An
+            unknown key or a name that matches no module or parameter of the model is refused.
 
     Returns:
         `list[dict]`: parameter groups for any torch optimizer.
@@ -111,13 +112,14 @@ def plasticity_param_groups(
     check_number("weight_decay", weight_decay, low=0)
     check_number("layer_decay", layer_decay, low=0, high=1, low_open=True, allow_none=True)
     model = unwrap_model(model)
+    argument = "redrawn" if redrawn is not None else None
     if redrawn is None and report is not None:
         redrawn = report.redrawn
     elif redrawn is None:
         from .record import restore_record
 
         redrawn = (restore_record(model) or {}).get("redrawn")
-    whole, partial = redrawn_parameters(model, redrawn)
+    whole, partial = redrawn_parameters(model, redrawn, argument=argument)
     reinit_lr = lr if reinit_lr is None else reinit_lr
     head_lr = reinit_lr if head_lr is None else head_lr
     if partial and reinit_lr != lr:
