@@ -65,7 +65,8 @@ def test_the_record_names_what_was_redrawn_compactly(make_model):
     report = prepare_pretrained(model, LayerReinitConfig(num_blocks=1))
     assert report.redrawn == {"whole": ["vit.layers.2", "vit.layernorm"], "partial": []}
     assert model.config.plasticity["redrawn"] == report.redrawn
-    assert model.config.plasticity["reinitialized_per_block"] == {"2": report.by_block()["2"], "vit.layernorm": 64}
+    per_block = model.config.plasticity["reinitialized_per_block"]  # blocks by their names in the checkpoint
+    assert per_block == {"vit.encoder.layer.2": report.by_block()["vit.encoder.layer.2"], "vit.layernorm": 64}
     # scope fields that do not apply to whole blocks are neither recorded nor accepted
     assert "include_bias" not in model.config.plasticity["config"]
     with pytest.raises(ValueError, match="`include_bias` does not apply to strategy 'reinit_layers'"):

@@ -86,6 +86,8 @@ def plasticity_param_groups(
         `list[dict]`: parameter groups for any torch optimizer.
 
     Raises:
+        RecordError: when ``reinit_lr`` differs from ``lr`` and the model's record predates the list of re-drawn
+            parameters (a checkpoint restored by an older hf-plasticity): pass ``redrawn=`` then.
         PartialRedrawError: when ``reinit_lr`` differs from ``lr`` but some parameters were re-drawn only in part
             (selective or unit re-initialization): a torch optimizer has one learning rate per parameter tensor, so
             the re-drawn entries of a partly re-drawn tensor cannot get their own.
@@ -113,14 +115,16 @@ def plasticity_param_groups(
     check_number("layer_decay", layer_decay, low=0, high=1, low_open=True, allow_none=True)
     model = unwrap_model(model)
     argument = "redrawn" if redrawn is not None else None
+    reinit_lr = lr if reinit_lr is None else reinit_lr
     if redrawn is None and report is not None:
         redrawn = report.redrawn
     elif redrawn is None:
         from .record import restore_record
 
-        redrawn = (restore_record(model) or {}).get("redrawn")
+        record = restore_record(model)
+        if record is not None:  # an older record without the re-drawn names: refused when they matter
+            redrawn = record.redrawn_or_refuse() if reinit_lr != lr else record.redrawn
     whole, partial = redrawn_parameters(model, redrawn, argument=argument)
-    reinit_lr = lr if reinit_lr is None else reinit_lr
     head_lr = reinit_lr if head_lr is None else head_lr
     if partial and reinit_lr != lr:
         raise PartialRedrawError(
