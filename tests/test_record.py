@@ -175,3 +175,12 @@ def test_every_record_survives_to_dict_and_json(strategy, per_block, totals, red
         diagnostics=diagnostics,
     )
     assert RestoreRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+
+
+def test_a_broken_record_blocks_a_restore_until_force_replaces_it(make_model, tmp_path):
+    folder, model_class = saved_with_record(make_model, tmp_path, {"strategy": "reinit_layers"})
+    model = model_class.from_pretrained(folder)
+    with pytest.raises(RecordError, match="the `config` field is missing"):
+        prepare_pretrained(model)
+    report = prepare_pretrained(model, force=True)
+    assert restore_record(model) == report.record()

@@ -55,8 +55,10 @@ class AlreadyRestoredError(RuntimeError):
 def check_not_restored(model: nn.Module, force: bool) -> None:
     """Raises [`AlreadyRestoredError`] when ``model`` carries the record of a restore that changed it and ``force`` is
     False (a recorded restore that re-initialized nothing does not block)."""
+    if force:  # restoring again: the old record, even a broken one, is replaced
+        return
     record = restore_record(model)
-    if blocks_restore(record) and not force:
+    if blocks_restore(record):
         raise AlreadyRestoredError(
             f"This model was already restored ({record.strategy}); pass `force=True` to restore it again."
         )
