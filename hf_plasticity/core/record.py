@@ -141,8 +141,8 @@ class RestoreRecord:
         def fail(problem: str) -> RecordError:
             return RecordError(
                 f"The plasticity record in {source} is broken: {problem}. It was not written by hf-plasticity's "
-                "`prepare_pretrained` or was edited since; restore the base checkpoint again, or remove the "
-                f"`{MODEL_CONFIG_KEY}` entry to train the model as it is."
+                "`prepare_pretrained` or was edited since; restore the base checkpoint again (or this one with "
+                f"`force=True`), or remove the `{MODEL_CONFIG_KEY}` entry to train the model as it is."
             )
 
         if not isinstance(data, dict):
