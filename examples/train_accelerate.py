@@ -129,9 +129,7 @@ def main() -> None:
     controller.attach(accelerator.unwrap_model(model))
     accelerator.init_trackers("hf-plasticity", config={"strategy": args.strategy, "lr": args.lr})
     if controller.restore_summary is not None:
-        accelerator.log(
-            {"plasticity/restore/reinitialized": controller.restore_summary["total_reinitialized"]}, step=0
-        )
+        accelerator.log({"plasticity/restore/reinitialized": controller.restore_summary.total_reinitialized}, step=0)
 
     step = controller.last_step
     model.train()

@@ -13,7 +13,7 @@ from .core.config import PlasticityConfig, available_strategies, get_config_clas
 from .core.data import CalibrationDataError
 from .core.param_groups import PartialRedrawError, plasticity_param_groups
 from .core.plan import Plan, TensorReset
-from .core.record import restore_record
+from .core.record import RecordError, RestoreRecord, restore_record
 from .core.registry import StrategyRegistryError
 from .core.schedules import AtEpochs, EveryNSteps, EveryStep, Schedule
 from .core.targeting import ScopeError
@@ -60,6 +60,8 @@ __all__ = [
     # restore
     "prepare_pretrained",
     "restore_record",
+    "RestoreRecord",
+    "RecordError",
     "PlasticityReport",
     "TensorRecord",
     "AlreadyRestoredError",

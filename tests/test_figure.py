@@ -106,3 +106,34 @@ def test_short_names_keep_context():
     ]
     assert short_names(["features.0", "features.1"]) == ["features.0", "features.1"]
     assert short_names(["only"]) == ["only"]
+
+
+def test_a_redrawn_stage_shades_its_blocks_in_distinct_colours_on_a_readable_scale(make_model, tmp_path):
+    """The record names the highest module re-drawn whole: here ConvNeXt's last stage's blocks as one name
+    (``...stages.1.layers``), which contains blocks 1 and 2 and used to shade nothing."""
+    model = make_model("convnext")  # blocks: stage 0 (1), stage 1 (2)
+    report = prepare_pretrained(model, LayerReinitConfig(num_blocks=2), data=batches(2, 8))
+    assert "convnext.encoder.stages.1.layers" in report.redrawn["whole"]
+    figure = report.plot()
+    for ax in figure.axes:
+        assert shaded_blocks(ax) == [1.0, 2.0]
+        before, after = sorted(drawn_lines(ax), key=lambda line: line.get_linestyle() != "--")
+        assert before.get_linestyle() == "--" and after.get_linestyle() == "-"
+        assert matplotlib.colors.to_rgb(before.get_color()) != matplotlib.colors.to_rgb(after.get_color())
+    weights = figure.axes[[key for key, _ in PANELS].index("mean_abs_weight")]
+    low, high = weights.get_ylim()
+    values = [v for line in drawn_lines(weights) for v in line.get_ydata()]
+    assert low == 0.0 and max(values) <= high <= 1.5 * max(values)  # from 0, not zoomed into the values' band
+    report.plot(tmp_path / "stage.png")
+
+
+def test_a_whole_stage_or_a_part_of_a_block_is_shaded_by_what_it_covers():
+    from hf_plasticity.diagnostics.figure import blocks_redrawn
+
+    blocks = ["s.0.layers.0", "s.1.layers.0", "s.1.layers.1"]
+    assert blocks_redrawn(blocks, {"whole": ["s.1"], "partial": []}) == {1: 1.0, 2: 1.0}
+    assert blocks_redrawn(blocks, {"whole": ["s.0.layers.0.conv"], "partial": ["s.1.layers.1.fc.weight"]}) == {
+        0: 0.4,
+        2: 0.4,
+    }
+    assert blocks_redrawn(blocks, {"whole": ["head"], "partial": []}) == {}

@@ -257,7 +257,7 @@ def test_card_metadata_and_content(hub, restored):
     assert card.data.base_model == BASE and card.data.library_name == "hf-plasticity"
     body = card.text
     assert "strategy **`reinit_layers`**" in body and "| `num_blocks` | `1` |" in body
-    assert f"| 2 | `vit.layers.2` | {report.by_block()['2']:,} | 100.00% |" in body
+    assert f"| 2 | `vit.encoder.layer.2` | {report.by_block()['vit.encoder.layer.2']:,} | 100.00% |" in body
     assert "| `dormant_ratio` | 0.25 | 0.05 |" in body and "| `gradient_norm.overall` | 0.01 | 0.2 |" in body
     assert "Trainer(" in body and 'from_pretrained(\n    "user/vit-card"' in body
     assert "2603.20860" in body and body.count(SECTION_START) == 1 and body.count(SECTION_END) == 1

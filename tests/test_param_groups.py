@@ -65,7 +65,8 @@ def test_the_record_names_what_was_redrawn_compactly(make_model):
     report = prepare_pretrained(model, LayerReinitConfig(num_blocks=1))
     assert report.redrawn == {"whole": ["vit.layers.2", "vit.layernorm"], "partial": []}
     assert model.config.plasticity["redrawn"] == report.redrawn
-    assert model.config.plasticity["reinitialized_per_block"] == {"2": report.by_block()["2"], "vit.layernorm": 64}
+    per_block = model.config.plasticity["reinitialized_per_block"]  # blocks by their names in the checkpoint
+    assert per_block == {"vit.encoder.layer.2": report.by_block()["vit.encoder.layer.2"], "vit.layernorm": 64}
     # scope fields that do not apply to whole blocks are neither recorded nor accepted
     assert "include_bias" not in model.config.plasticity["config"]
     with pytest.raises(ValueError, match="`include_bias` does not apply to strategy 'reinit_layers'"):
@@ -198,5 +199,50 @@ def test_blocks_can_get_the_reinit_lr_without_being_redrawn(make_model):
     boosted = boosted.get("redrawn", set()) | boosted.get("redrawn.no_decay", set())
     assert boosted == {n for n in before if n.startswith("vit.layers.2.")}
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
-    with pytest.raises(ValueError, match="no such module or parameter"):
+    with pytest.raises(ValueError, match="match no module or parameter"):
         plasticity_param_groups(model, lr=1e-4, redrawn={"whole": ["vit.layers.9"]})
+
+
+def rate_of(model, groups) -> dict[str, float]:
+    """Each parameter's learning rate in ``groups``."""
+    return {name: group["lr"] for group in groups for name in names_by_group(model, [group])[group["name"]]}
+
+
+@pytest.mark.parametrize("arch", ["vit", "convnext", "convnextv2", "resnet"])
+def test_layer_decay_gives_every_backbone_parameter_the_rate_of_its_depth(make_model, arch):
+    """No backbone parameter learns faster than the block after it (ConvNeXt's downsampling layers between stages got
+    the full rate), and the rates rise with depth."""
+    model = make_model(arch)
+    layout = get_layout(model)
+    rates = rate_of(model, plasticity_param_groups(model, lr=1.0, layer_decay=0.5))
+    backbone = [n for n, _ in model.named_parameters() if not layout.in_head(n)]
+    assert [rates[n] for n in backbone] == sorted(rates[n] for n in backbone)  # depth order = rate order
+    first_of_block = {layout.block_of(n): n for n in reversed(backbone) if layout.block_of(n) is not None}
+    for index, name in enumerate(backbone):
+        later = [first_of_block[b] for b in sorted(first_of_block) if backbone.index(first_of_block[b]) > index]
+        if layout.block_of(name) is None and later:  # outside the blocks, before a block: at most that block's rate
+            assert rates[name] <= rates[later[0]], name
+    if arch.startswith("convnext"):  # between stage 0 and 1: with stage 1's first block (timm's stage grouping)
+        downsampling = [n for n in backbone if ".downsampling_layer." in n]
+        assert downsampling and {rates[n] for n in downsampling} == {rates[first_of_block[1]]}
+    n_blocks = len(layout.blocks)
+    assert rates[backbone[0]] == 0.5 ** (n_blocks + 1)  # embeddings: one step below the first block
+    assert rates[first_of_block[0]] == 0.5**n_blocks
+
+
+@pytest.mark.parametrize(
+    "redrawn, message",
+    [
+        ({"wholes": ["vit.layers.2"]}, r"`redrawn` has unknown keys \['wholes'\]; accepted: 'whole', 'partial'"),
+        ({"whole": ["vit.layer.2", "vit.layers.1"]}, r"`redrawn` names \['vit.layer.2'\], which match no module or "),
+        ({"partial": ["vit.layers.0.mlp.fc1.weigth"]}, r"`redrawn` names \['vit.layers.0.mlp.fc1.weigth'\]"),
+        ({"whole": "vit.layers.2"}, r"`redrawn\['whole'\]` must be a list of module or parameter names"),
+        (["vit.layers.2"], r"`redrawn` must be a dict such as \{'whole': \['vit.layers.2'\]"),
+    ],
+)
+def test_a_typo_in_redrawn_is_refused(make_model, redrawn, message):
+    model = make_model("vit")
+    with pytest.raises(ValueError, match=message) as error:
+        plasticity_param_groups(model, lr=1e-4, reinit_lr=1e-3, redrawn=redrawn)
+    if "match no module" in message:  # what is accepted: the model's block names, as examples
+        assert "e.g. 'vit.layers.0'" in str(error.value)

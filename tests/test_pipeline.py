@@ -30,6 +30,7 @@ from hf_plasticity import (
     restore_record,
 )
 from hf_plasticity.core.data import downstream_loss, iter_batches
+from hf_plasticity.core.record import RECORD_ATTR
 from hf_plasticity.core.transaction import Transaction
 from hf_plasticity.pipeline import restore as pipeline_module
 from hf_plasticity.strategies import get_strategy
@@ -152,7 +153,7 @@ def everything(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
         "modes": [m.training for m in model.modules()],
         "requires_grad": [p.requires_grad for p in params],
         "grads": [(p.grad, None if p.grad is None else p.grad.clone()) for p in params],
-        "record": restore_record(model),
+        "record": getattr(model, RECORD_ATTR, None),
         "config_record": getattr(getattr(model, "config", None), "plasticity", None),
     }
 
@@ -190,7 +191,7 @@ def test_a_failure_at_any_step_leaves_everything_as_it_was(make_model, monkeypat
     monkeypatch.undo()
     # nothing was recorded, so the next restore needs no `force`, and it works
     report = prepare_pretrained(model, LayerReinitConfig(num_blocks=1), data=batches(), optimizer=optimizer)
-    assert report.total_reinitialized > 0 and restore_record(model)["strategy"] == "reinit_layers"
+    assert report.total_reinitialized > 0 and restore_record(model).strategy == "reinit_layers"
 
 
 @pytest.mark.parametrize("step", [s for s in STEPS if s != "record"])
@@ -307,7 +308,7 @@ def test_wrapped_models_are_restored_through_the_inner_model(make_model, wrapper
     assert_same_tensors(state(reference), state(model))  # the ViT init rule (std 0.02) and the final norm
     assert torch.equal(model.vit.layernorm.weight, torch.ones_like(model.vit.layernorm.weight))
     assert model.config.plasticity["strategy"] == "reinit_layers"  # recorded on the model that owns config
-    assert restore_record(wrapped) == model.config.plasticity
+    assert restore_record(wrapped).to_dict() == model.config.plasticity
 
 
 def test_a_model_on_the_meta_device_is_refused():

@@ -225,7 +225,7 @@ def test_report_and_record(make_model, tmp_path):
 def test_default_is_reinit_last_block_and_strategy_names_work(make_model):
     model = make_model("resnet")
     report = prepare_pretrained(model)
-    assert report.strategy == "reinit_layers" and set(report.by_block()) == {"2"}
+    assert report.strategy == "reinit_layers" and set(report.by_block()) == {"resnet.encoder.stages.1.layers.1"}
     assert report.details == {"num_blocks": 1} and model.config.plasticity["details"] == {"num_blocks": 1}
     deep = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(16)], torch.nn.Linear(4, 2))
     report = prepare_pretrained(deep)  # the default scales with depth: an eighth of 16 blocks

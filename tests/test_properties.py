@@ -140,7 +140,7 @@ def test_a_clear_error_and_an_untouched_model_or_exactly_what_the_report_says(ba
     assert set(changed) <= set(reported), f"changed but not reported: {sorted(set(changed) - set(reported))}"
     assert all(count <= reported[name] for name, count in changed.items())
     assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
-    assert restore_record(model)["total_reinitialized"] == report.total_reinitialized
+    assert restore_record(model).total_reinitialized == report.total_reinitialized
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

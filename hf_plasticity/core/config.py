@@ -161,20 +161,33 @@ class PlasticityConfig:
         writes into the model's ``config.json`` (so a restored checkpoint tells what was re-initialized).
         ``hub_kwargs`` (``revision``, ``token``, ...) are passed to the Hub download when ``path_or_repo_id`` is a
         repository id.
+
+        Raises:
+            ValueError: naming the file and what is wrong, when ``plasticity_config.json`` is not valid JSON or not
+                a config, or the record in ``config.json`` is broken (a [`RecordError`]) or absent.
         """
+        from .record import RestoreRecord
+
         path = str(path_or_repo_id)
         if os.path.isdir(path):
             standalone = os.path.join(path, CONFIG_NAME)
             if os.path.isfile(standalone):
-                with open(standalone, encoding="utf-8") as f:
-                    return cls.from_dict(json.load(f))
+                try:
+                    with open(standalone, encoding="utf-8") as f:
+                        data = json.load(f)
+                    if not isinstance(data, dict):
+                        raise ValueError(f"it holds a {type(data).__name__}, not a JSON object")
+                    return cls.from_dict(data)
+                except (OSError, ValueError, TypeError) as error:
+                    raise ValueError(f"{standalone} is not a valid plasticity config: {error}") from error
         from transformers import AutoConfig
 
         model_config = AutoConfig.from_pretrained(path, **hub_kwargs)
-        record = getattr(model_config, MODEL_CONFIG_KEY, None)
-        if not record:
+        data = getattr(model_config, MODEL_CONFIG_KEY, None)
+        if data is None:
             raise ValueError(f"{path} holds no plasticity record: it was not restored with hf_plasticity.")
-        return cls.from_dict(record["config"])
+        source = f"{path}/config.json (its `{MODEL_CONFIG_KEY}` entry)"
+        return cls.from_dict(RestoreRecord.from_dict(data, source=source).config)
 
 
 def resolve_config(config: PlasticityConfig | str | dict | None, default: str) -> PlasticityConfig:

@@ -74,17 +74,21 @@ def plasticity_param_groups(
             `Trainer` does).
         layer_decay: layer-wise learning-rate decay over the pretrained backbone (the usual ViT fine-tuning recipe):
             block ``i`` of ``N`` (0-based) gets ``lr * layer_decay ** (N - i)``, what comes before the first block
-            (embeddings) ``lr * layer_decay ** (N + 1)``, what comes after the last one (final norm) ``lr``. None: no
-            decay.
+            (embeddings) ``lr * layer_decay ** (N + 1)``, what comes after the last one (final norm) ``lr``, and what
+            sits between two blocks (ConvNeXt's downsampling layers) the rate of the block after it, as in timm's and
+            BEiT's layer decay. None: no decay.
         report: the [`PlasticityReport`] of the restore (default: the model's record).
         redrawn: which parameters get ``reinit_lr``, as a record names them (``{"whole": [module or parameter
             names], "partial": [...]}``), instead of what the restore re-drew: e.g. the last blocks of a model that was
-            not restored, to give them a high learning rate without re-drawing them (the benchmark's control).
+            not restored, to give them a high learning rate without re-drawing them (the benchmark's control). An
+            unknown key or a name that matches no module or parameter of the model is refused.
 
     Returns:
         `list[dict]`: parameter groups for any torch optimizer.
 
     Raises:
+        RecordError: when ``reinit_lr`` differs from ``lr`` and the model's record predates the list of re-drawn
+            parameters (a checkpoint restored by an older hf-plasticity): pass ``redrawn=`` then.
         PartialRedrawError: when ``reinit_lr`` differs from ``lr`` but some parameters were re-drawn only in part
             (selective or unit re-initialization): a torch optimizer has one learning rate per parameter tensor, so
             the re-drawn entries of a partly re-drawn tensor cannot get their own.
@@ -111,14 +115,17 @@ def plasticity_param_groups(
     check_number("weight_decay", weight_decay, low=0)
     check_number("layer_decay", layer_decay, low=0, high=1, low_open=True, allow_none=True)
     model = unwrap_model(model)
+    argument = "redrawn" if redrawn is not None else None
+    reinit_lr = lr if reinit_lr is None else reinit_lr
     if redrawn is None and report is not None:
         redrawn = report.redrawn
     elif redrawn is None:
         from .record import restore_record
 
-        redrawn = (restore_record(model) or {}).get("redrawn")
-    whole, partial = redrawn_parameters(model, redrawn)
-    reinit_lr = lr if reinit_lr is None else reinit_lr
+        record = restore_record(model)
+        if record is not None:  # an older record without the re-drawn names: refused when they matter
+            redrawn = record.redrawn_or_refuse() if reinit_lr != lr else record.redrawn
+    whole, partial = redrawn_parameters(model, redrawn, argument=argument)
     head_lr = reinit_lr if head_lr is None else head_lr
     if partial and reinit_lr != lr:
         raise PartialRedrawError(
@@ -151,12 +158,25 @@ def plasticity_param_groups(
 
 
 def _depths(model: nn.Module, layout: Any) -> dict[str, int]:
-    """Per parameter: i + 1 in block i, 0 before the first block (embeddings), N + 1 after the last one."""
+    """Per parameter: i + 1 in block i; outside the blocks, the depth of the next block (0 before the first block:
+    the embeddings; N + 1 after the last one: the final norm).
+
+    A parameter between two blocks (ConvNeXt's downsampling layer at the start of each stage) is grouped with the block
+    it feeds, the first block of its stage, as timm's ConvNeXt ``group_matcher`` and BEiT's layer decay do: it never
+    learns faster than the block after it.
+    """
     names = [n for n, _ in model.named_parameters()]
     blocks = {n: layout.block_of(n) for n in names}
+    depths: dict[str, int] = {}
+    following = len(layout.blocks) + 1  # the depth of the next block, walking from the top down
+    for name in reversed(names):
+        block = blocks[name]
+        if block is not None:
+            following = block + 1
+        depths[name] = following
     first = next((i for i, n in enumerate(names) if blocks[n] is not None), len(names))
-    after = len(layout.blocks) + 1
-    return {n: (b + 1 if b is not None else 0 if i < first else after) for i, (n, b) in enumerate(blocks.items())}
+    depths.update({n: 0 for n in names[:first]})  # the embeddings: one step below the first block
+    return depths
 
 
 def _order(key: str) -> tuple[int, int, bool]:

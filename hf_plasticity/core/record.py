@@ -1,21 +1,261 @@
-"""The restore record: what a restore did, kept on the model and in ``model.config.plasticity`` (so ``config.json``
-carries it, and a checkpoint loaded from the Hub still says what was re-initialized)."""
+"""The restore record: what a restore did, as one typed [`RestoreRecord`].
+
+The record is kept on the model and, as ``RestoreRecord.to_dict()``, in ``model.config.plasticity``, so
+``save_pretrained`` writes it into ``config.json`` and a checkpoint loaded from the Hub still says what was
+re-initialized. Every reader (the report, the card, the parameter groups, the training callback) goes through
+[`restore_record`] and [`RestoreRecord.from_dict`], which validate what they read: a broken entry is named with its
+source and what is wrong, an older one is upgraded where that is possible and refused clearly where it is not.
+
+Schema versions:
+
+- 1: records written before the schema was versioned (no ``schema_version``); the oldest lack ``redrawn``.
+- 2: adds ``schema_version``, ``blocks`` (checkpoint names of the backbone blocks), ``diagnostics`` (overall numbers
+  before and after) and ``versions``.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
+import math
+import os
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
 from .config import MODEL_CONFIG_KEY
+from .redrawn import check_redrawn
 from .transaction import Transaction
 from .unwrap import unwrap_model
+from .version import __version__
 
 RECORD_ATTR = "_hf_plasticity_record"
+#: The schema this version writes; it reads every schema up to this one.
+SCHEMA_VERSION = 2
 
 
-def restore_record(model: nn.Module) -> dict[str, Any] | None:
+class RecordError(ValueError):
+    """A plasticity record (in ``config.json`` or on a model) is malformed, or cannot be used for what was asked."""
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of hf-plasticity, torch and transformers that wrote a record."""
+    versions = {"hf_plasticity": __version__}
+    for package in ("torch", "transformers"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+@dataclass
+class RestoreRecord:
+    """What one restore did: the record saved with a restored checkpoint.
+
+    Attributes:
+        strategy: the strategy name.
+        config: the strategy's config as a dict (``PlasticityConfig.to_dict()``).
+        reinitialized_per_block: re-initialized parameter entries per block, keyed by the block's checkpoint name
+            (records of schema 1: by block index), and per module outside the blocks.
+        total_reinitialized: re-initialized parameter entries in total.
+        total_parameters: parameter entries of the model.
+        redrawn: the parameters replaced by fresh draws, ``{"whole": [...], "partial": [...]}`` (in-memory module or
+            parameter names), or None when the record predates this field and it cannot be derived: then
+            [`plasticity_param_groups`] refuses a separate ``reinit_lr`` instead of silently giving none.
+        blocks: the checkpoint names of the backbone's blocks in depth order (empty in records of schema 1).
+        details: what the strategy decided beyond its config.
+        diagnostics: the overall diagnostics, ``{"before": {...}, "after": {...}}`` (numbers only).
+        versions: the library versions that wrote the record.
+        schema_version: the record's schema (see the module docstring).
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity.core.record import RestoreRecord
+    >>> record = RestoreRecord.from_dict({"strategy": "reinit_layers", "config": {}, "total_parameters": 10,
+    ...     "reinitialized_per_block": {"1": 4}, "total_reinitialized": 4, "redrawn": {"whole": ["layers.1"]}})
+    >>> record.schema_version, record.redrawn
+    (2, {'whole': ['layers.1'], 'partial': []})
+    >>> RestoreRecord.from_dict(record.to_dict()) == record
+    True
+    ```
+    """
+
+    strategy: str
+    config: dict[str, Any]
+    reinitialized_per_block: dict[str, int]
+    total_reinitialized: int
+    total_parameters: int
+    redrawn: dict[str, list[str]] | None = None
+    blocks: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, dict[str, float]] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=library_versions)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def share(self) -> float:
+        """Re-initialized entries as a share of all parameter entries."""
+        return self.total_reinitialized / self.total_parameters if self.total_parameters else 0.0
+
+    @property
+    def changed_model(self) -> bool:
+        """Whether the restore changed the model (a second one then needs ``force=True``): a restore that looked and
+        re-initialized nothing (``"auto"`` finding no block past the probe's peak) is recorded but does not block."""
+        return self.total_reinitialized > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as the JSON-able dict stored in ``model.config.plasticity`` / ``config.json``."""
+        data: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "strategy": self.strategy,
+            "config": dict(self.config),
+            "reinitialized_per_block": dict(self.reinitialized_per_block),
+            "total_reinitialized": self.total_reinitialized,
+            "total_parameters": self.total_parameters,
+            "blocks": list(self.blocks),
+            "versions": dict(self.versions),
+            "redrawn": None if self.redrawn is None else {key: list(names) for key, names in self.redrawn.items()},
+        }
+        if self.details:
+            data["details"] = dict(self.details)
+        if self.diagnostics:
+            data["diagnostics"] = {key: dict(values) for key, values in self.diagnostics.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "the plasticity record") -> RestoreRecord:
+        """Reads a record, validating every field; a record of an older schema is upgraded.
+
+        Args:
+            data: the dict (``model.config.plasticity``, the ``plasticity`` entry of ``config.json``).
+            source: where it was read from, for the error message (e.g. ``"ckpt/config.json ('plasticity')"``).
+
+        Raises:
+            RecordError: naming ``source`` and what is wrong: not a dict, a missing or mistyped field, a schema newer
+                than this version reads.
+        """
+
+        def fail(problem: str) -> RecordError:
+            return RecordError(
+                f"The plasticity record in {source} is broken: {problem}. It was not written by hf-plasticity's "
+                "`prepare_pretrained` or was edited since; restore the base checkpoint again (or this one with "
+                f"`force=True`), or remove the `{MODEL_CONFIG_KEY}` entry to train the model as it is."
+            )
+
+        if not isinstance(data, dict):
+            raise fail(f"it is a {type(data).__name__}, not a dict")
+        version = data.get("schema_version", 1)
+        if not _is_int(version) or version < 1:
+            raise fail(f"`schema_version` is {version!r}, not a positive integer")
+        if version > SCHEMA_VERSION:
+            raise RecordError(
+                f"The plasticity record in {source} has schema version {version}, written by a newer hf-plasticity "
+                f"({_written_by(data)}); this version ({__version__}) reads up to {SCHEMA_VERSION}. Upgrade "
+                "hf-plasticity (`pip install -U hf-plasticity`)."
+            )
+        for key, kind in (("strategy", str), ("config", dict), ("reinitialized_per_block", dict)):
+            if key not in data:
+                raise fail(f"the `{key}` field is missing")
+            if not isinstance(data[key], kind) or (kind is str and not data[key]):
+                raise fail(f"`{key}` is {data[key]!r}, not a {'non-empty string' if kind is str else kind.__name__}")
+        for key in ("total_reinitialized", "total_parameters"):
+            if key not in data:
+                raise fail(f"the `{key}` field is missing")
+            if not _is_int(data[key]) or data[key] < 0:
+                raise fail(f"`{key}` is {data[key]!r}, not a non-negative integer")
+        per_block = data["reinitialized_per_block"]
+        bad = [key for key, value in per_block.items() if not _is_int(value) or value < 0]
+        if bad:
+            raise fail(f"`reinitialized_per_block[{bad[0]!r}]` is {per_block[bad[0]]!r}, not a non-negative integer")
+        try:
+            if data.get("redrawn") is not None:
+                redrawn = check_redrawn(data["redrawn"], "redrawn")
+            else:  # schema 1 predates the field; from schema 2 on, null means unknown
+                redrawn = _derive_redrawn(data) if version == 1 else None
+        except ValueError as error:
+            raise fail(str(error).rstrip(".")) from None
+        optional = {"blocks": list, "details": dict, "diagnostics": dict, "versions": dict}
+        for key, kind in optional.items():
+            if key in data and not isinstance(data[key], kind):
+                raise fail(f"`{key}` is {data[key]!r}, not a {kind.__name__}")
+        blocks = data.get("blocks", [])
+        if not all(isinstance(name, str) for name in blocks):
+            raise fail("`blocks` holds something that is not a block name")
+        diagnostics = data.get("diagnostics", {})
+        if not all(isinstance(values, dict) for values in diagnostics.values()):
+            raise fail("`diagnostics` must map 'before'/'after' to dicts of numbers")
+        return cls(
+            strategy=data["strategy"],
+            config=dict(data["config"]),
+            reinitialized_per_block={str(k): int(v) for k, v in per_block.items()},
+            total_reinitialized=int(data["total_reinitialized"]),
+            total_parameters=int(data["total_parameters"]),
+            redrawn=redrawn,
+            blocks=list(blocks),
+            details=dict(data.get("details", {})),
+            diagnostics={key: dict(values) for key, values in diagnostics.items()},
+            versions=dict(data.get("versions", {})),
+            schema_version=SCHEMA_VERSION,  # upgraded: written back in the current schema
+        )
+
+    def redrawn_or_refuse(self) -> dict[str, list[str]]:
+        """``redrawn``, or a [`RecordError`] saying what to do when this older record does not know it."""
+        if self.redrawn is None:
+            raise RecordError(
+                f"The plasticity record of this model ({self.strategy}, written by {_written_by(self.to_dict())}) "
+                "predates the list of re-drawn parameters, so `reinit_lr` cannot tell which parameters to give it. "
+                "Pass them as `redrawn=` (e.g. {'whole': ['vit.layers.11', 'vit.layernorm']}), leave `reinit_lr` "
+                "unset, or restore the base checkpoint again with this version."
+            )
+        return self.redrawn
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _written_by(data: dict[str, Any]) -> str:
+    versions = data.get("versions") or {}
+    config = data.get("config") or {}
+    version = versions.get("hf_plasticity") if isinstance(versions, dict) else None
+    version = version or (config.get("hf_plasticity_version") if isinstance(config, dict) else None)
+    return f"hf-plasticity {version}" if version else "an unknown hf-plasticity version"
+
+
+def _derive_redrawn(data: dict[str, Any]) -> dict[str, list[str]] | None:
+    """``redrawn`` for a schema-1 record without it: nothing when the restore re-initialized nothing or its strategy
+    never re-draws (shrink & perturb, DASH: edits that keep part of the old values); otherwise unknown (None)."""
+    nothing = {"whole": [], "partial": []}
+    if data["total_reinitialized"] == 0:
+        return nothing
+    from . import registry
+
+    try:
+        strategy_class = registry.lookup(data["strategy"])[1]
+    except ValueError:
+        return None
+    return nothing if getattr(strategy_class, "redraws", True) is False else None
+
+
+def _source(model: nn.Module) -> str:
+    """Where a model's record was read from, for error messages."""
+    path = getattr(getattr(model, "config", None), "_name_or_path", None)
+    where = f"{path}/config.json" if path else f"{type(model).__name__}.config"
+    return f"{where} (its `{MODEL_CONFIG_KEY}` entry)"
+
+
+def restore_record(model: nn.Module) -> RestoreRecord | None:
     """What [`prepare_pretrained`] recorded on ``model`` (also read back from a saved ``config.json``), or None.
+
+    The public accessor of the record: the typed [`RestoreRecord`], validated (and upgraded from an older schema)
+    on every read.
+
+    Raises:
+        RecordError: when the model carries a record that is malformed or of a newer schema (the message names where
+            it was read from and what is wrong).
 
     Example:
 
@@ -26,36 +266,87 @@ def restore_record(model: nn.Module) -> dict[str, Any] | None:
     >>> restore_record(model) is None
     True
     >>> _ = prepare_pretrained(model, "reinit_layers")
-    >>> restore_record(model)["strategy"]
-    'reinit_layers'
+    >>> record = restore_record(model)
+    >>> record.strategy, record.redrawn
+    ('reinit_layers', {'whole': ['2'], 'partial': []})
     ```
     """
     model = unwrap_model(model)
     record = getattr(model, RECORD_ATTR, None)
-    if record is None:
-        record = getattr(getattr(model, "config", None), MODEL_CONFIG_KEY, None)
-    return record or None
+    if isinstance(record, RestoreRecord):
+        return record
+    data = getattr(getattr(model, "config", None), MODEL_CONFIG_KEY, None)
+    if data is None or data == {}:
+        return None
+    return RestoreRecord.from_dict(data, source=_source(model))
 
 
-def blocks_restore(record: dict[str, Any] | None) -> bool:
-    """Whether a record stands for a restore that changed the model, so that a second one needs ``force=True``.
+def read_record(folder: str | os.PathLike) -> RestoreRecord | None:
+    """The record in the ``config.json`` of a checkpoint folder, or None when the folder has no ``config.json`` or it
+    has no record.
 
-    A restore that looked and re-initialized nothing (``"auto"`` finding no block past the probe's peak, ReDo finding
-    no dormant unit) is recorded, but does not block a later restore.
+    Raises:
+        RecordError: when ``config.json`` is not valid JSON, or its record is broken or of a newer schema (the
+            message names the file and what is wrong).
     """
-    return bool(record) and record.get("total_reinitialized", 1) > 0
+    path = os.path.join(os.fspath(folder), "config.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except (OSError, ValueError) as error:
+        raise RecordError(f"Cannot read {path}: {error}.") from error
+    if not isinstance(data, dict):
+        raise RecordError(f"{path} is not a transformers config: it holds a {type(data).__name__}, not an object.")
+    if data.get(MODEL_CONFIG_KEY) is None:
+        return None
+    return RestoreRecord.from_dict(data[MODEL_CONFIG_KEY], source=f"{path} (its `{MODEL_CONFIG_KEY}` entry)")
 
 
-def write_record(model: nn.Module, summary: dict[str, Any], transaction: Transaction | None = None) -> None:
-    """Records ``summary`` on ``model`` (and in ``model.config.plasticity`` when the model has a transformers config),
-    as part of ``transaction`` when given."""
+def blocks_restore(record: RestoreRecord | None) -> bool:
+    """Whether a record stands for a restore that changed the model, so that a second one needs ``force=True``."""
+    return record is not None and record.changed_model
+
+
+def write_record(model: nn.Module, record: RestoreRecord, transaction: Transaction | None = None) -> None:
+    """Records ``record`` on ``model`` (and its dict in ``model.config.plasticity`` when the model has a transformers
+    config), as part of ``transaction`` when given."""
+    if not isinstance(record, RestoreRecord):
+        raise TypeError(f"`record` must be a RestoreRecord, got {type(record).__name__}.")
     model = unwrap_model(model)
-    targets = [(model, RECORD_ATTR)]
+    targets: list[tuple[Any, str, Any]] = [(model, RECORD_ATTR, record)]
     model_config = getattr(model, "config", None)
     if model_config is not None and hasattr(model_config, "to_dict"):
-        targets.append((model_config, MODEL_CONFIG_KEY))
-    for obj, name in targets:
+        targets.append((model_config, MODEL_CONFIG_KEY, record.to_dict()))
+    for obj, name, value in targets:
         if transaction is None:
-            setattr(obj, name, summary)
+            setattr(obj, name, value)
         else:
-            transaction.set_attribute(obj, name, summary)
+            transaction.set_attribute(obj, name, value)
+
+
+def overall_numbers(diagnostics: Any, prefix: str = "") -> dict[str, float]:
+    """The model-level numbers of a [`DiagnosticsReport`] (its ``overall()``) or of a dict (nested dicts flattened
+    to dotted keys; lists, such as per-layer rows, left out), finite numbers only: what a record keeps of the
+    diagnostics.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity.core.record import overall_numbers
+    >>> overall_numbers({"dormant_ratio": 0.25, "gradient_norm": {"overall": 0.01}, "layers": [1, 2]})
+    {'dormant_ratio': 0.25, 'gradient_norm.overall': 0.01}
+    ```
+    """
+    values = diagnostics.overall() if hasattr(diagnostics, "overall") else diagnostics
+    flat: dict[str, float] = {}
+    if not isinstance(values, dict):
+        return flat
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(overall_numbers(value, f"{name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            flat[name] = float(value)
+    return flat

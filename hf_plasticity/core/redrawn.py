@@ -64,32 +64,84 @@ def _compact(model: nn.Module, whole: set[str]) -> list[str]:
     return names
 
 
-def redrawn_parameters(model: nn.Module, redrawn: dict[str, Any] | None) -> tuple[set[str], set[str]]:
-    """The parameter names that ``redrawn`` (a record's or a report's ``redrawn`` entry) designates in ``model``:
-    ``(whole, partial)``.
+REDRAWN_KEYS = ("whole", "partial")
+
+
+def check_redrawn(redrawn: Any, name: str = "redrawn") -> dict[str, list[str]]:
+    """``redrawn`` as ``{"whole": [...], "partial": [...]}`` (both keys present), or a `ValueError` naming ``name`` and
+    the accepted form: an unknown key (a typo such as ``"wholes"``) or a value that is not a list of names is refused,
+    never ignored.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity.core.redrawn import check_redrawn
+    >>> check_redrawn({"whole": ["vit.layers.11"]})
+    {'whole': ['vit.layers.11'], 'partial': []}
+    ```
+    """
+    if not isinstance(redrawn, dict):
+        raise ValueError(
+            f"`{name}` must be a dict such as {{'whole': ['vit.layers.2'], 'partial': []}} (module or parameter names "
+            f"per key), got {type(redrawn).__name__} {redrawn!r}."
+        )
+    unknown = sorted(str(key) for key in redrawn if key not in REDRAWN_KEYS)
+    if unknown:
+        raise ValueError(
+            f"`{name}` has unknown keys {unknown}; accepted: 'whole', 'partial' (lists of module or parameter names)."
+        )
+    checked: dict[str, list[str]] = {}
+    for key in REDRAWN_KEYS:
+        names = redrawn.get(key, [])
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(
+                f"`{name}[{key!r}]` must be a list of module or parameter names (non-empty strings), got {names!r}."
+            )
+        checked[key] = list(names)
+    return checked
+
+
+def redrawn_parameters(
+    model: nn.Module, redrawn: dict[str, Any] | None, *, argument: str | None = None
+) -> tuple[set[str], set[str]]:
+    """The parameter names that ``redrawn`` (a record's or a report's ``redrawn`` entry, or the user's argument)
+    designates in ``model``: ``(whole, partial)``.
+
+    Args:
+        model: the model the names refer to.
+        redrawn: ``{"whole": [...], "partial": [...]}`` (see [`check_redrawn`]), or None (nothing).
+        argument: the user's argument name when ``redrawn`` comes from the user (the error names it and lists what
+            is accepted), None when it comes from a record (the error says the record belongs to another model).
 
     Raises:
-        ValueError: when a name matches no module or parameter of ``model`` (the record belongs to another model).
+        ValueError: when a name matches no module or parameter of ``model``, or ``redrawn`` is malformed.
     """
-    redrawn = redrawn or {}
+    redrawn = check_redrawn(redrawn or {}, argument or "redrawn")
     modules = dict(model.named_modules())
     params = [n for n, _ in model.named_parameters()]
     whole: set[str] = set()
-    for name in redrawn.get("whole", []):
+    unknown: list[str] = []
+    for name in redrawn["whole"]:
         if name in modules and name:
             whole.update(p for p in params if p.startswith(name + "."))
         elif name in params:
             whole.add(name)
         else:
-            raise ValueError(
-                f"The plasticity record names {name!r} as re-drawn, but {type(model).__name__} has no such module or "
-                "parameter: the record belongs to another model."
-            )
-    partial = set(redrawn.get("partial", []))
-    unknown = sorted(partial - set(params))
+            unknown.append(name)
+    partial = set(redrawn["partial"])
+    unknown += sorted(partial - set(params))
+    if unknown and argument is not None:
+        from .architectures import get_layout
+
+        examples = ", ".join(repr(b) for b in get_layout(model).blocks[:2])
+        raise ValueError(
+            f"`{argument}` names {unknown}, which match no module or parameter of {type(model).__name__}. Accepted: "
+            f"the names of its modules (e.g. {examples}) or parameters, as `model.named_modules()` and "
+            "`model.named_parameters()` list them; 'partial' takes parameter names only."
+        )
     if unknown:
         raise ValueError(
-            f"The plasticity record names {unknown[0]!r} as partly re-drawn, but {type(model).__name__} has no such "
-            "parameter: the record belongs to another model."
+            f"The plasticity record names {unknown[0]!r} as re-drawn, but {type(model).__name__} has no such module "
+            "or parameter: the record belongs to another model."
         )
     return whole, partial

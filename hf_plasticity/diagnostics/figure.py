@@ -2,15 +2,19 @@
 
 One figure, one column per backbone block (named on the axis, in depth order), four panels: how well each block's
 output separates the downstream classes (the nearest-class-mean probe that ``"auto"`` decides on), the dormant ratio,
-the insignificant-gradient share and the mean |w|. Re-drawn blocks are shaded; when before/after diagnostics exist,
-before is dashed and after solid. Needs matplotlib (the ``plot`` extra).
+the insignificant-gradient share and the mean |w| (from 0, so a 1% change looks like one). Re-drawn blocks are shaded
+(also when the record names the stage that holds them); when before/after diagnostics exist, before is grey and dashed,
+after blue and solid. Needs matplotlib (the ``plot`` extra).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
+#: Line colours: before the restore, after it; the shading of re-drawn blocks.
+BEFORE_COLOR, AFTER_COLOR, REDRAWN_COLOR = "tab:gray", "tab:blue", "tab:orange"
 PANELS = (
     ("probe_accuracy", "probe accuracy\n(nearest class mean)"),
     ("dormant_ratio", "dormant ratio"),
@@ -41,26 +45,26 @@ def short_names(names: list[str]) -> list[str]:
 
 
 def blocks_redrawn(block_names: list[str], redrawn: dict[str, list[str]] | None) -> dict[int, float]:
-    """``{block index: shade}``: 1 for a block re-drawn whole, 0.4 for a block with partly re-drawn tensors."""
+    """``{block index: shade}``: 1 for a block re-drawn whole (the record names the block, or a module containing
+    it: ConvNeXt's stage, a ``layers`` list), 0.4 for a block with partly re-drawn tensors or re-drawn submodules.
+
+    Example:
+
+    ```python
+    >>> blocks_redrawn(["s.0.layers.0", "s.1.layers.0", "s.1.layers.1"], {"whole": ["s.1"], "partial": []})
+    {1: 1.0, 2: 1.0}
+    ```
+    """
     shades: dict[int, float] = {}
-    if not redrawn:
-        return shades
-
-    def block_of(name: str) -> int | None:
+    for name, whole in [(n, False) for n in (redrawn or {}).get("partial", [])] + [
+        (n, True) for n in (redrawn or {}).get("whole", [])
+    ]:
         for index, block in enumerate(block_names):
-            if name == block or name.startswith(block + "."):
-                return index
-        return None
-
-    for name in redrawn.get("partial", []):
-        index = block_of(name)
-        if index is not None:
-            shades[index] = max(shades.get(index, 0.0), 0.4)
-    for name in redrawn.get("whole", []):
-        index = block_of(name)
-        if index is not None:
-            shades[index] = 1.0 if name in block_names else max(shades.get(index, 0.0), 0.4)
-    return shades
+            if whole and (name == block or block.startswith(name + ".")):
+                shades[index] = 1.0  # the block, or a module holding it, re-drawn whole
+            elif name.startswith(block + "."):
+                shades[index] = max(shades.get(index, 0.0), 0.4)  # a part of the block
+    return dict(sorted(shades.items()))
 
 
 def _three(value: Any) -> str:
@@ -79,8 +83,9 @@ def plot_plasticity(
 
     Args:
         after: the diagnostics to draw (solid lines).
-        before: earlier diagnostics of the same model (dashed lines), e.g. before a restore.
-        redrawn: what a restore re-drew (a report's or record's ``redrawn``): those blocks are shaded.
+        before: earlier diagnostics of the same model (grey dashed lines), e.g. before a restore.
+        redrawn: what a restore re-drew (a report's or record's ``redrawn``): the blocks it names, or holds inside a
+            module it names, are shaded.
         path: where to save the PNG; None returns the figure instead.
         title: the figure's title (default: samples and penultimate feature ranks, 3 significant digits).
 
@@ -99,16 +104,22 @@ def plot_plasticity(
     axes = fig.subplots(len(PANELS), 1, sharex=True)
     for ax, (key, label) in zip(axes, PANELS):
         for index, shade in shades.items():
-            ax.axvspan(index - 0.5, index + 0.5, color="tab:orange", alpha=0.12 + 0.18 * shade, lw=0)
+            ax.axvspan(index - 0.5, index + 0.5, color=REDRAWN_COLOR, alpha=0.12 + 0.18 * shade, lw=0)
+        drawn: list[float] = []
         if rows_before is not None:
             values = [float("nan") if r[key] is None else r[key] for r in rows_before]
-            ax.plot(x, values, "--", marker="o", markersize=3, color="tab:blue", alpha=0.7, label="before")
+            ax.plot(x, values, "--", marker="o", markersize=3, color=BEFORE_COLOR, label="before")
+            drawn += values
         values = [float("nan") if r[key] is None else r[key] for r in rows_after]
-        ax.plot(x, values, "-", marker="o", markersize=4, color="tab:blue", label="after" if before else None)
+        ax.plot(x, values, "-", marker="o", markersize=4, color=AFTER_COLOR, label="after" if before else None)
+        drawn += values
         ax.set_ylabel(label, fontsize=9)
         ax.grid(alpha=0.3)
         if key in ("probe_accuracy", "dormant_ratio", "insignificant_grad_share"):
             ax.set_ylim(-0.03, 1.03)
+        else:  # a magnitude: from 0, so a change of 1% is not drawn as one across the whole panel
+            top = max((v for v in drawn if math.isfinite(v)), default=0.0)
+            ax.set_ylim(0.0, 1.1 * top if top > 0 else 1.0)
     axes[-1].set_xticks(x, short_names(names), rotation=45, ha="right", fontsize=8)
     axes[-1].set_xlim(-0.5, len(names) - 0.5)
     axes[-1].set_xlabel("backbone block (depth order)")
@@ -116,7 +127,7 @@ def plot_plasticity(
     if before is not None:
         handles += axes[0].get_legend_handles_labels()[0]
     if shades:
-        handles.append(Patch(color="tab:orange", alpha=0.3, label="re-drawn"))
+        handles.append(Patch(color=REDRAWN_COLOR, alpha=0.3, label="re-drawn"))
     if handles:
         axes[0].legend(handles=handles, fontsize=8, loc="best")
     if title is None:

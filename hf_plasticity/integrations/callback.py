@@ -301,7 +301,7 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         figure = plot_plasticity(
             controller.last_diagnostics,
             before=first if first is not controller.last_diagnostics else None,
-            redrawn=(controller.restore_summary or {}).get("redrawn"),
+            redrawn=controller.restore_summary.redrawn if controller.restore_summary else None,
             title=f"Plasticity by block at step {state.global_step}",
         )
         for writer in writers:

@@ -18,7 +18,7 @@ from torch import nn
 from ..core.collectives import is_main_process
 from ..core.config import PlasticityConfig, check_positive_int, resolve_config
 from ..core.data import ReplayableBatches, replayable
-from ..core.record import blocks_restore, restore_record, write_record
+from ..core.record import RestoreRecord, blocks_restore, restore_record, write_record
 from ..core.unwrap import check_restorable, unwrap_model
 from ..pipeline import restore as pipeline
 from ..pipeline.report import PlasticityReport
@@ -109,7 +109,7 @@ class PlasticityController:
         self.last_diagnostics: Any = None
         # checkpointed state
         self.restored = False
-        self.restore_summary: dict[str, Any] | None = None
+        self.restore_summary: RestoreRecord | None = None
         self.total_reinitialized = 0
         self.total_resets = 0
         self.pending_reinitialized = 0
@@ -214,19 +214,19 @@ class PlasticityController:
         if blocks_restore(record):
             if self.restore_mode is None:
                 self.skip_reason = (
-                    f"the model was already restored ({record['strategy']}, in its plasticity record); "
+                    f"the model was already restored ({record.strategy}, in its plasticity record); "
                     "pass restore=True to fail instead"
                 )
                 logger.info("Skipping the one-shot restore: %s.", self.skip_reason)
                 self.restored = True
                 return None
             raise AlreadyRestoredError(
-                f"This model was already restored ({record['strategy']}); use `restore=None` or "
+                f"This model was already restored ({record.strategy}); use `restore=None` or "
                 "`restore=False` to train it without a second one-shot restore."
             )
         report = pipeline.restore(model, self.strategy, data=self._scoring_data(), optimizer=optimizer)
         self.restored = True
-        self.restore_summary = report.summary()
+        self.restore_summary = report.record()
         logger.info("One-shot restore (%s): %s entries re-initialized", self.name, report.total_reinitialized)
         return report
 
@@ -324,7 +324,7 @@ class PlasticityController:
         return {
             "strategy": self.name,
             "restored": self.restored,
-            "restore_summary": self.restore_summary,
+            "restore_summary": None if self.restore_summary is None else self.restore_summary.to_dict(),
             "strategy_state": self.strategy.state_dict(),
             "total_reinitialized": self.total_reinitialized,
             "total_resets": self.total_resets,
@@ -348,4 +348,6 @@ class PlasticityController:
         ):
             if key in state:
                 setattr(self, key, state[key])
+        if isinstance(self.restore_summary, dict):  # a JSON checkpoint of the callback: the typed record again
+            self.restore_summary = RestoreRecord.from_dict(self.restore_summary, source="the callback's saved state")
         self.strategy.load_state_dict(state.get("strategy_state") or {})

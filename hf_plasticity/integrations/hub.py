@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import json
 import logging
 import os
 import shutil
@@ -19,14 +18,14 @@ from torch import nn
 
 from ..core.config import MODEL_CONFIG_KEY, PlasticityConfig, available_strategies
 from ..core.messages import first_line as one_line
-from ..core.record import restore_record
+from ..core.record import RestoreRecord, read_record, restore_record
 from ..core.unwrap import unwrap_model
 from ..core.validators import check_number
 from ..diagnostics.figure import FIGURE_NAME
 from ..pipeline.report import PlasticityReport
 from .atomic_save import check_save_directory, replace_folder
 from .hub_http import redact, redacted_logs, run_bounded, secrets_of
-from .modelcard import RestoreSummary, build_model_card, merge_into
+from .modelcard import build_model_card, merge_into
 
 logger = logging.getLogger(__name__)
 
@@ -94,21 +93,21 @@ def hub_access(repo_id: str, repo_type: str) -> dict[str, Any]:
     )
 
 
-def _summary(model: nn.Module | None, report: PlasticityReport | None) -> RestoreSummary:
+def _summary(model: nn.Module | None, report: PlasticityReport | None) -> RestoreRecord:
     if report is not None:
-        return RestoreSummary.from_report(report)
+        return report.record()
     record = restore_record(model) if model is not None else None
     if record is None:
         raise ValueError(
             "This model carries no plasticity record: restore it with `prepare_pretrained` first, or pass the "
             "`report=` it returned."
         )
-    return RestoreSummary.from_record(record)
+    return record
 
 
 def _write_card(
     folder: Path,
-    summary: RestoreSummary,
+    summary: RestoreRecord,
     *,
     model: nn.Module | None = None,
     base_model: str | None = None,
@@ -259,7 +258,7 @@ def _can_plot() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def _write_plasticity_files(folder: Path, summary: RestoreSummary, **card_kwargs: Any) -> None:
+def _write_plasticity_files(folder: Path, summary: RestoreRecord, **card_kwargs: Any) -> None:
     """``plasticity_config.json`` and the library's section of ``README.md`` (kept text around it)."""
     PlasticityConfig.from_dict(summary.config).save_pretrained(folder)
     _write_card(folder, summary, **card_kwargs)
@@ -276,7 +275,7 @@ def add_plasticity_files(folder: str | os.PathLike, model: nn.Module) -> bool:
     record = restore_record(model)
     if record is None or not os.path.isdir(folder):
         return False
-    _write_plasticity_files(Path(folder), RestoreSummary.from_record(record), model=model)
+    _write_plasticity_files(Path(folder), record, model=model)
     return True
 
 
@@ -502,11 +501,8 @@ def apply_card_section(
             raise _push_error("update the card of", target, api.endpoint, error, None, secrets) from error
 
 
-def _folder_summary(folder: Path) -> RestoreSummary:
-    path = folder / "config.json"
-    record = None
-    if path.is_file():
-        record = json.loads(path.read_text(encoding="utf-8")).get(MODEL_CONFIG_KEY)
-    if not record:
+def _folder_summary(folder: Path) -> RestoreRecord:
+    record = read_record(folder)
+    if record is None:
         raise ValueError(f"{folder} holds no plasticity record in config.json: pass `report=`.")
-    return RestoreSummary.from_record(record)
+    return record

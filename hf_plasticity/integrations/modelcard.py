@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from ..core.checkpoint_names import checkpoint_names, module_checkpoint_name
 from ..core.config import get_config_class
+from ..core.record import RestoreRecord
 from ..core.version import __version__
 from ..pipeline.report import PlasticityReport
 
@@ -24,51 +25,6 @@ LIBRARY_NAME = "hf-plasticity"
 PIPELINE_TAG = "image-classification"
 _SECTION_RE = re.compile(re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END), re.DOTALL)
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-@dataclass
-class RestoreSummary:
-    """What a card says about a restore, from a [`PlasticityReport`] or from the record saved in ``config.json``.
-
-    Attributes:
-        strategy: the strategy name.
-        config: the strategy's config as a dict.
-        per_block: re-initialized parameter entries per block index, and per module outside the blocks.
-        total_reinitialized: re-initialized parameter entries in total.
-        total_parameters: parameter entries of the model.
-        diagnostics: diagnostics before/after the restore, when known.
-        details: what the strategy decided beyond its config (e.g. the number of blocks a `None` default resolved
-            to, or the blocks `"auto"` chose).
-    """
-
-    strategy: str
-    config: dict[str, Any]
-    per_block: dict[str, int]
-    total_reinitialized: int
-    total_parameters: int
-    diagnostics: dict[str, Any] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_report(cls, report: PlasticityReport) -> RestoreSummary:
-        summary = report.summary()
-        return cls.from_record(summary, diagnostics=dict(report.diagnostics or {}))
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any], diagnostics: dict[str, Any] | None = None) -> RestoreSummary:
-        """From the ``plasticity`` record that [`prepare_pretrained`] writes into ``model.config``."""
-        try:
-            return cls(
-                strategy=record["strategy"],
-                config=dict(record["config"]),
-                per_block={str(k): int(v) for k, v in record["reinitialized_per_block"].items()},
-                total_reinitialized=int(record["total_reinitialized"]),
-                total_parameters=int(record["total_parameters"]),
-                diagnostics=dict(diagnostics or record.get("diagnostics") or {}),
-                details=dict(record.get("details") or {}),
-            )
-        except (KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"The plasticity record is incomplete or malformed (missing {error}).") from error
 
 
 def default_base_model(model: nn.Module | None) -> str | None:
@@ -104,26 +60,36 @@ def _parameters(config: dict[str, Any], details: dict[str, Any]) -> list[tuple[s
     return rows
 
 
-def _block_rows(summary: RestoreSummary, model: nn.Module | None) -> list[dict[str, str]]:
-    """One row per block index, then one per module outside the blocks (keyed by its name in the record)."""
-    names: list[str] = []
+def _block_rows(record: RestoreRecord, model: nn.Module | None) -> list[dict[str, str]]:
+    """One row per block, then one per module outside the blocks, every module by the name its weights have in the
+    checkpoint. Records of schema 1 key blocks by index; newer ones by name (their ``blocks`` list gives the index)."""
+    blocks = list(record.blocks)
     sizes: dict[str, int] = {}
     if model is not None:
         from ..core.architectures import get_layout
 
         layout = get_layout(model)
-        names = layout.blocks
+        names = checkpoint_names(model)
+        blocks = blocks or [module_checkpoint_name(names, block) for block in layout.blocks]
         for param_name, param in model.named_parameters():
-            block = layout.block_of(param_name)
-            keys = [str(block)] if block is not None else _prefixes(param_name)
+            index = layout.block_of(param_name)
+            keys = [str(index), blocks[index]] if index is not None else _prefixes(names.get(param_name, param_name))
             for key in keys:
                 sizes[key] = sizes.get(key, 0) + param.numel()
+
+    def index_of(key: str) -> int | None:
+        return int(key) if key.isdigit() else blocks.index(key) if key in blocks else None
+
+    def order(key: str) -> tuple[bool, int, str]:
+        index = index_of(key)
+        return (index is None, index or 0, key)
+
     rows = []
-    ordered = sorted(summary.per_block, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
-    for key in ordered:
-        entries = summary.per_block[key]
-        if key.isdigit():
-            block, module = key, (f"`{names[int(key)]}`" if int(key) < len(names) else "–")
+    for key in sorted(record.reinitialized_per_block, key=order):
+        entries = record.reinitialized_per_block[key]
+        index = index_of(key)
+        if index is not None:
+            block, module = str(index), (f"`{blocks[index]}`" if index < len(blocks) else "–")
         else:  # a module outside the blocks (older records: "-")
             block, module = "outside the blocks", ("final norm, embeddings, head" if key == "-" else f"`{key}`")
         share = f"{entries / sizes[key]:.2%}" if sizes.get(key) else "–"
@@ -137,34 +103,11 @@ def _prefixes(name: str) -> list[str]:
     return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, float]:
-    flat: dict[str, float] = {}
-    if isinstance(data, dict):
-        for key, value in data.items():
-            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    elif isinstance(data, (int, float)) and not isinstance(data, bool):
-        flat[prefix] = float(data)
-    return flat
-
-
-def _metrics(diagnostics: Any) -> dict[str, float]:
-    """The model-level numbers of a [`DiagnosticsReport`] (its ``overall()``), or the scalars of a dict."""
-    if hasattr(diagnostics, "overall"):
-        diagnostics = diagnostics.overall()
-    elif hasattr(diagnostics, "to_dict"):
-        diagnostics = diagnostics.to_dict()
-    return _flatten(diagnostics)
-
-
-def _diagnostic_rows(diagnostics: dict[str, Any], limit: int = 40) -> list[dict[str, str]]:
-    """Scalar metrics side by side from ``{"before": ..., "after": ...}`` ([`DiagnosticsReport`]s or dicts; nested
-    dicts are flattened, per-layer lists are left out: the card keeps the overall numbers)."""
+def _diagnostic_rows(diagnostics: dict[str, dict[str, float]], limit: int = 40) -> list[dict[str, str]]:
+    """The record's overall numbers side by side, before and after the restore."""
     if not diagnostics:
         return []
-    before = _metrics(diagnostics.get("before", {}))
-    after = _metrics(diagnostics.get("after", {}))
-    if not before and not after:
-        before = _flatten(diagnostics)
+    before, after = diagnostics.get("before", {}), diagnostics.get("after", {})
     rows = []
     for metric in list(dict.fromkeys([*before, *after]))[:limit]:
         rows.append(
@@ -177,7 +120,7 @@ def _diagnostic_rows(diagnostics: dict[str, Any], limit: int = 40) -> list[dict[
     return rows
 
 
-def card_metadata(summary: RestoreSummary, base_model: str | None = None) -> dict[str, Any]:
+def card_metadata(summary: RestoreRecord, base_model: str | None = None) -> dict[str, Any]:
     """The card's metadata: library, base model, pipeline tag and tags (plasticity and the strategy)."""
     data: dict[str, Any] = {
         "library_name": LIBRARY_NAME,
@@ -190,7 +133,7 @@ def card_metadata(summary: RestoreSummary, base_model: str | None = None) -> dic
 
 
 def build_model_card(
-    summary: RestoreSummary | PlasticityReport,
+    summary: RestoreRecord | PlasticityReport,
     *,
     model: nn.Module | None = None,
     base_model: str | None = None,
@@ -201,7 +144,7 @@ def build_model_card(
     """Renders a fresh model card for a restored checkpoint from the shipped template.
 
     Args:
-        summary: the restore's [`PlasticityReport`] (or a [`RestoreSummary`]).
+        summary: the restore's [`PlasticityReport`], or the [`RestoreRecord`] read from a checkpoint.
         model: the restored model; when given, the per-block table names each block's module and its share.
         base_model: the Hub id the model was restored from (default: the model's ``_name_or_path`` when it is a
             Hub id).
@@ -228,11 +171,10 @@ def build_model_card(
     from huggingface_hub import ModelCard, ModelCardData
 
     if isinstance(summary, PlasticityReport):
-        summary = RestoreSummary.from_report(summary)
+        summary = summary.record()
     base_model = base_model or default_base_model(model)
     repo_id = repo_id or "path/to/this/checkpoint"
     model_name = model_name or repo_id.rstrip("/").split("/")[-1]
-    share = summary.total_reinitialized / summary.total_parameters if summary.total_parameters else 0.0
     return ModelCard.from_template(
         ModelCardData(**card_metadata(summary, base_model)),
         template_path=str(TEMPLATE_PATH),
@@ -245,7 +187,7 @@ def build_model_card(
         strategy_description=_strategy_description(summary.strategy),
         total_reinitialized=f"{summary.total_reinitialized:,}",
         total_parameters=f"{summary.total_parameters:,}",
-        share=f"{share:.2%}",
+        share=f"{summary.share:.2%}",
         parameters=_parameters(summary.config, summary.details),
         blocks=_block_rows(summary, model),
         diagnostics=_diagnostic_rows(summary.diagnostics),

@@ -6,6 +6,12 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from torch import nn
+
+from ..core.architectures import get_layout
+from ..core.checkpoint_names import checkpoint_names, module_checkpoint_name
+from ..core.record import RestoreRecord, overall_numbers
+
 
 @dataclass
 class TensorRecord:
@@ -41,6 +47,11 @@ class PlasticityReport:
             module (every parameter under it re-drawn whole) or a parameter. Edits that keep part of the old values
             (shrink & perturb, DASH) are not re-draws. Read by [`plasticity_param_groups`] to give re-drawn
             parameters their own learning rate.
+        blocks: the backbone's blocks in depth order, by the names their weights have in the checkpoint
+            (``vit.encoder.layer.3``: ``save_pretrained`` writes transformers' original key names, not the in-memory
+            ``vit.layers.3``).
+        checkpoint_names: in-memory module name -> checkpoint name, for the modules this report names where the two
+            differ (what [`by_block`] and [`one_line`] show).
 
     Example:
 
@@ -49,8 +60,8 @@ class PlasticityReport:
     >>> from hf_plasticity import SelectiveReinitConfig, prepare_pretrained
     >>> model = nn.Sequential(nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 2))
     >>> report = prepare_pretrained(model, SelectiveReinitConfig(utility="magnitude", fraction=0.1))
-    >>> report.total_reinitialized, sorted(report.to_dict())[:3]
-    (2000, ['config', 'details', 'diagnostics'])
+    >>> report.total_reinitialized, report.record().strategy
+    (2000, 'selective')
     ```
     """
 
@@ -62,6 +73,8 @@ class PlasticityReport:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     redrawn: dict[str, list[str]] = field(default_factory=dict)
+    blocks: list[str] = field(default_factory=list)
+    checkpoint_names: dict[str, str] = field(default_factory=dict)
 
     @property
     def total_reinitialized(self) -> int:
@@ -74,15 +87,23 @@ class PlasticityReport:
         return self.total_reinitialized / self.total_parameters if self.total_parameters else 0.0
 
     def by_block(self) -> dict[str, int]:
-        """Re-initialized entries per backbone block index; tensors outside every block are counted under the name
-        of their module (e.g. ``"vit.layernorm"``, the final norm)."""
+        """Re-initialized entries per backbone block, keyed by the block's name in the checkpoint (its index when the
+        names are unknown); tensors outside every block are counted under the checkpoint name of their module (e.g.
+        ``"vit.layernorm"``, the final norm)."""
         counts: dict[str, int] = {}
         for record in self.tensors:
             if record.kind != "parameter":
                 continue
-            key = record.name.rsplit(".", 1)[0] if record.block is None else str(record.block)
+            if record.block is None:
+                key = self._shown(record.name.rsplit(".", 1)[0])
+            else:
+                key = self.blocks[record.block] if record.block < len(self.blocks) else str(record.block)
             counts[key] = counts.get(key, 0) + record.reinitialized
         return counts
+
+    def _shown(self, name: str) -> str:
+        """The checkpoint name of in-memory module ``name``."""
+        return self.checkpoint_names.get(name, name)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -93,20 +114,25 @@ class PlasticityReport:
     def to_json(self, indent: int = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
+    def record(self) -> RestoreRecord:
+        """The typed record of this restore, as [`prepare_pretrained`] writes it into ``model.config``."""
+        return RestoreRecord(
+            strategy=self.strategy,
+            config=dict(self.config),
+            reinitialized_per_block=self.by_block(),
+            total_reinitialized=self.total_reinitialized,
+            total_parameters=self.total_parameters,
+            redrawn={key: list(names) for key, names in (self.redrawn or {"whole": [], "partial": []}).items()},
+            blocks=list(self.blocks),
+            details=dict(self.details),
+            diagnostics={
+                key: overall_numbers(value) for key, value in (self.diagnostics or {}).items() if value is not None
+            },
+        )
+
     def summary(self) -> dict[str, Any]:
-        """The compact record written into ``model.config``: strategy, config, per-block counts, totals."""
-        summary = {
-            "strategy": self.strategy,
-            "config": self.config,
-            "reinitialized_per_block": self.by_block(),
-            "total_reinitialized": self.total_reinitialized,
-            "total_parameters": self.total_parameters,
-        }
-        if self.details:
-            summary["details"] = self.details
-        if self.redrawn:
-            summary["redrawn"] = self.redrawn
-        return summary
+        """The record as the dict written into ``model.config.plasticity`` (``self.record().to_dict()``)."""
+        return self.record().to_dict()
 
     def check_belongs_to(self, model: Any) -> None:
         """Raises a `ValueError` when this report was not made on ``model`` (another parameter count, or a tensor
@@ -123,8 +149,8 @@ class PlasticityReport:
             )
 
     def plot(self, path: str | None = None, *, title: str | None = None):
-        """The plasticity picture per backbone block, before (dashed) and after (solid) the restore, the re-drawn
-        blocks shaded ([`hf_plasticity.diagnostics.figure.plot_plasticity`]): saved as a PNG at ``path``
+        """The plasticity picture per backbone block, before (grey, dashed) and after (blue, solid) the restore, the
+        re-drawn blocks shaded ([`hf_plasticity.diagnostics.figure.plot_plasticity`]): saved as a PNG at ``path``
         (returned), or the matplotlib figure when ``path`` is None.
 
         Raises:
@@ -144,15 +170,16 @@ class PlasticityReport:
     def one_line(self) -> str:
         """What was done, how much and how long, in one line (what the training callback prints).
 
-        Example: ``reinit_layers re-initialized 8,608 of 9,187 parameter entries (93.70%) in 0.01s: vit.layers.1,
-        vit.layernorm``.
+        Modules are named as in the checkpoint. Example: ``reinit_layers re-initialized 8,608 of 9,187 parameter
+        entries (93.70%) in 0.01s: vit.encoder.layer.1, vit.layernorm``.
         """
         line = (
             f"{self.strategy} re-initialized {self.total_reinitialized:,} of {self.total_parameters:,} parameter "
             f"entries ({self.share:.2%}) in {self.seconds:.2f}s"
         )
-        whole = (self.redrawn or {}).get("whole", [])
-        partial = (self.redrawn or {}).get("partial", [])
+        redrawn = self.redrawn or {"whole": [], "partial": []}
+        whole = [self._shown(name) for name in redrawn["whole"]]
+        partial = redrawn["partial"]
         if whole:
             line += ": " + (", ".join(whole) if len(whole) <= 4 else f"{len(whole)} modules re-drawn whole")
         if partial:
@@ -210,6 +237,16 @@ class PlasticityReport:
         for key in keys:
             lines.append(f"  {key:<25} {fmt(value(before, key), key):>10} -> {fmt(value(after, key), key)}")
         return lines
+
+
+def shown_names(model: nn.Module, report: PlasticityReport) -> tuple[list[str], dict[str, str]]:
+    """For ``report`` on ``model``: the checkpoint names of the backbone's blocks, and in-memory -> checkpoint name of
+    every module the report names where the two differ (see [`checkpoint_names`])."""
+    names = checkpoint_names(model)
+    blocks = [module_checkpoint_name(names, block) for block in get_layout(model).blocks]
+    modules = {t.name.rsplit(".", 1)[0] for t in report.tensors} | set((report.redrawn or {}).get("whole", []))
+    shown = {module: module_checkpoint_name(names, module) for module in modules}
+    return blocks, {module: name for module, name in shown.items() if name != module}
 
 
 def _short(value: Any) -> str:

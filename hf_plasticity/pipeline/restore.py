@@ -39,7 +39,7 @@ from ..core.validators import check_flag
 from ..strategies.base import Strategy, get_strategy
 from .batchnorm import recalibrate_batchnorm as _recalibrate_batchnorm
 from .batchnorm import reset_batchnorm_modules
-from .report import PlasticityReport, TensorRecord
+from .report import PlasticityReport, TensorRecord, shown_names
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +57,12 @@ def check_not_restored(model: nn.Module, force: bool) -> None:
     """Raises [`AlreadyRestoredError`] when ``model`` carries the record of a restore that changed it and ``force`` is
     False (a recorded restore that re-initialized nothing does not block)."""
     check_flag("force", force)
+    if force:  # restoring again: the old record, even a broken one, is replaced
+        return
     record = restore_record(model)
-    if blocks_restore(record) and not force:
+    if blocks_restore(record):
         raise AlreadyRestoredError(
-            f"This model was already restored ({record['strategy']}); pass `force=True` to restore it again."
+            f"This model was already restored ({record.strategy}); pass `force=True` to restore it again."
         )
 
 
@@ -128,7 +130,8 @@ def restore(
             redrawn=describe_redrawn(model, resets if strategy.redraws else []),
         )
         if step is None:
-            write_record(model, report.summary(), transaction)
+            report.blocks, report.checkpoint_names = shown_names(model, report)
+            write_record(model, report.record(), transaction)
     return report
 
 
@@ -229,8 +232,8 @@ def prepare_pretrained(
     ...                    num_attention_heads=2, intermediate_size=64, num_labels=3)
     >>> model = ViTForImageClassification(config)
     >>> report = prepare_pretrained(model, "reinit_layers")
-    >>> report.by_block()
-    {'1': 8544, 'vit.layernorm': 64}
+    >>> report.by_block()  # blocks by the names of their weights in the checkpoint
+    {'vit.encoder.layer.1': 8544, 'vit.layernorm': 64}
     ```
     """
     strategy = get_strategy(resolve_config(config, DEFAULT_STRATEGY))
@@ -256,6 +259,7 @@ def prepare_pretrained(
             report.diagnostics["after"] = _diagnose(model, data, diagnostics_batches)
         except Exception as error:  # the restore itself succeeded: keep it, say why "after" is missing
             logger.warning("Diagnostics after the restore failed: %s", error)
+        write_record(model, report.record())  # the record keeps the overall numbers before and after
     logger.info("Restored %s entries (%s) with %s", report.total_reinitialized, f"{report.share:.2%}", strategy.name)
     return report
 
