@@ -176,3 +176,13 @@ def test_restore_and_check_resume_take_flags_only(value):
             build(restore=value)
     with pytest.raises(ValueError, match="`check_resume` must be True or False"):
         PlasticityCallback(check_resume=value)
+
+
+def test_a_second_train_call_keeps_the_groups_and_does_not_restore_again(make_model, tmp_path):
+    model = make_model("convnext")
+    trainer = official_trainer(model, official_args(tmp_path, max_steps=1), [PlasticityCallback(**RECIPE)])
+    trainer.train()
+    groups = rates(trainer)
+    trainer.train()  # the Trainer keeps its optimizer: the same groups, and the one-shot restore is not repeated
+    assert rates(trainer) == groups
+    assert [log for log in trainer.state.log_history if "plasticity/restore/reinitialized" in log] == []

@@ -168,6 +168,7 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         self._saved_fingerprint: list[float] | None = None
         self._pending: list[dict[str, float]] = []  # metrics waiting for an event where logging is safe
         self._prepared = False  # the run's set-up (restore or resume) is done
+        self._built_groups = False  # the trainer's optimizer was built from `param_groups`
 
     def bind(self, trainer: Any) -> PlasticityCallback:
         """Ties the callback to ``trainer`` (what [`PlasticityTrainer`] does for the callbacks it is given).
@@ -262,6 +263,7 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         ``layer_decay`` or ``redrawn``: the Trainer's own optimizer then)."""
         if not self.own_rates:
             return None
+        self._built_groups = True
         return plasticity_param_groups(
             model,
             lr=args.learning_rate,
@@ -292,7 +294,7 @@ class PlasticityCallback(TrainerCallback, ExportableState):
     def on_train_begin(self, args, state, control, model=None, optimizer=None, train_dataloader=None, **kwargs):
         trainer = self._trainer_or_fail()
         if not self._prepared:  # the optimizer did not come from PlasticityTrainer.create_optimizer
-            if self.own_rates:
+            if self.own_rates and not self._built_groups:
                 raise ValueError(
                     "PlasticityCallback(reinit_lr=..., head_lr=..., layer_decay=...) builds the optimizer in "
                     "PlasticityTrainer.create_optimizer, which this run did not call (an optimizer given with "
