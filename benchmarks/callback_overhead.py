@@ -24,12 +24,11 @@ from datasets import Dataset  # noqa: E402
 from transformers import (  # noqa: E402
     ConvNextConfig,
     ConvNextForImageClassification,
-    Trainer,
     TrainingArguments,
 )
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from hf_plasticity import PlasticityCallback  # noqa: E402
+from hf_plasticity import PlasticityCallback, PlasticityTrainer  # noqa: E402
 
 
 def dataset(n: int = 2048) -> Dataset:
@@ -81,7 +80,7 @@ def train_seconds(data: Dataset, steps: int, callbacks: list) -> float:
             disable_tqdm=True,
             dataloader_num_workers=0,
         )
-        trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks)
+        trainer = PlasticityTrainer(model=model, args=args, train_dataset=data, callbacks=callbacks)
         start = time.perf_counter()
         trainer.train()
         return time.perf_counter() - start

@@ -26,13 +26,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from transformers import Trainer, TrainingArguments  # noqa: E402
+from transformers import TrainingArguments  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from benchmarks.data import as_tensors, load_target  # noqa: E402
 from benchmarks.models import get_spec, load_model  # noqa: E402
 from benchmarks.training import evaluate  # noqa: E402
-from hf_plasticity import ContinualBackpropConfig, PlasticityCallback  # noqa: E402
+from hf_plasticity import ContinualBackpropConfig, PlasticityCallback, PlasticityTrainer  # noqa: E402
 
 MODEL = "resnet_tiny"
 ARMS: dict[str, dict | None] = {
@@ -96,7 +96,7 @@ def run(arm: str, seed: int, target: str, epochs: int, lr: float) -> dict:
             seed=seed,
             disable_tqdm=True,
         )
-        trainer = Trainer(
+        trainer = PlasticityTrainer(
             model=model, args=args, train_dataset=data["train"].with_format("torch"), callbacks=callbacks
         )
         result = trainer.train()

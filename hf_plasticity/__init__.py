@@ -42,6 +42,8 @@ from .strategies import (
 # The Trainer integrations are imported on first use, so `import hf_plasticity` does not pull in the Trainer machinery.
 _LAZY = {
     "PlasticityCallback": "integrations.callback",
+    "PlasticityTrainer": "integrations.trainer",
+    "PlasticityTrainerMixin": "integrations.trainer",
     "ResumeMismatchError": "integrations.callback",
     "plasticity_optimizer": "integrations.trainer_optimizer",
     "compare": "cli.compare",
@@ -109,6 +111,8 @@ __all__ = [
     "plasticity_optimizer",
     "PartialRedrawError",
     "PlasticityCallback",
+    "PlasticityTrainer",
+    "PlasticityTrainerMixin",
     "PlasticityController",
     "ResumeMismatchError",
     "ShardedModelError",

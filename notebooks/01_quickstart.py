@@ -17,7 +17,8 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/your-org/hf-plasticity/blob/main/notebooks/01_quickstart.ipynb)
 #
 # Load an ImageNet-pretrained ViT from the Hub, see where it has lost plasticity on a downstream dataset, restore it
-# with one call, fine-tune it with the `Trainer` and the `PlasticityCallback`, and compare with plain fine-tuning.
+# with one call, fine-tune it with the `PlasticityTrainer` and the `PlasticityCallback`, and compare with plain
+# fine-tuning.
 #
 # In Colab choose *Runtime > Change runtime type > T4 GPU*: the defaults below (2,000 MNIST images, 3 epochs per arm)
 # take a few minutes there.
@@ -92,7 +93,7 @@ print(f"{len(train_ds)} training and {len(test_ds)} test images, {len(label_name
 from torch.utils.data import DataLoader
 from transformers import AutoModelForImageClassification
 
-from hf_plasticity import LayerReinitConfig, PlasticityCallback, diagnose, prepare_pretrained
+from hf_plasticity import LayerReinitConfig, PlasticityCallback, PlasticityTrainer, diagnose, prepare_pretrained
 
 
 def load_model():
@@ -128,11 +129,12 @@ report.plot()
 # %% [markdown]
 # ## Fine-tune: restored vs plain
 #
-# Both arms run the same `Trainer` recipe, seed and data order. The `PlasticityCallback` sees that the model was
-# already restored (it records that in `model.config.plasticity`), says so on the console, and only monitors it:
+# Both arms run the same `Trainer` recipe, seed and data order, in a `PlasticityTrainer` (the `Trainer` that runs the
+# callback: same arguments). The `PlasticityCallback` sees that the model was already restored (it records that in
+# `model.config.plasticity`), says so on the console, and only monitors it:
 # `diagnostics_every` logs the dormant ratio and friends through `trainer.log`, so they reach TensorBoard or W&B too.
 # Without the `prepare_pretrained` call above, `PlasticityCallback(LayerReinitConfig())` would do the restore itself,
-# right before the first optimizer step. The plain arm gets a monitoring-only callback (`restore=False`).
+# when the Trainer creates its optimizer. The plain arm gets a monitoring-only callback (`restore=False`).
 
 # %%
 import evaluate
@@ -147,7 +149,7 @@ def compute_metrics(eval_pred):
 
 
 # %%
-from transformers import Trainer, TrainingArguments
+from transformers import TrainingArguments
 
 steps_per_epoch = -(-len(train_ds) // BATCH_SIZE)
 
@@ -169,7 +171,7 @@ def fine_tune(model, callback, run_name):
         data_seed=SEED,
         report_to="none",
     )
-    trainer = Trainer(
+    trainer = PlasticityTrainer(
         model=model,
         args=args,
         train_dataset=train_ds,
@@ -221,8 +223,8 @@ print("final test accuracy:", final)
 # - `02_diagnostics.ipynb`: the plasticity picture for ViT, ConvNeXt and ResNet on typical and atypical data.
 # - `03_hub.ipynb`: push the restored checkpoint with a model card that says what was re-initialized.
 # - `04_multi_gpu.ipynb`: the same training on several GPUs with Accelerate.
-# - A re-drawn block is new, like the head: `plasticity_optimizer(model, args, reinit_lr=...)` gives it its own
-#   learning rate in the `Trainer` (see the README).
+# - A re-drawn block is new, like the head: `PlasticityCallback(reinit_lr=...)` gives it its own learning rate (see
+#   the README).
 # - The comparison depends on `LEARNING_RATE`. In the repository's benchmark (every choice on a validation split, 10
 #   seeds), a restore made short CNN fine-tuning much less sensitive to the learning rate (a small ViT on one target of
 #   three), but against plain fine-tuning whose learning rate was tuned it did not raise final accuracy: run both arms

@@ -164,6 +164,6 @@ card = ModelCard.load(source if PUSH else str(Path(folder) / "README.md"))
 print(card.data.to_dict())
 
 # %% [markdown]
-# Fine-tune the restored checkpoint like any other (`01_quickstart.ipynb`). With the `PlasticityCallback` attached,
-# the `Trainer`'s own output folder and the repository `trainer.push_to_hub()` writes carry the card's hf-plasticity
+# Fine-tune the restored checkpoint like any other (`01_quickstart.ipynb`). With the `PlasticityCallback` in a
+# `PlasticityTrainer`, the `Trainer`'s own output folder and the repository `trainer.push_to_hub()` writes carry the card's hf-plasticity
 # section and `plasticity_config.json` too.

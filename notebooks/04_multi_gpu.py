@@ -17,9 +17,9 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/your-org/hf-plasticity/blob/main/notebooks/04_multi_gpu.ipynb)
 #
 # The quick start's training, run data-parallel on every GPU of the machine with Accelerate's `notebook_launcher`. The
-# `Trainer` is built on Accelerate, so nothing in the training code changes: the `PlasticityCallback` restores once
-# before the first optimizer step, with rank 0 reading the calibration batches and planning and every rank applying
-# the same plan, so all processes hold bitwise-identical weights.
+# `Trainer` is built on Accelerate, so nothing in the training code changes: the `PlasticityCallback` (in a
+# `PlasticityTrainer`) restores once before the optimizer is built, with rank 0 reading the calibration batches and
+# planning and every rank applying the same plan, so all processes hold bitwise-identical weights.
 #
 # A free Colab runtime has one GPU (the launcher then simply runs the function); Kaggle's free 2 x T4 runtime or any
 # multi-GPU machine shows the distributed run. Outside notebooks, use `accelerate launch` (below).
@@ -75,9 +75,9 @@ import numpy as np
 def train():
     import torch
     from accelerate.utils import gather_object
-    from transformers import AutoModelForImageClassification, Trainer, TrainingArguments
+    from transformers import AutoModelForImageClassification, TrainingArguments
 
-    from hf_plasticity import LayerReinitConfig, PlasticityCallback
+    from hf_plasticity import LayerReinitConfig, PlasticityCallback, PlasticityTrainer
 
     def transform(batch):
         images = [image.convert("RGB") for image in batch[IMAGE_COLUMN]]
@@ -119,7 +119,7 @@ def train():
         seed=SEED,
         report_to="none",
     )
-    trainer = Trainer(
+    trainer = PlasticityTrainer(
         model=model,
         args=args,
         train_dataset=train_raw.with_transform(transform),

@@ -5,9 +5,10 @@
 
 Each rank writes ``OUTPUT_DIR/rank{r}.json`` with checksums of its parameters (after the restore, after periodic
 resets, at the end) for (1) a Trainer run with PlasticityCallback under DDP, (2) a plain Accelerate loop with
-PlasticityController where rank 1 has fewer calibration batches than rank 0, and (3) a Trainer run whose optimizer
-gives the re-drawn block its own learning rate (`plasticity_optimizer`). The strategy of (1) and (2) picks the entries
-it re-draws from the labels it reads, and every rank reads a different shard: ranks agree only if the plan is shared.
+PlasticityController where rank 1 has fewer calibration batches than rank 0, and (3) the recommended recipe,
+`PlasticityCallback(reinit_lr=...)` in a `PlasticityTrainer`, straight and stopped then resumed. The strategy of (1)
+and (2) picks the entries it re-draws from the labels it reads, and every rank reads a different shard: ranks agree
+only if the plan is shared.
 """
 
 from __future__ import annotations
@@ -24,19 +25,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from transformers import Trainer, TrainerCallback  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from hf_plasticity import (  # noqa: E402
     PlasticityCallback,
     PlasticityController,
-    plasticity_optimizer,
-    prepare_pretrained,
+    PlasticityTrainer,
 )
 from tests import periodic_strategy  # noqa: E402
 from tests.models import batches, build, perturb, pretrained  # noqa: E402
 from tests.periodic_strategy import EveryNConfig  # noqa: E402
-from tests.test_callback import training_args  # noqa: E402
+from tests.test_callback import StopAt, training_args  # noqa: E402
 from tests.test_training import learnable_dataset  # noqa: E402
 
 RANK = int(os.environ.get("RANK", "0"))
@@ -82,14 +82,15 @@ def trainer_run(out: Path) -> dict:
     recorder = Recorder(every=2)
     ddp = {"ddp_backend": "gloo", "ddp_find_unused_parameters": False} if WORLD_SIZE > 1 else {}
     args = training_args(out / "trainer", per_device_train_batch_size=8, **ddp)
-    trainer = Trainer(model=model, args=args, train_dataset=learnable_dataset(64), callbacks=[callback, recorder])
+    trainer = PlasticityTrainer(model=model, args=args, train_dataset=learnable_dataset(64),
+                                callbacks=[callback, recorder])  # fmt: skip
     trainer.train()
     return {
         "sums": recorder.sums,
         "shard_label_sum": recorder.shard_label_sum,
         "steps": callback.controller.strategy.steps,
         "logged": len(callback.history),
-        "batches_read": len(callback.controller.data.read),
+        "batches_read": len(callback.controller.data.read) if callback.controller.data is not None else 0,
     }
 
 
@@ -136,21 +137,48 @@ class GroupRates(TrainerCallback):
         self.rates.append({g["name"]: g["lr"] for g in optimizer.param_groups})
 
 
-def grouped_run(out: Path) -> dict:
+def grouped_trainer(out: Path, extra: list, **settings) -> tuple[PlasticityTrainer, nn.Module]:
     torch.manual_seed(0)  # (built, not loaded: save_pretrained writes on the main process only once a group exists)
     model = perturb(build("convnext"))
-    prepare_pretrained(model)
     ddp = {"ddp_backend": "gloo", "ddp_find_unused_parameters": False} if WORLD_SIZE > 1 else {}
-    args = training_args(
-        out / "grouped", per_device_train_batch_size=8, warmup_steps=1, lr_scheduler_type="cosine", **ddp
-    )
-    optimizer = plasticity_optimizer(model, args, reinit_lr=1e-2)
+    args = training_args(out, per_device_train_batch_size=8, warmup_steps=1, lr_scheduler_type="cosine", **ddp,
+                         **settings)  # fmt: skip
+    callback = PlasticityCallback(reinit_lr=1e-2)
+    trainer = PlasticityTrainer(model=model, args=args, train_dataset=learnable_dataset(64),
+                                callbacks=[callback, *extra])  # fmt: skip
+    return trainer, model
+
+
+def barrier() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def grouped_run(out: Path) -> dict:
+    """The recipe straight, then stopped after a checkpoint at step 2 and resumed from it: the same groups and the
+    same end weights on every rank; rank 0 writes plasticity_config.json and the card's rates into the output."""
     rates = GroupRates()
-    trainer = Trainer(model=model, args=args, train_dataset=learnable_dataset(64), optimizers=(optimizer, None),
-                      callbacks=[rates])  # fmt: skip
+    trainer, model = grouped_trainer(out / "grouped", [rates])
     trainer.train()
-    sizes = {g["name"]: sum(p.numel() for p in g["params"]) for g in optimizer.param_groups}
-    return {"rates": rates.rates, "sizes": sizes, "end": checksum(model)}
+    trainer.save_model()
+    trainer.create_model_card()
+    sizes = {g["name"]: sum(p.numel() for p in g["params"]) for g in trainer.optimizer.param_groups}
+    card = (out / "grouped" / "out" / "README.md").read_text() if RANK == 0 else ""
+    barrier()
+    settings = dict(save_strategy="steps", save_steps=2)
+    first, _ = grouped_trainer(out / "resumed", [StopAt(2)], **settings)
+    first.train()
+    barrier()
+    resumed_trainer, resumed = grouped_trainer(out / "resumed", [], **settings)
+    resumed_trainer.train(resume_from_checkpoint=str(out / "resumed" / "out" / "checkpoint-2"))
+    return {
+        "rates": rates.rates,
+        "sizes": sizes,
+        "end": checksum(model),
+        "resumed_end": checksum(resumed),
+        "files": sorted(p.name for p in (out / "grouped" / "out").iterdir()) if RANK == 0 else [],
+        "card_rates": [line for line in card.splitlines() if line.startswith("| `redrawn` |")],
+    }
 
 
 def _model_dir(out: Path, name: str) -> Path:

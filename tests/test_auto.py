@@ -125,9 +125,7 @@ def test_auto_needs_data_and_checks_its_settings():
 
 
 def test_callback_runs_auto_on_the_train_dataloader(make_model, tmp_path, monkeypatch):
-    from transformers import Trainer
-
-    from hf_plasticity import PlasticityCallback
+    from hf_plasticity import PlasticityCallback, PlasticityTrainer
 
     from .test_callback import training_args
     from .test_training import learnable_dataset
@@ -135,7 +133,7 @@ def test_callback_runs_auto_on_the_train_dataloader(make_model, tmp_path, monkey
     model = make_model("resnet")
     monkeypatch.setattr("hf_plasticity.strategies.auto.blocks_past_the_peak", lambda acc, tol: (0, len(acc) - 1))
     callback = PlasticityCallback(AutoReinitConfig(max_blocks=2, calibration_batches=2))
-    trainer = Trainer(
+    trainer = PlasticityTrainer(
         model=model,
         args=training_args(tmp_path, max_steps=1),
         train_dataset=learnable_dataset(64),

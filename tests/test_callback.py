@@ -17,6 +17,7 @@ from hf_plasticity import (
     PlasticityCallback,
     PlasticityConfig,
     PlasticityController,
+    PlasticityTrainer,
     ResumeMismatchError,
     ScopeError,
     SelectiveReinitConfig,
@@ -66,7 +67,7 @@ class StopAt(TrainerCallback):
 
 
 def run(model, tmp_path, callback, train=None, resume=None, stop_at=None, **overrides) -> Trainer:
-    trainer = Trainer(
+    trainer = PlasticityTrainer(
         model=model,
         args=training_args(tmp_path, **overrides),
         train_dataset=train or learnable_dataset(64),
@@ -192,7 +193,7 @@ def test_resume_continues_schedules_and_never_repeats_the_restore(make_model, tm
     assert all(torch.equal(p, expected[n]) for n, p in params(resumed).items())
     live = next(c for c in trainer.callback_handler.callbacks if isinstance(c, PlasticityCallback))
     assert live.controller.strategy.steps == [2, 4, 6]  # step 2 from the checkpoint, 4 and 6 after the resume
-    assert live._trainer is trainer  # also when transformers replaced the callback with one built from its state
+    assert live.trainer is trainer  # also when transformers replaced the callback with one built from its state
     after_resume = [log for log in trainer.state.log_history if log["step"] > 3]
     assert not [log for log in after_resume if "plasticity/restore/reinitialized" in log]
     assert [log["step"] for log in after_resume if "plasticity/test_every_n/resets" in log] == [4, 6]
@@ -269,7 +270,7 @@ class NoLayers(nn.Module):
 
 def build_trainer(model, tmp_path, callback, train="default"):
     train = learnable_dataset(32) if train == "default" else train
-    return Trainer(model=model, args=training_args(tmp_path), train_dataset=train, callbacks=[callback])
+    return PlasticityTrainer(model=model, args=training_args(tmp_path), train_dataset=train, callbacks=[callback])
 
 
 def test_data_dependent_strategy_without_train_dataset_fails_at_construction(make_model, tmp_path):
@@ -300,7 +301,7 @@ def test_bad_period_is_refused(period):
 
 def test_two_callbacks_are_refused(make_model, tmp_path):
     with pytest.raises(ValueError, match="one PlasticityCallback"):
-        Trainer(
+        PlasticityTrainer(
             model=make_model("convnext"),
             args=training_args(tmp_path),
             train_dataset=learnable_dataset(32),

@@ -71,12 +71,17 @@ def test_the_plan_comes_from_rank_0_only(two_ranks):
     assert rank0["accelerate"]["details"] and rank0["accelerate"]["details"] == rank1["accelerate"]["details"]
 
 
-def test_the_optimizer_groups_and_their_rates_are_identical_on_every_rank(two_ranks):
+def test_the_recipe_gives_identical_groups_rates_and_resumes_on_every_rank(two_ranks):
     rank0, rank1 = two_ranks[0]["grouped"], two_ranks[1]["grouped"]
     assert rank0["sizes"] == rank1["sizes"] and rank0["sizes"]["redrawn"] > 0
     assert rank0["rates"] == rank1["rates"] and len(rank0["rates"]) == 4
     assert rank0["rates"][1]["redrawn"] == pytest.approx(10 * rank0["rates"][1]["backbone"])  # 1e-2 vs 1e-3
     assert rank0["end"] == rank1["end"]
+    assert (
+        rank0["resumed_end"] == rank1["resumed_end"] == rank0["end"]
+    )  # stopped, resumed: where the straight run ends
+    assert "plasticity_config.json" in rank0["files"] and "README.md" in rank0["files"]
+    assert rank0["card_rates"] == ["| `redrawn` | 0.01 | 0 | " + f"{rank0['sizes']['redrawn']:,} |"]
 
 
 @pytest.fixture

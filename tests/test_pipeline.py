@@ -17,13 +17,14 @@ import socket
 import pytest
 import torch
 from torch import nn
-from transformers import Trainer, TrainerCallback
+from transformers import TrainerCallback
 
 from hf_plasticity import (
     AutoReinitConfig,
     LayerReinitConfig,
     MetaDeviceError,
     PlasticityCallback,
+    PlasticityTrainer,
     ReDoConfig,
     SelectiveReinitConfig,
     prepare_pretrained,
@@ -73,7 +74,7 @@ def test_callback_restore_equals_prepare_pretrained_bitwise(make_model, tmp_path
     monkeypatch.setattr("hf_plasticity.strategies.auto.blocks_past_the_peak", lambda acc, tol: (0, len(acc) - 1))
     model, reference = make_model(arch), make_model(arch)
     callback, snapshot = PlasticityCallback(config), AfterRestore()
-    trainer = Trainer(
+    trainer = PlasticityTrainer(
         model=model,
         args=training_args(tmp_path, max_steps=1),
         train_dataset=learnable_dataset(64),

@@ -11,7 +11,14 @@ import pytest
 from huggingface_hub import ModelCard
 from transformers import Trainer, TrainingArguments
 
-from hf_plasticity import AutoReinitConfig, LayerReinitConfig, PlasticityCallback, PlasticityConfig, prepare_pretrained
+from hf_plasticity import (
+    AutoReinitConfig,
+    LayerReinitConfig,
+    PlasticityCallback,
+    PlasticityConfig,
+    PlasticityTrainer,
+    prepare_pretrained,
+)
 from hf_plasticity.integrations.modelcard import SECTION_END, SECTION_START
 
 from .hub_server import LocalHub, point_client_at
@@ -33,7 +40,7 @@ def logged(trainer: Trainer, key: str) -> list[float]:
 
 def test_the_restore_is_one_line_on_the_console(make_model, tmp_path, capsys):
     model = make_model("convnext")
-    trainer = Trainer(model=model, args=default_args(tmp_path), train_dataset=learnable_dataset(64),
+    trainer = PlasticityTrainer(model=model, args=default_args(tmp_path), train_dataset=learnable_dataset(64),
                       callbacks=[PlasticityCallback()])  # fmt: skip
     trainer.train()
     out = capsys.readouterr().out
@@ -48,7 +55,7 @@ def test_the_restore_is_one_line_on_the_console(make_model, tmp_path, capsys):
 def test_a_skipped_restore_says_why(make_model, tmp_path, capsys):
     model = make_model("convnext")
     prepare_pretrained(model, LayerReinitConfig(num_blocks=1))
-    trainer = Trainer(model=model, args=default_args(tmp_path), train_dataset=learnable_dataset(64),
+    trainer = PlasticityTrainer(model=model, args=default_args(tmp_path), train_dataset=learnable_dataset(64),
                       callbacks=[PlasticityCallback()])  # fmt: skip
     trainer.train()
     out = capsys.readouterr().out
@@ -78,7 +85,7 @@ def test_the_output_folder_and_the_pushed_repository_carry_the_plasticity_files(
             tmp_path, push_to_hub=True, hub_model_id="user/restored-run", hub_token="hf_local_test_token",
             save_strategy="steps", save_steps=2,
         )  # fmt: skip
-        trainer = Trainer(model=model, args=args, train_dataset=learnable_dataset(64),
+        trainer = PlasticityTrainer(model=model, args=args, train_dataset=learnable_dataset(64),
                           callbacks=[PlasticityCallback()])  # fmt: skip
         trainer.train()
         out = tmp_path / "out"
@@ -99,8 +106,8 @@ def test_the_output_folder_and_the_pushed_repository_carry_the_plasticity_files(
 def test_processes_that_each_believe_they_are_rank_0_are_warned(make_model, tmp_path, monkeypatch):
     """`torchrun --nproc_per_node 2` on CPU without `use_cpu`: WORLD_SIZE is 2 but the Trainer's world size is 1."""
     callback = PlasticityCallback()
-    trainer = Trainer(model=make_model("convnext"), args=default_args(tmp_path), train_dataset=learnable_dataset(32),
-                      callbacks=[callback])  # fmt: skip
+    trainer = PlasticityTrainer(model=make_model("convnext"), args=default_args(tmp_path),
+                                train_dataset=learnable_dataset(32), callbacks=[callback])  # fmt: skip
     assert trainer.args.world_size == 1
     monkeypatch.setenv("WORLD_SIZE", "2")  # what the launcher set in each process
     with pytest.warns(UserWarning, match="each of the 2 processes believes it is rank 0"):

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from transformers import Trainer
 
 from hf_plasticity import (
     AutoReinitConfig,
@@ -24,6 +23,7 @@ from hf_plasticity import (
     DashConfig,
     LayerReinitConfig,
     PlasticityCallback,
+    PlasticityTrainer,
     ReDoConfig,
     RifleConfig,
     SelectiveReinitConfig,
@@ -253,8 +253,8 @@ def test_credentials_are_redacted():
 
 # ------------------------------------------------------------------------------------------------ the callback
 def test_a_second_callback_added_after_construction_is_refused(make_model, tmp_path):
-    trainer = Trainer(model=make_model("convnext"), args=training_args(tmp_path, max_steps=1),
-                      train_dataset=learnable_dataset(32), callbacks=[PlasticityCallback()])  # fmt: skip
+    trainer = PlasticityTrainer(model=make_model("convnext"), args=training_args(tmp_path, max_steps=1),
+                                train_dataset=learnable_dataset(32), callbacks=[PlasticityCallback()])  # fmt: skip
     trainer.add_callback(PlasticityCallback(ReDoConfig(every_n_steps=1)))
     before = snapshot(trainer.model)
     with pytest.raises(ValueError, match="one PlasticityCallback"):

@@ -1,12 +1,13 @@
-"""`PlasticityCallback`: plasticity restoration and monitoring inside a transformers `Trainer` run.
+"""`PlasticityCallback`: plasticity restoration and monitoring inside a [`PlasticityTrainer`] run.
 
 A thin layer over [`PlasticityController`]: the Trainer's events call the controller, its metrics go through
-``trainer.log`` (so they reach every ``report_to`` integration), and its state travels with the checkpoint.
+`Trainer.log` (so they reach every ``report_to`` integration), and its state travels with the checkpoint. The trainer
+is given to it explicitly ([`PlasticityTrainer`] does it), never looked up; what transformers does not document is in
+[`hf_plasticity.integrations.trainer_adapter`].
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import logging
 import sys
@@ -22,39 +23,22 @@ from ..core.architectures import get_layout
 from ..core.collectives import (
     ShardedModelError,
     fingerprints_match,
+    is_main_process,
     parameter_fingerprint,
     process_group_warning,
     sharded_parameters,
 )
 from ..core.config import PlasticityConfig
-from ..core.unwrap import unwrap_model
-from .controller import PREFIX, PlasticityController
-from .hub import add_plasticity_files
+from ..core.param_groups import plasticity_param_groups
+from ..core.validators import check_flag, check_number
+from .controller import PREFIX, PlasticityController, RestoreMode
+from .trainer_adapter import base_loader, ensure_saved_state, resuming, saved_state, tensorboard_writers
 
 logger = logging.getLogger(__name__)
 
 
 class ResumeMismatchError(RuntimeError):
     """A resumed run does not hold the weights its checkpoint was saved with."""
-
-
-def find_trainer(max_depth: int = 12) -> Any:
-    """The `transformers.Trainer` whose method is calling the current callback event, or None.
-
-    Callback events carry the model, optimizer and data loaders but not the Trainer; events are always called
-    synchronously from a Trainer method, so the Trainer is ``self`` in one of the calling frames.
-    """
-    from transformers import Trainer
-
-    frame = sys._getframe(1)
-    for _ in range(max_depth):
-        if frame is None:
-            return None
-        candidate = frame.f_locals.get("self")
-        if isinstance(candidate, Trainer):
-            return candidate
-        frame = frame.f_back
-    return None
 
 
 def _to_json(value: Any) -> Any:
@@ -77,34 +61,57 @@ def _from_json(value: Any) -> Any:
     return value
 
 
-class PlasticityCallback(TrainerCallback, ExportableState):
-    """Restores plasticity before training, applies periodic strategies during training, and logs plasticity
-    metrics, inside a [`~transformers.Trainer`] run.
+NOT_IN_A_PLASTICITY_TRAINER = (
+    "PlasticityCallback runs inside a PlasticityTrainer, which owns what a callback cannot change (the optimizer's "
+    "groups, the files of every save, the model card): write `PlasticityTrainer(...)` where you wrote `Trainer(...)` "
+    "(the same arguments: `from hf_plasticity import PlasticityTrainer`), or put `PlasticityTrainerMixin` first among "
+    "the bases of your own Trainer subclass."
+)
 
-    - **One-shot restore** (any one-shot strategy) right before the first optimizer step, in place, so the
-      optimizer keeps training the same parameters; calibration batches come from the Trainer's train dataloader.
-      It runs once per training run: never again on a resume.
+
+class PlasticityCallback(TrainerCallback, ExportableState):
+    """Restores plasticity before training, gives re-drawn blocks their own learning rate, applies periodic
+    strategies during training and logs plasticity metrics, inside a [`PlasticityTrainer`] run.
+
+    - **One-shot restore** (any one-shot strategy) when the Trainer creates its optimizer, before the model is wrapped
+      for several processes; calibration batches come from the Trainer's train dataloader. It runs once per training
+      run: never again on a resume. The console shows one line saying what was re-drawn (or why nothing was).
+    - **Own learning rates** (``reinit_lr``, ``head_lr``, ``layer_decay``): the optimizer ``args.optim`` names, over
+      [`plasticity_param_groups`]: the backbone at ``args.learning_rate`` (with ``layer_decay``, lower towards the
+      input), the re-drawn blocks at ``reinit_lr``, the head at ``head_lr``. The Trainer's scheduler scales every
+      group alike; a resume builds the same groups from the checkpoint's record.
     - **Periodic strategies** (ReDo every N steps, selective threshold mode every T steps, continual backprop, RIFLE
       at given epochs), each resetting the optimizer state of the entries it re-draws.
-    - **Metrics** through ``trainer.log``: ``plasticity/restore/*`` after the restore, ``plasticity/<strategy>/*``
+    - **Metrics** through `Trainer.log`: ``plasticity/restore/*`` after the restore, ``plasticity/<strategy>/*``
       (resets and entries re-initialized) every ``log_every`` steps, ``plasticity/dormant_ratio``,
       ``plasticity/insignificant_grad_share``, ... every ``diagnostics_every`` steps. Main process only.
+    - **Output**: every save (final and checkpoints) and the Trainer's card carry ``plasticity_config.json`` and the
+      card's plasticity section, with every optimizer group's learning rate.
     - **Resume-safe**: its state is saved in every checkpoint (``trainer_state.json``) and read back on resume, whether
       or not ``restore_callback_states_from_checkpoint`` is set. A resume whose weights differ from the checkpoint's
       (the transformers 5.x ViT resume bug, huggingface/transformers#48805) stops with [`ResumeMismatchError`]
       instead of training on from the wrong weights.
     - **Multi-process** (DDP): rank 0 reads data and plans, every rank applies the same plan: parameters stay
-      bitwise identical. FSDP / DeepSpeed ZeRO-3 are refused (restore before wrapping with [`prepare_pretrained`]).
+      bitwise identical. A launch whose processes each believe they are rank 0 is warned about. FSDP / DeepSpeed
+      ZeRO-3 are refused (restore before wrapping with [`prepare_pretrained`]).
 
-    Errors are raised at `Trainer` construction or at the start of training, never mid-way: a data-dependent
-    strategy without a train dataset, a model without supported layers, a bad period, FSDP.
+    Errors are raised at `PlasticityTrainer(...)` or at the start of training, never mid-way: a data-dependent
+    strategy without a train dataset, a model without supported layers, a bad period, FSDP, two callbacks (or the same
+    one twice), a plain `Trainer`.
 
     Args:
         config: the strategy: a config, a strategy name, or None for the default one-shot restore
             (`LayerReinitConfig()`: the last eighth of the blocks, at least one).
-        restore: ``None`` (default): do the one-shot restore unless the model was already restored (for example with
-            [`prepare_pretrained`] before building the Trainer); ``True``: do it, and fail on an already restored
-            model; ``False``: never (periodic strategy and monitoring only).
+        restore: ``None`` (default): do the one-shot restore, unless the model was already restored (a restored
+            checkpoint, or [`prepare_pretrained`] before building the Trainer): training then continues from it, its
+            re-drawn blocks still at ``reinit_lr``; ``True``: do it, and fail on an already restored model;
+            ``"force"``: do it even on an already restored model; ``False``: never (periodic strategy and monitoring
+            only).
+        reinit_lr: learning rate of the parameters the restore re-drew whole (None: the backbone's).
+        head_lr: learning rate of the classification head (None: ``reinit_lr``: it is new too).
+        layer_decay: layer-wise learning-rate decay over the pretrained blocks (None: none).
+        redrawn: which parameters get ``reinit_lr`` instead of what the restore re-drew (``{"whole": [names]}``): e.g.
+            the last blocks, "boosted" without re-drawing them (with ``restore=False``).
         log_every: log the periodic reset counts every this many steps (default: the Trainer's ``logging_steps``).
         diagnostics_every: run [`diagnose`] on probe batches every this many steps, and once before training
             (default: never).
@@ -114,11 +121,11 @@ class PlasticityCallback(TrainerCallback, ExportableState):
     Example:
 
     ```python
-    >>> from transformers import Trainer, TrainingArguments
-    >>> from hf_plasticity import PlasticityCallback, ReDoConfig
-    >>> callback = PlasticityCallback(ReDoConfig(every_n_steps=500), diagnostics_every=100)
-    >>> trainer = Trainer(model=model, args=TrainingArguments("out", report_to=["tensorboard"]),
-    ...                   train_dataset=train_ds, callbacks=[callback])  # doctest: +SKIP
+    >>> from transformers import TrainingArguments
+    >>> from hf_plasticity import PlasticityCallback, PlasticityTrainer
+    >>> callback = PlasticityCallback(reinit_lr=1e-3, layer_decay=0.9, diagnostics_every=100)
+    >>> trainer = PlasticityTrainer(model=model, args=TrainingArguments("out", report_to=["tensorboard"]),
+    ...                             train_dataset=train_ds, callbacks=[callback])  # doctest: +SKIP
     >>> trainer.train()  # doctest: +SKIP
     ```
     """
@@ -127,12 +134,22 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         self,
         config: PlasticityConfig | str | dict | None = None,
         *,
-        restore: bool | None = None,
+        restore: RestoreMode = None,
+        reinit_lr: float | None = None,
+        head_lr: float | None = None,
+        layer_decay: float | None = None,
+        redrawn: dict[str, list[str]] | None = None,
         log_every: int | None = None,
         diagnostics_every: int | None = None,
         diagnostics_batches: int = 2,
         check_resume: bool = True,
     ) -> None:
+        check_number("reinit_lr", reinit_lr, low=0, allow_none=True)
+        check_number("head_lr", head_lr, low=0, allow_none=True)
+        check_number("layer_decay", layer_decay, low=0, high=1, low_open=True, allow_none=True)
+        if redrawn is not None and not isinstance(redrawn, dict):
+            raise ValueError(f'`redrawn` must be a dict such as {{"whole": [module names]}} or None, got {redrawn!r}.')
+        check_flag("check_resume", check_resume)
         self.controller = PlasticityController(
             config,
             restore=restore,
@@ -140,21 +157,32 @@ class PlasticityCallback(TrainerCallback, ExportableState):
             diagnostics_every=diagnostics_every,
             diagnostics_batches=diagnostics_batches,
         )
+        self.reinit_lr, self.head_lr, self.layer_decay, self.redrawn = reinit_lr, head_lr, layer_decay, redrawn
         self.log_every = log_every
         self.check_resume = check_resume
+        #: Every metric dict this callback logged, with its step (main process).
         self.history: list[dict[str, float]] = []
-        self._trainer: Any = None
+        #: The trainer this callback runs in ([`PlasticityTrainer`] sets it).
+        self.trainer: Any = None
         self._model: nn.Module | None = None
         self._saved_fingerprint: list[float] | None = None
-        self._warned_no_trainer = False
+        self._pending: list[dict[str, float]] = []  # metrics waiting for an event where logging is safe
+        self._prepared = False  # the run's set-up (restore or resume) is done
+        self._built_groups = False  # the trainer's optimizer was built from `param_groups`
 
     def bind(self, trainer: Any) -> PlasticityCallback:
-        """Ties the callback to ``trainer`` for logging. Rarely needed: the callback finds the Trainer that calls it.
+        """Ties the callback to ``trainer`` (what [`PlasticityTrainer`] does for the callbacks it is given).
 
-        Example: ``trainer.add_callback(PlasticityCallback(...).bind(trainer))``.
+        Returns:
+            The callback itself.
         """
-        self._trainer = trainer
+        self.trainer = trainer
         return self
+
+    @property
+    def own_rates(self) -> bool:
+        """Whether the callback builds the optimizer (``reinit_lr``, ``head_lr``, ``layer_decay`` or ``redrawn``)."""
+        return any(value is not None for value in (self.reinit_lr, self.head_lr, self.layer_decay, self.redrawn))
 
     # ---------------------------------------------------------------------------------------------- ExportableState
     def state(self) -> dict[str, Any]:
@@ -163,6 +191,10 @@ class PlasticityCallback(TrainerCallback, ExportableState):
             "args": {
                 "config": controller.config.to_dict(),
                 "restore": controller.restore_mode,
+                "reinit_lr": self.reinit_lr,
+                "head_lr": self.head_lr,
+                "layer_decay": self.layer_decay,
+                "redrawn": self.redrawn,
                 "log_every": self.log_every,
                 "diagnostics_every": controller.diagnostics_every,
                 "diagnostics_batches": controller.diagnostics_batches,
@@ -183,52 +215,35 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         self.controller.load_state_dict(_from_json(value.get("controller") or {}))
         self._saved_fingerprint = value.get("fingerprint")
 
-    # ------------------------------------------------------------------------------------------------------ events
-    def on_init_end(self, args, state, control, model: nn.Module | None = None, **kwargs):
-        self._model = model
-        self._trainer = self._trainer or find_trainer()
-        trainer = self._trainer
-        has_data = True  # without the trainer, checked again at the start of training
-        if trainer is not None:
-            self._check_alone(trainer)
-            if getattr(trainer, "is_fsdp_enabled", False):
-                raise ShardedModelError(
-                    "PlasticityCallback cannot re-initialize FSDP-sharded parameters: restore before wrapping, i.e. "
-                    "call `prepare_pretrained(model, config, data=...)` before creating the Trainer, and drop the "
-                    "callback (or use `PlasticityCallback(restore=False)` without periodic strategy for monitoring)."
-                )
-            has_data = trainer.train_dataset is not None
-            self._save_plasticity_files_with(trainer)
-        if model is not None:
-            self.controller.validate(model, has_data=has_data)
-        warning = process_group_warning(args.world_size)
-        if warning:
-            warnings.warn(warning, stacklevel=2)
-
-    def on_train_begin(self, args, state, control, model=None, optimizer=None, train_dataloader=None, **kwargs):
-        self._trainer = self._trainer or find_trainer()
-        if self._trainer is not None:  # also when added with `trainer.add_callback` after the Trainer was built
-            self._check_alone(self._trainer)
-            self._save_plasticity_files_with(self._trainer)
+    # ------------------------------------------------------------------------------------- called by the trainer
+    def prepare(self, trainer: Any, model: nn.Module, *, dataloader: Any = None, optimizer: Any = None) -> None:
+        """The run's set-up, before the optimizer exists ([`PlasticityTrainer`]'s `create_optimizer` calls it): the
+        one-shot restore, or on a resume the checkpoint's state and restore record put back. Once per run."""
+        if self._prepared:
+            return
+        self.bind(trainer)
+        self._check_alone(trainer)
         self._model = model
         controller = self.controller
-        resuming = state.global_step > 0
-        if resuming:
-            self._load_checkpoint_state(state, model)
+        state = trainer.state
+        resume = resuming(trainer)
+        if resume:
+            exported = (saved_state(state, type(self).__name__) or {}).get("attributes", {}).get("plasticity_state")
+            if exported:
+                self.plasticity_state = exported
             controller.resume(model)
-        # A checkpoint saved without this callback has no entry for it, and transformers' checkpoint save then fails
-        # with a KeyError: give it one.
-        state.stateful_callbacks = state.stateful_callbacks or {}
-        state.stateful_callbacks.setdefault(type(self).__name__, self.state())
-        controller.data = getattr(train_dataloader, "base_dataloader", train_dataloader)
-        controller.validate(model, has_data=controller.data is not None)
         if controller.log_every is None:
             controller.log_every = max(1, int(state.logging_steps or 1))
+        has_data = trainer.train_dataset is not None
+        if dataloader is None and has_data and is_main_process():  # read lazily (also by a BatchNorm re-estimate)
+            dataloader = trainer.get_train_dataloader()
+        controller.data = base_loader(dataloader) if dataloader is not None else None
+        controller.validate(model, has_data=has_data)
         controller.prefetch()
-        if not resuming:
+        if not resume:
             report = controller.restore(model, optimizer=optimizer)
             if report is not None:
-                self._announce(report.one_line(), state)
+                self._announce(report.one_line())
                 self._log(controller.restore_metrics(report), state)
             else:
                 self._skipped(controller.skip_reason or "nothing to do", state)
@@ -240,10 +255,64 @@ class PlasticityCallback(TrainerCallback, ExportableState):
             )
             controller.restored = True
         else:
-            self._announce(f"resuming at step {state.global_step}: the one-shot restore is not repeated", state)
-        controller.attach(model)
-        if controller.diagnostics_every and not resuming:
-            self._log_diagnostics(controller.diagnostics(), state)
+            self._announce(f"resuming at step {state.global_step}: the one-shot restore is not repeated")
+        self._prepared = True
+
+    def param_groups(self, model: nn.Module, args: Any) -> list[dict[str, Any]] | None:
+        """The optimizer groups with the callback's own learning rates (None without ``reinit_lr``, ``head_lr``,
+        ``layer_decay`` or ``redrawn``: the Trainer's own optimizer then)."""
+        if not self.own_rates:
+            return None
+        self._built_groups = True
+        return plasticity_param_groups(
+            model,
+            lr=args.learning_rate,
+            reinit_lr=self.reinit_lr,
+            head_lr=self.head_lr,
+            weight_decay=args.weight_decay,
+            layer_decay=self.layer_decay,
+            redrawn=self.redrawn,
+        )
+
+    # ------------------------------------------------------------------------------------------------------ events
+    def on_init_end(self, args, state, control, model: nn.Module | None = None, **kwargs):
+        trainer = self._trainer_or_fail()
+        self._check_alone(trainer)
+        if getattr(trainer, "is_fsdp_enabled", False):
+            raise ShardedModelError(
+                "PlasticityCallback cannot re-initialize FSDP-sharded parameters: restore before wrapping, i.e. "
+                "call `prepare_pretrained(model, config, data=...)` before creating the Trainer, and drop the "
+                "callback (or use `PlasticityCallback(restore=False)` without periodic strategy for monitoring)."
+            )
+        if model is not None:
+            self._model = model
+            self.controller.validate(model, has_data=trainer.train_dataset is not None)
+        warning = process_group_warning(args.world_size)
+        if warning:
+            warnings.warn(warning, stacklevel=2)
+
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, train_dataloader=None, **kwargs):
+        trainer = self._trainer_or_fail()
+        if not self._prepared:  # the optimizer did not come from PlasticityTrainer.create_optimizer
+            if self.own_rates and not self._built_groups:
+                raise ValueError(
+                    "PlasticityCallback(reinit_lr=..., head_lr=..., layer_decay=...) builds the optimizer in "
+                    "PlasticityTrainer.create_optimizer, which this run did not call (an optimizer given with "
+                    "`optimizers=`, or DeepSpeed): drop those arguments, or let the Trainer create its optimizer."
+                )
+            self.prepare(trainer, model, dataloader=train_dataloader, optimizer=optimizer)
+        self._model = model
+        resume = resuming(trainer)
+        if resume:
+            self._check_weights(state, model)
+        ensure_saved_state(state, type(self).__name__, self.state())
+        self.controller.attach(model)
+        if self.controller.diagnostics_every and not resume:
+            self._log_diagnostics(self.controller.diagnostics(), state)
+        self._flush()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._flush()  # the metrics of the previous step, still at its step number
 
     def on_step_end(self, args, state, control, optimizer=None, **kwargs):
         diagnosed = self.controller.last_diagnostics
@@ -255,22 +324,34 @@ class PlasticityCallback(TrainerCallback, ExportableState):
 
     def on_train_end(self, args, state, control, **kwargs):
         self._log(self.controller.flush(), state)
+        self._flush()
         self.controller.detach()
+        self._prepared = False
 
     # ----------------------------------------------------------------------------------------------------- helpers
+    def _trainer_or_fail(self) -> Any:
+        if self.trainer is None:
+            raise TypeError(NOT_IN_A_PLASTICITY_TRAINER)
+        return self.trainer
+
     def _check_alone(self, trainer: Any) -> None:
-        """One PlasticityCallback per Trainer, however it was added: two would each restore and reset."""
-        others = [c for c in trainer.callback_handler.callbacks if isinstance(c, PlasticityCallback) and c is not self]
-        if others:
+        """One PlasticityCallback per Trainer, however it was added: two (or one twice) would each restore and
+        reset."""
+        mine = [c for c in trainer.callback_handler.callbacks if isinstance(c, PlasticityCallback)]
+        if len(mine) > 1:
+            what = "the same one twice" if all(c is mine[0] for c in mine) else f"{len(mine)}"
             raise ValueError(
-                "Give the Trainer one PlasticityCallback (it has two, so each would restore and reset the model); "
+                f"Give the Trainer one PlasticityCallback (it has {what}, so each would restore and reset the model); "
                 "combine a one-shot restore with prepare_pretrained and one callback for the periodic strategy."
             )
 
-    def _announce(self, line: str, state) -> None:
+    def _is_main(self) -> bool:
+        return self.trainer is None or self.trainer.is_world_process_zero()
+
+    def _announce(self, line: str) -> None:
         """One line on the console (main process), visible whatever the logging set-up and around progress bars."""
         logger.info(line)
-        if state.is_world_process_zero:
+        if self._is_main():
             from tqdm.auto import tqdm
 
             tqdm.write(f"hf-plasticity: {line}", file=sys.stdout)
@@ -282,17 +363,10 @@ class PlasticityCallback(TrainerCallback, ExportableState):
     def _figure_to_tensorboard(self, state) -> None:
         """The plasticity picture of the latest diagnostics (dashed: the run's first), re-drawn blocks shaded, as a
         figure in TensorBoard when the Trainer reports to it and matplotlib is installed."""
-        from transformers.integrations import TensorBoardCallback
-
         controller = self.controller
-        trainer = self._trainer
-        if not state.is_world_process_zero or controller.last_diagnostics is None or trainer is None:
+        if not self._is_main() or controller.last_diagnostics is None or self.trainer is None:
             return
-        writers = [
-            c.tb_writer
-            for c in trainer.callback_handler.callbacks
-            if isinstance(c, TensorBoardCallback) and getattr(c, "tb_writer", None) is not None
-        ]
+        writers = tensorboard_writers(self.trainer)
         if not writers or importlib.util.find_spec("matplotlib") is None:
             return
         from ..diagnostics.figure import plot_plasticity
@@ -308,42 +382,11 @@ class PlasticityCallback(TrainerCallback, ExportableState):
             writer.add_figure(f"{PREFIX}/blocks", figure, global_step=state.global_step, close=False)
 
     def _skipped(self, reason: str, state) -> None:
-        self._announce(f"no one-shot restore: {reason}", state)
+        self._announce(f"no one-shot restore: {reason}")
         self._log({f"{PREFIX}/restore/skipped": 1.0}, state)
 
-    def _save_plasticity_files_with(self, trainer: Any) -> None:
-        """After each `Trainer.save_model` (final saves and checkpoints) and `Trainer.create_model_card` (which
-        rewrites README.md before a push), put ``plasticity_config.json`` and the card's plasticity section into the
-        folder, so the output folder and the repository the Trainer pushes say what was re-initialized."""
-        if getattr(trainer, "_hf_plasticity_saves", False):
-            return
-        save_model, create_model_card = trainer.save_model, trainer.create_model_card
-
-        def add_files(folder: str | None) -> None:
-            if trainer.args.should_save:
-                add_plasticity_files(folder or trainer.args.output_dir, unwrap_model(trainer.model))
-
-        @functools.wraps(save_model)
-        def save_model_with_plasticity(output_dir: str | None = None, *args: Any, **kwargs: Any) -> None:
-            save_model(output_dir, *args, **kwargs)
-            add_files(output_dir)
-
-        @functools.wraps(create_model_card)
-        def create_model_card_with_plasticity(*args: Any, **kwargs: Any) -> None:
-            create_model_card(*args, **kwargs)
-            add_files(None)
-
-        trainer.save_model = save_model_with_plasticity
-        trainer.create_model_card = create_model_card_with_plasticity
-        trainer._hf_plasticity_saves = True
-
-    def _load_checkpoint_state(self, state, model: nn.Module) -> None:
-        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
-        if isinstance(saved, list):  # transformers keeps a list when a class has several instances
-            saved = saved[-1] if saved else None
-        exported = (saved or {}).get("attributes", {}).get("plasticity_state")
-        if exported:
-            self.plasticity_state = exported
+    def _check_weights(self, state, model: nn.Module) -> None:
+        """On a resume: the model must hold the weights the checkpoint was saved with."""
         if not (self.check_resume and self._saved_fingerprint and not sharded_parameters(model)):
             return
         if not fingerprints_match(parameter_fingerprint(model), self._saved_fingerprint):
@@ -356,21 +399,14 @@ class PlasticityCallback(TrainerCallback, ExportableState):
             )
 
     def _log(self, metrics: dict[str, float], state) -> None:
-        if not metrics or not state.is_world_process_zero:
+        """Queues ``metrics`` for `Trainer.log` at the next event where logging leaves the Trainer's own logging as it
+        was (see `trainer_adapter.SAFE_LOG_EVENTS`): the step they belong to is still the current one then."""
+        if not metrics or not self._is_main():
             return
         self.history.append({**metrics, "step": state.global_step})
-        if self._trainer is not None:
-            # `trainer.log` clears `control.should_log`: keep the Trainer's own logging (and, under DDP, the loss
-            # gather that every rank enters at logging steps) as it was.
-            control = self._trainer.control
-            should_log = control.should_log
-            self._trainer.log(dict(metrics))
-            self._trainer.control.should_log = should_log
-            return
-        if not self._warned_no_trainer:
-            logger.warning(
-                "PlasticityCallback has no Trainer to log through (call `callback.bind(trainer)`): its metrics go to "
-                "`trainer.state.log_history` only, not to the `report_to` integrations."
-            )
-            self._warned_no_trainer = True
-        state.log_history.append({**metrics, "step": state.global_step})
+        self._pending.append(dict(metrics))
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for metrics in pending:
+            self.trainer.log(metrics)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
@@ -20,6 +20,7 @@ from ..core.config import PlasticityConfig, check_positive_int, resolve_config
 from ..core.data import ReplayableBatches, replayable
 from ..core.record import RestoreRecord, blocks_restore, restore_record, write_record
 from ..core.unwrap import check_restorable, unwrap_model
+from ..core.validators import check_flag
 from ..pipeline import restore as pipeline
 from ..pipeline.report import PlasticityReport
 from ..pipeline.restore import AlreadyRestoredError
@@ -28,6 +29,20 @@ from ..strategies.base import Strategy, get_strategy
 logger = logging.getLogger(__name__)
 
 PREFIX = "plasticity"
+
+#: The ``restore`` argument: None (restore unless already restored), True, False or "force".
+RestoreMode = Literal["force"] | bool | None
+
+
+def check_restore_mode(restore: Any) -> None:
+    """Raises a `ValueError` unless ``restore`` is None, True, False or ``"force"`` (``0`` and ``1`` are refused: a
+    flag is a flag)."""
+    if isinstance(restore, str) and restore == "force":
+        return
+    try:
+        check_flag("restore", restore, allow_none=True)
+    except ValueError:
+        raise ValueError(f"`restore` must be None, True, False or 'force', got {restore!r}.") from None
 
 
 class PlasticityController:
@@ -48,9 +63,10 @@ class PlasticityController:
         data: calibration / probe data (a DataLoader, a `datasets.Dataset` with ``pixel_values`` and ``labels``, or a
             list of such batches). Read on rank 0 only, at most ``max(calibration_batches, diagnostics_batches)``
             batches, once; the same batches serve every periodic scoring and every diagnostics pass.
-        restore: ``None`` (default): do the one-shot restore unless the model already carries a restore record (from
-            [`prepare_pretrained`]); ``True``: do it, and fail if the model was already restored; ``False``: never
-            (periodic resets and diagnostics only).
+        restore: ``None`` (default): do the one-shot restore unless the model already carries a restore record (a
+            restored checkpoint, or [`prepare_pretrained`]): training then continues from it; ``True``: do it, and
+            fail if the model was already restored; ``"force"``: do it even then; ``False``: never (periodic resets
+            and diagnostics only).
         log_every: report the periodic reset counts every this many steps (None: at each reset).
         diagnostics_every: run [`diagnose`] every this many steps (None: never).
         diagnostics_batches: batches per diagnostics pass (each costs about one training step).
@@ -83,7 +99,7 @@ class PlasticityController:
         config: PlasticityConfig | str | dict | None = None,
         *,
         data: Any = None,
-        restore: bool | None = None,
+        restore: RestoreMode = None,
         log_every: int | None = None,
         diagnostics_every: int | None = None,
         diagnostics_batches: int = 2,
@@ -91,8 +107,7 @@ class PlasticityController:
         check_positive_int("log_every", log_every, allow_none=True)
         check_positive_int("diagnostics_every", diagnostics_every, allow_none=True)
         check_positive_int("diagnostics_batches", diagnostics_batches)
-        if restore not in (None, True, False):
-            raise ValueError(f"`restore` must be None, True or False, got {restore!r}.")
+        check_restore_mode(restore)
         self.config = resolve_config(config, pipeline.DEFAULT_STRATEGY)
         self.strategy: Strategy = get_strategy(self.config)
         self.data = data
@@ -214,17 +229,21 @@ class PlasticityController:
         if blocks_restore(record):
             if self.restore_mode is None:
                 self.skip_reason = (
-                    f"the model was already restored ({record.strategy}, in its plasticity record); "
-                    "pass restore=True to fail instead"
+                    f"the model was already restored ({record.strategy}, in its plasticity record), training "
+                    "continues from it; pass restore='force' to restore it again"
                 )
                 logger.info("Skipping the one-shot restore: %s.", self.skip_reason)
                 self.restored = True
                 return None
-            raise AlreadyRestoredError(
-                f"This model was already restored ({record.strategy}); use `restore=None` or "
-                "`restore=False` to train it without a second one-shot restore."
-            )
-        report = pipeline.restore(model, self.strategy, data=self._scoring_data(), optimizer=optimizer)
+            if self.restore_mode is True:
+                raise AlreadyRestoredError(
+                    f"This model was already restored ({record.strategy}): pass `restore=None` to continue "
+                    "training it as it is (its re-drawn blocks keep their own learning rate), or `restore='force'` to "
+                    "restore it again."
+                )
+        report = pipeline.restore(
+            model, self.strategy, data=self._scoring_data(), optimizer=optimizer, force=self.restore_mode == "force"
+        )
         self.restored = True
         self.restore_summary = report.record()
         logger.info("One-shot restore (%s): %s entries re-initialized", self.name, report.total_reinitialized)

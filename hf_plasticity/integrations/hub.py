@@ -114,6 +114,7 @@ def _write_card(
     repo_id: str | None = None,
     existing: Any = None,
     model_name: str | None = None,
+    learning_rates: list[dict[str, Any]] | None = None,
 ):
     """Writes ``folder/README.md``: a fresh card, or ``existing`` (else the card already in the folder) with only
     the library's section and metadata updated. The card's title is ``model_name``, else the repository's name,
@@ -123,7 +124,13 @@ def _write_card(
     model_name = model_name or (None if repo_id else folder.resolve().name)
     figure = FIGURE_NAME if (folder / FIGURE_NAME).is_file() else None
     fresh = build_model_card(
-        summary, model=model, base_model=base_model, repo_id=repo_id, model_name=model_name, figure=figure
+        summary,
+        model=model,
+        base_model=base_model,
+        repo_id=repo_id,
+        model_name=model_name,
+        figure=figure,
+        learning_rates=learning_rates,
     )
     path = folder / CARD_NAME
     if existing is None and path.is_file():
@@ -264,10 +271,13 @@ def _write_plasticity_files(folder: Path, summary: RestoreRecord, **card_kwargs:
     _write_card(folder, summary, **card_kwargs)
 
 
-def add_plasticity_files(folder: str | os.PathLike, model: nn.Module) -> bool:
+def add_plasticity_files(
+    folder: str | os.PathLike, model: nn.Module, *, learning_rates: list[dict[str, Any]] | None = None
+) -> bool:
     """Adds ``plasticity_config.json`` and the library's card section to a folder a model was saved into by other
-    means (the `Trainer`'s output folder and checkpoints: [`PlasticityCallback`] calls this after every save and after
-    `Trainer.create_model_card`). A card already there (the Trainer's) keeps its text.
+    means (the `Trainer`'s output folder and checkpoints: [`PlasticityTrainer`] calls this after every save and after
+    `Trainer.create_model_card`, with its optimizer groups' ``learning_rates``). A card already there (the Trainer's)
+    keeps its text.
 
     Returns:
         Whether anything was written (nothing when ``model`` carries no plasticity record).
@@ -275,7 +285,7 @@ def add_plasticity_files(folder: str | os.PathLike, model: nn.Module) -> bool:
     record = restore_record(model)
     if record is None or not os.path.isdir(folder):
         return False
-    _write_plasticity_files(Path(folder), record, model=model)
+    _write_plasticity_files(Path(folder), record, model=model, learning_rates=learning_rates)
     return True
 
 

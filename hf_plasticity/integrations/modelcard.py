@@ -140,6 +140,7 @@ def build_model_card(
     repo_id: str | None = None,
     model_name: str | None = None,
     figure: str | None = None,
+    learning_rates: list[dict[str, Any]] | None = None,
 ):
     """Renders a fresh model card for a restored checkpoint from the shipped template.
 
@@ -151,6 +152,8 @@ def build_model_card(
         repo_id: the id the card shows in its loading snippet (default: a placeholder path).
         model_name: the card's title (default: the last part of ``repo_id``).
         figure: the relative path of the plasticity figure saved next to the card (shown in it), or None.
+        learning_rates: the optimizer groups of a fine-tuning run (``name``, ``lr``, ``weight_decay``,
+            ``parameters``), shown in a table; None or empty: no table.
 
     Returns:
         `huggingface_hub.ModelCard`
@@ -192,6 +195,15 @@ def build_model_card(
         blocks=_block_rows(summary, model),
         diagnostics=_diagnostic_rows(summary.diagnostics),
         figure=figure,
+        learning_rates=[
+            {
+                **row,
+                "lr": f"{row['lr']:.3g}",
+                "weight_decay": f"{row['weight_decay']:g}",
+                "parameters": f"{row['parameters']:,}",
+            }
+            for row in learning_rates or []
+        ],
     )
 
 

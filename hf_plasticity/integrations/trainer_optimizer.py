@@ -1,14 +1,11 @@
 """The optimizer of a `transformers.Trainer` run with re-drawn parameters at their own learning rate.
 
-Restore first (`prepare_pretrained`, before the optimizer exists), then hand the Trainer an optimizer built from
-[`plasticity_param_groups`] through its ``optimizers=(optimizer, None)`` argument. The Trainer then builds its own
-learning-rate scheduler (warmup, cosine, ...) on that optimizer, which scales every group alike; a
-``resume_from_checkpoint`` loads the optimizer state into the same groups; under DDP every process builds the same
-groups from the same record.
-
-Why not restore inside the callback and regroup there: the callback's events come after the Trainer created its
-optimizer and, on resume, after it loaded the checkpoint's optimizer state, whose groups must match the optimizer's
-own. Restoring before the Trainer exists keeps every group visible to the Trainer from the start.
+With the `Trainer`, the route with every guarantee is ``PlasticityCallback(reinit_lr=..., head_lr=...,
+layer_decay=...)`` in a [`PlasticityTrainer`]: it restores when the Trainer creates its optimizer and builds it with
+this same function's groups (console line, logged metrics, card section, ``plasticity_config.json``, resume guard).
+[`plasticity_optimizer`] is the building block for a `Trainer(optimizers=(optimizer, None))` of one's own after
+[`prepare_pretrained`], outside those guarantees: the Trainer then builds its scheduler on it, and a
+``resume_from_checkpoint`` loads the optimizer state into the same groups (restore again first, as in the first run).
 """
 
 from __future__ import annotations
