@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from . import registry
+from .record import MODEL_CONFIG_KEY, RestoreRecord
 from .validators import check_flag, check_int, check_patterns, check_positive_int
 from .version import __version__
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "plasticity_config.json"
-MODEL_CONFIG_KEY = "plasticity"
 
 
 def available_strategies() -> list[str]:
@@ -166,8 +166,6 @@ class PlasticityConfig:
             ValueError: naming the file and what is wrong, when ``plasticity_config.json`` is not valid JSON or not
                 a config, or the record in ``config.json`` is broken (a [`RecordError`]) or absent.
         """
-        from .record import RestoreRecord
-
         path = str(path_or_repo_id)
         if os.path.isdir(path):
             standalone = os.path.join(path, CONFIG_NAME)

@@ -24,11 +24,13 @@ from typing import Any
 
 from torch import nn
 
-from .config import MODEL_CONFIG_KEY
 from .redrawn import check_redrawn
 from .transaction import Transaction
 from .unwrap import unwrap_model
 from .version import __version__
+
+#: The attribute of a transformers config (and the key of ``config.json``) that holds the record.
+MODEL_CONFIG_KEY = "plasticity"
 
 RECORD_ATTR = "_hf_plasticity_record"
 #: The schema this version writes; it reads every schema up to this one.

@@ -16,9 +16,9 @@ from typing import Any
 
 from torch import nn
 
-from ..core.config import MODEL_CONFIG_KEY, PlasticityConfig, available_strategies
+from ..core.config import PlasticityConfig, available_strategies
 from ..core.messages import first_line as one_line
-from ..core.record import RestoreRecord, read_record, restore_record
+from ..core.record import MODEL_CONFIG_KEY, RestoreRecord, read_record, restore_record
 from ..core.unwrap import unwrap_model
 from ..core.validators import check_number
 from ..diagnostics.figure import FIGURE_NAME
