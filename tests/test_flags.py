@@ -78,3 +78,16 @@ def test_config_bool_fields_are_flags():
         for value in (0, 1, "true", None):
             with pytest.raises(ValueError, match=rf"`{name}` must be True or False"):
                 config_class(**{name: value})
+
+
+@pytest.mark.parametrize(("name", "value"), [("private", 1), ("private", "no"), ("create_pr", 0), ("create_pr", None)])
+def test_push_restored_refuses_a_non_flag_before_anything_is_written(make_model, tmp_path, name, value):
+    from hf_plasticity import push_restored
+
+    model = make_model("vit")
+    prepare_pretrained(model)
+    folder = tmp_path / "out"
+    accepted = "True or False or None" if name == "private" else "True or False"
+    with pytest.raises(ValueError, match=rf"^`{name}` must be {accepted}, got"):
+        push_restored(model, "me/restored", save_directory=folder, **{name: value})
+    assert not folder.exists()  # refused before the save: no Hub call, no folder

@@ -281,9 +281,9 @@ def data_batches(dataset: Any, processor: Any, *, batch_size: int, seed: int, de
     return BatchProgress(processed, batch_size, description)
 
 
-def add_data_arguments(parser: Any, *, required: bool = False, when: str = "") -> None:
+def add_data_arguments(parser: Any, *, required: bool = False, when: str = "", num_labels: bool = True) -> None:
     """Adds ``--data`` (required when ``required``, so the usage line shows it without brackets; else ``when`` says
-    when it is needed), ``--split`` and ``--num-labels``."""
+    when it is needed), ``--split`` and, with ``num_labels``, ``--num-labels``."""
     parser.add_argument(
         "--data",
         metavar="DIR_OR_DATASET",
@@ -292,6 +292,8 @@ def add_data_arguments(parser: Any, *, required: bool = False, when: str = "") -
         f"Dataset.save_to_disk, or a Hub dataset id. {'Required.' if required else when}",
     )
     parser.add_argument("--split", default="train", help="The split of the data to read (default: train).")
+    if not num_labels:
+        return
     parser.add_argument(
         "--num-labels",
         type=int,

@@ -219,7 +219,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "transformers Trainer: `accelerate launch -m hf_plasticity.cli.main compare ...` for several GPUs.",
     )
     parser.add_argument("model", metavar="MODEL", help="A local model directory or a Hub model id.")
-    add_data_arguments(parser, "Required.")
+    add_data_arguments(parser, required=True, num_labels=False)  # the head is sized for the data's classes
     parser.add_argument("--val-split", help="The split to tune on (default: carved from --split, stratified).")
     parser.add_argument("--test-split", help="The split to score on (default: carved from --split, stratified).")
     parser.add_argument(
@@ -286,8 +286,6 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.data:
         raise CommandError("compare needs labelled images: pass --data DIR_OR_DATASET.")
-    if args.num_labels is not None:
-        raise CommandError("compare sizes the head for the data's classes: drop --num-labels.")
     summary = compare(
         args.model,
         args.data,

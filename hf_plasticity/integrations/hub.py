@@ -20,7 +20,7 @@ from ..core.config import PlasticityConfig, available_strategies
 from ..core.messages import first_line as one_line
 from ..core.record import MODEL_CONFIG_KEY, RestoreRecord, read_record, restore_record
 from ..core.unwrap import unwrap_model
-from ..core.validators import check_number
+from ..core.validators import check_flag, check_number
 from ..diagnostics.figure import FIGURE_NAME
 from ..pipeline.report import PlasticityReport
 from .atomic_save import check_save_directory, replace_folder
@@ -390,6 +390,8 @@ def push_restored(
     if deadline is not None:
         check_number("deadline", deadline, low=0, low_open=True)
     check_repo_id(repo_id)
+    check_flag("private", private, allow_none=True)
+    check_flag("create_pr", create_pr)
     temporary = save_directory is None
     if not temporary:
         check_save_directory(save_directory)
