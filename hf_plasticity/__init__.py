@@ -23,6 +23,7 @@ from .core.version import __version__
 from .diagnostics.diagnose import DiagnosticsReport, LayerDiagnostics, diagnose
 from .integrations.controller import PlasticityController
 from .integrations.hub import HubPushError, apply_card_section, push_restored, save_restored
+from .integrations.hub_http import PushDeadlineError
 from .pipeline.report import PlasticityReport, TensorRecord
 from .pipeline.restore import AlreadyRestoredError, prepare_pretrained
 from .strategies import (
@@ -47,6 +48,7 @@ _LAZY = {
     "ResumeMismatchError": "integrations.callback",
     "plasticity_optimizer": "integrations.trainer_optimizer",
     "compare": "cli.compare",
+    "ComparisonInputError": "comparison.splits",
 }
 
 
@@ -119,10 +121,12 @@ __all__ = [
     "RankFailedError",
     # does it help on my data?
     "compare",
+    "ComparisonInputError",
     # Hub
     "save_restored",
     "push_restored",
     "apply_card_section",
     "HubPushError",
+    "PushDeadlineError",
     "__version__",
 ]

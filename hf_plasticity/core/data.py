@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .messages import first_line
+
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -32,7 +34,7 @@ def _as_tensor(value: Any, what: str) -> torch.Tensor:
             return torch.stack([torch.as_tensor(v) for v in value])
         return torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = first_line(error)
         raise CalibrationDataError(
             f"Cannot read `{what}` as one tensor ({type(value).__name__}: {reason}): give one tensor per batch, or "
             "one array per image, all of the same shape (resize the images with your image processor)."
