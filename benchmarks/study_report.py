@@ -367,15 +367,22 @@ def _tally_groups(pairs: list[Row], budget: str) -> Iterator[tuple[bool, list[Ro
         yield atypical, group, [(arm, "standard") for arm in arms] + [("reinit_top", "boost_top")]
 
 
+def _tally_tables(pairs: list[Row], budget: str, row: Any, columns: str, suffix: str = "") -> list[str]:
+    """One table per group of the tally (`_tally_groups`) of ``budget``, a line per comparison from ``row``."""
+    lines = []
+    for atypical, group, comparisons in _tally_groups(pairs, budget):
+        rows = [line for line in (row(group, *c) for c in comparisons) if line is not None]
+        if rows:
+            kind = "atypical targets" if atypical else "in-domain controls"
+            header = f"| comparison | pairs | {columns} |"
+            lines += [f"#### {budget} budget, {kind}{suffix}", "", header, "|---|---:|---|---:|---|", *rows, ""]
+    return lines
+
+
 def _tally_lines(pairs: list[Row]) -> list[str]:
     lines = []
     for budget in dict.fromkeys(pair["budget"] for pair in pairs):
-        for atypical, group, comparisons in _tally_groups(pairs, budget):
-            rows = [row for row in (_tally_row(group, *c) for c in comparisons) if row is not None]
-            if rows:
-                kind = "atypical targets" if atypical else "in-domain controls"
-                header = "| comparison | pairs | CI above 0 | CI across 0 | CI below 0 |"
-                lines += [f"#### {budget} budget, {kind}", "", header, "|---|---:|---|---:|---|", *rows, ""]
+        lines += _tally_tables(pairs, budget, _tally_row, "CI above 0 | CI across 0 | CI below 0")
         robustness = _robustness_line(pairs, budget)
         if robustness:
             lines += [robustness, ""]
@@ -421,14 +428,10 @@ def _paired_seeds(pair: Row, treatment: str, control: str) -> set[int]:
 
 def _holm_lines(pairs: list[Row]) -> list[str]:
     """The tally again, each row's tests corrected with Holm's step-down procedure over the row's pairs."""
+    columns = "above 0 (Holm) | not rejected | below 0 (Holm)"
     lines = []
     for budget in dict.fromkeys(pair["budget"] for pair in pairs):
-        for atypical, group, comparisons in _tally_groups(pairs, budget):
-            rows = [row for row in (_holm_row(group, *c) for c in comparisons) if row is not None]
-            if rows:
-                kind = "atypical targets" if atypical else "in-domain controls"
-                header = "| comparison | pairs | above 0 (Holm) | not rejected | below 0 (Holm) |"
-                lines += [f"#### {budget} budget, {kind}, Holm", "", header, "|---|---:|---|---:|---|", *rows, ""]
+        lines += _tally_tables(pairs, budget, _holm_row, columns, ", Holm")
     if not lines:
         return []
     title = "### Tally with Holm's correction for the pairs of a row"
