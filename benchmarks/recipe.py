@@ -32,6 +32,11 @@ class Recipe:
         boosted_blocks (`int`, *optional*, defaults to 0): the control arm: the last this many blocks get
             `reinit_lr` without being re-drawn.
         layer_decay (`float`, *optional*): layer-wise learning-rate decay over the pretrained blocks.
+        probe_fraction (`float`, *optional*, defaults to 0): LP-FT (Kumar et al., ICLR 2022): the first
+            ``round(probe_fraction * epochs)`` epochs train the head alone (a linear probe: every other parameter
+            frozen, the model in eval mode but the head, so the features and the BatchNorm statistics stay the
+            pretrained ones), with their own warmup and cosine decay; then the remaining epochs fine-tune everything
+            with a fresh optimizer and schedule. 0: plain fine-tuning.
         weight_decay (`float`, *optional*, defaults to 0.05): AdamW weight decay (not on biases and norms).
         warmup (`float`, *optional*, defaults to 0.1): share of the steps with a linear warmup, then cosine decay to 0.
         shift (`int`, *optional*, defaults to 2): augmentation: random translations of up to this many pixels
@@ -46,18 +51,29 @@ class Recipe:
     reinit_lr: float | None = None
     boosted_blocks: int = 0
     layer_decay: float | None = None
+    probe_fraction: float = 0.0
     weight_decay: float = 0.05
     warmup: float = 0.1
     shift: int = 2
     batch_size: int = 32
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.probe_fraction <= 1:
+            raise ValueError(f"probe_fraction is a share of the epochs, in [0, 1]; got {self.probe_fraction}.")
+
+    @property
+    def probe_epochs(self) -> int:
+        """The epochs of the linear probe (the head alone) before the full fine-tuning."""
+        return round(self.probe_fraction * self.epochs)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def optimizer_for(model: nn.Module, recipe: Recipe) -> torch.optim.AdamW:
-    """AdamW over [`plasticity_param_groups`]: backbone, re-drawn (or boosted) blocks and head at their own rates."""
+def optimizer_for(model: nn.Module, recipe: Recipe, head_only: bool = False) -> torch.optim.AdamW:
+    """AdamW over [`plasticity_param_groups`]: backbone, re-drawn (or boosted) blocks and head at their own rates
+    (with ``head_only``, the head's groups alone: LP-FT's linear probe)."""
     from hf_plasticity import get_layout, plasticity_param_groups
 
     redrawn = None
@@ -72,6 +88,8 @@ def optimizer_for(model: nn.Module, recipe: Recipe) -> torch.optim.AdamW:
         layer_decay=recipe.layer_decay,
         redrawn=redrawn,
     )
+    if head_only:
+        groups = [group for group in groups if group["name"].split(".")[0] == "head"]
     return torch.optim.AdamW(groups)
 
 
@@ -103,13 +121,24 @@ def fine_tune_v2(
     torch.manual_seed(recipe.seed)
     labels = train[1]
     device, _ = model_device_dtype(model)
-    optimizer = optimizer_for(model, recipe)
-    steps = recipe.epochs * -(-len(labels) // recipe.batch_size)
-    schedule = get_cosine_schedule_with_warmup(optimizer, round(recipe.warmup * steps), steps)
+    per_epoch = -(-len(labels) // recipe.batch_size)
     generator = torch.Generator().manual_seed(recipe.seed * 7919 + 1)
     history: dict[str, list[float]] = {"val_acc": [], "test_acc": [], "train_loss": [], "epoch_seconds": []}
+    probe = recipe.probe_epochs
+    frozen: list[nn.Parameter] = []
     for epoch in range(recipe.epochs):
-        model.train()
+        if epoch in (0, probe):  # a phase starts: its own optimizer and schedule (LP-FT: the probe, then the rest)
+            probing = epoch < probe
+            optimizer = optimizer_for(model, recipe, head_only=probing)
+            steps = ((probe if probing else recipe.epochs) - epoch) * per_epoch
+            schedule = get_cosine_schedule_with_warmup(optimizer, round(recipe.warmup * steps), steps)
+            for param in frozen:  # the probe is over: everything trains
+                param.requires_grad_(True)
+            frozen = _freeze_all_but(model, optimizer) if probing else []
+        if frozen:
+            _probe_mode(model)
+        else:
+            model.train()
         start, total = time.perf_counter(), 0.0
         for images, targets in batches(train, recipe.batch_size, epoch_order(len(labels), recipe.seed, epoch)):
             batch = augment(images, generator, recipe.shift, hflip=False, padding_mode="reflect")
@@ -126,11 +155,33 @@ def fine_tune_v2(
                 history[name].append(evaluate(model, *split))
         if on_epoch is not None:
             on_epoch(epoch + 1, history)
+    for param in frozen:  # a probe that took every epoch
+        param.requires_grad_(True)
     return {
         **history,
         "val_acc": history["val_acc"] if val is not None else None,
         "test_acc": history["test_acc"] if test is not None else None,
     }
+
+
+def _freeze_all_but(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
+    """Stops the gradient of every trainable parameter the optimizer does not train; returns them (to thaw)."""
+    trained = {id(param) for group in optimizer.param_groups for param in group["params"]}
+    frozen = [param for param in model.parameters() if param.requires_grad and id(param) not in trained]
+    for param in frozen:
+        param.requires_grad_(False)
+    return frozen
+
+
+def _probe_mode(model: nn.Module) -> None:
+    """The linear probe's modes: the model in eval mode (no BatchNorm statistics updated, no dropout in the frozen
+    features), the head in training mode."""
+    from hf_plasticity import get_layout
+
+    model.eval()
+    modules = dict(model.named_modules())
+    for name in get_layout(model).head:
+        modules[name].train()
 
 
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -85,3 +85,42 @@ def _interval(values: np.ndarray, test: Callable[[], Any], confidence: float) ->
         warnings.simplefilter("ignore", RuntimeWarning)
         low, high = test().confidence_interval(confidence)
     return Interval(mean, float(low), float(high), len(values), float(np.std(values, ddof=1)))
+
+
+def paired_p_value(treatment: dict[int, float], control: dict[int, float]) -> float:
+    """The two-sided p-value of the paired t-test (`scipy.stats.ttest_rel`) over the seeds both have: below 0.05
+    exactly when `paired_difference`'s 95% interval excludes 0. Differences all equal (no spread): 1 when they are
+    0, else 0 (the interval is the mean alone).
+
+    Raises:
+        ValueError: when the two share no seed.
+    """
+    seeds = sorted(set(treatment) & set(control))
+    if not seeds:
+        raise ValueError("The two arms share no seed: a paired difference needs the same seeds.")
+    differences = [treatment[s] - control[s] for s in seeds]
+    if len(set(differences)) == 1:
+        return 1.0 if differences[0] == 0 else 0.0
+    return float(scipy_stats.ttest_rel([treatment[s] for s in seeds], [control[s] for s in seeds]).pvalue)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (in the order given): the ``i``-th smallest p (1-based) times ``m - i + 1``,
+    made non-decreasing in that order and capped at 1. A hypothesis is rejected at family-wise error ``alpha`` when
+    its adjusted p is below ``alpha``: Holm (1979), "A simple sequentially rejective multiple test procedure".
+
+    Example:
+
+    ```python
+    >>> from benchmarks.stats import holm
+    >>> [round(p, 3) for p in holm([0.01, 0.04, 0.03, 0.005])]
+    [0.03, 0.06, 0.06, 0.02]
+    ```
+    """
+    m = len(p_values)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, index in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted

@@ -5,13 +5,21 @@ For each (model, target, budget):
 1. **Tune**: each arm runs every configuration of its grid on the tuning seeds; a learning-rate (or DASH shrink-floor)
    grid that has its best value on an edge is extended by one step outward (a grid must bracket its optimum), up to a
    limit.
-2. **Choose** each arm's configuration by its mean final *validation* accuracy over the tuning seeds.
+2. **Choose** each arm's configuration by its mean final *validation* accuracy over the tuning seeds. A tie
+   (version 3's protocol) runs the tied configurations on one more tuning seed and chooses by the mean over all of
+   them; a tie that remains goes to the configuration with the smallest `config_key` (a hash of its knobs, so the
+   rule favours no side of a grid). Version 2 took the first tied configuration in grid order (extended values
+   first).
 3. **Confirm**: the chosen configuration of every arm on the confirmation seeds (fresh: disjoint from the tuning
    seeds); only these runs' *test* accuracies are reported, with paired differences to the tuned standard arm.
 
 Every run is one JSON line in ``<results>/<model>__<target>.jsonl`` (the parent process writes it, so ``--jobs 2``
 is safe); a run already there is skipped, so an interrupted study resumes where it stopped. The lines are small and
 committed: every table is rebuilt from them by [`benchmarks.study_report`].
+
+A results folder keeps one protocol (`PROTOCOLS`: tie-break, validation fraction, whether a paired difference may
+pair runs on different devices), written to ``<results>/study.json`` when a study starts in a new folder; a folder
+of records without it is version 2's (``benchmarks/results/v2``).
 """
 
 from __future__ import annotations
@@ -28,6 +36,10 @@ from typing import Any
 
 BUDGETS = {"short": 3, "long": 9}
 TUNING_SEEDS = (100, 101)
+#: The extra tuning seed(s) run on the configurations tied on the tuning seeds' mean (version 3's protocol).
+TIE_SEEDS = (102,)
+#: Two mean validation accuracies closer than this are a tie.
+TIE_TOLERANCE = 1e-9
 CONFIRMATION_SEEDS = tuple(range(10))
 #: How many times a numeric knob whose best value sits on an edge of its grid is extended by one step.
 MAX_EXTENSIONS = 2
@@ -82,8 +94,29 @@ ARMS = {
 }
 
 
-#: The arms every model runs (the layer-scale variants only matter for ConvNeXt).
-DEFAULT_ARMS = [name for name in ARMS if "_scale_" not in name]
+ARMS["lp_ft"] = StudyArm(
+    # LP-FT (Kumar et al., ICLR 2022): the head alone first (backbone frozen), then everything, in one budget
+    "lp_ft",
+    grid={"backbone_lr": LRS, "head_lr": (1e-3, 3e-3), "probe_fraction": (1 / 3, 2 / 3)},
+)
+
+#: The arms every model of version 2 runs (the layer-scale variants only matter for ConvNeXt; LP-FT came after).
+DEFAULT_ARMS = [name for name in ARMS if "_scale_" not in name and name != "lp_ft"]
+#: The arms of version 3: version 2's and LP-FT.
+V3_ARMS = [*DEFAULT_ARMS, "lp_ft"]
+
+#: What a results folder's runs share and a resumed study may not change. ``tie_break``: ``"first"`` (version 2: the
+#: first tied configuration in grid order) or ``"third_seed"`` (`choose`); ``tie_seeds``: the seeds the tied
+#: configurations run on too; ``val_fraction``: the share of each class of the training split held out for validation
+#: (more validation examples, fewer ties: an accuracy on n examples moves in steps of 1/n); ``devices``: ``"mixed"``
+#: (version 2: a paired difference may pair a GPU run with a CPU run of the same seed; the report lists where) or
+#: ``"same"`` (the report leaves such seeds out of every paired difference).
+PROTOCOLS = {
+    "v2": {"tie_break": "first", "tie_seeds": [], "val_fraction": 0.2, "devices": "mixed"},
+    "v3": {"tie_break": "third_seed", "tie_seeds": list(TIE_SEEDS), "val_fraction": 0.3, "devices": "same"},
+}
+#: The file in a results folder that holds its protocol.
+PROTOCOL_FILE = "study.json"
 
 
 @dataclass
@@ -97,7 +130,12 @@ class StudySettings:
         budgets: budget names (see `BUDGETS`).
         results: folder of the JSONL results (committed).
         tuning_seeds / confirmation_seeds: the two disjoint seed sets.
-        val_fraction: share of each class of the training split held out for validation.
+        val_fraction: share of each class of the training split held out for validation (version 3: 0.3; version
+            2: 0.2). A target with its own validation split (``photos``) ignores it.
+        tie_break: ``"third_seed"`` (version 3: tied configurations run on `tie_seeds` too, see `choose`) or
+            ``"first"`` (version 2).
+        tie_seeds: the extra tuning seeds of a tie (disjoint from the other two sets).
+        devices: ``"same"`` (version 3: the report pairs only runs on one device) or ``"mixed"`` (version 2).
         max_train / max_test: cut the splits (smoke runs).
         image_size: override the models' input size.
         jobs: worker processes (each with one torch thread).
@@ -113,7 +151,10 @@ class StudySettings:
     results: str = "benchmarks/results/v2"
     tuning_seeds: tuple[int, ...] = TUNING_SEEDS
     confirmation_seeds: tuple[int, ...] = CONFIRMATION_SEEDS
-    val_fraction: float = 0.2
+    val_fraction: float = PROTOCOLS["v3"]["val_fraction"]
+    tie_break: str = PROTOCOLS["v3"]["tie_break"]
+    tie_seeds: tuple[int, ...] = TIE_SEEDS
+    devices: str = PROTOCOLS["v3"]["devices"]
     max_train: int | None = None
     max_test: int | None = None
     image_size: int | None = None
@@ -121,6 +162,52 @@ class StudySettings:
     device: str = "cpu"
     calibration_batches: int = 8
     head_lr: float = 3e-3
+
+    @classmethod
+    def for_protocol(cls, name: str, **kwargs: Any) -> StudySettings:
+        """Settings that follow the protocol ``name`` of `PROTOCOLS` (``"v2"`` resumes the committed study)."""
+        protocol = {**PROTOCOLS[name], "tie_seeds": tuple(PROTOCOLS[name]["tie_seeds"])}
+        return cls(**{**protocol, **kwargs})
+
+    def protocol(self) -> dict[str, Any]:
+        """What `PROTOCOL_FILE` holds: the settings a resumed study may not change."""
+        return {
+            "tie_break": self.tie_break,
+            "tie_seeds": list(self.tie_seeds) if self.tie_break != "first" else [],  # "first" runs none
+            "val_fraction": self.val_fraction,
+            "devices": self.devices,
+            "tuning_seeds": list(self.tuning_seeds),
+        }
+
+
+def folder_protocol(results: str | Path) -> dict[str, Any] | None:
+    """The protocol of a results folder: its `PROTOCOL_FILE`, else version 2's when it holds records (the committed
+    version-2 folder predates the file), else None (a new folder)."""
+    results = Path(results)
+    if (results / PROTOCOL_FILE).is_file():
+        return json.loads((results / PROTOCOL_FILE).read_text())
+    if any(results.glob("*__*.jsonl")):
+        return {**PROTOCOLS["v2"], "tuning_seeds": list(TUNING_SEEDS)}
+    return None
+
+
+def claim_folder(settings: StudySettings) -> None:
+    """Writes the settings' protocol into a new results folder, or checks it against the folder's.
+
+    Raises:
+        ValueError: when the folder's runs were made under another protocol (a resumed study would mix them).
+    """
+    results = Path(settings.results)
+    stored = folder_protocol(results)
+    if stored is None:
+        results.mkdir(parents=True, exist_ok=True)
+        (results / PROTOCOL_FILE).write_text(json.dumps(settings.protocol(), indent=1, sort_keys=True) + "\n")
+        return
+    if stored != settings.protocol():
+        raise ValueError(
+            f"{results} holds runs of the protocol {stored}; these settings are {settings.protocol()}. Resume it with "
+            "its own (StudySettings.for_protocol, --protocol) or start a new results folder."
+        )
 
 
 def config_key(arm: str, knobs: dict[str, Any]) -> str:
@@ -241,15 +328,62 @@ def _grid(arm: StudyArm, extensions: dict[str, tuple]) -> list[dict[str, Any]]:
     return knobs
 
 
-def mean_final_val(records: list[dict[str, Any]], config: str, budget: str) -> float | None:
-    """The mean final validation accuracy of one configuration's tuning runs (None without runs)."""
-    values = [r["val_acc"][-1] for r in records if (r["config"], r["budget"], r["phase"]) == (config, budget, "tune")]
+def mean_final_val(
+    records: list[dict[str, Any]], config: str, budget: str, phases: tuple[str, ...] = ("tune",)
+) -> float | None:
+    """The mean final validation accuracy of one configuration's runs of ``phases`` (the tuning runs; with
+    ``"tie"``, also those on the tie seeds); None without runs."""
+    values = [
+        r["val_acc"][-1] for r in records if (r["config"], r["budget"]) == (config, budget) and r["phase"] in phases
+    ]
     return sum(values) / len(values) if values else None
 
 
-def choose(records: list[dict[str, Any]], arm: StudyArm, budget: str, extensions: dict[str, tuple]) -> dict | None:
+def tied_configs(
+    records: list[dict[str, Any]], arm: StudyArm, budget: str, extensions: dict[str, tuple]
+) -> list[dict[str, Any]]:
+    """The configurations of the arm's grid whose mean final validation accuracy over the tuning seeds ties the best
+    one's (within `TIE_TOLERANCE`), when more than one does; [] when one is best or a tuning run is missing."""
+    values = []
+    for knobs in _grid(arm, extensions):
+        value = mean_final_val(records, config_key(arm.name, knobs), budget)
+        if value is None:
+            return []
+        values.append((knobs, value))
+    best = max(value for _, value in values)
+    tied = [knobs for knobs, value in values if value >= best - TIE_TOLERANCE]
+    return tied if len(tied) > 1 else []
+
+
+def choose(
+    records: list[dict[str, Any]],
+    arm: StudyArm,
+    budget: str,
+    extensions: dict[str, tuple],
+    tie_break: str = "first",
+    tie_seeds: tuple[int, ...] = (),
+) -> dict | None:
     """The arm's configuration with the best mean final validation accuracy over the tuning seeds (None until every
-    configuration has all its tuning runs)."""
+    configuration has all its tuning runs).
+
+    A tie: with ``tie_break="first"`` (version 2) the first tied configuration in grid order (an extended value
+    comes before the grid's own: that favoured extended values). With ``"third_seed"`` (version 3) the tied
+    configurations' runs on ``tie_seeds`` count too (None until they are all there), and the best mean over every
+    seed wins; a tie that remains goes to the smallest `config_key`, a hash of the knobs: unrelated to which side
+    of the grid a value is on, and the same whatever the order of the grid or of its extensions.
+    """
+    if tie_break == "third_seed":
+        tied = tied_configs(records, arm, budget, extensions)
+        if tied:
+            keys = {config_key(arm.name, knobs): knobs for knobs in tied}
+            done = {(r["config"], r["seed"]) for r in records if r["budget"] == budget and r["phase"] == "tie"}
+            if any((key, seed) not in done for key in keys for seed in tie_seeds):
+                return None
+            means = {key: mean_final_val(records, key, budget, ("tune", "tie")) for key in keys}
+            best = max(means.values())
+            return keys[min(key for key, value in means.items() if value >= best - TIE_TOLERANCE)]
+    elif tie_break != "first":
+        raise ValueError(f"Unknown tie_break {tie_break!r}: 'first' (version 2) or 'third_seed'.")
     best, best_value = None, -math.inf
     for knobs in _grid(arm, extensions):
         value = mean_final_val(records, config_key(arm.name, knobs), budget)
@@ -292,6 +426,7 @@ def run_study(settings: StudySettings, progress: bool = True) -> dict[str, int]:
     from tqdm.auto import tqdm
 
     arms = [ARMS[name] for name in dict.fromkeys(["standard", *settings.arms])]
+    claim_folder(settings)
     counts = {"done": 0, "skipped": 0}
     # CUDA cannot be used in a forked child: workers of a GPU study are spawned
     context = multiprocessing.get_context("spawn" if settings.device != "cpu" else None)
@@ -313,9 +448,20 @@ def run_study(settings: StudySettings, progress: bool = True) -> dict[str, int]:
                                 for seed in settings.tuning_seeds:
                                     tasks.append(make_task(settings, model, target, arm, knobs, budget, "tune", seed))
                         _execute(tasks, records, path, pool, counts, progress, f"{model}/{target}/{budget} tune", tqdm)
+                        if settings.tie_break == "third_seed":  # the tied configurations on the tie seeds too
+                            tasks = [
+                                make_task(settings, model, target, arm, knobs, budget, "tie", seed)
+                                for arm in pending
+                                for knobs in tied_configs(records, arm, budget, extensions[arm.name])
+                                for seed in settings.tie_seeds
+                            ]
+                            _execute(tasks, records, path, pool, counts, progress, f"{model}/{target}/{budget} tie",
+                                     tqdm)  # fmt: skip
                         still = []
                         for arm in pending:
-                            best = choose(records, arm, budget, extensions[arm.name])
+                            best = choose(
+                                records, arm, budget, extensions[arm.name], settings.tie_break, settings.tie_seeds
+                            )
                             grown = edge_extensions(arm, best, extensions[arm.name])
                             if grown is None:
                                 chosen[arm.name] = best
@@ -395,22 +541,37 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", required=True, help="Bench model names.")
     parser.add_argument("--targets", nargs="+", required=True, help="Bench target names.")
-    parser.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), help=f"Arms of {list(ARMS)}.")
+    parser.add_argument("--arms", nargs="+", help=f"Arms of {list(ARMS)} (default: the protocol's).")
     parser.add_argument("--budgets", nargs="+", default=list(BUDGETS), help=f"Budgets {BUDGETS} (default: both).")
     parser.add_argument("--results", default="benchmarks/results/v2", help="Folder of the JSONL results.")
+    parser.add_argument(
+        "--protocol",
+        choices=list(PROTOCOLS),
+        help="Tie-break, validation fraction and device rule (default: the results folder's; v3 for a new folder).",
+    )
+    parser.add_argument("--val-fraction", type=float, help="Share of each class held out for validation (new folder).")
     parser.add_argument("--jobs", type=int, default=1, help="Worker processes, one torch thread each.")
     parser.add_argument("--confirmation-seeds", type=int, default=len(CONFIRMATION_SEEDS), help="Seeds 0..N-1.")
     parser.add_argument("--device", default="cpu", help="Where the runs train: cpu (default) or cuda.")
     parser.add_argument("--max-train", type=int, help="Cut the training split (smoke runs).")
     parser.add_argument("--max-test", type=int, help="Cut the test split (smoke runs).")
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.arms) - set(ARMS)) + sorted(set(args.budgets) - set(BUDGETS))
+    stored = folder_protocol(args.results)
+    if args.protocol is not None or stored is None:  # a named protocol, or version 3's in a new folder
+        protocol = dict(PROTOCOLS[args.protocol or "v3"])
+    else:  # the folder's own
+        protocol = {key: stored[key] for key in ("tie_break", "tie_seeds", "val_fraction", "devices", "tuning_seeds")}
+    if args.val_fraction is not None:
+        protocol["val_fraction"] = args.val_fraction
+    protocol = {key: tuple(v) if isinstance(v, list) else v for key, v in protocol.items()}
+    arms = args.arms or (DEFAULT_ARMS if protocol["tie_break"] == "first" else V3_ARMS)
+    unknown = sorted(set(arms) - set(ARMS)) + sorted(set(args.budgets) - set(BUDGETS))
     if unknown:
         parser.error(f"unknown arms or budgets {unknown}; accepted: {list(ARMS)}, {list(BUDGETS)}")
     settings = StudySettings(
         models=args.models,
         targets=args.targets,
-        arms=args.arms,
+        arms=arms,
         budgets=args.budgets,
         results=args.results,
         jobs=args.jobs,
@@ -418,7 +579,12 @@ def main(argv: list[str] | None = None) -> int:
         max_train=args.max_train,
         max_test=args.max_test,
         device=args.device,
+        **protocol,
     )
+    try:
+        claim_folder(settings)
+    except ValueError as error:
+        parser.error(str(error))
     print(run_study(settings))
     return 0
 

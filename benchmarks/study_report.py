@@ -4,7 +4,9 @@ Per (model, target, budget) and arm: the configuration chosen on validation, its
 confirmation seeds the test accuracy (mean and 95% CI), the paired difference to the tuned standard arm (mean and 95%
 CI), the epochs to reach the tuned standard arm's final test accuracy, the area under the test curve, the robustness
 to the backbone learning rate (mean and worst validation accuracy over the shared backbone lr grid, each lr at its
-best other knobs) and the restore cost in epochs (CPU runs).
+best other knobs) and the restore cost in epochs (CPU runs). After the tally, the same tally with Holm's correction
+over each row's pairs, and the paired differences whose two runs of a seed ran on different devices (version 3's
+protocol leaves those seeds out; version 2 paired them).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .pretrain import save_figure
-from .stats import mean_interval, paired_difference
-from .study import LRS, load_results, mean_final_val
+from .stats import holm, mean_interval, paired_difference, paired_p_value
+from .study import LRS, folder_protocol, load_results, mean_final_val
 
 Row = dict[str, Any]
 
@@ -101,6 +103,23 @@ def restore_epochs(runs: Any) -> float | None:
     return sum(ratios) / len(ratios) if ratios else None
 
 
+def same_device(results: str | Path) -> bool:
+    """Whether the folder's protocol pairs only runs on one device (version 3); version 2's paired a GPU run with a CPU
+    run of the same seed (they differ by floating-point rounding)."""
+    protocol = folder_protocol(results)
+    return protocol is not None and protocol.get("devices") == "same"
+
+
+def device_of(run: Row) -> str:
+    """Where a run trained: its record's ``device``; runs from before the study could use a GPU ran on the CPU."""
+    return run.get("device", "cpu")
+
+
+def mixed_seeds(treatment: dict[int, str], control: dict[int, str]) -> set[int]:
+    """The seeds both arms ran whose two runs (seed -> device) trained on different devices."""
+    return {seed for seed in set(treatment) & set(control) if treatment[seed] != control[seed]}
+
+
 def confirmation_runs(records: list[Row], budget: str) -> dict[str, dict[int, Row]]:
     """Arm -> seed -> confirmation run, of the configuration each arm confirmed last: a grid extended after a first
     confirmation confirms its new choice on the same seeds, and the earlier runs (kept in the file) no longer count."""
@@ -113,10 +132,12 @@ def confirmation_runs(records: list[Row], budget: str) -> dict[str, dict[int, Ro
     return runs
 
 
-def summarize(records: list[Row], budget: str) -> list[Row]:
-    """One row per arm for one (model, target) and budget; accuracies in percent."""
+def summarize(records: list[Row], budget: str, one_device: bool = False) -> list[Row]:
+    """One row per arm for one (model, target) and budget; accuracies in percent. With ``one_device``, the paired
+    difference to standard leaves out the seeds whose two runs trained on different devices."""
     confirmed = confirmation_runs(records, budget)
     standard = confirmed.get("standard", {})
+    standard_devices = {seed: device_of(r) for seed, r in standard.items()}
     baseline = mean_interval([100 * r["test_acc"][-1] for r in standard.values()]).mean if standard else None
     rows = []
     for arm in dict.fromkeys(r["arm"] for r in records):
@@ -125,6 +146,11 @@ def summarize(records: list[Row], budget: str) -> list[Row]:
             continue
         choice = confirmed_config(records, runs.values(), budget)
         final = {s: 100 * r["test_acc"][-1] for s, r in runs.items()}
+        if one_device:
+            mixed = mixed_seeds({s: device_of(r) for s, r in runs.items()}, standard_devices)
+            paired = {s: acc for s, acc in final.items() if s not in mixed}
+        else:
+            paired = final
         reach = [first_epoch_reaching([100 * a for a in r["test_acc"]], baseline) for r in runs.values()]
         robustness = lr_robustness(records, arm, budget)
         rows.append(
@@ -134,8 +160,8 @@ def summarize(records: list[Row], budget: str) -> list[Row]:
                 "edges": edge_knobs(records, arm, budget, choice[1]),
                 "val": 100 * choice[2],
                 "test": mean_interval(list(final.values())),
-                "diff": paired_difference(final, {s: 100 * r["test_acc"][-1] for s, r in standard.items()})
-                if standard and arm != "standard"
+                "diff": paired_difference(paired, {s: 100 * r["test_acc"][-1] for s, r in standard.items()})
+                if standard and arm != "standard" and set(paired) & set(standard)
                 else None,
                 "reach": [e for e in reach if e is not None],
                 "never": sum(e is None for e in reach),
@@ -191,18 +217,19 @@ OVERVIEW_PAIRS = (
 ROBUSTNESS_ARMS = ("standard", "reinit_top", "boost_top")
 
 
-def confirmed_pairs(files: list[tuple[str, str, list[Row]]]) -> list[Row]:
+def confirmed_pairs(files: list[tuple[str, str, list[Row]]], one_device: bool = False) -> list[Row]:
     """One row per (model, target, budget) whose standard arm is confirmed: ``final`` (arm -> seed -> final test %),
-    ``worst`` (arm of `ROBUSTNESS_ARMS` -> worst validation % over the shared backbone lr grid, or None) and whether
-    the target is atypical and the model a ViT."""
+    ``devices`` (arm -> seed -> device), ``worst`` (arm of `ROBUSTNESS_ARMS` -> worst validation % over the shared
+    backbone lr grid, or None), whether the target is atypical and the model a ViT, and ``one_device`` (a paired
+    difference leaves out the seeds whose two runs trained on different devices)."""
     from .models import ATYPICAL_TARGETS, get_spec
 
     pairs = []
     for model, target, records in files:
         for budget in dict.fromkeys(r["budget"] for r in records):
+            confirmed = confirmation_runs(records, budget)
             final = {
-                arm: {seed: 100 * r["test_acc"][-1] for seed, r in runs.items()}
-                for arm, runs in confirmation_runs(records, budget).items()
+                arm: {seed: 100 * r["test_acc"][-1] for seed, r in runs.items()} for arm, runs in confirmed.items()
             }
             if "standard" not in final:
                 continue
@@ -215,6 +242,10 @@ def confirmed_pairs(files: list[tuple[str, str, list[Row]]]) -> list[Row]:
                     "atypical": target in ATYPICAL_TARGETS,
                     "vit": get_spec(model).family == "vit",
                     "final": final,
+                    "devices": {
+                        arm: {seed: device_of(r) for seed, r in runs.items()} for arm, runs in confirmed.items()
+                    },
+                    "one_device": one_device,
                     "worst": {arm: None if w is None else 100 * w[1] for arm, w in worst.items()},
                 }
             )
@@ -223,12 +254,15 @@ def confirmed_pairs(files: list[tuple[str, str, list[Row]]]) -> list[Row]:
 
 def _difference(pair: Row, treatment: str, control: str, complete: bool = False) -> tuple[Any, int]:
     """The paired difference (None under 2 shared seeds, or, with ``complete``, unless both arms have as many seeds as
-    the pair's most confirmed arm: a confirmation still running does not count) and the number of shared seeds."""
+    the pair's most confirmed arm: a confirmation still running does not count) and the number of shared seeds. With
+    the pair's ``one_device``, a seed whose two runs trained on different devices is not shared (so such a
+    difference never counts as complete)."""
     final = pair["final"]
-    shared = len(set(final.get(treatment, {})) & set(final.get(control, {})))
-    if shared < 2 or (complete and shared < max(len(seeds) for seeds in final.values())):
+    seeds = _paired_seeds(pair, treatment, control)
+    shared = len(seeds)
+    if shared < 2 or (complete and shared < max(len(arm_seeds) for arm_seeds in final.values())):
         return None, shared
-    return paired_difference(final[treatment], final[control]), shared
+    return paired_difference({s: final[treatment][s] for s in seeds}, final[control]), shared
 
 
 def overview(results: str | Path) -> list[str]:
@@ -237,7 +271,7 @@ def overview(results: str | Path) -> list[str]:
     95% CI, in points, over the seeds both arms share; their number when fewer than standard's; – under 2), and the
     worst validation accuracy over the shared backbone lr grid of standard, restore and control. Empty when nothing
     is confirmed."""
-    return _overview_lines(confirmed_pairs(list(result_files(results))))
+    return _overview_lines(confirmed_pairs(list(result_files(results)), same_device(results)))
 
 
 def _overview_lines(pairs: list[Row]) -> list[str]:
@@ -282,7 +316,7 @@ def tally(results: str | Path) -> list[str]:
     pairs off 0; then the pairs on which the restore's and the control's worst validation accuracy over the lr grid
     is at least `ROBUSTNESS_GAIN` points above standard's, CNNs and ViTs apart. Only pairs on which both arms have
     every seed count. Empty when nothing is confirmed."""
-    return _tally_lines(confirmed_pairs(list(result_files(results))))
+    return _tally_lines(confirmed_pairs(list(result_files(results)), same_device(results)))
 
 
 def _tally_row(group: list[Row], treatment: str, control: str) -> str | None:
@@ -325,18 +359,30 @@ def _robustness_line(pairs: list[Row], budget: str) -> str | None:
     )
 
 
+def _tally_groups(pairs: list[Row], budget: str) -> Iterator[tuple[bool, list[Row], list[tuple[str, str]]]]:
+    """The tally's groups of one budget: (atypical, the group's pairs, its comparisons as (treatment, control))."""
+    for atypical in (True, False):
+        group = [p for p in pairs if p["budget"] == budget and p["atypical"] == atypical]
+        arms = dict.fromkeys(arm for p in group for arm in p["final"] if arm != "standard")
+        yield atypical, group, [(arm, "standard") for arm in arms] + [("reinit_top", "boost_top")]
+
+
+def _tally_tables(pairs: list[Row], budget: str, row: Any, columns: str, suffix: str = "") -> list[str]:
+    """One table per group of the tally (`_tally_groups`) of ``budget``, a line per comparison from ``row``."""
+    lines = []
+    for atypical, group, comparisons in _tally_groups(pairs, budget):
+        rows = [line for line in (row(group, *c) for c in comparisons) if line is not None]
+        if rows:
+            kind = "atypical targets" if atypical else "in-domain controls"
+            header = f"| comparison | pairs | {columns} |"
+            lines += [f"#### {budget} budget, {kind}{suffix}", "", header, "|---|---:|---|---:|---|", *rows, ""]
+    return lines
+
+
 def _tally_lines(pairs: list[Row]) -> list[str]:
     lines = []
     for budget in dict.fromkeys(pair["budget"] for pair in pairs):
-        for atypical in (True, False):
-            group = [p for p in pairs if p["budget"] == budget and p["atypical"] == atypical]
-            arms = dict.fromkeys(arm for p in group for arm in p["final"] if arm != "standard")
-            comparisons = [(arm, "standard") for arm in arms] + [("reinit_top", "boost_top")]
-            rows = [row for row in (_tally_row(group, *c) for c in comparisons) if row is not None]
-            if rows:
-                kind = "atypical targets" if atypical else "in-domain controls"
-                header = "| comparison | pairs | CI above 0 | CI across 0 | CI below 0 |"
-                lines += [f"#### {budget} budget, {kind}", "", header, "|---|---:|---|---:|---|", *rows, ""]
+        lines += _tally_tables(pairs, budget, _tally_row, "CI above 0 | CI across 0 | CI below 0")
         robustness = _robustness_line(pairs, budget)
         if robustness:
             lines += [robustness, ""]
@@ -347,15 +393,103 @@ def _tally_lines(pairs: list[Row]) -> list[str]:
     return [title, "", legend, "", *lines]
 
 
+#: The family-wise error rate of the Holm-corrected tally.
+ALPHA = 0.05
+
+
+def _holm_row(group: list[Row], treatment: str, control: str) -> str | None:
+    """One row of the Holm-corrected tally: the pairs of ``group`` (every seed confirmed) whose paired t-test of
+    ``treatment - control`` rejects 0 after Holm's correction over the row's pairs, above and below 0."""
+    named = []
+    for pair in group:
+        diff, _ = _difference(pair, treatment, control, complete=True)
+        if diff is not None:
+            seeds = _paired_seeds(pair, treatment, control)
+            p = paired_p_value({s: pair["final"][treatment][s] for s in seeds}, pair["final"][control])
+            named.append((f"{pair['model']} {pair['target']} {diff.mean:+.2f}", diff.mean, p))
+    if not named:
+        return None
+    adjusted = holm([p for _, _, p in named])
+    above = [name for (name, mean, _), q in zip(named, adjusted) if q < ALPHA and mean > 0]
+    below = [name for (name, mean, _), q in zip(named, adjusted) if q < ALPHA and mean < 0]
+    return (
+        f"| {treatment} - {control} | {len(named)} | {len(above)}: {', '.join(above) or '–'} | "
+        f"{len(named) - len(above) - len(below)} | {len(below)}: {', '.join(below) or '–'} |"
+    )
+
+
+def _paired_seeds(pair: Row, treatment: str, control: str) -> set[int]:
+    """The seeds `_difference` pairs on."""
+    seeds = set(pair["final"].get(treatment, {})) & set(pair["final"].get(control, {}))
+    if pair.get("one_device") and seeds:
+        seeds -= mixed_seeds(pair["devices"][treatment], pair["devices"][control])
+    return seeds
+
+
+def _holm_lines(pairs: list[Row]) -> list[str]:
+    """The tally again, each row's tests corrected with Holm's step-down procedure over the row's pairs."""
+    columns = "above 0 (Holm) | not rejected | below 0 (Holm)"
+    lines = []
+    for budget in dict.fromkeys(pair["budget"] for pair in pairs):
+        lines += _tally_tables(pairs, budget, _holm_row, columns, ", Holm")
+    if not lines:
+        return []
+    title = "### Tally with Holm's correction for the pairs of a row"
+    legend = (
+        "The tally's rows again, counting a pair above or below 0 only when its paired t-test (two-sided; p < 0.05 "
+        "exactly when the 95% CI excludes 0) still rejects a zero difference after Holm's step-down correction over "
+        f"the row's pairs (family-wise error {ALPHA:g} per row). The estimates are the tally's, uncorrected."
+    )
+    return [title, "", legend, "", *lines]
+
+
+def _device_lines(pairs: list[Row]) -> list[str]:
+    """The tally's comparisons whose two runs of a seed trained on different devices: left out of every paired
+    difference under version 3's protocol, listed under version 2's (which paired them)."""
+    rows = []
+    for pair in pairs:
+        arms = [arm for arm in pair["final"] if arm != "standard"]
+        comparisons = [(arm, "standard") for arm in arms] + [("reinit_top", "boost_top")]
+        cells = []
+        for treatment, control in comparisons:
+            if treatment in pair["devices"] and control in pair["devices"]:
+                mixed = mixed_seeds(pair["devices"][treatment], pair["devices"][control])
+                if mixed:
+                    cells.append(f"{treatment} - {control} ({len(mixed)})")
+        if cells:
+            rows.append(f"| {pair['model']} | {pair['target']} | {pair['budget']} | {', '.join(cells)} |")
+    if not rows:
+        return []
+    one_device = any(pair.get("one_device") for pair in pairs)
+    legend = "Comparisons with seeds whose two runs trained on different devices (their number in brackets); " + (
+        "this study's protocol leaves those seeds out of every paired difference, so such a comparison counts in "
+        "no tally."
+        if one_device
+        else "version 2's protocol paired them (a GPU run differs from the CPU run of the same seed by "
+        "floating-point rounding); version 3's leaves them out."
+    )
+    return [
+        "### Paired differences across devices",
+        "",
+        legend,
+        "",
+        "| model | target | budget | comparisons (seeds on two devices) |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 def markdown(results: str | Path) -> str:
     """The tables of every results file in ``results``, as Markdown: the overview first, then one table per
     (model, target, budget)."""
     files = list(result_files(results))
-    pairs = confirmed_pairs(files)
-    lines = _overview_lines(pairs) + _tally_lines(pairs)
+    one_device = same_device(results)
+    pairs = confirmed_pairs(files, one_device)
+    lines = _overview_lines(pairs) + _tally_lines(pairs) + _holm_lines(pairs) + _device_lines(pairs)
     for model, target, records in files:
         for budget in dict.fromkeys(r["budget"] for r in records):
-            rows = summarize(records, budget)
+            rows = summarize(records, budget, one_device)
             if not rows:
                 lines += tuning_table(records, model, target, budget)
                 continue
@@ -393,10 +527,10 @@ def plot_differences(results: str | Path, path: str | Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = []
+    panels, one_device = [], same_device(results)
     for model, target, records in result_files(results):
         for budget in dict.fromkeys(r["budget"] for r in records):
-            rows = [row for row in summarize(records, budget) if row["diff"] is not None]
+            rows = [row for row in summarize(records, budget, one_device) if row["diff"] is not None]
             if rows:
                 panels.append((f"{model} / {target} / {budget}", rows))
     if not panels:

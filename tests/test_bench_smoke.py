@@ -232,8 +232,8 @@ def test_a_micro_study_tunes_on_validation_confirms_on_fresh_seeds_and_resumes(t
                                                        "reinit_lr": (3e-3,)}),
     })  # fmt: skip
     monkeypatch.setattr(study, "BUDGETS", {"short": 1})
-    settings = study.StudySettings(
-        models=["efficientnet_lite0"], targets=["digits"], arms=["reinit_top", "boost_top"], budgets=["short"],
+    settings = study.StudySettings.for_protocol(  # version 2's: no tie seeds (tests/test_study_v3.py has version 3)
+        "v2", models=["efficientnet_lite0"], targets=["digits"], arms=["reinit_top", "boost_top"], budgets=["short"],
         results=str(tmp_path), tuning_seeds=(100,), confirmation_seeds=(0, 1), max_train=60, max_test=30,
         image_size=32, calibration_batches=1, jobs=2,
     )  # fmt: skip
@@ -463,12 +463,15 @@ def test_the_committed_records_were_made_on_the_splits_the_code_makes():
     `train_test_split`, draws other examples and other per-class counts) would mix old and new data in a resumed
     study. The split sizes of every committed digits run are the ones the code makes now."""
     from benchmarks.recipe import stratified_split
-    from benchmarks.study import StudySettings, load_results
+    from benchmarks.study import StudySettings, folder_protocol, load_results
 
-    data = load_target("digits", 8)
-    keep, held = stratified_split(as_tensors(data["train"])[1], StudySettings([], []).val_fraction, seed=0)
-    expected = {"train": len(keep), "val": len(held), "test": len(data["test"])}
     root = Path(__file__).resolve().parents[1] / "benchmarks/results/v2"
+    assert (
+        folder_protocol(root)["val_fraction"] == StudySettings.for_protocol("v2", models=[], targets=[]).val_fraction
+    )
+    data = load_target("digits", 8)
+    keep, held = stratified_split(as_tensors(data["train"])[1], folder_protocol(root)["val_fraction"], seed=0)
+    expected = {"train": len(keep), "val": len(held), "test": len(data["test"])}
     for path in sorted(root.glob("*__digits.jsonl")):
         assert {json.dumps(r["n"], sort_keys=True) for r in load_results(path)} == {
             json.dumps(expected, sort_keys=True)
