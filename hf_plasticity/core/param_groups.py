@@ -15,7 +15,7 @@ from torch import nn
 
 from .architectures import get_layout
 from .norms import is_norm as is_norm_layer
-from .recipe import FineTuneRecipe, check_recipe
+from .recipe import FineTuneRecipe, check_recipe, refuse_rates_with_recipe
 from .redrawn import redrawn_parameters
 from .unwrap import unwrap_model
 from .validators import check_number
@@ -126,13 +126,7 @@ def plasticity_param_groups(
     """
     check_recipe(recipe)
     if recipe is not None:
-        given = [name for name, value in (("lr", lr), ("reinit_lr", reinit_lr), ("head_lr", head_lr),
-                                          ("layer_decay", layer_decay)) if value is not None]  # fmt: skip
-        if given:
-            raise ValueError(
-                f"`recipe` sets the learning rates, so `{given[0]}` cannot be given with it: drop `{given[0]}=`, or "
-                "drop `recipe=` and give the rates yourself."
-            )
+        refuse_rates_with_recipe(recipe, lr=lr, reinit_lr=reinit_lr, head_lr=head_lr, layer_decay=layer_decay)
         lr, head_lr = recipe.backbone_lr, recipe.head_lr
     if lr is None:
         raise ValueError("`lr` (the backbone's learning rate) is required, unless a `recipe=` gives the rates.")

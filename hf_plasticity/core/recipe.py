@@ -277,3 +277,14 @@ def check_recipe(recipe: Any, *, allow_auto: bool = False) -> None:
         return
     accepted = "a FineTuneRecipe (from `recommend_recipe(model, data)`)" + (", 'auto'" if allow_auto else "")
     raise TypeError(f"`recipe` must be {accepted} or None, got {recipe!r}.")
+
+
+def refuse_rates_with_recipe(recipe: FineTuneRecipe | str | None, **rates: Any) -> None:
+    """Raises a `ValueError` naming the first of ``rates`` (learning-rate arguments) given together with ``recipe``:
+    a recipe sets the learning rates, one source of them at a time."""
+    given = [name for name, value in rates.items() if value is not None]
+    if recipe is not None and given:
+        raise ValueError(
+            f"`recipe` sets the learning rates, so `{given[0]}` cannot be given with it: drop `{given[0]}=`, or drop "
+            "`recipe=` and give the rates yourself."
+        )

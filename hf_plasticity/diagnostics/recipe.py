@@ -35,13 +35,13 @@ def _first_images(data: Any, samples: int, batch_size: int) -> Iterator[dict[str
 
 def _dataset_size(data: Any) -> int | None:
     """Images in the training set behind ``data`` (a DataLoader's dataset, a `datasets.Dataset`), when known."""
-    dataset = getattr(data, "dataset", None)
-    for candidate in (dataset, data if dataset is None and hasattr(data, "column_names") else None):
-        try:
-            return len(candidate) if candidate is not None else None
-        except TypeError:
-            return None
-    return None
+    dataset = getattr(data, "dataset", None)  # a DataLoader's
+    if dataset is None and hasattr(data, "column_names"):  # a datasets.Dataset
+        dataset = data
+    try:
+        return len(dataset) if dataset is not None else None
+    except TypeError:  # an iterable dataset
+        return None
 
 
 def recommend_recipe(
