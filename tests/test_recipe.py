@@ -61,6 +61,8 @@ def test_the_rule_gives_the_fitted_rates_on_each_side_of_the_threshold(budget, f
     factor = fit["vit"] if family == "transformer" else 1.0
     at = FineTuneRecipe.from_probe(probe_with_ratio(1.0), budget=budget, family=family)
     below = FineTuneRecipe.from_probe(probe_with_ratio(fit["threshold"] - 0.002), budget=budget, family=family)
+    exactly = FineTuneRecipe.from_probe([0.3, 1.0, fit["threshold"]], budget=budget, family=family)
+    assert exactly.backbone_lr == at.backbone_lr  # at the threshold: the small rate
     assert close(at.backbone_lr, fit["high"] * factor) and close(at.head_lr, fit["head"])
     assert close(below.backbone_lr, fit["low"] * factor) and close(below.head_lr, fit["head"])
     assert at.threshold == fit["threshold"] and at.budget == budget and at.family == family
