@@ -24,6 +24,7 @@ from hf_plasticity import (
     PlasticityTrainer,
     RecordError,
     RestoreRecord,
+    diagnose,
     plasticity_optimizer,
     plasticity_param_groups,
     prepare_pretrained,
@@ -131,6 +132,18 @@ def test_a_vit_gets_the_fitted_factor_and_the_pass_reads_at_most_samples_images(
     assert recipe.epoch_share == pytest.approx(40 / 64)  # a datasets.Dataset: its size is known
     expected = SHORT["high"] if recipe.last_over_peak >= SHORT["threshold"] else SHORT["low"]
     assert close(recipe.backbone_lr, expected * SHORT["vit"])
+
+
+@pytest.mark.parametrize("arch", ["resnet", "vit"])
+def test_the_forward_only_pass_reads_the_probe_diagnose_reads_and_leaves_the_model_as_it_was(make_model, arch):
+    model = make_model(arch)
+    model.train()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    recipe = recommend_recipe(model, labelled(), record=False)
+    assert recipe.block_probe_accuracy == tuple(diagnose(model, labelled()).block_probe_accuracy)
+    assert model.training and all(m.training for m in model.modules()) and restore_record(model) is None
+    assert all(torch.equal(t, before[n]) for n, t in model.state_dict().items())  # BatchNorm statistics too
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())
 
 
 # ---------------------------------------------------------------------------------------------------- the record

@@ -122,8 +122,8 @@ class FineTuneRecipe:
         block_probe_accuracy: the probe accuracy of every backbone block, in depth order.
         samples: training images the diagnostic pass read.
         seconds: how long the diagnostic pass took.
-        epoch_share: ``samples`` over the training set's size, when it is known: the pass's cost in epochs (it does
-            one forward and backward pass per image, as training does, and no optimizer step).
+        epoch_share: ``samples`` over the training set's size, when it is known: an upper bound of the pass's cost
+            in epochs (it does one forward pass per image, no backward pass and no optimizer step).
 
     Example:
 

@@ -1,7 +1,7 @@
 """[`recommend_recipe`]: a fine-tune's learning rates from one diagnostic pass on the training data (experimental).
 
-The pass is [`diagnose`] on the first ``samples`` training images (256, as in the fit: one forward and backward pass
-per image, no optimizer step); the rule is [`FineTuneRecipe.from_probe`], with the constants fitted on the benchmark's
+The pass is [`diagnose`]'s probe on the first ``samples`` training images (256, as in the fit), forward passes only
+(the probe reads no gradient); the rule is [`FineTuneRecipe.from_probe`], with the constants fitted on the benchmark's
 tuning records (`hf_plasticity.core.recipe.FITTED_RULE`).
 """
 
@@ -19,7 +19,7 @@ from ..core.recipe import FITTED_PROBE_SAMPLES, FineTuneRecipe, _check_budget
 from ..core.record import blocks_restore, record_recipe, restore_record
 from ..core.unwrap import check_restorable, unwrap_model
 from ..core.validators import check_flag, check_positive_int
-from .diagnose import diagnose
+from .diagnose import block_probe_accuracy
 
 
 def _first_images(data: Any, samples: int, batch_size: int) -> Iterator[dict[str, Any]]:
@@ -56,11 +56,12 @@ def recommend_recipe(
     """Chooses a fine-tune's learning rates from one diagnostic pass on the training data, without a sweep
     (experimental).
 
-    [`diagnose`] reads the first ``samples`` training images and measures how well each backbone block's output
-    separates the classes (the probe the ``auto`` strategy reads); the rule reads ``last / peak``, the last block's
-    accuracy over the best block's, and picks the backbone and head learning rates fitted for ``budget`` (see
-    [`FineTuneRecipe.from_probe`]). The recipe re-draws nothing: its rates were measured on fine-tunes without a
-    re-draw, and a re-draw did not beat the tuned standard fine-tune on average in the benchmark.
+    One forward pass over the first ``samples`` training images measures how well each backbone block's output
+    separates the classes (the probe of [`diagnose`], which the ``auto`` strategy reads); the rule reads
+    ``last / peak``, the last block's accuracy over the best block's, and picks the backbone and head learning rates
+    fitted for ``budget`` (see [`FineTuneRecipe.from_probe`]). The recipe re-draws nothing: its rates were measured
+    on fine-tunes without a re-draw, and a re-draw did not beat the tuned standard fine-tune on average in the
+    benchmark.
 
     **A first fit**, on the benchmark's tuning records (docs/BENCHMARKS.md, "Toward a sweep-free recipe"): its
     validation regret against a tuned learning-rate sweep was 1-5 points on some pairs, and the 10-seed test
@@ -124,23 +125,24 @@ def recommend_recipe(
             f"{existing.total_reinitialized:,} entries re-drawn), while the rule was fitted on models that were not: "
             "call it on the base checkpoint (before `prepare_pretrained`), or give the learning rates yourself."
         )
-    report = diagnose(model, _first_images(data, samples, batch_size), batches=sys.maxsize, batch_size=batch_size)
+    accuracies, read, seconds = block_probe_accuracy(
+        model, _first_images(data, samples, batch_size), batches=sys.maxsize, batch_size=batch_size
+    )
     size = _dataset_size(data)
     try:
         recipe = FineTuneRecipe.from_probe(
-            report.block_probe_accuracy or [],
+            accuracies,
             budget=budget,
             family=get_layout(base).family,
-            samples=report.samples,
-            seconds=report.seconds,
-            epoch_share=report.samples / size if size else None,
+            samples=read,
+            seconds=seconds,
+            epoch_share=read / size if size else None,
         )
     except ValueError:
         raise CalibrationDataError(
             "The recipe compares the last block's probe accuracy with the best block's, which needs at least two "
-            f"classes with two images or more among the images read, and a block that tells some apart; got "
-            f"{report.samples} images, probe accuracies {report.block_probe_accuracy} (raise `samples`, or shuffle "
-            "the data)."
+            f"classes with two images or more among the images read, and a block that tells some apart; got {read} "
+            f"images, probe accuracies {accuracies} (raise `samples`, or shuffle the data)."
         ) from None
     if record:
         record_recipe(base, recipe)
