@@ -215,8 +215,10 @@ def test_the_trainer_route_trains_at_the_recipes_rates_with_no_learning_rate_giv
     assert rates["backbone"] == recipe.backbone_lr and rates["head"] == recipe.head_lr
     assert recipe.backbone_lr != trainer.args.learning_rate
     assert any(not torch.equal(p, before[n]) for n, p in params(model).items())  # it trained
-    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("hf-plasticity: recipe:")]
+    out = capsys.readouterr().out
+    [line] = [line for line in out.splitlines() if line.startswith("hf-plasticity: recipe:")]
     assert "no re-draw" in line and "learning_rate is not used" in line
+    assert "hf-plasticity: no one-shot restore: the recipe re-draws nothing" in out
     assert restore_record(model).recipe == recipe and restore_record(model).total_reinitialized == 0
     assert any(log.get("plasticity/recipe/backbone_lr") == recipe.backbone_lr for log in trainer.state.log_history)
     trainer.save_model()
@@ -224,6 +226,16 @@ def test_the_trainer_route_trains_at_the_recipes_rates_with_no_learning_rate_giv
     assert f"| backbone learning rate | {recipe.backbone_lr:.3g} |" in card.text
     assert f"| `backbone` | {recipe.backbone_lr:.3g} |" in card.text  # the learning-rate table of the run
     assert not (tmp_path / "out" / "plasticity_config.json").exists()  # no restore, no strategy config
+
+
+def test_the_trainer_route_trains_at_a_given_recipes_rates_and_records_it(make_model, tmp_path):
+    model = make_model("vit")
+    recipe = FineTuneRecipe(backbone_lr=2e-5, head_lr=7e-4)
+    trainer = official_trainer(model, default_args(tmp_path, max_steps=1), [PlasticityCallback(recipe=recipe)])
+    trainer.train()
+    rates = {g["name"]: g["initial_lr"] for g in trainer.optimizer.param_groups}
+    assert rates == {"backbone": 2e-5, "backbone.no_decay": 2e-5, "head": 7e-4, "head.no_decay": 7e-4}
+    assert restore_record(model).recipe == recipe and restore_record(model).total_reinitialized == 0
 
 
 def test_the_trainer_route_reads_the_long_budget_off_the_epochs(make_model, tmp_path):

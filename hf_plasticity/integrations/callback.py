@@ -286,7 +286,8 @@ class PlasticityCallback(TrainerCallback, ExportableState):
                 self._announce(report.one_line())
                 self._log(controller.restore_metrics(report), state)
             else:
-                self._skipped(controller.skip_reason or "nothing to do", state)
+                reason = "the recipe re-draws nothing" if self.recipe is not None else controller.skip_reason
+                self._skipped(reason or "nothing to do", state)
         elif controller.does_restore and not controller.restored:
             self._skipped(
                 f"resuming at step {state.global_step} from a checkpoint saved without PlasticityCallback; the "
@@ -386,10 +387,13 @@ class PlasticityCallback(TrainerCallback, ExportableState):
                 "trained weights would give another one: pass the first run's recipe (`recipe=FineTuneRecipe(...)`, "
                 "e.g. from the first run's config.json, `restore_record(model).recipe`)."
             )
+        if self.resolved_recipe is not None and not resume:
+            self._announce(f"recipe: {self.resolved_recipe.describe()}; the Trainer's learning_rate is not used")
         if self.resolved_recipe is None:
             epochs = float(trainer.args.num_train_epochs)
-            if trainer.args.max_steps > 0 and dataloader is not None and len(dataloader):
-                epochs = trainer.args.max_steps * trainer.args.gradient_accumulation_steps / len(dataloader)
+            batches = len(dataloader) if hasattr(dataloader, "__len__") else 0
+            if trainer.args.max_steps > 0 and batches:
+                epochs = trainer.args.max_steps * trainer.args.gradient_accumulation_steps / batches
             budget = budget_for_epochs(epochs)
             data = base_loader(dataloader) if dataloader is not None else None
             self.resolved_recipe = run_on_main(lambda: recommend_recipe(model, data, budget=budget, record=False))
