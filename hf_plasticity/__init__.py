@@ -13,6 +13,7 @@ from .core.config import PlasticityConfig, available_strategies, get_config_clas
 from .core.data import CalibrationDataError
 from .core.param_groups import PartialRedrawError, plasticity_param_groups
 from .core.plan import Plan, TensorReset
+from .core.recipe import FineTuneRecipe
 from .core.record import RecordError, RestoreRecord, restore_record
 from .core.registry import StrategyRegistryError
 from .core.schedules import AtEpochs, EveryNSteps, EveryStep, Schedule
@@ -21,6 +22,7 @@ from .core.units import UnitGroup, UnitMapError, unit_groups
 from .core.unwrap import MetaDeviceError
 from .core.version import __version__
 from .diagnostics.diagnose import DiagnosticsReport, LayerDiagnostics, diagnose
+from .diagnostics.recipe import recommend_recipe
 from .integrations.controller import PlasticityController
 from .integrations.hub import HubPushError, apply_card_section, push_restored, save_restored
 from .integrations.hub_http import PushDeadlineError
@@ -112,6 +114,9 @@ __all__ = [
     "plasticity_param_groups",
     "plasticity_optimizer",
     "PartialRedrawError",
+    # the learning rates from one diagnostic pass (experimental)
+    "recommend_recipe",
+    "FineTuneRecipe",
     "PlasticityCallback",
     "PlasticityTrainer",
     "PlasticityTrainerMixin",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from . import registry
-from .record import MODEL_CONFIG_KEY, RestoreRecord
+from .record import MODEL_CONFIG_KEY, NO_RESTORE, RestoreRecord
 from .validators import check_flag, check_int, check_patterns, check_positive_int
 from .version import __version__
 
@@ -185,7 +185,10 @@ class PlasticityConfig:
         if data is None:
             raise ValueError(f"{path} holds no plasticity record: it was not restored with hf_plasticity.")
         source = f"{path}/config.json (its `{MODEL_CONFIG_KEY}` entry)"
-        return cls.from_dict(RestoreRecord.from_dict(data, source=source).config)
+        record = RestoreRecord.from_dict(data, source=source)
+        if record.strategy == NO_RESTORE:
+            raise ValueError(f"{path} holds a fine-tuning recipe but no restore: it has no plasticity config.")
+        return cls.from_dict(record.config)
 
 
 def resolve_config(config: PlasticityConfig | str | dict | None, default: str) -> PlasticityConfig:

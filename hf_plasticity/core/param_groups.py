@@ -15,6 +15,7 @@ from torch import nn
 
 from .architectures import get_layout
 from .norms import is_norm as is_norm_layer
+from .recipe import FineTuneRecipe, check_recipe, refuse_rates_with_recipe
 from .redrawn import redrawn_parameters
 from .unwrap import unwrap_model
 from .validators import check_number
@@ -47,13 +48,14 @@ def _is_norm_name(name: str) -> bool:
 def plasticity_param_groups(
     model: nn.Module,
     *,
-    lr: float,
+    lr: float | None = None,
     reinit_lr: float | None = None,
     head_lr: float | None = None,
     weight_decay: float = 0.0,
     layer_decay: float | None = None,
     report: Any = None,
     redrawn: dict[str, list[str]] | None = None,
+    recipe: FineTuneRecipe | None = None,
 ) -> list[dict[str, Any]]:
     """Torch optimizer parameter groups in which re-drawn parameters and the head have their own learning rates.
 
@@ -67,7 +69,7 @@ def plasticity_param_groups(
 
     Args:
         model: the (restored) model, or a wrapper of it.
-        lr: learning rate of the pretrained backbone.
+        lr: learning rate of the pretrained backbone (required unless ``recipe`` is given).
         reinit_lr: learning rate of the parameters re-drawn whole (None: ``lr``).
         head_lr: learning rate of the classification head (None: ``reinit_lr``, else ``lr``): it is new too.
         weight_decay: weight decay of every group except biases and normalization layers (0 there, as the
@@ -82,6 +84,10 @@ def plasticity_param_groups(
             names], "partial": [...]}``), instead of what the restore re-drew: e.g. the last blocks of a model that was
             not restored, to give them a high learning rate without re-drawing them (the benchmark's control). An
             unknown key or a name that matches no module or parameter of the model is refused.
+        recipe: a [`FineTuneRecipe`] (from [`recommend_recipe`]) in place of the learning rates: the backbone at its
+            ``backbone_lr``, the head at its ``head_lr`` (and parameters a restore re-drew at the backbone's rate:
+            a recipe gives them none of their own). Refused together with ``lr``, ``reinit_lr``, ``head_lr`` or
+            ``layer_decay``.
 
     Returns:
         `list[dict]`: parameter groups for any torch optimizer.
@@ -108,7 +114,22 @@ def plasticity_param_groups(
      ('redrawn.no_decay', 0.001, 0.0), ('head', 0.001, 0.05), ('head.no_decay', 0.001, 0.0)]
     >>> optimizer = torch.optim.AdamW(groups)
     ```
+
+    With a recipe instead of learning rates:
+
+    ```python
+    >>> from hf_plasticity import FineTuneRecipe
+    >>> recipe = FineTuneRecipe(backbone_lr=3e-3, head_lr=1e-3)  # or recommend_recipe(model, data)
+    >>> [(g["name"], g["lr"]) for g in plasticity_param_groups(model, recipe=recipe)][-2:]
+    [('head', 0.001), ('head.no_decay', 0.001)]
+    ```
     """
+    check_recipe(recipe)
+    if recipe is not None:
+        refuse_rates_with_recipe(recipe, lr=lr, reinit_lr=reinit_lr, head_lr=head_lr, layer_decay=layer_decay)
+        lr, head_lr = recipe.backbone_lr, recipe.head_lr
+    if lr is None:
+        raise ValueError("`lr` (the backbone's learning rate) is required, unless a `recipe=` gives the rates.")
     check_number("lr", lr, low=0)
     check_number("reinit_lr", reinit_lr, low=0, allow_none=True)
     check_number("head_lr", head_lr, low=0, allow_none=True)

@@ -11,6 +11,8 @@ Schema versions:
 - 1: records written before the schema was versioned (no ``schema_version``); the oldest lack ``redrawn``.
 - 2: adds ``schema_version``, ``blocks`` (checkpoint names of the backbone blocks), ``diagnostics`` (overall numbers
   before and after) and ``versions``.
+- 3: adds ``recipe`` (the [`FineTuneRecipe`] the learning rates came from, or absent), and the strategy ``"none"``
+  for a record that holds a recipe without a restore. Records of schemas 1 and 2 read as having no recipe.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import importlib.metadata
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import nn
 
+from .recipe import FineTuneRecipe
 from .redrawn import check_redrawn
 from .transaction import Transaction
 from .unwrap import unwrap_model
@@ -34,7 +37,10 @@ MODEL_CONFIG_KEY = "plasticity"
 
 RECORD_ATTR = "_hf_plasticity_record"
 #: The schema this version writes; it reads every schema up to this one.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: The strategy of a record that holds a fine-tuning recipe but no restore ([`record_recipe`] on a model that was not
+#: restored): nothing was re-initialized.
+NO_RESTORE = "none"
 
 
 class RecordError(ValueError):
@@ -70,6 +76,7 @@ class RestoreRecord:
         details: what the strategy decided beyond its config.
         diagnostics: the overall diagnostics, ``{"before": {...}, "after": {...}}`` (numbers only).
         versions: the library versions that wrote the record.
+        recipe: the [`FineTuneRecipe`] that chose the fine-tune's learning rates (records of schema 3 on), or None.
         schema_version: the record's schema (see the module docstring).
 
     Example:
@@ -79,7 +86,7 @@ class RestoreRecord:
     >>> record = RestoreRecord.from_dict({"strategy": "reinit_layers", "config": {}, "total_parameters": 10,
     ...     "reinitialized_per_block": {"1": 4}, "total_reinitialized": 4, "redrawn": {"whole": ["layers.1"]}})
     >>> record.schema_version, record.redrawn
-    (2, {'whole': ['layers.1'], 'partial': []})
+    (3, {'whole': ['layers.1'], 'partial': []})
     >>> RestoreRecord.from_dict(record.to_dict()) == record
     True
     ```
@@ -95,6 +102,7 @@ class RestoreRecord:
     details: dict[str, Any] = field(default_factory=dict)
     diagnostics: dict[str, dict[str, float]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=library_versions)
+    recipe: FineTuneRecipe | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -125,6 +133,8 @@ class RestoreRecord:
             data["details"] = dict(self.details)
         if self.diagnostics:
             data["diagnostics"] = {key: dict(values) for key, values in self.diagnostics.items()}
+        if self.recipe is not None:
+            data["recipe"] = self.recipe.to_dict()
         return data
 
     @classmethod
@@ -189,6 +199,12 @@ class RestoreRecord:
         diagnostics = data.get("diagnostics", {})
         if not all(isinstance(values, dict) for values in diagnostics.values()):
             raise fail("`diagnostics` must map 'before'/'after' to dicts of numbers")
+        recipe = None
+        if data.get("recipe") is not None:  # schemas 1 and 2 predate the field: no recipe
+            try:
+                recipe = FineTuneRecipe.from_dict(data["recipe"])
+            except (TypeError, ValueError) as error:
+                raise fail(f"its `recipe` is unreadable: {str(error).rstrip('.')}") from None
         return cls(
             strategy=data["strategy"],
             config=dict(data["config"]),
@@ -200,6 +216,7 @@ class RestoreRecord:
             details=dict(data.get("details", {})),
             diagnostics={key: dict(values) for key, values in diagnostics.items()},
             versions=dict(data.get("versions", {})),
+            recipe=recipe,
             schema_version=SCHEMA_VERSION,  # upgraded: written back in the current schema
         )
 
@@ -326,6 +343,37 @@ def write_record(model: nn.Module, record: RestoreRecord, transaction: Transacti
             setattr(obj, name, value)
         else:
             transaction.set_attribute(obj, name, value)
+
+
+def record_recipe(model: nn.Module, recipe: FineTuneRecipe) -> RestoreRecord:
+    """Records ``recipe`` on ``model``: in its restore record when it has one (replacing an earlier recipe), else in
+    a record of strategy ``"none"`` that re-initialized nothing (so a later restore is not blocked by it). Like every
+    record it reaches ``model.config.plasticity``, ``config.json`` and the model card.
+
+    Returns:
+        The record now on the model.
+    """
+    if not isinstance(recipe, FineTuneRecipe):
+        raise TypeError(f"`recipe` must be a FineTuneRecipe, got {type(recipe).__name__}.")
+    model = unwrap_model(model)
+    current = restore_record(model)
+    if current is None:
+        from .architectures import get_layout
+        from .checkpoint_names import checkpoint_names, module_checkpoint_name
+
+        names = checkpoint_names(model)
+        current = RestoreRecord(
+            strategy=NO_RESTORE,
+            config={},
+            reinitialized_per_block={},
+            total_reinitialized=0,
+            total_parameters=sum(p.numel() for p in model.parameters()),
+            redrawn={"whole": [], "partial": []},
+            blocks=[module_checkpoint_name(names, block) for block in get_layout(model).blocks],
+        )
+    record = replace(current, recipe=recipe)
+    write_record(model, record)
+    return record
 
 
 def overall_numbers(diagnostics: Any, prefix: str = "") -> dict[str, float]:

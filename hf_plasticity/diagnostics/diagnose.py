@@ -272,6 +272,31 @@ def diagnose(
     return report
 
 
+def block_probe_accuracy(
+    model: nn.Module, data: Any, *, batches: int = 8, batch_size: int = 32
+) -> tuple[list[float | None], int, float]:
+    """The probe of [`diagnose`] alone: per backbone block, the nearest-class-mean accuracy of its pooled output on
+    ``data``, from forward passes only (no gradient: about half the cost of [`diagnose`]'s pass). The same features
+    as [`diagnose`]'s (eval mode, the same probe); the model's modes, ``requires_grad`` flags, gradients and RNG
+    state are left as they were.
+
+    Returns:
+        `(accuracies, samples, seconds)`: one accuracy (or None) per block in depth order, the images read, the time.
+    """
+    check_restorable(unwrap_model(model), writes=False)
+    if data is None:
+        raise CalibrationDataError("The probe needs labelled downstream data.")
+    start = time.perf_counter()
+    layout = get_layout(model)
+    labels = []
+    with calibration_mode(model, []), torch.no_grad(), BlockFeatureProbe(model, layout.blocks) as probe:
+        for batch in iter_batches(data, batches, batch_size):
+            labels.append(batch[1].reshape(-1).cpu())
+            downstream_loss(model, batch)  # the forward pass (and the check that the labels fit the head)
+    accuracies = probe.accuracies(torch.cat(labels))
+    return accuracies, sum(len(chunk) for chunk in labels), time.perf_counter() - start
+
+
 def _report(layers, targets, grad_sums, count, samples, means, groups, gram, tau, insignificant, seconds):
     abs_grads = [(total / max(count, 1)).abs() for total in grad_sums]
     total_numel = sum(g.numel() for g in abs_grads)

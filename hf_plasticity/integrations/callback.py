@@ -26,12 +26,16 @@ from ..core.collectives import (
     is_main_process,
     parameter_fingerprint,
     process_group_warning,
+    run_on_main,
     sharded_parameters,
 )
 from ..core.config import PlasticityConfig
 from ..core.param_groups import plasticity_param_groups
+from ..core.recipe import FineTuneRecipe, budget_for_epochs, check_recipe, refuse_rates_with_recipe
+from ..core.record import record_recipe, restore_record
 from ..core.validators import check_flag, check_number
-from .controller import PREFIX, PlasticityController, RestoreMode
+from ..diagnostics.recipe import recommend_recipe
+from .controller import PREFIX, PlasticityController, RestoreMode, check_restore_mode
 from .trainer_adapter import base_loader, ensure_saved_state, resuming, saved_state, tensorboard_writers
 
 logger = logging.getLogger(__name__)
@@ -80,6 +84,11 @@ class PlasticityCallback(TrainerCallback, ExportableState):
       [`plasticity_param_groups`]: the backbone at ``args.learning_rate`` (with ``layer_decay``, lower towards the
       input), the re-drawn blocks at ``reinit_lr``, the head at ``head_lr``. The Trainer's scheduler scales every
       group alike; a resume builds the same groups from the checkpoint's record.
+    - **A recipe instead of learning rates** (``recipe="auto"``, experimental): before the optimizer exists, one
+      diagnostic pass on 256 training images chooses the backbone's and the head's learning rates
+      ([`recommend_recipe`], for the budget nearest to the run's epochs: about 3 or about 9), the optimizer is built
+      with them (``args.learning_rate`` is not used), nothing is re-drawn, and the recipe is recorded with the model
+      and shown in its card. A resume builds the same groups from the recipe saved with the checkpoint.
     - **Periodic strategies** (ReDo every N steps, selective threshold mode every T steps, continual backprop, RIFLE
       at given epochs), each resetting the optimizer state of the entries it re-draws.
     - **Metrics** through `Trainer.log`: ``plasticity/restore/*`` after the restore, ``plasticity/<strategy>/*``
@@ -117,6 +126,10 @@ class PlasticityCallback(TrainerCallback, ExportableState):
             (default: never).
         diagnostics_batches: probe batches per diagnostics pass (each costs about one training step).
         check_resume: on resume, check that the model holds the checkpoint's weights.
+        recipe: ``"auto"``: choose the learning rates from one diagnostic pass on the train dataset (experimental:
+            a first fit on the benchmark's tuning records, see [`recommend_recipe`]); or a [`FineTuneRecipe`] to
+            train at its rates. The recipe re-draws nothing, so ``restore`` then defaults to False; ``restore=True``
+            or ``"force"``, ``reinit_lr``, ``head_lr``, ``layer_decay`` and ``redrawn`` are refused with it.
 
     Example:
 
@@ -143,7 +156,22 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         diagnostics_every: int | None = None,
         diagnostics_batches: int = 2,
         check_resume: bool = True,
+        recipe: FineTuneRecipe | str | dict | None = None,
     ) -> None:
+        if isinstance(recipe, dict):  # a recipe saved in a checkpoint's callback state
+            recipe = FineTuneRecipe.from_dict(recipe)
+        check_recipe(recipe, allow_auto=True)
+        if recipe is not None:
+            check_restore_mode(restore)
+            refuse_rates_with_recipe(
+                recipe, reinit_lr=reinit_lr, head_lr=head_lr, layer_decay=layer_decay, redrawn=redrawn
+            )
+            if restore is True or restore == "force":
+                raise ValueError(
+                    f"`recipe` re-draws nothing (its rates were measured on fine-tunes without a re-draw), so "
+                    f"`restore={restore!r}` cannot go with it: drop `restore=` (or pass False), or drop `recipe=`."
+                )
+            restore = False
         check_number("reinit_lr", reinit_lr, low=0, allow_none=True)
         check_number("head_lr", head_lr, low=0, allow_none=True)
         check_number("layer_decay", layer_decay, low=0, high=1, low_open=True, allow_none=True)
@@ -158,6 +186,10 @@ class PlasticityCallback(TrainerCallback, ExportableState):
             diagnostics_batches=diagnostics_batches,
         )
         self.reinit_lr, self.head_lr, self.layer_decay, self.redrawn = reinit_lr, head_lr, layer_decay, redrawn
+        #: The recipe as given: ``"auto"``, a [`FineTuneRecipe`], or None.
+        self.recipe = recipe
+        #: The [`FineTuneRecipe`] the optimizer is built with (``recipe``, or the one ``"auto"`` chose), or None.
+        self.resolved_recipe: FineTuneRecipe | None = recipe if isinstance(recipe, FineTuneRecipe) else None
         self.log_every = log_every
         self.check_resume = check_resume
         #: Every metric dict this callback logged, with its step (main process).
@@ -181,8 +213,10 @@ class PlasticityCallback(TrainerCallback, ExportableState):
 
     @property
     def own_rates(self) -> bool:
-        """Whether the callback builds the optimizer (``reinit_lr``, ``head_lr``, ``layer_decay`` or ``redrawn``)."""
-        return any(value is not None for value in (self.reinit_lr, self.head_lr, self.layer_decay, self.redrawn))
+        """Whether the callback builds the optimizer (``reinit_lr``, ``head_lr``, ``layer_decay``, ``redrawn`` or
+        ``recipe``)."""
+        rates = (self.reinit_lr, self.head_lr, self.layer_decay, self.redrawn, self.recipe)
+        return any(value is not None for value in rates)
 
     # ---------------------------------------------------------------------------------------------- ExportableState
     def state(self) -> dict[str, Any]:
@@ -199,6 +233,7 @@ class PlasticityCallback(TrainerCallback, ExportableState):
                 "diagnostics_every": controller.diagnostics_every,
                 "diagnostics_batches": controller.diagnostics_batches,
                 "check_resume": self.check_resume,
+                "recipe": self.recipe.to_dict() if isinstance(self.recipe, FineTuneRecipe) else self.recipe,
             },
             "attributes": {"plasticity_state": self.plasticity_state},
         }
@@ -208,12 +243,15 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         """The controller state and a fingerprint of the weights, as saved in a checkpoint."""
         model = self._model
         fingerprint = parameter_fingerprint(model) if model is not None and not sharded_parameters(model) else None
-        return {"controller": _to_json(self.controller.state_dict()), "fingerprint": fingerprint}
+        recipe = self.resolved_recipe.to_dict() if self.resolved_recipe is not None else None
+        return {"controller": _to_json(self.controller.state_dict()), "fingerprint": fingerprint, "recipe": recipe}
 
     @plasticity_state.setter
     def plasticity_state(self, value: dict[str, Any]) -> None:
         self.controller.load_state_dict(_from_json(value.get("controller") or {}))
         self._saved_fingerprint = value.get("fingerprint")
+        if value.get("recipe") is not None:
+            self.resolved_recipe = FineTuneRecipe.from_dict(value["recipe"])
 
     # ------------------------------------------------------------------------------------- called by the trainer
     def prepare(self, trainer: Any, model: nn.Module, *, dataloader: Any = None, optimizer: Any = None) -> None:
@@ -239,6 +277,8 @@ class PlasticityCallback(TrainerCallback, ExportableState):
             dataloader = trainer.get_train_dataloader()
         controller.data = base_loader(dataloader) if dataloader is not None else None
         controller.validate(model, has_data=has_data)
+        if self.recipe is not None:
+            self._resolve_recipe(trainer, model, dataloader, resume)
         controller.prefetch()
         if not resume:
             report = controller.restore(model, optimizer=optimizer)
@@ -246,7 +286,8 @@ class PlasticityCallback(TrainerCallback, ExportableState):
                 self._announce(report.one_line())
                 self._log(controller.restore_metrics(report), state)
             else:
-                self._skipped(controller.skip_reason or "nothing to do", state)
+                reason = "the recipe re-draws nothing" if self.recipe is not None else controller.skip_reason
+                self._skipped(reason or "nothing to do", state)
         elif controller.does_restore and not controller.restored:
             self._skipped(
                 f"resuming at step {state.global_step} from a checkpoint saved without PlasticityCallback; the "
@@ -264,6 +305,8 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         if not self.own_rates:
             return None
         self._built_groups = True
+        if self.resolved_recipe is not None:
+            return plasticity_param_groups(model, recipe=self.resolved_recipe, weight_decay=args.weight_decay)
         return plasticity_param_groups(
             model,
             lr=args.learning_rate,
@@ -283,6 +326,11 @@ class PlasticityCallback(TrainerCallback, ExportableState):
                 "PlasticityCallback cannot re-initialize FSDP-sharded parameters: restore before wrapping, i.e. "
                 "call `prepare_pretrained(model, config, data=...)` before creating the Trainer, and drop the "
                 "callback (or use `PlasticityCallback(restore=False)` without periodic strategy for monitoring)."
+            )
+        if self.recipe == "auto" and trainer.train_dataset is None:
+            raise ValueError(
+                "PlasticityCallback(recipe='auto') reads the train dataset to choose the learning rates: give the "
+                "Trainer a `train_dataset`, or pass a FineTuneRecipe."
             )
         if model is not None:
             self._model = model
@@ -329,6 +377,39 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         self._prepared = False
 
     # ----------------------------------------------------------------------------------------------------- helpers
+    def _resolve_recipe(self, trainer: Any, model: nn.Module, dataloader: Any, resume: bool) -> None:
+        """The recipe the optimizer is built with: the checkpoint's on a resume, else the one given, else (``"auto"``)
+        one diagnostic pass on rank 0, shared with every process; recorded on the model."""
+        state = trainer.state
+        if self.resolved_recipe is None and resume:
+            raise ValueError(
+                "PlasticityCallback(recipe='auto') resumes from a checkpoint saved without its recipe, and the "
+                "trained weights would give another one: pass the first run's recipe (`recipe=FineTuneRecipe(...)`, "
+                "e.g. from the first run's config.json, `restore_record(model).recipe`)."
+            )
+        if self.resolved_recipe is not None and not resume:
+            self._announce(f"recipe: {self.resolved_recipe.describe()}; the Trainer's learning_rate is not used")
+        if self.resolved_recipe is None:
+            epochs = float(trainer.args.num_train_epochs)
+            batches = len(dataloader) if hasattr(dataloader, "__len__") else 0
+            if trainer.args.max_steps > 0 and batches:
+                epochs = trainer.args.max_steps * trainer.args.gradient_accumulation_steps / batches
+            budget = budget_for_epochs(epochs)
+            data = base_loader(dataloader) if dataloader is not None else None
+            self.resolved_recipe = run_on_main(lambda: recommend_recipe(model, data, budget=budget, record=False))
+            recipe = self.resolved_recipe
+            self._announce(f"recipe: {recipe.describe()}; the Trainer's learning_rate is not used")
+            metrics = {
+                f"{PREFIX}/recipe/backbone_lr": recipe.backbone_lr,
+                f"{PREFIX}/recipe/head_lr": recipe.head_lr,
+                f"{PREFIX}/recipe/last_over_peak": recipe.last_over_peak,
+                f"{PREFIX}/recipe/seconds": recipe.seconds,
+            }
+            self._log(metrics, state)
+        record = restore_record(model)
+        if record is None or record.recipe != self.resolved_recipe:
+            record_recipe(model, self.resolved_recipe)
+
     def _trainer_or_fail(self) -> Any:
         if self.trainer is None:
             raise TypeError(NOT_IN_A_PLASTICITY_TRAINER)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..core.config import PlasticityConfig, available_strategies
 from ..core.messages import first_line as one_line
-from ..core.record import MODEL_CONFIG_KEY, RestoreRecord, read_record, restore_record
+from ..core.record import MODEL_CONFIG_KEY, NO_RESTORE, RestoreRecord, read_record, restore_record
 from ..core.unwrap import unwrap_model
 from ..core.validators import check_flag, check_number
 from ..diagnostics.figure import FIGURE_NAME
@@ -266,8 +266,10 @@ def _can_plot() -> bool:
 
 
 def _write_plasticity_files(folder: Path, summary: RestoreRecord, **card_kwargs: Any) -> None:
-    """``plasticity_config.json`` and the library's section of ``README.md`` (kept text around it)."""
-    PlasticityConfig.from_dict(summary.config).save_pretrained(folder)
+    """``plasticity_config.json`` (not for a record without a restore: it has no strategy config) and the library's
+    section of ``README.md`` (kept text around it)."""
+    if summary.strategy != NO_RESTORE:
+        PlasticityConfig.from_dict(summary.config).save_pretrained(folder)
     _write_card(folder, summary, **card_kwargs)
 
 

@@ -14,7 +14,8 @@ from torch import nn
 
 from ..core.checkpoint_names import checkpoint_names, module_checkpoint_name
 from ..core.config import get_config_class
-from ..core.record import RestoreRecord
+from ..core.recipe import FineTuneRecipe
+from ..core.record import NO_RESTORE, RestoreRecord
 from ..core.version import __version__
 from ..pipeline.report import PlasticityReport
 
@@ -23,6 +24,8 @@ SECTION_START = "<!-- hf-plasticity:start -->"
 SECTION_END = "<!-- hf-plasticity:end -->"
 LIBRARY_NAME = "hf-plasticity"
 PIPELINE_TAG = "image-classification"
+#: The tag of a card whose record holds a fine-tuning recipe.
+RECIPE_TAG = "fine-tuning-recipe"
 _SECTION_RE = re.compile(re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END), re.DOTALL)
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -120,12 +123,36 @@ def _diagnostic_rows(diagnostics: dict[str, dict[str, float]], limit: int = 40) 
     return rows
 
 
+def _recipe_view(recipe: FineTuneRecipe | None) -> dict[str, Any] | None:
+    """The recipe's line and table rows for the card, or None."""
+    if recipe is None:
+        return None
+    rows = [("backbone learning rate", f"{recipe.backbone_lr:.3g}"), ("head learning rate", f"{recipe.head_lr:.3g}")]
+    rows.append(("re-draw", "none (the rates were measured on fine-tunes without one)"))
+    if recipe.last_over_peak is not None:
+        probe = ", ".join("–" if a is None else f"{a:.3f}" for a in recipe.block_probe_accuracy)
+        cost = f"{recipe.samples} images, {recipe.seconds:.2f} s"
+        if recipe.epoch_share is not None:
+            cost += f", {recipe.epoch_share:.1%} of an epoch's images"
+        rows += [
+            ("budget", f"`{recipe.budget}`"),
+            ("model family", f"`{recipe.family}`"),
+            ("last / peak probe accuracy", f"{recipe.last_over_peak:.4f} (threshold {recipe.threshold})"),
+            ("probe accuracy per block", probe),
+            ("diagnostic pass", cost),
+        ]
+    return {"line": recipe.describe(), "rows": rows}
+
+
 def card_metadata(summary: RestoreRecord, base_model: str | None = None) -> dict[str, Any]:
-    """The card's metadata: library, base model, pipeline tag and tags (plasticity and the strategy)."""
+    """The card's metadata: library, base model, pipeline tag and tags (plasticity, the strategy, and
+    ``fine-tuning-recipe`` when the record holds a recipe)."""
+    strategy = [] if summary.strategy == NO_RESTORE else [summary.strategy]
+    recipe = [] if summary.recipe is None else [RECIPE_TAG]
     data: dict[str, Any] = {
         "library_name": LIBRARY_NAME,
         "pipeline_tag": PIPELINE_TAG,
-        "tags": ["plasticity", summary.strategy, "hf-plasticity"],
+        "tags": ["plasticity", *strategy, "hf-plasticity", *recipe],
     }
     if base_model:
         data["base_model"] = base_model
@@ -186,6 +213,8 @@ def build_model_card(
         section_start=SECTION_START,
         section_end=SECTION_END,
         library_version=__version__,
+        restored=summary.strategy != NO_RESTORE,
+        recipe=_recipe_view(summary.recipe),
         strategy=summary.strategy,
         strategy_description=_strategy_description(summary.strategy),
         total_reinitialized=f"{summary.total_reinitialized:,}",

@@ -17,20 +17,23 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from ..core.param_groups import plasticity_param_groups
+from ..core.recipe import FineTuneRecipe, check_recipe, refuse_rates_with_recipe
 
 
 def plasticity_optimizer(
     model: nn.Module,
     args: TrainingArguments,
     *,
-    reinit_lr: float,
+    reinit_lr: float | None = None,
     head_lr: float | None = None,
     layer_decay: float | None = None,
     report: Any = None,
+    recipe: FineTuneRecipe | None = None,
 ) -> torch.optim.Optimizer:
     """The optimizer ``args.optim`` names (AdamW by default, with ``args``' betas and epsilon), over
     [`plasticity_param_groups`]: the backbone at ``args.learning_rate`` with ``args.weight_decay``, the parameters a
-    restore re-drew at ``reinit_lr``, the head at ``head_lr``.
+    restore re-drew at ``reinit_lr``, the head at ``head_lr``; or, with ``recipe``, the backbone and the head at the
+    recipe's rates (``args.learning_rate`` is not used then).
 
     Args:
         model: the restored model (a record on it, or ``report``, says what was re-drawn).
@@ -39,6 +42,8 @@ def plasticity_optimizer(
         head_lr: learning rate of the classification head (None: ``reinit_lr``).
         layer_decay: layer-wise learning-rate decay over the pretrained blocks (None: none).
         report: the restore's [`PlasticityReport`] (default: the model's record).
+        recipe: a [`FineTuneRecipe`] (from [`recommend_recipe`]) in place of the learning rates; refused together with
+            ``reinit_lr``, ``head_lr`` or ``layer_decay``.
 
     Example:
 
@@ -46,16 +51,19 @@ def plasticity_optimizer(
     >>> report = prepare_pretrained(model)  # doctest: +SKIP
     >>> trainer = Trainer(model=model, args=args, train_dataset=train_ds,
     ...                   optimizers=(plasticity_optimizer(model, args, reinit_lr=1e-3), None))  # doctest: +SKIP
+    >>> recipe = recommend_recipe(model, train_ds)  # doctest: +SKIP
+    >>> optimizer = plasticity_optimizer(model, args, recipe=recipe)  # doctest: +SKIP
     ```
     """
+    check_recipe(recipe)
+    refuse_rates_with_recipe(recipe, reinit_lr=reinit_lr, head_lr=head_lr, layer_decay=layer_decay)
+    if recipe is None and reinit_lr is None:
+        raise ValueError(
+            "`reinit_lr` (the re-drawn parameters' learning rate) is required, unless `recipe=` is given."
+        )
+    rates = {"recipe": recipe} if recipe is not None else {"lr": args.learning_rate, "reinit_lr": reinit_lr}
     groups = plasticity_param_groups(
-        model,
-        lr=args.learning_rate,
-        reinit_lr=reinit_lr,
-        head_lr=head_lr,
-        weight_decay=args.weight_decay,
-        layer_decay=layer_decay,
-        report=report,
+        model, head_lr=head_lr, weight_decay=args.weight_decay, layer_decay=layer_decay, report=report, **rates
     )
     optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
     return optimizer_cls(groups, **optimizer_kwargs)
