@@ -22,8 +22,9 @@ from .pretrain import save_figure
 from .stats import Interval, mean_interval
 from .study_report import Row, _difference, confirmed_pairs, result_files
 
-#: The arms pooled, in the order of the table and the figure.
-POOLED_ARMS = ("reinit_top", "boost_top", "auto", "layer_decay", "dash", "shrink_perturb")
+#: The arms pooled, in the order of the table and the figure; the recipe arm (version 3: its pooled test regret) only
+#: once 3 pairs of a group confirm it.
+POOLED_ARMS = ("reinit_top", "boost_top", "auto", "layer_decay", "dash", "shrink_perturb", "recipe")
 #: The fewest pairs a pooled estimate is shown for.
 MIN_PAIRS = 3
 #: The markers in a Markdown document between which `--doc` puts the table.

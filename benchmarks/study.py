@@ -56,12 +56,18 @@ class StudyArm:
         grid: knob -> values tried. A recipe knob (``backbone_lr``, ``head_lr``, ``reinit_lr``, ``layer_decay``,
             ``boosted_blocks``) goes to the fine-tuning recipe; any other knob is a field of the strategy's config
             (DASH's ``lambda_min``). Knobs not in the grid keep the recipe's (or `params`') values.
+        recommended: the arm is not tuned on a grid: each run takes its ``backbone_lr`` and ``head_lr`` from the
+            library's ``recommend_recipe`` (one diagnostic pass on `RECIPE_SAMPLES` images of the run's training
+            split, in the run's seed's order, for the run's budget), so the arm has one configuration (no knobs),
+            which `choose` returns without reading validation, and each run's record says what the pass read and
+            chose (``recommended``).
     """
 
     name: str
     strategy: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, tuple] = field(default_factory=dict)
+    recommended: bool = False
 
 
 LRS = (3e-4, 1e-3, 3e-3)
@@ -100,10 +106,19 @@ ARMS["lp_ft"] = StudyArm(
     grid={"backbone_lr": LRS, "head_lr": (1e-3, 3e-3), "probe_fraction": (1 / 3, 2 / 3)},
 )
 
-#: The arms every model of version 2 runs (the layer-scale variants only matter for ConvNeXt; LP-FT came after).
-DEFAULT_ARMS = [name for name in ARMS if "_scale_" not in name and name != "lp_ft"]
-#: The arms of version 3: version 2's and LP-FT.
-V3_ARMS = [*DEFAULT_ARMS, "lp_ft"]
+ARMS["recipe"] = StudyArm(
+    # the library's sweep-free recipe (issue 27): the rates recommend_recipe reads off the run's training data
+    "recipe",
+    recommended=True,
+)
+#: The images of the training split the recipe arm's diagnostic pass reads (the rule was fitted on 256).
+RECIPE_SAMPLES = 256
+
+#: The arms every model of version 2 runs (the layer-scale variants only matter for ConvNeXt; LP-FT and the recipe
+#: came after).
+DEFAULT_ARMS = [name for name in ARMS if "_scale_" not in name and name not in ("lp_ft", "recipe")]
+#: The arms of version 3: version 2's, LP-FT and the recipe (its test regret against the tuned standard arm).
+V3_ARMS = [*DEFAULT_ARMS, "lp_ft", "recipe"]
 
 #: What a results folder's runs share and a resumed study may not change. ``tie_break``: ``"first"`` (version 2: the
 #: first tied configuration in grid order) or ``"third_seed"`` (`choose`); ``tie_seeds``: the seeds the tied
@@ -258,7 +273,8 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         train, val = (images[keep], labels[keep]), (images[held], labels[held])
     test = as_tensors(data["test"])
     num_labels = data["train"].features["labels"].num_classes
-    arm = StudyArm(task["arm"], task["strategy"], task["params"])  # from the task: workers need no global state
+    # from the task: workers need no global state
+    arm = StudyArm(task["arm"], task["strategy"], task["params"], recommended=task.get("recommended", False))
     knobs, strategy_knobs = split_knobs(task["knobs"])
     if strategy_knobs and arm.strategy is None:
         raise ValueError(
@@ -268,7 +284,15 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         knobs["boosted_blocks"] = None  # resolved below, once the model is loaded
     start = time.perf_counter()
     model = load_model(task["model"], num_labels, seed=task["seed"]).to(settings.device)
-    restore_seconds, report = 0.0, None
+    restore_seconds, report, recommended = 0.0, None, None
+    if arm.recommended:  # the rates from one pass on training images: neither validation nor test is read to choose
+        from hf_plasticity import recommend_recipe
+
+        batches = calibration_data(train, -(-RECIPE_SAMPLES // 32), 32, task["seed"])
+        batches = [{k: v.to(settings.device) for k, v in batch.items()} for batch in batches]
+        found = recommend_recipe(model, batches, budget=task["budget"], samples=RECIPE_SAMPLES, record=False)
+        knobs.update(backbone_lr=found.backbone_lr, head_lr=found.head_lr)
+        recommended = found.to_dict()
     if arm.strategy is not None:
         from hf_plasticity import get_config_class, prepare_pretrained
 
@@ -301,6 +325,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         "restore_seconds": restore_seconds,
         "reinitialized": report.total_reinitialized if report is not None else 0,
         "details": report.details if report is not None else {},
+        "recommended": recommended,
         "epoch_seconds": sum(history["epoch_seconds"]) / len(history["epoch_seconds"]),
         "n": {"train": len(train[1]), "val": len(val[1]), "test": len(test[1])},
         "device": settings.device,
@@ -371,7 +396,12 @@ def choose(
     configurations' runs on ``tie_seeds`` count too (None until they are all there), and the best mean over every
     seed wins; a tie that remains goes to the smallest `config_key`, a hash of the knobs: unrelated to which side
     of the grid a value is on, and the same whatever the order of the grid or of its extensions.
+
+    An arm that is not tuned (``arm.recommended``: its rates come from each run's diagnostic pass) has one
+    configuration, ``{}``, returned without reading ``records``.
     """
+    if arm.recommended:
+        return {}
     if tie_break == "third_seed":
         tied = tied_configs(records, arm, budget, extensions)
         if tied:
@@ -503,6 +533,7 @@ def make_task(
         "arm": arm.name,
         "strategy": arm.strategy,
         "params": arm.params,
+        "recommended": arm.recommended,
         "knobs": knobs,
         "config": config_key(arm.name, knobs),
         "budget": budget,

@@ -88,6 +88,8 @@ def lr_robustness(records: list[Row], arm: str, budget: str) -> tuple[float, flo
     extensions differ between arms), of the best mean validation accuracy at that lr."""
     per_lr: dict[float, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in _by(records, arm=arm, budget=budget, phase="tune"):
+        if r.get("recommended"):  # the recipe arm is not tuned: its rates are the pass's, not a grid's
+            continue
         if any(math.isclose(r["recipe"]["backbone_lr"], lr) for lr in LRS):
             per_lr[r["recipe"]["backbone_lr"]][r["config"]].append(r["val_acc"][-1])
     if not per_lr:
@@ -132,6 +134,27 @@ def confirmation_runs(records: list[Row], budget: str) -> dict[str, dict[int, Ro
     return runs
 
 
+def recommended_cell(runs: Any) -> str | None:
+    """What the recipe arm's runs read and chose (`StudyArm.recommended`): the rates with their number of runs, the
+    range of the last block's probe accuracy over the best block's, the rule's threshold and the pass's mean time;
+    None for a tuned arm."""
+    found = [r["recommended"] for r in runs if r.get("recommended")]
+    if not found:
+        return None
+
+    def counted(name: str) -> str:
+        values = [f[name] for f in found]
+        return ", ".join(f"{v:g} x{values.count(v)}" for v in sorted(set(values)))
+
+    ratios = [f["last_over_peak"] for f in found]
+    thresholds = ", ".join(f"{t:g}" for t in sorted({f["threshold"] for f in found}))
+    return (
+        f"recommend_recipe: backbone_lr {counted('backbone_lr')}; head_lr {counted('head_lr')} (last/peak "
+        f"{min(ratios):.3f}-{max(ratios):.3f}, threshold {thresholds}; pass "
+        f"{sum(f['seconds'] for f in found) / len(found):.1f} s)"
+    )
+
+
 def summarize(records: list[Row], budget: str, one_device: bool = False) -> list[Row]:
     """One row per arm for one (model, target) and budget; accuracies in percent. With ``one_device``, the paired
     difference to standard leaves out the seeds whose two runs trained on different devices."""
@@ -157,6 +180,7 @@ def summarize(records: list[Row], budget: str, one_device: bool = False) -> list
             {
                 "arm": arm,
                 "knobs": choice[1],
+                "recommended": recommended_cell(runs.values()),
                 "edges": edge_knobs(records, arm, budget, choice[1]),
                 "val": 100 * choice[2],
                 "test": mean_interval(list(final.values())),
@@ -192,7 +216,8 @@ def tuning_table(records: list[Row], model: str, target: str, budget: str) -> li
         runs = _by(tuned, arm=arm)
         tried = len({r["config"] for r in runs})
         edges = edge_knobs(records, arm, budget, knobs)
-        lines.append(f"| {arm} | {_knobs(knobs, edges)} | {100 * val:.1f} | {tried} | {len(runs)} |")
+        shown = recommended_cell(runs) or _knobs(knobs, edges)
+        lines.append(f"| {arm} | {shown} | {100 * val:.1f} | {tried} | {len(runs)} |")
     return [*lines, ""]
 
 
@@ -211,6 +236,9 @@ OVERVIEW_PAIRS = (
     ("restore - control", "reinit_top", "boost_top"),
     ("auto - standard", "auto", "standard"),
 )
+#: The overview's column of the recipe arm (its test regret: negative when it loses to the tuned standard arm), shown
+#: once a pair confirms the arm (version 2's overview stays as it was).
+RECIPE_PAIR = ("recipe - standard", "recipe", "standard")
 
 
 #: The arms whose worst validation accuracy over the lr grid the overview and the tally compare.
@@ -276,11 +304,12 @@ def overview(results: str | Path) -> list[str]:
 
 def _overview_lines(pairs: list[Row]) -> list[str]:
     lines = []
+    columns = OVERVIEW_PAIRS + ((RECIPE_PAIR,) if any(RECIPE_PAIR[1] in pair["final"] for pair in pairs) else ())
     for pair in pairs:
         standard = pair["final"]["standard"]
         cells = [f"{pair['model']} | {pair['target']} ({'atypical' if pair['atypical'] else 'control'})"]
         cells += [pair["budget"], f"{mean_interval(list(standard.values())).mean:.1f} ({len(standard)})"]
-        for _, treatment, control in OVERVIEW_PAIRS:
+        for _, treatment, control in columns:
             diff, shared = _difference(pair, treatment, control)
             cells.append(
                 ("–" if diff is None else str(diff))
@@ -291,7 +320,7 @@ def _overview_lines(pairs: list[Row]) -> list[str]:
         lines.append("| " + " | ".join(cells) + " |")
     if not lines:
         return []
-    header = " | ".join(column for column, _, _ in OVERVIEW_PAIRS)
+    header = " | ".join(column for column, _, _ in columns)
     return [
         "### Overview: the default restore and the high-lr control against the tuned standard arm",
         "",
@@ -300,7 +329,7 @@ def _overview_lines(pairs: list[Row]) -> list[str]:
         "",
         f"| model | target | budget | standard test % (seeds) | {header} | worst over lr grid: standard / restore / "
         "control |",
-        "|---|---|---|---:|" + "---:|" * len(OVERVIEW_PAIRS) + "---:|",
+        "|---|---|---|---:|" + "---:|" * len(columns) + "---:|",
         *lines,
         "",
     ]
@@ -510,7 +539,8 @@ def markdown(results: str | Path) -> str:
                 )
                 cost = "–" if row["restore_epochs"] is None else f"{row['restore_epochs']:.2f}"
                 lines.append(
-                    f"| {row['arm']} | {_knobs(row['knobs'], row['edges'])} | {row['val']:.1f} | {test.mean:.1f} "
+                    f"| {row['arm']} | {row['recommended'] or _knobs(row['knobs'], row['edges'])} | "
+                    f"{row['val']:.1f} | {test.mean:.1f} "
                     f"[{test.low:.1f}, {test.high:.1f}] | {'–' if diff is None else str(diff)} | {reach} | "
                     f"{row['auc']:.1f} | {robust} | {cost} | {row['seeds']} |"
                 )
