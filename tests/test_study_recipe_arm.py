@@ -141,3 +141,13 @@ def test_the_recipe_arm_s_regret_is_pooled_across_pairs():
     (recipe,) = [row for row in pool(pairs) if row.arm == "recipe"]
     assert len(recipe.pairs) == 3 and recipe.estimate.mean == pytest.approx(-1.0)
     assert not [row for row in pool(pairs[:2]) if row.arm == "recipe"]  # under 3 pairs: not pooled
+
+
+def test_the_recipe_arm_has_no_robustness_over_the_lr_grid():
+    """Its tuning runs train at the pass's rate, which may be on the shared lr grid: not a grid's worst case."""
+    from benchmarks.study_report import lr_robustness
+
+    run = {"arm": "recipe", "budget": "short", "phase": "tune", "config": study.config_key("recipe", {}),
+           "recipe": {"backbone_lr": 3e-3}, "val_acc": [0.9], "recommended": {"backbone_lr": 3e-3}}  # fmt: skip
+    assert lr_robustness([run], "recipe", "short") is None
+    assert lr_robustness([{**run, "recommended": None}], "recipe", "short") == (0.9, 0.9)  # a tuned arm's would count
