@@ -34,7 +34,7 @@ import math
 import statistics
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ class Pair:
     budget: str
     val: dict[Config, float]  # mean final validation accuracy (points) per configuration of the standard arm
     last_over_peak: float  # probe accuracy of the last block / of the best block, before fine-tuning
+    _regrets: dict[Config, float] = field(default_factory=dict, repr=False)  # `regret`'s answers: the fits ask often
 
     @property
     def family(self) -> str:
@@ -69,13 +70,16 @@ class Pair:
     def regret(self, config: Config) -> float:
         """The tuned best minus the accuracy at the grid point nearest to ``config`` (log distance; ties: lower)."""
 
-        def distance(point: Config) -> tuple[float, float]:
-            return (
-                abs(math.log(point[0] / config[0])) + abs(math.log(point[1] / config[1])),
-                point[0] + point[1],
-            )
+        if config not in self._regrets:
 
-        return self.best - self.val[min(self.val, key=distance)]
+            def distance(point: Config) -> tuple[float, float]:
+                return (
+                    abs(math.log(point[0] / config[0])) + abs(math.log(point[1] / config[1])),
+                    point[0] + point[1],
+                )
+
+            self._regrets[config] = self.best - self.val[min(self.val, key=distance)]
+        return self._regrets[config]
 
 
 def load_pairs(results: str | Path) -> list[Pair]:
@@ -136,6 +140,46 @@ def fit_probe(train: list[Pair], vit_factor: float = 1.0) -> tuple[float, Config
 VIT_FACTORS = (1.0, 1 / 3, 1 / 9)
 
 
+@dataclass(frozen=True)
+class ProbeRule:
+    """A fitted ``probe`` rule: ``last / peak`` at or above `threshold` gets `at_or_above`, below it `below`; a ViT's
+    backbone learning rate is multiplied by `vit_factor`. `score` is its (mean, worst) regret on the pairs it was
+    fitted on."""
+
+    threshold: float
+    at_or_above: Config
+    below: Config
+    vit_factor: float
+    score: tuple[float, float]
+
+    def config(self, last_over_peak: float, family: str) -> Config:
+        """The (backbone lr, head lr) the rule gives a model of ``family`` (``"vit"`` or ``"cnn"``) whose probe reads
+        ``last_over_peak``."""
+        backbone, head = self.at_or_above if last_over_peak >= self.threshold else self.below
+        return (backbone * self.vit_factor, head) if family == "vit" else (backbone, head)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "at_or_above": list(self.at_or_above),
+            "below": list(self.below),
+            "vit_factor": self.vit_factor,
+        }
+
+
+def fit_probe_rule(train: list[Pair], family_factor: bool = True) -> ProbeRule:
+    """The ``probe`` rule (``probe_family`` with ``family_factor``: the ViT factor of `VIT_FACTORS` fitted too, when
+    ``train`` has a ViT pair) with the smallest (mean, worst) regret on ``train``."""
+    factors = VIT_FACTORS if family_factor and any(p.family == "vit" for p in train) else (1.0,)
+    fits = []
+    for factor in factors:
+        cut, high, low = fit_probe(train, factor)
+        rule = ProbeRule(cut, high, low, factor, (0.0, 0.0))
+        score = _score([p.regret(rule.config(p.last_over_peak, p.family)) for p in train])
+        fits.append(ProbeRule(cut, high, low, factor, score))
+    return min(fits, key=lambda rule: (rule.score, rule.vit_factor))
+
+
 def predict(rule: str, train: list[Pair], pair: Pair) -> Config:
     """The configuration ``rule``, fitted on ``train``, gives ``pair``."""
     if rule == "fixed":
@@ -144,18 +188,7 @@ def predict(rule: str, train: list[Pair], pair: Pair) -> Config:
         same = [p for p in train if p.family == pair.family]
         return fit_fixed(same or train)
     if rule in ("probe", "probe_family"):
-        factors = VIT_FACTORS if rule == "probe_family" and any(p.family == "vit" for p in train) else (1.0,)
-        fits = []
-        for factor in factors:
-            cut, high, low = fit_probe(train, factor)
-            regrets = []
-            for p in train:
-                c = high if p.last_over_peak >= cut else low
-                regrets.append(p.regret((c[0] * factor, c[1]) if p.family == "vit" else c))
-            fits.append((_score(regrets), factor, cut, high, low))
-        _, factor, cut, high, low = min(fits)
-        config = high if pair.last_over_peak >= cut else low
-        return (config[0] * factor, config[1]) if pair.family == "vit" else config
+        return fit_probe_rule(train, family_factor=rule == "probe_family").config(pair.last_over_peak, pair.family)
     raise ValueError(f"Unknown rule {rule!r}; accepted values: {RULES}")
 
 
@@ -207,18 +240,9 @@ def fitted_rule_lines(pairs: list[Pair]) -> list[str]:
         train = [p for p in pairs if p.budget == budget]
         fixed = fit_fixed(train)
         lines.append(f"- {budget}: fixed backbone lr {fixed[0]:g}, head lr {fixed[1]:g}")
-        fits = []
-        for factor in VIT_FACTORS:
-            cut, high, low = fit_probe(train, factor)
-            regrets = [
-                p.regret(
-                    ((high if p.last_over_peak >= cut else low)[0] * (factor if p.family == "vit" else 1.0),
-                     (high if p.last_over_peak >= cut else low)[1])
-                )
-                for p in train
-            ]  # fmt: skip
-            fits.append((_score(regrets), factor, cut, high, low))
-        (mean, worst), factor, cut, high, low = min(fits)
+        rule = fit_probe_rule(train)
+        (mean, worst), factor, cut = rule.score, rule.vit_factor, rule.threshold
+        high, low = rule.at_or_above, rule.below
         lines.append(
             f"- {budget}: probe rule: last/peak >= {cut:.3f} -> backbone lr {high[0]:g}, head lr {high[1]:g}; "
             f"below -> backbone lr {low[0]:g}, head lr {low[1]:g}; ViT backbone lr x{factor:.3g} "
@@ -246,4 +270,13 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__: list[Any] = ["Pair", "RULES", "held_out_regrets", "load_pairs", "main", "predict"]
+__all__: list[Any] = [
+    "Pair",
+    "ProbeRule",
+    "RULES",
+    "fit_probe_rule",
+    "held_out_regrets",
+    "load_pairs",
+    "main",
+    "predict",
+]

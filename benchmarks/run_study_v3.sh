@@ -2,8 +2,10 @@
 # The study's version-3 settings (docs/BENCHMARKS.md, "Study settings for the recipe confirmation (v3)"): the pairs of
 # version 2 in its order of work, into a new folder, benchmarks/results/v3, whose study.json fixes the protocol (ties on
 # validation broken by a third tuning seed, 102, then a hash of the configuration; 30% of each class for validation;
-# paired differences only between runs on one device), with the LP-FT arm and the recipe arm (recommend_recipe's rates,
-# not tuned: its test regret against the tuned standard arm). Resumable: rerun to continue.
+# paired differences only between runs on one device), with the LP-FT arm, the recipe arm (recommend_recipe's rates,
+# not tuned: its test regret against the tuned standard arm), the recipe with its rule refitted without the pair
+# (recipe_heldout) and every arm at its best fixed default (<arm>_fixed), both read from held_out.json (written by
+# python -m benchmarks.held_out from the v2 tuning records). Resumable: rerun to continue.
 # JOBS (default 2) worker processes with one torch thread each; BIN picks the environment (default .venv/bin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +20,8 @@ study --models convnext_tiny resnet_tiny --targets digits textures spectrograms 
 study --models efficientnet_lite1 --targets digits textures photos spectrograms --budgets short
 # The long budget with the arms that answer whether more epochs change the verdict, LP-FT and the recipe (the rule has
 # a long-budget fit of its own) among them.
-LONG_ARMS="standard boost_top reinit_top auto lp_ft recipe"
+LONG_ARMS="standard boost_top reinit_top auto lp_ft recipe recipe_heldout standard_fixed boost_top_fixed reinit_top_fixed
+  auto_fixed"
 study --models vit_tiny convnext_tiny resnet_tiny --targets digits textures spectrograms shapes_ctrl --budgets long \
   --arms $LONG_ARMS
 study --models efficientnet_lite0 --targets digits textures photos spectrograms --budgets long --arms $LONG_ARMS

@@ -61,6 +61,12 @@ class StudyArm:
             split, in the run's seed's order, for the run's budget), so the arm has one configuration (no knobs),
             which `choose` returns without reading validation, and each run's record says what the pass read and
             chose (``recommended``).
+        held_out: what the arm runs on a pair is fitted on the other pairs and read from the results folder's
+            `benchmarks.held_out.HELD_OUT_FILE` before its runs (`resolve_held_out`): a tuned arm's one configuration
+            (its best fixed default: the arm is not tuned on the pair), or a recommended arm's rule (``rule``: the
+            recipe's rule refitted without the pair, applied to each run's own diagnostic pass).
+        rule: the held-out rule of a recommended arm (`benchmarks.recipe_rule.ProbeRule.to_dict`), set by
+            `resolve_held_out`; None: the library's shipped rule.
     """
 
     name: str
@@ -68,6 +74,8 @@ class StudyArm:
     params: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, tuple] = field(default_factory=dict)
     recommended: bool = False
+    held_out: bool = False
+    rule: dict[str, Any] | None = None
 
 
 LRS = (3e-4, 1e-3, 3e-3)
@@ -111,14 +119,30 @@ ARMS["recipe"] = StudyArm(
     "recipe",
     recommended=True,
 )
+ARMS["recipe_heldout"] = StudyArm(
+    # the recipe with its rule refitted without the pair (the shipped rule saw every pair's validation records)
+    "recipe_heldout",
+    recommended=True,
+    held_out=True,
+)
 #: The images of the training split the recipe arm's diagnostic pass reads (the rule was fitted on 256).
 RECIPE_SAMPLES = 256
+#: Each arm at its best fixed default (``<arm>_fixed``): one configuration per pair, fitted on the other pairs of its
+#: family and budget (`benchmarks.held_out`), never tuned on the pair: what a user without a sweep would run.
+for _base in ("standard", "boost_top", "reinit_top", "auto", "layer_decay", "dash", "shrink_perturb"):
+    ARMS[f"{_base}_fixed"] = StudyArm(
+        f"{_base}_fixed", ARMS[_base].strategy, ARMS[_base].params, grid=ARMS[_base].grid, held_out=True
+    )
+FIXED_ARMS = [name for name in ARMS if name.endswith("_fixed")]
 
 #: The arms every model of version 2 runs (the layer-scale variants only matter for ConvNeXt; LP-FT and the recipe
 #: came after).
-DEFAULT_ARMS = [name for name in ARMS if "_scale_" not in name and name not in ("lp_ft", "recipe")]
-#: The arms of version 3: version 2's, LP-FT and the recipe (its test regret against the tuned standard arm).
-V3_ARMS = [*DEFAULT_ARMS, "lp_ft", "recipe"]
+DEFAULT_ARMS = [
+    name for name in ARMS if "_scale_" not in name and not ARMS[name].held_out and name not in ("lp_ft", "recipe")
+]
+#: The arms of version 3: version 2's, LP-FT, the recipe and its held-out rule (their test regret against the tuned
+#: standard arm), and every arm at its best fixed default.
+V3_ARMS = [*DEFAULT_ARMS, "lp_ft", "recipe", "recipe_heldout", *FIXED_ARMS]
 
 #: What a results folder's runs share and a resumed study may not change. ``tie_break``: ``"first"`` (version 2: the
 #: first tied configuration in grid order) or ``"third_seed"`` (`choose`); ``tie_seeds``: the seeds the tied
@@ -274,7 +298,13 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     test = as_tensors(data["test"])
     num_labels = data["train"].features["labels"].num_classes
     # from the task: workers need no global state
-    arm = StudyArm(task["arm"], task["strategy"], task["params"], recommended=task.get("recommended", False))
+    arm = StudyArm(
+        task["arm"],
+        task["strategy"],
+        task["params"],
+        recommended=task.get("recommended", False),
+        rule=task.get("rule"),
+    )
     knobs, strategy_knobs = split_knobs(task["knobs"])
     if strategy_knobs and arm.strategy is None:
         raise ValueError(
@@ -291,8 +321,15 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         batches = calibration_data(train, -(-RECIPE_SAMPLES // 32), 32, task["seed"])
         batches = [{k: v.to(settings.device) for k, v in batch.items()} for batch in batches]
         found = recommend_recipe(model, batches, budget=task["budget"], samples=RECIPE_SAMPLES, record=False)
-        knobs.update(backbone_lr=found.backbone_lr, head_lr=found.head_lr)
         recommended = found.to_dict()
+        if arm.rule is not None:  # the rule refitted without this pair, on this run's own pass
+            from .held_out import family
+            from .recipe_rule import ProbeRule
+
+            rule = ProbeRule(**{k: tuple(v) if isinstance(v, list) else v for k, v in arm.rule.items()}, score=(0, 0))
+            backbone_lr, head_lr = rule.config(found.last_over_peak, family(task["model"]))
+            recommended.update(backbone_lr=backbone_lr, head_lr=head_lr, threshold=rule.threshold, rule=arm.rule)
+        knobs.update(backbone_lr=recommended["backbone_lr"], head_lr=recommended["head_lr"])
     if arm.strategy is not None:
         from hf_plasticity import get_config_class, prepare_pretrained
 
@@ -451,12 +488,34 @@ def edge_extensions(arm: StudyArm, chosen: dict[str, Any], extensions: dict[str,
     return grown if changed else None
 
 
+def resolve_held_out(arm: StudyArm, choices: dict[str, Any], model: str, target: str, budget: str) -> StudyArm | None:
+    """The arm as it runs on one pair: a `StudyArm.held_out` arm with its grid narrowed to the pair's fixed default
+    (one configuration, so it is not tuned) or with its held-out ``rule``; other arms unchanged. None when ``choices``
+    (the content of `benchmarks.held_out.HELD_OUT_FILE`) has nothing for the pair (no fixed default could be fitted:
+    too few other pairs ran the arm)."""
+    if not arm.held_out:
+        return arm
+    from dataclasses import replace
+
+    from .held_out import pair_name
+
+    key = pair_name(model, target, budget)
+    if arm.recommended:
+        rule = choices["recipe_rule"].get(key)
+        return None if rule is None else replace(arm, rule=rule)
+    knobs = choices["fixed"].get(arm.name.removesuffix("_fixed"), {}).get(key)
+    return None if knobs is None else replace(arm, grid={name: (value,) for name, value in knobs.items()})
+
+
 def run_study(settings: StudySettings, progress: bool = True) -> dict[str, int]:
     """Tunes, chooses and confirms every arm on every (model, target, budget); resumable. Returns run counts."""
     from tqdm.auto import tqdm
 
-    arms = [ARMS[name] for name in dict.fromkeys(["standard", *settings.arms])]
+    all_arms = [ARMS[name] for name in dict.fromkeys(["standard", *settings.arms])]
     claim_folder(settings)
+    from .held_out import read_held_out
+
+    choices = read_held_out(settings.results) if any(arm.held_out for arm in all_arms) else {}
     counts = {"done": 0, "skipped": 0}
     # CUDA cannot be used in a forked child: workers of a GPU study are spawned
     context = multiprocessing.get_context("spawn" if settings.device != "cpu" else None)
@@ -468,6 +527,9 @@ def run_study(settings: StudySettings, progress: bool = True) -> dict[str, int]:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 records = load_results(path)
                 for budget in settings.budgets:
+                    arms = [resolve_held_out(arm, choices, model, target, budget) if arm.held_out else arm
+                            for arm in all_arms]  # fmt: skip
+                    arms = [arm for arm in arms if arm is not None]
                     extensions = {arm.name: {} for arm in arms}
                     chosen: dict[str, dict] = {}
                     pending = list(arms)
@@ -534,6 +596,7 @@ def make_task(
         "strategy": arm.strategy,
         "params": arm.params,
         "recommended": arm.recommended,
+        "rule": arm.rule,
         "knobs": knobs,
         "config": config_key(arm.name, knobs),
         "budget": budget,
