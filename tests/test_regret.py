@@ -199,3 +199,10 @@ def test_adding_c_points_to_the_arm_shifts_its_regret_by_minus_c(data, c):
     (old_group,), (new_group,) = groups(before), groups(after)
     assert new_group.pooled.mean == pytest.approx(old_group.pooled.mean - c, abs=1e-6)
 
+
+def test_the_benchmark_doc_holds_the_regret_tables_of_the_committed_records():
+    expected = markdown(*report(ROOT / "benchmarks/results/v3"))
+    assert doc_block(ROOT / "docs/BENCHMARKS.md") == expected, (
+        "docs/BENCHMARKS.md's regret tables are stale: run python -m benchmarks.regret benchmarks/results/v3 "
+        "--doc docs/BENCHMARKS.md --plot benchmarks/results/v3/regret.png"
+    )
