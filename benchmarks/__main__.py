@@ -1,8 +1,9 @@
 """``python -m benchmarks COMMAND``: the research benchmark's command line (run from the repository root).
 
 Commands: ``demo`` (the offline demo), ``study`` (the benchmark: tune on validation, confirm on fresh seeds;
-resumable), ``report`` (its tables and figure from the committed records), ``pretrain`` (the small models' source
-pretraining and its check) and ``sweep`` (the learning-rate sweep that chose their recipes).
+resumable), ``report`` (its tables and figure from the committed records), ``regret`` (the sweep-free recipe's and the
+other arms' test regret against the tuned standard arm, with the issue's targets), ``pretrain`` (the small models'
+source pretraining and its check) and ``sweep`` (the learning-rate sweep that chose their recipes).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from . import demo_cli, pretrain_cli
 DELEGATED = {
     "study": ("benchmarks.study", "Run (or resume) a study: tune every arm on validation, confirm on fresh seeds."),
     "report": ("benchmarks.study_report", "The study's tables and difference plot from its records (--doc DOC)."),
+    "regret": ("benchmarks.regret", "Each arm's test regret against the tuned standard arm (--doc DOC, --plot PNG)."),
 }
 
 

@@ -112,17 +112,17 @@ def plot(pooled: list[Pooled], path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
-def write_into_doc(lines: list[str], doc: str | Path) -> None:
-    """Puts ``lines`` between the `DOC_MARKERS` of ``doc``."""
+def write_into_doc(lines: list[str], doc: str | Path, markers: tuple[str, str] = DOC_MARKERS) -> None:
+    """Puts ``lines`` between the ``markers`` (by default `DOC_MARKERS`) of ``doc``."""
     text = Path(doc).read_text(encoding="utf-8")
-    start, end = text.index(DOC_MARKERS[0]) + len(DOC_MARKERS[0]), text.index(DOC_MARKERS[1])
+    start, end = text.index(markers[0]) + len(markers[0]), text.index(markers[1])
     Path(doc).write_text(text[:start] + "\n" + "\n".join(lines) + "\n" + text[end:], encoding="utf-8")
 
 
-def table_in_doc(doc: str | Path) -> list[str]:
-    """The lines between the `DOC_MARKERS` of ``doc``."""
+def table_in_doc(doc: str | Path, markers: tuple[str, str] = DOC_MARKERS) -> list[str]:
+    """The lines between the ``markers`` (by default `DOC_MARKERS`) of ``doc``."""
     text = Path(doc).read_text(encoding="utf-8")
-    start, end = text.index(DOC_MARKERS[0]) + len(DOC_MARKERS[0]), text.index(DOC_MARKERS[1])
+    start, end = text.index(markers[0]) + len(markers[0]), text.index(markers[1])
     return text[start:end].strip("\n").split("\n")
 
 
