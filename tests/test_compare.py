@@ -34,9 +34,9 @@ from .models import IMAGE_SIZE, pretrained
 CLASSES = ("circle", "square")  # the tiny model has 3 labels: a new head is drawn per seed
 COMMAND = [sys.executable, "-m", "hf_plasticity.cli.main", "compare"]
 #: Two arms, two seeds, one epoch, a 1x1 grid: 2 tuning runs and 4 confirmation runs.
-BUDGET = ["--arms", "standard", "recipe", "--seeds", "2", "--epochs", "1", "--batch-size", "8"]
+BUDGET = ["--arms", "standard", "restore", "--seeds", "2", "--epochs", "1", "--batch-size", "8"]
 GRID = ["--backbone-lrs", "0.001", "--own-lrs", "0.01"]
-API_BUDGET = dict(arms=("standard", "recipe"), seeds=2, epochs=1, batch_size=8, backbone_lrs=(1e-3,), own_lrs=(1e-2,))
+API_BUDGET = dict(arms=("standard", "restore"), seeds=2, epochs=1, batch_size=8, backbone_lrs=(1e-3,), own_lrs=(1e-2,))
 
 
 @pytest.fixture(scope="module")
@@ -100,30 +100,31 @@ def test_cli_end_to_end_report_matches_records(workspace, tmp_path, capsys, refe
     assert len(runs) == 6 and len({r["key"] for r in runs}) == 6
     assert all(r["test_accuracy"] is None for r in runs if r["phase"] == "tune")  # tuning never reads the test split
     confirm = {(r["arm"], r["seed"]): r for r in runs if r["phase"] == "confirm"}
-    assert sorted(confirm) == [("recipe", 0), ("recipe", 1), ("standard", 0), ("standard", 1)]
+    assert sorted(confirm) == [("restore", 0), ("restore", 1), ("standard", 0), ("standard", 1)]
     for seed in (0, 1):  # paired: the same head init in both arms, another one per seed
-        assert confirm[("standard", seed)]["head_init"] == confirm[("recipe", seed)]["head_init"]
+        assert confirm[("standard", seed)]["head_init"] == confirm[("restore", seed)]["head_init"]
     assert confirm[("standard", 0)]["head_init"] != confirm[("standard", 1)]["head_init"]
     assert all(len(r["val_curve"]) == 1 and r["device"] and r["versions"]["torch"] for r in runs)
     assert all(r["redrawn"] is None for r in runs if r["arm"] == "standard")
-    assert all(r["redrawn"]["whole"] for r in runs if r["arm"] == "recipe")  # the recipe did restore
+    assert all(r["redrawn"]["whole"] for r in runs if r["arm"] == "restore")  # the restore did re-draw
+    assert all(r["recipe"] is None for r in runs)  # only the recommended arm runs a recipe's pass
 
     # the table's numbers, recomputed from the records with scipy
     standard = [confirm[("standard", s)]["test_accuracy"] for s in (0, 1)]
-    recipe = [confirm[("recipe", s)]["test_accuracy"] for s in (0, 1)]
-    low, high = stats.ttest_rel(recipe, standard).confidence_interval()
-    mean_low, mean_high = stats.t.interval(0.95, 1, loc=np.mean(recipe), scale=stats.sem(recipe))
-    row = next(line for line in (output / "report.md").read_text().splitlines() if line.startswith("| recipe |"))
+    restore = [confirm[("restore", s)]["test_accuracy"] for s in (0, 1)]
+    low, high = stats.ttest_rel(restore, standard).confidence_interval()
+    mean_low, mean_high = stats.t.interval(0.95, 1, loc=np.mean(restore), scale=stats.sem(restore))
+    row = next(line for line in (output / "report.md").read_text().splitlines() if line.startswith("| restore |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    assert cells[3] == f"{100 * np.mean(recipe):.2f}"
+    assert cells[3] == f"{100 * np.mean(restore):.2f}"
     if math.isclose(mean_low, mean_high) or not math.isfinite(mean_low):
-        assert cells[4] == f"[{100 * np.mean(recipe):.2f}, {100 * np.mean(recipe):.2f}]"
+        assert cells[4] == f"[{100 * np.mean(restore):.2f}, {100 * np.mean(restore):.2f}]"
     else:
         assert cells[4] == f"[{100 * mean_low:.2f}, {100 * mean_high:.2f}]"
-    assert cells[5] == f"{100 * (np.mean(recipe) - np.mean(standard)):+.2f}"
+    assert cells[5] == f"{100 * (np.mean(restore) - np.mean(standard)):+.2f}"
     assert cells[6] == f"[{100 * low:+.2f}, {100 * high:+.2f}]"
     summary = json.loads((output / "summary.json").read_text())
-    assert summary["verdict"] in printed and summary["verdict"].startswith("On this data the recipe is")
+    assert summary["verdict"] in printed and summary["verdict"].startswith("On this data the default restore is")
     assert row in printed
     # the CLI and the Python API, on the same settings, give the same numbers (deterministic on CPU)
     assert arm_numbers(summary) == arm_numbers(reference[0])
@@ -146,7 +147,7 @@ def test_resume_after_kill(workspace, tmp_path, reference):
     done = runs_file.read_text().count("\n")
     assert 1 <= done < 6 and not (output / "summary.json").exists()
     with open(runs_file, "a") as handle:
-        handle.write('{"arm": "recipe", "key": "confirm/re')  # a line the kill cut short
+        handle.write('{"arm": "restore", "key": "confirm/re')  # a line the kill cut short
     finished = subprocess.run(argv, env=env(), capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
     runs = records(output)  # every line parses: the half-written one is gone
@@ -167,7 +168,7 @@ def test_python_api_resumes_with_more_seeds(workspace, reference, tmp_path):
                    **{**API_BUDGET, "seeds": 3})  # fmt: skip
     added = [r for r in records(copy) if r["key"] not in before]
     assert sorted((r["phase"], r["arm"], r["seed"]) for r in added) == [
-        ("confirm", "recipe", 2),
+        ("confirm", "restore", 2),
         ("confirm", "standard", 2),
     ]
     assert more["seeds"] == [0, 1, 2]
@@ -215,7 +216,7 @@ def test_two_processes_write_one_record_per_run(workspace, tmp_path):
         accelerate_cli(), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
         "-m", "hf_plasticity.cli.main", "compare", str(workspace / "tiny-vit"), "--data", str(workspace / "images"),
-        "--arms", "standard", "recipe", "--seeds", "1", "--epochs", "1", "--batch-size", "8", *GRID,
+        "--arms", "standard", "restore", "--seeds", "1", "--epochs", "1", "--batch-size", "8", *GRID,
         "--output", str(output), "--no-progress",
     ]  # fmt: skip
     done = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=300)
@@ -236,6 +237,11 @@ def _bad_cases(root: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
     other.mkdir()
     settings_json = ComparisonSettings(model=model, data=images, epochs=7).to_dict()
     (other / "settings.json").write_text(json.dumps(settings_json))
+    old = tmp / "old-arm-name"  # a comparison with these settings whose records name the arm by its earlier name
+    old.mkdir()
+    (old / "settings.json").write_text(json.dumps(ComparisonSettings(model=model, data=images).to_dict()))
+    record = {"key": "tune/recipe/bb=0.001/own=0.01/seed=1000", "phase": "tune", "arm": "recipe", "seed": 1000}
+    (old / "runs.jsonl").write_text(json.dumps(record) + "\n")
     from datasets import Dataset
 
     unlabelled = tmp / "unlabelled"
@@ -254,7 +260,9 @@ def _bad_cases(root: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
         # the loader's refusal (integrations.datasets_io), which speaks of class folders also for a saved dataset
         "no labels": (["compare", model, "--data", str(unlabelled)], "at least two classes"),
         "unknown arm": (["compare", model, "--data", images, "--arms", "standard", "magic"], "Unknown arm 'magic'"),
-        "no standard arm": (["compare", model, "--data", images, "--arms", "recipe"], "must include standard"),
+        "no standard arm": (["compare", model, "--data", images, "--arms", "restore"], "must include standard"),
+        "renamed arm": (["compare", model, "--data", images, "--arms", "standard", "recipe"], "renamed 'restore'"),
+        "records of a renamed arm": (["compare", model, "--data", images, "--output", str(old)], "arm 'recipe'"),
         "non-empty output": (["compare", model, "--data", images, "--output", str(taken)], "--overwrite"),
         "other comparison": (["compare", model, "--data", images, "--output", str(other)], "epochs differ"),
         "bad epochs": (["compare", model, "--data", images, "--epochs", "0"], "epochs"),
@@ -264,8 +272,8 @@ def _bad_cases(root: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
 
 @pytest.mark.parametrize(
     "case",
-    ["unknown model", "one class", "no labels", "unknown arm", "no standard arm", "non-empty output",
-     "other comparison", "bad epochs", "other classes"],
+    ["unknown model", "one class", "no labels", "unknown arm", "no standard arm", "renamed arm",
+     "records of a renamed arm", "non-empty output", "other comparison", "bad epochs", "other classes"],
 )  # fmt: skip
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(workspace, tmp_path, capsys, case):
     argv, expected = _bad_cases(workspace, tmp_path)[case]
@@ -309,7 +317,7 @@ def test_statistics_against_scipy_on_known_numbers():
     )
     single = paired_difference([0.9], [0.8])
     assert single["low"] is None and single["high"] is None
-    assert "undefined with one seed" in verdict("recipe", single)
+    assert "undefined with one seed" in verdict("restore", single)
 
 
 @given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=2, max_size=8))
@@ -317,7 +325,7 @@ def test_statistics_against_scipy_on_known_numbers():
 def test_verdict_follows_the_interval(pairs):
     treatment, control = [p[0] for p in pairs], [p[1] for p in pairs]
     difference = paired_difference(treatment, control)
-    sentence = verdict("recipe", difference)
+    sentence = verdict("restore", difference)
     if difference["low"] > 0:
         assert sentence.endswith("a detectable gain.")
     elif difference["high"] < 0:

@@ -1,10 +1,11 @@
 """`hf-plasticity compare` and `hf_plasticity.compare`: does a restore help on MY model and data?
 
-A fair comparison on the user's own model and data: standard fine-tuning, the library's recommended recipe (a restore
-with the default strategy, the re-drawn blocks and the head at their own learning rate), the learning-rate-only
-control (the same blocks at the same learning rate, not re-drawn) and any strategy named, each tuned on a validation
-split, then trained on paired seeds and scored once on a test split; resumable; with a report (table with 95% CIs,
-verdict, learning curves, difference plot, JSON summary).
+A fair comparison on the user's own model and data: standard fine-tuning, the default restore (the re-drawn blocks
+and the head at their own learning rate), the learning-rate-only control (the same blocks at the same learning rate,
+not re-drawn) and any strategy named, each tuned on a validation split, and the sweep-free recommended recipe
+(`recommend_recipe`'s rates, chosen per run from one diagnostic pass, not tuned); then every arm trained on paired
+seeds and scored once on a test split; resumable; with a report (table with 95% CIs, verdict, learning curves,
+difference plot, JSON summary).
 
 Example:
 
@@ -19,7 +20,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from ..comparison.arms import BUILT_IN_ARMS, check_arms
+from ..comparison.arms import BUILT_IN_ARMS, RECOMMENDED, check_arms, check_recipe_data
 from ..comparison.session import ComparisonSettings, check_output, make_splits, run_comparison
 from ..comparison.splits import ComparisonInputError
 from ..core.validators import check_number, check_positive_int
@@ -27,6 +28,15 @@ from ._common import CommandError, add_data_arguments, load_data, load_model, lo
 
 DEFAULTS = ComparisonSettings(model="", data="")
 DEFAULT_ARMS = BUILT_IN_ARMS
+#: What each built-in arm is, for the help.
+ARMS_HELP = (
+    "standard: plain fine-tuning, tuned (required: the baseline of every difference); "
+    "restore: the default restore, its re-drawn blocks and the head at the own lr, tuned; "
+    "control: the same blocks and the head at the own lr, not re-drawn, tuned; "
+    "recommended: no sweep, the backbone and head lrs recommend_recipe chooses per seed from one forward pass over "
+    "256 training images, not tuned (only --seeds runs); "
+    "or a strategy name (selective, auto, ...): its default restore, tuned"
+)
 
 
 def _input(call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -97,19 +107,27 @@ def compare(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Does a restore help on this model and data? A fair comparison of fine-tuning recipes, with a report.
+    """Does a restore help on this model and data, and what does skipping the sweep cost? A fair comparison of
+    fine-tuning recipes, with a report.
 
-    Every arm is tuned on the grid ``backbone_lrs x own_lrs`` on the validation split (one tuning seed; ties broken by
-    the mean over a second tuning seed, then the smaller backbone, then the smaller own learning rate), then trained
-    with its chosen learning rates on the paired seeds ``0 .. seeds-1`` (the same seed gives the same head init and
-    data order in every arm) and scored once on the test split. Writes ``runs.jsonl`` (one record per run; a rerun
-    resumes), ``report.md``, ``summary.json``, ``learning_curves.png`` and ``differences.png`` into ``output``.
+    Every arm but ``recommended`` is tuned on the grid ``backbone_lrs x own_lrs`` on the validation split (one tuning
+    seed; ties broken by the mean over a second tuning seed, then the smaller backbone, then the smaller own learning
+    rate), then trained with its chosen learning rates on the paired seeds ``0 .. seeds-1`` (the same seed gives the
+    same head init and data order in every arm) and scored once on the test split. The ``recommended`` arm is not
+    tuned: each of its seeds calls [`recommend_recipe`] on the freshly loaded model (the first 256 images of the
+    training split shuffled with the seed, the budget nearest to ``epochs``) and trains at the rates it returns, so
+    its paired difference to the tuned standard is the regret of one fine-tune instead of a sweep. Writes
+    ``runs.jsonl`` (one record per run; a rerun resumes), ``report.md``, ``summary.json``, ``learning_curves.png`` and
+    ``differences.png`` into ``output``.
 
     Args:
         model: a local model folder or a Hub model id (an image classifier; its new head is sized for the data).
         data: an imagefolder directory, a folder saved with `Dataset.save_to_disk`, or a Hub dataset id.
         output: the output folder: new or empty, or holding a comparison with the same settings (resumed).
-        arms: ``"standard"`` (required: the baseline), ``"recipe"``, ``"control"`` and/or strategy names.
+        arms: ``"standard"`` (plain fine-tuning; required: the baseline), ``"restore"`` (the default restore, its
+            re-drawn blocks and the head at the own learning rate), ``"control"`` (the same blocks at the own learning
+            rate, not re-drawn), ``"recommended"`` (`recommend_recipe`'s rates per seed, not tuned) and/or strategy
+            names (their default restore). ``"recipe"``, the earlier name of ``"restore"``, is refused.
         seeds: paired confirmation seeds.
         epochs: passes over the training split in every run.
         batch_size: examples per device and step.
@@ -128,12 +146,14 @@ def compare(
         progress: show a progress bar over the runs.
 
     Returns:
-        `dict`: the summary (also written as ``summary.json``): per arm the chosen learning rates, the test accuracy
-        per seed, its mean and 95% CI, the paired difference to standard with its 95% CI; the verdict; the settings.
+        `dict`: the summary (also written as ``summary.json``): per arm the chosen learning rates (for
+        ``recommended``, None and per seed the recipe its pass chose, ``recipes``), the test accuracy per seed, its
+        mean and 95% CI, the paired difference to standard with its 95% CI; the verdict; the settings.
 
     Raises:
-        ValueError: for bad input (an unknown model, data without labels or with one class, an unknown arm, an output
-            folder that is not empty), before anything is written.
+        ValueError: for bad input (an unknown model, data without labels or with one class, an unknown or renamed
+            arm, an output folder that is not empty or holds records of a renamed arm, too few training images for
+            the ``recommended`` arm's pass), before anything is written.
 
     Example:
 
@@ -141,6 +161,7 @@ def compare(
     >>> from hf_plasticity import compare
     >>> summary = compare("facebook/convnext-tiny-224", "./my-images", output="cmp", epochs=3)  # doctest: +SKIP
     >>> print(summary["verdict"])  # doctest: +SKIP
+    >>> summary["arms"]["recommended"]["difference_to_standard"]["mean"]  # doctest: +SKIP
     ```
     """
     from ..integrations.datasets_io import class_names, with_pixel_values
@@ -190,6 +211,8 @@ def compare(
     fresh_model()  # refuses an unknown model or one that is no image classifier, before anything is written
     processor = _input(load_processor, model, required=True)
     train, val, test, notes = make_splits(train, others[0], others[1], label, settings)
+    if RECOMMENDED in arms:
+        check_recipe_data(train, label, seeds)
     from ..integrations.datasets_io import BatchProgress
 
     calibration = BatchProgress(with_pixel_values(train, processor, seed=split_seed), batch_size, progress=False)
@@ -211,12 +234,14 @@ def compare(
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compare",
-        help="Does a restore help on my model and data? Standard fine-tuning vs the recipe vs the control, tuned.",
-        description="Fine-tunes MODEL on --data with each arm (standard fine-tuning, the library's recipe, the "
-        "learning-rate-only control, any strategy named), each tuned on a validation split, then on paired seeds "
-        "scored once on a test split; prints and writes the report (table with 95% CIs, verdict, learning curves, "
-        "difference plot, summary.json). Rerun the same command to resume a killed comparison. Runs through the "
-        "transformers Trainer: `accelerate launch -m hf_plasticity.cli.main compare ...` for several GPUs.",
+        help="Does a restore help on my model and data, and what does skipping the sweep cost? Tuned arms vs the "
+        "recommended recipe.",
+        description="Fine-tunes MODEL on --data with each arm (standard fine-tuning, the default restore, the "
+        "learning-rate-only control and any strategy named, each tuned on a validation split; the recommended "
+        "recipe, not tuned: recommend_recipe's rates per seed), then on paired seeds scored once on a test split; "
+        "prints and writes the report (table with 95% CIs, verdict, learning curves, difference plot, "
+        "summary.json). Rerun the same command to resume a killed comparison. Runs through the transformers "
+        "Trainer: `accelerate launch -m hf_plasticity.cli.main compare ...` for several GPUs.",
     )
     parser.add_argument("model", metavar="MODEL", help="A local model directory or a Hub model id.")
     add_data_arguments(parser, required=True, num_labels=False)  # the head is sized for the data's classes
@@ -239,7 +264,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         default=list(DEFAULT_ARMS),
         metavar="ARM",
-        help=f"standard (required), recipe, control and/or strategy names (default: {' '.join(DEFAULT_ARMS)}).",
+        help=f"{ARMS_HELP} (default: {' '.join(DEFAULT_ARMS)}).",
     )
     parser.add_argument("--seeds", type=int, default=3, help="Paired confirmation seeds (default 3).")
     parser.add_argument(
@@ -258,7 +283,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         default=list(DEFAULTS.backbone_lrs),
         metavar="LR",
-        help=f"Backbone learning rates tried (default {' '.join(map(str, DEFAULTS.backbone_lrs))}).",
+        help="Backbone learning rates tried for the tuned arms (default "
+        f"{' '.join(map(str, DEFAULTS.backbone_lrs))}).",
     )
     parser.add_argument(
         "--own-lrs",
@@ -266,7 +292,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         default=list(DEFAULTS.own_lrs),
         metavar="LR",
-        help="Learning rates tried for the head and the re-drawn (or boosted) blocks (default "
+        help="Learning rates tried for the head and the re-drawn (or boosted) blocks of the tuned arms (default "
         f"{' '.join(map(str, DEFAULTS.own_lrs))}).",
     )
     parser.add_argument("--split-seed", type=int, default=0, help="Seed of the carved splits (default 0).")

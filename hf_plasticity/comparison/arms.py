@@ -1,13 +1,17 @@
 """The arms of a comparison: what is done to the loaded model before fine-tuning, and its optimizer.
 
 Every arm trains the pretrained backbone at the backbone learning rate and the new parameters at the "own" learning
-rate, so every arm is tuned on the same two-dimensional grid:
+rate. Every arm but ``recommended`` is tuned on the same two-dimensional grid:
 
 - ``standard``: plain fine-tuning; the own learning rate is the classification head's.
-- ``recipe``: the library's recommended recipe: restore with the default strategy (`LayerReinitConfig()`: the last
-  eighth of the blocks and the final norm re-drawn), the re-drawn blocks and the head at the own learning rate.
+- ``restore``: the library's default restore (`LayerReinitConfig()`: the last eighth of the blocks and the final norm
+  re-drawn), the re-drawn blocks and the head at the own learning rate. (Called ``recipe`` before
+  [`FineTuneRecipe`] existed; that name is refused.)
 - ``control``: the learning-rate-only control: the same top blocks at the same own learning rate, NOT re-drawn
   (`plasticity_param_groups(..., redrawn=...)`); it tells a gain of the re-draw from a gain of the learning rate.
+- ``recommended``: one fine-tune instead of a sweep, not tuned: each run calls [`recommend_recipe`] on its freshly
+  loaded model (the first 256 images of the training split shuffled with the run's seed, the budget nearest to the
+  epochs) and trains at the backbone and head rates it returns, with no re-draw.
 - any strategy name (``selective``, ``auto``, ...): restore with that strategy's default config (data-dependent ones
   score on training batches); blocks it re-draws whole and the head at the own learning rate (parameters re-drawn in
   part stay at the backbone's: a torch optimizer has one learning rate per tensor).
@@ -22,23 +26,39 @@ from typing import Any
 
 from .splits import ComparisonInputError
 
-STANDARD, RECIPE, CONTROL = "standard", "recipe", "control"
-BUILT_IN_ARMS = (STANDARD, RECIPE, CONTROL)
+STANDARD, RESTORE, CONTROL, RECOMMENDED = "standard", "restore", "control", "recommended"
+BUILT_IN_ARMS = (STANDARD, RESTORE, CONTROL, RECOMMENDED)
+#: Arms whose learning rates no validation grid chooses: they only have confirmation runs.
+UNTUNED_ARMS = frozenset({RECOMMENDED})
+#: Arm names of earlier versions, and why each is refused (records under them are not read either).
+RENAMED_ARMS = {
+    "recipe": "The arm 'recipe' was renamed 'restore' (the default restore, re-drawn blocks at the own learning "
+    "rate); the sweep-free recipe (recommend_recipe's rates, not tuned) is the arm 'recommended'.",
+}
 #: Training batches a data-dependent strategy scores on.
 CALIBRATION_BATCHES = 8
+#: Training images the ``recommended`` arm's diagnostic pass reads (as many as the rule's fit read).
+RECIPE_SAMPLES = 256
+
+
+def is_tuned(arm: str) -> bool:
+    """Whether ``arm``'s learning rates are chosen on the validation grid (every arm but ``recommended``)."""
+    return arm not in UNTUNED_ARMS
 
 
 def check_arms(arms: Iterable[str]) -> list[str]:
     """The arm names, validated: known, each once, ``standard`` (the baseline of every difference) among them.
 
     Raises:
-        ComparisonInputError: for an unknown or repeated arm, or without ``standard``.
+        ComparisonInputError: for an unknown, renamed or repeated arm, or without ``standard``.
     """
     from ..core.config import available_strategies
 
     arms = list(arms)
     accepted = [*BUILT_IN_ARMS, *available_strategies()]
     for arm in arms:
+        if arm in RENAMED_ARMS:
+            raise ComparisonInputError(RENAMED_ARMS[arm])
         if arm not in accepted:
             raise ComparisonInputError(f"Unknown arm {arm!r}. Accepted: {', '.join(accepted)}.")
     if len(set(arms)) != len(arms):
@@ -48,8 +68,60 @@ def check_arms(arms: Iterable[str]) -> list[str]:
     return arms
 
 
+def _shuffled(train: Any, seed: int) -> Any:
+    """``train`` in ``seed``'s order (`datasets.Dataset.shuffle`; its index mapping kept in memory, not cached next to
+    the user's data)."""
+    return train.shuffle(seed=seed, keep_in_memory=True)
+
+
+def check_recipe_data(train: Any, label: str, seeds: int) -> None:
+    """Refuses, before any run, a training split on which the ``recommended`` arm's pass of some seed would read
+    fewer than two classes with two images or more (the least its probe compares).
+
+    Args:
+        train: the training split, with its label column (the rows in the order the runs get them).
+        label: the label column's name.
+        seeds: the confirmation seeds ``0 .. seeds-1``.
+
+    Raises:
+        ComparisonInputError: naming the seed, what its pass would read and what is accepted.
+    """
+    from collections import Counter
+
+    for seed in range(seeds):
+        labels = _shuffled(train.select_columns([label]), seed)[:RECIPE_SAMPLES][label]
+        counts = Counter(labels)
+        if sum(count >= 2 for count in counts.values()) < 2:
+            raise ComparisonInputError(
+                f"The recommended arm's diagnostic pass on seed {seed} would read {len(labels)} training images of "
+                f"{len(counts)} classes ({dict(sorted(counts.items()))}); its probe needs two classes with two images "
+                "or more: give more training data, or drop recommended from --arms."
+            )
+
+
+def recipe_for_run(model: Any, train: Any, *, seed: int, epochs: float, batch_size: int) -> Any:
+    """The ``recommended`` arm's [`FineTuneRecipe`] for one run: [`recommend_recipe`] on ``model`` (freshly loaded,
+    not restored), reading the first [`RECIPE_SAMPLES`] images of ``train.shuffle(seed=seed)`` (the same images for
+    every process and every rerun of that seed), for ``budget_for_epochs(epochs)``; nothing is recorded on the model.
+
+    Args:
+        model: the run's model, before training.
+        train: the training split, a `datasets.Dataset` yielding ``pixel_values`` and ``labels``.
+        seed: the run's seed.
+        epochs: the run's epochs (the budget the rule reads: ``"short"`` below about 5.2 epochs, else ``"long"``).
+        batch_size: images per forward pass.
+    """
+    from ..core.recipe import budget_for_epochs
+    from ..diagnostics.recipe import recommend_recipe
+
+    images = _shuffled(train, seed)
+    return recommend_recipe(
+        model, images, budget=budget_for_epochs(epochs), samples=RECIPE_SAMPLES, batch_size=batch_size, record=False
+    )
+
+
 def prepare_arm(
-    arm: str, model: Any, args: Any, *, own_lr: float, calibration: Any = None
+    arm: str, model: Any, args: Any, *, own_lr: float, calibration: Any = None, recipe: Any = None
 ) -> tuple[Any, dict[str, Any] | None]:
     """Prepares ``model`` for ``arm`` (a restore, or nothing) and returns its optimizer for the `Trainer`.
 
@@ -59,10 +131,12 @@ def prepare_arm(
         args: the run's `TrainingArguments` (``args.learning_rate`` is the backbone's learning rate).
         own_lr: the learning rate of the head and of the re-drawn (or, for the control, boosted) blocks.
         calibration: a re-iterable of training batches, for data-dependent strategies.
+        recipe: the ``recommended`` arm's [`FineTuneRecipe`] (from [`recipe_for_run`]); its rates are used.
 
     Returns:
         `(torch.optim.Optimizer, dict | None)`: the optimizer, and which parameters get the own learning rate
-        besides the head (``{"whole": [...], "partial": [...]}`` as a restore record names them; None for standard).
+        besides the head (``{"whole": [...], "partial": [...]}`` as a restore record names them; None for standard
+        and recommended).
     """
     from transformers import Trainer
 
@@ -72,10 +146,14 @@ def prepare_arm(
 
     if arm == STANDARD:  # no record on the model: only the head gets the own learning rate
         return plasticity_optimizer(model, args, reinit_lr=own_lr), None
-    if arm == RECIPE:
+    if arm == RECOMMENDED:
+        if recipe is None:
+            raise ValueError("The recommended arm trains at a recipe's rates: pass `recipe=` (from recipe_for_run).")
+        return plasticity_optimizer(model, args, recipe=recipe), None
+    if arm == RESTORE:
         report = prepare_pretrained(model)
         return plasticity_optimizer(model, args, reinit_lr=own_lr), report.redrawn
-    if arm == CONTROL:  # what the recipe's restore would re-draw, found on a copy; the model itself is not touched
+    if arm == CONTROL:  # what the default restore would re-draw, found on a copy; the model itself is not touched
         redrawn = prepare_pretrained(copy.deepcopy(model)).redrawn
         groups = plasticity_param_groups(
             model, lr=args.learning_rate, reinit_lr=own_lr, weight_decay=args.weight_decay, redrawn=redrawn

@@ -1,6 +1,7 @@
 """The comparison's report, from the confirmation records: each arm's test accuracy (mean and 95% confidence
 interval over the seeds), its paired difference to standard fine-tuning (mean and 95% CI of the per-seed differences,
-`scipy.stats.ttest_rel(...).confidence_interval()`), the verdict in one sentence, the learning curves and the
+`scipy.stats.ttest_rel(...).confidence_interval()`; for the sweep-free ``recommended`` arm, its regret against the
+tuned standard), the verdict (a sentence for the restore, one for the recommended recipe), the learning curves and the
 difference plot (PNG), and a JSON summary.
 """
 
@@ -12,12 +13,17 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from .arms import CONTROL, RECIPE, STANDARD
+from .arms import CONTROL, RECOMMENDED, RESTORE, STANDARD
 
 REPORT_FILE, SUMMARY_FILE = "report.md", "summary.json"
 CURVES_FILE, DIFFERENCES_FILE = "learning_curves.png", "differences.png"
 CONFIDENCE = 0.95
-ARM_TITLES = {STANDARD: "standard fine-tuning", RECIPE: "the recipe", CONTROL: "the learning-rate-only control"}
+ARM_TITLES = {
+    STANDARD: "standard fine-tuning",
+    RESTORE: "the default restore",
+    CONTROL: "the learning-rate-only control",
+    RECOMMENDED: "the recommended recipe",
+}
 
 
 def mean_interval(values: Sequence[float]) -> dict[str, Any]:
@@ -62,36 +68,63 @@ def _interval(stat: dict[str, Any], signed: bool = False) -> str:
     return f"[{show(stat['low'])}, {show(stat['high'])}]"
 
 
-def verdict(arm: str, difference: dict[str, Any]) -> str:
-    """One sentence: how far ``arm`` is from standard fine-tuning on this data, and whether that is detectable."""
-    name = ARM_TITLES.get(arm, f"a {arm} restore")
-    points = abs(100 * difference["mean"])
-    side = "above" if difference["mean"] > 0 else "below" if difference["mean"] < 0 else "level with"
-    amount = f"{points:.2f} points {side}" if side != "level with" else "level with"
-    seeds = difference["n"]
+def _ending(difference: dict[str, Any]) -> str:
+    """The end of a verdict: the interval and what it says, or that one seed says nothing yet."""
     if difference["low"] is None:
         return (
-            f"On this data {name} is {amount} standard fine-tuning on 1 seed: the 95% CI is undefined with one seed, "
-            "so this says nothing yet; run with --seeds 3 or more."
+            "on 1 seed: the 95% CI is undefined with one seed, so this says nothing yet; run with --seeds 3 or more."
         )
-    interval = f"[95% CI {_points(difference['low'])}, {_points(difference['high'])}] over {seeds} paired seeds"
+    low, high, seeds = _points(difference["low"]), _points(difference["high"]), difference["n"]
+    interval = f"[95% CI {low}, {high}] over {seeds} paired seeds"
     if difference["low"] > 0:
         finding = "a detectable gain"
     elif difference["high"] < 0:
         finding = "a detectable loss"
     else:
         finding = "no detectable difference"
-    return f"On this data {name} is {amount} standard fine-tuning {interval}: {finding}."
+    return f"{interval}: {finding}."
+
+
+def verdict(arm: str, difference: dict[str, Any]) -> str:
+    """One sentence: how far ``arm`` is from standard fine-tuning on this data, and whether that is detectable."""
+    name = ARM_TITLES.get(arm, f"a {arm} restore")
+    points = abs(100 * difference["mean"])
+    side = "above" if difference["mean"] > 0 else "below" if difference["mean"] < 0 else "level with"
+    amount = f"{points:.2f} points {side}" if side != "level with" else "level with"
+    return f"On this data {name} is {amount} standard fine-tuning {_ending(difference)}"
+
+
+def recommended_verdict(difference: dict[str, Any]) -> str:
+    """One sentence: how much the sweep-free ``recommended`` arm loses (its regret) or gains against the standard
+    fine-tuning tuned on the grid, and whether that is detectable."""
+    points = abs(100 * difference["mean"])
+    if difference["mean"] < 0:
+        amount = f"loses {points:.2f} points to"
+    elif difference["mean"] > 0:
+        amount = f"gains {points:.2f} points over"
+    else:
+        amount = "matches"
+    return (
+        f"Without a sweep, the recommended recipe (rates from one diagnostic pass, not tuned) {amount} the tuned "
+        f"standard fine-tuning {_ending(difference)}"
+    )
 
 
 def summarize(
-    arms: Sequence[str], chosen: dict[str, tuple[float, float]], records: list[dict[str, Any]]
+    arms: Sequence[str], chosen: dict[str, tuple[float, float] | None], records: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """The statistics of the confirmation ``records``, over the seeds every arm has (complete pairs only)."""
-    by_arm = {arm: {} for arm in arms}
+    """The statistics of the confirmation ``records``, over the seeds every arm has (complete pairs only).
+
+    ``chosen`` holds each tuned arm's configuration (its records at other learning rates are left out) and None for
+    an untuned arm (its one record per seed trained at the rates its run chose; the summary keeps them under
+    ``recipes``, per seed).
+    """
+    by_arm: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in arms}
     for record in records:
-        config = (record["config"]["backbone_lr"], record["config"]["own_lr"])
-        if record["arm"] in by_arm and config == tuple(chosen[record["arm"]]):
+        if record["arm"] not in by_arm:
+            continue
+        rates = chosen[record["arm"]]
+        if rates is None or (record["config"]["backbone_lr"], record["config"]["own_lr"]) == tuple(rates):
             by_arm[record["arm"]][record["seed"]] = record
     seeds = sorted(set.intersection(*(set(runs) for runs in by_arm.values())))
     if not seeds:
@@ -100,43 +133,88 @@ def summarize(
     result: dict[str, Any] = {"seeds": seeds, "arms": {}}
     for arm in arms:
         accuracies = [by_arm[arm][s]["test_accuracy"] for s in seeds]
+        rates = chosen[arm]
         entry = {
-            "backbone_lr": chosen[arm][0],
-            "own_lr": chosen[arm][1],
+            "tuned": rates is not None,
+            "backbone_lr": rates[0] if rates else None,
+            "own_lr": rates[1] if rates else None,
             "test_accuracy": dict(zip(map(str, seeds), accuracies)),
             "test": mean_interval(accuracies),
             "val_curves": {str(s): by_arm[arm][s]["val_curve"] for s in seeds},
         }
+        if rates is None:
+            entry["recipes"] = {str(s): by_arm[arm][s]["recipe"] for s in seeds}
         if arm != STANDARD:
             entry["difference_to_standard"] = paired_difference(accuracies, base)
         result["arms"][arm] = entry
-    headline = RECIPE if RECIPE in arms else next(arm for arm in arms if arm != STANDARD) if len(arms) > 1 else None
-    result["verdict"] = verdict(headline, result["arms"][headline]["difference_to_standard"]) if headline else (
-        "Only standard fine-tuning was run: there is nothing to compare it with."
-    )  # fmt: skip
+    restores = [arm for arm in arms if arm not in (STANDARD, RECOMMENDED)]
+    headline = RESTORE if RESTORE in restores else restores[0] if restores else None
+    sentences = [verdict(headline, result["arms"][headline]["difference_to_standard"])] if headline else []
+    if RECOMMENDED in arms:
+        sentences.append(recommended_verdict(result["arms"][RECOMMENDED]["difference_to_standard"]))
+    alone = "Only standard fine-tuning was run: there is nothing to compare it with."
+    result["verdict"] = " ".join(sentences) or alone
     return result
+
+
+def _span(values: Sequence[float], style: str = "g") -> str:
+    """``"0.003"``, or ``"3.33e-05 to 0.003"`` when the values differ."""
+    low, high = min(values), max(values)
+    return f"{low:{style}}" if low == high else f"{low:{style}} to {high:{style}}"
+
+
+def _rates(entry: dict[str, Any]) -> tuple[str, str]:
+    """The table's backbone and own learning rate cells: the tuned configuration, or the range over the seeds of the
+    rates the recipe's pass chose."""
+    if entry["tuned"]:
+        return f"{entry['backbone_lr']:g}", f"{entry['own_lr']:g}"
+    recipes = entry["recipes"].values()
+    return _span([r["backbone_lr"] for r in recipes], ".3g"), _span([r["head_lr"] for r in recipes], ".3g")
+
+
+def recipe_note(entry: dict[str, Any]) -> str:
+    """What the ``recommended`` arm's diagnostic passes read and chose, over the seeds, in one line."""
+    recipes = list(entry["recipes"].values())
+
+    def span(key: str, style: str = "g") -> str:
+        return _span([recipe[key] for recipe in recipes], style)
+
+    budgets = " / ".join(sorted({recipe["budget"] for recipe in recipes}))
+    return (
+        f"recommended (not tuned): recommend_recipe read {span('samples')} training images per seed (shuffled by the "
+        f"seed), {budgets} budget, last/peak probe accuracy {span('last_over_peak', '.3f')} (threshold "
+        f"{span('threshold')}), and chose backbone lr {span('backbone_lr', '.3g')}, head lr {span('head_lr', '.3g')}; "
+        "no re-draw."
+    )
 
 
 def markdown(summary: dict[str, Any]) -> str:
     """The report: the table, the verdict and the figures, as Markdown."""
     seeds = summary["seeds"]
+    rates = "each arm at the learning rates its validation tuning chose"
+    if RECOMMENDED in summary["arms"]:
+        rates = (
+            "each tuned arm at the learning rates its validation tuning chose, recommended at those its diagnostic "
+            "pass chose on each seed (not tuned; their range over the seeds)"
+        )
     lines = [
         f"# Does a restore help on this data? {summary['settings']['model']} on {summary['settings']['data']}",
         "",
         f"Test accuracy (%) over {len(seeds)} paired seed{'s' if len(seeds) != 1 else ''} "
-        f"({', '.join(map(str, seeds))}), "
-        "each arm at the learning rates its validation tuning chose; differences are paired by seed.",
+        f"({', '.join(map(str, seeds))}), {rates}; differences are paired by seed.",
         "",
         "| arm | backbone lr | own lr | test accuracy | 95% CI | difference to standard | 95% CI |",
         "|---|---|---|---|---|---|---|",
     ]
     for arm, entry in summary["arms"].items():
         test, difference = entry["test"], entry.get("difference_to_standard")
+        backbone_lr, own_lr = _rates(entry)
         lines.append(
-            f"| {arm} | {entry['backbone_lr']:g} | {entry['own_lr']:g} | {100 * test['mean']:.2f} | "
-            f"{_interval(test)} | "
+            f"| {arm} | {backbone_lr} | {own_lr} | {100 * test['mean']:.2f} | {_interval(test)} | "
             + (f"{_points(difference['mean'])} | {_interval(difference, signed=True)} |" if difference else "- | - |")
         )
+    if RECOMMENDED in summary["arms"]:
+        lines += ["", recipe_note(summary["arms"][RECOMMENDED])]
     lines += ["", summary["verdict"], "", f"![learning curves]({CURVES_FILE})", f"![differences]({DIFFERENCES_FILE})"]
     return "\n".join(lines) + "\n"
 

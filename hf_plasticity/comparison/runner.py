@@ -2,9 +2,10 @@
 GPU, several GPUs or several nodes, and it runs on CPU for small data), and its record.
 
 Every run of every arm is built the same way: the model loaded fresh with the seed set first (the same seed gives the
-same new head in every arm), `TrainingArguments` from the budget (AdamW, linear warmup then cosine decay, the seed's
-data order), the arm's optimizer handed to the `Trainer`, the validation accuracy after every epoch, and, in the
-confirmation phase only, the test accuracy once at the end.
+same new head in every arm), for the ``recommended`` arm its recipe's diagnostic pass (forward passes only; the RNG is
+left as it was, so the head and the data order stay paired), `TrainingArguments` from the budget (AdamW, linear warmup
+then cosine decay, the seed's data order), the arm's optimizer handed to the `Trainer`, the validation accuracy after
+every epoch, and, in the confirmation phase only, the test accuracy once at the end.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .arms import prepare_arm
+from .arms import RECOMMENDED, prepare_arm, recipe_for_run
 from .store import run_key
 
 TUNE, CONFIRM = "tune", "confirm"
@@ -42,12 +43,13 @@ class Budget:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run: phase (``"tune"`` or ``"confirm"``), arm, its two learning rates and the seed."""
+    """One run: phase (``"tune"`` or ``"confirm"``), arm, its two learning rates (None for an untuned arm: the run
+    chooses them) and the seed."""
 
     phase: str
     arm: str
-    backbone_lr: float
-    own_lr: float
+    backbone_lr: float | None
+    own_lr: float | None
     seed: int
 
     @property
@@ -136,7 +138,10 @@ def train_run(
         calibration: training batches for data-dependent strategies.
 
     Returns:
-        `dict`: the run's record (see [`RunStore`]).
+        `dict`: the run's record (see [`RunStore`]): its key, phase, arm, the learning rates it trained at
+        (``config``), seed, head hash, what was re-drawn, validation curve, test accuracy, seconds, versions, device,
+        and for the ``recommended`` arm what its diagnostic pass read and chose (``recipe``,
+        `FineTuneRecipe.to_dict()`; None for the other arms).
     """
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
@@ -145,12 +150,16 @@ def train_run(
     set_seed(spec.seed)
     model = load_model()
     head = head_fingerprint(model)
+    recipe = None
+    if spec.arm == RECOMMENDED:
+        recipe = recipe_for_run(model, train, seed=spec.seed, epochs=budget.epochs, batch_size=budget.batch_size)
+    backbone_lr, own_lr = (recipe.backbone_lr, recipe.head_lr) if recipe else (spec.backbone_lr, spec.own_lr)
     args = TrainingArguments(
         output_dir=workdir,
         num_train_epochs=budget.epochs,
         per_device_train_batch_size=budget.batch_size,
         per_device_eval_batch_size=budget.batch_size,
-        learning_rate=spec.backbone_lr,
+        learning_rate=backbone_lr,
         weight_decay=budget.weight_decay,
         warmup_steps=budget.warmup,
         lr_scheduler_type="cosine",
@@ -165,7 +174,7 @@ def train_run(
         dataloader_pin_memory=torch.cuda.is_available(),  # no warning per run on CPU
         **_ddp_options(),
     )
-    optimizer, redrawn = prepare_arm(spec.arm, model, args, own_lr=spec.own_lr, calibration=calibration)
+    optimizer, redrawn = prepare_arm(spec.arm, model, args, own_lr=own_lr, calibration=calibration, recipe=recipe)
     trainer = Trainer(
         model=model,
         args=args,
@@ -183,10 +192,11 @@ def train_run(
         "key": spec.key,
         "phase": spec.phase,
         "arm": spec.arm,
-        "config": {"backbone_lr": spec.backbone_lr, "own_lr": spec.own_lr},
+        "config": {"backbone_lr": backbone_lr, "own_lr": own_lr},
         "seed": spec.seed,
         "head_init": head,
         "redrawn": redrawn,
+        "recipe": recipe.to_dict() if recipe else None,
         "val_curve": curve,
         "val_accuracy": curve[-1],
         "train_loss": losses,

@@ -4,7 +4,8 @@ overwritten), the three splits, the runs and the report.
 A folder that holds a comparison with the same settings (model, data, splits, budget, grid) is resumed: runs already
 recorded in ``runs.jsonl`` are skipped, so a killed comparison continues where it stopped, and one rerun with more
 ``seeds`` or another arm adds only the runs it lacks. Any other non-empty folder needs ``overwrite``, which deletes the
-comparison's own files (``runs.jsonl``, ``settings.json``, the report) and nothing else.
+comparison's own files (``runs.jsonl``, ``settings.json``, the report) and nothing else; so does a folder whose records
+name an arm by its earlier name (``recipe``, now ``restore``): they are neither mixed in nor rewritten.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .arms import RENAMED_ARMS
 from .report import CURVES_FILE, DIFFERENCES_FILE, REPORT_FILE, SUMMARY_FILE, summarize, write_report
 from .runner import CONFIRM, Budget, RunSpec, train_run
 from .splits import ComparisonInputError, stratified_split, with_class_labels
-from .store import RUNS_FILE, RunStore
+from .store import RUNS_FILE, RunStore, recorded_arms
 from .tuning import TUNE_SEEDS, run_schedule, tuning_table
 
 SETTINGS_FILE = "settings.json"
@@ -71,8 +73,8 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool) -> 
     """Decides what ``output`` is, without writing: returns True to resume the comparison it holds.
 
     Raises:
-        ComparisonInputError: for a file, or a non-empty folder that holds no comparison with these settings and
-            ``overwrite`` is off.
+        ComparisonInputError: for a file, a non-empty folder that holds no comparison with these settings, or one
+            whose records name an arm by an earlier name (``recipe``), unless ``overwrite`` is on.
     """
     if os.path.isfile(output):
         raise ComparisonInputError(f"Output {output!r} is a file; pass a directory.")
@@ -86,6 +88,7 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool) -> 
             saved = json.load(handle)
         differing = sorted(key for key, value in settings.to_dict().items() if saved.get(key) != value)
         if not differing:
+            _refuse_renamed_arms(output)
             return True
         raise ComparisonInputError(
             f"Output directory {output!r} holds a comparison with other settings ({', '.join(differing)} differ); "
@@ -95,6 +98,17 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool) -> 
         f"Output directory {output!r} exists and is not empty; pass --overwrite to write into it (or the folder of "
         "a comparison with the same settings, to resume it)."
     )
+
+
+def _refuse_renamed_arms(output: str) -> None:
+    """Refuses a comparison whose records name an arm by its old name: this version neither reads them under the new
+    name (the old and new records would mix in one folder) nor rewrites the user's records."""
+    renamed = sorted(recorded_arms(output) & set(RENAMED_ARMS))
+    if renamed:
+        raise ComparisonInputError(
+            f"Output directory {output!r} holds runs of the arm {renamed[0]!r}, recorded by an earlier version. "
+            f"{RENAMED_ARMS[renamed[0]]} Pass --overwrite to start a new comparison there, or another --output."
+        )
 
 
 def make_splits(

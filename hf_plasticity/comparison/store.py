@@ -1,8 +1,9 @@
 """The comparison's result store: one JSON record per finished run, appended to ``runs.jsonl``.
 
-A run is identified by its key (phase, arm, learning rates, seed); a comparison that was killed continues where it
-stopped by skipping every run whose key is already recorded. A half-written last line (the process died while
-writing it) is dropped when the store is opened, so the next record starts on a line of its own.
+A run is identified by its key (phase, arm, learning rates, seed; an untuned arm's key has no learning rates: its run
+chooses them); a comparison that was killed continues where it stopped by skipping every run whose key is already
+recorded. A half-written last line (the process died while writing it) is dropped when the store is opened, so the
+next record starts on a line of its own.
 """
 
 from __future__ import annotations
@@ -14,9 +15,27 @@ from typing import Any
 RUNS_FILE = "runs.jsonl"
 
 
-def run_key(phase: str, arm: str, backbone_lr: float, own_lr: float, seed: int) -> str:
-    """The identity of one run: ``"tune/recipe/bb=0.0001/own=0.001/seed=1000"``."""
+def run_key(phase: str, arm: str, backbone_lr: float | None, own_lr: float | None, seed: int) -> str:
+    """The identity of one run: ``"tune/restore/bb=0.0001/own=0.001/seed=1000"``, or without learning rates (None:
+    the run chooses them) ``"confirm/recommended/seed=0"``."""
+    if backbone_lr is None and own_lr is None:
+        return f"{phase}/{arm}/seed={seed}"
     return f"{phase}/{arm}/bb={backbone_lr!r}/own={own_lr!r}/seed={seed}"
+
+
+def _read(path: str) -> tuple[str, list[dict[str, Any]]]:
+    """The file's text and its complete records (a half-written last line, with no newline, is left out)."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    complete = text if text.endswith("\n") or not text else text[: text.rfind("\n") + 1]
+    return text, [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+
+def recorded_arms(directory: str) -> set[str]:
+    """The arms of the complete records in ``directory/runs.jsonl`` (none without the file), read without changing
+    it."""
+    path = os.path.join(directory, RUNS_FILE)
+    return {record["arm"] for record in _read(path)[1]} if os.path.isfile(path) else set()
 
 
 class RunStore:
@@ -37,16 +56,12 @@ class RunStore:
             self._load()
 
     def _load(self) -> None:
-        with open(self.path, encoding="utf-8") as handle:
-            text = handle.read()
-        complete = text if text.endswith("\n") or not text else text[: text.rfind("\n") + 1]
-        for line in complete.splitlines():
-            if line.strip():
-                record = json.loads(line)
-                self.records.setdefault(record["key"], record)
-        if self.write and complete != text:  # drop the half-written last line
+        text, records = _read(self.path)
+        for record in records:
+            self.records.setdefault(record["key"], record)
+        if self.write and not text.endswith("\n") and text:  # drop the half-written last line
             with open(self.path, "w", encoding="utf-8") as handle:
-                handle.write(complete)
+                handle.write(text[: text.rfind("\n") + 1])
 
     def __contains__(self, key: str) -> bool:
         return key in self.records

@@ -1,5 +1,6 @@
-"""The comparison's schedule: tune every arm on the validation split, then confirm the chosen configurations on
-paired seeds, scored once on the test split.
+"""The comparison's schedule: tune every tuned arm on the validation split, then confirm the chosen configurations on
+paired seeds, scored once on the test split. An untuned arm (``recommended``: each run chooses its learning rates)
+has no tuning runs, only its confirmation runs.
 
 Tuning: every (backbone learning rate, own learning rate) of the grid, trained once with the tuning seed, scored by
 the validation accuracy after the last epoch (the model the test would score). Ties, which small validation splits
@@ -17,6 +18,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .arms import is_tuned
 from .runner import CONFIRM, TUNE, RunSpec
 from .store import RunStore
 
@@ -36,23 +38,25 @@ def run_schedule(
     store: RunStore,
     train: Callable[[RunSpec], dict[str, Any]],
     progress: bool = True,
-) -> dict[str, tuple[float, float]]:
+) -> dict[str, tuple[float, float] | None]:
     """Runs every run the comparison still needs (those whose key ``store`` holds are skipped) and records each.
 
     Args:
         arms: the arms' names.
-        grid: the ``(backbone_lr, own_lr)`` configurations tried for every arm.
+        grid: the ``(backbone_lr, own_lr)`` configurations tried for every tuned arm.
         seeds: the confirmation seeds.
         store: the records so far; each finished run is added.
         train: runs one [`RunSpec`] and returns its record.
         progress: show a tqdm bar over the runs.
 
     Returns:
-        `dict`: each arm's chosen ``(backbone_lr, own_lr)``.
+        `dict`: each tuned arm's chosen ``(backbone_lr, own_lr)``; None for an untuned arm.
     """
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(arms) * (len(grid) + len(seeds)), desc="compare", unit="run", disable=not progress)
+    tuned = [arm for arm in arms if is_tuned(arm)]
+    total = len(tuned) * len(grid) + len(arms) * len(seeds)
+    bar = tqdm(total=total, desc="compare", unit="run", disable=not progress)
 
     def ensure(spec: RunSpec) -> dict[str, Any]:
         bar.set_postfix_str(f"{spec.phase} {spec.arm} seed {spec.seed}")
@@ -61,9 +65,9 @@ def run_schedule(
         bar.update(1)
         return store.get(spec.key)
 
-    chosen = {}
+    chosen: dict[str, tuple[float, float] | None] = {arm: None for arm in arms}
     try:
-        for arm in arms:
+        for arm in tuned:
             first = {config: ensure(RunSpec(TUNE, arm, *config, TUNE_SEEDS[0]))["val_accuracy"] for config in grid}
             tied = _tied(first)
             if len(tied) > 1:
@@ -73,16 +77,17 @@ def run_schedule(
             chosen[arm] = tied[0]  # the smaller backbone learning rate, then the smaller own learning rate
         for seed in seeds:
             for arm in arms:
-                ensure(RunSpec(CONFIRM, arm, *chosen[arm], seed))
+                ensure(RunSpec(CONFIRM, arm, *(chosen[arm] or (None, None)), seed))
     finally:
         bar.close()
     return chosen
 
 
 def tuning_table(arms: Sequence[str], grid: Sequence[tuple[float, float]], store: RunStore) -> dict[str, list[dict]]:
-    """Per arm, every tuned configuration with its validation accuracy per tuning seed (for the summary)."""
+    """Per tuned arm, every configuration of the grid with its validation accuracy per tuning seed (for the
+    summary)."""
     table: dict[str, list[dict]] = {}
-    for arm in arms:
+    for arm in filter(is_tuned, arms):
         rows = []
         for backbone_lr, own_lr in grid:
             scores = {}
