@@ -270,3 +270,30 @@ def test_table_shows_the_range_of_the_rates_chosen_over_the_seeds():
         "Without a sweep, the recommended recipe (rates from one diagnostic pass, not tuned) loses 7.50 points to the "
         "tuned standard fine-tuning [95% CI"
     )
+
+
+def test_every_process_trains_at_rank_0_s_recipe(workspace, tmp_path, monkeypatch):
+    """Under a distributed launch the pass runs on rank 0 and its recipe is broadcast: a process other than rank 0
+    trains at the recipe it receives and runs no pass of its own (two passes could differ by rounding on GPUs)."""
+    from hf_plasticity import FineTuneRecipe
+    from hf_plasticity.comparison import arms, runner
+    from hf_plasticity.core import collectives
+
+    rank_0 = FineTuneRecipe(backbone_lr=7e-4, head_lr=5e-3, budget="short", last_over_peak=0.5, threshold=0.986)
+    passes = []
+    monkeypatch.setattr(runner, "recipe_for_run", lambda *a, **k: passes.append(a) or arms.recipe_for_run(*a, **k))
+
+    def as_rank_1(fn):  # the real run_on_main, as seen from rank 1 of a process group whose rank 0 sent `rank_0`
+        with monkeypatch.context() as patch:
+            patch.setattr(collectives, "is_distributed", lambda: True)
+            patch.setattr(collectives, "is_main_process", lambda: False)
+            patch.setattr(collectives, "broadcast_object", lambda obj, src=0: ("ok", rank_0))
+            return collectives.run_on_main(fn)
+
+    monkeypatch.setattr(runner, "run_on_main", as_rank_1)
+    output = tmp_path / "out"
+    compare(str(workspace / "tiny-vit"), str(workspace / "data"), output=str(output), arms=ARMS, progress=False,
+            **SPLITS, **{**BUDGET, "seeds": 1})  # fmt: skip
+    (run,) = [r for r in records(output) if r["arm"] == "recommended"]
+    assert passes == []  # no pass on this process
+    assert run["config"] == {"backbone_lr": 7e-4, "own_lr": 5e-3} and run["recipe"] == rank_0.to_dict()

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.collectives import run_on_main
 from .arms import RECOMMENDED, prepare_arm, recipe_for_run
 from .store import run_key
 
@@ -150,16 +151,12 @@ def train_run(
     set_seed(spec.seed)
     model = load_model()
     head = head_fingerprint(model)
-    recipe = None
-    if spec.arm == RECOMMENDED:
-        recipe = recipe_for_run(model, train, seed=spec.seed, epochs=budget.epochs, batch_size=budget.batch_size)
-    backbone_lr, own_lr = (recipe.backbone_lr, recipe.head_lr) if recipe else (spec.backbone_lr, spec.own_lr)
     args = TrainingArguments(
         output_dir=workdir,
         num_train_epochs=budget.epochs,
         per_device_train_batch_size=budget.batch_size,
         per_device_eval_batch_size=budget.batch_size,
-        learning_rate=backbone_lr,
+        learning_rate=spec.backbone_lr if spec.backbone_lr is not None else 0.0,  # the recommended arm's: below
         weight_decay=budget.weight_decay,
         warmup_steps=budget.warmup,
         lr_scheduler_type="cosine",
@@ -174,6 +171,16 @@ def train_run(
         dataloader_pin_memory=torch.cuda.is_available(),  # no warning per run on CPU
         **_ddp_options(),
     )
+    recipe, backbone_lr, own_lr = None, spec.backbone_lr, spec.own_lr
+    if spec.arm == RECOMMENDED:
+        _ = args.device  # the Trainer's device set-up: under a distributed launch, the process group exists after it
+        # measured on rank 0 and broadcast: every process trains at the same rates even where two passes could
+        # differ by rounding (a ratio right at the rule's threshold on non-deterministic GPU kernels)
+        recipe = run_on_main(
+            lambda: recipe_for_run(model, train, seed=spec.seed, epochs=budget.epochs, batch_size=budget.batch_size)
+        )
+        backbone_lr, own_lr = recipe.backbone_lr, recipe.head_lr
+        args.learning_rate = backbone_lr
     optimizer, redrawn = prepare_arm(spec.arm, model, args, own_lr=own_lr, calibration=calibration, recipe=recipe)
     trainer = Trainer(
         model=model,
