@@ -29,6 +29,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import math
 import statistics
@@ -53,7 +54,7 @@ class Pair:
     budget: str
     val: dict[Config, float]  # mean final validation accuracy (points) per configuration of the standard arm
     last_over_peak: float  # probe accuracy of the last block / of the best block, before fine-tuning
-    _regrets: dict[Config, float] = field(default_factory=dict, repr=False)  # `regret`'s answers: the fits ask often
+    _regrets: dict[Config, float] = field(default_factory=dict, init=False, repr=False, compare=False)  # cache
 
     @property
     def family(self) -> str:
@@ -110,8 +111,14 @@ def _candidates(pairs: list[Pair]) -> list[Config]:
     return sorted({config for pair in pairs for config in pair.val})
 
 
+def tie_break(value: Any) -> str:
+    """The last key of every choice here: a hash of the chosen value's ``repr``, so a tie (common: a regret is read at
+    the nearest grid point) goes to neither the smaller nor the larger learning rate."""
+    return hashlib.sha1(repr(value).encode()).hexdigest()
+
+
 def fit_fixed(train: list[Pair]) -> Config:
-    return min(_candidates(train), key=lambda c: (_score([p.regret(c) for p in train]), c))
+    return min(_candidates(train), key=lambda c: (_score([p.regret(c) for p in train]), tie_break(c)))
 
 
 def fit_probe(train: list[Pair], vit_factor: float = 1.0) -> tuple[float, Config, Config]:
@@ -128,8 +135,8 @@ def fit_probe(train: list[Pair], vit_factor: float = 1.0) -> tuple[float, Config
     for cut in cuts:
         high = [p for p in train if p.last_over_peak >= cut]
         low = [p for p in train if p.last_over_peak < cut]
-        pick_high = min(configs, key=lambda c: (_score([p.regret(scaled(p, c)) for p in high] or [0.0]), c))
-        pick_low = min(configs, key=lambda c: (_score([p.regret(scaled(p, c)) for p in low] or [0.0]), c))
+        pick_high = min(configs, key=lambda c: (_score([p.regret(scaled(p, c)) for p in high] or [0.0]), tie_break(c)))
+        pick_low = min(configs, key=lambda c: (_score([p.regret(scaled(p, c)) for p in low] or [0.0]), tie_break(c)))
         regrets = [p.regret(scaled(p, pick_high)) for p in high] + [p.regret(scaled(p, pick_low)) for p in low]
         key = (_score(regrets), abs(cut - statistics.median(values)))
         if best is None or key < best[0]:
@@ -144,13 +151,13 @@ VIT_FACTORS = (1.0, 1 / 3, 1 / 9)
 class ProbeRule:
     """A fitted ``probe`` rule: ``last / peak`` at or above `threshold` gets `at_or_above`, below it `below`; a ViT's
     backbone learning rate is multiplied by `vit_factor`. `score` is its (mean, worst) regret on the pairs it was
-    fitted on."""
+    fitted on (None for a rule read back from a file)."""
 
     threshold: float
     at_or_above: Config
     below: Config
     vit_factor: float
-    score: tuple[float, float]
+    score: tuple[float, float] | None = None
 
     def config(self, last_over_peak: float, family: str) -> Config:
         """The (backbone lr, head lr) the rule gives a model of ``family`` (``"vit"`` or ``"cnn"``) whose probe reads
@@ -174,10 +181,10 @@ def fit_probe_rule(train: list[Pair], family_factor: bool = True) -> ProbeRule:
     fits = []
     for factor in factors:
         cut, high, low = fit_probe(train, factor)
-        rule = ProbeRule(cut, high, low, factor, (0.0, 0.0))
+        rule = ProbeRule(cut, high, low, factor)
         score = _score([p.regret(rule.config(p.last_over_peak, p.family)) for p in train])
         fits.append(ProbeRule(cut, high, low, factor, score))
-    return min(fits, key=lambda rule: (rule.score, rule.vit_factor))
+    return min(fits, key=lambda rule: (rule.score, tie_break(rule.vit_factor)))
 
 
 def predict(rule: str, train: list[Pair], pair: Pair) -> Config:

@@ -41,7 +41,7 @@ from .test_training import learnable_dataset
 #: The benchmark's fitted rule (docs/BENCHMARKS.md, "Fitted on every pair"), written out here on purpose: the test
 #: fails when the library's constants drift from the documented fit.
 SHORT = dict(threshold=0.986, high=3.3e-5, low=3e-3, head=1e-3, vit=1 / 3)
-LONG = dict(threshold=0.924, high=3.3e-5, low=9e-3, head=3.3e-4, vit=1 / 9)
+LONG = dict(threshold=0.924, high=1e-4, low=9e-3, head=3.3e-4, vit=1 / 9)
 FITS = {"short": SHORT, "long": LONG}
 
 
@@ -85,7 +85,7 @@ def test_the_backbone_rate_never_rises_as_the_last_block_gets_closer_to_the_peak
     assert lower.head_lr == higher.head_lr == FineTuneRecipe.from_probe([1.0], budget=budget).head_lr
     for recipe in (lower, higher):  # the small rate exactly when last / peak reaches the threshold
         small = recipe.last_over_peak >= recipe.threshold
-        assert (recipe.backbone_lr < 1e-4) == small
+        assert (recipe.backbone_lr <= 1e-4) == small  # the small rates: 3.3e-5 (short), 1e-4 (long); ViT lower
 
 
 def test_the_feature_is_the_last_block_over_the_best_one():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -61,3 +62,18 @@ def test_the_committed_records_give_every_pair_a_probe_feature():
     assert {(p.model, p.target) for p in pairs if p.budget == "short"} >= {("vit_tiny", "digits")}
     assert len([p for p in pairs if p.budget == "short"]) == 20
     assert all(0 < p.last_over_peak <= 1 for p in pairs)
+
+
+def test_the_library_ships_the_rule_fitted_on_every_pair():
+    """`FITTED_RULE` is what `fit_probe_rule` gives on every v2 pair of each budget (threshold to 3 decimals)."""
+    from benchmarks.recipe_rule import fit_probe_rule
+    from hf_plasticity.core.recipe import FITTED_RULE
+
+    pairs = load_pairs("benchmarks/results/v2")
+    for budget, shipped in FITTED_RULE.items():
+        rule = fit_probe_rule([p for p in pairs if p.budget == budget])
+        assert round(rule.threshold, 3) == shipped.threshold
+        assert rule.at_or_above[0] == pytest.approx(shipped.backbone_lr_at_or_above, rel=1e-5)
+        assert rule.below[0] == pytest.approx(shipped.backbone_lr_below, rel=1e-5)
+        assert rule.at_or_above[1] == rule.below[1] == pytest.approx(shipped.head_lr, rel=1e-5)
+        assert rule.vit_factor == pytest.approx(shipped.transformer_factor)
