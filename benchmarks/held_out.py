@@ -3,11 +3,14 @@
 The issue's question, "if I run one fine-tune instead of a sweep, how much do I lose?", has two kinds of answer that
 need no tuning on the user's data, and both are confirmed on test against the tuned standard arm:
 
-- **an arm at its best fixed default** (``<arm>_fixed`` in `benchmarks.study`): of the configurations every training
-  pair ran (the arm's base grid, and an extension only where every one of them extended to it), the one with the
-  smallest mean validation regret against each pair's tuned standard arm, ties by the worst pair's regret, then by
-  a hash of the configuration (favours no side of the grid). Fitted per budget and per family (CNNs, ViT: a user
-  knows which they have), on the family's other pairs;
+- **an arm at its best fixed default** (``<arm>_fixed`` in `benchmarks.study`): the configuration with the smallest
+  mean validation regret against each training pair's tuned standard arm, ties by the worst pair's regret, then by a
+  hash of the configuration (`recipe_rule.tie_break`: favours no side of the grid). Fitted per budget and per family
+  (CNNs, ViT: a user knows which they have), on the family's other pairs. For ``standard`` the candidates and the
+  regret are the recipe rule's (`recipe_rule.fit_fixed`: every (backbone lr, head lr) any training pair ran, read at
+  each pair's nearest grid point), so the rule and the fixed default it replaces are fitted on equal terms; for the
+  other arms, whose knobs are not all learning rates, the configurations every training pair ran (the base grid, and
+  an extension where every one of them extended to it);
 - **the recipe's rule refitted without the pair** (``recipe_heldout``): the ``probe_family`` rule of
   `benchmarks.recipe_rule` fitted on the budget's other pairs, applied to each run's own diagnostic pass. The shipped
   rule (``recipe``) was fitted on every pair, so its test regret on a pair it saw is an in-sample number; this one is
@@ -27,7 +30,6 @@ The output, ``held_out.json`` in the version-3 results folder, is committed; the
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import sys
@@ -35,7 +37,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .recipe_rule import fit_probe_rule, load_pairs
+from .recipe_rule import ProbeRule, fit_fixed, fit_probe_rule, load_pairs, tie_break
 from .study_report import result_files
 
 #: The arms with a fixed-default counterpart in the study (``<arm>_fixed``).
@@ -60,10 +62,6 @@ def family(model: str) -> str:
 
 def _config(knobs: dict[str, Any]) -> str:
     return json.dumps(knobs, sort_keys=True)
-
-
-def _config_hash(config: str) -> str:
-    return hashlib.sha1(config.encode()).hexdigest()
 
 
 def tuning_tables(results: str | Path) -> dict[Key, dict[str, dict[str, float]]]:
@@ -91,7 +89,7 @@ def best_fixed(arm: str, train: list[Key], tables: dict[Key, dict[str, dict[str,
 
     def score(config: str) -> tuple[float, float, str]:
         regrets = [max(tables[key]["standard"].values()) - tables[key][arm][config] for key in train]
-        return statistics.fmean(regrets), max(regrets), _config_hash(config)
+        return statistics.fmean(regrets), max(regrets), tie_break(config)
 
     return json.loads(min(common, key=score)) if common else None
 
@@ -101,8 +99,22 @@ def held_out_choices(results: str | Path) -> dict[str, Any]:
     (on its family's other pairs of its budget); per pair, the recipe's rule fitted without it (on the budget's other
     pairs)."""
     tables = tuning_tables(results)
-    fixed: dict[str, dict[str, Any]] = {}
-    for arm in FIXED_ARMS:
+    pairs = load_pairs(results)
+    fixed: dict[str, dict[str, Any]] = {"standard": {}}
+    for pair in pairs:  # standard's fixed default: the recipe rule's candidates and regret (`recipe_rule.fit_fixed`)
+        train = [
+            p
+            for p in pairs
+            if (p.budget, p.family) == (pair.budget, pair.family) and (p.model, p.target) != (pair.model, pair.target)
+        ]
+        if len(train) >= MIN_TRAINING_PAIRS:
+            backbone_lr, head_lr = fit_fixed(train)
+            fixed["standard"][pair_name(pair.model, pair.target, pair.budget)] = {
+                "backbone_lr": backbone_lr,
+                "head_lr": head_lr,
+            }
+    fixed["standard"] = dict(sorted(fixed["standard"].items()))
+    for arm in FIXED_ARMS[1:]:
         chosen = {}
         for key in sorted(tables):
             model, target, budget = key
@@ -111,7 +123,6 @@ def held_out_choices(results: str | Path) -> dict[str, Any]:
             if knobs is not None:
                 chosen[pair_name(*key)] = knobs
         fixed[arm] = chosen
-    pairs = load_pairs(results)
     rules = {}
     for pair in pairs:
         train = [p for p in pairs if p.budget == pair.budget and (p.model, p.target) != (pair.model, pair.target)]
@@ -123,12 +134,22 @@ def read_held_out(results: str | Path) -> dict[str, Any]:
     """The `HELD_OUT_FILE` of a results folder.
 
     Raises:
-        FileNotFoundError: naming the command that writes it.
+        FileNotFoundError: naming the command that writes it into that folder.
     """
     path = Path(results) / HELD_OUT_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; the held-out arms need it. Write it with: {COMMAND}")
+        raise FileNotFoundError(
+            f"{path} is missing: the held-out arms (<arm>_fixed, recipe_heldout) run what it holds. Write it with: "
+            f"python -m benchmarks.held_out benchmarks/results/v2 --output {path} (or leave those arms out of --arms)"
+        )
     return json.loads(path.read_text())
+
+
+def held_out_rates(rule: dict[str, Any], last_over_peak: float, model: str) -> tuple[float, float]:
+    """The (backbone lr, head lr) a held-out rule of `HELD_OUT_FILE` gives a run of ``model`` whose diagnostic pass
+    read ``last_over_peak``."""
+    fitted = ProbeRule(**{key: tuple(v) if isinstance(v, list) else v for key, v in rule.items()})
+    return fitted.config(last_over_peak, family(model))
 
 
 def render(choices: dict[str, Any]) -> str:

@@ -323,12 +323,12 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         found = recommend_recipe(model, batches, budget=task["budget"], samples=RECIPE_SAMPLES, record=False)
         recommended = found.to_dict()
         if arm.rule is not None:  # the rule refitted without this pair, on this run's own pass
-            from .held_out import family
-            from .recipe_rule import ProbeRule
+            from .held_out import held_out_rates
 
-            rule = ProbeRule(**{k: tuple(v) if isinstance(v, list) else v for k, v in arm.rule.items()}, score=(0, 0))
-            backbone_lr, head_lr = rule.config(found.last_over_peak, family(task["model"]))
-            recommended.update(backbone_lr=backbone_lr, head_lr=head_lr, threshold=rule.threshold, rule=arm.rule)
+            backbone_lr, head_lr = held_out_rates(arm.rule, found.last_over_peak, task["model"])
+            recommended.update(
+                backbone_lr=backbone_lr, head_lr=head_lr, threshold=arm.rule["threshold"], rule=arm.rule
+            )
         knobs.update(backbone_lr=recommended["backbone_lr"], head_lr=recommended["head_lr"])
     if arm.strategy is not None:
         from hf_plasticity import get_config_class, prepare_pretrained
@@ -512,10 +512,10 @@ def run_study(settings: StudySettings, progress: bool = True) -> dict[str, int]:
     from tqdm.auto import tqdm
 
     all_arms = [ARMS[name] for name in dict.fromkeys(["standard", *settings.arms])]
-    claim_folder(settings)
     from .held_out import read_held_out
 
-    choices = read_held_out(settings.results) if any(arm.held_out for arm in all_arms) else {}
+    choices = read_held_out(settings.results) if any(arm.held_out for arm in all_arms) else {}  # before any write
+    claim_folder(settings)
     counts = {"done": 0, "skipped": 0}
     # CUDA cannot be used in a forked child: workers of a GPU study are spawned
     context = multiprocessing.get_context("spawn" if settings.device != "cpu" else None)
@@ -573,6 +573,11 @@ def run_study(settings: StudySettings, progress: bool = True) -> dict[str, int]:
     return counts
 
 
+def _is_resolved(arm: StudyArm) -> bool:
+    """Whether a held-out arm carries its pair's choice: its rule (recommended) or one value per knob (fixed)."""
+    return arm.rule is not None if arm.recommended else all(len(values) == 1 for values in arm.grid.values())
+
+
 def make_task(
     settings: StudySettings, model: str, target: str, arm: StudyArm, knobs: dict, budget: str, phase: str, seed: int
 ) -> dict[str, Any]:
@@ -588,6 +593,11 @@ def make_task(
     >>> record = study.run_one(task)  # doctest: +SKIP
     ```
     """
+    if arm.held_out and not _is_resolved(arm):
+        raise ValueError(
+            f"Arm {arm.name!r} runs what held_out.json holds for the pair: resolve it first (resolve_held_out)."
+        )
+    config = {**knobs, "rule": arm.rule} if arm.rule is not None else knobs  # another rule: other runs
     return {
         "settings": dict(settings.__dict__),
         "model": model,
@@ -598,7 +608,7 @@ def make_task(
         "recommended": arm.recommended,
         "rule": arm.rule,
         "knobs": knobs,
-        "config": config_key(arm.name, knobs),
+        "config": config_key(arm.name, config),
         "budget": budget,
         "phase": phase,
         "seed": seed,
@@ -676,8 +686,14 @@ def main(argv: list[str] | None = None) -> int:
         **protocol,
     )
     try:
+        if stored is not None:  # a folder with runs: its protocol is checked first (nothing is written)
+            claim_folder(settings)
+        if any(ARMS[name].held_out for name in arms):
+            from .held_out import read_held_out
+
+            read_held_out(args.results)
         claim_folder(settings)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     print(run_study(settings))
     return 0

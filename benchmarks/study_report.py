@@ -19,7 +19,7 @@ from typing import Any
 
 from .pretrain import save_figure
 from .stats import holm, mean_interval, paired_difference, paired_p_value
-from .study import LRS, folder_protocol, load_results, mean_final_val
+from .study import ARMS, LRS, folder_protocol, load_results, mean_final_val
 
 Row = dict[str, Any]
 
@@ -175,12 +175,14 @@ def summarize(records: list[Row], budget: str, one_device: bool = False) -> list
         else:
             paired = final
         reach = [first_epoch_reaching([100 * a for a in r["test_acc"]], baseline) for r in runs.values()]
-        robustness = lr_robustness(records, arm, budget)
+        fixed = arm in ARMS and ARMS[arm].held_out and not ARMS[arm].recommended  # `<arm>_fixed`: not tuned here
+        robustness = None if fixed else lr_robustness(records, arm, budget)
         rows.append(
             {
                 "arm": arm,
                 "knobs": choice[1],
-                "recommended": recommended_cell(runs.values()),
+                "recommended": recommended_cell(runs.values())
+                or (f"fixed default, fitted on other pairs: {_knobs(choice[1])}" if fixed else None),
                 "edges": edge_knobs(records, arm, budget, choice[1]),
                 "val": 100 * choice[2],
                 "test": mean_interval(list(final.values())),

@@ -42,8 +42,8 @@ def test_the_fixed_default_minimizes_the_mean_regret_then_the_worst():
 
 def test_a_tie_goes_to_the_configuration_hash_whatever_the_grid_order():
     tables = _tables({"m1": (90, 90, 60), "m2": (80, 80, 60), "m3": (70, 70, 40)})  # A and B tie exactly
-    # the rule is the smaller hash of the configuration's JSON, not the grid's order
-    expected = min((A, B), key=lambda k: hashlib.sha1(json.dumps(k, sort_keys=True).encode()).hexdigest())
+    # the rule is the smaller hash of the configuration (its JSON's repr), not the grid's order
+    expected = min((A, B), key=lambda k: hashlib.sha1(repr(json.dumps(k, sort_keys=True)).encode()).hexdigest())
     assert held_out.best_fixed("standard", list(tables), tables) == expected
     reordered = {key: {arm: dict(reversed(v.items())) for arm, v in arms.items()} for key, arms in tables.items()}
     assert held_out.best_fixed("standard", list(reordered), reordered) == expected
@@ -136,3 +136,36 @@ def test_the_study_runs_the_fixed_default_and_the_held_out_rule_from_the_folder_
         assert (r["recipe"]["backbone_lr"], r["recipe"]["head_lr"]) == expected
         assert r["recommended"]["rule"] == rule and r["recommended"]["threshold"] == threshold
         assert 0 < r["recommended"]["last_over_peak"] <= 1  # read off this run's own pass
+
+
+@pytest.mark.parametrize(
+    "model, ratio, expected",
+    [("resnet_tiny", 0.95, (2e-4, 5e-4)), ("resnet_tiny", 0.5, (4e-3, 2e-3)),
+     ("vit_tiny", 0.95, (2e-4 / 3, 5e-4)), ("vit_tiny", 0.89, (4e-3 / 3, 2e-3))],
+)  # fmt: skip
+def test_a_held_out_rule_gives_the_side_of_its_threshold_and_the_vit_its_factor(model, ratio, expected):
+    rule = {"threshold": 0.9, "at_or_above": [2e-4, 5e-4], "below": [4e-3, 2e-3], "vit_factor": 1 / 3}
+    assert held_out.held_out_rates(rule, ratio, model) == pytest.approx(expected)
+
+
+def test_another_rule_is_another_configuration_so_a_resumed_study_never_mixes_two():
+    settings_ = study.StudySettings(models=[], targets=[])
+    rules = [
+        {"threshold": t, "at_or_above": [1e-4, 1e-3], "below": [3e-3, 1e-3], "vit_factor": 1.0} for t in (0.9, 0.95)
+    ]
+    arms = [study.resolve_held_out(study.ARMS["recipe_heldout"], {"fixed": {}, "recipe_rule": {"m/t/short": r}},
+                                   "m", "t", "short") for r in rules]  # fmt: skip
+    keys = {study.make_task(settings_, "m", "t", arm, {}, "short", "confirm", 0)["config"] for arm in arms}
+    assert len(keys) == 2
+    with pytest.raises(ValueError, match="resolve"):  # an arm not resolved for its pair is never run
+        study.make_task(settings_, "m", "t", study.ARMS["recipe_heldout"], {}, "short", "confirm", 0)
+    with pytest.raises(ValueError, match="resolve"):
+        study.make_task(settings_, "m", "t", study.ARMS["standard_fixed"], {}, "short", "confirm", 0)
+
+
+def test_a_new_folder_without_the_choices_is_refused_before_anything_is_written(tmp_path, capsys):
+    folder = tmp_path / "new"
+    with pytest.raises(SystemExit) as exit_info:
+        study.main(["--models", "resnet_tiny", "--targets", "digits", "--budgets", "short", "--results", str(folder)])
+    assert exit_info.value.code == 2 and not (folder / study.PROTOCOL_FILE).exists()
+    assert f"--output {folder / held_out.HELD_OUT_FILE}" in capsys.readouterr().err

@@ -167,6 +167,11 @@ def test_a_results_folder_keeps_its_protocol(tmp_path):
 def test_the_command_line_follows_the_folder_s_protocol(tmp_path, monkeypatch, capsys):
     seen = []
     monkeypatch.setattr(study, "run_study", lambda settings: seen.append(settings) or {})
+    with pytest.raises(SystemExit):  # version 3's arms include the held-out ones: a new folder needs their choices
+        study.main(["--models", "m", "--targets", "t", "--results", str(tmp_path / "new")])
+    assert "held_out.json is missing" in capsys.readouterr().err and not (tmp_path / "new" / "study.json").exists()
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "held_out.json").write_text('{"fixed": {}, "recipe_rule": {}}')
     assert study.main(["--models", "m", "--targets", "t", "--results", str(tmp_path / "new")]) == 0
     assert seen[-1].arms == study.V3_ARMS and "lp_ft" in seen[-1].arms and seen[-1].tie_break == "third_seed"
     assert "lp_ft" in study.ARMS and "lp_ft" not in study.DEFAULT_ARMS  # version 2's default arms stay
@@ -178,7 +183,8 @@ def test_the_command_line_follows_the_folder_s_protocol(tmp_path, monkeypatch, c
     with pytest.raises(SystemExit):
         study.main(["--models", "m", "--targets", "t", "--results", str(legacy), "--protocol", "v3"])
     assert "holds runs of the protocol" in capsys.readouterr().err
-    study.main(["--models", "m", "--targets", "t", "--results", str(tmp_path / "wide"), "--val-fraction", "0.4"])
+    study.main(["--models", "m", "--targets", "t", "--results", str(tmp_path / "wide"), "--val-fraction", "0.4",
+                "--arms", "standard", "lp_ft"])  # fmt: skip
     assert study.folder_protocol(tmp_path / "wide")["val_fraction"] == 0.4
 
 
