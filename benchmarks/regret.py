@@ -26,6 +26,7 @@ from pathlib import Path
 from .pooled import MIN_PAIRS, table_in_doc, write_into_doc
 from .pretrain import save_figure
 from .stats import Interval, mean_interval, paired_difference
+from .study import CONFIRMATION_SEEDS
 from .study_report import (
     Row,
     _paired_seeds,
@@ -37,6 +38,9 @@ from .study_report import (
 )
 
 #: The arms whose regret the issue asks for, in the tables' order; any other arm follows, by name.
+#: A pair counts once its tuned standard arm is confirmed on this many seeds (the study's confirmation seeds): records
+#: committed while a study runs hold pairs part-way through their confirmation.
+MIN_SEEDS = len(CONFIRMATION_SEEDS)
 KNOWN_ARMS = (
     "recipe",
     "recipe_heldout",
@@ -141,6 +145,8 @@ def pair_regrets(pairs: list[Row]) -> list[PairRegret]:
     out = []
     for pair in pairs:
         standard = pair["curves"]["standard"]
+        if len(standard) < MIN_SEEDS:  # part-way through its confirmation: `incomplete` notes it
+            continue
         level = mean_curve(standard, set(standard))[-1]
         epochs = len(next(iter(standard.values())))
         standard_epochs = first_epoch_reaching(mean_curve(standard, set(standard)), level) or epochs + 1
@@ -161,6 +167,12 @@ def incomplete(pairs: list[Row]) -> list[str]:
     notes = []
     for pair in pairs:
         standard = set(pair["final"]["standard"])
+        if len(standard) < MIN_SEEDS:
+            notes.append(
+                f"{pair['model']} {pair['target']} ({pair['budget']}): the tuned standard arm is confirmed on "
+                f"{len(standard)} of {MIN_SEEDS} seeds so far"
+            )
+            continue
         for arm in arm_order([arm for arm in pair["final"] if arm != "standard"]):
             if _complete(pair, arm) is None:
                 paired = _paired_seeds(pair, arm, "standard")
