@@ -111,14 +111,14 @@ def compare(
     fine-tuning recipes, with a report.
 
     Every arm but ``recommended`` is tuned on the grid ``backbone_lrs x own_lrs`` on the validation split (one tuning
-    seed; ties broken by the mean over a second tuning seed, then the smaller backbone, then the smaller own learning
-    rate), then trained with its chosen learning rates on the paired seeds ``0 .. seeds-1`` (the same seed gives the
-    same head init and data order in every arm) and scored once on the test split. The ``recommended`` arm is not
-    tuned: each of its seeds calls [`recommend_recipe`] on the freshly loaded model (the first 256 images of the
-    training split shuffled with the seed, the budget nearest to ``epochs``) and trains at the rates it returns, so
-    its paired difference to the tuned standard is the regret of one fine-tune instead of a sweep. Writes
-    ``runs.jsonl`` (one record per run; a rerun resumes), ``report.md``, ``summary.json``, ``learning_curves.png`` and
-    ``differences.png`` into ``output``.
+    seed; ties broken by the mean over a second tuning seed, then by a hash of the configuration, which favours neither
+    small nor large learning rates), then trained with its chosen learning rates on the paired seeds ``0 .. seeds-1``
+    (the same seed gives the same head init and data order in every arm) and scored once on the test split. The
+    ``recommended`` arm is not tuned: each of its seeds calls [`recommend_recipe`] on the freshly loaded model (the
+    first 256 images of the training split shuffled with the seed, the budget nearest to ``epochs``) and trains at the
+    rates it returns, so its paired difference to the tuned standard is minus the regret of one fine-tune instead of a
+    sweep. Writes ``runs.jsonl`` (one record per run; a rerun resumes), ``report.md``, ``summary.json``,
+    ``learning_curves.png`` and ``differences.png`` into ``output``.
 
     Args:
         model: a local model folder or a Hub model id (an image classifier; its new head is sized for the data).

@@ -1,8 +1,8 @@
 """The comparison's report, from the confirmation records: each arm's test accuracy (mean and 95% confidence
 interval over the seeds), its paired difference to standard fine-tuning (mean and 95% CI of the per-seed differences,
 `scipy.stats.ttest_rel(...).confidence_interval()`; for the sweep-free ``recommended`` arm, its regret against the
-tuned standard), the verdict (a sentence for the restore, one for the recommended recipe), the learning curves and the
-difference plot (PNG), and a JSON summary.
+tuned standard with the sign flipped), the verdict (a sentence for the restore, one for the recommended recipe), the
+learning curves and the difference plot (PNG), and a JSON summary.
 """
 
 from __future__ import annotations

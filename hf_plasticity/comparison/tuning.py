@@ -5,8 +5,8 @@ has no tuning runs, only its confirmation runs.
 Tuning: every (backbone learning rate, own learning rate) of the grid, trained once with the tuning seed, scored by
 the validation accuracy after the last epoch (the model the test would score). Ties, which small validation splits
 make common, are broken by a rule that favours no arm: the tied configurations are trained again with a second tuning
-seed and compared by the mean of both; configurations still tied go to the smaller backbone learning rate, then the
-smaller own learning rate.
+seed and compared by the mean of both; configurations still tied go to the smallest `tie_key`, a hash of the
+configuration (neither the smaller nor the larger learning rates).
 
 Confirmation: every arm with its chosen configuration on the same seeds (the same seed gives the same head init and
 data order in every arm), seed by seed, so an interrupted comparison holds complete pairs.
@@ -14,6 +14,7 @@ data order in every arm), seed by seed, so an interrupted comparison holds compl
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,9 +27,15 @@ from .store import RunStore
 TUNE_SEEDS = (1000, 1001)
 
 
+def tie_key(config: tuple[float, float]) -> str:
+    """The order of configurations still tied after the second tuning seed: a hash of ``(backbone lr, own lr)``, so
+    the last tie-break favours no side of the grid and does not depend on its order."""
+    return hashlib.sha1(repr(tuple(float(v) for v in config)).encode()).hexdigest()
+
+
 def _tied(scores: dict[tuple[float, float], float]) -> list[tuple[float, float]]:
     best = max(scores.values())
-    return sorted(config for config, score in scores.items() if math.isclose(score, best, abs_tol=1e-9))
+    return sorted((c for c, score in scores.items() if math.isclose(score, best, abs_tol=1e-9)), key=tie_key)
 
 
 def run_schedule(
@@ -74,7 +81,7 @@ def run_schedule(
                 bar.total += len(tied)
                 second = {c: ensure(RunSpec(TUNE, arm, *c, TUNE_SEEDS[1]))["val_accuracy"] for c in tied}
                 tied = _tied({config: (first[config] + second[config]) / 2 for config in tied})
-            chosen[arm] = tied[0]  # the smaller backbone learning rate, then the smaller own learning rate
+            chosen[arm] = tied[0]  # the smallest tie_key
         for seed in seeds:
             for arm in arms:
                 ensure(RunSpec(CONFIRM, arm, *(chosen[arm] or (None, None)), seed))
