@@ -128,12 +128,12 @@ def fine_tune_v2(
     frozen: list[nn.Parameter] = []
     for epoch in range(recipe.epochs):
         if epoch in (0, probe):  # a phase starts: its own optimizer and schedule (LP-FT: the probe, then the rest)
+            for param in frozen:  # the probe is over: everything trains (thawed first: the optimizer takes only
+                param.requires_grad_(True)  # parameters that need a gradient)
             probing = epoch < probe
             optimizer = optimizer_for(model, recipe, head_only=probing)
             steps = ((probe if probing else recipe.epochs) - epoch) * per_epoch
             schedule = get_cosine_schedule_with_warmup(optimizer, round(recipe.warmup * steps), steps)
-            for param in frozen:  # the probe is over: everything trains
-                param.requires_grad_(True)
             frozen = _freeze_all_but(model, optimizer) if probing else []
         if frozen:
             _probe_mode(model)

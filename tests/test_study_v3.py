@@ -253,6 +253,8 @@ def test_lp_ft_trains_the_head_alone_first_then_everything(probe_fraction):
     assert changed(initial, states[1], in_head=True)  # the head trains in the probe
     assert changed(states[1], states[3], in_head=True)  # and after it
     assert changed(states[1], states[3], in_head=False)  # the backbone trains after the probe
+    weights = {name for name, _ in model.named_parameters() if not name.startswith(head)}
+    assert weights <= changed(states[1], states[3], in_head=False)  # every weight, not only BatchNorm statistics
     if probe_fraction:
         assert recipe.probe_epochs == 1
         assert not changed(initial, states[1], in_head=False)  # weights and BatchNorm statistics: untouched
