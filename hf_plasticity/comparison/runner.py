@@ -173,7 +173,8 @@ def train_run(
     )
     recipe, backbone_lr, own_lr = None, spec.backbone_lr, spec.own_lr
     if spec.arm == RECOMMENDED:
-        _ = args.device  # the Trainer's device set-up: under a distributed launch, the process group exists after it
+        model.to(args.device)  # the Trainer's device set-up (under a distributed launch, the process group exists
+        # after it), and the pass on the device the run trains on, as the Trainer would place the model
         # measured on rank 0 and broadcast: every process trains at the same rates even where two passes could
         # differ by rounding (a ratio right at the rule's threshold on non-deterministic GPU kernels)
         recipe = run_on_main(
