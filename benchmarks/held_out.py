@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from .recipe_rule import ProbeRule, fit_fixed, fit_probe_rule, load_pairs, tie_break
+from .study import FIXED_BASES
 from .study_report import result_files
 
-#: The arms with a fixed-default counterpart in the study (``<arm>_fixed``).
-FIXED_ARMS = ("standard", "boost_top", "reinit_top", "auto", "layer_decay", "dash", "shrink_perturb")
+#: The arms with a fixed-default counterpart in the study (``<arm>_fixed``), standard first.
+FIXED_ARMS = FIXED_BASES
 #: The fewest other pairs of a family a fixed default is fitted on.
 MIN_TRAINING_PAIRS = 3
 #: The file in a results folder that holds the held-out choices.

@@ -37,10 +37,10 @@ from .study_report import (
     same_device,
 )
 
-#: The arms whose regret the issue asks for, in the tables' order; any other arm follows, by name.
 #: A pair counts once its tuned standard arm is confirmed on this many seeds (the study's confirmation seeds): records
 #: committed while a study runs hold pairs part-way through their confirmation.
 MIN_SEEDS = len(CONFIRMATION_SEEDS)
+#: The arms whose regret the issue asks for, in the tables' order; any other arm follows, by name.
 KNOWN_ARMS = (
     "recipe",
     "recipe_heldout",

@@ -129,7 +129,9 @@ ARMS["recipe_heldout"] = StudyArm(
 RECIPE_SAMPLES = 256
 #: Each arm at its best fixed default (``<arm>_fixed``): one configuration per pair, fitted on the other pairs of its
 #: family and budget (`benchmarks.held_out`), never tuned on the pair: what a user without a sweep would run.
-for _base in ("standard", "boost_top", "reinit_top", "auto", "layer_decay", "dash", "shrink_perturb"):
+#: The arms with a fixed-default counterpart (``<arm>_fixed``; `benchmarks.held_out` fits their choices).
+FIXED_BASES = ("standard", "boost_top", "reinit_top", "auto", "layer_decay", "dash", "shrink_perturb")
+for _base in FIXED_BASES:
     ARMS[f"{_base}_fixed"] = StudyArm(
         f"{_base}_fixed", ARMS[_base].strategy, ARMS[_base].params, grid=ARMS[_base].grid, held_out=True
     )
@@ -527,8 +529,7 @@ def run_study(settings: StudySettings, progress: bool = True) -> dict[str, int]:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 records = load_results(path)
                 for budget in settings.budgets:
-                    arms = [resolve_held_out(arm, choices, model, target, budget) if arm.held_out else arm
-                            for arm in all_arms]  # fmt: skip
+                    arms = [resolve_held_out(arm, choices, model, target, budget) for arm in all_arms]
                     arms = [arm for arm in arms if arm is not None]
                     extensions = {arm.name: {} for arm in arms}
                     chosen: dict[str, dict] = {}
