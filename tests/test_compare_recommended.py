@@ -210,6 +210,33 @@ def test_records_under_the_old_name_are_refused_not_mixed(workspace, reference, 
     assert {path.name: path.read_bytes() for path in output.iterdir()} == files
 
 
+@pytest.mark.parametrize("field", ["threshold", "backbone_lr_below", "head_lr"])
+def test_runs_of_another_fit_of_the_rule_are_refused_not_mixed(workspace, reference, tmp_path, monkeypatch, field):
+    """A folder whose ``recommended`` runs were chosen by another fit of the rule (the installed one refitted since) is
+    not resumed: the report would pool two rules in one arm. The error names the seeds and --overwrite; the files are
+    left as they were. With the rule they ran under, the same folder is recognised as current."""
+    import dataclasses
+
+    from hf_plasticity.comparison.arms import seeds_of_another_rule
+    from hf_plasticity.core import recipe
+
+    output = tmp_path / "earlier"
+    shutil.copytree(reference[1], output)
+    assert seeds_of_another_rule(records(output)) == []
+    fit = recipe.FITTED_RULE["short"]
+    monkeypatch.setitem(recipe.FITTED_RULE, "short", dataclasses.replace(fit, **{field: getattr(fit, field) * 0.5}))
+    read = [r["recipe"] for r in records(output) if r["arm"] == "recommended"]
+    changed = [s for s, r in enumerate(read) if field != "backbone_lr_below" or r["last_over_peak"] < r["threshold"]]
+    assert changed, "the fixture's passes should fall below the threshold (see _images)"
+    assert seeds_of_another_rule(records(output)) == changed
+    files = {path.name: path.read_bytes() for path in output.iterdir()}
+    refusal = r"runs of the arm 'recommended' \(seeds [0-9, ]+\).*another fit.*--overwrite"
+    with pytest.raises(ValueError, match=refusal):
+        compare(str(workspace / "tiny-vit"), str(workspace / "data"), output=str(output), arms=ARMS, progress=False,
+                **SPLITS, **BUDGET)  # fmt: skip
+    assert {path.name: path.read_bytes() for path in output.iterdir()} == files
+
+
 def test_too_few_images_for_the_pass_are_refused_before_anything_is_written(workspace, tmp_path):
     """Three training images, two of one class: the pass's probe needs two classes with two images or more."""
     from datasets import ClassLabel, Dataset, DatasetDict

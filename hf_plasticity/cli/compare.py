@@ -152,8 +152,9 @@ def compare(
 
     Raises:
         ValueError: for bad input (an unknown model, data without labels or with one class, an unknown or renamed
-            arm, an output folder that is not empty or holds records of a renamed arm, too few training images for
-            the ``recommended`` arm's pass), before anything is written.
+            arm, an output folder that is not empty or holds records of a renamed arm or ``recommended`` runs of
+            another fit of the rule, too few training images for the ``recommended`` arm's pass), before anything is
+            written.
 
     Example:
 

@@ -120,6 +120,32 @@ def recipe_for_run(model: Any, train: Any, *, seed: int, epochs: float, batch_si
     )
 
 
+def seeds_of_another_rule(records: Iterable[dict[str, Any]]) -> list[int]:
+    """The seeds of ``recommended`` records whose rates the installed rule would not choose from what their pass read:
+    they were recorded under another fit of [`FITTED_RULE`] (a library version whose rule was refitted since).
+
+    Args:
+        records: a comparison's run records.
+    """
+    from ..core.recipe import FineTuneRecipe
+
+    seeds = []
+    for record in records:
+        recorded = record.get("recipe") if record.get("arm") == RECOMMENDED else None
+        if not recorded:
+            continue
+        now = FineTuneRecipe.from_probe(
+            list(recorded["block_probe_accuracy"]), budget=recorded["budget"], family=recorded["family"]
+        )
+        if (now.backbone_lr, now.head_lr, now.threshold) != (
+            recorded["backbone_lr"],
+            recorded["head_lr"],
+            recorded["threshold"],
+        ):
+            seeds.append(record["seed"])
+    return sorted(seeds)
+
+
 def prepare_arm(
     arm: str, model: Any, args: Any, *, own_lr: float, calibration: Any = None, recipe: Any = None
 ) -> tuple[Any, dict[str, Any] | None]:

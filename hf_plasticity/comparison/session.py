@@ -5,7 +5,8 @@ A folder that holds a comparison with the same settings (model, data, splits, bu
 recorded in ``runs.jsonl`` are skipped, so a killed comparison continues where it stopped, and one rerun with more
 ``seeds`` or another arm adds only the runs it lacks. Any other non-empty folder needs ``overwrite``, which deletes the
 comparison's own files (``runs.jsonl``, ``settings.json``, the report) and nothing else; so does a folder whose records
-name an arm by its earlier name (``recipe``, now ``restore``): they are neither mixed in nor rewritten.
+name an arm by its earlier name (``recipe``, now ``restore``), and one whose ``recommended`` runs were chosen by
+another fit of the recipe's rule (an earlier library version): they are neither mixed in nor rewritten.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .arms import RENAMED_ARMS
+from .arms import RENAMED_ARMS, seeds_of_another_rule
 from .report import CURVES_FILE, DIFFERENCES_FILE, REPORT_FILE, SUMMARY_FILE, summarize, write_report
 from .runner import CONFIRM, Budget, RunSpec, train_run
 from .splits import ComparisonInputError, stratified_split, with_class_labels
-from .store import RUNS_FILE, RunStore, recorded_arms
+from .store import RUNS_FILE, RunStore, recorded_arms, recorded_runs
 from .tuning import TUNE_SEEDS, run_schedule, tuning_table
 
 SETTINGS_FILE = "settings.json"
@@ -74,7 +75,8 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool) -> 
 
     Raises:
         ComparisonInputError: for a file, a non-empty folder that holds no comparison with these settings, or one
-            whose records name an arm by an earlier name (``recipe``), unless ``overwrite`` is on.
+            whose records name an arm by an earlier name (``recipe``) or hold ``recommended`` runs of another fit of
+            the rule, unless ``overwrite`` is on.
     """
     if os.path.isfile(output):
         raise ComparisonInputError(f"Output {output!r} is a file; pass a directory.")
@@ -89,6 +91,7 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool) -> 
         differing = sorted(key for key, value in settings.to_dict().items() if saved.get(key) != value)
         if not differing:
             _refuse_renamed_arms(output)
+            _refuse_another_rule(output)
             return True
         raise ComparisonInputError(
             f"Output directory {output!r} holds a comparison with other settings ({', '.join(differing)} differ); "
@@ -108,6 +111,19 @@ def _refuse_renamed_arms(output: str) -> None:
         raise ComparisonInputError(
             f"Output directory {output!r} holds runs of the arm {renamed[0]!r}, recorded by an earlier version. "
             f"{RENAMED_ARMS[renamed[0]]} Pass --overwrite to start a new comparison there, or another --output."
+        )
+
+
+def _refuse_another_rule(output: str) -> None:
+    """Refuses a comparison whose ``recommended`` runs were chosen by another fit of the recipe's rule: resumed, its
+    report would pool runs of two rules in one arm."""
+    seeds = seeds_of_another_rule(recorded_runs(output))
+    if seeds:
+        raise ComparisonInputError(
+            f"Output directory {output!r} holds runs of the arm 'recommended' (seeds {', '.join(map(str, seeds))}) "
+            "whose rates this version's rule (FITTED_RULE) would not choose from what their diagnostic pass read: "
+            "they were recorded with another fit of the rule. Pass --overwrite to start a new comparison there, or "
+            "another --output."
         )
 
 

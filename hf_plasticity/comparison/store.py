@@ -31,11 +31,16 @@ def _read(path: str) -> tuple[str, list[dict[str, Any]]]:
     return text, [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
+def recorded_runs(directory: str) -> list[dict[str, Any]]:
+    """The complete records in ``directory/runs.jsonl`` (none without the file), read without changing it."""
+    path = os.path.join(directory, RUNS_FILE)
+    return _read(path)[1] if os.path.isfile(path) else []
+
+
 def recorded_arms(directory: str) -> set[str]:
     """The arms of the complete records in ``directory/runs.jsonl`` (none without the file), read without changing
     it."""
-    path = os.path.join(directory, RUNS_FILE)
-    return {record["arm"] for record in _read(path)[1]} if os.path.isfile(path) else set()
+    return {record["arm"] for record in recorded_runs(directory)}
 
 
 class RunStore:
