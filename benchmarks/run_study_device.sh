@@ -38,7 +38,7 @@ study() {  # one chain of studies, stopped at the deadline
   shift
   timeout --signal=INT --kill-after=40 "$DEADLINE" bash -c "$*" >"/tmp/study_logs/$log.log" 2>&1
 }
-S="$PY -m benchmarks.study --device $DEVICE --results $RESULTS"
+S="$PY -m benchmarks study --device $DEVICE --results $RESULTS"
 chain=0
 for spec in "$@"; do
   IFS=';' read -ra studies <<<"$spec"

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 JOBS=${JOBS:-2}
 export HF_HUB_OFFLINE=1
-study() { "$BIN/python" -m benchmarks.study --jobs "$JOBS" "$@"; }
+study() { "$BIN/python" -m benchmarks study --jobs "$JOBS" "$@"; }
 study --models efficientnet_lite0 --targets digits textures photos spectrograms --budgets short
 study --models vit_tiny --targets digits textures spectrograms shapes_ctrl --budgets short
 study --models convnext_tiny --targets digits textures --budgets short \
@@ -22,4 +22,4 @@ LONG_ARMS="standard boost_top reinit_top auto"
 study --models vit_tiny convnext_tiny resnet_tiny --targets digits textures spectrograms shapes_ctrl --budgets long \
   --arms $LONG_ARMS
 study --models efficientnet_lite0 --targets digits textures photos --budgets long --arms $LONG_ARMS
-"$BIN/python" -m benchmarks.study_report --doc docs/BENCHMARKS.md
+"$BIN/python" -m benchmarks report --doc docs/BENCHMARKS.md
