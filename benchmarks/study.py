@@ -511,6 +511,34 @@ def resolve_held_out(arm: StudyArm, choices: dict[str, Any], model: str, target:
     return None if knobs is None else replace(arm, grid={name: (value,) for name, value in knobs.items()})
 
 
+def refuse_runs_of_another_rule(settings: StudySettings) -> None:
+    """Refuses, before anything is written, a folder whose ``recipe`` runs were chosen by another fit of the shipped
+    rule (`FITTED_RULE` refitted since): their key does not hold the rule (``recipe_heldout``'s does), so a resumed
+    study would skip them and the report would pool two rules in one arm.
+
+    Raises:
+        ValueError: naming the file, the runs and what to do.
+    """
+    from hf_plasticity import FineTuneRecipe
+
+    for model in settings.models:
+        for target in settings.targets:
+            path = results_path(settings, model, target)
+            stale = [
+                record
+                for record in load_results(path)
+                if record["arm"] == "recipe"
+                and not FineTuneRecipe.from_dict(record["recommended"]).is_from_installed_rule()
+            ]
+            if stale:
+                raise ValueError(
+                    f"{path} holds {len(stale)} runs of the arm 'recipe' (the first: {stale[0]['budget']} budget, "
+                    f"seed {stale[0]['seed']}) whose rates this version's rule (FITTED_RULE) would not choose from "
+                    "what their diagnostic pass read: they were recorded with another fit of the rule. Move them out "
+                    "of the file, or use another --results folder, before resuming."
+                )
+
+
 def run_study(settings: StudySettings, progress: bool = True) -> dict[str, int]:
     """Tunes, chooses and confirms every arm on every (model, target, budget); resumable. Returns run counts."""
     from tqdm.auto import tqdm
@@ -519,6 +547,7 @@ def run_study(settings: StudySettings, progress: bool = True) -> dict[str, int]:
     from .held_out import read_held_out
 
     choices = read_held_out(settings.results) if any(arm.held_out for arm in all_arms) else {}  # before any write
+    refuse_runs_of_another_rule(settings)
     claim_folder(settings)
     counts = {"done": 0, "skipped": 0}
     # CUDA cannot be used in a forked child: workers of a GPU study are spawned
@@ -695,6 +724,7 @@ def main(argv: list[str] | None = None) -> int:
             from .held_out import read_held_out
 
             read_held_out(args.results)
+        refuse_runs_of_another_rule(settings)
         claim_folder(settings)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))

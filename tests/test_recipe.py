@@ -88,6 +88,43 @@ def test_the_backbone_rate_never_rises_as_the_last_block_gets_closer_to_the_peak
         assert (recipe.backbone_lr <= 1e-4) == small  # the small rates: 3.3e-5 (short), 1e-4 (long); ViT lower
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    ratio=st.floats(0.0, 1.0),
+    budget=st.sampled_from(["short", "long"]),
+    family=st.sampled_from(["cnn", "transformer"]),
+    field=st.sampled_from(["threshold", "backbone_lr_at_or_above", "backbone_lr_below", "head_lr",
+                           "transformer_factor"]),
+)  # fmt: skip
+def test_a_recipe_knows_whether_the_installed_rule_chose_it(ratio, budget, family, field):
+    """True for what the rule gives (also after a round trip through the record's dict), False once the installed
+    rule is refitted where this recipe's pass reads it (what `compare` and the benchmark refuse to resume), and for a
+    recipe written by hand."""
+    import dataclasses
+
+    from hf_plasticity.core import recipe as recipe_module
+
+    recipe = FineTuneRecipe.from_probe(probe_with_ratio(ratio, 0.8), budget=budget, family=family)
+    assert recipe.is_from_installed_rule() and FineTuneRecipe.from_dict(recipe.to_dict()).is_from_installed_rule()
+    assert not FineTuneRecipe(backbone_lr=recipe.backbone_lr, head_lr=recipe.head_lr).is_from_installed_rule()
+    fit = recipe_module.FITTED_RULE[budget]
+    refit = dataclasses.replace(fit, **{field: getattr(fit, field) / 2})
+    at_or_above = recipe.last_over_peak >= fit.threshold
+    moved = {  # does the refit change what this recipe's pass reads to?
+        "threshold": True,
+        "head_lr": True,
+        "backbone_lr_at_or_above": at_or_above,
+        "backbone_lr_below": not at_or_above,
+        "transformer_factor": family == "transformer",
+    }[field]
+    original = dict(recipe_module.FITTED_RULE)
+    try:
+        recipe_module.FITTED_RULE[budget] = refit
+        assert recipe.is_from_installed_rule() is not moved
+    finally:
+        recipe_module.FITTED_RULE.update(original)
+
+
 def test_the_feature_is_the_last_block_over_the_best_one():
     recipe = FineTuneRecipe.from_probe([0.5, None, 0.9, 0.45], budget="short")
     assert recipe.last_over_peak == pytest.approx(0.5)

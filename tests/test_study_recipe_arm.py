@@ -98,6 +98,19 @@ def test_the_recipe_arm_runs_recommend_recipe_s_rates_on_training_images_only_an
 
     assert study.run_study(settings, progress=False) == {"done": 0, "skipped": 6}  # resumable
     assert len(calls["recommend"]) == len(recipe_runs)  # and nothing re-run
+    # ... but not after the shipped rule was refitted: the arm's key lacks the rule, so it would mix two rules
+    import dataclasses
+
+    from hf_plasticity.core import recipe as recipe_module
+
+    path = tmp_path / f"{MODEL}__{TARGET}.jsonl"
+    before = path.read_bytes()
+    refit = dataclasses.replace(recipe_module.FITTED_RULE["long"], head_lr=1e-2)
+    with monkeypatch.context() as patch:
+        patch.setitem(recipe_module.FITTED_RULE, "long", refit)
+        with pytest.raises(ValueError, match=r"holds 3 runs of the arm 'recipe' .*another fit of the rule"):
+            study.run_study(settings, progress=False)
+    assert path.read_bytes() == before and len(calls["recommend"]) == len(recipe_runs)
 
     text = markdown(tmp_path)
     overview = text.split("### efficientnet_lite0 on digits")[0]

@@ -129,21 +129,13 @@ def seeds_of_another_rule(records: Iterable[dict[str, Any]]) -> list[int]:
     """
     from ..core.recipe import FineTuneRecipe
 
-    seeds = []
-    for record in records:
-        recorded = record.get("recipe") if record.get("arm") == RECOMMENDED else None
-        if not recorded:
-            continue
-        now = FineTuneRecipe.from_probe(
-            list(recorded["block_probe_accuracy"]), budget=recorded["budget"], family=recorded["family"]
-        )
-        if (now.backbone_lr, now.head_lr, now.threshold) != (
-            recorded["backbone_lr"],
-            recorded["head_lr"],
-            recorded["threshold"],
-        ):
-            seeds.append(record["seed"])
-    return sorted(seeds)
+    return sorted(
+        record["seed"]
+        for record in records
+        if record.get("arm") == RECOMMENDED
+        and record.get("recipe")
+        and not FineTuneRecipe.from_dict(record["recipe"]).is_from_installed_rule()
+    )
 
 
 def prepare_arm(

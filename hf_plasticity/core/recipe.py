@@ -229,6 +229,26 @@ class FineTuneRecipe:
             epoch_share=epoch_share,
         )
 
+    def is_from_installed_rule(self) -> bool:
+        """Whether the installed rule ([`FITTED_RULE`]), applied to what this recipe's pass read, chooses its rates and
+        threshold: False for a recipe recorded under another fit of the rule (an earlier library version) or written
+        by hand.
+
+        Example:
+
+        ```python
+        >>> from hf_plasticity import FineTuneRecipe
+        >>> FineTuneRecipe.from_probe([0.40, 0.62, 0.55], budget="short").is_from_installed_rule()
+        True
+        >>> FineTuneRecipe(backbone_lr=3e-3, head_lr=1e-3).is_from_installed_rule()  # by hand
+        False
+        ```
+        """
+        if self.budget is None or self.family is None or self.threshold is None or not self.block_probe_accuracy:
+            return False
+        now = FineTuneRecipe.from_probe(list(self.block_probe_accuracy), budget=self.budget, family=self.family)
+        return (now.backbone_lr, now.head_lr, now.threshold) == (self.backbone_lr, self.head_lr, self.threshold)
+
     def describe(self) -> str:
         """One line: the rates, and what the rule read (or that the recipe was written by hand)."""
         rates = f"backbone lr {self.backbone_lr:.3g}, head lr {self.head_lr:.3g}"
