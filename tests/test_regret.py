@@ -24,6 +24,7 @@ from benchmarks.regret import (
     pooled_cell,
     regret_pairs,
     report,
+    select,
     targets,
 )
 from benchmarks.study import PROTOCOL_FILE, PROTOCOLS
@@ -136,6 +137,12 @@ def test_regrets_worst_pairs_epochs_and_verdicts_have_known_answers(tmp_path):
     assert list(dict.fromkeys(g.label for g in groups(regrets))) == [  # short first, whatever the file order
         "short | atypical | CNN", "short | atypical | ViT", "short | in-domain | CNN", "long | atypical | CNN"
     ]  # fmt: skip
+    # the headline figure's rows: the arms asked for, in that order within each group, groups in order
+    every = [(g.label, g.arm) for g in groups(regrets)]
+    labels = list(dict.fromkeys(label for label, _ in every))
+    expected = [(label, arm) for label in labels for arm in ("lp_ft", "recipe") if (label, arm) in every]
+    assert [(g.label, g.arm) for g in select(groups(regrets), ["lp_ft", "recipe", "nowhere"])] == expected
+    assert ("short | atypical | CNN", "lp_ft") in expected  # the fixture has both arms somewhere
 
 
 def test_version_2_s_protocol_pairs_the_seed_run_on_another_device(tmp_path):
@@ -160,10 +167,12 @@ def test_the_command_writes_the_tables_into_the_doc_and_the_figure(tmp_path, cap
     folder = write_study(tmp_path / "v3", "v3")
     doc = tmp_path / "doc.md"
     doc.write_text(f"before\n{DOC_MARKERS[0]}\nold\n{DOC_MARKERS[1]}\nafter\n")
-    assert benchmarks_main(["regret", str(folder), "--doc", str(doc), "--plot", str(tmp_path / "r.png")]) == 0
+    argv = ["regret", str(folder), "--doc", str(doc), "--plot", str(tmp_path / "r.png"), "--headline",
+            str(tmp_path / "h.png")]  # fmt: skip
+    assert benchmarks_main(argv) == 0
     assert doc_block(doc) == markdown(*report(folder)) and doc.read_text().startswith("before\n")
     assert doc.read_text().endswith(f"{DOC_MARKERS[1]}\nafter\n")
-    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "r.png").read_bytes()[:8] == (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main([str(tmp_path / "missing")]) == 2 and "No results folder" in capsys.readouterr().err
 
 
@@ -213,8 +222,8 @@ def test_adding_c_points_to_the_arm_shifts_its_regret_by_minus_c(data, c):
 def test_the_benchmark_doc_holds_the_regret_tables_of_the_committed_records():
     expected = markdown(*report(ROOT / "benchmarks/results/v3"))
     assert doc_block(ROOT / "docs/BENCHMARKS.md") == expected, (
-        "docs/BENCHMARKS.md's regret tables are stale: run python -m benchmarks.regret benchmarks/results/v3 "
-        "--doc docs/BENCHMARKS.md --plot benchmarks/results/v3/regret.png"
+        "docs/BENCHMARKS.md's regret tables are stale: run python -m benchmarks regret benchmarks/results/v3 --doc "
+        "docs/BENCHMARKS.md --plot benchmarks/results/v3/regret.png --headline benchmarks/results/v3/headline.png"
     )
 
 
