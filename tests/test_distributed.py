@@ -49,6 +49,25 @@ def two_ranks(tmp_path_factory):
     return [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
 
 
+def test_under_torchrun_on_cpu_compare_s_runs_train_together_and_a_gloo_only_trainer_is_warned(tmp_path):
+    """Two real processes (``torchrun``, no GPU): with the options `compare` gives its runs the `Trainer` is in a
+    distributed mode (DDP), and with the gloo backend alone (no ``use_cpu``) it is not, although its ``world_size``
+    reads 2: the library's check says so, and its warning names ``use_cpu``."""
+    script = str(ROOT / "tests" / "dist_args_script.py")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), script, str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    for rank in (0, 1):
+        record = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        compare_args, gloo_only = record["compare"], record["gloo_only"]
+        assert compare_args["parallel_mode"] == "ParallelMode.DISTRIBUTED" and compare_args["trains_together"]
+        assert compare_args["warning"] is None and compare_args["world_size"] == 2
+        assert gloo_only["parallel_mode"] == "ParallelMode.NOT_PARALLEL" and gloo_only["world_size"] == 2
+        assert not gloo_only["trains_together"] and "use_cpu=True" in gloo_only["warning"]
+
+
 @pytest.mark.parametrize("loop", ["trainer", "accelerate"])
 def test_parameters_are_bitwise_identical_on_every_rank(two_ranks, loop):
     rank0, rank1 = two_ranks[0][loop], two_ranks[1][loop]

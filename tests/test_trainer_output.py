@@ -103,12 +103,13 @@ def test_the_output_folder_and_the_pushed_repository_carry_the_plasticity_files(
         assert "generated_from_trainer" in card.data.tags  # the Trainer's own card text and tags stay
 
 
-def test_processes_that_each_believe_they_are_rank_0_are_warned(make_model, tmp_path, monkeypatch):
-    """`torchrun --nproc_per_node 2` on CPU without `use_cpu`: WORLD_SIZE is 2 but the Trainer's world size is 1."""
+def test_processes_that_would_not_train_together_are_warned(make_model, tmp_path, monkeypatch):
+    """`torchrun --nproc_per_node 2` on CPU without `use_cpu`: WORLD_SIZE is 2 but the Trainer is not distributed
+    (tests/test_distributed.py launches two real processes)."""
     callback = PlasticityCallback()
     trainer = PlasticityTrainer(model=make_model("convnext"), args=default_args(tmp_path),
                                 train_dataset=learnable_dataset(32), callbacks=[callback])  # fmt: skip
     assert trainer.args.world_size == 1
     monkeypatch.setenv("WORLD_SIZE", "2")  # what the launcher set in each process
-    with pytest.warns(UserWarning, match="each of the 2 processes believes it is rank 0"):
+    with pytest.warns(UserWarning, match="does not train them together.*each of the 2 processes trains its own"):
         callback.on_init_end(trainer.args, trainer.state, trainer.control, model=trainer.model)

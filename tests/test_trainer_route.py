@@ -73,11 +73,11 @@ def test_the_recipe_on_the_official_example_gives_every_guarantee(make_model, tm
         assert f"| `{name}` | {lr:.3g} |" in section
 
 
-def test_the_recipe_warns_when_processes_each_believe_they_are_rank_0(make_model, tmp_path, monkeypatch):
+def test_the_recipe_warns_when_launched_processes_would_not_train_together(make_model, tmp_path, monkeypatch):
     args = official_args(tmp_path / "out")
     assert args.world_size == 1  # (the devices are set up now, as in the process `torchrun` started)
-    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun on CPU without use_cpu: the Trainer's world size stays 1
-    with pytest.warns(UserWarning, match="each of the 2 processes believes it is rank 0"):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun on CPU without use_cpu: the Trainer is not distributed
+    with pytest.warns(UserWarning, match="does not train them together.*each of the 2 processes trains its own"):
         official_trainer(make_model("convnext"), args, [PlasticityCallback(**RECIPE)])
 
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.collectives import run_on_main
+from ..core.collectives import process_group_warning, run_on_main
+from ..integrations.trainer_adapter import trains_together
 from .arms import RECOMMENDED, prepare_arm, recipe_for_run
 from .store import run_key
 
@@ -97,15 +98,17 @@ def versions() -> dict[str, str]:
 
 
 def _ddp_options() -> dict[str, Any]:
-    """Several CPU processes (``accelerate launch`` without GPUs) need the gloo backend; DDP should not search for
-    unused parameters (every parameter of a classifier gets a gradient)."""
+    """Several processes (``torchrun``, ``accelerate launch``): DDP should not search for unused parameters (every
+    parameter of a classifier gets a gradient); without GPUs they need the gloo backend and ``use_cpu`` (without it
+    the `Trainer` does not wrap the model in DDP on CPU, and each process would train a copy of its own)."""
     import os
 
     import torch
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return {}
-    return {"ddp_find_unused_parameters": False, **({} if torch.cuda.is_available() else {"ddp_backend": "gloo"})}
+    cpu = {} if torch.cuda.is_available() else {"ddp_backend": "gloo", "use_cpu": True}
+    return {"ddp_find_unused_parameters": False, **cpu}
 
 
 def _device(args: Any) -> str:
@@ -171,6 +174,9 @@ def train_run(
         dataloader_pin_memory=torch.cuda.is_available(),  # no warning per run on CPU
         **_ddp_options(),
     )
+    apart = process_group_warning(trains_together(args))
+    if apart:  # the records would hold one process's copy, trained on its share of the data
+        raise RuntimeError(f"compare cannot run this launch: {apart}")
     recipe, backbone_lr, own_lr = None, spec.backbone_lr, spec.own_lr
     if spec.arm == RECOMMENDED:
         model.to(args.device)  # the Trainer's device set-up (under a distributed launch, the process group exists

@@ -38,20 +38,22 @@ def process_index() -> int:
     return torch.distributed.get_rank() if is_distributed() else 0
 
 
-def process_group_warning(training_world_size: int) -> str | None:
+def process_group_warning(trains_together: bool) -> str | None:
     """A warning when several processes were launched (``WORLD_SIZE`` > 1, as ``torchrun`` sets it, or a process group
-    of several processes exists) but the training loop runs each as a single process (``training_world_size`` 1, e.g.
-    the `Trainer` on CPU without ``use_cpu=True``): every process then believes it is rank 0, trains on its own and
-    writes into the same output folder. None when all is well."""
+    of several processes exists) but the training loop does not train them together (``trains_together`` False, e.g.
+    the `Trainer` on CPU without ``use_cpu=True``, whose ``parallel_mode`` is then not distributed even when its
+    ``world_size`` reads 2): every process trains its own copy on its own share of the data and writes into the same
+    output folder. None when all is well."""
     launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         launched = max(launched, torch.distributed.get_world_size())
-    if launched <= 1 or training_world_size > 1:
+    if launched <= 1 or trains_together:
         return None
     return (
-        f"{launched} processes were launched (WORLD_SIZE={launched}) but the Trainer runs each as a single process: "
-        f"each of the {launched} processes believes it is rank 0, trains on its own and writes into the same output "
-        "folder. On CPU pass --use_cpu (`use_cpu=True`, with `ddp_backend='gloo'`) so they train together."
+        f"{launched} processes were launched (WORLD_SIZE={launched}) but the Trainer does not train them together "
+        f"(no DistributedDataParallel): each of the {launched} processes trains its own copy of the model and writes "
+        "into the same output folder. On CPU pass --use_cpu (`use_cpu=True`, with `ddp_backend='gloo'`) so they "
+        "train together."
     )
 
 

@@ -36,7 +36,14 @@ from ..core.record import record_recipe, restore_record
 from ..core.validators import check_flag, check_number
 from ..diagnostics.recipe import recommend_recipe
 from .controller import PREFIX, PlasticityController, RestoreMode, check_restore_mode
-from .trainer_adapter import base_loader, ensure_saved_state, resuming, saved_state, tensorboard_writers
+from .trainer_adapter import (
+    base_loader,
+    ensure_saved_state,
+    resuming,
+    saved_state,
+    tensorboard_writers,
+    trains_together,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +108,7 @@ class PlasticityCallback(TrainerCallback, ExportableState):
       (the transformers 5.x ViT resume bug, huggingface/transformers#48805) stops with [`ResumeMismatchError`]
       instead of training on from the wrong weights.
     - **Multi-process** (DDP): rank 0 reads data and plans, every rank applies the same plan: parameters stay
-      bitwise identical. A launch whose processes each believe they are rank 0 is warned about. FSDP / DeepSpeed
+      bitwise identical. A launch whose processes would not train together is warned about. FSDP / DeepSpeed
       ZeRO-3 are refused (restore before wrapping with [`prepare_pretrained`]).
 
     Errors are raised at `PlasticityTrainer(...)` or at the start of training, never mid-way: a data-dependent
@@ -335,7 +342,7 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         if model is not None:
             self._model = model
             self.controller.validate(model, has_data=trainer.train_dataset is not None)
-        warning = process_group_warning(args.world_size)
+        warning = process_group_warning(trains_together(args))
         if warning:
             warnings.warn(warning, stacklevel=2)
 

@@ -18,7 +18,10 @@ transformers range in ``pyproject.toml``:
   save with ``KeyError`` unless the state gets an entry for it ([`saved_state`], [`ensure_saved_state`]);
 - the Trainer's data loader is Accelerate's wrapper, whose ``base_dataloader`` is the plain torch loader that one
   process may read alone (the wrapper synchronizes RNG states across processes when iterated) ([`base_loader`]);
-- `TensorBoardCallback` keeps its writer as ``tb_writer`` ([`tensorboard_writers`]).
+- `TensorBoardCallback` keeps its writer as ``tb_writer`` ([`tensorboard_writers`]);
+- processes launched together (``torchrun``, ``accelerate launch``) train together only when
+  ``TrainingArguments.parallel_mode`` is a distributed one: on CPU without ``use_cpu=True`` it is not, while
+  ``world_size`` still reads the launcher's ([`trains_together`]).
 """
 
 from __future__ import annotations
@@ -64,3 +67,12 @@ def tensorboard_writers(trainer: Any) -> list[Any]:
         for c in trainer.callback_handler.callbacks
         if isinstance(c, TensorBoardCallback) and getattr(c, "tb_writer", None) is not None
     ]
+
+
+def trains_together(args: Any) -> bool:
+    """Whether a `Trainer` built from the `TrainingArguments` ``args`` trains its processes together (DDP or another
+    distributed mode). On CPU without ``use_cpu=True`` it does not, even under ``torchrun`` or ``accelerate launch``,
+    where ``args.world_size`` still reads the launcher's: each process then trains a copy of its own."""
+    from transformers.training_args import ParallelMode
+
+    return args.parallel_mode not in (ParallelMode.NOT_PARALLEL, ParallelMode.NOT_DISTRIBUTED)
