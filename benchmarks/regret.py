@@ -59,7 +59,7 @@ KNOWN_ARMS = (
 HEADLINE_ARMS = ("recipe", "standard_fixed", "lp_ft")
 HEADLINE_TITLE = (
     "One fine-tune without a sweep: test points lost to a standard fine-tune tuned on validation\n"
-    "recipe: rates from one diagnostic pass; standard_fixed: one rate fitted on the other pairs; lp_ft: LP-FT, tuned"
+    "recipe: rates from one diagnostic pass; standard_fixed: rates fitted on the other pairs; lp_ft: LP-FT, tuned"
 )
 #: The issue's targets (points): pooled regret at most `TARGET_MEAN` with the CI's upper end at most `TARGET_HIGH`,
 #: and no pair's regret above `TARGET_WORST`.
@@ -354,7 +354,8 @@ def plot(
     figure's reading notes."""
     found = select(found, arms) if arms is not None else found
     if not found:
-        raise ValueError(f"No regret of the arms {list(arms or [])} to plot: none is confirmed on a pair yet.")
+        asked = f"of the arms {list(arms)} " if arms is not None else ""
+        raise ValueError(f"No regret {asked}to plot: none is confirmed on a pair yet.")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -400,7 +401,7 @@ def doc_block(doc: str | Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.regret", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks regret", description=__doc__.split("\n")[0])
     parser.add_argument("results", nargs="?", default="benchmarks/results/v3", help="Folder of v3 records.")
     parser.add_argument("--doc", metavar="MD", help=f"Also write the tables between {DOC_MARKERS} of this file.")
     parser.add_argument("--plot", metavar="PNG", help="Also write the figure there.")
@@ -414,12 +415,15 @@ def main(argv: list[str] | None = None) -> int:
     regrets, notes = report(args.results)
     lines = markdown(regrets, notes)
     print("\n".join(lines))
+    if args.doc:
+        write_into_doc(lines, args.doc, DOC_MARKERS)
     if args.plot and regrets:
         print(f"Figure: {plot(groups(regrets), args.plot)}")
     if args.headline and regrets:
-        print(f"Headline figure: {plot(groups(regrets), args.headline, HEADLINE_ARMS, HEADLINE_TITLE)}")
-    if args.doc:
-        write_into_doc(lines, args.doc, DOC_MARKERS)
+        try:
+            print(f"Headline figure: {plot(groups(regrets), args.headline, HEADLINE_ARMS, HEADLINE_TITLE)}")
+        except ValueError as error:  # none of the headline's arms confirmed yet: the rest is written
+            print(f"No headline figure: {error}", file=sys.stderr)
     return 0
 
 

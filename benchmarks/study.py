@@ -514,7 +514,8 @@ def resolve_held_out(arm: StudyArm, choices: dict[str, Any], model: str, target:
 def refuse_runs_of_another_rule(settings: StudySettings) -> None:
     """Refuses, before anything is written, a folder whose ``recipe`` runs were chosen by another fit of the shipped
     rule (`FITTED_RULE` refitted since): their key does not hold the rule (``recipe_heldout``'s does), so a resumed
-    study would skip them and the report would pool two rules in one arm.
+    study would skip them and the report would pool two rules in one arm. Every such run of the study's models and
+    targets counts, whatever its arms and budgets: the report reads them all.
 
     Raises:
         ValueError: naming the file, the runs and what to do.

@@ -210,11 +210,15 @@ def test_records_under_the_old_name_are_refused_not_mixed(workspace, reference, 
     assert {path.name: path.read_bytes() for path in output.iterdir()} == files
 
 
-@pytest.mark.parametrize("field", ["threshold", "backbone_lr_below", "head_lr"])
-def test_runs_of_another_fit_of_the_rule_are_refused_not_mixed(workspace, reference, tmp_path, monkeypatch, field):
+@pytest.mark.parametrize(
+    "field, factor", [("threshold", 0.5), ("backbone_lr_below", 0.5), ("head_lr", 0.5), ("epochs", 0.01)]
+)
+def test_runs_of_another_fit_of_the_rule_are_refused_not_mixed(workspace, reference, tmp_path, monkeypatch, field,
+                                                               factor):  # fmt: skip
     """A folder whose ``recommended`` runs were chosen by another fit of the rule (the installed one refitted since) is
     not resumed: the report would pool two rules in one arm. The error names the seeds and --overwrite; the files are
-    left as they were. With the rule they ran under, the same folder is recognised as current."""
+    left as they were. With the rule they ran under, the same folder is recognised as current. (``epochs``: the short
+    fit's epochs moved so far that the comparison's 1 epoch now reads as the long budget.)"""
     import dataclasses
 
     from hf_plasticity.comparison.arms import seeds_of_another_rule
@@ -222,19 +226,38 @@ def test_runs_of_another_fit_of_the_rule_are_refused_not_mixed(workspace, refere
 
     output = tmp_path / "earlier"
     shutil.copytree(reference[1], output)
-    assert seeds_of_another_rule(records(output)) == []
+    assert seeds_of_another_rule(records(output), BUDGET["epochs"]) == []
     fit = recipe.FITTED_RULE["short"]
-    monkeypatch.setitem(recipe.FITTED_RULE, "short", dataclasses.replace(fit, **{field: getattr(fit, field) * 0.5}))
-    read = [r["recipe"] for r in records(output) if r["arm"] == "recommended"]
-    changed = [s for s, r in enumerate(read) if field != "backbone_lr_below" or r["last_over_peak"] < r["threshold"]]
+    monkeypatch.setitem(recipe.FITTED_RULE, "short", dataclasses.replace(fit, **{field: getattr(fit, field) * factor}))
+    read = {r["seed"]: r["recipe"] for r in records(output) if r["arm"] == "recommended"}
+    below = {seed for seed, r in read.items() if r["last_over_peak"] < r["threshold"]}
+    changed = sorted(below if field == "backbone_lr_below" else read)
     assert changed, "the fixture's passes should fall below the threshold (see _images)"
-    assert seeds_of_another_rule(records(output)) == changed
+    assert seeds_of_another_rule(records(output), BUDGET["epochs"]) == changed
     files = {path.name: path.read_bytes() for path in output.iterdir()}
     refusal = r"runs of the arm 'recommended' \(seeds [0-9, ]+\).*another fit.*--overwrite"
     with pytest.raises(ValueError, match=refusal):
         compare(str(workspace / "tiny-vit"), str(workspace / "data"), output=str(output), arms=ARMS, progress=False,
                 **SPLITS, **BUDGET)  # fmt: skip
     assert {path.name: path.read_bytes() for path in output.iterdir()} == files
+
+
+def test_a_launch_whose_processes_would_not_train_together_is_refused_before_a_record(
+    workspace, tmp_path, monkeypatch
+):
+    """Two processes launched (WORLD_SIZE 2) whose Trainer would not be distributed (here: compare's DDP options
+    taken away, as a CPU launch without ``use_cpu`` is): each would train its own copy on its share of the data, so
+    compare stops before the first run is recorded. (tests/test_distributed.py checks under a real ``torchrun`` that
+    compare's options do give DDP on CPU.)"""
+    from hf_plasticity.comparison import runner
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(runner, "_ddp_options", lambda: {})
+    output = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="compare cannot run this launch.*does not train them together"):
+        compare(str(workspace / "tiny-vit"), str(workspace / "data"), output=str(output), arms=ARMS, progress=False,
+                **SPLITS, **{**BUDGET, "seeds": 1})  # fmt: skip
+    assert not (output / "runs.jsonl").exists() or records(output) == []  # no run recorded
 
 
 def test_too_few_images_for_the_pass_are_refused_before_anything_is_written(workspace, tmp_path):

@@ -105,7 +105,10 @@ def test_a_recipe_knows_whether_the_installed_rule_chose_it(ratio, budget, famil
     from hf_plasticity.core import recipe as recipe_module
 
     recipe = FineTuneRecipe.from_probe(probe_with_ratio(ratio, 0.8), budget=budget, family=family)
-    assert recipe.is_from_installed_rule() and FineTuneRecipe.from_dict(recipe.to_dict()).is_from_installed_rule()
+    recorded = FineTuneRecipe.from_dict(json.loads(json.dumps(recipe.to_dict())))  # as a record holds it
+    assert recipe.is_from_installed_rule() and recorded.is_from_installed_rule()
+    unreadable = FineTuneRecipe.from_dict({**recipe.to_dict(), "block_probe_accuracy": [0.5, None]})  # by hand
+    assert not unreadable.is_from_installed_rule()  # the rule cannot read a last block without accuracy: False
     assert not FineTuneRecipe(backbone_lr=recipe.backbone_lr, head_lr=recipe.head_lr).is_from_installed_rule()
     fit = recipe_module.FITTED_RULE[budget]
     refit = dataclasses.replace(fit, **{field: getattr(fit, field) / 2})

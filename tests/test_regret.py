@@ -143,6 +143,9 @@ def test_regrets_worst_pairs_epochs_and_verdicts_have_known_answers(tmp_path):
     expected = [(label, arm) for label in labels for arm in ("lp_ft", "recipe") if (label, arm) in every]
     assert [(g.label, g.arm) for g in select(groups(regrets), ["lp_ft", "recipe", "nowhere"])] == expected
     assert ("short | atypical | CNN", "lp_ft") in expected  # the fixture has both arms somewhere
+    with pytest.raises(ValueError, match=r"No regret of the arms \['nowhere'\] to plot"):
+        regret.plot(groups(regrets), tmp_path / "none.png", ["nowhere"])
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_version_2_s_protocol_pairs_the_seed_run_on_another_device(tmp_path):

@@ -120,22 +120,26 @@ def recipe_for_run(model: Any, train: Any, *, seed: int, epochs: float, batch_si
     )
 
 
-def seeds_of_another_rule(records: Iterable[dict[str, Any]]) -> list[int]:
-    """The seeds of ``recommended`` records whose rates the installed rule would not choose from what their pass read:
-    they were recorded under another fit of [`FITTED_RULE`] (a library version whose rule was refitted since).
+def seeds_of_another_rule(records: Iterable[dict[str, Any]], epochs: float) -> list[int]:
+    """The seeds of ``recommended`` records whose rates the installed rule would not choose from what their pass read,
+    or read for another budget than ``epochs`` now maps to: they were recorded under another fit of [`FITTED_RULE`]
+    (a library version whose rule was refitted since).
 
     Args:
         records: a comparison's run records.
+        epochs: the comparison's epochs.
     """
-    from ..core.recipe import FineTuneRecipe
+    from ..core.recipe import FineTuneRecipe, budget_for_epochs
 
-    return sorted(
-        record["seed"]
-        for record in records
-        if record.get("arm") == RECOMMENDED
-        and record.get("recipe")
-        and not FineTuneRecipe.from_dict(record["recipe"]).is_from_installed_rule()
-    )
+    budget = budget_for_epochs(epochs)
+    seeds = []
+    for record in records:
+        if record.get("arm") != RECOMMENDED or not record.get("recipe"):
+            continue
+        recipe = FineTuneRecipe.from_dict(record["recipe"])
+        if recipe.budget != budget or not recipe.is_from_installed_rule():
+            seeds.append(record["seed"])
+    return sorted(seeds)
 
 
 def prepare_arm(

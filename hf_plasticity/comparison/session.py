@@ -91,7 +91,7 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool) -> 
         differing = sorted(key for key, value in settings.to_dict().items() if saved.get(key) != value)
         if not differing:
             _refuse_renamed_arms(output)
-            _refuse_another_rule(output)
+            _refuse_another_rule(output, settings.epochs)
             return True
         raise ComparisonInputError(
             f"Output directory {output!r} holds a comparison with other settings ({', '.join(differing)} differ); "
@@ -114,10 +114,10 @@ def _refuse_renamed_arms(output: str) -> None:
         )
 
 
-def _refuse_another_rule(output: str) -> None:
+def _refuse_another_rule(output: str, epochs: float) -> None:
     """Refuses a comparison whose ``recommended`` runs were chosen by another fit of the recipe's rule: resumed, its
     report would pool runs of two rules in one arm."""
-    seeds = seeds_of_another_rule(recorded_runs(output))
+    seeds = seeds_of_another_rule(recorded_runs(output), epochs)
     if seeds:
         raise ComparisonInputError(
             f"Output directory {output!r} holds runs of the arm 'recommended' (seeds {', '.join(map(str, seeds))}) "

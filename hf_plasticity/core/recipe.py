@@ -246,7 +246,10 @@ class FineTuneRecipe:
         """
         if self.budget is None or self.family is None or self.threshold is None or not self.block_probe_accuracy:
             return False
-        now = FineTuneRecipe.from_probe(list(self.block_probe_accuracy), budget=self.budget, family=self.family)
+        try:
+            now = FineTuneRecipe.from_probe(list(self.block_probe_accuracy), budget=self.budget, family=self.family)
+        except ValueError:  # accuracies the rule cannot read (written by hand): not the rule's choice
+            return False
         return (now.backbone_lr, now.head_lr, now.threshold) == (self.backbone_lr, self.head_lr, self.threshold)
 
     def describe(self) -> str:
