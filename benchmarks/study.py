@@ -528,7 +528,8 @@ def refuse_runs_of_another_rule(settings: StudySettings) -> None:
             stale = [
                 record
                 for record in load_results(path)
-                if record["arm"] == "recipe"
+                if record.get("arm") == "recipe"
+                and record.get("recommended")
                 and not FineTuneRecipe.from_dict(record["recommended"]).is_from_installed_rule()
             ]
             if stale:
