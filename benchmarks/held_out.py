@@ -41,8 +41,6 @@ from .recipe_rule import ProbeRule, fit_fixed, fit_probe_rule, load_pairs, tie_b
 from .study import FIXED_BASES
 from .study_report import result_files
 
-#: The arms with a fixed-default counterpart in the study (``<arm>_fixed``), standard first.
-FIXED_ARMS = FIXED_BASES
 #: The fewest other pairs of a family a fixed default is fitted on.
 MIN_TRAINING_PAIRS = 3
 #: The file in a results folder that holds the held-out choices.
@@ -96,7 +94,7 @@ def best_fixed(arm: str, train: list[Key], tables: dict[Key, dict[str, dict[str,
 
 
 def held_out_choices(results: str | Path) -> dict[str, Any]:
-    """The content of `HELD_OUT_FILE`: per arm of `FIXED_ARMS` and pair, the fixed default fitted without the pair
+    """The content of `HELD_OUT_FILE`: per arm of `FIXED_BASES` and pair, the fixed default fitted without the pair
     (on its family's other pairs of its budget); per pair, the recipe's rule fitted without it (on the budget's other
     pairs)."""
     tables = tuning_tables(results)
@@ -115,7 +113,7 @@ def held_out_choices(results: str | Path) -> dict[str, Any]:
                 "head_lr": head_lr,
             }
     fixed["standard"] = dict(sorted(fixed["standard"].items()))
-    for arm in FIXED_ARMS[1:]:
+    for arm in FIXED_BASES[1:]:  # standard first, fitted apart above
         chosen = {}
         for key in sorted(tables):
             model, target, budget = key

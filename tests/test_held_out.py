@@ -83,7 +83,7 @@ def test_the_held_out_pair_never_informs_its_own_choices(values, tmp_path_factor
 
 
 def test_the_study_has_a_fixed_arm_per_tuned_arm_and_the_held_out_recipe_in_version_3_only():
-    assert {name for name in study.ARMS if name.endswith("_fixed")} == {f"{arm}_fixed" for arm in held_out.FIXED_ARMS}
+    assert {name for name in study.ARMS if name.endswith("_fixed")} == {f"{arm}_fixed" for arm in study.FIXED_BASES}
     for name in study.FIXED_ARMS:
         base = study.ARMS[name.removesuffix("_fixed")]
         arm = study.ARMS[name]
