@@ -14,8 +14,9 @@ For each (model, target, budget):
    seeds); only these runs' *test* accuracies are reported, with paired differences to the tuned standard arm.
 
 Every run is one JSON line in ``<results>/<model>__<target>.jsonl`` (the parent process writes it, so ``--jobs 2``
-is safe); a run already there is skipped, so an interrupted study resumes where it stopped. The lines are small and
-committed: every table is rebuilt from them by [`benchmarks.study_report`].
+is safe); a run already there is skipped, so an interrupted study resumes where it stopped, and a CPU run that would
+train exactly what a run there trained (another arm's, the same seed) copies its curves (`benchmarks.reuse`). The
+lines are small and committed: every table is rebuilt from them by [`benchmarks.study_report`].
 
 A results folder keeps one protocol (`PROTOCOLS`: tie-break, validation fraction, whether a paired difference may
 pair runs on different devices), written to ``<results>/study.json`` when a study starts in a new folder; a folder
@@ -285,6 +286,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     from .data import as_tensors, load_target
     from .models import get_spec, load_model
     from .recipe import Recipe, fine_tune_v2, stratified_split
+    from .reuse import COPIED_CURVES, find_identical, training_signature
     from .training import calibration_data
 
     torch.set_num_threads(1)
@@ -349,7 +351,18 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
 
         knobs["boosted_blocks"] = depth_share_of_blocks(len(get_layout(model).blocks))
     recipe = Recipe(epochs=BUDGETS[task["budget"]], seed=task["seed"], **{"head_lr": settings.head_lr, **knobs})
-    history = fine_tune_v2(model, train, val, test if task["phase"] == "confirm" else None, recipe)
+    n = {"train": len(train[1]), "val": len(val[1]), "test": len(test[1])}
+    source = None
+    if settings.device == "cpu":  # deterministic: a run that trained exactly this lends its curves
+        signature = training_signature(
+            task["model"], task["target"], task["budget"], task["seed"], arm.strategy,
+            {**arm.params, **strategy_knobs}, recipe.to_dict(), n, settings.device, task["phase"] == "confirm",
+        )  # fmt: skip
+        source = find_identical(results_path(settings, task["model"], task["target"]), signature, ARMS)
+    if source is not None:
+        history = {key: source[key] for key in COPIED_CURVES}
+    else:
+        history = fine_tune_v2(model, train, val, test if task["phase"] == "confirm" else None, recipe)
     return {
         "model": task["model"],
         "target": task["target"],
@@ -367,11 +380,19 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         "reinitialized": report.total_reinitialized if report is not None else 0,
         "details": report.details if report is not None else {},
         "recommended": recommended,
-        "epoch_seconds": sum(history["epoch_seconds"]) / len(history["epoch_seconds"]),
-        "n": {"train": len(train[1]), "val": len(val[1]), "test": len(test[1])},
+        "epoch_seconds": _mean_epoch_seconds(history, source),
+        "n": n,
         "device": settings.device,
         "wall_seconds": time.perf_counter() - start,
+        **({"reused": run_key(source)} if source is not None else {}),
     }
+
+
+def _mean_epoch_seconds(history: dict[str, Any], source: dict[str, Any] | None) -> float:
+    """Seconds per training epoch: measured, or the copied run's (a reused run did not train)."""
+    if source is not None:
+        return source["epoch_seconds"]
+    return sum(history["epoch_seconds"]) / len(history["epoch_seconds"])
 
 
 # ------------------------------------------------------------------------------------------------ the results file
