@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .pooled import MIN_PAIRS, table_in_doc, write_into_doc
@@ -346,6 +346,59 @@ def select(found: list[GroupRegret], arms: Sequence[str]) -> list[GroupRegret]:
     return sorted(chosen, key=lambda g: _group_key((g.budget, g.atypical, g.vit)))  # stable: the arms' order
 
 
+#: A panel's x-axis reaches at most this far either side of 0 (points): one arm's wide interval (standard at its
+#: fixed default on the long ViT pairs: -45 to +72) would squeeze the other arms' points to one line. What lies
+#: beyond is written at the panel's edge (`beyond_reach`).
+AXIS_REACH = 12.0
+
+
+def axis_limits(intervals: Sequence[Interval], reach: float = AXIS_REACH) -> tuple[float, float] | None:
+    """A panel's x-limits when its ``intervals`` (or 0) reach beyond ``reach`` points (None: let matplotlib choose).
+
+    Example:
+
+    ```python
+    >>> from benchmarks.regret import axis_limits
+    >>> from benchmarks.stats import Interval
+    >>> axis_limits([Interval(0.1, -0.3, 0.5, 3, 0.2)]) is None
+    True
+    >>> axis_limits([Interval(0.1, -0.3, 0.5, 3, 0.2), Interval(13.6, 2.0, 72.3, 3, 24.0)])
+    (-1.5, 12.0)
+    >>> axis_limits([Interval(0.1, -0.3, 0.5, 3, 0.2), Interval(13.6, -45.0, 72.3, 3, 24.0)])
+    (-12.0, 12.0)
+
+    ```
+    """
+    low = min(0.0, *(i.low for i in intervals))
+    high = max(0.0, *(i.high for i in intervals))
+    if -reach <= low and high <= reach:
+        return None
+    inside = [v for i in intervals for v in (i.low, i.mean, i.high) if -reach <= v <= reach] + [0.0]
+    margin = 0.1 * reach
+    left = -reach if low < -reach else max(-reach, min(inside) - margin)
+    right = reach if high > reach else min(reach, max(inside) + margin)
+    return round(left, 6), round(right, 6)
+
+
+def beyond_reach(interval: Interval, limits: tuple[float, float]) -> str | None:
+    """The text written at a panel's edge for an interval that leaves its ``limits`` (None: it stays inside).
+
+    Example:
+
+    ```python
+    >>> from benchmarks.regret import beyond_reach
+    >>> from benchmarks.stats import Interval
+    >>> beyond_reach(Interval(13.6, -45.0, 72.3, 3, 24.0), (-12.0, 12.0))
+    '+13.6 [-45.0, +72.3]'
+
+    ```
+    """
+    left, right = limits
+    if left <= interval.low and interval.high <= right:
+        return None
+    return f"{interval.mean:+.1f} [{interval.low:+.1f}, {interval.high:+.1f}]"
+
+
 def plot(
     found: list[GroupRegret], path: str | Path, arms: Sequence[str] | None = None, title: str | None = None
 ) -> Path:
@@ -370,11 +423,25 @@ def plot(
         ax.set_visible(False)
     for ax, label in zip(axes.flat, labels):
         rows = [g for g in found if g.label == label]
-        for y, g in enumerate(rows):
-            est, n = g.pooled, len(g.pairs)
-            xerr = None if 1 < n < MIN_PAIRS else [[est.mean - est.low], [est.high - est.mean]]
-            color = "tab:blue" if n >= MIN_PAIRS else "tab:gray"
+        # two pairs: the mean alone (no interval across two)
+        shown = [replace(g.pooled, low=g.pooled.mean, high=g.pooled.mean) if 1 < len(g.pairs) < MIN_PAIRS
+                 else g.pooled for g in rows]  # fmt: skip
+        limits = axis_limits(shown)
+        for y, (g, est) in enumerate(zip(rows, shown)):
+            xerr = [[est.mean - est.low], [est.high - est.mean]] if est.low < est.high else None
+            color = "tab:blue" if len(g.pairs) >= MIN_PAIRS else "tab:gray"
             ax.errorbar(est.mean, y, xerr=xerr, fmt="o", color=color, capsize=3)
+            note = beyond_reach(est, limits) if limits is not None else None
+            if note is not None:  # the interval leaves the axis: its numbers at the edge it leaves by
+                right = est.mean > 0
+                if not limits[0] <= est.mean <= limits[1]:  # the mean itself is off the axis: an arrowhead there
+                    ax.plot(limits[1] if right else limits[0], y, marker=">" if right else "<", color=color,
+                            clip_on=False)  # fmt: skip
+                ax.annotate(note, (limits[1] if right else limits[0], y), xytext=(-4 if right else 4, -8),
+                            textcoords="offset points", ha="right" if right else "left", va="top", fontsize=7,
+                            color=color)  # fmt: skip
+        if limits is not None:
+            ax.set_xlim(*limits)
         ax.axvline(0, color="black", linewidth=0.8)
         ax.axvline(TARGET_MEAN, color="tab:red", linewidth=0.8, linestyle="--")
         ax.set_yticks(range(len(rows)), [f"{g.arm} ({len(g.pairs)})" for g in rows])

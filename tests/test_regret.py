@@ -27,6 +27,7 @@ from benchmarks.regret import (
     select,
     targets,
 )
+from benchmarks.stats import Interval
 from benchmarks.study import PROTOCOL_FILE, PROTOCOLS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,3 +235,27 @@ def test_a_pair_part_way_through_its_confirmation_is_left_out_and_named(tmp_path
     monkeypatch.setattr(regret, "MIN_SEEDS", 5)  # the synthetic standard arm has 4 seeds: not yet confirmed
     regrets, notes = report(write_study(tmp_path / "v3", "v3"))
     assert regrets == [] and any("confirmed on 4 of 5 seeds so far" in note for note in notes)
+
+
+_ends = st.floats(-100, 100, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_ends, _ends, _ends).map(sorted), min_size=1, max_size=4))
+def test_a_panel_reaches_at_most_its_reach_and_writes_what_lies_beyond(ends):
+    """The figure's axis: 0 and every value within the reach stay in view; what leaves it is written, no more."""
+    intervals = [Interval(mean, low, high, 3, 1.0) for low, mean, high in ends]
+    limits = regret.axis_limits(intervals, reach=12.0)
+    values = [0.0, *(v for i in intervals for v in (i.low, i.mean, i.high))]
+    if all(-12.0 <= v <= 12.0 for v in values):
+        assert limits is None  # matplotlib's own limits show everything
+        return
+    left, right = limits
+    assert -12.0 <= left <= 0.0 <= right <= 12.0
+    assert all(left <= v <= right for v in values if -12.0 <= v <= 12.0)
+    for interval in intervals:
+        note = regret.beyond_reach(interval, limits)
+        inside = left <= interval.low and interval.high <= right
+        assert (note is None) == inside
+        if note is not None:
+            assert note == f"{interval.mean:+.1f} [{interval.low:+.1f}, {interval.high:+.1f}]"
