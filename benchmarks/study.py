@@ -562,16 +562,36 @@ def refuse_runs_of_another_rule(settings: StudySettings) -> None:
                 )
 
 
-def run_study(settings: StudySettings, progress: bool = True) -> dict[str, int]:
-    """Tunes, chooses and confirms every arm on every (model, target, budget); resumable. Returns run counts."""
+def preflight(settings: StudySettings) -> dict[str, Any]:
+    """Every check a study makes before it writes anything, then its claim on the folder; returns the held-out
+    choices its arms need (`benchmarks.held_out.read_held_out`; empty when no arm is held out).
+
+    Raises:
+        ValueError: the folder holds another protocol, or recipe runs of another fit of the rule.
+        FileNotFoundError: a held-out arm without the folder's held-out file.
+    """
+    if folder_protocol(settings.results) is not None:  # a folder with runs: its protocol first (nothing written)
+        claim_folder(settings)
+    choices: dict[str, Any] = {}
+    if any(ARMS[name].held_out for name in settings.arms):
+        from .held_out import read_held_out
+
+        choices = read_held_out(settings.results)
+    refuse_runs_of_another_rule(settings)
+    claim_folder(settings)
+    return choices
+
+
+def run_study(settings: StudySettings, progress: bool = True, choices: dict[str, Any] | None = None) -> dict[str, int]:
+    """Tunes, chooses and confirms every arm on every (model, target, budget); resumable. Returns run counts.
+
+    ``choices``: what `preflight` returned for these settings (None: it runs first).
+    """
     from tqdm.auto import tqdm
 
     all_arms = [ARMS[name] for name in dict.fromkeys(["standard", *settings.arms])]
-    from .held_out import read_held_out
-
-    choices = read_held_out(settings.results) if any(arm.held_out for arm in all_arms) else {}  # before any write
-    refuse_runs_of_another_rule(settings)
-    claim_folder(settings)
+    if choices is None:
+        choices = preflight(settings)
     counts = {"done": 0, "skipped": 0}
     # CUDA cannot be used in a forked child: workers of a GPU study are spawned
     context = multiprocessing.get_context("spawn" if settings.device != "cpu" else None)
@@ -741,17 +761,10 @@ def main(argv: list[str] | None = None) -> int:
         **protocol,
     )
     try:
-        if stored is not None:  # a folder with runs: its protocol is checked first (nothing is written)
-            claim_folder(settings)
-        if any(ARMS[name].held_out for name in arms):
-            from .held_out import read_held_out
-
-            read_held_out(args.results)
-        refuse_runs_of_another_rule(settings)
-        claim_folder(settings)
+        choices = preflight(settings)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
-    print(run_study(settings))
+    print(run_study(settings, choices=choices))
     return 0
 
 

@@ -166,7 +166,7 @@ def test_a_results_folder_keeps_its_protocol(tmp_path):
 
 def test_the_command_line_follows_the_folder_s_protocol(tmp_path, monkeypatch, capsys):
     seen = []
-    monkeypatch.setattr(study, "run_study", lambda settings: seen.append(settings) or {})
+    monkeypatch.setattr(study, "run_study", lambda settings, choices: seen.append(settings) or {})
     with pytest.raises(SystemExit):  # version 3's arms include the held-out ones: a new folder needs their choices
         study.main(["--models", "m", "--targets", "t", "--results", str(tmp_path / "new")])
     assert "held_out.json is missing" in capsys.readouterr().err and not (tmp_path / "new" / "study.json").exists()
