@@ -148,12 +148,14 @@ def _complete(pair: Row, arm: str) -> set[int] | None:
     return seeds if len(seeds) >= 2 and seeds == set(pair["final"]["standard"]) else None
 
 
-def pair_regrets(pairs: list[Row]) -> list[PairRegret]:
-    """Every complete arm's `PairRegret` on every pair of `regret_pairs`."""
+def pair_regrets(pairs: list[Row], min_seeds: int | None = None) -> list[PairRegret]:
+    """Every complete arm's `PairRegret` on every pair of `regret_pairs` whose tuned standard arm is confirmed on
+    ``min_seeds`` seeds (None: `MIN_SEEDS`)."""
+    min_seeds = MIN_SEEDS if min_seeds is None else min_seeds
     out = []
     for pair in pairs:
         standard = pair["curves"]["standard"]
-        if len(standard) < MIN_SEEDS:  # part-way through its confirmation: `incomplete` notes it
+        if len(standard) < min_seeds:  # part-way through its confirmation: `incomplete` notes it
             continue
         level = mean_curve(standard, set(standard))[-1]
         epochs = len(next(iter(standard.values())))
@@ -170,15 +172,16 @@ def pair_regrets(pairs: list[Row]) -> list[PairRegret]:
     return out
 
 
-def incomplete(pairs: list[Row]) -> list[str]:
+def incomplete(pairs: list[Row], min_seeds: int | None = None) -> list[str]:
     """The arms left out of a pair, with how many of standard's seeds they pair on (and on another device)."""
+    min_seeds = MIN_SEEDS if min_seeds is None else min_seeds
     notes = []
     for pair in pairs:
         standard = set(pair["final"]["standard"])
-        if len(standard) < MIN_SEEDS:
+        if len(standard) < min_seeds:
             notes.append(
                 f"{pair['model']} {pair['target']} ({pair['budget']}): the tuned standard arm is confirmed on "
-                f"{len(standard)} of {MIN_SEEDS} seeds so far"
+                f"{len(standard)} of {min_seeds} seeds so far"
             )
             continue
         for arm in arm_order([arm for arm in pair["final"] if arm != "standard"]):
@@ -456,10 +459,11 @@ def plot(
     return save_figure(fig, path)
 
 
-def report(results: str | Path) -> tuple[list[PairRegret], list[str]]:
-    """The regrets of a results folder's committed records, and the notes on the arms left out."""
+def report(results: str | Path, min_seeds: int | None = None) -> tuple[list[PairRegret], list[str]]:
+    """The regrets of a results folder's committed records, and the notes on the arms left out; a pair counts once
+    its tuned standard arm is confirmed on ``min_seeds`` seeds (None: `MIN_SEEDS`, the study's 10)."""
     pairs = regret_pairs(list(result_files(results)), same_device(results))
-    return pair_regrets(pairs), incomplete(pairs)
+    return pair_regrets(pairs, min_seeds), incomplete(pairs, min_seeds)
 
 
 def doc_block(doc: str | Path) -> list[str]:
@@ -475,11 +479,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--headline", metavar="PNG", help=f"Also write the figure of {', '.join(HEADLINE_ARMS)} alone there."
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=MIN_SEEDS,
+        help=f"Confirmation seeds a pair needs to count (default {MIN_SEEDS}, the study's; fewer: a study run with "
+        "--confirmation-seeds N).",
+    )
     args = parser.parse_args(argv)
+    if args.seeds < 2:
+        parser.error(f"--seeds is {args.seeds}: a paired interval needs at least 2 seeds.")
     if not Path(args.results).is_dir():
         print(f"No results folder {args.results}: give the folder of the study's records.", file=sys.stderr)
         return 2
-    regrets, notes = report(args.results)
+    regrets, notes = report(args.results, args.seeds)
     lines = markdown(regrets, notes)
     print("\n".join(lines))
     if args.doc:

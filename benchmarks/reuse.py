@@ -34,6 +34,7 @@ def training_signature(
     n: dict[str, int],
     device: str,
     evaluates_test: bool,
+    image_size: int | None = None,
 ) -> str:
     """What decides a run's curves, as a short hash: two runs with one signature train the same bits on the CPU.
 
@@ -47,6 +48,7 @@ def training_signature(
         device: where it trained.
         evaluates_test: whether the run read the test split (a confirmation run); a tuning run's record has no
             test curve to lend.
+        image_size: the side of the images when the study set one (None: the model's own).
 
     Example:
 
@@ -61,7 +63,8 @@ def training_signature(
     ```
     """
     text = json.dumps(
-        [model, target, budget, seed, strategy, strategy_params, recipe, n, device, evaluates_test], sort_keys=True
+        [model, target, budget, seed, strategy, strategy_params, recipe, n, device, evaluates_test, image_size],
+        sort_keys=True,
     )
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
@@ -89,6 +92,7 @@ def signature_of_record(record: dict[str, Any], arms: dict[str, Any]) -> str | N
         record["n"],
         record.get("device", "cpu"),  # version 2's first records predate the field: CPU runs
         record["test_acc"] is not None,
+        record.get("image_size"),
     )
 
 

@@ -25,10 +25,12 @@ of records without it is version 2's (``benchmarks/results/v2``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -184,6 +186,9 @@ class StudySettings:
         image_size: override the models' input size.
         jobs: worker processes (each with one torch thread).
         device: where the runs train (`"cpu"`, `"cuda"`); the data stays on the CPU, so every random draw is the same.
+        deterministic: ask torch for deterministic algorithms (`torch.use_deterministic_algorithms`, warning where an
+            operation has none, and cuBLAS's fixed workspace): a GPU run then repeats on the same machine. The CPU
+            runs are deterministic without it. Recorded per run.
         calibration_batches: training batches handed to data-dependent restores.
         head_lr / weight_decay: recipe defaults for arms that do not tune them.
     """
@@ -204,6 +209,7 @@ class StudySettings:
     image_size: int | None = None
     jobs: int = 1
     device: str = "cpu"
+    deterministic: bool = False
     calibration_batches: int = 8
     head_lr: float = 3e-3
 
@@ -283,7 +289,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     import torch
     from transformers.utils import logging as transformers_logging
 
-    from .data import as_tensors, load_target
+    from .data import as_tensors
     from .models import get_spec, load_model
     from .recipe import Recipe, fine_tune_v2, stratified_split
     from .reuse import COPIED_CURVES, find_identical, training_signature
@@ -292,9 +298,13 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     transformers_logging.disable_progress_bar()  # a loading bar per run would bury the study's own progress bar
     settings = StudySettings(**task["settings"])
+    if settings.deterministic:  # before the first CUDA call of the process
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
     spec = get_spec(task["model"])
     size = settings.image_size or spec.image_size
-    data = load_target(task["target"], size, max_train=settings.max_train, max_test=settings.max_test)
+    data = _target(task["target"], size, settings.max_train, settings.max_test)
     images, labels = as_tensors(data["train"])
     if "validation" in data:  # a target with its own validation draw (photos: disjoint tiles)
         train, val = (images, labels), as_tensors(data["validation"])
@@ -357,6 +367,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         signature = training_signature(
             task["model"], task["target"], task["budget"], task["seed"], arm.strategy,
             {**arm.params, **strategy_knobs}, recipe.to_dict(), n, settings.device, task["phase"] == "confirm",
+            settings.image_size,
         )  # fmt: skip
         source = find_identical(results_path(settings, task["model"], task["target"]), signature, ARMS)
     if source is not None:
@@ -383,9 +394,20 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         "epoch_seconds": _mean_epoch_seconds(history, source),
         "n": n,
         "device": settings.device,
+        **({"image_size": settings.image_size} if settings.image_size else {}),  # else the model's own
+        **({"deterministic": True} if settings.deterministic else {}),
         "wall_seconds": time.perf_counter() - start,
         **({"reused": run_key(source)} if source is not None else {}),
     }
+
+
+@functools.lru_cache(maxsize=2)
+def _target(name: str, image_size: int, max_train: int | None, max_test: int | None) -> Any:
+    """`benchmarks.data.load_target`, kept for the worker's next runs: every run of a pair reads the same splits, and
+    drawing them at 224 px takes tens of seconds."""
+    from .data import load_target
+
+    return load_target(name, image_size, max_train=max_train, max_test=max_test)
 
 
 def _mean_epoch_seconds(history: dict[str, Any], source: dict[str, Any] | None) -> float:
@@ -734,6 +756,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="Where the runs train: cpu (default) or cuda.")
     parser.add_argument("--max-train", type=int, help="Cut the training split (smoke runs).")
     parser.add_argument("--max-test", type=int, help="Cut the test split (smoke runs).")
+    parser.add_argument("--image-size", type=int, help="Feed the models images of this side (default: each model's).")
+    parser.add_argument(
+        "--deterministic", action="store_true", help="Deterministic torch algorithms (a GPU run repeats)."
+    )
     args = parser.parse_args(argv)
     stored = folder_protocol(args.results)
     if args.protocol is not None or stored is None:  # a named protocol, or version 3's in a new folder
@@ -758,6 +784,8 @@ def main(argv: list[str] | None = None) -> int:
         max_train=args.max_train,
         max_test=args.max_test,
         device=args.device,
+        image_size=args.image_size,
+        deterministic=args.deterministic,
         **protocol,
     )
     try:

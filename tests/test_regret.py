@@ -259,3 +259,17 @@ def test_a_panel_reaches_at_most_its_reach_and_writes_what_lies_beyond(ends):
         assert (note is None) == inside
         if note is not None:
             assert note == f"{interval.mean:+.1f} [{interval.low:+.1f}, {interval.high:+.1f}]"
+
+
+def test_a_study_on_fewer_seeds_counts_its_pairs_when_the_command_is_told_how_many(tmp_path, monkeypatch, capsys):
+    """The synthetic pairs confirm on 4 seeds: at the study's 10 none counts, with ``--seeds 4`` they all do."""
+    monkeypatch.setattr(regret, "MIN_SEEDS", 10)
+    folder = write_study(tmp_path / "v3", "v3")
+    assert main([str(folder)]) == 0
+    assert "confirmed on 4 of 10 seeds so far" in capsys.readouterr().out
+    assert main([str(folder), "--seeds", "4"]) == 0
+    assert markdown(*report(folder, 4)) == capsys.readouterr().out.rstrip("\n").split("\n")
+    assert report(folder, 4)[0] and not report(folder)[0]
+    with pytest.raises(SystemExit):
+        main([str(folder), "--seeds", "1"])
+    assert "--seeds is 1: a paired interval needs at least 2 seeds" in capsys.readouterr().err

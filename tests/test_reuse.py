@@ -23,6 +23,7 @@ BASE = {
     "n": {"train": 8, "val": 4, "test": 4},
     "device": "cpu",
     "evaluates_test": True,
+    "image_size": None,
 }
 CHANGES = {
     "model": "resnet_tiny",
@@ -35,6 +36,7 @@ CHANGES = {
     "n": {"train": 9, "val": 4, "test": 4},
     "device": "cuda",
     "evaluates_test": False,
+    "image_size": 224,
 }
 
 

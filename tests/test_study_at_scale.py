@@ -1,0 +1,65 @@
+"""The study's settings for issue 27's point 6 (the recipe at 224 px on a GPU): the image size and deterministic
+algorithms reach every run and its record."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from benchmarks import study
+
+
+def test_the_command_line_passes_the_image_size_and_determinism_to_the_study(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(study, "run_study", lambda settings, choices: seen.append(settings) or {})
+    argv = ["--models", "m", "--targets", "t", "--results", str(tmp_path), "--arms", "standard"]
+    assert study.main(argv) == 0
+    assert (seen[-1].image_size, seen[-1].deterministic) == (None, False)
+    assert study.main([*argv, "--image-size", "224", "--deterministic"]) == 0
+    assert (seen[-1].image_size, seen[-1].deterministic) == (224, True)
+
+
+def test_a_deterministic_run_asks_torch_for_deterministic_algorithms_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "BUDGETS", {"short": 1})
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    settings = study.StudySettings(
+        models=[], targets=[], results=str(tmp_path), max_train=40, max_test=16, image_size=40, deterministic=True
+    )
+    task = study.make_task(settings, "efficientnet_lite0", "digits", study.ARMS["standard"], {"backbone_lr": 1e-3},
+                           "short", "tune", 100)  # fmt: skip
+    assert not torch.are_deterministic_algorithms_enabled()
+    try:
+        record = study.run_one(task)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert record["deterministic"] is True and record["image_size"] == 40
+    assert record["n"]["train"] + record["n"]["val"] == 40
+    plain = study.run_one({**task, "settings": {**task["settings"], "deterministic": False}})
+    assert "deterministic" not in plain and not torch.are_deterministic_algorithms_enabled()
+    assert plain["val_acc"] == record["val_acc"]  # on the CPU the flag changes nothing
+
+
+@pytest.mark.slow
+def test_the_224_px_script_runs_its_comparison_end_to_end(tmp_path):
+    """`benchmarks/run_at_224.sh` as a GPU machine runs it, shrunk to a CPU smoke run (minutes: marked slow)."""
+    env = {**os.environ, "DEVICE": "cpu", "SIZE": "32", "SEEDS": "2", "JOBS": "2", "ARMS": "standard recipe",
+           "EXTRA": "--max-train 40 --max-test 20", "RESULTS": str(tmp_path), "PY": sys.executable}  # fmt: skip
+    done = subprocess.run(["bash", "benchmarks/run_at_224.sh"], env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "one run twice on cpu at 32 px: identical" in done.stdout
+    for target in ("textures", "spectrograms"):
+        records = study.load_results(tmp_path / f"efficientnet_lite0__{target}.jsonl")
+        assert all(r["deterministic"] and r["image_size"] == 32 and r["device"] == "cpu" for r in records)
+        assert {(r["arm"], r["seed"]) for r in records if r["phase"] == "confirm"} == {
+            (arm, seed) for arm in ("standard", "recipe") for seed in (0, 1)
+        }
+        assert f"| efficientnet_lite0 {target} | short | atypical | CNN |" in done.stdout
+    assert (tmp_path / "held_out.json").read_bytes() == open("benchmarks/results/v3/held_out.json", "rb").read()
+    assert (tmp_path / "regret.png").exists()
