@@ -383,8 +383,9 @@ def axis_limits(intervals: Sequence[Interval], reach: float = AXIS_REACH) -> tup
     return round(left, 6), round(right, 6)
 
 
-def beyond_reach(interval: Interval, limits: tuple[float, float]) -> str | None:
-    """The text written at a panel's edge for an interval that leaves its ``limits`` (None: it stays inside).
+def beyond_reach(interval: Interval, limits: tuple[float, float]) -> tuple[str, bool] | None:
+    """For an interval that leaves a panel's ``limits``: the text written at the panel's edge, and whether that edge
+    is the right one (the side it leaves by; both sides: its mean's). None: it stays inside.
 
     Example:
 
@@ -392,14 +393,18 @@ def beyond_reach(interval: Interval, limits: tuple[float, float]) -> str | None:
     >>> from benchmarks.regret import beyond_reach
     >>> from benchmarks.stats import Interval
     >>> beyond_reach(Interval(13.6, -45.0, 72.3, 3, 24.0), (-12.0, 12.0))
-    '+13.6 [-45.0, +72.3]'
+    ('+13.6 [-45.0, +72.3]', True)
+    >>> beyond_reach(Interval(3.0, -20.0, 5.0, 3, 9.0), (-12.0, 12.0))
+    ('+3.0 [-20.0, +5.0]', False)
 
     ```
     """
     left, right = limits
-    if left <= interval.low and interval.high <= right:
+    leaves_left, leaves_right = interval.low < left, interval.high > right
+    if not (leaves_left or leaves_right):
         return None
-    return f"{interval.mean:+.1f} [{interval.low:+.1f}, {interval.high:+.1f}]"
+    at_right = leaves_right if leaves_left != leaves_right else interval.mean > 0
+    return f"{interval.mean:+.1f} [{interval.low:+.1f}, {interval.high:+.1f}]", at_right
 
 
 def plot(
@@ -434,9 +439,9 @@ def plot(
             xerr = [[est.mean - est.low], [est.high - est.mean]] if est.low < est.high else None
             color = "tab:blue" if len(g.pairs) >= MIN_PAIRS else "tab:gray"
             ax.errorbar(est.mean, y, xerr=xerr, fmt="o", color=color, capsize=3)
-            note = beyond_reach(est, limits) if limits is not None else None
-            if note is not None:  # the interval leaves the axis: its numbers at the edge it leaves by
-                right = est.mean > 0
+            beyond = beyond_reach(est, limits) if limits is not None else None
+            if beyond is not None:  # the interval leaves the axis: its numbers at the edge it leaves by
+                note, right = beyond
                 if not limits[0] <= est.mean <= limits[1]:  # the mean itself is off the axis: an arrowhead there
                     ax.plot(limits[1] if right else limits[0], y, marker=">" if right else "<", color=color,
                             clip_on=False)  # fmt: skip

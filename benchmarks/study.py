@@ -227,6 +227,9 @@ class StudySettings:
             "val_fraction": self.val_fraction,
             "devices": self.devices,
             "tuning_seeds": list(self.tuning_seeds),
+            # what shapes every run, where a study sets it (a folder of runs at 224 px stays at 224 px)
+            **{key: getattr(self, key) for key in ("image_size", "max_train", "max_test") if getattr(self, key)},
+            **({"deterministic": True} if self.deterministic else {}),
         }
 
 
@@ -292,7 +295,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     from .data import as_tensors
     from .models import get_spec, load_model
     from .recipe import Recipe, fine_tune_v2, stratified_split
-    from .reuse import COPIED_CURVES, find_identical, training_signature
+    from .reuse import COPIED_CURVES, code_version, find_identical, training_signature
     from .training import calibration_data
 
     torch.set_num_threads(1)
@@ -300,8 +303,8 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     settings = StudySettings(**task["settings"])
     if settings.deterministic:  # before the first CUDA call of the process
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(settings.deterministic, warn_only=True)  # both ways: a worker runs many
+    torch.backends.cudnn.benchmark = False
     spec = get_spec(task["model"])
     size = settings.image_size or spec.image_size
     data = _target(task["target"], size, settings.max_train, settings.max_test)
@@ -362,14 +365,17 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         knobs["boosted_blocks"] = depth_share_of_blocks(len(get_layout(model).blocks))
     recipe = Recipe(epochs=BUDGETS[task["budget"]], seed=task["seed"], **{"head_lr": settings.head_lr, **knobs})
     n = {"train": len(train[1]), "val": len(val[1]), "test": len(test[1])}
+    signature = training_signature({
+        **{key: task[key] for key in ("model", "target", "budget", "seed")},
+        "strategy": arm.strategy, "strategy_params": {**arm.params, **strategy_knobs}, "recipe": recipe.to_dict(),
+        "n": n, "evaluates_test": task["phase"] == "confirm", "image_size": size,
+        "val_fraction": settings.val_fraction, "calibration_batches": settings.calibration_batches,
+        "device": settings.device,
+        "deterministic": settings.deterministic, "code": code_version(),
+    })  # fmt: skip
     source = None
     if settings.device == "cpu":  # deterministic: a run that trained exactly this lends its curves
-        signature = training_signature(
-            task["model"], task["target"], task["budget"], task["seed"], arm.strategy,
-            {**arm.params, **strategy_knobs}, recipe.to_dict(), n, settings.device, task["phase"] == "confirm",
-            settings.image_size,
-        )  # fmt: skip
-        source = find_identical(results_path(settings, task["model"], task["target"]), signature, ARMS)
+        source = find_identical(results_path(settings, task["model"], task["target"]), signature)
     if source is not None:
         history = {key: source[key] for key in COPIED_CURVES}
     else:
@@ -397,6 +403,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         **({"image_size": settings.image_size} if settings.image_size else {}),  # else the model's own
         **({"deterministic": True} if settings.deterministic else {}),
         "wall_seconds": time.perf_counter() - start,
+        "signature": signature,
         **({"reused": run_key(source)} if source is not None else {}),
     }
 

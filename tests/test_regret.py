@@ -254,11 +254,16 @@ def test_a_panel_reaches_at_most_its_reach_and_writes_what_lies_beyond(ends):
     assert -12.0 <= left <= 0.0 <= right <= 12.0
     assert all(left <= v <= right for v in values if -12.0 <= v <= 12.0)
     for interval in intervals:
-        note = regret.beyond_reach(interval, limits)
+        beyond = regret.beyond_reach(interval, limits)
         inside = left <= interval.low and interval.high <= right
-        assert (note is None) == inside
-        if note is not None:
+        assert (beyond is None) == inside
+        if beyond is not None:
+            note, at_right = beyond
             assert note == f"{interval.mean:+.1f} [{interval.low:+.1f}, {interval.high:+.1f}]"
+            if (interval.low < left) != (interval.high > right):  # one side: the note is written on it
+                assert at_right == (interval.high > right)
+            else:
+                assert at_right == (interval.mean > 0)
 
 
 def test_a_study_on_fewer_seeds_counts_its_pairs_when_the_command_is_told_how_many(tmp_path, monkeypatch, capsys):

@@ -2,116 +2,140 @@
 
 from __future__ import annotations
 
-import glob
 import json
+from pathlib import Path
 
 import pytest
 
-from benchmarks import study
-from benchmarks.reuse import find_identical, signature_of_record, training_signature
+from benchmarks import reuse, study
+from benchmarks.reuse import find_identical, training_signature
 
 MODEL, TARGET = "efficientnet_lite0", "digits"
 TINY = {"max_train": 60, "max_test": 20, "image_size": 32}
-BASE = {
-    "model": "vit_tiny",
-    "target": "digits",
-    "budget": "short",
-    "seed": 0,
-    "strategy": None,
-    "strategy_params": {},
-    "recipe": {"epochs": 3, "backbone_lr": 1e-3, "head_lr": 3e-3},
-    "n": {"train": 8, "val": 4, "test": 4},
-    "device": "cpu",
-    "evaluates_test": True,
-    "image_size": None,
-}
-CHANGES = {
-    "model": "resnet_tiny",
-    "target": "textures",
-    "budget": "long",
-    "seed": 1,
-    "strategy": "dash",
-    "strategy_params": {"lambda_min": 0.3},
-    "recipe": {"epochs": 3, "backbone_lr": 3e-3, "head_lr": 3e-3},
-    "n": {"train": 9, "val": 4, "test": 4},
-    "device": "cuda",
-    "evaluates_test": False,
-    "image_size": 224,
-}
+ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("field", sorted(CHANGES))
-def test_every_ingredient_of_a_run_changes_its_signature(field):
-    assert training_signature(**BASE) == training_signature(**dict(BASE))
-    assert training_signature(**BASE) != training_signature(**{**BASE, field: CHANGES[field]})
+def _old_key(record):
+    """The training of a record from before signatures were stored, rebuilt from its fields (test-only)."""
+    arm = study.ARMS.get(record["arm"])
+    if arm is None or "recipe" not in record:
+        return None
+    strategy_knobs = study.split_knobs(record["knobs"])[1]
+    return json.dumps([record["model"], record["target"], record["budget"], record["seed"], arm.strategy,
+                       {**arm.params, **strategy_knobs}, record["recipe"], record["n"], record.get("device", "cpu"),
+                       record["test_acc"] is not None], sort_keys=True)  # fmt: skip
 
 
-def test_every_pair_of_committed_runs_with_one_signature_trained_the_same_bits():
+def test_every_pair_of_committed_runs_that_trained_the_same_thing_trained_the_same_bits():
     """The premise of reusing: identical CPU training gives identical curves (and the check is not vacuous)."""
     twins = 0
-    for path in sorted(glob.glob("benchmarks/results/v3/*.jsonl")):
+    for path in sorted((ROOT / "benchmarks" / "results" / "v3").glob("*.jsonl")):
         first: dict[str, dict] = {}
-        for line in open(path):
-            record = json.loads(line)
-            signature = signature_of_record(record, study.ARMS)
-            if signature is None or "reused" in record or record["device"] != "cpu":
+        for line in path.open():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a study running here appends to the file
                 continue
-            if signature in first:
+            key = _old_key(record)
+            if key is None or "reused" in record or record.get("device", "cpu") != "cpu":
+                continue
+            if key in first:
                 twins += 1
-                for key in ("val_acc", "test_acc", "train_loss"):
-                    assert record[key] == first[signature][key], (path, record["arm"], first[signature]["arm"])
-            first.setdefault(signature, record)
+                for field in ("val_acc", "test_acc", "train_loss"):
+                    assert record[field] == first[key][field], (path.name, record["arm"], first[key]["arm"])
+            first.setdefault(key, record)
     assert twins >= 100
 
 
-def _settings(tmp_path, **kwargs):
+def test_the_code_version_names_torch_and_changes_with_any_source_file(tmp_path, monkeypatch):
+    import torch
+
+    version = reuse.code_version()
+    assert version.startswith(f"torch {torch.__version__}, source ")
+    for package in reuse.CODE_PACKAGES:  # a copy of the sources, one byte changed: another version
+        (tmp_path / package).mkdir()
+        for path in (ROOT / package).rglob("*.py"):
+            target = tmp_path / package / path.relative_to(ROOT / package)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    (tmp_path / "benchmarks" / "reuse.py").write_bytes((ROOT / "benchmarks" / "reuse.py").read_bytes())
+    monkeypatch.setattr(reuse, "__file__", str(tmp_path / "benchmarks" / "reuse.py"))
+    reuse.code_version.cache_clear()
+    try:
+        assert reuse.code_version() == version  # the same bytes
+        (tmp_path / "hf_plasticity" / "__init__.py").write_text("# changed\n", "utf-8")
+        reuse.code_version.cache_clear()
+        assert reuse.code_version() != version
+    finally:
+        reuse.code_version.cache_clear()
+
+
+def _arms():
+    return {
+        "standard": study.StudyArm("standard", grid={"backbone_lr": (1e-3,)}),
+        "redraw": study.StudyArm("redraw", "reinit_layers", {}, grid={"backbone_lr": (1e-3,)}),
+        "redraw_twin": study.StudyArm("redraw_twin", "reinit_layers", {}, grid={"backbone_lr": (1e-3,)}),
+        "other": study.StudyArm("other", "reinit_layers", {}, grid={"backbone_lr": (3e-3,)}),
+    }
+
+
+def _settings(results, **kwargs):
     return study.StudySettings(
-        models=[MODEL], targets=[TARGET], arms=["twin", "other"], budgets=["short"], results=str(tmp_path),
-        tuning_seeds=(100,), confirmation_seeds=(0, 1), **TINY, **kwargs,
+        models=[MODEL], targets=[TARGET], arms=["redraw", "redraw_twin", "other"], budgets=["short"],
+        results=str(results), tuning_seeds=(100,), confirmation_seeds=(0, 1), **TINY, **kwargs,
     )  # fmt: skip
 
 
 def test_an_arm_that_trains_what_another_trained_copies_its_runs_and_says_so(tmp_path, monkeypatch):
-    monkeypatch.setattr(study, "ARMS", {
-        "standard": study.StudyArm("standard", grid={"backbone_lr": (1e-3,)}),
-        "twin": study.StudyArm("twin", grid={"backbone_lr": (1e-3,)}),  # trains exactly what standard trains
-        "other": study.StudyArm("other", grid={"backbone_lr": (3e-3,)}),
-    })  # fmt: skip
+    monkeypatch.setattr(study, "ARMS", _arms())
     monkeypatch.setattr(study, "BUDGETS", {"short": 2})
-    settings = _settings(tmp_path)
-    assert study.run_study(settings, progress=False)["done"] == 3 * 3
+    assert study.run_study(_settings(tmp_path), progress=False)["done"] == 4 * 3
     records = study.load_results(tmp_path / f"{MODEL}__{TARGET}.jsonl")
     by_key = {study.run_key(r): r for r in records}
     for record in records:
-        if record["arm"] == "twin":
+        if record["arm"] == "redraw_twin":  # the same restore and recipe as redraw: copied
             source = by_key[record["reused"]]
-            assert source["arm"] == "standard" and source["seed"] == record["seed"]
-            assert source["phase"] == record["phase"] and source["recipe"] == record["recipe"]
+            assert source["arm"] == "redraw" and source["seed"] == record["seed"]
+            assert source["phase"] == record["phase"] and source["signature"] == record["signature"]
             for key in ("val_acc", "test_acc", "train_loss", "epoch_seconds"):
                 assert record[key] == source[key]
-        else:
-            assert "reused" not in record  # standard trained first; other's rate differs
+            assert record["reinitialized"] == source["reinitialized"] > 0  # its own restore ran
+        else:  # standard restores nothing, other trains at another rate: trained
+            assert "reused" not in record
+    signatures = {(r["arm"], r["phase"], r["seed"]): r["signature"] for r in records}
+    assert signatures["standard", "confirm", 0] != signatures["redraw", "confirm", 0]
+    assert signatures["other", "confirm", 0] != signatures["redraw", "confirm", 0]
     # the copy is what training again gives: the twin's confirmation run in a folder of its own trains
-    fresh = tmp_path / "fresh"
-    twin_run = next(r for r in records if r["arm"] == "twin" and r["phase"] == "confirm")
-    task = study.make_task(_settings(fresh), MODEL, TARGET, study.ARMS["twin"], twin_run["knobs"], "short", "confirm",
-                           twin_run["seed"])  # fmt: skip
+    twin_run = next(r for r in records if r["arm"] == "redraw_twin" and r["phase"] == "confirm")
+    task = study.make_task(_settings(tmp_path / "fresh"), MODEL, TARGET, study.ARMS["redraw_twin"],
+                           twin_run["knobs"], "short", "confirm", twin_run["seed"])  # fmt: skip
     trained = study.run_one(task)
-    assert "reused" not in trained
+    assert "reused" not in trained and trained["signature"] == twin_run["signature"]
     assert (trained["val_acc"], trained["test_acc"], trained["train_loss"]) == (
         twin_run["val_acc"], twin_run["test_acc"], twin_run["train_loss"],
     )  # fmt: skip
 
 
-def test_a_line_being_written_or_an_unknown_arm_is_passed_over(tmp_path):
-    record = {"arm": "standard", "model": "m", "target": "t", "budget": "short", "seed": 0, "knobs": {},
-              "recipe": {"epochs": 3}, "n": {"train": 1, "val": 1}, "device": "cpu", "test_acc": [0.5]}  # fmt: skip
-    signature = signature_of_record(record, study.ARMS)
+@pytest.mark.parametrize("change", [{"calibration_batches": 2}, {"val_fraction": 0.2}])
+def test_a_setting_that_shapes_the_data_or_the_restore_gives_another_signature(tmp_path, monkeypatch, change):
+    monkeypatch.setattr(study, "BUDGETS", {"short": 1})
+    knobs = {"backbone_lr": 1e-3}
+    tasks = [
+        study.make_task(_settings(tmp_path, **extra), MODEL, TARGET, study.ARMS["auto"], knobs, "short", "tune", 100)
+        for extra in ({}, change)
+    ]
+    runs = [study.run_one(task) for task in tasks]
+    assert runs[0]["signature"] != runs[1]["signature"]
+
+
+def test_a_line_being_written_or_a_run_without_a_signature_is_passed_over(tmp_path):
     path = tmp_path / "m__t.jsonl"
-    unknown = {**record, "arm": "no_such_arm"}
-    path.write_text(json.dumps(unknown) + "\n" + json.dumps(record)[:40])  # the last line half written
-    assert signature_of_record(unknown, study.ARMS) is None
-    assert find_identical(path, signature, study.ARMS) is None
-    path.write_text(json.dumps(unknown) + "\n\n" + json.dumps(record) + "\n")
-    assert find_identical(path, signature, study.ARMS) == record
-    assert find_identical(tmp_path / "missing.jsonl", signature, study.ARMS) is None
+    old = {"arm": "standard", "seed": 0, "test_acc": [0.5]}  # recorded before signatures
+    signed = {**old, "signature": "abc"}
+    path.write_text(json.dumps(old) + "\n" + json.dumps(signed)[:20])  # the last line half written
+    assert find_identical(path, "abc") is None
+    lines = [old, {**signed, "reused": "x"}, signed]
+    path.write_text("\n\n".join(json.dumps(line) for line in lines) + "\n")
+    assert find_identical(path, "abc") == signed  # a copy is never the source
+    assert find_identical(tmp_path / "missing.jsonl", "abc") is None
+    assert training_signature({"a": 1, "b": [1, 2]}) == training_signature({"b": [1, 2], "a": 1})

@@ -13,19 +13,23 @@ import torch
 from benchmarks import study
 
 
-def test_the_command_line_passes_the_image_size_and_determinism_to_the_study(tmp_path, monkeypatch):
+def test_the_command_line_passes_the_image_size_and_determinism_to_the_study(tmp_path, monkeypatch, capsys):
     seen = []
     monkeypatch.setattr(study, "run_study", lambda settings, choices: seen.append(settings) or {})
-    argv = ["--models", "m", "--targets", "t", "--results", str(tmp_path), "--arms", "standard"]
-    assert study.main(argv) == 0
+    argv = ["--models", "m", "--targets", "t", "--arms", "standard", "--results"]
+    assert study.main([*argv, str(tmp_path / "plain")]) == 0
     assert (seen[-1].image_size, seen[-1].deterministic) == (None, False)
-    assert study.main([*argv, "--image-size", "224", "--deterministic"]) == 0
+    assert study.main([*argv, str(tmp_path / "at_scale"), "--image-size", "224", "--deterministic"]) == 0
     assert (seen[-1].image_size, seen[-1].deterministic) == (224, True)
+    with pytest.raises(SystemExit):  # the first folder's runs were at the model's own size
+        study.main([*argv, str(tmp_path / "plain"), "--image-size", "224"])
+    assert "holds runs of the protocol" in capsys.readouterr().err and len(seen) == 2
 
 
 def test_a_deterministic_run_asks_torch_for_deterministic_algorithms_and_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "BUDGETS", {"short": 1})
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # so that teardown restores the variable as it was
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
     settings = study.StudySettings(
         models=[], targets=[], results=str(tmp_path), max_train=40, max_test=16, image_size=40, deterministic=True
     )
@@ -37,13 +41,26 @@ def test_a_deterministic_run_asks_torch_for_deterministic_algorithms_and_says_so
         assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
         assert not torch.backends.cudnn.benchmark
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        plain = study.run_one({**task, "settings": {**task["settings"], "deterministic": False}})
+        assert not torch.are_deterministic_algorithms_enabled()  # a worker's next run is not left deterministic
     finally:
         torch.use_deterministic_algorithms(False)
     assert record["deterministic"] is True and record["image_size"] == 40
     assert record["n"]["train"] + record["n"]["val"] == 40
-    plain = study.run_one({**task, "settings": {**task["settings"], "deterministic": False}})
-    assert "deterministic" not in plain and not torch.are_deterministic_algorithms_enabled()
-    assert plain["val_acc"] == record["val_acc"]  # on the CPU the flag changes nothing
+    assert "deterministic" not in plain and plain["val_acc"] == record["val_acc"]  # on the CPU: the same run
+    assert plain["signature"] != record["signature"]  # never a source for a deterministic run, nor the reverse
+
+
+def test_a_folder_keeps_its_image_size_and_determinism(tmp_path):
+    """A resumed study may not change what shapes every run: a 224 px folder never takes a run at the model's size."""
+    at_scale = study.StudySettings(models=[], targets=[], results=str(tmp_path), image_size=224, deterministic=True)
+    study.claim_folder(at_scale)
+    assert study.folder_protocol(tmp_path)["image_size"] == 224 and study.folder_protocol(tmp_path)["deterministic"]
+    for changed in ({"image_size": None}, {"image_size": 48}, {"deterministic": False}):
+        with pytest.raises(ValueError, match="holds runs of the protocol"):
+            study.claim_folder(study.StudySettings(**{**at_scale.__dict__, **changed}))
+    committed = study.folder_protocol("benchmarks/results/v3")  # the version-3 folder's protocol is unchanged
+    assert study.StudySettings.for_protocol("v3", models=[], targets=[]).protocol() == committed
 
 
 @pytest.mark.slow
@@ -53,7 +70,8 @@ def test_the_224_px_script_runs_its_comparison_end_to_end(tmp_path):
            "EXTRA": "--max-train 40 --max-test 20", "RESULTS": str(tmp_path), "PY": sys.executable}  # fmt: skip
     done = subprocess.run(["bash", "benchmarks/run_at_224.sh"], env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "one run twice on cpu at 32 px: identical" in done.stdout
+    assert "one run in two processes on cpu at 32 px: identical" in done.stdout
+    assert not (tmp_path / "NOT_DETERMINISTIC").exists()
     for target in ("textures", "spectrograms"):
         records = study.load_results(tmp_path / f"efficientnet_lite0__{target}.jsonl")
         assert all(r["deterministic"] and r["image_size"] == 32 and r["device"] == "cpu" for r in records)
