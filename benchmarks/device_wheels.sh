@@ -2,7 +2,7 @@
 # The wheels a GPU machine of this workplace lacks for the benchmark (its image has torch, transformers, pyarrow,
 # pandas and the rest, not these), downloaded here (pip reaches the package registry; that machine reaches nothing)
 # into .device_wheels/ (ignored by git), for its Python 3.12. Carry the folder to the machine (device run's `carry`);
-# benchmarks/run_at_224.sh installs them there when an import fails. About 18 MB.
+# benchmarks/device_packages.sh (sourced by the GPU scripts) installs them there when an import fails. About 18 MB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PIP=${PIP:-.venv/bin/pip}

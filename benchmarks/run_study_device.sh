@@ -8,6 +8,7 @@
 # A new RESULTS folder takes version 3's protocol (benchmarks/study.py, PROTOCOLS): runs meant for the version-2
 # files need "--protocol v2" in every study's options.
 # Usage: RESULTS=/some/folder DEADLINE=420 bash benchmarks/run_study_device.sh CHAIN... (DEVICE=cpu: the same on the CPU)
+# The machine needs the wheels of benchmarks/device_wheels.sh carried along (.device_wheels).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${RESULTS:-benchmarks/results/v2}
@@ -17,6 +18,8 @@ DEVICE=${DEVICE:-cuda}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 DEVICE
 [ $# -gt 0 ] || { echo "give at least one chain of study options" >&2; exit 2; }
 rm -rf /tmp/study_logs && mkdir -p "$RESULTS" /tmp/study_logs
+# shellcheck source=benchmarks/device_packages.sh
+source benchmarks/device_packages.sh  # DEVICE=cpu here: nothing to install
 
 # One run of each restoring kind on the GPU first: a broken environment fails here, in seconds.
 "$PY" - <<'EOF' || exit 1

@@ -81,3 +81,30 @@ def test_the_224_px_script_runs_its_comparison_end_to_end(tmp_path):
         assert f"| efficientnet_lite0 {target} | short | atypical | CNN |" in done.stdout
     assert (tmp_path / "held_out.json").read_bytes() == open("benchmarks/results/v3/held_out.json", "rb").read()
     assert (tmp_path / "regret.png").exists()
+
+
+def _bare_python(tmp_path):
+    """A stand-in for a GPU machine's python that lacks the packages: imports fail, pip calls are logged."""
+    fake = tmp_path / "python3"
+    fake.write_text(f'#!/usr/bin/env bash\n[ "$1" = "-c" ] && exit 1\necho "$@" >> {tmp_path / "pip.log"}\n')
+    fake.chmod(0o755)
+    return fake
+
+
+def test_a_gpu_machine_without_the_packages_installs_the_carried_wheels_or_says_what_to_do(tmp_path):
+    script = 'PY="$1" WHEELS="$2"; source benchmarks/device_packages.sh; echo installed'
+    fake = _bare_python(tmp_path)
+    done = subprocess.run(["bash", "-c", script, "-", str(fake), str(tmp_path / "none")], capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 2 and "run benchmarks/device_wheels.sh" in done.stderr and not done.stdout
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "datasets-5.2.0-py3-none-any.whl").write_bytes(b"")
+    done = subprocess.run(["bash", "-c", script, "-", str(fake), str(wheels)], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == "installed\n"
+    assert (tmp_path / "pip.log").read_text().split() == [
+        "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", str(wheels / "datasets-5.2.0-py3-none-any.whl")
+    ]  # fmt: skip
+    done = subprocess.run(["bash", "-c", script, "-", sys.executable, str(tmp_path / "none")], capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 0 and done.stdout == "installed\n"  # everything importable: nothing to install
