@@ -442,10 +442,10 @@ def plot(
             beyond = beyond_reach(est, limits) if limits is not None else None
             if beyond is not None:  # the interval leaves the axis: its numbers at the edge it leaves by
                 note, right = beyond
+                edge = limits[1] if right else limits[0]
                 if not limits[0] <= est.mean <= limits[1]:  # the mean itself is off the axis: an arrowhead there
-                    ax.plot(limits[1] if right else limits[0], y, marker=">" if right else "<", color=color,
-                            clip_on=False)  # fmt: skip
-                ax.annotate(note, (limits[1] if right else limits[0], y), xytext=(-4 if right else 4, -8),
+                    ax.plot(edge, y, marker=">" if right else "<", color=color, clip_on=False)
+                ax.annotate(note, (edge, y), xytext=(-4 if right else 4, -8),
                             textcoords="offset points", ha="right" if right else "left", va="top", fontsize=7,
                             color=color)  # fmt: skip
         if limits is not None:
