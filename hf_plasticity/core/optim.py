@@ -89,7 +89,8 @@ def zeroed_state(optimizer: Any, resets: Iterable[tuple[torch.Tensor, torch.Tens
             if index is None:
                 new = torch.zeros_like(value)
             else:
-                new = value.detach().clone().contiguous()
-                new.view(-1)[index.to(new.device)] = 0
+                flat = value.detach().clone(memory_format=torch.contiguous_format)  # index: row-major entries
+                flat.view(-1)[index.to(flat.device)] = 0
+                new = torch.empty_like(value).copy_(flat)  # in the state's own memory format (channels-last too)
             swaps.append((state, key, new))
     return swaps

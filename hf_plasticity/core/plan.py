@@ -155,12 +155,13 @@ def apply_resets(resets: list[TensorReset], undo: Undo | None = None) -> Undo:
 
 
 def write_entries(tensor: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> None:
-    """``tensor.view(-1)[index] = values``, also for non-contiguous tensors (in place)."""
+    """``tensor.view(-1)[index] = values`` (``index`` into the row-major flattening), in place, also for tensors that
+    are not contiguous: a transposed view, or a channels-last weight, which keeps its memory format."""
     index = index.to(tensor.device)
     values = values.to(device=tensor.device, dtype=tensor.dtype)
     if tensor.is_contiguous():
         tensor.view(-1)[index] = values
     else:
-        filled = tensor.clone()
+        filled = tensor.clone(memory_format=torch.contiguous_format)
         filled.view(-1)[index] = values
         tensor.copy_(filled)
