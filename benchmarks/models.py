@@ -47,6 +47,9 @@ class ModelSpec:
         config (`dict`): keyword arguments of the transformers config (unused for EfficientNet).
         control_target (`str`): the in-domain control target for this model's pretraining data.
         bn_momentum (`float`, *optional*): BatchNorm momentum to fine-tune with, when the model's own is replaced.
+        channels_last (`bool`, *optional*, defaults to `False`): keep the weights channels-last (NHWC), where the
+            CPU's convolutions run faster (`python -m benchmarks.memory_format` measures by how much). A run's
+            bits depend on it, so changing it for a model restarts that model's pairs in a results folder.
     """
 
     name: str
@@ -55,6 +58,7 @@ class ModelSpec:
     config: dict = field(default_factory=dict)
     control_target: str = "shapes_ctrl"
     bn_momentum: float | None = None
+    channels_last: bool = False
 
     @property
     def default_targets(self) -> list[str]:
@@ -69,11 +73,13 @@ ATYPICAL_TARGETS = ["digits", "textures", "spectrograms"]
 MODEL_SPECS: dict[str, ModelSpec] = {
     # The port keeps TensorFlow's BN decay 0.99 (PyTorch momentum 0.01): eval-mode statistics then lag the weights by
     # hundreds of steps, which swamps every epoch-level comparison. The bench fine-tunes with PyTorch's default 0.1.
+    # Channels-last: a training step takes about 0.75x (Lite0) and 0.6x (Lite1) the time on one CPU thread; the small
+    # models gain nothing from it (`python -m benchmarks.memory_format --model NAME`).
     "efficientnet_lite0": ModelSpec(
-        "efficientnet_lite0", "efficientnet", 48, control_target="photos", bn_momentum=0.1
+        "efficientnet_lite0", "efficientnet", 48, control_target="photos", bn_momentum=0.1, channels_last=True
     ),
     "efficientnet_lite1": ModelSpec(
-        "efficientnet_lite1", "efficientnet", 48, control_target="photos", bn_momentum=0.1
+        "efficientnet_lite1", "efficientnet", 48, control_target="photos", bn_momentum=0.1, channels_last=True
     ),
     # Patch 8 (16 tokens) rather than 4 (64 tokens): 5x less compute per image on CPU, so the ViT gets the ~100
     # epochs it needs to saturate on the source within the time budget (docs/BENCHMARKS.md, "Source pretraining").
@@ -123,7 +129,7 @@ EFFICIENTNET_VARIANTS = ("lite0", "lite1")
 
 
 def load_efficientnet_lite(
-    variant: str, num_labels: int, seed: int = 0, bn_momentum: float | None = None
+    variant: str, num_labels: int, seed: int = 0, bn_momentum: float | None = None, channels_last: bool = False
 ) -> nn.Module:
     """EfficientNet-Lite0 or -Lite1 with its ImageNet weights and a new `num_labels`-way head drawn with `seed`.
 
@@ -132,6 +138,7 @@ def load_efficientnet_lite(
         num_labels (`int`): classes of the new head.
         seed (`int`, *optional*, defaults to 0): seed of the head's draw.
         bn_momentum (`float`, *optional*): replace the BatchNorm momentum (the port's own is 0.01).
+        channels_last (`bool`, *optional*, defaults to `False`): convert the weights to channels-last (NHWC).
     """
     import importlib
 
@@ -150,10 +157,11 @@ def load_efficientnet_lite(
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.momentum = bn_momentum
-    return model
+    return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
-def _transformers_model(spec: ModelSpec, num_labels: int) -> nn.Module:
+def transformers_model_from_config(spec: ModelSpec, num_labels: int) -> nn.Module:
+    """A small bench model of transformers with weights drawn at random (its source pretraining starts from it)."""
     from transformers import AutoConfig, AutoModelForImageClassification
 
     config = AutoConfig.for_model(spec.family, num_labels=num_labels, **spec.config)
@@ -237,7 +245,7 @@ def train_on_source(
     spec = get_spec(name)
     source = load_source(spec.image_size, recipe.n_train)
     torch.manual_seed(recipe.seed)
-    model = _transformers_model(spec, num_labels=int(source["train"][1].max()) + 1)
+    model = transformers_model_from_config(spec, num_labels=int(source["train"][1].max()) + 1)
     result = train_source(
         model,
         source["train"],
@@ -441,7 +449,9 @@ def load_model(
     spec = get_spec(name)
     if spec.family == "efficientnet":
         variant = spec.name.removeprefix("efficientnet_")
-        return load_efficientnet_lite(variant, num_labels, seed=seed, bn_momentum=spec.bn_momentum)
+        return load_efficientnet_lite(
+            variant, num_labels, seed=seed, bn_momentum=spec.bn_momentum, channels_last=spec.channels_last
+        )
     from transformers import AutoModelForImageClassification
     from transformers.utils import logging as hf_logging
 

@@ -69,6 +69,37 @@ def test_efficientnet_lite_loads_imagenet_weights_and_a_seeded_head(name, blocks
         load_efficientnet_lite("lite9", 10)
 
 
+def test_efficientnet_lite_is_channels_last_and_predicts_what_the_contiguous_model_predicts():
+    from benchmarks.models import load_efficientnet_lite
+
+    model = load_model("efficientnet_lite0", 10, seed=3).eval()
+    contiguous = load_efficientnet_lite("lite0", 10, seed=3, bn_momentum=0.1).eval()
+    convolutions = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convolutions and all(w.is_contiguous(memory_format=torch.channels_last) for w in convolutions)
+    assert not contiguous._conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.randn(4, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), contiguous(images), atol=1e-4, rtol=1e-4)
+
+
+def test_memory_format_benchmark_prints_both_formats_and_their_ratio(capsys):
+    from benchmarks import memory_format
+
+    threads = torch.get_num_threads()  # the command sets it for the process: keep the suite's
+    memory_format.main(["--model", "resnet_tiny", "--rounds", "2", "--steps", "1", "--batch-size", "2",
+                        "--threads", str(threads)])  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"resnet_tiny, 32 px, batch 2, {threads} thread(s):"
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        "contiguous",
+        "channels_last",
+        "channels_last / contiguous",
+    ]
+    assert float(lines[-1].split(": ")[1]) > 0
+    with pytest.raises(ValueError, match="at least 2"):
+        memory_format.step_seconds(torch.nn.Conv2d(3, 1, 1), image_size=4, rounds=1)
+
+
 def test_unknown_target_is_named():
     with pytest.raises(ValueError, match="digits"):
         load_target("mnist", 16)

@@ -15,13 +15,13 @@ from benchmarks.models import (
     METRICS_FILE,
     PRETRAIN_RECIPES,
     UnderTrainedSourceError,
-    _transformers_model,
     cache_path,
     get_spec,
     load_model,
     pretrain_source_model,
     read_source_metrics,
     require_pretrained_source,
+    transformers_model_from_config,
 )
 from benchmarks.pretrain import (
     FLAT_EPOCHS,
@@ -42,7 +42,7 @@ def fake_cache_entry(cache_dir, name: str, test_acc: list[float], with_model: bo
     path.mkdir(parents=True)
     if with_model:
         torch.manual_seed(0)
-        _transformers_model(spec, num_labels=10).save_pretrained(path)
+        transformers_model_from_config(spec, num_labels=10).save_pretrained(path)
     n = len(test_acc)
     curve = {
         "epoch": list(range(1, n + 1)),
