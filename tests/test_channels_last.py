@@ -1,5 +1,6 @@
 """Models kept channels-last (NHWC, `model.to(memory_format=torch.channels_last)`, a common speed-up of CNNs): every
-restore works on them, writes the same entries as on the contiguous model and leaves the memory format as it was."""
+restore that writes convolution weights works on them, writes what it writes on the contiguous model (the same
+values where it reads no data) and leaves the memory format as it was."""
 
 from __future__ import annotations
 
@@ -22,15 +23,21 @@ from hf_plasticity import (
 from hf_plasticity.core.plan import apply_resets, write_entries
 from hf_plasticity.strategies import get_strategy
 
-from .models import batches
+from .models import batches, side_of
 
+#: Every restore that writes convolution weights (auto writes through reinit_layers' block re-draw); (config factory,
+#: whether it reads data).
 CONFIGS = {
-    "reinit_layers": lambda: LayerReinitConfig(num_blocks=1),
-    "selective": lambda: SelectiveReinitConfig(utility="magnitude", fraction=0.1),
-    "selective_unit": lambda: SelectiveReinitConfig(granularity="unit", fraction=0.25, calibration_batches=2),
-    "shrink_perturb": lambda: ShrinkPerturbConfig(shrink=0.8, perturb=0.1),
-    "redo": lambda: ReDoConfig(tau=0.9),
-    "dash": lambda: DashConfig(calibration_batches=2),
+    "reinit_layers": (lambda: LayerReinitConfig(num_blocks=1), False),
+    "selective": (lambda: SelectiveReinitConfig(utility="magnitude", fraction=0.1), False),
+    "selective_grad": (
+        lambda: SelectiveReinitConfig(utility="grad_x_weight", fraction=0.1, calibration_batches=2),
+        True,
+    ),
+    "selective_unit": (lambda: SelectiveReinitConfig(granularity="unit", fraction=0.25, calibration_batches=2), True),
+    "shrink_perturb": (lambda: ShrinkPerturbConfig(shrink=0.8, perturb=0.1), False),
+    "redo": (lambda: ReDoConfig(tau=0.9), True),
+    "dash": (lambda: DashConfig(calibration_batches=2), True),
 }
 
 
@@ -42,31 +49,26 @@ def channels_last_weights(model: torch.nn.Module) -> dict[str, bool]:
     }
 
 
-@pytest.mark.parametrize("arch", ["convnext", "resnet"])
+@pytest.mark.parametrize("arch", ["resnet", "cnn"])
 @pytest.mark.parametrize("strategy", sorted(CONFIGS))
-def test_every_restore_works_on_a_channels_last_model_and_keeps_its_memory_format(make_model, arch, strategy):
-    model = make_model(arch).to(memory_format=torch.channels_last)
-    assert channels_last_weights(model) and all(channels_last_weights(model).values())
-    before = {name: param.detach().clone() for name, param in model.named_parameters()}
-    report = prepare_pretrained(model, CONFIGS[strategy](), data=batches(), force=True)
-    assert report.total_reinitialized > 0
-    assert all(channels_last_weights(model).values())
-    assert any(not torch.equal(param, before[name]) for name, param in model.named_parameters())
-
-
-@pytest.mark.parametrize("arch", ["convnext", "resnet"])
-def test_an_entry_selection_rewrites_the_same_entries_as_on_the_contiguous_model(make_model, arch):
+def test_a_restore_of_a_channels_last_model_writes_what_it_writes_on_the_contiguous_one(make_model, arch, strategy):
     contiguous = make_model(arch)
     nhwc = copy.deepcopy(contiguous).to(memory_format=torch.channels_last)
-    old = {name: param.detach().clone() for name, param in contiguous.named_parameters()}
-    config = SelectiveReinitConfig(utility="magnitude", fraction=0.1)
-    prepare_pretrained(contiguous, config)
-    prepare_pretrained(nhwc, config)
-    changed = 0
+    assert channels_last_weights(nhwc) and all(channels_last_weights(nhwc).values())
+    before = {name: param.detach().clone() for name, param in contiguous.named_parameters()}
+    config, reads_data = CONFIGS[strategy]
+    data = batches(4, 8, side=side_of(arch))
+    prepare_pretrained(contiguous, config(), data=data, force=True)
+    prepare_pretrained(nhwc, config(), data=data, force=True)
+    assert all(channels_last_weights(nhwc).values())
+    written_nhwc = 0  # rewritten weights whose channels-last layout differs from the contiguous one
     for (name, a), (_, b) in zip(contiguous.named_parameters(), nhwc.named_parameters(), strict=True):
-        assert torch.equal(a.detach() != old[name], b.detach() != old[name]), name
-        changed += int((a.detach() != old[name]).sum())
-    assert changed > 0
+        if reads_data:  # the calibration pass's convolutions round differently in the two layouts
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+        else:  # the draws do not depend on the layout
+            assert torch.equal(b, a), name
+        written_nhwc += int(not torch.equal(b, before[name]) and b.dim() == 4 and not b.is_contiguous())
+    assert written_nhwc > 0
 
 
 def test_the_optimizer_state_of_rewritten_entries_is_zeroed_and_stays_channels_last(make_model):

@@ -60,14 +60,16 @@ def fresh_module(model: nn.Module, module: nn.Module, *, seed: int) -> nn.Module
     """A re-initialized copy of ``module`` (one submodule of ``model``), drawn with ``model``'s init rule.
 
     Every module inside the copy is initialized (``_init_weights`` does not recurse), so layer scale, GRN and
-    BatchNorm running statistics come out as at construction. Dtype and device are those of ``module``.
+    BatchNorm running statistics come out as at construction. Dtype and device are those of ``module``; the memory
+    format is always the contiguous one, so a channels-last model draws the values its contiguous twin draws (an init
+    function fills a tensor in memory order).
 
     Args:
         model: the whole model, whose ``_init_weights`` (transformers) or modules' ``reset_parameters`` is the rule.
         module: the submodule to draw for. It is not modified.
         seed: seed of the draw; the same seed gives the same values.
     """
-    clone = copy.deepcopy(module)
+    clone = copy.deepcopy(module).to(memory_format=torch.contiguous_format)
     _clear_init_flags(clone)
     rule = _init_rule(model)
     first = next(iter(list(clone.parameters()) + list(clone.buffers())), None)

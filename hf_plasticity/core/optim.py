@@ -89,8 +89,9 @@ def zeroed_state(optimizer: Any, resets: Iterable[tuple[torch.Tensor, torch.Tens
             if index is None:
                 new = torch.zeros_like(value)
             else:
-                flat = value.detach().clone(memory_format=torch.contiguous_format)  # index: row-major entries
-                flat.view(-1)[index.to(flat.device)] = 0
-                new = torch.empty_like(value).copy_(flat)  # in the state's own memory format (channels-last too)
+                # `index` counts entries in row-major order; the new state keeps the old one's memory format
+                row_major = value.detach().clone(memory_format=torch.contiguous_format)
+                row_major.view(-1)[index.to(row_major.device)] = 0
+                new = row_major if value.is_contiguous() else torch.empty_like(value).copy_(row_major)
             swaps.append((state, key, new))
     return swaps

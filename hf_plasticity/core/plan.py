@@ -155,8 +155,11 @@ def apply_resets(resets: list[TensorReset], undo: Undo | None = None) -> Undo:
 
 
 def write_entries(tensor: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> None:
-    """``tensor.view(-1)[index] = values`` (``index`` into the row-major flattening), in place, also for tensors that
-    are not contiguous: a transposed view, or a channels-last weight, which keeps its memory format."""
+    """``tensor.view(-1)[index] = values`` in place, also for a tensor that is not contiguous.
+
+    ``index`` counts entries in row-major order, whatever the memory layout: a transposed view or a channels-last
+    weight gets the same entries as its contiguous twin, and keeps its layout.
+    """
     index = index.to(tensor.device)
     values = values.to(device=tensor.device, dtype=tensor.dtype)
     if tensor.is_contiguous():
