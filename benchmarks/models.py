@@ -48,8 +48,9 @@ class ModelSpec:
         control_target (`str`): the in-domain control target for this model's pretraining data.
         bn_momentum (`float`, *optional*): BatchNorm momentum to fine-tune with, when the model's own is replaced.
         channels_last (`bool`, *optional*, defaults to `False`): keep the weights channels-last (NHWC), where the
-            CPU's convolutions run faster (`python -m benchmarks.memory_format` measures by how much). A run's
-            bits depend on it, so changing it for a model restarts that model's pairs in a results folder.
+            CPU's convolutions run faster (`python -m benchmarks.memory_format` measures by how much; on a GPU it
+            is not measured). A run's bits depend on it: each run records it, and a study refuses to resume a pair
+            made in the other format (`study.refuse_mixed_formats`).
     """
 
     name: str
@@ -161,7 +162,12 @@ def load_efficientnet_lite(
 
 
 def transformers_model_from_config(spec: ModelSpec, num_labels: int) -> nn.Module:
-    """A small bench model of transformers with weights drawn at random (its source pretraining starts from it)."""
+    """A small bench model of transformers with weights drawn at random (its source pretraining starts from it).
+
+    Args:
+        spec ([`ModelSpec`]): a bench model of a transformers family (`spec.family` is its `model_type`).
+        num_labels (`int`): classes of its head.
+    """
     from transformers import AutoConfig, AutoModelForImageClassification
 
     config = AutoConfig.for_model(spec.family, num_labels=num_labels, **spec.config)

@@ -402,6 +402,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         "device": settings.device,
         **({"image_size": settings.image_size} if settings.image_size else {}),  # else the model's own
         **({"deterministic": True} if settings.deterministic else {}),
+        **({"channels_last": True} if spec.channels_last else {}),  # see refuse_mixed_formats
         "wall_seconds": time.perf_counter() - start,
         "signature": signature,
         **({"reused": run_key(source)} if source is not None else {}),
@@ -591,12 +592,37 @@ def refuse_runs_of_another_rule(settings: StudySettings) -> None:
                 )
 
 
+def refuse_mixed_formats(settings: StudySettings) -> None:
+    """Refuses, before anything is written, a results file whose runs were made in another memory format than the
+    bench's model keeps now (`ModelSpec.channels_last`, which each run records): the two formats train other bits, so
+    one pair would compare runs of two kinds (EfficientNet's runs before it went channels-last are the case).
+
+    Raises:
+        ValueError: naming the file, the model, the formats and what to do.
+    """
+    from .models import MODEL_SPECS
+
+    for model in settings.models:
+        expected = model in MODEL_SPECS and MODEL_SPECS[model].channels_last  # an unknown name is refused elsewhere
+        for target in settings.targets:
+            path = results_path(settings, model, target)
+            other = [record for record in load_results(path) if record.get("channels_last", False) != expected]
+            if other:
+                formats = ("contiguous", "channels-last")
+                raise ValueError(
+                    f"{path} holds {len(other)} runs of {model} made with {formats[not expected]} weights, and the "
+                    f"bench keeps {model} {formats[expected]} now (ModelSpec.channels_last): resuming would mix the "
+                    "two in one pair. Use another --results folder."
+                )
+
+
 def preflight(settings: StudySettings) -> dict[str, Any]:
     """Every check a study makes before it writes anything, then its claim on the folder; returns the held-out
     choices its arms need (`benchmarks.held_out.read_held_out`; empty when no arm is held out).
 
     Raises:
-        ValueError: the folder holds another protocol, or recipe runs of another fit of the rule.
+        ValueError: the folder holds another protocol, recipe runs of another fit of the rule, or runs of a model in
+            another memory format.
         FileNotFoundError: a held-out arm without the folder's held-out file.
     """
     if folder_protocol(settings.results) is not None:  # a folder with runs: its protocol first (nothing written)
@@ -607,6 +633,7 @@ def preflight(settings: StudySettings) -> dict[str, Any]:
 
         choices = read_held_out(settings.results)
     refuse_runs_of_another_rule(settings)
+    refuse_mixed_formats(settings)
     claim_folder(settings)
     return choices
 

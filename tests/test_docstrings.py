@@ -1,4 +1,5 @@
-"""Every `>>>` example in the docstrings of the public names (and of their methods) runs and prints what it says."""
+"""Every `>>>` example in the docstrings of the public names (and of their methods), and of the research benchmark's
+functions and classes, runs and prints what it says."""
 
 from __future__ import annotations
 
@@ -40,7 +41,22 @@ def _examples():
                 yield pytest.param(qualname, doc, inspect.getmodule(obj), id=qualname)
 
 
-@pytest.mark.parametrize("qualname, doc, module", list(_examples()))
+def _benchmark_examples():
+    import importlib
+    import pkgutil
+
+    import benchmarks
+
+    for info in pkgutil.iter_modules(benchmarks.__path__):
+        module = importlib.import_module(f"benchmarks.{info.name}")
+        for name, obj in vars(module).items():
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__ == module.__name__:
+                doc = inspect.getdoc(obj) or ""
+                if ">>>" in doc:
+                    yield pytest.param(f"{module.__name__}.{name}", doc, module, id=f"{module.__name__}.{name}")
+
+
+@pytest.mark.parametrize("qualname, doc, module", [*_examples(), *_benchmark_examples()])
 def test_docstring_example_runs(qualname, doc, module):
     # The examples sit in Markdown fences (transformers style); the fence lines are not expected output. As with
     # doctest, an example sees the globals of the module that defines it.

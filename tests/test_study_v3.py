@@ -296,3 +296,38 @@ def test_the_lp_ft_arm_is_tuned_and_confirmed_by_the_study(tmp_path, monkeypatch
     held = {fraction: len(stratified_split(labels, fraction, seed=0)[1]) for fraction in (0.2, 0.3)}
     assert held[0.2] < held[0.3] and {r["n"]["val"] for r in records} == {held[0.3]}  # version 3's fraction
     assert "| lp_ft | backbone_lr=0.001, head_lr=0.003, probe_fraction=0.5 |" in markdown(tmp_path)
+    assert all(r["channels_last"] is True for r in records)  # EfficientNet's format, recorded per run
+
+
+@pytest.mark.parametrize(
+    "model, recorded, refused",
+    [
+        (
+            "efficientnet_lite0",
+            {},
+            "made with contiguous weights, and the bench keeps efficientnet_lite0 channels-last",
+        ),
+        ("efficientnet_lite0", {"channels_last": True}, None),
+        (
+            "resnet_tiny",
+            {"channels_last": True},
+            "made with channels-last weights, and the bench keeps resnet_tiny contig",
+        ),
+        ("resnet_tiny", {}, None),
+    ],
+)
+def test_a_pair_is_never_resumed_in_another_memory_format(tmp_path, model, recorded, refused):
+    path = tmp_path / f"{model}__digits.jsonl"
+    path.write_text(json.dumps({"model": model, "target": "digits", "arm": "standard", **recorded}) + "\n")
+    # a folder of records without study.json is version 2's (EfficientNet's v2 records are contiguous)
+    settings = study.StudySettings.for_protocol(
+        "v2", models=[model], targets=["digits", "textures"], results=str(tmp_path)
+    )
+    if refused is None:
+        study.refuse_mixed_formats(settings)
+    else:
+        with pytest.raises(ValueError, match=refused):
+            study.refuse_mixed_formats(settings)
+        with pytest.raises(ValueError, match=refused):  # the study's checks before it writes run it
+            study.preflight(settings)
+        assert path.read_text().count("\n") == 1 and not (tmp_path / "study.json").exists()
