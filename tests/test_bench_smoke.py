@@ -82,6 +82,23 @@ def test_efficientnet_lite_is_channels_last_and_predicts_what_the_contiguous_mod
         torch.testing.assert_close(model(images), contiguous(images), atol=1e-4, rtol=1e-4)
 
 
+def test_efficientnet_lite_has_units_for_redo():
+    """Its convolutions are a package's `Conv2d` subclass and its blocks depthwise-separable: each block's depthwise
+    channels are units (read by the project conv), as are the last project conv's and the conv head's."""
+    from hf_plasticity import ReDoConfig, prepare_pretrained, unit_groups
+
+    model = load_model("efficientnet_lite0", 10, seed=3)
+    pairs = [(g.producer, g.consumer) for g in unit_groups(model)]
+    assert [p for p in pairs if p[0].endswith("_depthwise_conv")] == [
+        (f"_blocks.{i}._depthwise_conv", f"_blocks.{i}._project_conv") for i in range(16)
+    ]
+    assert ("_conv_head", "_fc") in pairs and len(pairs) == 19
+    generator = torch.Generator().manual_seed(0)
+    data = [{"pixel_values": torch.randn(8, 3, 48, 48, generator=generator), "labels": torch.arange(8) % 10}]
+    report = prepare_pretrained(model, ReDoConfig(tau=0.5), data=data, diagnostics=False)
+    assert report.total_reinitialized > 0
+
+
 def test_memory_format_benchmark_prints_both_formats_and_their_ratio(capsys):
     from benchmarks import memory_format
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from hf_plasticity import ReDoConfig, SelectiveReinitConfig, UnitMapError, unit_groups
+from hf_plasticity import ReDoConfig, SelectiveReinitConfig, UnitMapError, prepare_pretrained, unit_groups
 from hf_plasticity.core.plan import apply_resets, fresh_first
 from hf_plasticity.core.units import plan_unit_reset, resolve_unit_groups
 
@@ -255,3 +256,66 @@ def test_a_conv_flattened_by_view_has_units_in_redo_and_cbp(spelling):
         before = model(x)
         apply_resets(fresh_first(list(plan.values())))
         assert torch.allclose(model(x), before, atol=1e-6, rtol=0)
+
+
+class SamePadConv2d(nn.Conv2d):
+    """A Conv2d subclass of the kind model packages define (TensorFlow's "same" padding, then the convolution)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = self.kernel_size[0] // 2
+        return F.conv2d(F.pad(x, (pad,) * 4), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class DepthwiseSeparable(nn.Module):
+    """A MobileNet / EfficientNet-Lite block: 1x1 expand -> BN -> ReLU6 -> depthwise 3x3 (a same-padding subclass)
+    -> BN -> ReLU6 -> 1x1 project -> BN, then pooling and the head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand, self.bn0 = nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8)
+        self.depthwise, self.bn1 = SamePadConv2d(8, 8, 3, groups=8, bias=False), nn.BatchNorm2d(8)
+        self.project, self.bn2 = SamePadConv2d(8, 6, 1, bias=False), nn.BatchNorm2d(6)
+        self.act = nn.ReLU6()
+        self.pool, self.head = nn.AdaptiveAvgPool2d(1), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn1(self.depthwise(self.act(self.bn0(self.expand(x))))))
+        return self.head(self.pool(self.bn2(self.project(x))).flatten(1))
+
+
+def test_a_conv_subclass_is_a_layer_and_a_depthwise_conv_has_units():
+    """Before: the trace went into the subclass's forward, so it had no units; and a grouped producer was refused.
+    A depthwise channel's incoming weights are its one filter, its outgoing weights the project conv's column."""
+    model = DepthwiseSeparable().eval()
+    groups = [(g.producer, g.consumer, g.norm, g.span) for g in unit_groups(model)]
+    # expand -> depthwise is no pair: a depthwise consumer reads channel c with filter c only, not a column
+    assert groups == [("depthwise", "project", "bn1", 1), ("project", "head", "bn2", 1)]
+    (group,) = [g for g in unit_groups(model) if g.producer == "depthwise"]
+    plan = {r.name: r for r in plan_unit_reset(model, group, torch.tensor([2, 5]), seed=0)}
+    assert torch.equal(
+        written(plan["depthwise.weight"]).any(dim=(1, 2, 3)), torch.isin(torch.arange(8), torch.tensor([2, 5]))
+    )
+    assert torch.equal(
+        written(plan["project.weight"]).any(dim=(0, 2, 3)), torch.isin(torch.arange(8), torch.tensor([2, 5]))
+    )
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():  # the re-drawn channels' outgoing weights were zero: the function is unchanged
+        model.project.weight[:, [2, 5]] = 0
+        before = model(x)
+        apply_resets(fresh_first(list(plan.values())))
+        assert torch.allclose(model(x), before, atol=1e-6, rtol=0)
+    assert not torch.equal(model.depthwise.weight[2], torch.zeros(1, 3, 3))
+
+
+def test_redo_recycles_a_dead_depthwise_channel():
+    torch.manual_seed(0)
+    model = DepthwiseSeparable()
+    with torch.no_grad():
+        model.bn1.weight[4], model.bn1.bias[4] = 0.0, -1.0  # always below 0 before the ReLU6: dead
+    old = model.depthwise.weight.detach().clone()
+    data = [{"pixel_values": torch.randn(4, 3, 8, 8), "labels": torch.tensor([0, 1, 2, 0])}]
+    report = prepare_pretrained(model, ReDoConfig(tau=0.0, target_modules=["depthwise"]), data=data)
+    changed = (model.depthwise.weight.detach() != old).any(dim=(1, 2, 3))
+    assert changed.tolist() == [c == 4 for c in range(8)]
+    assert torch.all(model.project.weight[:, 4] == 0) and model.bn1.weight[4] == 1 and model.bn1.bias[4] == 0
+    assert {t.name: t.reinitialized for t in report.tensors}["depthwise.weight"] == 9

@@ -12,9 +12,11 @@ Per architecture, the pairs are the ``unit_pairs`` of its [`ArchitectureRule`]:
   so there a reset preserves the function only approximately);
 - ResNet: the output channels of every conv that feeds the next conv of its block (conv + BatchNorm -> conv).
 
-Any other model goes through a structural fallback: a ``torch.fx`` trace (else the chains of ``nn.Sequential``
-containers) finds Linear -> Linear, Conv -> (BatchNorm) -> Conv and Conv -> (BatchNorm) -> flatten -> Linear pairs
-joined only by channel-wise operations (activations, dropout, pooling), the flatten being ``torch.flatten(x, 1)``,
+Any other model goes through a structural fallback: a ``torch.fx`` trace (Linear/Conv, BatchNorm and channel-wise
+modules kept whole, subclasses from model packages included; else the chains of ``nn.Sequential`` containers) finds
+Linear -> Linear, Conv -> (BatchNorm) -> Conv and Conv -> (BatchNorm) -> flatten -> Linear pairs joined only by
+channel-wise operations (activations, dropout, pooling); a grouped (depthwise) Conv may produce units but not consume
+them (it reads channel c with the filters of one group only). The flatten is ``torch.flatten(x, 1)``,
 ``nn.Flatten()`` or a 2-D ``x.view(x.size(0), -1)`` / ``x.reshape(-1, n)``. As in the reference implementations (ReDo,
 continual backprop), every hidden layer has units, the one that feeds the head included: the head is a consumer (its
 input columns of a reset unit are zeroed) but never a producer. Through a flatten, one channel of a Conv is a block
@@ -141,8 +143,8 @@ def _span(producer: nn.Module, consumer: nn.Module, norm: nn.Module | None, flat
     if isinstance(producer, nn.Linear):
         ok = isinstance(consumer, nn.Linear) and consumer.in_features == units
         return 1 if ok else None
-    if producer.groups != 1:
-        return None
+    # A grouped (depthwise) producer is fine: output channel c's incoming weights are still row c. A grouped consumer
+    # is not: its input channel c is read by the filters of one group only, not by a column of every filter.
     if isinstance(consumer, nn.Linear):  # Conv -> flatten -> Linear: channel-major blocks of positions
         width = consumer.in_features
         return width // units if flattened and width % units == 0 else None
@@ -212,8 +214,18 @@ def _shape_query(node: torch.fx.Node) -> bool:
     return node.op == "call_function" and node.target is getattr and node.args[1:] in (("shape",), ("ndim",))
 
 
+class _LayerTracer(torch.fx.Tracer):
+    """A ``torch.fx`` tracer that keeps every Linear/Conv, BatchNorm and channel-wise module a leaf, subclasses defined
+    outside ``torch.nn`` too (a same-padding ``Conv2d`` of a model package, say): the default tracer keeps only
+    ``torch.nn``'s own classes and traces into the others, which hides their layers from the unit map."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        layers = (*LINEAR_OR_CONV, *CHANNELWISE_MODULES)
+        return isinstance(module, layers) or is_batchnorm(module) or super().is_leaf_module(module, qualified_name)
+
+
 def _fx_pairs(model: nn.Module) -> list[tuple[str, str, str | None, bool]]:
-    graph = torch.fx.symbolic_trace(model).graph
+    graph = _LayerTracer().trace(model)
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}
     for node in graph.nodes:
