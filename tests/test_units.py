@@ -291,6 +291,7 @@ def test_a_conv_subclass_is_a_layer_and_a_depthwise_conv_has_units():
     # expand -> depthwise is no pair: a depthwise consumer reads channel c with filter c only, not a column
     assert groups == [("depthwise", "project", "bn1", 1), ("project", "head", "bn2", 1)]
     (group,) = [g for g in unit_groups(model) if g.producer == "depthwise"]
+    old_filter = model.depthwise.weight[2].detach().clone()
     plan = {r.name: r for r in plan_unit_reset(model, group, torch.tensor([2, 5]), seed=0)}
     assert torch.equal(
         written(plan["depthwise.weight"]).any(dim=(1, 2, 3)), torch.isin(torch.arange(8), torch.tensor([2, 5]))
@@ -304,7 +305,57 @@ def test_a_conv_subclass_is_a_layer_and_a_depthwise_conv_has_units():
         before = model(x)
         apply_resets(fresh_first(list(plan.values())))
         assert torch.allclose(model(x), before, atol=1e-6, rtol=0)
-    assert not torch.equal(model.depthwise.weight[2], torch.zeros(1, 3, 3))
+    assert not torch.equal(model.depthwise.weight[2], old_filter)
+
+
+class StandardizedConv2d(nn.Conv2d):
+    """Weight standardization (as in BiT's ResNets): the forward convolves with a function of the weight, so a zeroed
+    column is no longer zero: not a layer whose units the map may reset."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self.weight.mean(dim=(1, 2, 3), keepdim=True), self.weight.std(dim=(1, 2, 3), keepdim=True)
+        return F.conv2d(x, (self.weight - mean) / (std + 1e-5), self.bias, self.stride, self.padding)
+
+
+class ConvWithNorm(nn.Conv2d):
+    """A Conv2d subclass that holds its own BatchNorm and applies it in its forward."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.bn = nn.BatchNorm2d(self.out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups))
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_a_subclass_is_its_layer_only_where_its_forward_is_that_layer(groups):
+    grouped = nn.Sequential(ConvWithNorm(4, 6, 3, groups=groups), nn.ReLU(), nn.Conv2d(6, 5, 1))
+    standardized = nn.Sequential(StandardizedConv2d(4, 6, 3), nn.ReLU(), nn.Conv2d(6, 5, 1))
+
+    class Net(nn.Module):
+        def __init__(self, body: nn.Module) -> None:
+            super().__init__()
+            self.body, self.head = body, nn.Linear(5, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # not an nn.Sequential: the trace decides
+            return self.head(self.body(x).mean(dim=(2, 3)))
+
+    model = Net(grouped).eval()
+    assert [(g.producer, g.consumer, g.norm) for g in unit_groups(model)] == [("body.0", "body.2", "body.0.bn")]
+    (group,) = unit_groups(model)
+    old = model.body[0].weight.detach().clone()
+    plan = plan_unit_reset(model, group, torch.tensor([1, 4]), seed=0)
+    x = torch.randn(2, 4, 6, 6)
+    with torch.no_grad():
+        model.body[2].weight[:, [1, 4]] = 0
+        before = model(x)
+        apply_resets(fresh_first(plan))
+        assert torch.allclose(model(x), before, atol=1e-6, rtol=0)
+    changed = (model.body[0].weight.detach() != old).flatten(1).any(1)
+    assert changed.tolist() == [c in (1, 4) for c in range(6)]  # each row has 4 // groups input channels
+    assert {r.name for r in plan} >= {"body.0.bn.weight", "body.0.bn.running_var"}
+    assert unit_groups(Net(standardized)) == []
 
 
 def test_redo_recycles_a_dead_depthwise_channel():

@@ -12,11 +12,12 @@ Per architecture, the pairs are the ``unit_pairs`` of its [`ArchitectureRule`]:
   so there a reset preserves the function only approximately);
 - ResNet: the output channels of every conv that feeds the next conv of its block (conv + BatchNorm -> conv).
 
-Any other model goes through a structural fallback: a ``torch.fx`` trace (Linear/Conv, BatchNorm and channel-wise
-modules kept whole, subclasses from model packages included; else the chains of ``nn.Sequential`` containers) finds
-Linear -> Linear, Conv -> (BatchNorm) -> Conv and Conv -> (BatchNorm) -> flatten -> Linear pairs joined only by
-channel-wise operations (activations, dropout, pooling); a grouped (depthwise) Conv may produce units but not consume
-them (it reads channel c with the filters of one group only). The flatten is ``torch.flatten(x, 1)``,
+Any other model goes through a structural fallback: a ``torch.fx`` trace (else the chains of ``nn.Sequential``
+containers) finds Linear -> Linear, Conv -> (BatchNorm) -> Conv and Conv -> (BatchNorm) -> flatten -> Linear pairs
+joined only by channel-wise operations (activations, dropout, pooling, padding of the spatial dimensions). A layer of a
+model package's subclass (a ``Conv2d`` that pads first) is recognized in the trace by its functional call on its own
+weight. A grouped (depthwise) Conv may produce units but not consume them (it reads channel c with the filters of one
+group only). The flatten is ``torch.flatten(x, 1)``,
 ``nn.Flatten()`` or a 2-D ``x.view(x.size(0), -1)`` / ``x.reshape(-1, n)``. As in the reference implementations (ReDo,
 continual backprop), every hidden layer has units, the one that feeds the head included: the head is a consumer (its
 input columns of a reset unit are zeroed) but never a producer. Through a flatten, one channel of a Conv is a block
@@ -78,6 +79,8 @@ CHANNELWISE_FUNCTIONS = {
     torch.sigmoid,
 }
 CHANNELWISE_METHODS = {"relu", "tanh", "sigmoid"}
+#: The functional form of each layer: a module's own forward may call it on its weight (see `_layer_of`).
+FUNCTIONAL_LAYERS = {F.linear: nn.Linear, F.conv1d: nn.Conv1d, F.conv2d: nn.Conv2d, F.conv3d: nn.Conv3d}
 
 
 class UnitMapError(ValueError):
@@ -214,37 +217,62 @@ def _shape_query(node: torch.fx.Node) -> bool:
     return node.op == "call_function" and node.target is getattr and node.args[1:] in (("shape",), ("ndim",))
 
 
-class _LayerTracer(torch.fx.Tracer):
-    """A ``torch.fx`` tracer that keeps every Linear/Conv, BatchNorm and channel-wise module a leaf, subclasses defined
-    outside ``torch.nn`` too (a same-padding ``Conv2d`` of a model package, say): the default tracer keeps only
-    ``torch.nn``'s own classes and traces into the others, which hides their layers from the unit map."""
+def _layer_of(node: torch.fx.Node, modules: dict[str, nn.Module]) -> str | None:
+    """The Linear/Conv module that ``node`` runs: its call, or a functional call on that module's own weight (and
+    bias), which is how the trace shows the forward of a model package's subclass (a ``Conv2d`` that pads first, say).
+    A forward that computes on its weight first (weight standardization) is no such call: its layer is not recognized.
+    """
+    if node.op == "call_module":
+        return node.target if isinstance(modules[node.target], LINEAR_OR_CONV) else None
+    if node.op != "call_function" or node.target not in FUNCTIONAL_LAYERS:
+        return None
+    args = [*node.args, None, None, None]
+    weight, bias = node.kwargs.get("weight", args[1]), node.kwargs.get("bias", args[2])
+    if not (isinstance(weight, torch.fx.Node) and weight.op == "get_attr" and weight.target.endswith(".weight")):
+        return None
+    owner = weight.target.removesuffix(".weight")
+    own_bias = bias is None or (isinstance(bias, torch.fx.Node) and bias.target == f"{owner}.bias")
+    return owner if isinstance(modules.get(owner), FUNCTIONAL_LAYERS[node.target]) and own_bias else None
 
-    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        layers = (*LINEAR_OR_CONV, *CHANNELWISE_MODULES)
-        return isinstance(module, layers) or is_batchnorm(module) or super().is_leaf_module(module, qualified_name)
+
+def _pads_only(node: torch.fx.Node, modules: dict[str, nn.Module], spatial: int) -> bool:
+    """Whether ``node`` pads at most the ``spatial`` last dimensions (a padding module, or ``F.pad``): channel-wise."""
+    if node.op == "call_module" and type(modules[node.target]).__module__ == nn.modules.padding.__name__:
+        return len(modules[node.target].padding) // 2 <= spatial
+    if node.op == "call_function" and node.target is F.pad:
+        pad = node.kwargs.get("pad", node.args[1] if len(node.args) > 1 else None)
+        return isinstance(pad, (tuple, list)) and len(pad) // 2 <= spatial
+    return False
 
 
 def _fx_pairs(model: nn.Module) -> list[tuple[str, str, str | None, bool]]:
-    graph = _LayerTracer().trace(model)
+    graph = torch.fx.symbolic_trace(model).graph
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}
     for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+        name = _layer_of(node, modules) or (node.target if node.op == "call_module" else None)
+        if name is not None:
+            calls[name] = calls.get(name, 0) + 1
 
-    def steps(node: torch.fx.Node) -> Iterator[Step]:
+    def steps(node: torch.fx.Node, spatial: int) -> Iterator[Step]:
         while True:
             users = [user for user in node.users if not _shape_query(user)]
             if len(users) != 1:
                 return
             node = users[0]
-            if node.op == "call_module":
+            layer = _layer_of(node, modules)
+            if layer is not None:
+                yield "module", layer, modules[layer]
+            elif _pads_only(node, modules, spatial):
+                yield _CHANNELWISE
+            elif node.op == "call_module":
                 yield "module", node.target, modules[node.target]
             elif (node.op == "call_function" and node.target in CHANNELWISE_FUNCTIONS) or (
                 node.op == "call_method" and node.target in CHANNELWISE_METHODS
             ):
                 yield _CHANNELWISE
             elif _fx_flatten(node):
+                spatial = 0
                 yield _FLATTEN
             else:
                 yield _STOP
@@ -252,10 +280,11 @@ def _fx_pairs(model: nn.Module) -> list[tuple[str, str, str | None, bool]]:
 
     pairs = []
     for node in graph.nodes:
-        if node.op == "call_module" and isinstance(modules[node.target], LINEAR_OR_CONV) and calls[node.target] == 1:
-            found = _walk(steps(node))
+        producer = _layer_of(node, modules)
+        if producer is not None and calls[producer] == 1:
+            found = _walk(steps(node, modules[producer].weight.dim() - 2))
             if found and calls[found[0]] == 1:
-                pairs.append((node.target, *found))
+                pairs.append((producer, *found))
     return pairs
 
 
@@ -333,7 +362,8 @@ def resolve_unit_groups(model: nn.Module, config: PlasticityConfig) -> list[Unit
             raise UnitMapError(
                 f"Cannot map the units of layer {unmapped[0]!r} ({type(model.get_submodule(unmapped[0])).__name__}): "
                 "its output does not feed exactly one Linear/Conv through channel-wise operations (and an optional "
-                f"BatchNorm). Layers with units: {sorted(producers)[:6] or 'none'}."
+                "BatchNorm), or the one it feeds is a grouped (depthwise) Conv, which reads a channel with one filter "
+                f"group, not a column. Layers with units: {sorted(producers)[:6] or 'none'}."
             )
     selected = []
     for group in groups:
