@@ -284,8 +284,9 @@ class DepthwiseSeparable(nn.Module):
 
 
 def test_a_conv_subclass_is_a_layer_and_a_depthwise_conv_has_units():
-    """Before: the trace went into the subclass's forward, so it had no units; and a grouped producer was refused.
-    A depthwise channel's incoming weights are its one filter, its outgoing weights the project conv's column."""
+    """The subclass's layer is its functional call on its own weight (before, the trace saw no layer there), and a
+    grouped producer has units (before, refused): a depthwise channel's incoming weights are its one filter, its
+    outgoing weights the project conv's column."""
     model = DepthwiseSeparable().eval()
     groups = [(g.producer, g.consumer, g.norm, g.span) for g in unit_groups(model)]
     # expand -> depthwise is no pair: a depthwise consumer reads channel c with filter c only, not a column
@@ -370,3 +371,104 @@ def test_redo_recycles_a_dead_depthwise_channel():
     assert changed.tolist() == [c == 4 for c in range(8)]
     assert torch.all(model.project.weight[:, 4] == 0) and model.bn1.weight[4] == 1 and model.bn1.bias[4] == 0
     assert {t.name: t.reinitialized for t in report.tensors}["depthwise.weight"] == 9
+
+
+class Chain(nn.Module):
+    """``layers`` run in order by a forward the trace follows (not an ``nn.Sequential``), then the head."""
+
+    def __init__(self, *layers: nn.Module, spatial: bool = True) -> None:
+        super().__init__()
+        self.layers, self.head, self.spatial = nn.ModuleList(layers), nn.Linear(5, 3), spatial
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(x.flatten(2).mean(-1) if self.spatial else x)
+
+
+class ParentCalls(nn.Module):
+    """A parent that calls its children's weights itself: the children's hooks never see an input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2, self.head = nn.Conv2d(4, 6, 3), nn.Conv2d(6, 5, 1), nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.conv2d(torch.relu(F.conv2d(x, self.c1.weight, self.c1.bias)), self.c2.weight, self.c2.bias)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+class ReluInside(nn.Conv2d):
+    """A consumer whose forward applies an activation before its convolution (its input hook reads before it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.relu(x), self.weight, self.bias)
+
+
+class Untraceable2(nn.Module):
+    """An ``nn.Sequential`` behind a forward that does not trace: the chain fallback decides."""
+
+    def __init__(self, body: nn.Sequential) -> None:
+        super().__init__()
+        self.body, self.head = body, nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:
+            x = x * 1.0
+        return self.head(self.body(x).mean(dim=(2, 3)))
+
+
+def tied() -> nn.Module:
+    model = Chain(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 5), spatial=False)
+    model.layers[2].weight = model.layers[0].weight  # tied: a unit's row is another layer's row too
+    return model
+
+
+def weight_normed() -> nn.Module:
+    model = Chain(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), spatial=False)
+    torch.nn.utils.parametrizations.weight_norm(model.layers[0])  # its weight is computed, not a parameter
+    return model
+
+
+NOT_UNITS = {
+    "a parent's own call of a child's weight": (ParentCalls, 2),
+    "an activation inside the consumer's forward": (lambda: Chain(nn.Conv2d(4, 6, 3), ReluInside(6, 5, 1)), 2),
+    "a weight-standardized consumer": (lambda: Chain(nn.Conv2d(4, 6, 3), nn.ReLU(), StandardizedConv2d(6, 5, 1)), 2),
+    "a chain's subclass with its own forward": (
+        lambda: Untraceable2(nn.Sequential(nn.Conv2d(4, 6, 3), nn.ReLU(), StandardizedConv2d(6, 5, 1))),
+        2,
+    ),
+    "a padding of the channels (ZeroPad2d on a Conv1d)": (
+        lambda: Chain(nn.Conv1d(4, 6, 3), nn.ZeroPad2d(1), nn.Conv1d(8, 5, 1)),
+        1,
+    ),
+    "tied weights": (tied, 0),
+    "a parametrized weight": (weight_normed, 0),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_UNITS))
+def test_layers_whose_units_cannot_be_reset_alone_have_none(case):
+    factory, spatial = NOT_UNITS[case]
+    model = factory()
+    shape = (2, 4, *(8,) * spatial) if spatial else (2, 4)
+    model(torch.randn(shape))  # the model runs
+    # the pair at stake is refused; the hidden layer that feeds the head may keep its units
+    assert [g.consumer for g in unit_groups(model) if g.consumer != "head"] == []
+
+
+@pytest.mark.parametrize(
+    "padding, spatial", [(nn.ZeroPad1d(1), 1), (nn.ReflectionPad2d(1), 2), (nn.ConstantPad2d((1, 0, 2, 0), 3.0), 2)]
+)
+def test_padding_of_the_spatial_dimensions_is_channel_wise(padding, spatial):
+    conv = nn.Conv1d if spatial == 1 else nn.Conv2d
+    model = Chain(conv(4, 6, 3), nn.ReLU(), padding, conv(6, 5, 1)).eval()
+    (group, *_) = unit_groups(model)
+    assert (group.producer, group.consumer) == ("layers.0", "layers.3")
+    x = torch.randn(2, 4, *(8,) * spatial)
+    plan = plan_unit_reset(model, group, torch.tensor([1, 4]), seed=0)
+    with torch.no_grad():
+        model.layers[3].weight[:, [1, 4]] = 0
+        before = model(x)
+        apply_resets(fresh_first(plan))
+        assert torch.allclose(model(x), before, atol=1e-6, rtol=0)

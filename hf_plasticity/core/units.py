@@ -16,8 +16,9 @@ Any other model goes through a structural fallback: a ``torch.fx`` trace (else t
 containers) finds Linear -> Linear, Conv -> (BatchNorm) -> Conv and Conv -> (BatchNorm) -> flatten -> Linear pairs
 joined only by channel-wise operations (activations, dropout, pooling, padding of the spatial dimensions). A layer of a
 model package's subclass (a ``Conv2d`` that pads first) is recognized in the trace by its functional call on its own
-weight. A grouped (depthwise) Conv may produce units but not consume them (it reads channel c with the filters of one
-group only). The flatten is ``torch.flatten(x, 1)``,
+weight, made in its own forward; in ``nn.Sequential`` chains only modules with their class's own forward count. Tied
+or parametrized weights have no units. A grouped (depthwise) Conv may produce units but not consume them (it reads
+channel c with the filters of one group only). The flatten is ``torch.flatten(x, 1)``,
 ``nn.Flatten()`` or a 2-D ``x.view(x.size(0), -1)`` / ``x.reshape(-1, n)``. As in the reference implementations (ReDo,
 continual backprop), every hidden layer has units, the one that feeds the head included: the head is a consumer (its
 input columns of a reset unit are zeroed) but never a producer. Through a flatten, one channel of a Conv is a block
@@ -81,6 +82,15 @@ CHANNELWISE_FUNCTIONS = {
 CHANNELWISE_METHODS = {"relu", "tanh", "sigmoid"}
 #: The functional form of each layer: a module's own forward may call it on its weight (see `_layer_of`).
 FUNCTIONAL_LAYERS = {F.linear: nn.Linear, F.conv1d: nn.Conv1d, F.conv2d: nn.Conv2d, F.conv3d: nn.Conv3d}
+_NORM_CLASSES = (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm)
+
+
+def _plain(module: nn.Module, classes: tuple[type[nn.Module], ...]) -> bool:
+    """Whether ``module`` is one of ``classes`` with that class's own forward (a subclass may add attributes, not
+    change what it computes) and, for a layer, a weight that is a parameter (not a parametrization's result)."""
+    if not any(type(module).forward is cls.forward for cls in classes if isinstance(module, cls)):
+        return False
+    return "weight" in module._parameters if isinstance(module, LINEAR_OR_CONV) else True
 
 
 class UnitMapError(ValueError):
@@ -164,22 +174,25 @@ Step = tuple[str, str | None, nn.Module | None]
 
 def _walk(steps: Iterator[Step]) -> tuple[str, str | None, bool] | None:
     """Follows one chain of steps from a producer: channel-wise ops, at most one BatchNorm and at most one flatten,
-    up to a Linear/Conv consumer. Returns ``(consumer, norm, flattened)``, or None when the chain ends elsewhere."""
+    up to a Linear/Conv consumer (a ``"layer"`` step, or a module step of a plain Linear/Conv). Returns ``(consumer,
+    norm, flattened)``, or None when the chain ends elsewhere."""
     norm, flattened = None, False
     for kind, name, module in steps:
         if kind == "channelwise":
             continue
         if kind == "flatten":  # a second flatten of a (batch, features) tensor changes nothing
             flattened = True
+        elif kind == "layer":  # a layer the trace saw run (`_layer_of`)
+            return name, norm, flattened
         elif kind != "module":
             return None
         elif isinstance(module, LINEAR_OR_CONV):
-            return name, norm, flattened
+            return (name, norm, flattened) if _plain(module, LINEAR_OR_CONV) else None
         elif isinstance(module, nn.Flatten) and not flattened and (module.start_dim, module.end_dim) == (1, -1):
             flattened = True
-        elif is_batchnorm(module) and norm is None and not flattened:
+        elif is_batchnorm(module) and norm is None and not flattened and _plain(module, _NORM_CLASSES):
             norm = name
-        elif not isinstance(module, CHANNELWISE_MODULES):
+        elif not _plain(module, CHANNELWISE_MODULES):
             return None
     return None
 
@@ -232,7 +245,18 @@ def _layer_of(node: torch.fx.Node, modules: dict[str, nn.Module]) -> str | None:
         return None
     owner = weight.target.removesuffix(".weight")
     own_bias = bias is None or (isinstance(bias, torch.fx.Node) and bias.target == f"{owner}.bias")
-    return owner if isinstance(modules.get(owner), FUNCTIONAL_LAYERS[node.target]) and own_bias else None
+    module = modules.get(owner)
+    # the call is the owner's layer only inside the owner's forward: hooks on the module see its input there
+    inside_owner = _enclosing_module(node) == owner
+    return owner if isinstance(module, FUNCTIONAL_LAYERS[node.target]) and own_bias and inside_owner else None
+
+
+def _enclosing_module(node: torch.fx.Node) -> str | None:
+    """The module whose forward holds ``node`` (its parent for a module call), from the trace's module stack."""
+    if node.op == "call_module":
+        return node.target.rpartition(".")[0]
+    stack = node.meta.get("nn_module_stack")
+    return next(reversed(stack)) if stack else None
 
 
 def _pads_only(node: torch.fx.Node, modules: dict[str, nn.Module], spatial: int) -> bool:
@@ -254,17 +278,21 @@ def _fx_pairs(model: nn.Module) -> list[tuple[str, str, str | None, bool]]:
         if name is not None:
             calls[name] = calls.get(name, 0) + 1
 
-    def steps(node: torch.fx.Node, spatial: int) -> Iterator[Step]:
+    def steps(node: torch.fx.Node, producer: str, spatial: int) -> Iterator[Step]:
         while True:
             users = [user for user in node.users if not _shape_query(user)]
             if len(users) != 1:
                 return
             node = users[0]
             layer = _layer_of(node, modules)
+            enclosing = _enclosing_module(node)
             if layer is not None:
-                yield "module", layer, modules[layer]
+                yield "layer", layer, modules[layer]
             elif _pads_only(node, modules, spatial):
                 yield _CHANNELWISE
+            elif enclosing != producer and isinstance(modules.get(enclosing), LINEAR_OR_CONV):
+                yield _STOP  # inside a layer's forward before its call: the consumer's input hooks would not see it
+                return
             elif node.op == "call_module":
                 yield "module", node.target, modules[node.target]
             elif (node.op == "call_function" and node.target in CHANNELWISE_FUNCTIONS) or (
@@ -281,8 +309,8 @@ def _fx_pairs(model: nn.Module) -> list[tuple[str, str, str | None, bool]]:
     pairs = []
     for node in graph.nodes:
         producer = _layer_of(node, modules)
-        if producer is not None and calls[producer] == 1:
-            found = _walk(steps(node, modules[producer].weight.dim() - 2))
+        if producer is not None and calls[producer] == 1 and "weight" in modules[producer]._parameters:
+            found = _walk(steps(node, producer, modules[producer].weight.dim() - 2))
             if found and calls[found[0]] == 1:
                 pairs.append((producer, *found))
     return pairs
@@ -302,11 +330,22 @@ def _sequential_pairs(model: nn.Module) -> list[tuple[str, str, str | None, bool
             continue
         chain = flatten(prefix, module)
         for i, (name, child) in enumerate(chain):
-            if isinstance(child, LINEAR_OR_CONV):
+            if _plain(child, LINEAR_OR_CONV):
                 found = _walk(("module", n, m) for n, m in chain[i + 1 :])
                 if found:
                     pairs.append((name, *found))
     return list(dict.fromkeys(pairs))
+
+
+def _shared_tensors(model: nn.Module) -> set[int]:
+    """The ids of the parameters that more than one module holds (tied weights; one module registered under two
+    names holds its parameters once)."""
+    seen: dict[int, int] = {}
+    for module in model.modules():  # each module once
+        for param in module._parameters.values():
+            if param is not None:
+                seen[id(param)] = seen.get(id(param), 0) + 1
+    return {key for key, count in seen.items() if count > 1}
 
 
 def unit_groups(model: nn.Module, layout: ModelLayout | None = None) -> list[UnitGroup]:
@@ -331,11 +370,15 @@ def unit_groups(model: nn.Module, layout: ModelLayout | None = None) -> list[Uni
             pairs = _fx_pairs(model)
         except Exception:  # untraceable forward: fall back to the chains of nn.Sequential containers
             pairs = _sequential_pairs(model)
+    shared = _shared_tensors(model)
     groups = []
     for producer, consumer, norm, flattened in pairs:
         if layout.in_head(producer):
             continue
         modules = (model.get_submodule(producer), model.get_submodule(consumer))
+        weights = [module._parameters.get("weight") for module in modules]
+        if any(weight is None or id(weight) in shared for weight in weights):
+            continue  # a parametrized weight (a computed property) or one tied to another module: not per unit
         span = _span(*modules, model.get_submodule(norm) if norm else None, flattened)
         if span is not None:
             groups.append(UnitGroup(producer, consumer, norm, layout.block_of(producer), span))
