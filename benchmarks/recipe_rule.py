@@ -24,6 +24,7 @@ on validation, where every configuration was run; test-set regret needs the conf
 Run from the repository root::
 
     python -m benchmarks.recipe_rule benchmarks/results/v2 [--holdout pair|model] [--budget short|long]
+        [--max-backbone-lr LR]
 """
 
 from __future__ import annotations
@@ -107,8 +108,11 @@ def _score(regrets: list[float]) -> tuple[float, float]:
     return (statistics.fmean(regrets), max(regrets))
 
 
-def _candidates(pairs: list[Pair]) -> list[Config]:
-    return sorted({config for pair in pairs for config in pair.val})
+def _candidates(pairs: list[Pair], max_backbone_lr: float | None = None) -> list[Config]:
+    """The grid points of ``pairs`` a rule may choose: all, or those whose backbone lr is at most ``max_backbone_lr``
+    (the tuned best a regret is measured against stays the whole grid's)."""
+    configs = {config for pair in pairs for config in pair.val}
+    return sorted(c for c in configs if max_backbone_lr is None or c[0] <= max_backbone_lr * (1 + 1e-9))
 
 
 def tie_break(value: Any) -> str:
@@ -117,16 +121,19 @@ def tie_break(value: Any) -> str:
     return hashlib.sha1(repr(value).encode()).hexdigest()
 
 
-def fit_fixed(train: list[Pair]) -> Config:
-    return min(_candidates(train), key=lambda c: (_score([p.regret(c) for p in train]), tie_break(c)))
+def fit_fixed(train: list[Pair], max_backbone_lr: float | None = None) -> Config:
+    candidates = _candidates(train, max_backbone_lr)
+    return min(candidates, key=lambda c: (_score([p.regret(c) for p in train]), tie_break(c)))
 
 
-def fit_probe(train: list[Pair], vit_factor: float = 1.0) -> tuple[float, Config, Config]:
+def fit_probe(
+    train: list[Pair], vit_factor: float = 1.0, max_backbone_lr: float | None = None
+) -> tuple[float, Config, Config]:
     """Threshold and the configurations at/above and below it, for the smallest (mean, worst) regret."""
     values = sorted({p.last_over_peak for p in train})
     # a cut between every two neighbouring values (the midpoint: it favours neither side), and the two ends
     cuts = [values[0] - 1e-9] + [(a + b) / 2 for a, b in itertools.pairwise(values)] + [values[-1] + 1e-9]
-    configs = _candidates(train)
+    configs = _candidates(train, max_backbone_lr)
 
     def scaled(pair: Pair, config: Config) -> Config:
         return (config[0] * vit_factor, config[1]) if pair.family == "vit" else config
@@ -174,36 +181,41 @@ class ProbeRule:
         }
 
 
-def fit_probe_rule(train: list[Pair], family_factor: bool = True) -> ProbeRule:
+def fit_probe_rule(train: list[Pair], family_factor: bool = True, max_backbone_lr: float | None = None) -> ProbeRule:
     """The ``probe`` rule (``probe_family`` with ``family_factor``: the ViT factor of `VIT_FACTORS` fitted too, when
-    ``train`` has a ViT pair) with the smallest (mean, worst) regret on ``train``."""
+    ``train`` has a ViT pair) with the smallest (mean, worst) regret on ``train``, its configurations chosen among
+    those with a backbone lr at most ``max_backbone_lr`` (None: the whole grid)."""
     factors = VIT_FACTORS if family_factor and any(p.family == "vit" for p in train) else (1.0,)
     fits = []
     for factor in factors:
-        cut, high, low = fit_probe(train, factor)
+        cut, high, low = fit_probe(train, factor, max_backbone_lr)
         rule = ProbeRule(cut, high, low, factor)
         score = _score([p.regret(rule.config(p.last_over_peak, p.family)) for p in train])
         fits.append(ProbeRule(cut, high, low, factor, score))
     return min(fits, key=lambda rule: (rule.score, tie_break(rule.vit_factor)))
 
 
-def predict(rule: str, train: list[Pair], pair: Pair) -> Config:
-    """The configuration ``rule``, fitted on ``train``, gives ``pair``."""
+def predict(rule: str, train: list[Pair], pair: Pair, max_backbone_lr: float | None = None) -> Config:
+    """The configuration ``rule``, fitted on ``train`` (backbone lr at most ``max_backbone_lr``), gives ``pair``."""
     if rule == "fixed":
-        return fit_fixed(train)
+        return fit_fixed(train, max_backbone_lr)
     if rule == "fixed_family":
         same = [p for p in train if p.family == pair.family]
-        return fit_fixed(same or train)
+        return fit_fixed(same or train, max_backbone_lr)
     if rule in ("probe", "probe_family"):
-        return fit_probe_rule(train, family_factor=rule == "probe_family").config(pair.last_over_peak, pair.family)
+        fitted = fit_probe_rule(train, family_factor=rule == "probe_family", max_backbone_lr=max_backbone_lr)
+        return fitted.config(pair.last_over_peak, pair.family)
     raise ValueError(f"Unknown rule {rule!r}; accepted values: {RULES}")
 
 
 RULES = ("fixed", "fixed_family", "probe", "probe_family")
 
 
-def held_out_regrets(pairs: list[Pair], rule: str, holdout: str) -> dict[Pair, float]:
-    """Each pair's regret under ``rule`` fitted without it (``holdout="pair"``) or without its model (``"model"``)."""
+def held_out_regrets(
+    pairs: list[Pair], rule: str, holdout: str, max_backbone_lr: float | None = None
+) -> dict[Pair, float]:
+    """Each pair's regret under ``rule`` fitted without it (``holdout="pair"``) or without its model (``"model"``),
+    choosing among configurations with a backbone lr at most ``max_backbone_lr`` (None: all)."""
     out = {}
     for pair in pairs:
         same_budget = [p for p in pairs if p.budget == pair.budget]
@@ -211,13 +223,13 @@ def held_out_regrets(pairs: list[Pair], rule: str, holdout: str) -> dict[Pair, f
             train = [p for p in same_budget if (p.model, p.target) != (pair.model, pair.target)]
         else:
             train = [p for p in same_budget if p.model != pair.model]
-        out[pair] = pair.regret(predict(rule, train, pair))
+        out[pair] = pair.regret(predict(rule, train, pair, max_backbone_lr))
     return out
 
 
-def summary_lines(pairs: list[Pair], holdout: str) -> list[str]:
+def summary_lines(pairs: list[Pair], holdout: str, max_backbone_lr: float | None = None) -> list[str]:
     """Markdown: per rule and group (budget, kind, family), the mean and worst held-out regret in points."""
-    regrets = {rule: held_out_regrets(pairs, rule, holdout) for rule in RULES}
+    regrets = {rule: held_out_regrets(pairs, rule, holdout, max_backbone_lr) for rule in RULES}
     lines = [
         f"Held-out ({holdout}) validation regret against the tuned standard, points (mean / worst pair / pairs):",
         "",
@@ -240,14 +252,14 @@ def summary_lines(pairs: list[Pair], holdout: str) -> list[str]:
     return lines
 
 
-def fitted_rule_lines(pairs: list[Pair]) -> list[str]:
+def fitted_rule_lines(pairs: list[Pair], max_backbone_lr: float | None = None) -> list[str]:
     """The rules fitted on every pair (what a library default would ship), per budget."""
     lines = []
     for budget in sorted({p.budget for p in pairs}, key=lambda b: b != "short"):
         train = [p for p in pairs if p.budget == budget]
-        fixed = fit_fixed(train)
+        fixed = fit_fixed(train, max_backbone_lr)
         lines.append(f"- {budget}: fixed backbone lr {fixed[0]:g}, head lr {fixed[1]:g}")
-        rule = fit_probe_rule(train)
+        rule = fit_probe_rule(train, max_backbone_lr=max_backbone_lr)
         (mean, worst), factor, cut = rule.score, rule.vit_factor, rule.threshold
         high, low = rule.at_or_above, rule.below
         lines.append(
@@ -264,12 +276,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", nargs="?", default="benchmarks/results/v2", help="Folder of v2 records.")
     parser.add_argument("--holdout", choices=("pair", "model"), default="pair", help="What each fit leaves out.")
     parser.add_argument("--budget", choices=("short", "long"), help="Only this budget (default: both).")
+    parser.add_argument(
+        "--max-backbone-lr",
+        type=float,
+        help="Let the rules choose only configurations with a backbone lr at most this (default: the whole grid).",
+    )
     args = parser.parse_args(argv)
+    if args.max_backbone_lr is not None and not args.max_backbone_lr > 0:
+        print(f"recipe_rule: error: --max-backbone-lr must be > 0, got {args.max_backbone_lr}", file=sys.stderr)
+        return 2
     if not Path(args.results).is_dir():
         print(f"recipe_rule: error: no results folder {args.results!r}", file=sys.stderr)
         return 2
     pairs = [p for p in load_pairs(args.results) if args.budget in (None, p.budget)]
-    print("\n".join(summary_lines(pairs, args.holdout) + ["", "Fitted on every pair:", *fitted_rule_lines(pairs)]))
+    cap = args.max_backbone_lr
+    print(
+        "\n".join(
+            summary_lines(pairs, args.holdout, cap) + ["", "Fitted on every pair:", *fitted_rule_lines(pairs, cap)]
+        )
+    )
     return 0
 
 

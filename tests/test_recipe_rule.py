@@ -77,3 +77,23 @@ def test_the_library_ships_the_rule_fitted_on_every_pair():
         assert rule.below[0] == pytest.approx(shipped.backbone_lr_below, rel=1e-5)
         assert rule.at_or_above[1] == rule.below[1] == pytest.approx(shipped.head_lr, rel=1e-5)
         assert rule.vit_factor == pytest.approx(shipped.transformer_factor)
+
+
+@pytest.mark.parametrize("rule", ["fixed", "probe_family"])
+def test_a_capped_backbone_lr_is_never_exceeded_and_the_regret_stays_against_the_whole_grid(rule):
+    best_at_top = [pair(str(i), 3e-3, 0.5 + 0.1 * i) for i in range(4)]
+    for held in best_at_top:
+        train = [p for p in best_at_top if p is not held]
+        assert predict(rule, train, held)[0] == 3e-3
+        assert predict(rule, train, held, max_backbone_lr=1e-3)[0] == 1e-3
+    regrets = held_out_regrets(best_at_top, rule, "pair", max_backbone_lr=1e-3)
+    assert set(regrets.values()) == {10.0}  # one grid step below each pair's best
+
+
+def test_capping_the_backbone_lr_removes_the_convnext_collapse_on_validation():
+    """Version 2's validation records: left out, ConvNeXt spectrograms gets backbone 9e-3 and loses 33 points (short);
+    with the rules' choices capped at 3e-3 it loses nothing (the cap's case, measured on validation only)."""
+    pairs = [p for p in load_pairs("benchmarks/results/v2") if p.budget == "short"]
+    (spectrograms,) = [p for p in pairs if (p.model, p.target) == ("convnext_tiny", "spectrograms")]
+    assert held_out_regrets(pairs, "probe_family", "pair")[spectrograms] > 30
+    assert held_out_regrets(pairs, "probe_family", "pair", max_backbone_lr=3e-3)[spectrograms] < 1
