@@ -12,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fine-tunes ImageNet-pretrained EfficientNet-Lite0 on scikit-learn's handwritten digits at a "
         "common default learning rate, at each rate of a small sweep (the best chosen on validation), and at the "
         "rates hf_plasticity.recommend_recipe reads off one diagnostic pass, then prints each one's test accuracy "
-        "and its regret against the best of the sweep and writes the learning-curve plot. Offline; about 4 minutes "
+        "and its regret against the best of the sweep and writes the learning-curve plot. Offline; about 2 minutes "
         "on 2 CPU cores.",
     )
     parser.add_argument("--tiny", action="store_true", help="A seconds-long run of the same code path (smoke test).")
