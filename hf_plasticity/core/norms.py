@@ -16,6 +16,11 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (nn.LayerNorm, nn.GroupNorm, nn.module
 )
 
 
+#: The torch classes whose forward a BatchNorm layer runs (SyncBatchNorm has its own): a subclass that overrides it
+#: computes something else, which the unit map does not take for a BatchNorm.
+BATCHNORM_CLASSES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm)
+
+
 def is_norm(module: nn.Module) -> bool:
     """Whether ``module`` is a normalization layer (see the module docstring).
 

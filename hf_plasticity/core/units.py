@@ -38,7 +38,7 @@ from torch import nn
 from .architectures import LINEAR_OR_CONV, ModelLayout, get_layout
 from .config import PlasticityConfig
 from .init import derive_seed, fresh_tensors
-from .norms import is_batchnorm
+from .norms import BATCHNORM_CLASSES, is_batchnorm
 from .plan import TensorReset
 from .targeting import _module_filter, matches
 
@@ -82,7 +82,6 @@ CHANNELWISE_FUNCTIONS = {
 CHANNELWISE_METHODS = {"relu", "tanh", "sigmoid"}
 #: The functional form of each layer: a module's own forward may call it on its weight (see `_layer_of`).
 FUNCTIONAL_LAYERS = {F.linear: nn.Linear, F.conv1d: nn.Conv1d, F.conv2d: nn.Conv2d, F.conv3d: nn.Conv3d}
-_NORM_CLASSES = (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm)
 
 
 def _plain(module: nn.Module, classes: tuple[type[nn.Module], ...]) -> bool:
@@ -190,7 +189,7 @@ def _walk(steps: Iterator[Step]) -> tuple[str, str | None, bool] | None:
             return (name, norm, flattened) if _plain(module, LINEAR_OR_CONV) else None
         elif isinstance(module, nn.Flatten) and not flattened and (module.start_dim, module.end_dim) == (1, -1):
             flattened = True
-        elif is_batchnorm(module) and norm is None and not flattened and _plain(module, _NORM_CLASSES):
+        elif is_batchnorm(module) and norm is None and not flattened and _plain(module, BATCHNORM_CLASSES):
             norm = name
         elif not _plain(module, CHANNELWISE_MODULES):
             return None
