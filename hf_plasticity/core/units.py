@@ -86,10 +86,8 @@ FUNCTIONAL_LAYERS = {F.linear: nn.Linear, F.conv1d: nn.Conv1d, F.conv2d: nn.Conv
 
 def _plain(module: nn.Module, classes: tuple[type[nn.Module], ...]) -> bool:
     """Whether ``module`` is one of ``classes`` with that class's own forward (a subclass may add attributes, not
-    change what it computes) and, for a layer, a weight that is a parameter (not a parametrization's result)."""
-    if not any(type(module).forward is cls.forward for cls in classes if isinstance(module, cls)):
-        return False
-    return "weight" in module._parameters if isinstance(module, LINEAR_OR_CONV) else True
+    change what it computes). A parametrized weight is refused for every pair source at once, in `unit_groups`."""
+    return any(type(module).forward is cls.forward for cls in classes if isinstance(module, cls))
 
 
 class UnitMapError(ValueError):
@@ -308,7 +306,7 @@ def _fx_pairs(model: nn.Module) -> list[tuple[str, str, str | None, bool]]:
     pairs = []
     for node in graph.nodes:
         producer = _layer_of(node, modules)
-        if producer is not None and calls[producer] == 1 and "weight" in modules[producer]._parameters:
+        if producer is not None and calls[producer] == 1:
             found = _walk(steps(node, producer, modules[producer].weight.dim() - 2))
             if found and calls[found[0]] == 1:
                 pairs.append((producer, *found))
