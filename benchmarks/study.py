@@ -562,58 +562,72 @@ def resolve_held_out(arm: StudyArm, choices: dict[str, Any], model: str, target:
     return None if knobs is None else replace(arm, grid={name: (value,) for name, value in knobs.items()})
 
 
-def refuse_runs_of_another_rule(settings: StudySettings) -> None:
+def existing_runs(settings: StudySettings) -> list[tuple[str, Path, list[dict[str, Any]]]]:
+    """The model, results file and recorded runs of each of the study's (model, target) pairs, each file read once."""
+    runs = []
+    for model in settings.models:
+        for target in settings.targets:
+            path = results_path(settings, model, target)
+            runs.append((model, path, load_results(path)))
+    return runs
+
+
+def refuse_runs_of_another_rule(
+    settings: StudySettings, runs: list[tuple[str, Path, list[dict[str, Any]]]] | None = None
+) -> None:
     """Refuses, before anything is written, a folder whose ``recipe`` runs were chosen by another fit of the shipped
     rule (`FITTED_RULE` refitted since): their key does not hold the rule (``recipe_heldout``'s does), so a resumed
     study would skip them and the report would pool two rules in one arm. Every such run of the study's models and
     targets counts, whatever its arms and budgets: the report reads them all.
+
+    ``runs``: what `existing_runs` gives for these settings (None: read here).
 
     Raises:
         ValueError: naming the file, the runs and what to do.
     """
     from hf_plasticity import FineTuneRecipe
 
-    for model in settings.models:
-        for target in settings.targets:
-            path = results_path(settings, model, target)
-            stale = [
-                record
-                for record in load_results(path)
-                if record.get("arm") == "recipe"
-                and record.get("recommended")
-                and not FineTuneRecipe.from_dict(record["recommended"]).is_from_installed_rule()
-            ]
-            if stale:
-                raise ValueError(
-                    f"{path} holds {len(stale)} runs of the arm 'recipe' (the first: {stale[0]['budget']} budget, "
-                    f"seed {stale[0]['seed']}) whose rates this version's rule (FITTED_RULE) would not choose from "
-                    "what their diagnostic pass read: they were recorded with another fit of the rule. Move them out "
-                    "of the file, or use another --results folder, before resuming."
-                )
+    for _, path, records in existing_runs(settings) if runs is None else runs:
+        stale = [
+            record
+            for record in records
+            if record.get("arm") == "recipe"
+            and record.get("recommended")
+            and not FineTuneRecipe.from_dict(record["recommended"]).is_from_installed_rule()
+        ]
+        if stale:
+            raise ValueError(
+                f"{path} holds {len(stale)} runs of the arm 'recipe' (the first: {stale[0]['budget']} budget, "
+                f"seed {stale[0]['seed']}) whose rates this version's rule (FITTED_RULE) would not choose from "
+                "what their diagnostic pass read: they were recorded with another fit of the rule. Move them out "
+                "of the file, or use another --results folder, before resuming."
+            )
 
 
-def refuse_mixed_formats(settings: StudySettings) -> None:
+def refuse_mixed_formats(
+    settings: StudySettings, runs: list[tuple[str, Path, list[dict[str, Any]]]] | None = None
+) -> None:
     """Refuses, before anything is written, a results file whose runs were made in another memory format than the
     bench's model keeps now (`ModelSpec.channels_last`, which each run records): the two formats train other bits, so
     one pair would compare runs of two kinds (EfficientNet's runs before it went channels-last are the case).
+
+    ``runs``: what `existing_runs` gives for these settings (None: read here).
 
     Raises:
         ValueError: naming the file, the model, the formats and what to do.
     """
     from .models import MODEL_SPECS
 
-    for model in settings.models:
+    for model, path, records in existing_runs(settings) if runs is None else runs:
         expected = model in MODEL_SPECS and MODEL_SPECS[model].channels_last  # an unknown name is refused elsewhere
-        for target in settings.targets:
-            path = results_path(settings, model, target)
-            other = [record for record in load_results(path) if record.get("channels_last", False) != expected]
-            if other:
-                formats = ("contiguous", "channels-last")
-                raise ValueError(
-                    f"{path} holds {len(other)} runs of {model} made with {formats[not expected]} weights, and the "
-                    f"bench keeps {model} {formats[expected]} now (ModelSpec.channels_last): resuming would mix the "
-                    "two in one pair. Use another --results folder."
-                )
+        other = [record for record in records if record.get("channels_last", False) != expected]
+        if other:
+            formats = ("contiguous", "channels-last")
+            raise ValueError(
+                f"{path} holds {len(other)} runs of {model} made with {formats[not expected]} weights, and the "
+                f"bench keeps {model} {formats[expected]} now (ModelSpec.channels_last): resuming would mix the "
+                "two in one pair. Use another --results folder."
+            )
 
 
 def preflight(settings: StudySettings) -> dict[str, Any]:
@@ -632,8 +646,9 @@ def preflight(settings: StudySettings) -> dict[str, Any]:
         from .held_out import read_held_out
 
         choices = read_held_out(settings.results)
-    refuse_runs_of_another_rule(settings)
-    refuse_mixed_formats(settings)
+    runs = existing_runs(settings)  # each results file read once for the checks below
+    refuse_runs_of_another_rule(settings, runs)
+    refuse_mixed_formats(settings, runs)
     claim_folder(settings)
     return choices
 
