@@ -208,10 +208,15 @@ def pretrain_recipe(name: str, pretrain: PretrainConfig | None = None, epochs: i
     return recipe if epochs is None else dataclasses.replace(recipe, epochs=epochs)
 
 
+#: Fields of `ModelSpec` that change how a run holds the model, not what pretraining trains: not in the cache key.
+RUN_TIME_FIELDS = ("channels_last",)
+
+
 def cache_path(spec: ModelSpec, pretrain: PretrainConfig, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Folder of the cached source-pretrained checkpoint; its name hashes the model config, the recipe and the
-    source, so a change of any of them never reuses an old checkpoint."""
-    key = json.dumps({"spec": asdict(spec), "pretrain": asdict(pretrain), "source": SOURCE}, sort_keys=True)
+    """Folder of the cached source-pretrained checkpoint; its name hashes the model config (but `RUN_TIME_FIELDS`),
+    the recipe and the source, so a change of any of them never reuses an old checkpoint."""
+    pretrained = {name: value for name, value in asdict(spec).items() if name not in RUN_TIME_FIELDS}
+    key = json.dumps({"spec": pretrained, "pretrain": asdict(pretrain), "source": SOURCE}, sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     return Path(cache_dir or DEFAULT_CACHE_DIR) / f"{spec.name}-{digest}"
 

@@ -213,3 +213,26 @@ def test_lr_sweep_scores_on_validation_and_resumes(tmp_path):
     again = sweep_learning_rates("resnet_tiny", [1e-3, 3e-3], 1, tmp_path, pretrain=recipe)
     assert again == results and sorted(p.stat().st_mtime_ns for p in tmp_path.glob("*.json")) == stamps
     assert sum("yes" in row for row in sweep_table(results)) == 1
+
+
+#: The cached source checkpoints the committed version-2 and version-3 records were trained from: a change of their
+#: key pretrains the models again (hours on the CPU) and a resumed study would compare runs of two sources.
+COMMITTED_SOURCES = {
+    "resnet_tiny": "resnet_tiny-2febaef4d6",
+    "convnext_tiny": "convnext_tiny-4baa3fc352",
+    "vit_tiny": "vit_tiny-468d99d692",
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED_SOURCES))
+def test_the_source_cache_key_is_the_committed_records_and_ignores_run_time_fields(name):
+    """Adding `ModelSpec.channels_last` (how a run holds its weights) once changed every small model's key; the
+    memory format is not part of what pretraining trains."""
+    from benchmarks.models import cache_path, get_spec, pretrain_recipe
+
+    spec, recipe = get_spec(name), pretrain_recipe(name)
+    assert cache_path(spec, recipe).name == COMMITTED_SOURCES[name]
+    assert cache_path(dataclasses.replace(spec, channels_last=not spec.channels_last), recipe) == cache_path(
+        spec, recipe
+    )
+    assert cache_path(dataclasses.replace(spec, image_size=spec.image_size + 1), recipe) != cache_path(spec, recipe)
