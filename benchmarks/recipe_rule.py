@@ -30,6 +30,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import bisect
 import hashlib
 import itertools
 import math
@@ -130,7 +131,9 @@ def fit_probe(
     train: list[Pair], vit_factor: float = 1.0, max_backbone_lr: float | None = None
 ) -> tuple[float, Config, Config]:
     """Threshold and the configurations at/above and below it, for the smallest (mean, worst) regret."""
-    values = sorted({p.last_over_peak for p in train})
+    ordered = sorted(train, key=lambda p: p.last_over_peak)
+    features = [p.last_over_peak for p in ordered]
+    values = sorted(set(features))
     # a cut between every two neighbouring values (the midpoint: it favours neither side), and the two ends
     cuts = [values[0] - 1e-9] + [(a + b) / 2 for a, b in itertools.pairwise(values)] + [values[-1] + 1e-9]
     configs = _candidates(train, max_backbone_lr)
@@ -138,14 +141,16 @@ def fit_probe(
     def scaled(pair: Pair, config: Config) -> Config:
         return (config[0] * vit_factor, config[1]) if pair.family == "vit" else config
 
+    # each configuration's regret on every pair, in feature order: below a cut is a prefix, at or above it the rest
+    table = {c: [p.regret(scaled(p, c)) for p in ordered] for c in configs}
+    hashes = {c: tie_break(c) for c in configs}
+    middle = statistics.median(values)
     best = None
     for cut in cuts:
-        high = [p for p in train if p.last_over_peak >= cut]
-        low = [p for p in train if p.last_over_peak < cut]
-        pick_high = min(configs, key=lambda c: (_score([p.regret(scaled(p, c)) for p in high] or [0.0]), tie_break(c)))
-        pick_low = min(configs, key=lambda c: (_score([p.regret(scaled(p, c)) for p in low] or [0.0]), tie_break(c)))
-        regrets = [p.regret(scaled(p, pick_high)) for p in high] + [p.regret(scaled(p, pick_low)) for p in low]
-        key = (_score(regrets), abs(cut - statistics.median(values)))
+        k = bisect.bisect_left(features, cut)  # ordered[:k] lie below the cut
+        pick_high = min(configs, key=lambda c: (_score(table[c][k:] or [0.0]), hashes[c]))
+        pick_low = min(configs, key=lambda c: (_score(table[c][:k] or [0.0]), hashes[c]))
+        key = (_score(table[pick_high][k:] + table[pick_low][:k]), abs(cut - middle))
         if best is None or key < best[0]:
             best = (key, cut, pick_high, pick_low)
     return best[1], best[2], best[3]
@@ -209,6 +214,8 @@ def predict(rule: str, train: list[Pair], pair: Pair, max_backbone_lr: float | N
 
 
 RULES = ("fixed", "fixed_family", "probe", "probe_family")
+#: The caps on the backbone learning rate the fit chooses among (None: the whole grid), by held-out validation regret.
+CAPS: tuple[float | None, ...] = (None, 9e-3, 3e-3, 1e-3)
 
 
 def held_out_regrets(
@@ -227,6 +234,62 @@ def held_out_regrets(
     return out
 
 
+def _groups(pairs: list[Pair]) -> list[tuple[str, str, str]]:
+    """The (budget, kind, family) groups of ``pairs``, the short budget first."""
+    return sorted({(p.budget, p.kind, p.family) for p in pairs}, key=lambda g: (g[0] != "short", g))
+
+
+def cap_scores(pairs: list[Pair], caps: tuple[float | None, ...] = CAPS) -> dict[float | None, tuple[float, float]]:
+    """Per cap, the (mean, worst) leave-one-pair-out validation regret of ``probe_family`` over ``pairs`` (both
+    budgets pooled: one cap serves both)."""
+    return {cap: _score(list(held_out_regrets(pairs, "probe_family", "pair", cap).values())) for cap in caps}
+
+
+def choose_cap(pairs: list[Pair], caps: tuple[float | None, ...] = CAPS) -> float | None:
+    """The cap of ``caps`` with the smallest (mean, worst) held-out validation regret of ``probe_family`` on
+    ``pairs`` (`cap_scores`), ties by `tie_break`: the cap the shipped rule is fitted under, chosen on validation."""
+    scores = cap_scores(pairs, caps)
+    return min(caps, key=lambda cap: (scores[cap], tie_break(cap)))
+
+
+def nested_cap_regrets(pairs: list[Pair], caps: tuple[float | None, ...] = CAPS) -> dict[Pair, float]:
+    """Each pair's ``probe_family`` regret with the whole fit made without its (model, target): the cap chosen
+    (`choose_cap`) on the other pairs of both budgets, then the rule fitted on the other pairs of its budget under it.
+    The held-out estimate of the fit as shipped, cap included."""
+    out, caps_without = {}, {}
+    for pair in pairs:
+        others = [p for p in pairs if (p.model, p.target) != (pair.model, pair.target)]
+        if (pair.model, pair.target) not in caps_without:  # one choice serves the pair's two budgets
+            caps_without[pair.model, pair.target] = choose_cap(others, caps)
+        cap = caps_without[pair.model, pair.target]
+        out[pair] = pair.regret(predict("probe_family", [p for p in others if p.budget == pair.budget], pair, cap))
+    return out
+
+
+def cap_lines(pairs: list[Pair], caps: tuple[float | None, ...] = CAPS) -> list[str]:
+    """Markdown: the held-out validation regret of ``probe_family`` under each cap, the chosen cap, and the nested
+    estimate (`nested_cap_regrets`) per group."""
+    scores = cap_scores(pairs, caps)
+    chosen = choose_cap(pairs, caps)
+    lines = [
+        "Cap on the backbone lr, chosen on leave-one-pair-out validation regret of probe_family (both budgets):",
+        "",
+        "| cap | mean | worst |",
+        "|---|---|---|",
+        *(f"| {'none' if cap is None else f'{cap:g}'} | {m:.2f} | {w:.2f} |" for cap, (m, w) in scores.items()),
+        "",
+        f"Chosen: {'none' if chosen is None else f'{chosen:g}'}. Nested (cap and rule both fitted without the pair):",
+        "",
+        "| budget | data | family | mean | worst | pairs |",
+        "|---|---|---|---|---|---|",
+    ]
+    nested = nested_cap_regrets(pairs, caps)
+    for group in _groups(pairs):
+        values = [r for p, r in nested.items() if (p.budget, p.kind, p.family) == group]
+        lines.append(f"| {' | '.join(group)} | {statistics.fmean(values):.2f} | {max(values):.2f} | {len(values)} |")
+    return lines
+
+
 def summary_lines(pairs: list[Pair], holdout: str, max_backbone_lr: float | None = None) -> list[str]:
     """Markdown: per rule and group (budget, kind, family), the mean and worst held-out regret in points."""
     regrets = {rule: held_out_regrets(pairs, rule, holdout, max_backbone_lr) for rule in RULES}
@@ -236,8 +299,7 @@ def summary_lines(pairs: list[Pair], holdout: str, max_backbone_lr: float | None
         "| budget | data | family | " + " | ".join(RULES) + " |",
         "|---|---|---|" + "---|" * len(RULES),
     ]
-    groups = sorted({(p.budget, p.kind, p.family) for p in pairs}, key=lambda g: (g[0] != "short", g))
-    for budget, kind, family in groups:
+    for budget, kind, family in _groups(pairs):
         members = [p for p in pairs if (p.budget, p.kind, p.family) == (budget, kind, family)]
         cells = []
         for rule in RULES:
@@ -279,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-backbone-lr",
         type=float,
-        help="Let the rules choose only configurations with a backbone lr at most this (default: the whole grid).",
+        help="Let the rules choose only configurations with a backbone lr at most this (default: the tables over "
+        "the whole grid, then the cap chosen on held-out validation regret, `CAPS`, and the rule fitted under it).",
     )
     args = parser.parse_args(argv)
     if args.max_backbone_lr is not None and not args.max_backbone_lr > 0:
@@ -288,13 +351,17 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.results).is_dir():
         print(f"recipe_rule: error: no results folder {args.results!r}", file=sys.stderr)
         return 2
-    pairs = [p for p in load_pairs(args.results) if args.budget in (None, p.budget)]
-    cap = args.max_backbone_lr
-    print(
-        "\n".join(
-            summary_lines(pairs, args.holdout, cap) + ["", "Fitted on every pair:", *fitted_rule_lines(pairs, cap)]
-        )
-    )
+    everything = load_pairs(args.results)
+    pairs = [p for p in everything if args.budget in (None, p.budget)]
+    lines = summary_lines(pairs, args.holdout, args.max_backbone_lr)
+    if args.max_backbone_lr is None:  # the shipped fit: the cap chosen on every pair of both budgets, then the rule
+        cap = choose_cap(everything)
+        lines += ["", *cap_lines(everything)]
+    else:
+        cap = args.max_backbone_lr
+    shown = "the whole grid" if cap is None else f"backbone lr at most {cap:g}"
+    lines += ["", f"Fitted on every pair ({shown}):", *fitted_rule_lines(pairs, cap)]
+    print("\n".join(lines))
     return 0
 
 
@@ -303,12 +370,16 @@ if __name__ == "__main__":
 
 
 __all__: list[Any] = [
+    "CAPS",
     "Pair",
     "ProbeRule",
+    "cap_scores",
+    "choose_cap",
     "RULES",
     "fit_probe_rule",
     "held_out_regrets",
     "load_pairs",
     "main",
+    "nested_cap_regrets",
     "predict",
 ]

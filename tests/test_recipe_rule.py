@@ -64,18 +64,22 @@ def test_the_committed_records_give_every_pair_a_probe_feature():
     assert all(0 < p.last_over_peak <= 1 for p in pairs)
 
 
-def test_the_library_ships_the_rule_fitted_on_every_pair():
-    """`FITTED_RULE` is what `fit_probe_rule` gives on every v2 pair of each budget (threshold to 3 decimals)."""
-    from benchmarks.recipe_rule import fit_probe_rule
+def test_the_library_ships_the_rule_fitted_on_every_pair_under_the_chosen_cap():
+    """`FITTED_RULE` is what `fit_probe_rule` gives on every v2 pair of each budget (threshold to 3 decimals), under
+    the backbone-lr cap `choose_cap` picks on held-out validation regret (3e-3)."""
+    from benchmarks.recipe_rule import choose_cap, fit_probe_rule
     from hf_plasticity.core.recipe import FITTED_RULE
 
     pairs = load_pairs("benchmarks/results/v2")
+    cap = choose_cap(pairs)
+    assert cap == 3e-3
     for budget, shipped in FITTED_RULE.items():
-        rule = fit_probe_rule([p for p in pairs if p.budget == budget])
+        rule = fit_probe_rule([p for p in pairs if p.budget == budget], max_backbone_lr=cap)
         assert round(rule.threshold, 3) == shipped.threshold
         assert rule.at_or_above[0] == pytest.approx(shipped.backbone_lr_at_or_above, rel=1e-5)
+        assert rule.at_or_above[1] == pytest.approx(shipped.head_lr_at_or_above, rel=1e-5)
         assert rule.below[0] == pytest.approx(shipped.backbone_lr_below, rel=1e-5)
-        assert rule.at_or_above[1] == rule.below[1] == pytest.approx(shipped.head_lr, rel=1e-5)
+        assert rule.below[1] == pytest.approx(shipped.head_lr_below, rel=1e-5)
         assert rule.vit_factor == pytest.approx(shipped.transformer_factor)
 
 
@@ -97,3 +101,90 @@ def test_capping_the_backbone_lr_removes_the_convnext_collapse_on_validation():
     (spectrograms,) = [p for p in pairs if (p.model, p.target) == ("convnext_tiny", "spectrograms")]
     assert held_out_regrets(pairs, "probe_family", "pair")[spectrograms] > 30
     assert held_out_regrets(pairs, "probe_family", "pair", max_backbone_lr=3e-3)[spectrograms] < 1
+
+
+def brute_force_probe(train: list[Pair], vit_factor: float = 1.0) -> tuple[float, tuple, tuple]:
+    """`fit_probe` written the direct way (every cut, every configuration, every pair re-scored): the reference the
+    prefix-table version must agree with, ties included."""
+    import itertools
+    import statistics
+
+    from benchmarks.recipe_rule import _candidates, tie_break
+
+    values = sorted({p.last_over_peak for p in train})
+    cuts = [values[0] - 1e-9] + [(a + b) / 2 for a, b in itertools.pairwise(values)] + [values[-1] + 1e-9]
+
+    def scaled(p, c):
+        return (c[0] * vit_factor, c[1]) if p.family == "vit" else c
+
+    def score(regrets):
+        return (statistics.fmean(regrets), max(regrets))
+
+    best = None
+    for cut in cuts:
+        high = [p for p in train if p.last_over_peak >= cut]
+        low = [p for p in train if p.last_over_peak < cut]
+        configs = _candidates(train)
+        pick_high = min(configs, key=lambda c: (score([p.regret(scaled(p, c)) for p in high] or [0.0]), tie_break(c)))
+        pick_low = min(configs, key=lambda c: (score([p.regret(scaled(p, c)) for p in low] or [0.0]), tie_break(c)))
+        regrets = [p.regret(scaled(p, pick_high)) for p in high] + [p.regret(scaled(p, pick_low)) for p in low]
+        key = (score(regrets), abs(cut - statistics.median(values)))
+        if best is None or key < best[0]:
+            best = (key, cut, pick_high, pick_low)
+    return best[1], best[2], best[3]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    best=st.lists(st.sampled_from(LRS), min_size=2, max_size=8),
+    ratios=st.lists(st.sampled_from([0.6, 0.8, 0.9, 0.95, 1.0]), min_size=8, max_size=8),  # repeated values: ties
+    vit=st.sampled_from([None, 0, 1]),
+    factor=st.sampled_from([1.0, 1 / 3]),
+)
+def test_fit_probe_agrees_with_the_direct_computation(best, ratios, vit, factor):
+    pairs = [pair(str(i), lr, ratios[i], family="vit" if i == vit else "cnn") for i, lr in enumerate(best)]
+    assert fit_probe(pairs, factor) == brute_force_probe(pairs, factor)
+
+
+def test_on_the_committed_records_fit_probe_agrees_with_the_direct_computation():
+    pairs = [p for p in load_pairs("benchmarks/results/v2") if p.budget == "long"]
+    assert fit_probe(pairs, 1 / 3) == brute_force_probe(pairs, 1 / 3)
+
+
+GRID = (1e-3, 3e-3, 9e-3)
+
+
+def grid_pair(name: str, accuracies: tuple[float, float, float], ratio: float = 0.8) -> Pair:
+    return Pair(f"cnn_{name}", "digits", "short", {(lr, HEAD): a for lr, a in zip(GRID, accuracies)}, ratio)
+
+
+def test_the_cap_is_chosen_on_held_out_regret():
+    """Most pairs gain a point from backbone 9e-3 over 3e-3; one collapses there. Uncapped, the collapsing pair held
+    out is fitted on the gaining pairs alone, gets 9e-3 and loses 50 points (the others, fitted with it, get 3e-3 and
+    lose 1); capped at 3e-3 no held-out pair loses more than 1. The choice reads held-out regret, so the cap wins."""
+    from benchmarks.recipe_rule import cap_scores, choose_cap
+
+    pairs = [grid_pair(str(i), (80.0, 89.0, 90.0)) for i in range(5)] + [grid_pair("collapse", (80.0, 90.0, 40.0))]
+    scores = cap_scores(pairs, caps=(None, 3e-3))
+    assert scores[None] == pytest.approx((55 / 6, 50.0)) and scores[3e-3] == pytest.approx((5 / 6, 1.0))
+    assert choose_cap(pairs, caps=(None, 3e-3)) == 3e-3
+    assert choose_cap(pairs[:5], caps=(None, 3e-3)) is None  # without the collapsing pair nothing argues for a cap
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    accuracies=st.lists(st.tuples(*[st.sampled_from([40.0, 80.0, 89.0, 90.0])] * 3), min_size=4, max_size=6),
+    moved=st.tuples(*[st.sampled_from([40.0, 80.0, 89.0, 90.0])] * 3),
+)
+def test_a_held_out_pair_never_informs_its_own_cap(accuracies, moved):
+    """`nested_cap_regrets`: the cap and the rule a pair is scored with are both fitted without it, so changing its
+    own accuracies changes only the accuracy it is scored on, never the configuration chosen for it."""
+    from benchmarks.recipe_rule import nested_cap_regrets
+
+    caps = (None, 3e-3)
+    pairs = [grid_pair(str(i), a, ratio=0.7 + 0.05 * i) for i, a in enumerate(accuracies)]
+    held = pairs[0]
+    changed = dataclasses.replace(held, val=grid_pair("0", moved, held.last_over_peak).val)
+    before, after = nested_cap_regrets(pairs, caps)[held], nested_cap_regrets([changed, *pairs[1:]], caps)[changed]
+    chosen = [c for c in held.val if held.best - held.val[c] == before]  # the configurations it could have had
+    assert any(changed.best - changed.val[c] == after for c in chosen)
