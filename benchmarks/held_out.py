@@ -11,8 +11,10 @@ need no tuning on the user's data, and both are confirmed on test against the tu
   each pair's nearest grid point), so the rule and the fixed default it replaces are fitted on equal terms; for the
   other arms, whose knobs are not all learning rates, the configurations every training pair ran (the base grid, and
   an extension where every one of them extended to it);
-- **the recipe's rule refitted without the pair** (``recipe_heldout``): the ``probe_family`` rule of
-  `benchmarks.recipe_rule` fitted on the budget's other pairs, applied to each run's own diagnostic pass. The shipped
+- **the recipe's rule refitted without the pair** (``recipe_heldout``): the whole fit of the shipped rule made without
+  the pair's (model, target): the cap on the backbone lr chosen on the other pairs (`recipe_rule.choose_cap`), then
+  the ``probe_family`` rule of `benchmarks.recipe_rule` fitted under it on the budget's other pairs, applied to each
+  run's own diagnostic pass. The shipped
   rule (``recipe``) was fitted on every pair, so its test regret on a pair it saw is an in-sample number; this one is
   not.
 
@@ -37,7 +39,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .recipe_rule import ProbeRule, fit_fixed, fit_probe_rule, load_pairs, tie_break
+from .recipe_rule import ProbeRule, choose_cap, fit_fixed, fit_probe_rule, load_pairs, tie_break
 from .study import FIXED_BASES
 from .study_report import result_files
 
@@ -122,10 +124,14 @@ def held_out_choices(results: str | Path) -> dict[str, Any]:
             if knobs is not None:
                 chosen[pair_name(*key)] = knobs
         fixed[arm] = chosen
-    rules = {}
-    for pair in pairs:
-        train = [p for p in pairs if p.budget == pair.budget and (p.model, p.target) != (pair.model, pair.target)]
-        rules[pair_name(pair.model, pair.target, pair.budget)] = fit_probe_rule(train).to_dict()
+    rules, caps = {}, {}
+    for pair in pairs:  # the whole fit without the pair: its cap (on both budgets' other pairs), then the rule
+        others = [p for p in pairs if (p.model, p.target) != (pair.model, pair.target)]
+        if (pair.model, pair.target) not in caps:
+            caps[pair.model, pair.target] = choose_cap(others)
+        train = [p for p in others if p.budget == pair.budget]
+        rule = fit_probe_rule(train, max_backbone_lr=caps[pair.model, pair.target])
+        rules[pair_name(pair.model, pair.target, pair.budget)] = rule.to_dict()
     return {"source": str(results), "command": COMMAND, "fixed": fixed, "recipe_rule": dict(sorted(rules.items()))}
 
 

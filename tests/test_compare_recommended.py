@@ -211,7 +211,7 @@ def test_records_under_the_old_name_are_refused_not_mixed(workspace, reference, 
 
 
 @pytest.mark.parametrize(
-    "field, factor", [("threshold", 0.5), ("backbone_lr_below", 0.5), ("head_lr", 0.5), ("epochs", 0.01)]
+    "field, factor", [("threshold", 0.5), ("backbone_lr_below", 0.5), ("head_lr_below", 0.5), ("epochs", 0.01)]
 )
 def test_runs_of_another_fit_of_the_rule_are_refused_not_mixed(workspace, reference, tmp_path, monkeypatch, field,
                                                                factor):  # fmt: skip
@@ -231,7 +231,7 @@ def test_runs_of_another_fit_of_the_rule_are_refused_not_mixed(workspace, refere
     monkeypatch.setitem(recipe.FITTED_RULE, "short", dataclasses.replace(fit, **{field: getattr(fit, field) * factor}))
     read = {r["seed"]: r["recipe"] for r in records(output) if r["arm"] == "recommended"}
     below = {seed for seed, r in read.items() if r["last_over_peak"] < r["threshold"]}
-    changed = sorted(below if field == "backbone_lr_below" else read)
+    changed = sorted(below if field in ("backbone_lr_below", "head_lr_below") else read)
     assert changed, "the fixture's passes should fall below the threshold (see _images)"
     assert seeds_of_another_rule(records(output), BUDGET["epochs"]) == changed
     files = {path.name: path.read_bytes() for path in output.iterdir()}

@@ -40,8 +40,8 @@ from .test_training import learnable_dataset
 
 #: The benchmark's fitted rule (docs/BENCHMARKS.md, "Fitted on every pair"), written out here on purpose: the test
 #: fails when the library's constants drift from the documented fit.
-SHORT = dict(threshold=0.986, high=3.3e-5, low=3e-3, head=1e-3, vit=1 / 3)
-LONG = dict(threshold=0.924, high=1e-4, low=9e-3, head=3.3e-4, vit=1 / 9)
+SHORT = dict(threshold=0.986, high=3.3e-5, head_high=1e-3, low=3e-3, head_low=1e-3, vit=1 / 3)
+LONG = dict(threshold=0.973, high=1e-4, head_high=3.3e-4, low=3e-3, head_low=1e-3, vit=1 / 3)
 FITS = {"short": SHORT, "long": LONG}
 
 
@@ -64,8 +64,8 @@ def test_the_rule_gives_the_fitted_rates_on_each_side_of_the_threshold(budget, f
     below = FineTuneRecipe.from_probe(probe_with_ratio(fit["threshold"] - 0.002), budget=budget, family=family)
     exactly = FineTuneRecipe.from_probe([0.3, 1.0, fit["threshold"]], budget=budget, family=family)
     assert exactly.backbone_lr == at.backbone_lr  # at the threshold: the small rate
-    assert close(at.backbone_lr, fit["high"] * factor) and close(at.head_lr, fit["head"])
-    assert close(below.backbone_lr, fit["low"] * factor) and close(below.head_lr, fit["head"])
+    assert close(at.backbone_lr, fit["high"] * factor) and close(at.head_lr, fit["head_high"])
+    assert close(below.backbone_lr, fit["low"] * factor) and close(below.head_lr, fit["head_low"])
     assert at.threshold == fit["threshold"] and at.budget == budget and at.family == family
 
 
@@ -82,10 +82,11 @@ def test_the_backbone_rate_never_rises_as_the_last_block_gets_closer_to_the_peak
     lower = FineTuneRecipe.from_probe(probe_with_ratio(low_ratio, peak), budget=budget, family=family)
     higher = FineTuneRecipe.from_probe(probe_with_ratio(high_ratio, peak), budget=budget, family=family)
     assert higher.backbone_lr <= lower.backbone_lr
-    assert lower.head_lr == higher.head_lr == FineTuneRecipe.from_probe([1.0], budget=budget).head_lr
+    fit = FITS[budget]
     for recipe in (lower, higher):  # the small rate exactly when last / peak reaches the threshold
         small = recipe.last_over_peak >= recipe.threshold
         assert (recipe.backbone_lr <= 1e-4) == small  # the small rates: 3.3e-5 (short), 1e-4 (long); ViT lower
+        assert close(recipe.head_lr, fit["head_high"] if small else fit["head_low"])  # the head goes with the side
 
 
 @settings(max_examples=40, deadline=None)
@@ -93,8 +94,8 @@ def test_the_backbone_rate_never_rises_as_the_last_block_gets_closer_to_the_peak
     ratio=st.floats(0.0, 1.0),
     budget=st.sampled_from(["short", "long"]),
     family=st.sampled_from(["cnn", "transformer"]),
-    field=st.sampled_from(["threshold", "backbone_lr_at_or_above", "backbone_lr_below", "head_lr",
-                           "transformer_factor"]),
+    field=st.sampled_from(["threshold", "backbone_lr_at_or_above", "head_lr_at_or_above", "backbone_lr_below",
+                           "head_lr_below", "transformer_factor"]),
 )  # fmt: skip
 def test_a_recipe_knows_whether_the_installed_rule_chose_it(ratio, budget, family, field):
     """True for what the rule gives (also after a round trip through the record's dict), False once the installed
@@ -115,9 +116,10 @@ def test_a_recipe_knows_whether_the_installed_rule_chose_it(ratio, budget, famil
     at_or_above = recipe.last_over_peak >= fit.threshold
     moved = {  # does the refit change what this recipe's pass reads to?
         "threshold": True,
-        "head_lr": True,
         "backbone_lr_at_or_above": at_or_above,
+        "head_lr_at_or_above": at_or_above,
         "backbone_lr_below": not at_or_above,
+        "head_lr_below": not at_or_above,
         "transformer_factor": family == "transformer",
     }[field]
     original = dict(recipe_module.FITTED_RULE)
@@ -283,7 +285,9 @@ def test_the_trainer_route_reads_the_long_budget_off_the_epochs(make_model, tmp_
                                [PlasticityCallback(recipe="auto"), StopAt(1)])  # fmt: skip
     trainer.train()
     recipe = trainer.plasticity_callback.resolved_recipe
-    assert recipe.budget == "long" and close(recipe.head_lr, LONG["head"])
+    side = "high" if recipe.last_over_peak >= LONG["threshold"] else "low"
+    assert recipe.budget == "long" and recipe.threshold == LONG["threshold"]
+    assert close(recipe.backbone_lr, LONG[side]) and close(recipe.head_lr, LONG[f"head_{side}"])
 
 
 def test_a_resume_keeps_the_first_runs_recipe(make_model, tmp_path, capsys):

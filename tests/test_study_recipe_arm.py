@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from benchmarks import study
+from hf_plasticity.core.recipe import FITTED_RULE
 
 MODEL, TARGET = "efficientnet_lite0", "digits"
 TINY = {"max_train": 60, "max_test": 20, "image_size": 32}
@@ -61,7 +62,7 @@ def test_the_recipe_arm_runs_recommend_recipe_s_rates_on_training_images_only_an
         "standard": study.StudyArm("standard", grid={"backbone_lr": (1e-3,)}),
         "recipe": study.ARMS["recipe"],
     })  # fmt: skip
-    # the long budget at one epoch: the rule's long-budget threshold (0.924) differs from the short one's (0.986)
+    # the long budget at one epoch: the rule's long-budget threshold (0.973) differs from the short one's (0.986)
     monkeypatch.setattr(study, "BUDGETS", {"long": 1})
     settings = study.StudySettings(
         models=[MODEL], targets=[TARGET], arms=["recipe"], budgets=["long"], results=str(tmp_path),
@@ -88,7 +89,7 @@ def test_the_recipe_arm_runs_recommend_recipe_s_rates_on_training_images_only_an
         assert (record["recipe"]["backbone_lr"], record["recipe"]["head_lr"]) == (direct.backbone_lr, direct.head_lr)
         assert (chosen["backbone_lr"], chosen["head_lr"]) == (direct.backbone_lr, direct.head_lr)
         assert chosen["last_over_peak"] == pytest.approx(direct.last_over_peak, abs=1e-9)
-        assert chosen["threshold"] == direct.threshold == 0.924 and chosen["budget"] == "long"
+        assert chosen["threshold"] == direct.threshold == FITTED_RULE["long"].threshold and chosen["budget"] == "long"
         assert chosen["samples"] == direct.samples == len(train[1]) and chosen["seconds"] > 0
         assert record["knobs"] == {} and record["config"] == study.config_key("recipe", {})
     # tuning runs never read the test split: the fine-tune gets none, the pass gets training images only
@@ -105,7 +106,7 @@ def test_the_recipe_arm_runs_recommend_recipe_s_rates_on_training_images_only_an
 
     path = tmp_path / f"{MODEL}__{TARGET}.jsonl"
     before = path.read_bytes()
-    refit = dataclasses.replace(recipe_module.FITTED_RULE["long"], head_lr=1e-2)
+    refit = dataclasses.replace(recipe_module.FITTED_RULE["long"], head_lr_at_or_above=1e-2, head_lr_below=1e-2)
     with monkeypatch.context() as patch:
         patch.setitem(recipe_module.FITTED_RULE, "long", refit)
         with pytest.raises(ValueError, match=r"holds 3 runs of the arm 'recipe' .*another fit of the rule"):
