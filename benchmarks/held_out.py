@@ -12,7 +12,7 @@ need no tuning on the user's data, and both are confirmed on test against the tu
   other arms, whose knobs are not all learning rates, the configurations every training pair ran (the base grid, and
   an extension where every one of them extended to it);
 - **the recipe's rule refitted without the pair** (``recipe_heldout``): the whole fit of the shipped rule made without
-  the pair's (model, target): the cap on the backbone lr chosen on the other pairs (`recipe_rule.choose_cap`), then
+  the pair's (model, target) (`recipe_rule.nested_fits`): the cap on the backbone lr chosen on the other pairs, then
   the ``probe_family`` rule of `benchmarks.recipe_rule` fitted under it on the budget's other pairs, applied to each
   run's own diagnostic pass. The shipped
   rule (``recipe``) was fitted on every pair, so its test regret on a pair it saw is an in-sample number; this one is
@@ -39,7 +39,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .recipe_rule import ProbeRule, choose_cap, fit_fixed, fit_probe_rule, load_pairs, tie_break
+from .recipe_rule import ProbeRule, fit_fixed, load_pairs, nested_fits, tie_break
 from .study import FIXED_BASES
 from .study_report import result_files
 
@@ -124,14 +124,8 @@ def held_out_choices(results: str | Path) -> dict[str, Any]:
             if knobs is not None:
                 chosen[pair_name(*key)] = knobs
         fixed[arm] = chosen
-    rules, caps = {}, {}
-    for pair in pairs:  # the whole fit without the pair: its cap (on both budgets' other pairs), then the rule
-        others = [p for p in pairs if (p.model, p.target) != (pair.model, pair.target)]
-        if (pair.model, pair.target) not in caps:
-            caps[pair.model, pair.target] = choose_cap(others)
-        train = [p for p in others if p.budget == pair.budget]
-        rule = fit_probe_rule(train, max_backbone_lr=caps[pair.model, pair.target])
-        rules[pair_name(pair.model, pair.target, pair.budget)] = rule.to_dict()
+    # the whole fit without the pair: its cap (on both budgets' other pairs), then the rule
+    rules = {pair_name(p.model, p.target, p.budget): rule.to_dict() for p, rule in nested_fits(pairs).items()}
     return {"source": str(results), "command": COMMAND, "fixed": fixed, "recipe_rule": dict(sorted(rules.items()))}
 
 

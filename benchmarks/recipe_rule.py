@@ -245,32 +245,43 @@ def cap_scores(pairs: list[Pair], caps: tuple[float | None, ...] = CAPS) -> dict
     return {cap: _score(list(held_out_regrets(pairs, "probe_family", "pair", cap).values())) for cap in caps}
 
 
+def pick_cap(scores: dict[float | None, tuple[float, float]]) -> float | None:
+    """The cap with the smallest (mean, worst) score of `cap_scores`, ties by `tie_break`."""
+    return min(scores, key=lambda cap: (scores[cap], tie_break(cap)))
+
+
 def choose_cap(pairs: list[Pair], caps: tuple[float | None, ...] = CAPS) -> float | None:
     """The cap of ``caps`` with the smallest (mean, worst) held-out validation regret of ``probe_family`` on
     ``pairs`` (`cap_scores`), ties by `tie_break`: the cap the shipped rule is fitted under, chosen on validation."""
-    scores = cap_scores(pairs, caps)
-    return min(caps, key=lambda cap: (scores[cap], tie_break(cap)))
+    return pick_cap(cap_scores(pairs, caps))
 
 
-def nested_cap_regrets(pairs: list[Pair], caps: tuple[float | None, ...] = CAPS) -> dict[Pair, float]:
-    """Each pair's ``probe_family`` regret with the whole fit made without its (model, target): the cap chosen
-    (`choose_cap`) on the other pairs of both budgets, then the rule fitted on the other pairs of its budget under it.
-    The held-out estimate of the fit as shipped, cap included."""
-    out, caps_without = {}, {}
+def nested_fits(pairs: list[Pair], caps: tuple[float | None, ...] = CAPS) -> dict[Pair, ProbeRule]:
+    """Each pair's ``probe_family`` rule with the whole fit made without its (model, target): the cap chosen
+    (`choose_cap`) on the other pairs of both budgets, then the rule fitted on the other pairs of its budget under it
+    (the ``recipe_heldout`` arm's rule, `benchmarks.held_out`)."""
+    fits, caps_without = {}, {}
     for pair in pairs:
         others = [p for p in pairs if (p.model, p.target) != (pair.model, pair.target)]
         if (pair.model, pair.target) not in caps_without:  # one choice serves the pair's two budgets
             caps_without[pair.model, pair.target] = choose_cap(others, caps)
-        cap = caps_without[pair.model, pair.target]
-        out[pair] = pair.regret(predict("probe_family", [p for p in others if p.budget == pair.budget], pair, cap))
-    return out
+        train = [p for p in others if p.budget == pair.budget]
+        fits[pair] = fit_probe_rule(train, max_backbone_lr=caps_without[pair.model, pair.target])
+    return fits
 
 
-def cap_lines(pairs: list[Pair], caps: tuple[float | None, ...] = CAPS) -> list[str]:
-    """Markdown: the held-out validation regret of ``probe_family`` under each cap, the chosen cap, and the nested
-    estimate (`nested_cap_regrets`) per group."""
-    scores = cap_scores(pairs, caps)
-    chosen = choose_cap(pairs, caps)
+def nested_cap_regrets(pairs: list[Pair], caps: tuple[float | None, ...] = CAPS) -> dict[Pair, float]:
+    """Each pair's regret under its `nested_fits` rule: the held-out estimate of the fit as shipped, cap included."""
+    return {
+        pair: pair.regret(rule.config(pair.last_over_peak, pair.family))
+        for pair, rule in nested_fits(pairs, caps).items()
+    }
+
+
+def cap_lines(pairs: list[Pair], scores: dict[float | None, tuple[float, float]]) -> list[str]:
+    """Markdown: the held-out validation regret of ``probe_family`` under each cap (``scores``, from `cap_scores` on
+    ``pairs``), the chosen cap, and the nested estimate (`nested_cap_regrets`) per group."""
+    chosen = pick_cap(scores)
     lines = [
         "Cap on the backbone lr, chosen on leave-one-pair-out validation regret of probe_family (both budgets):",
         "",
@@ -283,7 +294,7 @@ def cap_lines(pairs: list[Pair], caps: tuple[float | None, ...] = CAPS) -> list[
         "| budget | data | family | mean | worst | pairs |",
         "|---|---|---|---|---|---|",
     ]
-    nested = nested_cap_regrets(pairs, caps)
+    nested = nested_cap_regrets(pairs, tuple(scores))
     for group in _groups(pairs):
         values = [r for p, r in nested.items() if (p.budget, p.kind, p.family) == group]
         lines.append(f"| {' | '.join(group)} | {statistics.fmean(values):.2f} | {max(values):.2f} | {len(values)} |")
@@ -355,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [p for p in everything if args.budget in (None, p.budget)]
     lines = summary_lines(pairs, args.holdout, args.max_backbone_lr)
     if args.max_backbone_lr is None:  # the shipped fit: the cap chosen on every pair of both budgets, then the rule
-        cap = choose_cap(everything)
-        lines += ["", *cap_lines(everything)]
+        scores = cap_scores(everything)
+        cap = pick_cap(scores)
+        lines += ["", *cap_lines(everything, scores)]
     else:
         cap = args.max_backbone_lr
     shown = "the whole grid" if cap is None else f"backbone lr at most {cap:g}"
@@ -381,5 +393,7 @@ __all__: list[Any] = [
     "load_pairs",
     "main",
     "nested_cap_regrets",
+    "nested_fits",
+    "pick_cap",
     "predict",
 ]
