@@ -20,7 +20,8 @@ from hf_plasticity import (
     ShrinkPerturbConfig,
     prepare_pretrained,
 )
-from hf_plasticity.core.plan import apply_resets, write_entries
+from hf_plasticity.core.flat_index import write_entries
+from hf_plasticity.core.plan import apply_resets
 from hf_plasticity.strategies import get_strategy
 
 from .models import batches, side_of

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from .flat_index import write_entries
+
 StateSwap = tuple[dict, str, torch.Tensor]
 
 
@@ -89,9 +91,7 @@ def zeroed_state(optimizer: Any, resets: Iterable[tuple[torch.Tensor, torch.Tens
             if index is None:
                 new = torch.zeros_like(value)
             else:
-                # `index` counts entries in row-major order; the new state keeps the old one's memory format
-                row_major = value.detach().clone(memory_format=torch.contiguous_format)
-                row_major.view(-1)[index.to(row_major.device)] = 0
-                new = row_major if value.is_contiguous() else torch.empty_like(value).copy_(row_major)
+                new = value.detach().clone()  # keeps the old state's memory format
+                write_entries(new, index, torch.zeros(index.numel()))
             swaps.append((state, key, new))
     return swaps

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from .flat_index import write_entries
+
 
 @dataclass
 class TensorReset:
@@ -152,19 +154,3 @@ def apply_resets(resets: list[TensorReset], undo: Undo | None = None) -> Undo:
         raise
     undo._backups.extend(done._backups)
     return undo
-
-
-def write_entries(tensor: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> None:
-    """``tensor.view(-1)[index] = values`` in place, also for a tensor that is not contiguous.
-
-    ``index`` counts entries in row-major order, whatever the memory layout: a transposed view or a channels-last
-    weight gets the same entries as its contiguous twin, and keeps its layout.
-    """
-    index = index.to(tensor.device)
-    values = values.to(device=tensor.device, dtype=tensor.dtype)
-    if tensor.is_contiguous():
-        tensor.view(-1)[index] = values
-    else:
-        filled = tensor.clone(memory_format=torch.contiguous_format)
-        filled.view(-1)[index] = values
-        tensor.copy_(filled)
