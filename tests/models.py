@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import (
+    AutoConfig,
+    AutoModelForImageClassification,
     ConvNextConfig,
     ConvNextForImageClassification,
     ConvNextV2Config,
@@ -188,3 +190,17 @@ def reference_model(arch: str) -> nn.Module:
     if arch == "cnn_view":
         return ViewCNN()
     return perturb(build(arch))
+
+
+def tiny_vision_transformer(model_type: str) -> nn.Module:
+    """A transformers vision transformer the table does not know (patches embedded by a convolution)."""
+    sizes = {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32, "image_size": 32, "patch_size": 8}
+    if model_type == "swin":
+        sizes = {"embed_dim": 8, "depths": [1, 1], "num_heads": [2, 2], "window_size": 2, "image_size": 32,
+                 "patch_size": 4}  # fmt: skip
+    else:
+        sizes["num_hidden_layers"] = 2
+    if model_type == "deit":  # two classes share its config: name the one (transformers cannot choose without it)
+        sizes["architectures"] = ["DeiTForImageClassification"]
+    config = AutoConfig.for_model(model_type, num_labels=NUM_LABELS, **sizes)
+    return AutoModelForImageClassification.from_config(config)

@@ -20,7 +20,7 @@ from hf_plasticity import (
     unit_groups,
 )
 
-from .models import build
+from .models import build, tiny_vision_transformer
 
 
 @pytest.mark.parametrize(
@@ -191,3 +191,28 @@ def test_register_architecture_refuses_a_second_rule_and_bad_patterns(toy_regist
     assert get_layout(Toy()).source == "structural"  # the new rule matches no block of Toy
     with pytest.raises(ValueError, match="not a valid regular expression"):
         register_architecture("broken_for_tests", ArchitectureRule(blocks=r"layers\.(", head=r"head"))
+
+
+@pytest.mark.parametrize("model_type", ["deit", "beit", "dinov2", "swin"])
+def test_a_vision_transformer_outside_the_table_is_the_transformer_family(model_type):
+    layout = get_layout(tiny_vision_transformer(model_type))
+    assert layout.source == "structural" and layout.family == "transformer"
+
+
+def test_channel_attention_and_a_fused_projection_are_told_apart():
+    class SqueezeExcitation(nn.Module):  # a CNN's channel attention: two Linears, no query/key/value
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(8, 2), nn.Linear(2, 8)
+
+    class FusedAttention(nn.Module):  # timm's layout: one qkv projection
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv, self.proj = nn.Linear(8, 24), nn.Linear(8, 8)
+
+    cnn = nn.Sequential(nn.Conv2d(3, 8, 3), SqueezeExcitation(), nn.Conv2d(8, 8, 3), nn.Linear(8, 3))
+    assert get_layout(cnn).family == "cnn"
+    patches = nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), FusedAttention(), FusedAttention(), nn.Linear(8, 3))
+    assert get_layout(patches).family == "transformer"
+    torch_attention = nn.Sequential(nn.Conv2d(3, 8, 4), nn.MultiheadAttention(8, 2), nn.Linear(8, 3))
+    assert get_layout(torch_attention).family == "transformer"

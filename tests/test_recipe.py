@@ -33,6 +33,7 @@ from hf_plasticity import (
 )
 from hf_plasticity.integrations.modelcard import SECTION_END, SECTION_START, build_model_card
 
+from .models import tiny_vision_transformer
 from .official_example import official_trainer
 from .test_callback import StopAt, params
 from .test_record import TODAYS_RECORD
@@ -174,6 +175,13 @@ def test_a_vit_gets_the_fitted_factor_and_the_pass_reads_at_most_samples_images(
     assert recipe.epoch_share == pytest.approx(40 / 64)  # a datasets.Dataset: its size is known
     expected = SHORT["high"] if recipe.last_over_peak >= SHORT["threshold"] else SHORT["low"]
     assert close(recipe.backbone_lr, expected * SHORT["vit"])
+
+
+def test_a_vision_transformer_outside_the_architecture_table_gets_the_vit_factor_too():
+    """A DeiT embeds its patches with a convolution; the rule must not train it at a CNN's backbone rate."""
+    recipe = recommend_recipe(tiny_vision_transformer("deit"), learnable_dataset(32), samples=32, batch_size=16)
+    expected = SHORT["high"] if recipe.last_over_peak >= SHORT["threshold"] else SHORT["low"]
+    assert recipe.family == "transformer" and close(recipe.backbone_lr, expected * SHORT["vit"])
 
 
 @pytest.mark.parametrize("arch", ["resnet", "vit"])

@@ -233,7 +233,8 @@ def get_layout(model: nn.Module) -> ModelLayout:
 def structural_layout(model: nn.Module) -> ModelLayout:
     """Layout of an arbitrary module: the head is the last Linear; the blocks are the children of the largest
     ``ModuleList``/``Sequential`` whose children are mostly of one class and hold Linear/Conv layers. The family is
-    ``"mlp"`` when the model has no convolution, else ``"cnn"``.
+    ``"transformer"`` when the model holds self-attention (see [`is_attention`]; a DeiT, BEiT, Swin or DINOv2 embeds
+    its patches with a convolution but is no CNN), else ``"mlp"`` when the model has no convolution, else ``"cnn"``.
     """
     leaves = [(n, m) for n, m in model.named_modules() if isinstance(m, LINEAR_OR_CONV)]
     linears = [n for n, m in leaves if isinstance(m, nn.Linear)]
@@ -253,4 +254,30 @@ def structural_layout(model: nn.Module) -> ModelLayout:
     if not best:
         best = [n for n, _ in leaves if n not in head]
     family: Family = "mlp" if leaves and all(isinstance(m, nn.Linear) for _, m in leaves) else "cnn"
+    if any(is_attention(module) for module in model.modules()):
+        family = "transformer"
     return ModelLayout(best, head, None, "structural", None, family)
+
+
+#: Names of the Linear projections that make a module self-attention: separate query, key and value projections (the
+#: transformers vision models, CLIP's), or one fused projection (timm's ``qkv``).
+ATTENTION_PROJECTIONS = ({"query", "key", "value"}, {"q_proj", "k_proj", "v_proj"}, {"qkv"})
+
+
+def is_attention(module: nn.Module) -> bool:
+    """Whether ``module`` is self-attention: an ``nn.MultiheadAttention``, or a module whose Linear children include
+    the projections of one of `ATTENTION_PROJECTIONS`. A CNN's channel attention (squeeze-and-excitation, CBAM) has
+    none of them, so it stays a CNN.
+
+    Example:
+
+    ```python
+    >>> from torch import nn
+    >>> is_attention(nn.MultiheadAttention(8, 2)), is_attention(nn.Sequential(nn.Linear(8, 2), nn.Linear(2, 8)))
+    (True, False)
+    ```
+    """
+    if isinstance(module, nn.MultiheadAttention):
+        return True
+    linears = {name for name, child in module.named_children() if isinstance(child, nn.Linear)}
+    return any(names <= linears for names in ATTENTION_PROJECTIONS)

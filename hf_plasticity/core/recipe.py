@@ -189,7 +189,7 @@ class FineTuneRecipe:
 
         ``last / peak`` at or above the budget's threshold: backbone lr 3.3e-5 and head lr 1e-3 (short), or 1e-4 and
         3.3e-4 (long); below it: backbone lr 3e-3 and head lr 1e-3 (both budgets); for ``family="transformer"`` (a
-        ViT) the backbone lr x1/3.
+        ViT, or any model with self-attention) the backbone lr x1/3.
 
         Args:
             block_probe_accuracy: the probe accuracy of every backbone block in depth order
