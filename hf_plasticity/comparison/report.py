@@ -182,9 +182,9 @@ def recipe_note(entry: dict[str, Any]) -> str:
     budgets = " / ".join(sorted({recipe["budget"] for recipe in recipes}))
     return (
         f"recommended (not tuned): recommend_recipe read {span('samples')} training images per seed (shuffled by the "
-        f"seed), {budgets} budget, last/peak probe accuracy {span('last_over_peak', '.3f')} (threshold "
-        f"{span('threshold')}), and chose backbone lr {span('backbone_lr', '.3g')}, head lr {span('head_lr', '.3g')}; "
-        "no re-draw."
+        f"seed), {budgets} budget, last/peak probe accuracy {span('last_over_peak', '.3f')} "
+        f"(threshold {span('threshold', '.4g')}), and chose backbone lr {span('backbone_lr', '.3g')}, head lr "
+        f"{span('head_lr', '.3g')}; no re-draw."
     )
 
 

@@ -137,7 +137,7 @@ def _recipe_view(recipe: FineTuneRecipe | None) -> dict[str, Any] | None:
         rows += [
             ("budget", f"`{recipe.budget}`"),
             ("model family", f"`{recipe.family}`"),
-            ("last / peak probe accuracy", f"{recipe.last_over_peak:.4f} (threshold {recipe.threshold})"),
+            ("last / peak probe accuracy", f"{recipe.last_over_peak:.4f} (threshold {recipe.threshold:.4f})"),
             ("probe accuracy per block", probe),
             ("diagnostic pass", cost),
         ]
