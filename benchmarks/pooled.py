@@ -20,10 +20,11 @@ from pathlib import Path
 
 from .pretrain import save_figure
 from .stats import Interval, mean_interval
-from .study_report import Row, _difference, confirmed_pairs, result_files
+from .study_report import Row, _difference, confirmed_pairs, result_files, same_device
 
-#: The arms pooled, in the order of the table and the figure; the recipe arm (version 3: its pooled test regret) only
-#: once 3 pairs of a group confirm it.
+#: The arms pooled, in the order of the table and the figure; the recipe arm (version 3) only once 3 pairs of a group
+#: confirm it. Its row is arm minus standard, CNNs and ViT together: `benchmarks.regret` gives v3's regret (standard
+#: minus arm) per kind of model.
 POOLED_ARMS = ("reinit_top", "boost_top", "auto", "layer_decay", "dash", "shrink_perturb", "recipe")
 #: The fewest pairs a pooled estimate is shown for.
 MIN_PAIRS = 3
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", metavar="PNG", help="Also write the figure there.")
     parser.add_argument("--doc", metavar="MD", help=f"Also write the table between {DOC_MARKERS} of this file.")
     args = parser.parse_args(argv)
-    pooled = pool(confirmed_pairs(list(result_files(args.results))))
+    pooled = pool(confirmed_pairs(list(result_files(args.results)), one_device=same_device(args.results)))
     lines = table(pooled)
     print("\n".join(lines))
     if args.plot:

@@ -61,3 +61,29 @@ def test_the_benchmark_doc_holds_the_pooled_table_of_the_committed_records():
         "docs/BENCHMARKS.md's pooled table is stale: run python -m benchmarks.pooled benchmarks/results/v2 "
         "--plot benchmarks/results/v2/pooled.png --doc docs/BENCHMARKS.md"
     )
+
+
+@pytest.mark.parametrize("protocol", ["v3", None])
+def test_the_command_pairs_only_runs_from_one_device_under_version_3_s_protocol(tmp_path, capsys, protocol):
+    """Three atypical pairs where the recipe loses 1 point, but 5 on a seed trained on the GPU: version 3 leaves that
+    seed out (the pair no longer counts as complete, so no group of 3 is left), version 2 pairs it."""
+    from benchmarks.pooled import main
+
+    from .test_regret import STANDARD, minus, runs, write_study
+
+    files = [
+        (model, "digits", [*runs("standard", STANDARD, [0.5]), *runs("recipe", minus(gaps), [0.5], devices=devices)])
+        for model, gaps, devices in [
+            ("resnet_tiny", [1, 1, 5, 1], ["cpu", "cpu", "cuda", "cpu"]),
+            ("convnext_tiny", [1, 1, 1, 1], None),
+            ("efficientnet_lite0", [1, 1, 1, 1], None),
+        ]
+    ]
+    folder = write_study(tmp_path / "results", protocol, files)
+    assert main([str(folder)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "| recipe |" in line]
+    if protocol:
+        assert rows == []
+    else:
+        (row,) = rows
+        assert row.startswith("| short / atypical | recipe | 3 | -1.33 [")

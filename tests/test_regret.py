@@ -84,12 +84,13 @@ def study_files():
     ]  # fmt: skip
 
 
-def write_study(folder: Path, protocol: str | None) -> Path:
-    """The synthetic study as a results folder; ``protocol`` "v3" writes its protocol file (None: version 2's)."""
+def write_study(folder: Path, protocol: str | None, files: list | None = None) -> Path:
+    """The synthetic study (or ``files``) as a results folder; ``protocol`` "v3" writes its protocol file (None:
+    version 2's)."""
     folder.mkdir()
     if protocol:
         (folder / PROTOCOL_FILE).write_text(json.dumps(PROTOCOLS[protocol]))
-    for model, target, records in study_files():
+    for model, target, records in files or study_files():
         (folder / f"{model}__{target}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return folder
 
