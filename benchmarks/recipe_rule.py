@@ -256,31 +256,43 @@ def choose_cap(pairs: list[Pair], caps: tuple[float | None, ...] = CAPS) -> floa
     return pick_cap(cap_scores(pairs, caps))
 
 
-def nested_fits(pairs: list[Pair], caps: tuple[float | None, ...] = CAPS) -> dict[Pair, ProbeRule]:
-    """Each pair's ``probe_family`` rule with the whole fit made without its (model, target): the cap chosen
-    (`choose_cap`) on the other pairs of both budgets, then the rule fitted on the other pairs of its budget under it
-    (the ``recipe_heldout`` arm's rule, `benchmarks.held_out`)."""
+def _held_unit(pair: Pair, holdout: str) -> tuple[str, ...]:
+    """What a fit leaves out with ``pair``: its (model, target) (``holdout="pair"``, both budgets) or its model."""
+    return (pair.model, pair.target) if holdout == "pair" else (pair.model,)
+
+
+def nested_fits(
+    pairs: list[Pair], caps: tuple[float | None, ...] = CAPS, holdout: str = "pair"
+) -> dict[Pair, ProbeRule]:
+    """Each pair's ``probe_family`` rule with the whole fit made without its (model, target) (``holdout="pair"``, the
+    ``recipe_heldout`` arm's rule, `benchmarks.held_out`) or without its model (``"model"``: an unseen architecture):
+    the cap chosen (`choose_cap`) on the other pairs of both budgets, then the rule fitted on the other pairs of its
+    budget under it."""
     fits, caps_without = {}, {}
     for pair in pairs:
-        others = [p for p in pairs if (p.model, p.target) != (pair.model, pair.target)]
-        if (pair.model, pair.target) not in caps_without:  # one choice serves the pair's two budgets
-            caps_without[pair.model, pair.target] = choose_cap(others, caps)
+        held = _held_unit(pair, holdout)
+        others = [p for p in pairs if _held_unit(p, holdout) != held]
+        if held not in caps_without:  # one choice serves every pair left out together
+            caps_without[held] = choose_cap(others, caps)
         train = [p for p in others if p.budget == pair.budget]
-        fits[pair] = fit_probe_rule(train, max_backbone_lr=caps_without[pair.model, pair.target])
+        fits[pair] = fit_probe_rule(train, max_backbone_lr=caps_without[held])
     return fits
 
 
-def nested_cap_regrets(pairs: list[Pair], caps: tuple[float | None, ...] = CAPS) -> dict[Pair, float]:
+def nested_cap_regrets(
+    pairs: list[Pair], caps: tuple[float | None, ...] = CAPS, holdout: str = "pair"
+) -> dict[Pair, float]:
     """Each pair's regret under its `nested_fits` rule: the held-out estimate of the fit as shipped, cap included."""
     return {
         pair: pair.regret(rule.config(pair.last_over_peak, pair.family))
-        for pair, rule in nested_fits(pairs, caps).items()
+        for pair, rule in nested_fits(pairs, caps, holdout).items()
     }
 
 
-def cap_lines(pairs: list[Pair], scores: dict[float | None, tuple[float, float]]) -> list[str]:
+def cap_lines(pairs: list[Pair], scores: dict[float | None, tuple[float, float]], holdout: str = "pair") -> list[str]:
     """Markdown: the held-out validation regret of ``probe_family`` under each cap (``scores``, from `cap_scores` on
-    ``pairs``), the chosen cap, and the nested estimate (`nested_cap_regrets`) per group."""
+    ``pairs``), the chosen cap, and the nested estimate (`nested_cap_regrets`, each pair or each model held out) per
+    group."""
     chosen = pick_cap(scores)
     lines = [
         "Cap on the backbone lr, chosen on leave-one-pair-out validation regret of probe_family (both budgets):",
@@ -289,12 +301,13 @@ def cap_lines(pairs: list[Pair], scores: dict[float | None, tuple[float, float]]
         "|---|---|---|",
         *(f"| {'none' if cap is None else f'{cap:g}'} | {m:.2f} | {w:.2f} |" for cap, (m, w) in scores.items()),
         "",
-        f"Chosen: {'none' if chosen is None else f'{chosen:g}'}. Nested (cap and rule both fitted without the pair):",
+        f"Chosen: {'none' if chosen is None else f'{chosen:g}'}. Nested (cap and rule both fitted without the "
+        f"{holdout}):",
         "",
         "| budget | data | family | mean | worst | pairs |",
         "|---|---|---|---|---|---|",
     ]
-    nested = nested_cap_regrets(pairs, tuple(scores))
+    nested = nested_cap_regrets(pairs, tuple(scores), holdout)
     for group in _groups(pairs):
         values = [r for p, r in nested.items() if (p.budget, p.kind, p.family) == group]
         lines.append(f"| {' | '.join(group)} | {statistics.fmean(values):.2f} | {max(values):.2f} | {len(values)} |")
@@ -368,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_backbone_lr is None:  # the shipped fit: the cap chosen on every pair of both budgets, then the rule
         scores = cap_scores(everything)
         cap = pick_cap(scores)
-        lines += ["", *cap_lines(everything, scores)]
+        lines += ["", *cap_lines(everything, scores, args.holdout)]
     else:
         cap = args.max_backbone_lr
     shown = "the whole grid" if cap is None else f"backbone lr at most {cap:g}"
