@@ -227,7 +227,7 @@ def test_the_card_shows_the_recipe(make_model):
     assert "### Fine-tuning recipe (experimental)" in section and "nothing was re-initialized" in card.text
     assert f"| backbone learning rate | {recipe.backbone_lr:.3g} |" in section
     assert f"| last / peak probe accuracy | {recipe.last_over_peak:.4f} (threshold 0.9863) |" in section
-    assert "10-seed test" in section and "up to 33 on one pair" in section
+    assert "10 seeds per pair" in section and "up to 33 on one pair" in section and "up to 3.3 on one pair" in section
     assert "fine-tuning-recipe" in card.data.tags and "none" not in card.data.tags
 
 
