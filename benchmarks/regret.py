@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .pooled import MIN_PAIRS, table_in_doc, write_into_doc
 from .pretrain import save_figure
+from .restore_rule import CANDIDATE, candidate_runs
 from .stats import Interval, mean_interval, paired_difference
 from .study import CONFIRMATION_SEEDS
 from .study_report import (
@@ -33,6 +34,7 @@ from .study_report import (
     _paired_seeds,
     confirmation_runs,
     confirmed_pairs,
+    device_of,
     first_epoch_reaching,
     result_files,
     same_device,
@@ -45,6 +47,7 @@ MIN_SEEDS = len(CONFIRMATION_SEEDS)
 KNOWN_ARMS = (
     "recipe",
     "recipe_heldout",
+    CANDIDATE,
     "lp_ft",
     "standard_fixed",
     "reinit_top_fixed",
@@ -124,11 +127,17 @@ def _group_key(group: tuple[str, bool, bool]) -> tuple:
 
 
 def regret_pairs(files: list[tuple[str, str, list[Row]]], one_device: bool) -> list[Row]:
-    """The rows of `confirmed_pairs` with ``curves`` added: arm -> seed -> confirmation test curve (%)."""
+    """The rows of `confirmed_pairs` with ``curves`` added (arm -> seed -> confirmation test curve, %), and the
+    candidate rule's runs (`restore_rule.CANDIDATE`, `restore_rule.candidate_runs`) as an arm of its own."""
     records = {(model, target): rows for model, target, rows in files}
     pairs = confirmed_pairs(files, one_device)
     for pair in pairs:
         runs = confirmation_runs(records[pair["model"], pair["target"]], pair["budget"])
+        chosen = candidate_runs(runs, pair["vit"])
+        if chosen is not None:  # the pre-registered candidate rule, assembled from the recipe's and auto_fixed's runs
+            runs[CANDIDATE] = chosen
+            pair["final"][CANDIDATE] = {seed: 100 * r["test_acc"][-1] for seed, r in chosen.items()}
+            pair["devices"][CANDIDATE] = {seed: device_of(r) for seed, r in chosen.items()}
         pair["curves"] = {
             arm: {seed: [100 * acc for acc in r["test_acc"]] for seed, r in by_seed.items()}
             for arm, by_seed in runs.items()

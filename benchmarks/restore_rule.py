@@ -24,10 +24,13 @@ from pathlib import Path
 
 from .held_out import Key, _config, best_fixed, tuning_tables
 from .recipe_rule import Pair, _groups, fit_probe_rule, load_pairs
+from .study_report import Row
 
 #: The restore the candidate runs below the threshold, and the cap the shipped fit chose (`recipe_rule.choose_cap`).
 ARM = "auto"
 CAP = 3e-3
+#: The candidate's name in the regret tables of the version-3 study (`benchmarks.regret`).
+CANDIDATE = "restore_below"
 
 
 def _key(pair: Pair) -> Key:
@@ -55,6 +58,25 @@ def candidate_regrets(
                 candidate = max(tables[_key(pair)]["standard"].values()) - ran[_config(config)]
         out[pair] = (shipped, candidate)
     return out
+
+
+def candidate_runs(runs: dict[str, dict[int, Row]], vit: bool, arm: str = ARM) -> dict[int, Row] | None:
+    """The candidate's confirmation runs (seed -> run), assembled from a version-3 pair's (arm -> seed -> run): where
+    the seed's ``recipe`` run read below its threshold (its own diagnostic pass) on a CNN, ``<arm>_fixed``'s run of
+    that seed (the candidate's configuration, where the pair read below the threshold in version 2 too: it equals
+    ``auto_fixed``'s on every such CNN pair, docs/BENCHMARKS.md), else the recipe's. None without recipe runs that
+    carry their reading, or when a seed lacks the run it needs."""
+    restore, out = runs.get(f"{arm}_fixed", {}), {}
+    for seed, run in runs.get("recipe", {}).items():
+        read = run.get("recommended")
+        if read is None:
+            return None
+        if not vit and read["last_over_peak"] < read["threshold"]:
+            if seed not in restore:
+                return None
+            run = restore[seed]
+        out[seed] = run
+    return out or None
 
 
 def lines(regrets: dict[Pair, tuple[float, float]]) -> list[str]:

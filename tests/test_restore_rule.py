@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks.recipe_rule import Pair, load_pairs
 from benchmarks.restore_rule import candidate_regrets, lines, main
 
@@ -55,3 +57,38 @@ def test_the_benchmark_doc_holds_the_candidate_s_table_of_the_committed_records(
     assert "\n".join(table) in open("docs/BENCHMARKS.md", encoding="utf-8").read()
     assert main(["benchmarks/results/v2"]) == 0 and capsys.readouterr().out.splitlines() == table
     assert main(["nowhere"]) == 2 and "no results folder" in capsys.readouterr().err
+
+
+def _run(arm: str, seed: int, final: float, read: float | None = None) -> dict:
+    run = {"arm": arm, "budget": "short", "phase": "confirm", "config": arm, "knobs": {}, "seed": seed,
+           "test_acc": [0.5, final], "val_acc": [0.5], "device": "cpu"}  # fmt: skip
+    if read is not None:
+        run["recommended"] = {"last_over_peak": read, "threshold": 0.98}
+    return run
+
+
+def test_the_candidate_s_runs_are_auto_fixed_s_where_the_recipe_read_below_its_threshold_on_a_cnn():
+    from benchmarks.restore_rule import candidate_runs
+
+    runs = {
+        "recipe": {0: _run("recipe", 0, 0.8, read=0.7), 1: _run("recipe", 1, 0.8, read=0.99)},
+        "auto_fixed": {0: _run("auto_fixed", 0, 0.9), 1: _run("auto_fixed", 1, 0.9)},
+    }
+    chosen = candidate_runs(runs, vit=False)
+    assert chosen[0] is runs["auto_fixed"][0] and chosen[1] is runs["recipe"][1]
+    assert candidate_runs(runs, vit=True) == runs["recipe"]  # the ViT keeps the shipped rule
+    del runs["auto_fixed"][0]
+    assert candidate_runs(runs, vit=False) is None  # a seed lacks the run it needs
+    assert candidate_runs({"recipe": {0: _run("recipe", 0, 0.8)}}, vit=False) is None  # no reading recorded
+
+
+def test_the_regret_report_shows_the_candidate_as_an_arm():
+    from benchmarks.regret import pair_regrets, regret_pairs
+
+    standard = [_run("standard", s, 0.85) for s in range(4)]
+    recipe = [_run("recipe", s, 0.80, read=0.7 if s < 2 else 0.99) for s in range(4)]
+    auto = [_run("auto_fixed", s, 0.86) for s in range(4)]
+    files = [("resnet_tiny", "digits", standard + recipe + auto)]
+    regrets = {r.arm: r for r in pair_regrets(regret_pairs(files, one_device=True), min_seeds=4)}
+    assert regrets["recipe"].regret.mean == pytest.approx(5.0)
+    assert regrets["restore_below"].regret.mean == pytest.approx((-1 - 1 + 5 + 5) / 4)
