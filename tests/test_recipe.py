@@ -31,6 +31,7 @@ from hf_plasticity import (
     recommend_recipe,
     restore_record,
 )
+from hf_plasticity.core.recipe import FITTED_RULE
 from hf_plasticity.integrations.modelcard import SECTION_END, SECTION_START, build_model_card
 
 from .models import tiny_vision_transformer
@@ -129,6 +130,24 @@ def test_a_recipe_knows_whether_the_installed_rule_chose_it(ratio, budget, famil
         assert recipe.is_from_installed_rule() is not moved
     finally:
         recipe_module.FITTED_RULE.update(original)
+
+
+@pytest.mark.parametrize("budget", ["short", "long"])
+def test_a_recipe_recorded_with_the_threshold_to_three_digits_is_the_installed_rule_s_unless_the_rounding_chose(
+    budget,
+):
+    """Earlier versions shipped the thresholds rounded (0.986, 0.973): their records stay the installed rule's, except
+    a pass that read between the rounded and the fitted value, where the rounded rule chose the other side."""
+    threshold = FITS[budget]["threshold"]
+    rounded = round(threshold, 3)
+    for ratio, chose_the_other_side in [(0.5, False), (1.0, False), ((rounded + threshold) / 2, True)]:
+        now = FineTuneRecipe.from_probe(probe_with_ratio(ratio), budget=budget, family="cnn")
+        rates = (now.backbone_lr, now.head_lr)
+        if chose_the_other_side:  # the rounded rule put this read at or above its threshold
+            fit = FITTED_RULE[budget]
+            rates = (fit.backbone_lr_at_or_above, fit.head_lr_at_or_above)
+        old = {**now.to_dict(), "threshold": rounded, "backbone_lr": rates[0], "head_lr": rates[1]}
+        assert FineTuneRecipe.from_dict(old).is_from_installed_rule() is not chose_the_other_side
 
 
 def test_the_feature_is_the_last_block_over_the_best_one():

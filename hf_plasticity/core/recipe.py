@@ -74,6 +74,9 @@ FITTED_RULE: dict[str, RuleFit] = {
         transformer_factor=1 / 3,
     ),
 }
+#: How far a recorded threshold may be from the installed one and still be the same fit: earlier versions wrote the
+#: fitted thresholds to three digits.
+THRESHOLD_DIGITS_TOLERANCE = 5e-4
 #: Images the probe of the fit read per pair (8 batches of 32).
 FITTED_PROBE_SAMPLES = 256
 
@@ -239,7 +242,8 @@ class FineTuneRecipe:
     def is_from_installed_rule(self) -> bool:
         """Whether the installed rule ([`FITTED_RULE`]), applied to what this recipe's pass read, chooses its rates and
         threshold: False for a recipe recorded under another fit of the rule (an earlier library version) or written
-        by hand.
+        by hand. A threshold that an earlier version wrote to three digits (0.986 for 0.98627) is the same fit's: the
+        rates, compared exactly, tell whether the rounding changed this recipe's choice.
 
         Example:
 
@@ -257,7 +261,8 @@ class FineTuneRecipe:
             now = FineTuneRecipe.from_probe(list(self.block_probe_accuracy), budget=self.budget, family=self.family)
         except ValueError:  # accuracies the rule cannot read (written by hand): not the rule's choice
             return False
-        return (now.backbone_lr, now.head_lr, now.threshold) == (self.backbone_lr, self.head_lr, self.threshold)
+        same_threshold = abs(now.threshold - self.threshold) <= THRESHOLD_DIGITS_TOLERANCE
+        return (now.backbone_lr, now.head_lr) == (self.backbone_lr, self.head_lr) and same_threshold
 
     def describe(self) -> str:
         """One line: the rates, and what the rule read (or that the recipe was written by hand)."""
