@@ -10,8 +10,9 @@ need no tuning on the user's data, and both are confirmed on test against the tu
   regret are the recipe rule's (`recipe_rule.fit_fixed`: every (backbone lr, head lr) any training pair ran, read at
   each pair's nearest grid point), the rule's own; but not under the rule's cap on the backbone lr (its candidates
   were named after the first fit's test results), so it may pick 9e-3: the out-of-sample comparison is with
-  ``recipe_heldout``, not with the in-sample ``recipe``; for the other arms, whose knobs are not all learning rates, the configurations every training pair ran (the base grid, and
-  an extension where every one of them extended to it);
+  ``recipe_heldout``, not with the in-sample ``recipe``; for the other arms, whose knobs are not all learning rates,
+  the configurations every training pair ran (the base grid, and an extension where every one of them extended to
+  it);
 - **the recipe's rule refitted without the pair** (``recipe_heldout``): the whole fit of the shipped rule made without
   the pair's (model, target) (`recipe_rule.nested_fits`): the cap on the backbone lr chosen on the other pairs, then
   the ``probe_family`` rule of `benchmarks.recipe_rule` fitted under it on the budget's other pairs, applied to each
