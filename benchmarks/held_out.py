@@ -81,6 +81,11 @@ def tuning_tables(results: str | Path) -> dict[Key, dict[str, dict[str, float]]]
     }
 
 
+def arm_regret(tables: dict[Key, dict[str, dict[str, float]]], key: Key, arm: str, config: str) -> float:
+    """The pair's tuned standard arm's best validation % over its whole grid minus ``arm``'s at ``config`` (points)."""
+    return max(tables[key]["standard"].values()) - tables[key][arm][config]
+
+
 def best_fixed(arm: str, train: list[Key], tables: dict[Key, dict[str, dict[str, float]]]) -> dict[str, Any] | None:
     """The configuration of ``arm`` run on every pair of ``train`` with the smallest (mean, worst) validation regret
     against each pair's tuned standard arm, then the smallest hash; None with fewer than `MIN_TRAINING_PAIRS` pairs
@@ -91,7 +96,7 @@ def best_fixed(arm: str, train: list[Key], tables: dict[Key, dict[str, dict[str,
     common = set.intersection(*(set(tables[key][arm]) for key in train))
 
     def score(config: str) -> tuple[float, float, str]:
-        regrets = [max(tables[key]["standard"].values()) - tables[key][arm][config] for key in train]
+        regrets = [arm_regret(tables, key, arm, config) for key in train]
         return statistics.fmean(regrets), max(regrets), tie_break(config)
 
     return json.loads(min(common, key=score)) if common else None

@@ -22,7 +22,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from .held_out import Key, _config, best_fixed, tuning_tables
+from .held_out import Key, _config, arm_regret, best_fixed, tuning_tables
 from .recipe_rule import Pair, _groups, fit_probe_rule, load_pairs
 from .study_report import Row
 
@@ -53,9 +53,8 @@ def candidate_regrets(
         if pair.family == "cnn" and pair.last_over_peak < rule.threshold:
             below = [_key(p) for p in train if p.family == "cnn" and p.last_over_peak < rule.threshold]
             config = best_fixed(arm, below, tables)
-            ran = tables[_key(pair)].get(arm, {})
-            if config is not None and _config(config) in ran:
-                candidate = max(tables[_key(pair)]["standard"].values()) - ran[_config(config)]
+            if config is not None and _config(config) in tables[_key(pair)].get(arm, {}):
+                candidate = arm_regret(tables, _key(pair), arm, _config(config))
         out[pair] = (shipped, candidate)
     return out
 

@@ -11,6 +11,8 @@ import pytest
 from benchmarks.recipe_rule import Pair, load_pairs
 from benchmarks.restore_rule import candidate_regrets, lines, main
 
+from .test_regret import runs
+
 LRS = (3e-4, 1e-3, 3e-3)
 HEAD = 1e-3
 GOOD, BAD = json.dumps({"reinit_lr": 1}), json.dumps({"reinit_lr": 2})
@@ -60,8 +62,9 @@ def test_the_benchmark_doc_holds_the_candidate_s_table_of_the_committed_records(
 
 
 def _run(arm: str, seed: int, final: float, read: float | None = None) -> dict:
-    run = {"arm": arm, "budget": "short", "phase": "confirm", "config": arm, "knobs": {}, "seed": seed,
-           "test_acc": [0.5, final], "val_acc": [0.5], "device": "cpu"}  # fmt: skip
+    """`test_regret.runs`' record of one seed, with the recipe's reading (``recommended``) when ``read`` is given."""
+    (run,) = runs(arm, [final], [0.5])
+    run["seed"] = seed
     if read is not None:
         run["recommended"] = {"last_over_peak": read, "threshold": 0.98}
     return run
