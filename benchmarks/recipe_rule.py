@@ -218,20 +218,26 @@ RULES = ("fixed", "fixed_family", "probe", "probe_family")
 CAPS: tuple[float | None, ...] = (None, 9e-3, 3e-3, 1e-3)
 
 
+def _held_unit(pair: Pair, holdout: str) -> tuple[str, ...]:
+    """What a fit leaves out with ``pair``: its (model, target) (``holdout="pair"``, both budgets) or its model."""
+    return (pair.model, pair.target) if holdout == "pair" else (pair.model,)
+
+
+def training_pairs(pairs: list[Pair], pair: Pair, holdout: str = "pair") -> list[Pair]:
+    """The pairs of ``pair``'s budget that a fit scored on ``pair`` may use: all but its (model, target)
+    (``holdout="pair"``) or all but its model (``"model"``)."""
+    held = _held_unit(pair, holdout)
+    return [p for p in pairs if p.budget == pair.budget and _held_unit(p, holdout) != held]
+
+
 def held_out_regrets(
     pairs: list[Pair], rule: str, holdout: str, max_backbone_lr: float | None = None
 ) -> dict[Pair, float]:
     """Each pair's regret under ``rule`` fitted without it (``holdout="pair"``) or without its model (``"model"``),
     choosing among configurations with a backbone lr at most ``max_backbone_lr`` (None: all)."""
-    out = {}
-    for pair in pairs:
-        same_budget = [p for p in pairs if p.budget == pair.budget]
-        if holdout == "pair":
-            train = [p for p in same_budget if (p.model, p.target) != (pair.model, pair.target)]
-        else:
-            train = [p for p in same_budget if p.model != pair.model]
-        out[pair] = pair.regret(predict(rule, train, pair, max_backbone_lr))
-    return out
+    return {
+        pair: pair.regret(predict(rule, training_pairs(pairs, pair, holdout), pair, max_backbone_lr)) for pair in pairs
+    }
 
 
 def _groups(pairs: list[Pair]) -> list[tuple[str, str, str]]:
@@ -256,11 +262,6 @@ def choose_cap(pairs: list[Pair], caps: tuple[float | None, ...] = CAPS) -> floa
     return pick_cap(cap_scores(pairs, caps))
 
 
-def _held_unit(pair: Pair, holdout: str) -> tuple[str, ...]:
-    """What a fit leaves out with ``pair``: its (model, target) (``holdout="pair"``, both budgets) or its model."""
-    return (pair.model, pair.target) if holdout == "pair" else (pair.model,)
-
-
 def nested_fits(
     pairs: list[Pair], caps: tuple[float | None, ...] = CAPS, holdout: str = "pair"
 ) -> dict[Pair, ProbeRule]:
@@ -274,8 +275,7 @@ def nested_fits(
         others = [p for p in pairs if _held_unit(p, holdout) != held]
         if held not in caps_without:  # one choice serves every pair left out together
             caps_without[held] = choose_cap(others, caps)
-        train = [p for p in others if p.budget == pair.budget]
-        fits[pair] = fit_probe_rule(train, max_backbone_lr=caps_without[held])
+        fits[pair] = fit_probe_rule(training_pairs(pairs, pair, holdout), max_backbone_lr=caps_without[held])
     return fits
 
 

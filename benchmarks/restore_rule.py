@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from .held_out import Key, _config, arm_regret, best_fixed, tuning_tables
-from .recipe_rule import Pair, _groups, fit_probe_rule, load_pairs
+from .recipe_rule import Pair, _groups, fit_probe_rule, load_pairs, training_pairs
 from .study_report import Row
 
 #: The restore the candidate runs below the threshold, and the cap the shipped fit chose (`recipe_rule.choose_cap`).
@@ -46,7 +46,7 @@ def candidate_regrets(
     shipped rule's rates."""
     out = {}
     for pair in pairs:
-        train = [p for p in pairs if p.budget == pair.budget and (p.model, p.target) != (pair.model, pair.target)]
+        train = training_pairs(pairs, pair)
         rule = fit_probe_rule(train, max_backbone_lr=cap)
         shipped = pair.regret(rule.config(pair.last_over_peak, pair.family))
         candidate = shipped

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.recipe_rule import Pair, fit_probe, held_out_regrets, load_pairs, predict
+from benchmarks.recipe_rule import Pair, fit_probe, held_out_regrets, load_pairs, predict, training_pairs
 
 LRS = (3e-4, 1e-3, 3e-3)
 HEAD = 1e-3
@@ -55,6 +55,28 @@ def test_a_held_out_pair_never_informs_its_own_prediction(best, ratios, changed,
     others = [p for p in pairs if p is not target]
     assert predict(rule, others, target) == predict(rule, others, moved)
     assert before == target.regret(predict(rule, others, target))
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    cells=st.lists(
+        st.tuples(st.sampled_from("abc"), st.sampled_from(("digits", "textures")), st.sampled_from(("short", "long"))),
+        min_size=1,
+        max_size=12,
+        unique=True,
+    ),
+    holdout=st.sampled_from(("pair", "model")),
+)
+def test_training_pairs_leave_out_the_scored_unit_and_keep_only_its_budget(cells, holdout):
+    pairs = [dataclasses.replace(pair(m, 1e-3, 0.9, target=t), budget=b) for m, t, b in cells]
+    for scored in pairs:
+        train = training_pairs(pairs, scored, holdout)
+        left_out = [p for p in pairs if p.budget == scored.budget and p not in train]
+        assert all(p.budget == scored.budget for p in train)
+        assert all(p.model != scored.model for p in train) if holdout == "model" else scored not in train
+        # nothing else is left out: every pair of the budget outside the held unit is used
+        held = (scored.model,) if holdout == "model" else (scored.model, scored.target)
+        assert all((p.model,) == held or (p.model, p.target) == held for p in left_out)
 
 
 def test_the_committed_records_give_every_pair_a_probe_feature():
