@@ -6,7 +6,7 @@ continual-backprop setting with ``PlasticityCallback(ContinualBackpropConfig(...
 order). Records per run the final test accuracy, the number of units replaced and the wall time, in one JSON file
 (resumable: finished runs are skipped), and prints mean +- std per arm and the per-seed difference to ``standard``:
 
-    .venv/bin/python benchmarks/cbp_resnet_tiny.py --seeds 0 1 2 --epochs 6 --threads 1
+    .venv/bin/python -m benchmarks.cbp_resnet_tiny --seeds 0 1 2 --epochs 6 --threads 1
 
 Arms: ``cbp_published`` is the published CNN default (replacement rate 1e-5, maturity 1000; nothing matures in a
 short run, which is the point of measuring it); ``cbp_r1e-4_m100`` (the published MLP default), ``cbp_r1e-3_m100``
