@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .source_identity import cached_fingerprint, refuse_another_source
+
 BUDGETS = {"short": 3, "long": 9}
 TUNING_SEEDS = (100, 101)
 #: The extra tuning seed(s) run on the configurations tied on the tuning seeds' mean (version 3's protocol).
@@ -403,6 +405,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         **({"image_size": settings.image_size} if settings.image_size else {}),  # else the model's own
         **({"deterministic": True} if settings.deterministic else {}),
         **({"channels_last": True} if spec.channels_last else {}),  # see refuse_mixed_formats
+        **({"source": source_id} if (source_id := cached_fingerprint(task["model"])) else {}),  # source_identity
         "wall_seconds": time.perf_counter() - start,
         "signature": signature,
         **({"reused": run_key(source)} if source is not None else {}),
@@ -636,7 +639,7 @@ def preflight(settings: StudySettings) -> dict[str, Any]:
 
     Raises:
         ValueError: the folder holds another protocol, recipe runs of another fit of the rule, or runs of a model in
-            another memory format.
+            another memory format or fine-tuned from another pretrained source (`benchmarks.source_identity`).
         FileNotFoundError: a held-out arm without the folder's held-out file.
     """
     if folder_protocol(settings.results) is not None:  # a folder with runs: its protocol first (nothing written)
@@ -649,6 +652,8 @@ def preflight(settings: StudySettings) -> dict[str, Any]:
     runs = existing_runs(settings)  # each results file read once for the checks below
     refuse_runs_of_another_rule(settings, runs)
     refuse_mixed_formats(settings, runs)
+    for model, path, records in runs:  # a source cached already is checked now; one pretrained later, run by run
+        refuse_another_source(model, path, records, cached_fingerprint(model))
     claim_folder(settings)
     return choices
 
@@ -772,6 +777,8 @@ def _execute(tasks, records, path, pool, counts, progress, label, tqdm) -> None:
     results = pool.map(run_one, todo) if pool is not None else map(run_one, todo)
     with path.open("a") as f:
         for record in results:
+            if "source" in record:  # fine-tuned from a pretrained source: the file's own, checked before it is written
+                refuse_another_source(record["model"], path, records, record["source"])
             f.write(json.dumps(record, sort_keys=True) + "\n")
             f.flush()
             records.append(record)

@@ -1,0 +1,117 @@
+"""Which pretrained source a bench run was fine-tuned from, so that one pair never pairs runs of two sources.
+
+The small bench models are pretrained by the bench (`benchmarks.models.pretrain_source_model`) and cached outside
+the repository, so a fresh machine pretrains them again. On another CPU the same code, recipe and seed do not give the
+same bits: `convnext_tiny`'s source, pretrained again on 2026-12-04, parted from the committed curve in the ninth
+digit of the first epoch's loss, and the gap grew (validation accuracy up to 4 points apart in the middle of its
+training). A pair whose runs came from two such sources would pair seeds as if they shared one.
+
+A source is named by the fingerprint of its pretraining curve (`IDENTITY_KEYS`, every epoch's value as
+`source_metrics.json` records it; the timings are left out). The curve is what is left of the sources the committed
+records were made from (``docs/source_pretraining.json``), and two trainings whose losses and accuracies agree on
+every epoch to the last digit are the same training. Each run records its source's fingerprint (``source``). A run
+without one, made before this module, is taken to come from the documented source: those sources were pretrained
+before the first recorded run and kept in the cache of the machine that ran the study, which no record can prove
+after the fact. Published weights (EfficientNet-Lite) have no fingerprint and are never refused.
+
+    >>> from benchmarks.source_identity import fingerprint
+    >>> curve = {"train_loss": [2.3, 1.1], "train_acc": [0.1, 0.6], "val_acc": [0.1, 0.5], "test_acc": [0.1, 0.5]}
+    >>> fingerprint(curve) == fingerprint({**curve, "epoch_seconds": [9.0, 8.0]})  # timings do not count
+    True
+    >>> fingerprint(curve) == fingerprint({**curve, "val_acc": [0.1, 0.51]})
+    False
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+#: The per-epoch values of a pretraining curve that its bits decide (not ``epoch_seconds``).
+IDENTITY_KEYS = ("train_loss", "train_acc", "val_acc", "test_acc")
+#: The pretraining records of the sources the committed runs were made from.
+DOCUMENTED = Path(__file__).resolve().parents[1] / "docs" / "source_pretraining.json"
+
+
+def fingerprint(curve: dict[str, list[float]]) -> str:
+    """A short hash of a pretraining curve's `IDENTITY_KEYS` (a missing key counts as empty)."""
+    values = {key: curve.get(key, []) for key in IDENTITY_KEYS}
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def _documented() -> dict[str, Any]:
+    return json.loads(DOCUMENTED.read_text()) if DOCUMENTED.exists() else {}
+
+
+def documented_curve(model: str) -> dict[str, list[float]] | None:
+    """The pretraining curve of ``model``'s documented source (None: the bench does not pretrain it)."""
+    entry = _documented().get(model)
+    return None if entry is None else entry["curve"]
+
+
+def cached_curve(model: str, cache_dir: str | os.PathLike | None = None) -> dict[str, list[float]] | None:
+    """The pretraining curve of ``model``'s cached source (None: published weights, or not pretrained yet)."""
+    from .models import MODEL_SPECS, is_source_pretrained, read_source_metrics
+
+    if model not in MODEL_SPECS or not is_source_pretrained(model):  # an unknown name is refused elsewhere
+        return None
+    metrics = read_source_metrics(model, cache_dir)
+    return None if metrics is None else metrics["curve"]
+
+
+def cached_fingerprint(model: str, cache_dir: str | os.PathLike | None = None) -> str | None:
+    """The fingerprint of ``model``'s cached source, what a run made now is fine-tuned from (None: none to check)."""
+    curve = cached_curve(model, cache_dir)
+    return None if curve is None else fingerprint(curve)
+
+
+def recorded_sources(model: str, records: list[dict[str, Any]]) -> set[str]:
+    """The fingerprints of the sources ``records`` were fine-tuned from (a run without one: the documented source)."""
+    curve = documented_curve(model)
+    default = None if curve is None else fingerprint(curve)
+    return {source for source in (record.get("source", default) for record in records) if source is not None}
+
+
+def first_difference(recorded: dict[str, list[float]], current: dict[str, list[float]]) -> str:
+    """Where two pretraining curves first part: the epoch (1-based), the value and both readings."""
+    for epoch in range(max(len(recorded.get(k, [])) for k in IDENTITY_KEYS)):
+        for key in IDENTITY_KEYS:
+            a, b = recorded.get(key, []), current.get(key, [])
+            if epoch >= len(a) or epoch >= len(b):
+                if len(a) != len(b):
+                    return f"one curve ends at epoch {min(len(a), len(b))}"
+                continue
+            if a[epoch] != b[epoch]:
+                return f"first at epoch {epoch + 1}, {key} {b[epoch]!r} against the recorded {a[epoch]!r}"
+    return "the curves agree"
+
+
+def refuse_another_source(
+    model: str, path: str | os.PathLike, records: list[dict[str, Any]], source: str | None, cache_dir: Any = None
+) -> None:
+    """Refuses to add a run fine-tuned from the source ``source`` (a fingerprint; None: nothing to check) to the
+    ``records`` of ``path`` when they came from another source.
+
+    Raises:
+        ValueError: naming the file, the model, both fingerprints, where the curves part and what to do.
+    """
+    others = recorded_sources(model, records) - {source} if source is not None else set()
+    if not others:
+        return
+    from .models import cache_path, get_spec, pretrain_recipe
+
+    documented = documented_curve(model)
+    where = ""
+    if documented is not None and fingerprint(documented) in others and (current := cached_curve(model, cache_dir)):
+        where = f" (its curve parts from docs/source_pretraining.json's {first_difference(documented, current)})"
+    raise ValueError(
+        f"{path} holds runs of {model} fine-tuned from the pretrained source {sorted(others)}, and the source cached "
+        f"now is {source}{where}: resuming would pair runs of two sources, which train other bits. Use another "
+        f"--results folder (a pair made wholly from this source), or put the original source checkpoint back in "
+        f"{cache_path(get_spec(model), pretrain_recipe(model), cache_dir)}."
+    )
