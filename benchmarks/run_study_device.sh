@@ -4,7 +4,9 @@
 #   "--models efficientnet_lite1 --targets photos --budgets short --jobs 6 ; --models efficientnet_lite0 ..."
 # (--device cuda: the data and every random draw stay on the CPU, the model trains on the GPU). Each chain stops after
 # DEADLINE seconds; a study is resumable, so a later call continues where this one stopped. Results go to RESULTS
-# (default benchmarks/results/v2): merge them into the committed files (a run is never in two files).
+# (default benchmarks/results/v2): merge them into the committed files (a run is never in two files) only for pairs
+# whose runs share a pretrained source: the small models' sources are pretrained on the machine, and the report refuses
+# a file of two sources (benchmarks/source_identity.py); EfficientNet's published weights are the same everywhere.
 # A new RESULTS folder takes version 3's protocol (benchmarks/study.py, PROTOCOLS): runs meant for the version-2
 # files need "--protocol v2" in every study's options.
 # Usage: RESULTS=/some/folder DEADLINE=420 bash benchmarks/run_study_device.sh CHAIN... (DEVICE=cpu: the same on the CPU)

@@ -335,6 +335,8 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         knobs["boosted_blocks"] = None  # resolved below, once the model is loaded
     start = time.perf_counter()
     model = load_model(task["model"], num_labels, seed=task["seed"]).to(settings.device)
+    pretrained_source = cached_fingerprint(task["model"])  # what load_model read (None: published weights)
+    cpu = torch.backends.cpu.get_cpu_capability()  # the kernels a CPU run uses: another set trains other bits
     restore_seconds, report, recommended = 0.0, None, None
     if arm.recommended:  # the rates from one pass on training images: neither validation nor test is read to choose
         from hf_plasticity import recommend_recipe
@@ -373,7 +375,8 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         "n": n, "evaluates_test": task["phase"] == "confirm", "image_size": size,
         "val_fraction": settings.val_fraction, "calibration_batches": settings.calibration_batches,
         "device": settings.device,
-        "deterministic": settings.deterministic, "code": code_version(),
+        "deterministic": settings.deterministic, "code": code_version(), "pretrained_source": pretrained_source,
+        "cpu": cpu,
     })  # fmt: skip
     source = None
     if settings.device == "cpu":  # deterministic: a run that trained exactly this lends its curves
@@ -405,7 +408,8 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         **({"image_size": settings.image_size} if settings.image_size else {}),  # else the model's own
         **({"deterministic": True} if settings.deterministic else {}),
         **({"channels_last": True} if spec.channels_last else {}),  # see refuse_mixed_formats
-        **({"source": source_id} if (source_id := cached_fingerprint(task["model"])) else {}),  # source_identity
+        **({"pretrained_source": pretrained_source} if pretrained_source else {}),  # benchmarks.source_identity
+        "cpu": cpu,
         "wall_seconds": time.perf_counter() - start,
         "signature": signature,
         **({"reused": run_key(source)} if source is not None else {}),
@@ -653,7 +657,7 @@ def preflight(settings: StudySettings) -> dict[str, Any]:
     refuse_runs_of_another_rule(settings, runs)
     refuse_mixed_formats(settings, runs)
     for model, path, records in runs:  # a source cached already is checked now; one pretrained later, run by run
-        refuse_another_source(model, path, records, cached_fingerprint(model))
+        refuse_another_source(model, path, records, cached_fingerprint(model), must_be_cached=True)
     claim_folder(settings)
     return choices
 
@@ -777,8 +781,8 @@ def _execute(tasks, records, path, pool, counts, progress, label, tqdm) -> None:
     results = pool.map(run_one, todo) if pool is not None else map(run_one, todo)
     with path.open("a") as f:
         for record in results:
-            if "source" in record:  # fine-tuned from a pretrained source: the file's own, checked before it is written
-                refuse_another_source(record["model"], path, records, record["source"])
+            if "pretrained_source" in record:  # checked against the file's own before it is written
+                refuse_another_source(record["model"], path, records, record["pretrained_source"])
             f.write(json.dumps(record, sort_keys=True) + "\n")
             f.flush()
             records.append(record)

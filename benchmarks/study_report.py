@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .pretrain import save_figure
+from .source_identity import recorded_sources
 from .stats import holm, mean_interval, paired_difference, paired_p_value
 from .study import ARMS, LRS, folder_protocol, load_results, mean_final_val
 
@@ -37,10 +38,22 @@ def first_epoch_reaching(curve: list[float], level: float) -> int | None:
 
 
 def result_files(results: str | Path) -> Iterator[tuple[str, str, list[Row]]]:
-    """``(model, target, records)`` of every ``<model>__<target>.jsonl`` in ``results``, in name order."""
+    """``(model, target, records)`` of every ``<model>__<target>.jsonl`` in ``results``, in name order.
+
+    Raises:
+        ValueError: a file whose runs were fine-tuned from two pretrained sources (records merged from another
+            machine's study, `benchmarks.source_identity`): its seeds cannot be paired.
+    """
     for path in sorted(Path(results).glob("*__*.jsonl")):
         model, target = path.stem.split("__")
-        yield model, target, load_results(path)
+        records = load_results(path)
+        sources = recorded_sources(model, records, path.parent)
+        if len(sources) > 1:
+            raise ValueError(
+                f"{path} holds runs of {model} fine-tuned from {len(sources)} pretrained sources {sorted(sources)}: "
+                "a pair's seeds are paired only from one. Keep each source's runs in a results folder of their own."
+            )
+        yield model, target, records
 
 
 def chosen_config(records: list[Row], arm: str, budget: str) -> tuple[str, dict, float] | None:
