@@ -290,7 +290,7 @@ def pretrain_source_model(
 
     Returns:
         `Path`: the checkpoint folder: the `save_pretrained` files, `source_metrics.json` (the recipe, the source,
-        the per-epoch curve, the final source test accuracy and its check) and `source_curve.png`.
+        the CPU kernels, the per-epoch curve, the final source test accuracy and its check) and `source_curve.png`.
     """
     from filelock import FileLock
 
@@ -323,6 +323,7 @@ def pretrain_source_model(
             "wall_seconds": result["wall_seconds"],
             "sessions": result["sessions"],
             "threads": torch.get_num_threads(),
+            "cpu": torch.backends.cpu.get_cpu_capability(),  # the kernels it ran: another set trains other bits
             "loadavg_1min": {"start": load_start, "end": os.getloadavg()[0]},
             "torch": torch.__version__,
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),

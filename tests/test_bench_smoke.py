@@ -185,6 +185,8 @@ def test_tiny_transformers_model_is_pretrained_once_and_gets_a_new_head(tmp_path
     pretrain = PretrainConfig(epochs=1, n_train=64)
     path = pretrain_source_model("resnet_tiny", cache_dir=tmp_path, pretrain=pretrain)
     assert (path / "config.json").exists() and (path / "source_metrics.json").exists()
+    metrics = json.loads((path / "source_metrics.json").read_text())
+    assert metrics["cpu"] == torch.backends.cpu.get_cpu_capability()  # the kernels it ran (source_identity)
     stamp = (path / "source_metrics.json").stat().st_mtime_ns
     assert pretrain_source_model("resnet_tiny", cache_dir=tmp_path, pretrain=pretrain) == path
     assert (path / "source_metrics.json").stat().st_mtime_ns == stamp
