@@ -57,11 +57,25 @@ def documented_curve(model: str) -> dict[str, list[float]] | None:
     return None if entry is None else entry["curve"]
 
 
+def documented_fingerprint(model: str) -> str | None:
+    """The fingerprint of ``model``'s documented source (None: the bench does not pretrain it)."""
+    curve = documented_curve(model)
+    return None if curve is None else fingerprint(curve)
+
+
+def _pretrained_here(model: str) -> bool:
+    """Whether the bench pretrains ``model`` itself (False for published weights and for unknown names, which are
+    refused elsewhere)."""
+    from .models import MODEL_SPECS, is_source_pretrained
+
+    return model in MODEL_SPECS and is_source_pretrained(model)
+
+
 def cached_curve(model: str, cache_dir: str | os.PathLike | None = None) -> dict[str, list[float]] | None:
     """The pretraining curve of ``model``'s cached source (None: published weights, or not pretrained yet)."""
-    from .models import MODEL_SPECS, is_source_pretrained, read_source_metrics
+    from .models import read_source_metrics
 
-    if model not in MODEL_SPECS or not is_source_pretrained(model):  # an unknown name is refused elsewhere
+    if not _pretrained_here(model):
         return None
     metrics = read_source_metrics(model, cache_dir)
     return None if metrics is None else metrics["curve"]
@@ -81,8 +95,7 @@ def unmarked_source(model: str, folder: str | os.PathLike | None = None) -> str 
         entry = json.loads(declared.read_text()).get(model)
         if entry is not None:
             return entry["fingerprint"]
-    curve = documented_curve(model)
-    return None if curve is None else fingerprint(curve)
+    return documented_fingerprint(model)
 
 
 def recorded_sources(model: str, records: list[dict[str, Any]], folder: str | os.PathLike | None = None) -> set[str]:
@@ -126,11 +139,11 @@ def refuse_another_source(
     Raises:
         ValueError: naming the file, the model, both fingerprints, where the curves part and what to do.
     """
-    from .models import MODEL_SPECS, cache_path, get_spec, is_source_pretrained, pretrain_recipe
+    from .models import cache_path, get_spec, pretrain_recipe
 
     recorded = recorded_sources(model, records, Path(path).parent)
     if source is None:
-        if must_be_cached and recorded and model in MODEL_SPECS and is_source_pretrained(model):
+        if must_be_cached and recorded and _pretrained_here(model):
             raise ValueError(
                 f"{path} holds runs of {model}, whose pretrained source is not cached here yet: pretrain it first "
                 f"(python -m benchmarks pretrain --models {model}), then resume; the study compares it with the "
@@ -140,10 +153,10 @@ def refuse_another_source(
     others = recorded - {source}
     if not others:
         return
-    documented = documented_curve(model)
     where = ""
-    if documented is not None and fingerprint(documented) in others and (current := cached_curve(model, cache_dir)):
-        where = f" (its curve parts from docs/source_pretraining.json's {first_difference(documented, current)})"
+    if documented_fingerprint(model) in others and (current := cached_curve(model, cache_dir)):
+        parted = first_difference(documented_curve(model), current)
+        where = f" (its curve parts from docs/source_pretraining.json's {parted})"
     raise ValueError(
         f"{path} holds runs of {model} fine-tuned from the pretrained source {sorted(others)}, and the source cached "
         f"now is {source}{where}: resuming would pair runs of two sources, which train other bits. Use another "
