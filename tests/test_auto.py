@@ -52,7 +52,7 @@ def mlp(collapse_from: int | None = None) -> nn.Module:
 
 def test_probe_accuracy_per_block_and_the_peak():
     report = diagnose(mlp(collapse_from=6), separable_data(), batches=2)
-    assert report.block_probe_accuracy == [1.0] * 6 + [0.5] * 2  # constant features: every sample -> class 0
+    assert report.block_probe_accuracy == [1.0] * 6 + [0.0] * 2  # constant features tie with every class mean
     assert "nearest-class-mean accuracy per block: " + " ".join(["100.0%"] * 6) in str(report)
     assert blocks_past_the_peak(report.block_probe_accuracy, tolerance=0.02) == (5, 2)
     assert blocks_past_the_peak([0.5, 0.8, 0.9, 0.89], tolerance=0.02) == (3, 0)

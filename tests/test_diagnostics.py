@@ -7,9 +7,11 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
-from hf_plasticity import DiagnosticsReport, diagnose, get_layout
+from hf_plasticity import CalibrationDataError, DiagnosticsReport, diagnose, get_layout
 from hf_plasticity.diagnostics.diagnose import effective_rank, stable_rank
 from hf_plasticity.diagnostics.probe import nearest_class_mean_accuracy, pool_block_output
 
@@ -191,3 +193,25 @@ def test_nearest_class_mean_accuracy_known_answers():
     assert nearest_class_mean_accuracy(features[:3], labels[:3]) is None  # one scorable class only
     assert pool_block_output((torch.ones(2, 5, 3), None)).shape == (2, 3)  # ViT-style tuple of (N, tokens, D)
     assert pool_block_output(torch.ones(2, 4, 3, 3)).shape == (2, 4)  # NCHW
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    value=st.floats(-1e6, 1e6, allow_nan=False),
+    labels=st.lists(st.integers(0, 3), min_size=4, max_size=24),
+    dims=st.integers(1, 5),
+)
+def test_features_that_tell_nothing_apart_score_zero_not_the_first_class_share(value, labels, dims):
+    """Every sample at one point ties with every class mean: a tie counts as wrong, whichever class comes first."""
+    labels = torch.tensor(labels)
+    accuracy = nearest_class_mean_accuracy(torch.full((len(labels), dims), value), labels)
+    assert accuracy is None or accuracy == 0.0
+
+
+def test_a_block_whose_output_overflows_is_named_before_anything_is_read_from_it(make_model):
+    """Pixels far outside a processor's range overflow a ViT's attention: the probe refuses its NaN features
+    instead of scoring them (an argmin over NaN distances credits every sample with class 0)."""
+    model = make_model("vit")
+    loud = [{"pixel_values": b["pixel_values"] * 1e30, "labels": b["labels"]} for b in batches()]
+    with pytest.raises(CalibrationDataError, match=r"block 'vit\.[\w.]+' holds \d+ NaN or infinite"):
+        diagnose(model, loud)

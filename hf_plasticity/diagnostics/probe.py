@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.data import CalibrationDataError
+
 
 def pool_block_output(output: Any) -> torch.Tensor:
     """One feature vector per sample from a block's output: NCHW maps and (N, tokens, D) sequences are averaged
@@ -35,8 +37,10 @@ def pool_block_output(output: Any) -> torch.Tensor:
 def nearest_class_mean_accuracy(features: torch.Tensor, labels: torch.Tensor) -> float | None:
     """Leave-one-out nearest-class-mean accuracy of ``features`` (N, D) for ``labels`` (N,).
 
-    Features are standardized per dimension first. Samples of a class with a single sample cannot be scored (their
-    class has no mean without them) and are left out; None when fewer than two classes have two samples or more.
+    Features are standardized per dimension first. A sample counts as right when its own class's mean (without it) is
+    strictly nearer than every other class's: a tie counts as wrong. Samples of a class with a single sample cannot
+    be scored (their class has no mean without them) and are left out; None when fewer than two classes have two
+    samples or more. Features must be finite ([`BlockFeatureProbe.accuracies`] checks them).
 
     Example:
 
@@ -62,8 +66,12 @@ def nearest_class_mean_accuracy(features: torch.Tensor, labels: torch.Tensor) ->
     counts = torch.bincount(index, minlength=len(scorable)).to(features.dtype)
     distances = torch.cdist(features, sums / counts[:, None])
     own_mean = (sums[index] - features) / (counts[index] - 1)[:, None]
-    distances[torch.arange(len(labels), device=features.device), index] = (features - own_mean).norm(dim=1)
-    return float((distances.argmin(dim=1) == index).double().mean())
+    rows = torch.arange(len(labels), device=features.device)
+    own = (features - own_mean).norm(dim=1)
+    distances[rows, index] = torch.inf
+    # A tie with another class's mean counts as wrong: constant features (a collapsed block) tell nothing apart, and
+    # an argmin would credit them with the share of the first class.
+    return float((own < distances.min(dim=1).values).double().mean())
 
 
 class BlockFeatureProbe:
@@ -111,5 +119,20 @@ class BlockFeatureProbe:
         return [torch.cat(chunks) if chunks else torch.empty(0) for chunks in self._chunks]
 
     def accuracies(self, labels: torch.Tensor) -> list[float | None]:
-        """Leave-one-out nearest-class-mean accuracy of each block's features for ``labels``."""
-        return [nearest_class_mean_accuracy(f, labels) if f.numel() else None for f in self.features()]
+        """Leave-one-out nearest-class-mean accuracy of each block's features for ``labels``.
+
+        Raises:
+            CalibrationDataError: when a block's output holds NaN or infinite values (the model overflows on these
+                inputs), naming the first such block: a probe of such features would measure nothing.
+        """
+        features = self.features()
+        for name, block_features in zip(self.block_names, features):
+            bad = int((~torch.isfinite(block_features)).sum())
+            if bad:
+                raise CalibrationDataError(
+                    f"The output of block {name!r} holds {bad} NaN or infinite values (of {block_features.numel()}) "
+                    "on the calibration data: the model overflows on these inputs, so the probe would measure "
+                    "nothing. Run the model in float32 (half precision overflows first) and feed images through the "
+                    "model's image processor (rescaled and normalized)."
+                )
+        return [nearest_class_mean_accuracy(f, labels) if f.numel() else None for f in features]
