@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from transformers import TrainingArguments
 
 from hf_plasticity import (
+    CalibrationDataError,
     FineTuneRecipe,
     PlasticityCallback,
     PlasticityTrainer,
@@ -196,6 +197,27 @@ def test_a_vit_gets_the_fitted_factor_and_the_pass_reads_at_most_samples_images(
     assert close(recipe.backbone_lr, expected * SHORT["vit"])
 
 
+def test_a_streamed_dataset_gives_the_recipe_its_rows_give(make_model):
+    """A `datasets.IterableDataset` (streamed, no length) is read like the `datasets.Dataset` of its rows."""
+    model = make_model("vit")
+    rows = learnable_dataset(64)
+    streamed = rows.to_iterable_dataset().with_format("torch")
+    assert not hasattr(streamed, "__len__")
+    read = recommend_recipe(model, rows, samples=40, batch_size=16, record=False)
+    recipe = recommend_recipe(model, streamed, samples=40, batch_size=16, record=False)
+    assert recipe.block_probe_accuracy == read.block_probe_accuracy and recipe.backbone_lr == read.backbone_lr
+    assert recipe.samples == 40 and recipe.epoch_share is None  # its size is unknown
+
+
+def test_features_that_overflow_are_refused_not_read_as_in_domain_data(make_model):
+    """NaN block outputs once scored class 0's share on every block, a last/peak of 1.0: the small backbone rate."""
+    model = make_model("vit")
+    loud = [{"pixel_values": b["pixel_values"] * 1e30, "labels": b["labels"]} for b in labelled()]
+    with pytest.raises(CalibrationDataError, match="NaN or infinite values .* the model overflows"):
+        recommend_recipe(model, loud)
+    assert restore_record(model) is None
+
+
 def test_a_vision_transformer_outside_the_architecture_table_gets_the_vit_factor_too():
     """A DeiT embeds its patches with a convolution; the rule must not train it at a CNN's backbone rate."""
     recipe = recommend_recipe(tiny_vision_transformer("deit"), learnable_dataset(32), samples=32, batch_size=16)
@@ -315,6 +337,25 @@ def test_the_trainer_route_reads_the_long_budget_off_the_epochs(make_model, tmp_
     side = "high" if recipe.last_over_peak >= LONG["threshold"] else "low"
     assert recipe.budget == "long" and recipe.threshold == LONG["threshold"]
     assert close(recipe.backbone_lr, LONG[side]) and close(recipe.head_lr, LONG[f"head_{side}"])
+
+
+def test_the_trainer_route_on_streamed_data_asks_for_a_budget_it_cannot_count(make_model, tmp_path):
+    """With `max_steps` and data of unknown length the run's epochs cannot be counted: it says so before anything
+    changes, and trains at a recipe given for the budget."""
+    streamed = learnable_dataset(32).to_iterable_dataset().with_format("torch")
+    model = make_model("resnet")
+    before = params(model)
+    trainer = PlasticityTrainer(model, default_args(tmp_path), train_dataset=streamed,
+                                callbacks=[PlasticityCallback(recipe="auto")])  # fmt: skip
+    with pytest.raises(ValueError, match=r"max_steps=2 steps on data of unknown length .* budget='short'"):
+        trainer.train()
+    assert all(torch.equal(p, before[n]) for n, p in params(model).items()) and restore_record(model) is None
+    recipe = recommend_recipe(model, streamed, budget="short", record=False)
+    trainer = PlasticityTrainer(model, default_args(tmp_path), train_dataset=streamed,
+                                callbacks=[PlasticityCallback(recipe=recipe)])  # fmt: skip
+    trainer.train()
+    assert {g["name"]: g["initial_lr"] for g in trainer.optimizer.param_groups}["backbone"] == recipe.backbone_lr
+    assert any(not torch.equal(p, before[n]) for n, p in params(model).items())
 
 
 def test_a_resume_keeps_the_first_runs_recipe(make_model, tmp_path, capsys):

@@ -75,8 +75,9 @@ def iter_batches(data: Any, num_batches: int, batch_size: int = 32, *, require_l
 
     Args:
         data: a `torch.utils.data.DataLoader` (or any iterable of batches: dicts with ``pixel_values`` and
-            ``labels``, or ``(inputs, labels)`` tuples), or a `datasets.Dataset` whose rows (read through its
-            transform or format, if it has one) have those entries (read in order, ``batch_size`` rows at a time).
+            ``labels``, or ``(inputs, labels)`` tuples), or a `datasets.Dataset` or `datasets.IterableDataset`
+            whose rows (read through its transform or format, if it has one) have those entries (read in order,
+            ``batch_size`` rows at a time).
         num_batches: how many batches to take.
         batch_size: rows per batch when ``data`` is a `datasets.Dataset`.
         require_labels: when False, batches without labels are accepted (their labels come back empty).
@@ -90,11 +91,7 @@ def iter_batches(data: Any, num_batches: int, batch_size: int = 32, *, require_l
             "This strategy scores weights on downstream data: pass `data=` (a DataLoader or "
             "a datasets.Dataset with `pixel_values` and `labels`)."
         )
-    source: Iterable[Any]
-    if _is_hf_dataset(data):  # rows read through the dataset's transform: its column names are the raw ones
-        source = (data[start : start + batch_size] for start in range(0, len(data), batch_size))
-    else:
-        source = data
+    source = _hf_dataset_batches(data, batch_size) if _is_hf_dataset(data) else data
     count = 0
     for item in itertools.islice(source, num_batches):
         pixel_values, labels, label_key = _as_batch(item, require_labels)
@@ -148,7 +145,18 @@ def check_batch(index: int, pixel_values: torch.Tensor, labels: torch.Tensor, la
 
 
 def _is_hf_dataset(data: Any) -> bool:
+    """Whether ``data`` is a `datasets.Dataset` or `datasets.IterableDataset` (duck-typed: `datasets` is imported
+    only where it is used)."""
     return hasattr(data, "column_names") and hasattr(data, "features") and hasattr(data, "__getitem__")
+
+
+def _hf_dataset_batches(data: Any, batch_size: int) -> Iterable[Any]:
+    """``data``'s rows, ``batch_size`` at a time and in order, read through its transform or format (its column
+    names are the raw ones): sliced from a `datasets.Dataset`, streamed from a `datasets.IterableDataset` (which has
+    no length)."""
+    if hasattr(data, "__len__"):
+        return (data[start : start + batch_size] for start in range(0, len(data), batch_size))
+    return data.iter(batch_size=batch_size)
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:

@@ -397,13 +397,10 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         if self.resolved_recipe is not None and not resume:
             self._announce(f"recipe: {self.resolved_recipe.describe()}; the Trainer's learning_rate is not used")
         if self.resolved_recipe is None:
-            epochs = float(trainer.args.num_train_epochs)
-            batches = len(dataloader) if hasattr(dataloader, "__len__") else 0
-            if trainer.args.max_steps > 0 and batches:
-                epochs = trainer.args.max_steps * trainer.args.gradient_accumulation_steps / batches
-            budget = budget_for_epochs(epochs)
             data = base_loader(dataloader) if dataloader is not None else None
-            self.resolved_recipe = run_on_main(lambda: recommend_recipe(model, data, budget=budget, record=False))
+            self.resolved_recipe = run_on_main(
+                lambda: recommend_recipe(model, data, budget=_run_budget(trainer.args, dataloader), record=False)
+            )
             recipe = self.resolved_recipe
             self._announce(f"recipe: {recipe.describe()}; the Trainer's learning_rate is not used")
             metrics = {
@@ -498,3 +495,27 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         pending, self._pending = self._pending, []
         for metrics in pending:
             self.trainer.log(metrics)
+
+
+def _run_budget(args: Any, dataloader: Any) -> str:
+    """The fitted budget nearest to the run's length: ``num_train_epochs``, or ``max_steps`` in epochs of the train
+    dataloader when it is set (the Trainer then ignores ``num_train_epochs``).
+
+    Raises:
+        ValueError: with ``max_steps`` set and training data of unknown length (an iterable dataset), whose epochs
+            cannot be counted.
+    """
+    if args.max_steps <= 0 or dataloader is None:  # no data: `recommend_recipe` says what it needs
+        return budget_for_epochs(float(args.num_train_epochs))
+    try:
+        batches = len(dataloader)
+    except TypeError:  # a DataLoader over an iterable dataset has `__len__`, which raises
+        batches = 0
+    if not batches:
+        raise ValueError(
+            f"PlasticityCallback(recipe='auto') picks the recipe fitted for the run's length in epochs, and this run "
+            f"trains max_steps={args.max_steps} steps on data of unknown length (an iterable dataset), so its epochs "
+            "cannot be counted: pass the recipe for your budget, `recipe=recommend_recipe(model, data, "
+            "budget='short')` (about 3 epochs) or `budget='long'` (about 9)."
+        )
+    return budget_for_epochs(args.max_steps * args.gradient_accumulation_steps / batches)
