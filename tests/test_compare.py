@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -17,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from scipy import stats
-from transformers import ViTImageProcessor
+from transformers import AutoModelForImageClassification, ViTImageProcessor
 
 from hf_plasticity import compare
 from hf_plasticity.cli.main import main
@@ -301,6 +303,58 @@ def test_compare_is_exported_lazily():
            "from hf_plasticity import compare; assert callable(compare); print(compare.__name__)"  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "compare", result.stderr
+
+
+# ------------------------------------------------------------------------------------------------ identity
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in folder.iterdir()}
+
+
+def test_a_folder_is_not_resumed_when_the_model_or_data_behind_its_paths_changed(workspace, tmp_path):
+    """The same paths, other contents: three times the images, or other weights, are refused before anything is
+    written, naming what changed; a comparison recorded without an identity (an earlier version) is resumed with a
+    warning naming the folder, and its identity recorded from then on."""
+    import shutil
+
+    model, images, output = tmp_path / "model", tmp_path / "images", tmp_path / "out"
+    shutil.copytree(workspace / "tiny-vit", model)
+    shutil.copytree(workspace / "images", images)
+    budget = {**API_BUDGET, "arms": ("standard",), "seeds": 1}
+    compare(str(model), str(images), output=str(output), progress=False, **budget)
+    saved = json.loads((output / "settings.json").read_text())
+    assert saved["identity"]["data"]["splits"]["train"]["rows"] == 28
+    assert saved["identity"]["model"]["source"] == str(model.resolve())
+    assert set(saved["identity"]["model"]["files"]) == {"config.json", "model.safetensors", "preprocessor_config.json"}
+    files = _snapshot(output)
+
+    for name in CLASSES:  # the folder swapped for one with three times the images
+        for copy in (1, 2):
+            for path in sorted((images / name).glob("[0-9]*.png")):
+                shutil.copy(path, images / name / f"extra{copy}-{path.name}")
+    with pytest.raises(
+        ValueError, match=r"another model or data.*data splits train rows: 28 then, 84 now.*--overwrite"
+    ):
+        compare(str(model), str(images), output=str(output), progress=False, **budget)
+    assert _snapshot(output) == files
+    for path in images.glob("*/extra*.png"):
+        path.unlink()
+
+    weights = (model / "model.safetensors").read_bytes()  # other weights in the same folder
+    other = AutoModelForImageClassification.from_pretrained(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    other.save_pretrained(model)
+    with pytest.raises(ValueError, match=r"another model or data.*model files model\.safetensors: sha256 "):
+        compare(str(model), str(images), output=str(output), progress=False, **budget)
+    assert _snapshot(output) == files
+    (model / "model.safetensors").write_bytes(weights)
+
+    del saved["identity"]  # as an earlier version wrote it
+    (output / "settings.json").write_text(json.dumps(saved))
+    with pytest.warns(UserWarning, match=f"{re.escape(repr(str(output)))} holds a comparison recorded by an earlier"):
+        compare(str(model), str(images), output=str(output), progress=False, **budget)
+    assert len(records(output)) == 2  # resumed: nothing trained again
+    assert json.loads((output / "settings.json").read_text())["identity"]["data"]["splits"]["train"]["rows"] == 28
 
 
 # ------------------------------------------------------------------------------------------------ parts

@@ -21,7 +21,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..comparison.arms import BUILT_IN_ARMS, RECOMMENDED, check_arms, check_recipe_data
-from ..comparison.session import ComparisonSettings, check_output, make_splits, run_comparison
+from ..comparison.identity import data_identity, model_identity
+from ..comparison.session import (
+    ComparisonSettings,
+    check_output,
+    make_splits,
+    quiet_transformers,
+    run_comparison,
+)
 from ..comparison.splits import ComparisonInputError
 from ..core.validators import check_number, check_positive_int
 from ._common import CommandError, add_data_arguments, load_data, load_model, load_processor, reports_errors
@@ -123,7 +130,8 @@ def compare(
     Args:
         model: a local model folder or a Hub model id (an image classifier; its new head is sized for the data).
         data: an imagefolder directory, a folder saved with `Dataset.save_to_disk`, or a Hub dataset id.
-        output: the output folder: new or empty, or holding a comparison with the same settings (resumed).
+        output: the output folder: new or empty, or holding a comparison with the same settings and the same model
+            and data behind their paths (resumed).
         arms: ``"standard"`` (plain fine-tuning; required: the baseline), ``"restore"`` (the default restore, its
             re-drawn blocks and the head at the own learning rate), ``"control"`` (the same blocks at the own learning
             rate, not re-drawn), ``"recommended"`` (`recommend_recipe`'s rates per seed, not tuned) and/or strategy
@@ -186,15 +194,16 @@ def compare(
     )
     _check_options(settings, seeds)
     arms = check_arms(arms)
-    check_output(output, settings, overwrite)
     train, label = _labelled(_input(load_data, data, split), split, data)
     names = class_names(train)
+    loaded = {split: train}
     others = []
     for other_split in (val_split, test_split):
         if other_split is None:
             others.append(None)
             continue
         other, other_label = _labelled(_input(load_data, data, other_split), other_split, data)
+        loaded[other_split] = other
         if other_label != label:
             other = other.rename_column(other_label, label)
         if class_names(other) != names:  # the same classes, by name, as the training split's indices
@@ -209,8 +218,11 @@ def compare(
     def fresh_model() -> Any:
         return _input(load_model, model, labels=names)[0]
 
-    fresh_model()  # refuses an unknown model or one that is no image classifier, before anything is written
+    with quiet_transformers():  # one line for a refusal below, not a weight-loading bar before it
+        fresh_model()  # refuses an unknown model or one that is no image classifier, before anything is written
     processor = _input(load_processor, model, required=True)
+    identity = {"model": model_identity(model), "data": data_identity(data, loaded)}
+    check_output(output, settings, overwrite, identity)
     train, val, test, notes = make_splits(train, others[0], others[1], label, settings)
     if RECOMMENDED in arms:
         check_recipe_data(train, label, seeds)
@@ -228,6 +240,7 @@ def compare(
         calibration=calibration,
         overwrite=overwrite,
         split_notes=notes,
+        identity=identity,
         progress=progress,
     )
 

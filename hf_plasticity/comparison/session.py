@@ -1,25 +1,29 @@
 """A comparison from loaded inputs to its report: the settings that identify it, the output folder (new, resumed or
 overwritten), the three splits, the runs and the report.
 
-A folder that holds a comparison with the same settings (model, data, splits, budget, grid) is resumed: runs already
-recorded in ``runs.jsonl`` are skipped, so a killed comparison continues where it stopped, and one rerun with more
-``seeds`` or another arm adds only the runs it lacks. Any other non-empty folder needs ``overwrite``, which deletes the
-comparison's own files (``runs.jsonl``, ``settings.json``, the report) and nothing else; so does a folder whose records
-name an arm by its earlier name (``recipe``, now ``restore``), and one whose ``recommended`` runs were chosen by
-another fit of the recipe's rule (an earlier library version): they are neither mixed in nor rewritten.
+A folder that holds a comparison with the same settings (model, data, splits, budget, grid) and the same model and data
+behind them (their identity: see [`identity`]) is resumed: runs already recorded in ``runs.jsonl`` are skipped, so a
+killed comparison continues where it stopped, and one rerun with more ``seeds`` or another arm adds only the runs it
+lacks. Any other non-empty folder needs ``overwrite``, which deletes the comparison's own files (``runs.jsonl``,
+``settings.json``, the report) and nothing else; so does a folder whose records name an arm by its earlier name
+(``recipe``, now ``restore``), and one whose ``recommended`` runs were chosen by another fit of the recipe's rule (an
+earlier library version): they are neither mixed in nor rewritten.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .arms import RENAMED_ARMS, seeds_of_another_rule
+from .identity import IDENTITY_KEY, identity_differences
 from .report import CURVES_FILE, DIFFERENCES_FILE, REPORT_FILE, SUMMARY_FILE, summarize, write_report
 from .runner import CONFIRM, Budget, RunSpec, train_run
 from .splits import ComparisonInputError, stratified_split, with_class_labels
@@ -64,19 +68,44 @@ class ComparisonSettings:
         return [(backbone, own) for backbone in self.backbone_lrs for own in self.own_lrs]
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Within it, transformers shows no progress bar (loading weights) and logs errors only (not the new head's
+    warning); both are restored on exit."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def is_main_process() -> bool:
     """Whether this is the process that writes (rank 0 of a ``torchrun`` / ``accelerate launch`` run, or the only one).
     Read from the launcher's ``RANK`` variable: before the `Trainer` starts, no process group exists to ask."""
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def check_output(output: str, settings: ComparisonSettings, overwrite: bool) -> bool:
+def check_output(output: str, settings: ComparisonSettings, overwrite: bool, identity: dict[str, Any]) -> bool:
     """Decides what ``output`` is, without writing: returns True to resume the comparison it holds.
 
+    Args:
+        output: the output folder.
+        settings: the comparison's settings.
+        overwrite: start afresh in a folder that holds a comparison.
+        identity: the model's and the data's identity (``{"model": ..., "data": ...}``, see [`identity`]); a
+            comparison recorded by an earlier version, without one, is resumed with a warning that it cannot be
+            checked.
+
     Raises:
-        ComparisonInputError: for a file, a non-empty folder that holds no comparison with these settings, or one
-            whose records name an arm by an earlier name (``recipe``) or hold ``recommended`` runs of another fit of
-            the rule, unless ``overwrite`` is on.
+        ComparisonInputError: for a file, a non-empty folder that holds no comparison with these settings or was
+            trained on another model or data behind the same paths, or one whose records name an arm by an earlier
+            name (``recipe``) or hold ``recommended`` runs of another fit of the rule, unless ``overwrite`` is on.
     """
     if os.path.isfile(output):
         raise ComparisonInputError(f"Output {output!r} is a file; pass a directory.")
@@ -90,8 +119,12 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool) -> 
             saved = json.load(handle)
         differing = sorted(key for key, value in settings.to_dict().items() if saved.get(key) != value)
         if not differing:
+            if saved.get(IDENTITY_KEY) is not None:
+                _refuse_other_identity(output, saved[IDENTITY_KEY], identity)
             _refuse_renamed_arms(output)
             _refuse_another_rule(output, settings.epochs)
+            if saved.get(IDENTITY_KEY) is None:
+                _warn_unchecked_identity(output)
             return True
         raise ComparisonInputError(
             f"Output directory {output!r} holds a comparison with other settings ({', '.join(differing)} differ); "
@@ -100,6 +133,30 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool) -> 
     raise ComparisonInputError(
         f"Output directory {output!r} exists and is not empty; pass --overwrite to write into it (or the folder of "
         "a comparison with the same settings, to resume it)."
+    )
+
+
+def _refuse_other_identity(output: str, saved: dict[str, Any], identity: dict[str, Any]) -> None:
+    """Refuses to resume a comparison whose model or data changed behind the same paths: its runs would mix with
+    new ones."""
+    differences = identity_differences(saved, identity)
+    if differences:
+        raise ComparisonInputError(
+            f"Output directory {output!r} holds a comparison of another model or data behind the same paths "
+            f"({'; '.join(differences)}); its runs would mix with new ones. Pass --overwrite to start a new "
+            "comparison there, or another --output."
+        )
+
+
+def _warn_unchecked_identity(output: str) -> None:
+    """Warns that a comparison recorded by an earlier version holds no identity of its model and data to check (it is
+    resumed, and its identity recorded from now on)."""
+    warnings.warn(
+        f"Output directory {output!r} holds a comparison recorded by an earlier version of hf-plasticity, without "
+        "the identity of its model and data: this resume cannot check that they are the ones its runs were trained "
+        "on. Their identity is recorded from now on.",
+        UserWarning,
+        stacklevel=4,
     )
 
 
@@ -161,6 +218,7 @@ def run_comparison(
     calibration: Any,
     overwrite: bool,
     split_notes: dict[str, str],
+    identity: dict[str, Any],
     progress: bool = True,
 ) -> dict[str, Any]:
     """Runs (or resumes) the comparison and writes its report; returns the summary (also ``summary.json``).
@@ -175,10 +233,9 @@ def run_comparison(
         calibration: training batches for data-dependent strategies.
         overwrite: start afresh in a folder that holds a comparison (its own files are deleted).
         split_notes: how each split was made (for the report).
+        identity: the model's and the data's identity (recorded in ``settings.json`` and the summary).
         progress: show the bar over the runs.
     """
-    from transformers.utils import logging as hf_logging
-
     main = is_main_process()
     if main:
         os.makedirs(output, exist_ok=True)
@@ -187,25 +244,19 @@ def run_comparison(
                 if os.path.isfile(os.path.join(output, name)):
                     os.remove(os.path.join(output, name))
         with open(os.path.join(output, SETTINGS_FILE), "w", encoding="utf-8") as handle:
-            json.dump(settings.to_dict(), handle, indent=2, sort_keys=True)
+            json.dump({**settings.to_dict(), IDENTITY_KEY: identity}, handle, indent=2, sort_keys=True)
             handle.write("\n")
     # Every process reads the records as they were at the start (no process can add one before all of them reach
     # the first run, whose DDP steps need every process); after --overwrite none of them reads the old ones.
     store = RunStore(output, write=main, read=not overwrite)
     train, val, test = splits
 
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # one bar over the runs, not a weight-loading bar and a new-head warning per run
-    hf_logging.disable_progress_bar()
-    try:
+    with quiet_transformers():  # one bar over the runs, not a weight-loading bar and a new-head warning per run
         chosen = _run_all(settings, arms, seeds, store, load_model, splits, calibration, progress and main)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     summary = summarize(arms, chosen, store.phase(CONFIRM))
     summary.update(
         settings=settings.to_dict(),
+        identity=identity,
         splits={"how": split_notes, "sizes": {"train": len(train), "val": len(val), "test": len(test)}},
         tuning={"seeds": list(TUNE_SEEDS), "grid": tuning_table(arms, settings.grid, store)},
         output=os.path.abspath(output),
