@@ -270,13 +270,22 @@ def _bad_cases(root: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
         "other comparison": (["compare", model, "--data", images, "--output", str(other)], "epochs differ"),
         "bad epochs": (["compare", model, "--data", images, "--epochs", "0"], "epochs"),
         "other classes": (["compare", model, "--data", str(mismatched), "--test-split", "test"], "other classes"),
+        "test split is the training split": (
+            ["compare", model, "--data", str(mismatched), "--test-split", "train"],
+            "three different splits; got split 'train', test_split 'train'",
+        ),
+        "validation split is the test split": (
+            ["compare", model, "--data", str(mismatched), "--val-split", "test", "--test-split", "test"],
+            "val_split 'test', test_split 'test'",
+        ),
     }
 
 
 @pytest.mark.parametrize(
     "case",
     ["unknown model", "one class", "no labels", "unknown arm", "no standard arm", "renamed arm",
-     "records of a renamed arm", "non-empty output", "other comparison", "bad epochs", "other classes"],
+     "records of a renamed arm", "non-empty output", "other comparison", "bad epochs", "other classes",
+     "test split is the training split", "validation split is the test split"],
 )  # fmt: skip
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(workspace, tmp_path, capsys, case):
     argv, expected = _bad_cases(workspace, tmp_path)[case]

@@ -54,7 +54,26 @@ def _input(call: Any, *args: Any, **kwargs: Any) -> Any:
         raise ComparisonInputError(str(error)) from error
 
 
+def _check_distinct_splits(settings: ComparisonSettings) -> None:
+    """Refuses a validation or test split that is the training split or each other: tuning or testing on the images
+    trained on (or tuning on the test) would make the comparison meaningless."""
+    named = {
+        option: value
+        for option, value in (("split", settings.split), ("val_split", settings.val_split),
+                              ("test_split", settings.test_split))
+        if value is not None
+    }  # fmt: skip
+    if len(set(named.values())) < len(named):
+        given = ", ".join(f"{option} {value!r}" for option, value in named.items())
+        raise ComparisonInputError(
+            f"The training, validation and test splits must be three different splits; got {given} "
+            "(--split, --val-split, --test-split). Leave the validation or test split unset to carve it from the "
+            "training split."
+        )
+
+
 def _check_options(settings: ComparisonSettings, seeds: int) -> None:
+    _check_distinct_splits(settings)
     check_positive_int("epochs", settings.epochs)
     check_positive_int("batch_size", settings.batch_size)
     check_positive_int("seeds", seeds)
@@ -159,10 +178,10 @@ def compare(
         mean and 95% CI, the paired difference to standard with its 95% CI; the verdict; the settings.
 
     Raises:
-        ValueError: for bad input (an unknown model, data without labels or with one class, an unknown or renamed
-            arm, an output folder that is not empty or holds records of a renamed arm or ``recommended`` runs of
-            another fit of the rule, too few training images for the ``recommended`` arm's pass), before anything is
-            written.
+        ValueError: for bad input (an unknown model, data without labels or with one class, a validation or test split
+            that is the training split or each other, an unknown or renamed arm, an output folder that is not empty or
+            holds records of a renamed arm or ``recommended`` runs of another fit of the rule, too few training images
+            for the ``recommended`` arm's pass), before anything is written.
 
     Example:
 
