@@ -27,7 +27,7 @@ from transformers import AutoModelForImageClassification, ViTImageProcessor
 
 from hf_plasticity import compare
 from hf_plasticity.cli.main import main
-from hf_plasticity.comparison.report import mean_interval, paired_difference, verdict
+from hf_plasticity.comparison.report import mean_interval, paired_difference, recommended_verdict, verdict
 from hf_plasticity.comparison.session import ComparisonSettings, make_splits
 from hf_plasticity.comparison.store import RunStore
 from hf_plasticity.comparison.tuning import TUNE_SEEDS, run_schedule
@@ -120,12 +120,15 @@ def test_cli_end_to_end_report_matches_records(workspace, tmp_path, capsys, refe
     row = next(line for line in (output / "report.md").read_text().splitlines() if line.startswith("| restore |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[3] == f"{100 * np.mean(restore):.2f}"
-    if math.isclose(mean_low, mean_high) or not math.isfinite(mean_low):
-        assert cells[4] == f"[{100 * np.mean(restore):.2f}, {100 * np.mean(restore):.2f}]"
+    if math.isclose(restore[0], restore[1]):  # no spread: no interval
+        assert cells[4] == "cannot be estimated (no spread over 2 seeds)"
     else:
         assert cells[4] == f"[{100 * mean_low:.2f}, {100 * mean_high:.2f}]"
     assert cells[5] == f"{100 * (np.mean(restore) - np.mean(standard)):+.2f}"
-    assert cells[6] == f"[{100 * low:+.2f}, {100 * high:+.2f}]"
+    if math.isclose(restore[0] - standard[0], restore[1] - standard[1]):
+        assert cells[6] == "cannot be estimated (no spread over 2 seeds)"
+    else:
+        assert cells[6] == f"[{100 * low:+.2f}, {100 * high:+.2f}]"
     summary = json.loads((output / "summary.json").read_text())
     assert summary["verdict"] in printed and summary["verdict"].startswith("On this data the default restore is")
     assert row in printed
@@ -390,12 +393,29 @@ def test_verdict_follows_the_interval(pairs):
     treatment, control = [p[0] for p in pairs], [p[1] for p in pairs]
     difference = paired_difference(treatment, control)
     sentence = verdict("restore", difference)
-    if difference["low"] > 0:
+    if difference["low"] is None:  # every pair has the same difference
+        assert difference["undefined"] == "no spread" and "not assessable" in sentence
+    elif difference["low"] > 0:
         assert sentence.endswith("a detectable gain.")
     elif difference["high"] < 0:
         assert sentence.endswith("a detectable loss.")
     else:
         assert sentence.endswith("no detectable difference.")
+
+
+@given(st.integers(1, 500), st.lists(st.integers(0, 500), min_size=2, max_size=10), st.integers(-500, 500))
+@settings(max_examples=100, deadline=None)
+def test_equal_differences_never_read_as_detectable(size, correct, shift):
+    """Every seed with the same difference (two seeds both -8.33 points): the t interval would have zero width and
+    exclude 0 whatever the true spread, so the verdict says it cannot be assessed, never a detectable loss or gain."""
+    control = [min(c, size) / size for c in correct]
+    treatment = [(min(c, size) + shift) / size for c in correct]  # accuracies need not stay in [0, 1] here
+    difference = paired_difference(treatment, control)
+    assert (difference["low"], difference["high"], difference["undefined"]) == (None, None, "no spread")
+    for sentence in (verdict("restore", difference), recommended_verdict(difference)):
+        assert "detectable" not in sentence and "not assessable" in sentence, sentence
+    interval = mean_interval([control[0]] * len(control))  # every seed the same accuracy
+    assert (interval["low"], interval["undefined"]) == (None, "no spread")
 
 
 @given(st.lists(st.integers(0, 10**6), min_size=1, max_size=6, unique=True), st.data())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,33 +25,48 @@ ARM_TITLES = {
 }
 
 
+#: Values this close (on the accuracy scale, 0 to 1) count as equal: accuracies are fractions of a split, so equal ones
+#: (or equal paired differences) differ by float rounding at most, and real ones by far more.
+EQUAL = 1e-9
+ONE_SEED, NO_SPREAD = "one seed", "no spread"
+
+
+def _undefined(values: Sequence[float]) -> str | None:
+    """Why the t interval of ``values`` cannot be estimated (``"one seed"``: a single value; ``"no spread"``: all
+    equal, so the interval would have zero width whatever the true spread), or None when it can."""
+    if len(values) < 2:
+        return ONE_SEED
+    return NO_SPREAD if max(values) - min(values) <= EQUAL else None
+
+
 def mean_interval(values: Sequence[float]) -> dict[str, Any]:
-    """``{"mean", "low", "high", "n"}``: the mean of ``values`` and its two-sided 95% t interval (`scipy.stats`;
-    ``low``/``high`` are None with fewer than two values: the interval is undefined)."""
+    """``{"mean", "low", "high", "n", "undefined"}``: the mean of ``values`` and its two-sided 95% t interval
+    (`scipy.stats`); ``low``/``high`` are None when it cannot be estimated, and ``undefined`` says why (``"one seed"``,
+    or ``"no spread"``: all values equal; else None)."""
     from scipy import stats
 
     values = [float(v) for v in values]
+    undefined = _undefined(values)
     result: dict[str, Any] = {"mean": sum(values) / len(values), "low": None, "high": None, "n": len(values)}
-    if len(values) > 1:
-        with warnings.catch_warnings():  # identical values: scipy warns, and the interval is the value itself
-            warnings.simplefilter("ignore", RuntimeWarning)
-            interval = stats.ttest_1samp(values, 0.0).confidence_interval(CONFIDENCE)
+    result["undefined"] = undefined
+    if undefined is None:
+        interval = stats.ttest_1samp(values, 0.0).confidence_interval(CONFIDENCE)
         result.update(low=float(interval.low), high=float(interval.high))
     return result
 
 
 def paired_difference(treatment: Sequence[float], control: Sequence[float]) -> dict[str, Any]:
-    """``{"mean", "low", "high", "n"}``: the mean of ``treatment[i] - control[i]`` (paired by seed) and its 95% CI
-    from `scipy.stats.ttest_rel` (None with fewer than two pairs)."""
+    """``{"mean", "low", "high", "n", "undefined"}``: the mean of ``treatment[i] - control[i]`` (paired by seed) and
+    its 95% CI from `scipy.stats.ttest_rel`; ``low``/``high`` are None with one pair, or when every difference is the
+    same (``undefined``: ``"one seed"`` or ``"no spread"``)."""
     from scipy import stats
 
     differences = [float(t) - float(c) for t, c in zip(treatment, control, strict=True)]
+    undefined = _undefined(differences)
     result: dict[str, Any] = {"mean": sum(differences) / len(differences), "low": None, "high": None}
-    result["n"] = len(differences)
-    if len(differences) > 1:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            interval = stats.ttest_rel(list(treatment), list(control)).confidence_interval(CONFIDENCE)
+    result.update(n=len(differences), undefined=undefined)
+    if undefined is None:
+        interval = stats.ttest_rel(list(treatment), list(control)).confidence_interval(CONFIDENCE)
         result.update(low=float(interval.low), high=float(interval.high))
     return result
 
@@ -63,13 +77,20 @@ def _points(value: float) -> str:
 
 def _interval(stat: dict[str, Any], signed: bool = False) -> str:
     if stat["low"] is None:
+        if stat.get("undefined") == NO_SPREAD:
+            return f"cannot be estimated (no spread over {stat['n']} seeds)"
         return "undefined (1 seed)"
     show = _points if signed else (lambda v: f"{100 * v:.2f}")
     return f"[{show(stat['low'])}, {show(stat['high'])}]"
 
 
 def _ending(difference: dict[str, Any]) -> str:
-    """The end of a verdict: the interval and what it says, or that one seed says nothing yet."""
+    """The end of a verdict: the interval and what it says, or why it cannot say anything yet."""
+    if difference["low"] is None and difference.get("undefined") == NO_SPREAD:
+        return (
+            f"on {difference['n']} paired seeds, with the same difference on every one: without any spread the 95% CI "
+            "cannot be estimated, so whether the difference is real is not assessable; run more seeds (--seeds)."
+        )
     if difference["low"] is None:
         return (
             "on 1 seed: the 95% CI is undefined with one seed, so this says nothing yet; run with --seeds 3 or more."
