@@ -467,6 +467,18 @@ def test_tie_rule_second_seed_then_a_hash_of_the_configuration(tmp_path, reverse
     assert again == []
 
 
+def test_non_finite_logits_count_as_wrong():
+    """A diverged run's NaN logits would argmax to class 0 and score the share of class 0."""
+    from transformers import EvalPrediction
+
+    from hf_plasticity.comparison.runner import accuracy
+
+    labels = np.array([0, 0, 0, 1])
+    logits = np.array([[np.nan, np.nan], [np.nan, 1.0], [np.inf, 0.0], [0.0, 2.0]])
+    assert accuracy(EvalPrediction(predictions=logits, label_ids=labels)) == {"accuracy": 0.25}
+    assert accuracy(EvalPrediction(predictions=(np.full((4, 2), np.nan),), label_ids=labels)) == {"accuracy": 0.0}
+
+
 def test_carved_splits_are_disjoint_and_stratified():
     from datasets import Dataset
 

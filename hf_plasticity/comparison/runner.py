@@ -60,10 +60,13 @@ class RunSpec:
 
 
 def accuracy(eval_prediction: Any) -> dict[str, float]:
-    """The `Trainer`'s ``compute_metrics``: the share of examples whose top logit is the label."""
+    """The `Trainer`'s ``compute_metrics``: the share of examples whose top logit is the label. An example with a
+    non-finite logit (a diverged run) counts as wrong: ``argmax`` would read NaNs as class 0, so a diverged run would
+    score the share of class 0 and could win the tuning."""
     logits, labels = eval_prediction.predictions, eval_prediction.label_ids
     logits = logits[0] if isinstance(logits, tuple) else logits
-    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+    finite = np.isfinite(logits).all(axis=-1)
+    return {"accuracy": float(((np.argmax(logits, axis=-1) == labels) & finite).mean())}
 
 
 def head_fingerprint(model: Any) -> str:
