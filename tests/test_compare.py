@@ -260,6 +260,11 @@ def _bad_cases(root: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
 
     mismatched = tmp / "mismatched"
     DatasetDict({"train": split_of(["x", "y"]), "test": split_of(["q", "x"])}).save_to_disk(str(mismatched))
+    no_label = tmp / "no-label"  # a Hub-style test split: -1 for the images without a label
+    test = Dataset.from_dict({"image": [Image.new("RGB", (8, 8))] * 4, "label": [0, -1, 1, -1]})
+    DatasetDict({"train": split_of(["x", "y"]), "test": test.cast_column("label", ClassLabel(names=["x", "y"]))}
+                ).save_to_disk(str(no_label))  # fmt: skip
+    quick = ["--arms", "standard", "--seeds", "1", "--epochs", "1", *GRID]  # runs quickly where nothing refuses it
     return {
         "unknown model": (["compare", str(tmp / "no-such-model"), "--data", images], "Cannot load model"),
         "one class": (["compare", model, "--data", str(root / "one-class")], "1 class folder"),
@@ -273,6 +278,10 @@ def _bad_cases(root: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
         "other comparison": (["compare", model, "--data", images, "--output", str(other)], "epochs differ"),
         "bad epochs": (["compare", model, "--data", images, "--epochs", "0"], "epochs"),
         "other classes": (["compare", model, "--data", str(mismatched), "--test-split", "test"], "other classes"),
+        "unlabelled test images": (
+            ["compare", model, "--data", str(no_label), "--test-split", "test", *quick],
+            "Split 'test' of '" + str(no_label) + "' has 2 of 4 examples labelled outside its 2 classes (labels [-1]",
+        ),
         "test split is the training split": (
             ["compare", model, "--data", str(mismatched), "--test-split", "train"],
             "three different splits; got split 'train', test_split 'train'",
@@ -288,7 +297,7 @@ def _bad_cases(root: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
     "case",
     ["unknown model", "one class", "no labels", "unknown arm", "no standard arm", "renamed arm",
      "records of a renamed arm", "non-empty output", "other comparison", "bad epochs", "other classes",
-     "test split is the training split", "validation split is the test split"],
+     "unlabelled test images", "test split is the training split", "validation split is the test split"],
 )  # fmt: skip
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(workspace, tmp_path, capsys, case):
     argv, expected = _bad_cases(workspace, tmp_path)[case]

@@ -90,6 +90,24 @@ def _check_options(settings: ComparisonSettings, seeds: int) -> None:
     check_number("warmup", settings.warmup, low=0, high=1, high_open=True)
 
 
+def _check_label_range(dataset: Any, label: str, what: str, source: str) -> None:
+    """Refuses a split with labels outside its `ClassLabel`'s classes (-1, "no label", is common in the test splits of
+    Hub datasets): a run would stop at its first evaluation, after the tuning, instead of up front."""
+    import numpy as np
+
+    count = len(dataset.features[label].names)
+    if all(0 <= value < count for value in dataset.unique(label)):
+        return
+    labels = np.asarray(dataset.select_columns([label])[label])
+    outside = (labels < 0) | (labels >= count)
+    raise ComparisonInputError(
+        f"Split {what!r} of {source!r} has {int(outside.sum())} of {len(labels)} examples labelled outside its "
+        f"{count} classes (labels {sorted(set(labels[outside].tolist()))}; -1 means 'no label', as in many Hub test "
+        f"splits): compare needs every example labelled 0 to {count - 1}. Pass another split, or filter those "
+        "examples out and save the data (Dataset.filter, save_to_disk)."
+    )
+
+
 def _labelled(dataset: Any, what: str, source: str) -> tuple[Any, str]:
     """The dataset with a `ClassLabel` label column of two classes or more, and that column's name."""
     from ..comparison.splits import with_class_labels
@@ -102,6 +120,7 @@ def _labelled(dataset: Any, what: str, source: str) -> tuple[Any, str]:
             f"{dataset.column_names}): compare needs labelled images."
         )
     dataset = with_class_labels(dataset, label)
+    _check_label_range(dataset, label, what, source)
     classes = len(dataset.unique(label))
     if classes < 2:
         raise ComparisonInputError(
@@ -178,10 +197,11 @@ def compare(
         mean and 95% CI, the paired difference to standard with its 95% CI; the verdict; the settings.
 
     Raises:
-        ValueError: for bad input (an unknown model, data without labels or with one class, a validation or test split
-            that is the training split or each other, an unknown or renamed arm, an output folder that is not empty or
-            holds records of a renamed arm or ``recommended`` runs of another fit of the rule, too few training images
-            for the ``recommended`` arm's pass), before anything is written.
+        ValueError: for bad input (an unknown model, data without labels or with one class, a split with labels outside
+            its classes (-1), a validation or test split that is the training split or each other, an unknown or
+            renamed arm, an output folder that is not empty or holds records of a renamed arm or ``recommended`` runs
+            of another fit of the rule, too few training images for the ``recommended`` arm's pass), before anything is
+            written.
 
     Example:
 
