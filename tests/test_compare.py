@@ -241,7 +241,7 @@ def _bad_cases(root: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
     (taken / "something.txt").write_text("x")
     other = tmp / "other-comparison"
     other.mkdir()
-    settings_json = ComparisonSettings(model=model, data=images, epochs=7).to_dict()
+    settings_json = {"hf_plasticity_compare": 1, **ComparisonSettings(model=model, data=images, epochs=7).to_dict()}
     (other / "settings.json").write_text(json.dumps(settings_json))
     old = tmp / "old-arm-name"  # a comparison with these settings whose records name the arm by its earlier name
     old.mkdir()
@@ -376,6 +376,37 @@ def test_a_folder_is_not_resumed_when_the_model_or_data_behind_its_paths_changed
         compare(str(model), str(images), output=str(output), progress=False, **budget)
     assert len(records(output)) == 2  # resumed: nothing trained again
     assert json.loads((output / "settings.json").read_text())["identity"]["data"]["splits"]["train"]["rows"] == 28
+
+
+def test_overwrite_deletes_and_replaces_only_a_comparison_s_files(workspace, tmp_path):
+    """A folder whose settings.json and report.md are the user's holds no comparison: refused as not empty, and with
+    --overwrite too (nothing deleted or replaced); an earlier version's comparison (its unmarked settings.json beside a
+    runs.jsonl) is recognised, and --overwrite starts afresh there."""
+    model, images = str(workspace / "tiny-vit"), str(workspace / "images")
+    budget = {**API_BUDGET, "arms": ("standard",), "seeds": 1}
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "settings.json").write_text('{"learning_rate": 0.1}')
+    (mine / "report.md").write_text("my notes")
+    files = _snapshot(mine)
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        compare(model, images, output=str(mine), progress=False, **budget)
+    with pytest.raises(ValueError, match=r"holds no comparison.*\(settings\.json, report\.md\).*only the files of a"):
+        compare(model, images, output=str(mine), progress=False, overwrite=True, **budget)
+    assert _snapshot(mine) == files
+
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    settings_json = ComparisonSettings(model=model, data=images, epochs=7).to_dict()  # no marker: an earlier version
+    (earlier / "settings.json").write_text(json.dumps(settings_json))
+    (earlier / "runs.jsonl").write_text(json.dumps({"key": "old", "phase": "tune", "arm": "standard"}) + "\n")
+    (earlier / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds a comparison with other settings"):
+        compare(model, images, output=str(earlier), progress=False, **budget)
+    compare(model, images, output=str(earlier), progress=False, overwrite=True, **budget)
+    assert "old" not in {r["key"] for r in records(earlier)} and len(records(earlier)) == 2
+    assert json.loads((earlier / "settings.json").read_text())["hf_plasticity_compare"] == 1
+    assert (earlier / "notes.txt").read_text() == "mine"
 
 
 # ------------------------------------------------------------------------------------------------ parts

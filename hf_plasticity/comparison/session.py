@@ -5,7 +5,9 @@ A folder that holds a comparison with the same settings (model, data, splits, bu
 behind them (their identity: see [`identity`]) is resumed: runs already recorded in ``runs.jsonl`` are skipped, so a
 killed comparison continues where it stopped, and one rerun with more ``seeds`` or another arm adds only the runs it
 lacks. Any other non-empty folder needs ``overwrite``, which deletes the comparison's own files (``runs.jsonl``,
-``settings.json``, the report) and nothing else; so does a folder whose records name an arm by its earlier name
+``settings.json``, the report) and nothing else, and only in a folder that holds a comparison (its ``settings.json``
+marked as a comparison's, or an earlier version's beside a ``runs.jsonl``): files of the user's that bear those names
+are never deleted or replaced; so does a folder whose records name an arm by its earlier name
 (``recipe``, now ``restore``), and one whose ``recommended`` runs were chosen by another fit of the recipe's rule (an
 earlier library version): they are neither mixed in nor rewritten.
 """
@@ -32,6 +34,14 @@ from .tuning import TUNE_SEEDS, run_schedule, tuning_table
 
 SETTINGS_FILE = "settings.json"
 OWN_FILES = (RUNS_FILE, SETTINGS_FILE, REPORT_FILE, SUMMARY_FILE, CURVES_FILE, DIFFERENCES_FILE)
+#: The key that marks a ``settings.json`` as a comparison's, and the version of its layout.
+MARKER, SCHEMA_VERSION = "hf_plasticity_compare", 1
+#: The keys of ``settings.json`` as versions before the marker wrote it: with them and a ``runs.jsonl`` beside it, a
+#: folder holds an earlier version's comparison.
+UNMARKED_KEYS = frozenset(
+    {"model", "data", "split", "val_split", "test_split", "val_fraction", "test_fraction", "split_seed",
+     "max_train_samples", "epochs", "batch_size", "backbone_lrs", "own_lrs", "weight_decay", "warmup"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -105,35 +115,77 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool, ide
     Raises:
         ComparisonInputError: for a file, a non-empty folder that holds no comparison with these settings or was
             trained on another model or data behind the same paths, or one whose records name an arm by an earlier
-            name (``recipe``) or hold ``recommended`` runs of another fit of the rule, unless ``overwrite`` is on.
+            name (``recipe``) or hold ``recommended`` runs of another fit of the rule, unless ``overwrite`` is on;
+            even with it, for a folder that holds no comparison (see [`recorded_settings`]) but files bearing a
+            comparison's file names, and for a ``settings.json`` that is not valid JSON.
     """
     if os.path.isfile(output):
         raise ComparisonInputError(f"Output {output!r} is a file; pass a directory.")
     if not os.path.isdir(output) or not any(os.scandir(output)):
         return False
+    saved = recorded_settings(output)
+    if saved is None:
+        _refuse_foreign_folder(output, overwrite)
+        return False
     if overwrite:
         return False
-    settings_path = os.path.join(output, SETTINGS_FILE)
-    if os.path.isfile(settings_path):
-        with open(settings_path, encoding="utf-8") as handle:
-            saved = json.load(handle)
-        differing = sorted(key for key, value in settings.to_dict().items() if saved.get(key) != value)
-        if not differing:
-            if saved.get(IDENTITY_KEY) is not None:
-                _refuse_other_identity(output, saved[IDENTITY_KEY], identity)
-            _refuse_renamed_arms(output)
-            _refuse_another_rule(output, settings.epochs)
-            if saved.get(IDENTITY_KEY) is None:
-                _warn_unchecked_identity(output)
-            return True
+    differing = sorted(key for key, value in settings.to_dict().items() if saved.get(key) != value)
+    if differing:
         raise ComparisonInputError(
             f"Output directory {output!r} holds a comparison with other settings ({', '.join(differing)} differ); "
             "pass --overwrite to start a new one there, or another --output."
         )
-    raise ComparisonInputError(
-        f"Output directory {output!r} exists and is not empty; pass --overwrite to write into it (or the folder of "
-        "a comparison with the same settings, to resume it)."
-    )
+    if saved.get(IDENTITY_KEY) is not None:
+        _refuse_other_identity(output, saved[IDENTITY_KEY], identity)
+    _refuse_renamed_arms(output)
+    _refuse_another_rule(output, settings.epochs)
+    if saved.get(IDENTITY_KEY) is None:
+        _warn_unchecked_identity(output)
+    return True
+
+
+def recorded_settings(output: str) -> dict[str, Any] | None:
+    """The settings of the comparison ``output`` holds, or None when it holds none: a comparison's ``settings.json``
+    carries the [`MARKER`] key, or (written by a version before the marker) all the [`UNMARKED_KEYS`] with a
+    ``runs.jsonl`` beside it. A ``settings.json`` of any other kind is the user's.
+
+    Raises:
+        ComparisonInputError: when ``settings.json`` is not valid JSON (naming the file).
+    """
+    path = os.path.join(output, SETTINGS_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    try:
+        saved = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ComparisonInputError(
+            f"{path!r} is not valid JSON ({error}): it was not written whole by compare, nor is it anything compare "
+            "can read. Remove or fix it, or pass another --output."
+        ) from error
+    if not isinstance(saved, dict):
+        return None
+    unmarked = UNMARKED_KEYS <= saved.keys() and os.path.isfile(os.path.join(output, RUNS_FILE))
+    return saved if MARKER in saved or unmarked else None
+
+
+def _refuse_foreign_folder(output: str, overwrite: bool) -> None:
+    """Refuses a non-empty folder that holds no comparison: always without ``overwrite``, and with it when files
+    there bear the comparison's file names (they are the user's: ``overwrite`` deletes and replaces only a
+    comparison's own files)."""
+    if not overwrite:
+        raise ComparisonInputError(
+            f"Output directory {output!r} exists and is not empty; pass --overwrite to write into it (or the folder "
+            "of a comparison with the same settings, to resume it)."
+        )
+    taken = [name for name in OWN_FILES if os.path.exists(os.path.join(output, name))]
+    if taken:
+        raise ComparisonInputError(
+            f"Output directory {output!r} is not empty and holds no comparison, but files named as a comparison's "
+            f"({', '.join(taken)}): --overwrite deletes and replaces only the files of a comparison. Move them, or "
+            "pass another --output."
+        )
 
 
 def _refuse_other_identity(output: str, saved: dict[str, Any], identity: dict[str, Any]) -> None:
@@ -239,12 +291,13 @@ def run_comparison(
     main = is_main_process()
     if main:
         os.makedirs(output, exist_ok=True)
-        if overwrite:
+        if overwrite and recorded_settings(output) is not None:  # a comparison's files, never the user's
             for name in OWN_FILES:
                 if os.path.isfile(os.path.join(output, name)):
                     os.remove(os.path.join(output, name))
         with open(os.path.join(output, SETTINGS_FILE), "w", encoding="utf-8") as handle:
-            json.dump({**settings.to_dict(), IDENTITY_KEY: identity}, handle, indent=2, sort_keys=True)
+            record = {MARKER: SCHEMA_VERSION, **settings.to_dict(), IDENTITY_KEY: identity}
+            json.dump(record, handle, indent=2, sort_keys=True)
             handle.write("\n")
     # Every process reads the records as they were at the start (no process can add one before all of them reach
     # the first run, whose DDP steps need every process); after --overwrite none of them reads the old ones.
