@@ -519,6 +519,15 @@ def test_non_finite_logits_count_as_wrong():
     assert accuracy(EvalPrediction(predictions=(np.full((4, 2), np.nan),), label_ids=labels)) == {"accuracy": 0.0}
 
 
+def test_max_train_samples_below_the_number_of_classes_is_refused_before_anything_is_written(workspace, tmp_path):
+    """A stratified subset keeps one example per class: 1 example of 2 classes would silently become 2 (and the report
+    would state 1)."""
+    with pytest.raises(ValueError, match=r"max_train_samples is 1, fewer than the 2 classes of split 'train'.* 2 or"):
+        compare(str(workspace / "tiny-vit"), str(workspace / "images"), output=str(tmp_path / "out"), progress=False,
+                max_train_samples=1, **{**API_BUDGET, "arms": ("standard",), "seeds": 1})  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
 def test_carved_splits_are_disjoint_and_stratified():
     from datasets import Dataset
 

@@ -240,8 +240,20 @@ def make_splits(
     train: Any, val: Any | None, test: Any | None, label: str, settings: ComparisonSettings
 ) -> tuple[Any, Any, Any, dict[str, str]]:
     """The training, validation and test splits (carved, stratified, from ``train`` where not given; the training
-    split then cut to ``max_train_samples``, stratified), and how each was made."""
+    split then cut to ``max_train_samples``, stratified), and how each was made.
+
+    Raises:
+        ComparisonInputError: when ``max_train_samples`` is below the number of classes (a stratified subset keeps one
+            example of each), or the data is too small to carve a split.
+    """
     train = with_class_labels(train, label)
+    classes = len(train.unique(label))
+    if settings.max_train_samples is not None and settings.max_train_samples < classes:
+        raise ComparisonInputError(
+            f"max_train_samples is {settings.max_train_samples}, fewer than the {classes} classes of split "
+            f"{settings.split!r}: a stratified subset keeps at least one example of each class. Pass "
+            f"--max-train-samples {classes} or more, or none to train on the whole split."
+        )
     how = {"train": f"split {settings.split!r}"}
     if test is None:
         train, test = stratified_split(train, label, settings.test_fraction, settings.split_seed, "test")
