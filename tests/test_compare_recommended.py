@@ -277,6 +277,26 @@ def test_too_few_images_for_the_pass_are_refused_before_anything_is_written(work
     assert not (tmp_path / "out").exists()
 
 
+def test_a_pass_that_cannot_choose_rates_is_refused_before_anything_is_written(workspace, tmp_path):
+    """Two images, each labelled with both classes: two classes with two images each, as the label check asks, yet
+    every image's nearest class mean is the other class's (its own class's mean, without it, is the other image), so
+    the probe scores 0 on every block and no rate can be chosen: refused up front, not after the tuning."""
+    from datasets import ClassLabel, Dataset, DatasetDict
+
+    pair = _images(np.random.default_rng(2), [0, 1])
+
+    def split(images, labels):
+        rows = {"img": images, "label": labels}
+        return Dataset.from_dict(rows).cast_column("label", ClassLabel(names=["circle", "square"]))
+
+    DatasetDict({"train": split(pair * 2, [0, 0, 1, 1]), "validation": split(pair, [0, 1]),
+                 "test": split(pair, [0, 1])}).save_to_disk(str(tmp_path / "ambiguous"))  # fmt: skip
+    with pytest.raises(ValueError, match=r"diagnostic pass cannot choose its rates on this training split \(4 images"):
+        compare(str(workspace / "tiny-vit"), str(tmp_path / "ambiguous"), output=str(tmp_path / "out"), arms=ARMS,
+                progress=False, **SPLITS, **{**BUDGET, "seeds": 1})  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------------------------------------ parts
 def test_schedule_runs_no_tuning_for_the_untuned_arm(tmp_path):
     ran = []

@@ -20,7 +20,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from ..comparison.arms import BUILT_IN_ARMS, RECOMMENDED, check_arms, check_recipe_data
+from ..comparison.arms import BUILT_IN_ARMS, RECOMMENDED, check_arms, check_recipe_data, check_recipe_pass
 from ..comparison.identity import data_identity, model_identity
 from ..comparison.session import (
     ComparisonSettings,
@@ -200,8 +200,8 @@ def compare(
         ValueError: for bad input (an unknown model, data without labels or with one class, a split with labels outside
             its classes (-1), a validation or test split that is the training split or each other, an unknown or
             renamed arm, an output folder that is not empty or holds records of a renamed arm or ``recommended`` runs
-            of another fit of the rule, too few training images for the ``recommended`` arm's pass), before anything is
-            written.
+            of another fit of the rule, too few training images for the ``recommended`` arm's pass, or a pass that
+            cannot choose rates on them: it runs once up front), before anything is written.
 
     Example:
 
@@ -258,17 +258,19 @@ def compare(
         return _input(load_model, model, labels=names)[0]
 
     with quiet_transformers():  # one line for a refusal below, not a weight-loading bar before it
-        fresh_model()  # refuses an unknown model or one that is no image classifier, before anything is written
+        loaded_model = fresh_model()  # refuses an unknown model or no image classifier, before anything is written
     processor = _input(load_processor, model, required=True)
     identity = {"model": model_identity(model), "data": data_identity(data, loaded)}
     check_output(output, settings, overwrite, identity)
     train, val, test, notes = make_splits(train, others[0], others[1], label, settings)
+    splits = tuple(with_pixel_values(part, processor, seed=None) for part in (train, val, test))
     if RECOMMENDED in arms:
         check_recipe_data(train, label, seeds)
+        check_recipe_pass(loaded_model, splits[0], epochs=epochs, batch_size=batch_size)
+    del loaded_model
     from ..integrations.datasets_io import BatchProgress
 
     calibration = BatchProgress(with_pixel_values(train, processor, seed=split_seed), batch_size, progress=False)
-    splits = tuple(with_pixel_values(part, processor, seed=None) for part in (train, val, test))
     return run_comparison(
         settings,
         arms=arms,

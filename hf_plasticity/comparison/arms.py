@@ -99,6 +99,32 @@ def check_recipe_data(train: Any, label: str, seeds: int) -> None:
             )
 
 
+def check_recipe_pass(model: Any, train: Any, *, epochs: float, batch_size: int) -> None:
+    """Runs the ``recommended`` arm's diagnostic pass once before any run (seed 0's, as [`recipe_for_run`] runs it),
+    so that a training split on which it cannot choose rates is refused up front rather than at the arm's first run,
+    after the whole tuning: with few images its probe can tell no class apart on any block. (With up to
+    [`RECIPE_SAMPLES`] training images every seed's pass reads the same images; with more, 256 of them.)
+
+    Args:
+        model: the freshly loaded model (read, not changed).
+        train: the training split, yielding ``pixel_values`` and ``labels``.
+        epochs: the runs' epochs (the budget the rule reads).
+        batch_size: images per forward pass.
+
+    Raises:
+        ComparisonInputError: naming what the pass read and what to do.
+    """
+    from ..core.messages import first_line
+
+    try:
+        recipe_for_run(model, train, seed=0, epochs=epochs, batch_size=batch_size)
+    except ValueError as error:
+        raise ComparisonInputError(
+            f"The recommended arm's diagnostic pass cannot choose its rates on this training split ({len(train)} "
+            f"images, seed 0): {first_line(error)} Give more training data, or drop recommended from --arms."
+        ) from error
+
+
 def recipe_for_run(model: Any, train: Any, *, seed: int, epochs: float, batch_size: int) -> Any:
     """The ``recommended`` arm's [`FineTuneRecipe`] for one run: [`recommend_recipe`] on ``model`` (freshly loaded,
     not restored), reading the first [`RECIPE_SAMPLES`] images of ``train.shuffle(seed=seed)`` (the same images for
