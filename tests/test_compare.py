@@ -409,6 +409,38 @@ def test_overwrite_deletes_and_replaces_only_a_comparison_s_files(workspace, tmp
     assert (earlier / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("damaged", ["settings.json", "runs.jsonl"])
+def test_a_damaged_file_is_named_and_nothing_is_written(workspace, reference, tmp_path, damaged):
+    """A settings.json that is not JSON, or a runs.jsonl with a broken line before the last: refused with the file
+    (and the line) named, the folder left as it was. (A half-written last line is dropped: test_resume_after_kill.)"""
+    import shutil
+
+    output = tmp_path / "out"
+    shutil.copytree(reference[1], output)
+    lines = (output / damaged).read_text().splitlines(keepends=True)
+    lines[1] = lines[1][: len(lines[1]) // 2] + "\n"  # a line cut in two, the file going on after it
+    (output / damaged).write_text("".join(lines))
+    files = _snapshot(output)
+    where = {"settings.json": "settings\\.json' is not valid JSON", "runs.jsonl": "runs\\.jsonl', line 2, is not"}
+    with pytest.raises(ValueError, match=where[damaged]):
+        compare(str(workspace / "tiny-vit"), str(workspace / "images"), output=str(output), progress=False,
+                **API_BUDGET)  # fmt: skip
+    assert _snapshot(output) == files
+
+
+def test_settings_are_replaced_in_one_step(tmp_path):
+    """A write that fails half-way (here a value JSON cannot hold) leaves the old settings.json whole, and no
+    temporary file behind."""
+    from hf_plasticity.comparison.session import write_settings
+
+    write_settings(str(tmp_path), {"hf_plasticity_compare": 1, "epochs": 3})
+    before = (tmp_path / "settings.json").read_bytes()
+    with pytest.raises(TypeError):
+        write_settings(str(tmp_path), {"hf_plasticity_compare": 1, "epochs": 3, "z": object()})
+    assert (tmp_path / "settings.json").read_bytes() == before and json.loads(before)["epochs"] == 3
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["settings.json"]
+
+
 # ------------------------------------------------------------------------------------------------ parts
 def test_statistics_against_scipy_on_known_numbers():
     treatment, control = [0.80, 0.84, 0.83, 0.86], [0.78, 0.80, 0.82, 0.81]

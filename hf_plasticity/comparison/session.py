@@ -271,6 +271,22 @@ def make_splits(
     return train, val, test, how
 
 
+def write_settings(output: str, record: dict[str, Any]) -> None:
+    """Writes ``record`` as ``output/settings.json`` in one step: into a temporary file in the same folder, synced,
+    then moved over the old one (`os.replace`), so a kill or a failed write leaves the old file whole."""
+    handle, temporary = tempfile.mkstemp(dir=output, prefix=f".{SETTINGS_FILE}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(record, stream, indent=2, sort_keys=True)
+            stream.write("\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, os.path.join(output, SETTINGS_FILE))
+    except BaseException:
+        os.remove(temporary)
+        raise
+
+
 def run_comparison(
     settings: ComparisonSettings,
     *,
@@ -307,10 +323,7 @@ def run_comparison(
             for name in OWN_FILES:
                 if os.path.isfile(os.path.join(output, name)):
                     os.remove(os.path.join(output, name))
-        with open(os.path.join(output, SETTINGS_FILE), "w", encoding="utf-8") as handle:
-            record = {MARKER: SCHEMA_VERSION, **settings.to_dict(), IDENTITY_KEY: identity}
-            json.dump(record, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+        write_settings(output, {MARKER: SCHEMA_VERSION, **settings.to_dict(), IDENTITY_KEY: identity})
     # Every process reads the records as they were at the start (no process can add one before all of them reach
     # the first run, whose DDP steps need every process); after --overwrite none of them reads the old ones.
     store = RunStore(output, write=main, read=not overwrite)

@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any
 
+from .splits import ComparisonInputError
+
 RUNS_FILE = "runs.jsonl"
 
 
@@ -24,11 +26,28 @@ def run_key(phase: str, arm: str, backbone_lr: float | None, own_lr: float | Non
 
 
 def _read(path: str) -> tuple[str, list[dict[str, Any]]]:
-    """The file's text and its complete records (a half-written last line, with no newline, is left out)."""
+    """The file's text and its complete records (a half-written last line, with no newline, is left out).
+
+    Raises:
+        ComparisonInputError: for a complete line that is not a JSON record (the file was changed by something else
+            than compare), naming the file and the line.
+    """
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
     complete = text if text.endswith("\n") or not text else text[: text.rfind("\n") + 1]
-    return text, [json.loads(line) for line in complete.splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(complete.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ComparisonInputError(
+                f"{path!r}, line {number}, is not a JSON record ({error}): compare writes whole lines only, so the "
+                "file was changed by something else. Remove or fix that line to resume, or pass --overwrite to start "
+                "a new comparison."
+            ) from error
+    return text, records
 
 
 def recorded_runs(directory: str) -> list[dict[str, Any]]:
