@@ -264,6 +264,10 @@ def _bad_cases(root: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
     test = Dataset.from_dict({"image": [Image.new("RGB", (8, 8))] * 4, "label": [0, -1, 1, -1]})
     DatasetDict({"train": split_of(["x", "y"]), "test": test.cast_column("label", ClassLabel(names=["x", "y"]))}
                 ).save_to_disk(str(no_label))  # fmt: skip
+    int_labels = tmp / "int-labels"  # a plain integer column, -1 where an image has no label
+    Dataset.from_dict({"image": [Image.new("RGB", (8, 8))] * 6, "label": [0, 1, -1, 0, 1, 0]}).save_to_disk(
+        str(int_labels)
+    )
     quick = ["--arms", "standard", "--seeds", "1", "--epochs", "1", *GRID]  # runs quickly where nothing refuses it
     return {
         "unknown model": (["compare", str(tmp / "no-such-model"), "--data", images], "Cannot load model"),
@@ -282,6 +286,10 @@ def _bad_cases(root: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
             ["compare", model, "--data", str(no_label), "--test-split", "test", *quick],
             "Split 'test' of '" + str(no_label) + "' has 2 of 4 examples labelled outside its 2 classes (labels [-1]",
         ),
+        "negative integer labels": (
+            ["compare", model, "--data", str(int_labels), *quick],
+            "holds negative labels [-1] (-1 usually means 'no label')",
+        ),
         "test split is the training split": (
             ["compare", model, "--data", str(mismatched), "--test-split", "train"],
             "three different splits; got split 'train', test_split 'train'",
@@ -297,7 +305,8 @@ def _bad_cases(root: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
     "case",
     ["unknown model", "one class", "no labels", "unknown arm", "no standard arm", "renamed arm",
      "records of a renamed arm", "non-empty output", "other comparison", "bad epochs", "other classes",
-     "unlabelled test images", "test split is the training split", "validation split is the test split"],
+     "unlabelled test images", "negative integer labels", "test split is the training split",
+     "validation split is the test split"],
 )  # fmt: skip
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(workspace, tmp_path, capsys, case):
     argv, expected = _bad_cases(workspace, tmp_path)[case]
@@ -574,3 +583,29 @@ def test_carved_splits_are_disjoint_and_stratified():
         counts = np.bincount(part["label"], minlength=3)
         assert counts[0] == 2 * counts[1] == 2 * counts[2]
     assert "stratified" in how["test"] and "stratified" in how["val"]
+    assert "(20 examples; at least one per class)" in how["test"] and "(12 examples;" in how["val"]
+
+
+def test_a_share_too_small_for_every_class_is_raised_and_the_note_says_by_how_much():
+    """10% of 12 examples of 3 classes is 1: the carved split keeps one of each class, and its note gives the count."""
+    from datasets import Dataset
+
+    dataset = Dataset.from_dict({"index": list(range(12)), "label": [0, 1, 2] * 4})
+    settings_ = ComparisonSettings(model="m", data="d", test_fraction=0.1, val_fraction=0.1)
+    _, val, test, how = make_splits(dataset, None, None, "label", settings_)
+    assert len(test) == len(val) == 3 and set(test["label"]) == set(val["label"]) == {0, 1, 2}
+    assert how["test"].startswith("10% of 'train' (3 examples; at least one per class)")
+    assert how["val"].startswith("10% of the rest of 'train' (3 examples; at least one per class)")
+
+
+def test_a_temporary_file_left_by_a_killed_write_does_not_make_a_folder_foreign(tmp_path):
+    """A kill inside `write_settings` can leave its temporary file; the folder still counts as empty, and a user's file
+    beside it does not."""
+    from hf_plasticity.comparison.session import check_output
+
+    (tmp_path / ".settings.json.k3x9_q.tmp").write_text('{"hf_plasticity_co')
+    settings_ = ComparisonSettings(model="m", data="d")
+    assert check_output(str(tmp_path), settings_, overwrite=False, identity={}) is False
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        check_output(str(tmp_path), settings_, overwrite=False, identity={})

@@ -121,7 +121,7 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool, ide
     """
     if os.path.isfile(output):
         raise ComparisonInputError(f"Output {output!r} is a file; pass a directory.")
-    if not os.path.isdir(output) or not any(os.scandir(output)):
+    if not os.path.isdir(output) or all(_stale_settings(entry.name) for entry in os.scandir(output)):
         return False
     saved = recorded_settings(output)
     if saved is None:
@@ -142,6 +142,12 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool, ide
     if saved.get(IDENTITY_KEY) is None:
         _warn_unchecked_identity(output)
     return True
+
+
+def _stale_settings(name: str) -> bool:
+    """Whether ``name`` is a temporary file [`write_settings`] left behind when it was killed (the folder counts as
+    empty beside it)."""
+    return name.startswith(f".{SETTINGS_FILE}.") and name.endswith(".tmp")
 
 
 def recorded_settings(output: str) -> dict[str, Any] | None:
@@ -257,18 +263,29 @@ def make_splits(
     how = {"train": f"split {settings.split!r}"}
     if test is None:
         train, test = stratified_split(train, label, settings.test_fraction, settings.split_seed, "test")
-        how["test"] = f"{settings.test_fraction:.0%} of {settings.split!r}, stratified (seed {settings.split_seed})"
+        how["test"] = (
+            f"{settings.test_fraction:.0%} of {settings.split!r}{_at_least_one_per_class(len(test))}, stratified "
+            f"(seed {settings.split_seed})"
+        )
     else:
         how["test"] = f"split {settings.test_split!r}"
     if val is None:
         train, val = stratified_split(train, label, settings.val_fraction, settings.split_seed, "val")
-        how["val"] = f"{settings.val_fraction:.0%} of the rest of {settings.split!r}, stratified"
+        how["val"] = (
+            f"{settings.val_fraction:.0%} of the rest of {settings.split!r}{_at_least_one_per_class(len(val))}, "
+            "stratified"
+        )
     else:
         how["val"] = f"split {settings.val_split!r}"
     if settings.max_train_samples is not None and settings.max_train_samples < len(train):
         _, train = stratified_split(train, label, settings.max_train_samples, settings.split_seed, "train")
         how["train"] += f", {settings.max_train_samples} examples of it (stratified)"
     return train, val, test, how
+
+
+def _at_least_one_per_class(rows: int) -> str:
+    """The carved split's real size: a share of a small split is raised to one example per class."""
+    return f" ({rows} examples; at least one per class)"
 
 
 def write_settings(output: str, record: dict[str, Any]) -> None:

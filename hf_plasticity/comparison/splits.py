@@ -22,6 +22,13 @@ def with_class_labels(dataset: Any, label: str) -> Any:
     if isinstance(feature, ClassLabel):
         return dataset
     values = dataset.unique(label)
+    negative = sorted(value for value in values if isinstance(value, int) and value < 0)
+    if negative and all(isinstance(value, int) for value in values):
+        raise ComparisonInputError(
+            f"The label column {label!r} holds negative labels {negative} (-1 usually means 'no label'); compare "
+            "needs a class index >= 0 for every image: drop the unlabelled rows "
+            f"(`dataset.filter(lambda row: row[{label!r}] >= 0)`) or pass a labelled split."
+        )
     if not all(isinstance(value, int) and value >= 0 for value in values):
         raise ComparisonInputError(
             f"The label column {label!r} holds {type(values[0]).__name__} values; compare needs class indices "
