@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -385,6 +386,31 @@ def test_a_folder_is_not_resumed_when_the_model_or_data_behind_its_paths_changed
         compare(str(model), str(images), output=str(output), progress=False, **budget)
     assert len(records(output)) == 2  # resumed: nothing trained again
     assert json.loads((output / "settings.json").read_text())["identity"]["data"]["splits"]["train"]["rows"] == 28
+
+
+def test_a_resume_over_runs_of_other_versions_says_the_report_pools_them(workspace, tmp_path):
+    """Runs recorded with another hf-plasticity (or torch, transformers...) are resumed, with a warning naming the
+    versions; runs of this one resume silently."""
+    from hf_plasticity.comparison.runner import versions
+
+    output = tmp_path / "out"
+    budget = {**API_BUDGET, "arms": ("standard",), "seeds": 1}
+
+    def run() -> None:
+        compare(str(workspace / "tiny-vit"), str(workspace / "images"), output=str(output), progress=False, **budget)
+
+    run()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run()
+    assert not [w for w in caught if "other versions" in str(w.message)]
+    lines = [json.loads(line) for line in (output / "runs.jsonl").read_text().splitlines()]
+    lines[0]["versions"]["hf_plasticity"] = "0.0.1"
+    (output / "runs.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    now = versions()["hf_plasticity"]
+    with pytest.warns(UserWarning, match=rf"other versions \(hf_plasticity 0\.0\.1 \(now {re.escape(now)}\)\)"):
+        run()
+    assert len(records(output)) == len(lines)  # resumed: nothing trained again
 
 
 def test_overwrite_deletes_and_replaces_only_a_comparison_s_files(workspace, tmp_path):

@@ -27,7 +27,7 @@ from typing import Any
 from .arms import RENAMED_ARMS, seeds_of_another_rule
 from .identity import IDENTITY_KEY, identity_differences
 from .report import CURVES_FILE, DIFFERENCES_FILE, REPORT_FILE, SUMMARY_FILE, summarize, write_report
-from .runner import CONFIRM, Budget, RunSpec, train_run
+from .runner import CONFIRM, Budget, RunSpec, train_run, versions
 from .splits import ComparisonInputError, stratified_split, with_class_labels
 from .store import RUNS_FILE, RunStore, recorded_arms, recorded_runs
 from .tuning import TUNE_SEEDS, run_schedule, tuning_table
@@ -141,6 +141,7 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool, ide
     _refuse_another_rule(output, settings.epochs)
     if saved.get(IDENTITY_KEY) is None:
         _warn_unchecked_identity(output)
+    _warn_other_versions(output)
     return True
 
 
@@ -239,6 +240,27 @@ def _refuse_another_rule(output: str, epochs: float) -> None:
             "whose rates this version's rule (FITTED_RULE) would not choose from what their diagnostic pass read: "
             "they were recorded with another fit of the rule. Pass --overwrite to start a new comparison there, or "
             "another --output."
+        )
+
+
+def _warn_other_versions(output: str) -> None:
+    """Warns when runs of the comparison were recorded with other versions of the packages that train them: resumed,
+    the report pools them with this process's runs in each arm."""
+    now, other = versions(), {}
+    for run in recorded_runs(output):
+        for package, version in (run.get("versions") or {}).items():
+            if now.get(package) != version:
+                other.setdefault(package, set()).add(version)
+    if other:
+        then = "; ".join(
+            f"{package} {', '.join(sorted(other[package]))} (now {now.get(package)})" for package in other
+        )
+        warnings.warn(
+            f"Output directory {output!r} holds runs recorded with other versions ({then}): the report pools them "
+            "with this run's in each arm, which is sound only if those versions train alike. Pass --overwrite to "
+            "compare on this version alone.",
+            UserWarning,
+            stacklevel=4,
         )
 
 
