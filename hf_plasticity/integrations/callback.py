@@ -33,6 +33,8 @@ from ..core.config import PlasticityConfig
 from ..core.param_groups import plasticity_param_groups
 from ..core.recipe import FineTuneRecipe, budget_for_epochs, check_recipe, refuse_rates_with_recipe
 from ..core.record import record_recipe, restore_record
+from ..core.redrawn import redrawn_parameters
+from ..core.unwrap import unwrap_model
 from ..core.validators import check_flag, check_number
 from ..diagnostics.recipe import recommend_recipe
 from .controller import PREFIX, PlasticityController, RestoreMode, check_restore_mode
@@ -268,10 +270,11 @@ class PlasticityCallback(TrainerCallback, ExportableState):
             return
         self.bind(trainer)
         self._check_alone(trainer)
+        self._start_run()  # before a resume puts the checkpoint's state back
+        resume = resuming(trainer)
         self._model = model
         controller = self.controller
         state = trainer.state
-        resume = resuming(trainer)
         if resume:
             exported = (saved_state(state, type(self).__name__) or {}).get("attributes", {}).get("plasticity_state")
             if exported:
@@ -288,7 +291,7 @@ class PlasticityCallback(TrainerCallback, ExportableState):
             self._resolve_recipe(trainer, model, dataloader, resume)
         controller.prefetch()
         if not resume:
-            report = controller.restore(model, optimizer=optimizer)
+            report = controller.restore(model, optimizer=optimizer, check=lambda: self._groups(model, trainer.args))
             if report is not None:
                 self._announce(report.one_line())
                 self._log(controller.restore_metrics(report), state)
@@ -312,6 +315,13 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         if not self.own_rates:
             return None
         self._built_groups = True
+        return self._groups(model, args)
+
+    def _groups(self, model: nn.Module, args: Any) -> list[dict[str, Any]] | None:
+        """[`param_groups`] without marking the optimizer as built: also the restore's last check, inside its
+        transaction, so that groups that cannot be built (``reinit_lr`` on a partial re-draw) undo the restore."""
+        if not self.own_rates:
+            return None
         if self.resolved_recipe is not None:
             return plasticity_param_groups(model, recipe=self.resolved_recipe, weight_decay=args.weight_decay)
         return plasticity_param_groups(
@@ -342,6 +352,8 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         if model is not None:
             self._model = model
             self.controller.validate(model, has_data=trainer.train_dataset is not None)
+            if self.redrawn is not None:  # a name the model lacks, refused before anything changes
+                redrawn_parameters(unwrap_model(model), self.redrawn, argument="redrawn")
         warning = process_group_warning(trains_together(args))
         if warning:
             warnings.warn(warning, stacklevel=2)
@@ -384,6 +396,15 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         self._prepared = False
 
     # ----------------------------------------------------------------------------------------------------- helpers
+    def _start_run(self) -> None:
+        """Forgets the previous run of this callback (a second `Trainer.train()`, a `model_init` trial): the
+        controller's run state, the weights' fingerprint and a recipe ``"auto"`` chose for the previous model."""
+        self.controller.start_run()
+        self.controller.log_every = self.log_every
+        self._saved_fingerprint = None
+        if self.recipe == "auto":
+            self.resolved_recipe = None
+
     def _resolve_recipe(self, trainer: Any, model: nn.Module, dataloader: Any, resume: bool) -> None:
         """The recipe the optimizer is built with: the checkpoint's on a resume, else the one given, else (``"auto"``)
         one diagnostic pass on rank 0, shared with every process; recorded on the model."""

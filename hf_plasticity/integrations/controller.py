@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 from torch import nn
@@ -109,14 +110,21 @@ class PlasticityController:
         check_positive_int("diagnostics_batches", diagnostics_batches)
         check_restore_mode(restore)
         self.config = resolve_config(config, pipeline.DEFAULT_STRATEGY)
-        self.strategy: Strategy = get_strategy(self.config)
         self.data = data
         self.restore_mode = restore
         self.log_every = log_every
         self.diagnostics_every = diagnostics_every
         self.diagnostics_batches = diagnostics_batches
-        self.model: nn.Module | None = None
         self._attached = False
+        self.start_run()
+
+    def start_run(self) -> None:
+        """Forgets the previous run before a new one (a second `Trainer.train()`, each `model_init` trial of a
+        hyperparameter search): its model, its restore, its counters and diagnostics, and the strategy's running state
+        (a fresh strategy of the same config, so a schedule's done epochs start over)."""
+        self.detach()
+        self.strategy: Strategy = get_strategy(self.config)
+        self.model: nn.Module | None = None
         #: Why the last `restore` call did nothing (None when it restored, or was not called).
         self.skip_reason: str | None = None
         #: The first and the latest diagnostics of this run ([`DiagnosticsReport`]s, rank 0 only).
@@ -208,8 +216,16 @@ class PlasticityController:
         return self._batches if is_main_process() else None
 
     # ------------------------------------------------------------------------------------------------ the restore
-    def restore(self, model: nn.Module, *, optimizer: Any = None) -> PlasticityReport | None:
+    def restore(
+        self, model: nn.Module, *, optimizer: Any = None, check: Callable[[], Any] | None = None
+    ) -> PlasticityReport | None:
         """The one-shot restore, before the first optimizer step; a no-op when already done (also after a resume).
+
+        Args:
+            model: the model.
+            optimizer: its optimizer, if it exists already (the state of re-drawn entries is reset).
+            check: called last inside the restore's transaction, the record written: an error it raises undoes the
+                whole restore (e.g. building the optimizer groups the run will use).
 
         Returns:
             The [`PlasticityReport`], or None when nothing was done.
@@ -242,7 +258,12 @@ class PlasticityController:
                     "restore it again."
                 )
         report = pipeline.restore(
-            model, self.strategy, data=self._scoring_data(), optimizer=optimizer, force=self.restore_mode == "force"
+            model,
+            self.strategy,
+            data=self._scoring_data(),
+            optimizer=optimizer,
+            force=self.restore_mode == "force",
+            check=check,
         )
         self.restored = True
         self.restore_summary = report.record()

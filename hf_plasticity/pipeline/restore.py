@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -75,6 +76,7 @@ def restore(
     step: int | None = None,
     force: bool = False,
     recalibrate_batchnorm: bool | None = None,
+    check: Callable[[], Any] | None = None,
 ) -> PlasticityReport:
     """Runs one restore of ``strategy`` on ``model`` as one transaction (see the module docstring for the steps).
 
@@ -89,6 +91,9 @@ def restore(
             the optimizer step after which a periodic reset is due, for a reset during training (not recorded).
         force: restore a model that was already restored (one-shot only).
         recalibrate_batchnorm: re-estimate re-drawn BatchNorm statistics from ``data``. None: when data is at hand.
+        check: called last, inside the transaction (after the record is written): an error it raises undoes the whole
+            restore. The Trainer route builds the run's optimizer groups here, so groups that cannot be built (a
+            ``reinit_lr`` over a partial re-draw) leave the model as it was.
 
     Returns:
         [`PlasticityReport`]: per tensor the entries re-initialized, totals, wall time and the strategy's decisions.
@@ -132,6 +137,8 @@ def restore(
         if step is None:
             report.blocks, report.checkpoint_names = shown_names(model, report)
             write_record(model, report.record(), transaction)
+        if check is not None:
+            check()
     return report
 
 
@@ -192,6 +199,7 @@ def prepare_pretrained(
     diagnostics: bool | None = None,
     diagnostics_batches: int = 2,
     recalibrate_batchnorm: bool | None = None,
+    check: Callable[[], Any] | None = None,
 ) -> PlasticityReport:
     """Restores the plasticity of a pretrained model in place, before (or during) fine-tuning.
 
