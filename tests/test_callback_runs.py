@@ -77,3 +77,24 @@ def test_a_redrawn_name_the_model_lacks_is_refused_when_the_trainer_is_built(mak
         PlasticityTrainer(model=model, args=training_args(tmp_path, max_steps=1), train_dataset=learnable_dataset(32),
                           callbacks=[PlasticityCallback(redrawn={"whole": ["convnext.encoder.stage.1"]})])  # fmt: skip
     assert all(torch.equal(p, before[n]) for n, p in params(model).items()) and restore_record(model) is None
+
+
+def test_an_optimizer_that_cannot_be_built_undoes_the_restore(make_model, tmp_path):
+    """The optimizer is built inside the restore's transaction too: its own error leaves the model as it was."""
+    model = make_model("convnext")
+    before = params(model)
+    trainer = PlasticityTrainer(
+        model=model,
+        args=training_args(tmp_path, max_steps=1),
+        train_dataset=learnable_dataset(32),
+        callbacks=[PlasticityCallback(LayerReinitConfig(), reinit_lr=1e-2)],
+        optimizer_cls_and_kwargs=(torch.optim.AdamW, {"betas": (0.9, 1.5)}),
+    )
+    with pytest.raises(ValueError, match="beta"):
+        trainer.train()
+    assert all(torch.equal(p, before[n]) for n, p in params(model).items())
+    assert restore_record(model) is None and trainer.optimizer is None
+    trainer.optimizer_cls_and_kwargs = (torch.optim.AdamW, {})
+    trainer.train()  # the same trainer, now with an optimizer it can build: restored and trained
+    assert restore_record(model).strategy == "reinit_layers"
+    assert {g["name"] for g in trainer.optimizer.param_groups} >= {"redrawn", "head"}

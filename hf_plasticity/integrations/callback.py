@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -263,10 +264,30 @@ class PlasticityCallback(TrainerCallback, ExportableState):
             self.resolved_recipe = FineTuneRecipe.from_dict(value["recipe"])
 
     # ------------------------------------------------------------------------------------- called by the trainer
-    def prepare(self, trainer: Any, model: nn.Module, *, dataloader: Any = None, optimizer: Any = None) -> None:
+    def prepare(
+        self,
+        trainer: Any,
+        model: nn.Module,
+        *,
+        dataloader: Any = None,
+        optimizer: Any = None,
+        build: Callable[[], Any] | None = None,
+    ) -> None:
         """The run's set-up, before the optimizer exists ([`PlasticityTrainer`]'s `create_optimizer` calls it): the
-        one-shot restore, or on a resume the checkpoint's state and restore record put back. Once per run."""
+        one-shot restore, or on a resume the checkpoint's state and restore record put back. Once per run.
+
+        Args:
+            trainer: the trainer.
+            model: the model it trains.
+            dataloader: its training data loader (default: the trainer's).
+            optimizer: its optimizer, when it exists already.
+            build: what the run builds from the restore, the optimizer: called last inside the restore's transaction,
+                so that an error it raises undoes the restore; called after the set-up when nothing is restored.
+                Default: the optimizer groups, built and dropped (the check alone).
+        """
+        build = build or (lambda: self._groups(model, trainer.args))
         if self._prepared:
+            build()
             return
         self.bind(trainer)
         self._check_alone(trainer)
@@ -290,8 +311,9 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         if self.recipe is not None:
             self._resolve_recipe(trainer, model, dataloader, resume)
         controller.prefetch()
+        report = None
         if not resume:
-            report = controller.restore(model, optimizer=optimizer, check=lambda: self._groups(model, trainer.args))
+            report = controller.restore(model, optimizer=optimizer, check=build)
             if report is not None:
                 self._announce(report.one_line())
                 self._log(controller.restore_metrics(report), state)
@@ -307,6 +329,8 @@ class PlasticityCallback(TrainerCallback, ExportableState):
             controller.restored = True
         else:
             self._announce(f"resuming at step {state.global_step}: the one-shot restore is not repeated")
+        if report is None:  # nothing restored: built outside a transaction, with nothing to undo
+            build()
         self._prepared = True
 
     def param_groups(self, model: nn.Module, args: Any) -> list[dict[str, Any]] | None:

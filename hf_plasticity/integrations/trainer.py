@@ -67,14 +67,20 @@ class PlasticityTrainerMixin:
         callback = self.plasticity_callback
         if self.optimizer is None and callback is not None:
             opt_model = self.model if model is None else model
-            callback.prepare(self, opt_model)
-            groups = callback.param_groups(opt_model, self.args)
-            if groups is not None:
-                if self.optimizer_cls_and_kwargs is not None:
-                    optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
-                else:
-                    optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
-                self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+            built: list[torch.optim.Optimizer] = []
+
+            def build() -> None:  # inside the restore's transaction: an optimizer that cannot be built undoes it
+                groups = callback.param_groups(opt_model, self.args)
+                if groups is not None:
+                    if self.optimizer_cls_and_kwargs is not None:
+                        optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
+                    else:
+                        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+                    built[:] = [optimizer_cls(groups, **optimizer_kwargs)]
+
+            callback.prepare(self, opt_model, build=build)
+            if built:
+                self.optimizer = built[0]
                 return self.optimizer
         return super().create_optimizer(model)
 
