@@ -99,7 +99,7 @@ class PlasticityConfig:
     seed: int = field(default=0, metadata={"help": "Seed of every random draw; the same seed gives the same weights."})
 
     def __post_init__(self) -> None:
-        self.target_modules = check_patterns("target_modules", self.target_modules)
+        self.target_modules = check_patterns("target_modules", self.target_modules, allow_empty=False)
         self.exclude_modules = check_patterns("exclude_modules", self.exclude_modules)
         check_positive_int("last_k_blocks", self.last_k_blocks, allow_none=True)
         check_flag("include_bias", self.include_bias)

@@ -45,6 +45,58 @@ def matches(name: str, patterns: list[str]) -> bool:
     return False
 
 
+def excluded(name: str, patterns: list[str] | None) -> bool:
+    """Whether module ``name``, or a module that contains it, matches one of ``patterns``: excluding a block excludes
+    everything inside it.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity.core.targeting import excluded
+    >>> excluded("vit.layers.1.mlp.fc1", ["vit.layers.1"]), excluded("vit.layers.10.mlp.fc1", ["vit.layers.1"])
+    (True, False)
+    ```
+    """
+    if not patterns:
+        return False
+    parts = name.split(".")
+    return any(matches(".".join(parts[:end]), patterns) for end in range(1, len(parts) + 1))
+
+
+def check_scope(model: nn.Module, config: PlasticityConfig, layout: ModelLayout) -> None:
+    """Refuses a scope that names what the model lacks: a ``target_modules`` or ``exclude_modules`` entry that matches
+    no module or parameter of the model (a typo, or a name from the checkpoint rather than the model in memory, which
+    would otherwise target or exclude nothing, silently), and ``last_k_blocks`` above the model's number of blocks.
+
+    Raises:
+        ScopeError: naming the entry, and the in-memory name when the entry is a module's checkpoint name.
+    """
+    if config.last_k_blocks is not None and config.last_k_blocks > len(layout.blocks):
+        raise ScopeError(
+            f"`last_k_blocks`={config.last_k_blocks} but {type(model).__name__} has only {len(layout.blocks)} blocks."
+        )
+    names = [n for n, _ in model.named_modules() if n] + [n for n, _ in model.named_parameters()]
+    for field in ("target_modules", "exclude_modules"):
+        for pattern in getattr(config, field) or []:
+            if not any(matches(name, [pattern]) for name in names):
+                raise ScopeError(
+                    f"`{field}` entry {pattern!r} matches no module of {type(model).__name__}"
+                    f"{_in_memory_hint(model, pattern)}: give a module name as the model in memory names it (e.g. "
+                    f"{(layout.blocks or names)[-1]!r}) or a regular expression that matches one."
+                )
+
+
+def _in_memory_hint(model: nn.Module, pattern: str) -> str:
+    """``" (it is the checkpoint's name of module 'X')"`` when ``pattern`` is how the saved file names a module."""
+    from .checkpoint_names import checkpoint_names, module_checkpoint_name
+
+    saved = checkpoint_names(model)
+    for name, _ in model.named_modules():
+        if name and name != pattern and module_checkpoint_name(saved, name) == pattern:
+            return f" (it is the checkpoint's name of module {name!r}, which the model in memory calls so)"
+    return ""
+
+
 def _in_scope_by_depth(layout: ModelLayout, module_name: str, last_k: int | None) -> bool:
     if last_k is None:
         return True
@@ -55,7 +107,7 @@ def _in_scope_by_depth(layout: ModelLayout, module_name: str, last_k: int | None
 def _module_filter(layout: ModelLayout, config: PlasticityConfig, name: str) -> bool:
     if not name or layout.in_head(name):
         return False
-    if config.exclude_modules and matches(name, config.exclude_modules):
+    if excluded(name, config.exclude_modules):
         return False
     return _in_scope_by_depth(layout, name, config.last_k_blocks)
 
@@ -64,6 +116,7 @@ def _modules_in_scope(
     model: nn.Module, config: PlasticityConfig, layout: ModelLayout
 ) -> Iterator[tuple[str, nn.Module, bool]]:
     """``(name, module, named in target_modules)`` for every module that the config's module filters let through."""
+    check_scope(model, config, layout)
     for module_name, module in model.named_modules():
         if not _module_filter(layout, config, module_name):
             continue
@@ -158,17 +211,18 @@ def resolve_every_tensor(
 
 
 def resolve_block_modules(model: nn.Module, config: PlasticityConfig, num_blocks: int) -> list[str]:
-    """Names of the last ``num_blocks`` blocks plus the final norm (if any), minus ``exclude_modules``."""
+    """Names of the last ``num_blocks`` blocks plus the final norm (if any), minus ``exclude_modules`` (what an
+    excluded module inside a block holds is left out by the block's plan: see [`excluded`])."""
     layout = get_layout(model)
     if not layout.blocks:
         raise ScopeError(f"{type(model).__name__} has no supported layers: no Linear/Conv block was found.")
+    check_scope(model, config, layout)
     if num_blocks > len(layout.blocks):
         raise ScopeError(f"`num_blocks`={num_blocks} but {type(model).__name__} has only {len(layout.blocks)} blocks.")
     names = layout.blocks[len(layout.blocks) - num_blocks :]
     if layout.final_norm:
         names.append(layout.final_norm)
-    if config.exclude_modules:
-        names = [n for n in names if not matches(n, config.exclude_modules)]
+    names = [n for n in names if not excluded(n, config.exclude_modules)]
     if not names:
         _raise_empty(model, config, layout)
     return names

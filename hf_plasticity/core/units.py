@@ -40,7 +40,7 @@ from .config import PlasticityConfig
 from .init import derive_seed, fresh_tensors
 from .norms import BATCHNORM_CLASSES, is_batchnorm
 from .plan import TensorReset
-from .targeting import _module_filter, matches
+from .targeting import _module_filter, check_scope, excluded, matches
 
 CHANNELWISE_MODULES = (
     nn.ReLU,
@@ -384,13 +384,15 @@ def unit_groups(model: nn.Module, layout: ModelLayout | None = None) -> list[Uni
 
 def resolve_unit_groups(model: nn.Module, config: PlasticityConfig) -> list[UnitGroup]:
     """The unit groups in ``config``'s scope (producer outside the head, ``exclude_modules``, ``last_k_blocks``,
-    ``target_modules`` matched against producer names; the consumer may be the head).
+    ``target_modules`` matched against producer names; the consumer may be the head). A unit whose consumer or norm is
+    excluded is left out: resetting it would write into them.
 
     Raises:
         UnitMapError: when a layer named in ``target_modules`` has no unit mapping, or when no unit can be mapped;
             the message names the layer(s).
     """
     layout = get_layout(model)
+    check_scope(model, config, layout)
     groups = unit_groups(model, layout)
     producers = {g.producer for g in groups}
     if config.target_modules:
@@ -409,6 +411,8 @@ def resolve_unit_groups(model: nn.Module, config: PlasticityConfig) -> list[Unit
     for group in groups:
         if not _module_filter(layout, config, group.producer):
             continue
+        if any(excluded(m, config.exclude_modules) for m in (group.consumer, group.norm) if m):
+            continue  # resetting a unit writes its consumer's columns (and its norm's channel)
         if config.target_modules and not matches(group.producer, config.target_modules):
             continue
         if not config.target_modules and _frozen(model, group):

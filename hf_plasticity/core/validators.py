@@ -104,8 +104,9 @@ def check_flag(name: str, value: Any, *, allow_none: bool = False) -> None:
         raise ValueError(f"`{name}` must be True or False{' or None' if allow_none else ''}, got {value!r}.")
 
 
-def check_patterns(name: str, value: Any) -> list[str] | None:
-    """A list of module names or regular expressions (each compiled, so a broken one is named); None passes.
+def check_patterns(name: str, value: Any, *, allow_empty: bool = True) -> list[str] | None:
+    """A list of module names or regular expressions (each compiled, so a broken one is named); None passes, and an
+    empty list unless ``allow_empty`` is False (where an empty list would silently mean the default).
 
     Returns:
         The patterns as a list (a tuple becomes a list), or None.
@@ -126,6 +127,11 @@ def check_patterns(name: str, value: Any) -> list[str] | None:
         return None
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
         raise ValueError(f"`{name}` must be a list of module names or regular expressions, got {value!r}.")
+    if not value and not allow_empty:
+        raise ValueError(
+            f"`{name}` is an empty list, which would mean the default scope: name at least one module, or pass None "
+            "for the default."
+        )
     for pattern in value:
         if not isinstance(pattern, str) or not pattern:
             raise ValueError(f"`{name}` must be a list of non-empty strings (module names or regular expressions), "

@@ -20,7 +20,7 @@ from ..core.architectures import get_layout
 from ..core.config import PlasticityConfig
 from ..core.init import derive_seed, fresh_tensors
 from ..core.plan import Plan, TensorReset
-from ..core.targeting import frozen_tensors, resolve_block_modules
+from ..core.targeting import excluded, frozen_tensors, resolve_block_modules
 from ..core.validators import check_number, check_positive_int
 from .base import Strategy, register_strategy
 
@@ -141,7 +141,8 @@ def plan_block_reinit(model: nn.Module, num_blocks: int, config: BlockReinitConf
         originals.update(dict(module.named_buffers()))
         skipped = frozen_tensors(module)  # a frozen layer stays as the user froze it
         for name, tensor in originals.items():
-            if name in skipped:
+            owner = f"{module_name}.{name}".rsplit(".", 1)[0]
+            if name in skipped or excluded(owner, config.exclude_modules):  # excluded inside the block
                 continue
             values = fresh[name]
             if is_layer_scale(name):
