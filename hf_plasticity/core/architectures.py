@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
@@ -230,33 +230,106 @@ def get_layout(model: nn.Module) -> ModelLayout:
     return structural_layout(model)
 
 
+def head_outside_blocks(model: nn.Module, blocks: list[str]) -> list[str]:
+    """The head found by structure: a Linear outside every block, the one furthest out of the backbone.
+
+    Definition order is not execution order (a ``self.head`` may be defined before the backbone, whose pooler then
+    comes last), so the head is the Linear outside the blocks whose name shares the fewest leading components with
+    the blocks' container (``head`` shares none with ``backbone.layers``, ``backbone.pooler.dense`` one); among
+    those, the last defined (timm's and torchvision's order: ``classifier.6`` of a VGG).
+
+    Args:
+        model: the model.
+        blocks: names of its blocks.
+
+    Returns:
+        `list[str]`: the head's name, or an empty list when every Linear lies in a block.
+
+    Example:
+
+    ```python
+    >>> from torch import nn
+    >>> model = nn.ModuleDict({"head": nn.Linear(8, 3), "backbone": nn.ModuleDict(
+    ...     {"layers": nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8)), "pooler": nn.Linear(8, 8)})})
+    >>> head_outside_blocks(model, ["backbone.layers.0", "backbone.layers.1"])
+    ['head']
+    ```
+    """
+    container = ".".join(_common_prefix(blocks))
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not _inside(n, blocks) and n]
+    if not linears:
+        return []
+    shared = {n: len(_common_prefix([n, container])) for n in linears}
+    fewest = min(shared.values())
+    return [[n for n in linears if shared[n] == fewest][-1]]
+
+
+def _inside(name: str, modules: Sequence[str]) -> bool:
+    return any(name == m or name.startswith(m + ".") for m in modules)
+
+
+def _common_prefix(names: list[str]) -> list[str]:
+    """The leading dotted components that all of ``names`` share."""
+    parts = [name.split(".") for name in names]
+    prefix = []
+    for components in zip(*parts):
+        if len(set(components)) > 1:
+            break
+        prefix.append(components[0])
+    return prefix
+
+
 def structural_layout(model: nn.Module) -> ModelLayout:
-    """Layout of an arbitrary module: the head is the last Linear; the blocks are the children of the largest
-    ``ModuleList``/``Sequential`` whose children are mostly of one class and hold Linear/Conv layers. The family is
+    """Layout of an arbitrary module. The blocks are the children of the largest ``ModuleList``/``Sequential`` whose
+    children are mostly of one class and hold Linear/Conv layers (without one, every Linear/Conv but the head). The
+    head is a Linear outside the blocks, found by [`head_outside_blocks`]; when every Linear lies in a block, the last
+    Linear if its block holds no other Linear/Conv (a flat ``nn.Sequential`` or MLP, whose last layer is its output),
+    else none (a backbone without a head: no layer inside a block is taken for the head). The family is
     ``"transformer"`` when the model holds self-attention (see [`is_attention`]; a DeiT, BEiT, Swin or DINOv2 embeds
     its patches with a convolution but is no CNN), else ``"mlp"`` when the model has no convolution, else ``"cnn"``.
     """
     leaves = [(n, m) for n, m in model.named_modules() if isinstance(m, LINEAR_OR_CONV)]
-    linears = [n for n, m in leaves if isinstance(m, nn.Linear)]
-    head = [linears[-1]] if linears else []
+    blocks = _repeated_children(model)
+    head = head_outside_blocks(model, blocks) if blocks else []
+    if not head:
+        head = _output_layer_as_head(model, blocks)
+        blocks = _repeated_children(model, exclude=head)
+    blocks = blocks or [n for n, _ in leaves if n not in head]
+    family: Family = "mlp" if leaves and all(isinstance(m, nn.Linear) for _, m in leaves) else "cnn"
+    if any(is_attention(module) for module in model.modules()):
+        family = "transformer"
+    return ModelLayout(blocks, head, None, "structural", None, family)
+
+
+def _output_layer_as_head(model: nn.Module, blocks: list[str]) -> list[str]:
+    """The last Linear, when no block holds it or its block holds no other Linear/Conv (a flat ``nn.Sequential`` or
+    MLP); else none."""
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        return []
+    holder = next((b for b in blocks if _inside(linears[-1], [b])), None)
+    if holder is None:
+        return [linears[-1]]
+    layers = [m for m in model.get_submodule(holder).modules() if isinstance(m, LINEAR_OR_CONV)]
+    return [linears[-1]] if len(layers) == 1 else []
+
+
+def _repeated_children(model: nn.Module, exclude: Sequence[str] = ()) -> list[str]:
+    """Names of the children of the largest ``ModuleList``/``Sequential`` whose children that hold a Linear or Conv
+    (and none of ``exclude``) are at least two and mostly of one class; empty when there is none."""
     best: list[str] = []
     for name, module in model.named_modules():
         if not isinstance(module, (nn.ModuleList, nn.Sequential)):
             continue
         children = [(f"{name}.{c}" if name else c, m) for c, m in module.named_children()]
         children = [(n, m) for n, m in children if any(isinstance(x, LINEAR_OR_CONV) for x in m.modules())]
-        children = [(n, m) for n, m in children if not any(n == h or h.startswith(n + ".") for h in head)]
+        children = [(n, m) for n, m in children if not any(_inside(e, [n]) for e in exclude)]
         if len(children) < 2:
             continue
         _, count = Counter(type(m) for _, m in children).most_common(1)[0]
         if count >= 2 and len(children) > len(best):
             best = [n for n, _ in children]
-    if not best:
-        best = [n for n, _ in leaves if n not in head]
-    family: Family = "mlp" if leaves and all(isinstance(m, nn.Linear) for _, m in leaves) else "cnn"
-    if any(is_attention(module) for module in model.modules()):
-        family = "transformer"
-    return ModelLayout(best, head, None, "structural", None, family)
+    return best
 
 
 #: Names of the Linear projections that make a module self-attention: separate query, key and value projections (the
