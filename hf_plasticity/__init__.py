@@ -2,6 +2,7 @@
 
 from .core.architectures import (
     ArchitectureRule,
+    LayoutError,
     ModelLayout,
     UnitPair,
     get_layout,
@@ -100,6 +101,7 @@ __all__ = [
     "ArchitectureRule",
     "UnitPair",
     "ModelLayout",
+    "LayoutError",
     "get_layout",
     "register_architecture",
     "registered_architectures",

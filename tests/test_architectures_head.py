@@ -3,14 +3,22 @@ layer of a block: found by structure outside the blocks, or refused with an erro
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
-from transformers import ViTConfig, ViTModel, ViTPreTrainedModel
+from transformers import ViTConfig, ViTForMaskedImageModeling, ViTModel, ViTPreTrainedModel
 
 from hf_plasticity import (
+    LayoutError,
+    ShrinkPerturbConfig,
     get_layout,
     plasticity_param_groups,
+    prepare_pretrained,
+    register_architecture,
+    registered_architectures,
+    restore_record,
 )
 
 
@@ -62,6 +70,66 @@ def head_groups(model: nn.Module, **rates: float) -> tuple[set[str], set[float]]
     names = group_names(model, groups)
     head = {g["name"] for g in groups if g["name"].startswith("head")}
     return set().union(*(names[g] for g in head)), {g["lr"] for g in groups if g["name"] in head}
+
+
+# ------------------------------------------------------------------------------------------ a table model's own head
+@pytest.mark.parametrize("head_first, pooler", [(False, False), (True, True), (False, True)])
+def test_a_custom_head_of_a_table_model_is_the_head(head_first, pooler):
+    torch.manual_seed(0)
+    layout = get_layout(CustomHeadViT(vit_config(), head_first=head_first, pooler=pooler))
+    assert layout.source == "table:vit"
+    assert layout.blocks == ["vit.layers.0", "vit.layers.1"] and layout.final_norm == "vit.layernorm"
+    assert layout.head == ["head"]  # not the pooler, wherever it is defined
+
+
+def test_a_custom_head_gets_the_head_lr():
+    torch.manual_seed(0)
+    model = CustomHeadViT(vit_config())
+    prepare_pretrained(model)
+    params, rates = head_groups(model, lr=1e-5, reinit_lr=1e-3, head_lr=1e-2)
+    assert params == {"head.weight", "head.bias"} and rates == {1e-2}
+
+
+def test_a_custom_head_is_never_targeted():
+    torch.manual_seed(0)
+    model = CustomHeadViT(vit_config())
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    report = prepare_pretrained(model, ShrinkPerturbConfig(shrink=0.4, perturb=0.1))
+    assert torch.equal(model.head.weight, before["head.weight"]) and torch.equal(model.head.bias, before["head.bias"])
+    assert not any(t.name.startswith("head.") for t in report.tensors)
+    assert not torch.equal(model.vit.layers[0].mlp.fc1.weight, before["vit.layers.0.mlp.fc1.weight"])
+
+
+@pytest.fixture
+def rules(monkeypatch):
+    """The table, restored after the test."""
+    from hf_plasticity.core import architectures
+
+    monkeypatch.setattr(architectures, "ARCHITECTURES", dict(architectures.ARCHITECTURES))
+
+
+def test_a_table_model_without_a_findable_head_is_refused_before_anything_changes(rules):
+    torch.manual_seed(0)
+    model = ViTForMaskedImageModeling(
+        vit_config()
+    )  # its output layer is a convolution, `decoder.0`: no Linear outside
+    before = {n: t.detach().clone() for n, t in model.state_dict().items()}
+    message = r"no module matches its head pattern 'classifier'.*register_architecture\('vit'"
+    with pytest.raises(LayoutError, match=message):
+        get_layout(model)
+    with pytest.raises(LayoutError, match=message):
+        prepare_pretrained(model, ShrinkPerturbConfig())
+    with pytest.raises(LayoutError, match=message):
+        plasticity_param_groups(model, lr=1e-4)
+    assert all(torch.equal(t, before[n]) for n, t in model.state_dict().items())
+    assert restore_record(model) is None
+    # the way the message gives to name it
+    rule = dataclasses.replace(registered_architectures()["vit"], head=r"classifier|decoder")
+    register_architecture("vit", rule, replace=True)
+    assert get_layout(model).head == ["decoder"]
+    report = prepare_pretrained(model, ShrinkPerturbConfig())
+    assert not any(t.name.startswith("decoder.") for t in report.tensors)
+    assert all(torch.equal(t, before[n]) for n, t in model.state_dict().items() if n.startswith("decoder."))
 
 
 # ----------------------------------------------------------------------------------------- the structural fallback

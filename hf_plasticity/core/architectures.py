@@ -175,7 +175,8 @@ class ModelLayout:
 
     Attributes:
         blocks: names of the backbone blocks, in depth order.
-        head: names of the head modules (never targeted by default).
+        head: names of the head modules (never targeted by default); found by structure outside the blocks when
+            the rule's head pattern names none (see [`get_layout`]).
         final_norm: name of the norm after the last block, or None.
         source: ``"table:<model_type>"`` or ``"structural"``.
         rule: the architecture rule it was resolved with (None for the structural fallback).
@@ -205,8 +206,20 @@ def model_type_of(model: nn.Module) -> str | None:
     return getattr(getattr(model, "config", None), "model_type", None)
 
 
+class LayoutError(ValueError):
+    """The classification head of a model that an architecture rule matches cannot be found."""
+
+
 def get_layout(model: nn.Module) -> ModelLayout:
     """Resolves the layout of ``model``: the per-``model_type`` rule first, else the structural fallback.
+
+    When the rule finds the blocks but no module matches its head pattern (a custom head, e.g. ``self.head`` on a
+    ``ViTPreTrainedModel``), the head is found by structure outside the blocks, as the fallback finds it (see
+    [`head_outside_blocks`]).
+
+    Raises:
+        LayoutError: when the rule finds the blocks, no module matches its head pattern and no Linear lies outside the
+            blocks: the message says how to name the head (a rule of your own, [`register_architecture`]).
 
     Example:
 
@@ -220,14 +233,38 @@ def get_layout(model: nn.Module) -> ModelLayout:
     model_type = model_type_of(model)
     rule = ARCHITECTURES.get(model_type) if model_type else None
     if rule is not None:
-        names = [name for name, _ in model.named_modules()]
-        blocks = [n for n in names if re.fullmatch(rule.blocks, n)]
-        head = [n for n in names if re.fullmatch(rule.head, n)]
-        head = [h for h in head if not any(h.startswith(o + ".") for o in head)]
-        norms = [n for n in names if rule.final_norm and re.fullmatch(rule.final_norm, n)]
-        if blocks:
-            return ModelLayout(blocks, head, norms[0] if norms else None, f"table:{model_type}", rule, rule.family)
+        layout = _table_layout(model, model_type, rule)
+        if layout is not None:
+            return layout
     return structural_layout(model)
+
+
+def _table_layout(model: nn.Module, model_type: str, rule: ArchitectureRule) -> ModelLayout | None:
+    """The layout by ``rule``, or None when the rule matches no block of ``model``."""
+    names = [name for name, _ in model.named_modules()]
+    blocks = [n for n in names if re.fullmatch(rule.blocks, n)]
+    if not blocks:
+        return None
+    head = [n for n in names if re.fullmatch(rule.head, n)]
+    head = [h for h in head if not any(h.startswith(o + ".") for o in head)]
+    if not head:
+        head = head_outside_blocks(model, blocks)
+    if not head:
+        raise LayoutError(_no_head_message(model, model_type, rule, blocks))
+    norms = [n for n in names if rule.final_norm and re.fullmatch(rule.final_norm, n)]
+    return ModelLayout(blocks, head, norms[0] if norms else None, f"table:{model_type}", rule, rule.family)
+
+
+def _no_head_message(model: nn.Module, model_type: str, rule: ArchitectureRule, blocks: list[str]) -> str:
+    return (
+        f"{type(model).__name__} matches the {model_type!r} architecture rule (blocks {blocks[0]!r} to "
+        f"{blocks[-1]!r}), but no module matches its head pattern {rule.head!r} and no Linear lies outside the "
+        "blocks, so its classification head cannot be found (a head left unnamed would be re-drawn and trained as "
+        "backbone). Name the head (or the output layer of a model without one) with a rule of your own, e.g. "
+        f"`register_architecture({model_type!r}, dataclasses.replace(registered_architectures()[{model_type!r}], "
+        'head=r"my_head"), replace=True)`, where `head` is a regular expression matched against module names '
+        "(`dict(model.named_modules())` lists them)."
+    )
 
 
 def head_outside_blocks(model: nn.Module, blocks: list[str]) -> list[str]:
