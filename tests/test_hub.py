@@ -19,7 +19,11 @@ import yaml
 from huggingface_hub import ModelCard, ModelCardData, constants, hf_api
 from transformers import AutoModelForImageClassification, ViTImageProcessor
 
-from hf_plasticity import PlasticityConfig, SelectiveReinitConfig, prepare_pretrained
+from hf_plasticity import (
+    PlasticityConfig,
+    SelectiveReinitConfig,
+    prepare_pretrained,
+)
 from hf_plasticity.integrations.hub import HubPushError, apply_card_section, push_restored, save_restored
 from hf_plasticity.integrations.modelcard import SECTION_END, SECTION_START, TEMPLATE_PATH
 
@@ -236,7 +240,32 @@ def test_save_refuses_a_model_that_was_not_restored(make_model, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-# --------------------------------------------------------------------------------------------------------- card
+def test_a_failed_push_leaves_every_byte_of_the_local_folder_and_a_push_carries_its_notes(hub, restored, tmp_path):
+    """Old code: the push wrote the repository's card over the folder's README.md before its commit, so a failed
+    push destroyed the user's notes, and a successful one never pushed them."""
+    model, report = restored
+    push_restored(model, "user/noted", report=report)
+    remote = ModelCard(remote_text(hub, "user/noted"))
+    remote.text = "\n# Edited on the Hub\n" + remote.text
+    hub.commit("user/noted", "edit card", {"README.md": str(remote).encode()}, [])
+    out = save_restored(model, tmp_path / "out", report=report)
+    card = (out / "README.md").read_text()
+    (out / "README.md").write_text(card.replace(SECTION_START, "My local notes.\n\n" + SECTION_START))
+    save_restored(model, out, report=report, repo_id="user/noted")  # what the push's own save writes
+    before = folder_state(out)
+    hub.fail_on = {"/commit/": 500}
+    with pytest.raises(HubPushError, match="500"):
+        push_restored(model, "user/noted", report=report, save_directory=out)
+    assert folder_state(out) == before
+    hub.fail_on = {}
+    push_restored(model, "user/noted", report=report, save_directory=out)
+    assert folder_state(out) == before
+    pushed = ModelCard(remote_text(hub, "user/noted"))
+    assert "My local notes." in pushed.text and "# Edited on the Hub" in pushed.text
+    assert pushed.text.index("My local notes.") < pushed.text.index(SECTION_START)
+    assert "# out" not in pushed.text and pushed.text.count(SECTION_START) == 1  # the local title is the library's
+
+
 def test_card_metadata_and_content(hub, restored):
     model, report = restored
     report.diagnostics = {

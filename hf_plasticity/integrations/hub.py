@@ -9,6 +9,7 @@ import fnmatch
 import functools
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,7 +26,7 @@ from ..diagnostics.figure import FIGURE_NAME
 from ..pipeline.report import PlasticityReport
 from .atomic_save import check_save_directory, replace_folder
 from .hub_http import redact, redacted_logs, run_bounded, secrets_of
-from .modelcard import build_model_card, merge_into
+from .modelcard import SECTION_END, SECTION_START, build_model_card, merge_into
 
 logger = logging.getLogger(__name__)
 
@@ -116,9 +117,27 @@ def _write_card(
     model_name: str | None = None,
     learning_rates: list[dict[str, Any]] | None = None,
 ):
-    """Writes ``folder/README.md``: a fresh card, or ``existing`` (else the card already in the folder) with only
-    the library's section and metadata updated. The card's title is ``model_name``, else the repository's name,
-    else the folder's."""
+    """Writes ``folder/README.md`` ([`_card`]) and returns the card."""
+    card = _card(folder, summary, model=model, base_model=base_model, repo_id=repo_id, existing=existing,
+                 model_name=model_name, learning_rates=learning_rates)  # fmt: skip
+    card.save(folder / CARD_NAME)
+    return card
+
+
+def _card(
+    folder: Path,
+    summary: RestoreRecord,
+    *,
+    model: nn.Module | None = None,
+    base_model: str | None = None,
+    repo_id: str | None = None,
+    existing: Any = None,
+    model_name: str | None = None,
+    learning_rates: list[dict[str, Any]] | None = None,
+):
+    """The card for ``folder`` (read, never written): a fresh card, or ``existing`` (else the card already in the
+    folder) with only the library's section and metadata updated. The card's title is ``model_name``, else the
+    repository's name, else the folder's."""
     from huggingface_hub import ModelCard
 
     model_name = model_name or (None if repo_id else folder.resolve().name)
@@ -136,13 +155,10 @@ def _write_card(
     if existing is None and path.is_file():
         existing = ModelCard.load(path)
     if existing is None:
-        card = fresh
-    else:
-        stale = set(available_strategies()) - {summary.strategy}
-        existing.data.tags = [t for t in existing.data.tags or [] if t not in stale] or None
-        card = merge_into(existing, fresh)
-    card.save(path)
-    return card
+        return fresh
+    stale = set(available_strategies()) - {summary.strategy}
+    existing.data.tags = [t for t in existing.data.tags or [] if t not in stale] or None
+    return merge_into(existing, fresh)
 
 
 def save_restored(
@@ -161,7 +177,8 @@ def save_restored(
     record written by [`prepare_pretrained`]), ``plasticity_config.json``, the image processor when given,
     ``plasticity.png`` (the diagnostics before and after, per block, when ``report`` measured them and matplotlib is
     installed) and ``README.md``, which shows the figure. A card already in the folder keeps its text: only the
-    library's section is replaced; other files in the folder stay, weight files of an earlier save are replaced.
+    library's section (and its stale strategy tag) is replaced; other files in the folder stay, weight files of an
+    earlier save are replaced.
 
     The new checkpoint becomes visible in one step, so a crash or a ``kill -9`` at any moment leaves the complete
     old checkpoint or the complete new one: everything is written into a staging folder next to the target, which
@@ -310,6 +327,69 @@ def _remote_card(api: Any, repo_id: str, revision: str | None):
     return ModelCard(response.content.decode("utf-8"))
 
 
+def _paragraphs(text: str) -> list[str]:
+    """The paragraphs of a card's text (blocks between blank lines), stripped."""
+    return [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()]
+
+
+def _outside_section(text: str) -> tuple[str, str]:
+    """A card's text before the library's section and after it (all of it before, when it has none)."""
+    start, end = text.find(SECTION_START), text.find(SECTION_END)
+    if start < 0 or end < start:
+        return text, ""
+    return text[:start], text[end + len(SECTION_END) :]
+
+
+def _library_paragraphs(folder: Path, summary: RestoreRecord, *, model: nn.Module, base_model: str | None,
+                        repo_id: str) -> set[str]:  # fmt: skip
+    """The paragraphs the library writes outside its section (the title and the introduction), for each title
+    (the folder's name, the repository's) and base model (given or none) the folder's card may have been written
+    with: they are not text the user wrote."""
+    found: set[str] = set()
+    for name in {folder.resolve().name, repo_id.split("/")[-1]}:
+        for with_base in (True, False):
+            fresh = build_model_card(summary, model=model if with_base else None, model_name=name,
+                                     base_model=base_model if with_base else None)  # fmt: skip
+            found.update(_paragraphs("".join(_outside_section(fresh.text))))
+    return found
+
+
+def _add_local_text(card: Any, local: Any, library: set[str]) -> None:
+    """Adds to ``card`` (the repository's, updated) the paragraphs of ``local`` outside the library's section that
+    it lacks and the library did not write: those before the section go right before it, the others at the end.
+    Metadata keys ``card`` lacks are taken from ``local``, and its tags are added."""
+    have = set(_paragraphs(card.text))
+    before, after = ([p for p in _paragraphs(part) if p not in have and p not in library]
+                     for part in _outside_section(local.text))  # fmt: skip
+    if before:
+        start = card.text.index(SECTION_START)
+        card.text = card.text[:start].rstrip("\n") + "\n\n" + "\n\n".join(before) + "\n\n" + card.text[start:]
+    if after:
+        card.text = card.text.rstrip("\n") + "\n\n" + "\n\n".join(after) + "\n"
+    present = card.data.to_dict()
+    for key, value in local.data.to_dict().items():
+        if key not in present:
+            setattr(card.data, key, value)
+    tags = list(card.data.tags or [])
+    card.data.tags = tags + [t for t in local.data.tags or [] if t not in tags] or None
+
+
+def _pushed_card(folder: Path, remote: Any, summary: RestoreRecord, *, model: nn.Module, base_model: str | None,
+                 repo_id: str) -> bytes:  # fmt: skip
+    """The ``README.md`` a push uploads, built in memory (``folder`` is only read): the folder's card when the
+    repository has none; else the repository's card with the library's section replaced, and the folder card's own
+    text and metadata the repository's card lacks added ([`_add_local_text`])."""
+    from huggingface_hub import ModelCard
+
+    if remote is None:
+        return (folder / CARD_NAME).read_bytes()
+    local = ModelCard.load(folder / CARD_NAME)
+    card = _card(folder, summary, model=model, base_model=base_model, repo_id=repo_id, existing=remote)
+    _add_local_text(card, local, _library_paragraphs(folder, summary, model=model, base_model=base_model,
+                                                     repo_id=repo_id))  # fmt: skip
+    return str(card).encode("utf-8")
+
+
 #: How long (seconds) any single Hub request may wait to connect, send or receive before the push fails.
 DEFAULT_TIMEOUT = 60.0
 #: How long (seconds) a whole push may take (creating the repository, reading its card, uploading, committing).
@@ -347,11 +427,19 @@ def push_restored(
     Only the files this save wrote are uploaded (weights, ``config.json``, ``plasticity_config.json``, the card, the
     image processor's and the figure when given): nothing else that lies in ``save_directory`` (a ``.env``, logs,
     other checkpoints) ever leaves the machine. The repository is created when missing (``private`` applies then).
-    A card already in the repository keeps its text and metadata: only the library's section is replaced; when the
-    existing card cannot be read (anything but "not found", e.g. an HTTP 500), the push fails rather than replace it.
+
+    The card pushed: when the repository has none, the folder's. Otherwise the repository's card stays the base,
+    its text and metadata kept, with the library's section replaced; the text of the folder's card that the
+    repository's card lacks is added (each paragraph outside the library's section that the library did not write,
+    those before the section right before it, the others at the end), and so are the folder card's metadata keys
+    the repository's card lacks and its tags. Nothing is removed from the repository's card but the library's old
+    section and its stale tags (a strategy name); where both cards set a metadata key, the
+    repository's value stays. When the repository's card cannot be read (anything but "not found", e.g. an HTTP
+    500), the push fails rather than replace it. The card is built in memory: the push never writes into the folder.
+
     No credential (the token, user:password in ``HF_ENDPOINT``) appears in any log record emitted while the push
-    runs, by this library, huggingface_hub or its HTTP client. If the push fails, the local folder stays as it is and
-    the error says where it is.
+    runs, by this library, huggingface_hub or its HTTP client. If the push fails, the local folder stays as the save
+    left it, byte for byte, and the error says where it is.
 
     Args:
         model: a restored transformers model.
@@ -401,17 +489,18 @@ def push_restored(
     folder, files = _save(
         model, folder, report=report, base_model=base_model, repo_id=repo_id, image_processor=image_processor
     )
+    summary = _summary(model, report)
     api = HfApi(token=token)
 
     def push() -> Any:
         api.create_repo(repo_id, private=private, exist_ok=True)
         remote = _remote_card(api, repo_id, revision)
-        if remote is not None:
-            _write_card(folder, _summary(model, report), model=model, base_model=base_model, repo_id=repo_id,
-                        existing=remote)  # fmt: skip
+        card = _pushed_card(folder, remote, summary, model=model, base_model=base_model, repo_id=repo_id)
+        sources: dict[str, bytes | str] = {name: str(folder / name) for name in files} | {CARD_NAME: card}
+        added = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=sources[name]) for name in files]
         return api.create_commit(
             repo_id=repo_id,
-            operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files],
+            operations=added,
             commit_message=commit_message,
             revision=revision,
             create_pr=create_pr,
