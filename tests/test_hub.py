@@ -20,10 +20,12 @@ from huggingface_hub import ModelCard, ModelCardData, constants, hf_api
 from transformers import AutoModelForImageClassification, ViTImageProcessor
 
 from hf_plasticity import (
+    FineTuneRecipe,
     PlasticityConfig,
     SelectiveReinitConfig,
     prepare_pretrained,
 )
+from hf_plasticity.core.record import record_recipe
 from hf_plasticity.integrations.hub import HubPushError, apply_card_section, push_restored, save_restored
 from hf_plasticity.integrations.modelcard import SECTION_END, SECTION_START, TEMPLATE_PATH
 
@@ -264,6 +266,24 @@ def test_a_failed_push_leaves_every_byte_of_the_local_folder_and_a_push_carries_
     assert "My local notes." in pushed.text and "# Edited on the Hub" in pushed.text
     assert pushed.text.index("My local notes.") < pushed.text.index(SECTION_START)
     assert "# out" not in pushed.text and pushed.text.count(SECTION_START) == 1  # the local title is the library's
+
+
+def test_a_save_removes_the_files_of_an_earlier_save_it_does_not_rewrite_here_and_on_the_hub(
+    hub, make_model, tmp_path
+):
+    """Old code: a save without a restore (a recipe only) left the earlier plasticity_config.json, locally and on
+    the Hub, contradicting config.json."""
+    out = tmp_path / "out"
+    first = make_model("vit")
+    prepare_pretrained(first)
+    push_restored(first, "user/stale", save_directory=out)
+    second = make_model("vit")
+    record_recipe(second, FineTuneRecipe(backbone_lr=3e-3, head_lr=1e-3))
+    push_restored(second, "user/stale", save_directory=out)
+    assert not (out / "plasticity_config.json").exists()
+    assert set(hub.repos["user/stale"].head.files) == {"README.md", "config.json", "model.safetensors"}
+    tags = ModelCard(remote_text(hub, "user/stale")).data.tags
+    assert "reinit_layers" not in tags and "fine-tuning-recipe" in tags
 
 
 def test_card_metadata_and_content(hub, restored):

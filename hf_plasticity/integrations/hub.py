@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from ..core.config import PlasticityConfig, available_strategies
+from ..core.config import CONFIG_NAME, PlasticityConfig, available_strategies
 from ..core.messages import first_line as one_line
 from ..core.record import MODEL_CONFIG_KEY, NO_RESTORE, RestoreRecord, read_record, restore_record
 from ..core.unwrap import unwrap_model
@@ -177,8 +177,9 @@ def save_restored(
     record written by [`prepare_pretrained`]), ``plasticity_config.json``, the image processor when given,
     ``plasticity.png`` (the diagnostics before and after, per block, when ``report`` measured them and matplotlib is
     installed) and ``README.md``, which shows the figure. A card already in the folder keeps its text: only the
-    library's section (and its stale strategy tag) is replaced; other files in the folder stay, weight files of an
-    earlier save are replaced.
+    library's section (and its stale strategy tag) is replaced; other files in the folder stay. The files a save owns
+    ([`OWNED_FILES`]: weights, ``plasticity_config.json``, ``plasticity.png``) that this one does not write are
+    removed, so nothing of an earlier save contradicts ``config.json``.
 
     The new checkpoint becomes visible in one step, so a crash or a ``kill -9`` at any moment leaves the complete
     old checkpoint or the complete new one: everything is written into a staging folder next to the target, which
@@ -268,11 +269,19 @@ def _save(
 
 #: Files of a previous save that a new one replaces or removes (weights, possibly in shards).
 _WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model*.bin.index.json")
+#: Every file a save owns: one it does not write again is stale (it would describe an earlier save), so it is removed
+#: from the folder and, by a push, from the repository. ``README.md`` and ``config.json`` are written by every save.
+OWNED_FILES = (*_WEIGHT_FILES, CONFIG_NAME, FIGURE_NAME)
+
+
+def _owned(name: str) -> bool:
+    """Whether ``name`` (a path relative to the checkpoint folder) is a file a save owns ([`OWNED_FILES`])."""
+    return "/" not in name and any(fnmatch.fnmatch(name, pattern) for pattern in OWNED_FILES)
 
 
 def _keeps(name: str) -> bool:
-    """Whether a file of the target folder that a new save did not write stays: all but stale weights."""
-    return not any(fnmatch.fnmatch(name, pattern) for pattern in _WEIGHT_FILES)
+    """Whether a file of the target folder that a new save did not write stays: all but the files a save owns."""
+    return not _owned(name)
 
 
 def _can_plot() -> bool:
@@ -283,10 +292,12 @@ def _can_plot() -> bool:
 
 
 def _write_plasticity_files(folder: Path, summary: RestoreRecord, **card_kwargs: Any) -> None:
-    """``plasticity_config.json`` (not for a record without a restore: it has no strategy config) and the library's
-    section of ``README.md`` (kept text around it)."""
+    """``plasticity_config.json`` (not for a record without a restore: it has no strategy config, and one left by an
+    earlier save is removed) and the library's section of ``README.md`` (kept text around it)."""
     if summary.strategy != NO_RESTORE:
         PlasticityConfig.from_dict(summary.config).save_pretrained(folder)
+    else:
+        (folder / CONFIG_NAME).unlink(missing_ok=True)
     _write_card(folder, summary, **card_kwargs)
 
 
@@ -325,6 +336,17 @@ def _remote_card(api: Any, repo_id: str, revision: str | None):
     except (RemoteEntryNotFoundError, RevisionNotFoundError):
         return None
     return ModelCard(response.content.decode("utf-8"))
+
+
+def _remote_files(api: Any, repo_id: str, revision: str | None) -> list[str]:
+    """The files of the repository at ``revision`` (none while the revision does not exist)."""
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    try:
+        info = api.model_info(repo_id, revision=revision)
+    except RevisionNotFoundError:
+        return []
+    return [sibling.rfilename for sibling in info.siblings or []]
 
 
 def _paragraphs(text: str) -> list[str]:
@@ -426,7 +448,10 @@ def push_restored(
 
     Only the files this save wrote are uploaded (weights, ``config.json``, ``plasticity_config.json``, the card, the
     image processor's and the figure when given): nothing else that lies in ``save_directory`` (a ``.env``, logs,
-    other checkpoints) ever leaves the machine. The repository is created when missing (``private`` applies then).
+    other checkpoints) ever leaves the machine. The same commit deletes the repository's files that a save owns but
+    this one did not write (weight files of another layout, ``plasticity_config.json`` after a save without a
+    restore, ``plasticity.png`` after one without diagnostics), as the save removes them from the folder. The
+    repository is created when missing (``private`` applies then).
 
     The card pushed: when the repository has none, the folder's. Otherwise the repository's card stays the base,
     its text and metadata kept, with the library's section replaced; the text of the folder's card that the
@@ -474,7 +499,7 @@ def push_restored(
     CommitInfo(commit_url='https://huggingface.co/me/vit-base-patch16-224-restored/commit/...', ...)
     ```
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     check_number("timeout", timeout, low=0, low_open=True)
     if deadline is not None:
@@ -496,11 +521,12 @@ def push_restored(
         api.create_repo(repo_id, private=private, exist_ok=True)
         remote = _remote_card(api, repo_id, revision)
         card = _pushed_card(folder, remote, summary, model=model, base_model=base_model, repo_id=repo_id)
+        stale = [name for name in _remote_files(api, repo_id, revision) if name not in files and _owned(name)]
         sources: dict[str, bytes | str] = {name: str(folder / name) for name in files} | {CARD_NAME: card}
         added = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=sources[name]) for name in files]
         return api.create_commit(
             repo_id=repo_id,
-            operations=added,
+            operations=[*added, *(CommitOperationDelete(path_in_repo=name) for name in stale)],
             commit_message=commit_message,
             revision=revision,
             create_pr=create_pr,
