@@ -23,6 +23,7 @@ from hf_plasticity import (
     FineTuneRecipe,
     PlasticityConfig,
     SelectiveReinitConfig,
+    ShrinkPerturbConfig,
     prepare_pretrained,
 )
 from hf_plasticity.core.record import record_recipe
@@ -284,6 +285,20 @@ def test_a_save_removes_the_files_of_an_earlier_save_it_does_not_rewrite_here_an
     assert set(hub.repos["user/stale"].head.files) == {"README.md", "config.json", "model.safetensors"}
     tags = ModelCard(remote_text(hub, "user/stale")).data.tags
     assert "reinit_layers" not in tags and "fine-tuning-recipe" in tags
+
+
+def test_save_refuses_a_report_of_an_earlier_restore(make_model, tmp_path):
+    """Old code: the earlier report was taken; config.json said shrink_perturb, plasticity_config.json and the card
+    reinit_layers."""
+    model = make_model("vit")
+    first = prepare_pretrained(model)
+    second = prepare_pretrained(model, ShrinkPerturbConfig(), force=True)
+    with pytest.raises(ValueError, match=r"earlier restore.*reinit_layers.*shrink_perturb.*latest"):
+        save_restored(model, tmp_path / "out", report=first)
+    assert not (tmp_path / "out").exists()
+    folder = save_restored(model, tmp_path / "out", report=second)
+    assert PlasticityConfig.from_pretrained(folder).strategy == "shrink_perturb"
+    assert "shrink_perturb" in ModelCard.load(folder / "README.md").data.tags
 
 
 def test_card_metadata_and_content(hub, restored):

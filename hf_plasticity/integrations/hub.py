@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import functools
+import json
 import logging
 import os
 import re
@@ -94,10 +96,41 @@ def hub_access(repo_id: str, repo_type: str) -> dict[str, Any]:
     )
 
 
+#: The fields of a record that say which restore it was: a report must agree with the model's record on all of them.
+_RESTORE_FIELDS = ("strategy", "config", "redrawn", "reinitialized_per_block", "total_reinitialized")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples as lists): a record read from ``config.json`` compares equal."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def check_report_is_current(report: PlasticityReport, record: RestoreRecord) -> None:
+    """Raises a `ValueError` when ``report`` is not the restore ``record`` (the model's) describes, e.g. the report
+    of an earlier restore of a model restored again since with ``force=True``: files built from it would contradict
+    ``config.json``."""
+    made = report.record()
+    differs = [name for name in _RESTORE_FIELDS if _plain(getattr(made, name)) != _plain(getattr(record, name))]
+    if differs:
+        raise ValueError(
+            f"This report is of an earlier restore ({made.strategy}) than the one the model's record describes "
+            f"({record.strategy}; they differ in `{differs[0]}`): the model was restored again since. Pass the "
+            "report of its latest restore (the last one `prepare_pretrained` returned), or none (the model's own "
+            "record is used)."
+        )
+
+
 def _summary(model: nn.Module | None, report: PlasticityReport | None) -> RestoreRecord:
-    if report is not None:
-        return report.record()
+    """The record the files are built from: the model's (what ``config.json`` carries, its recipe included) with the
+    report's diagnostics, else the report's. A report given with a model that has a record must be that record's
+    restore ([`check_report_is_current`])."""
     record = restore_record(model) if model is not None else None
+    if report is not None:
+        made = report.record()
+        if record is None:
+            return made
+        check_report_is_current(report, record)
+        return dataclasses.replace(record, diagnostics=made.diagnostics or record.diagnostics)
     if record is None:
         raise ValueError(
             "This model carries no plasticity record: restore it with `prepare_pretrained` first, or pass the "
@@ -192,9 +225,11 @@ def save_restored(
         model: a restored transformers model (anything with ``save_pretrained``).
         save_directory: the folder to write (created if needed); checked before anything is written (not a file,
             writable).
-        report: the [`PlasticityReport`] of the restore; it adds the diagnostics to the card. Without it, the record
-            on the model is used. When the model has no record yet, the report's summary is recorded on
-            ``model.config`` so that ``config.json`` carries it.
+        report: the [`PlasticityReport`] of the restore; it adds the diagnostics to the card. The files are built
+            from the record on the model (what ``config.json`` carries), so a report of an earlier restore (the model
+            was restored again since, with ``force=True``) is refused with a `ValueError` before anything is
+            written. When the model has no record yet, the report's summary is recorded on ``model.config`` so that
+            ``config.json`` carries it.
         base_model: the Hub id the model was restored from (default: the model's ``_name_or_path`` when it is a Hub
             id; a local path is never written as ``base_model``).
         repo_id: the repository id the card's snippet loads from (default: a placeholder path).
