@@ -26,7 +26,7 @@ from hf_plasticity import (
     ShrinkPerturbConfig,
     prepare_pretrained,
 )
-from hf_plasticity.core.record import record_recipe
+from hf_plasticity.core.record import MODEL_CONFIG_KEY, RECORD_ATTR, record_recipe
 from hf_plasticity.integrations.hub import HubPushError, apply_card_section, push_restored, save_restored
 from hf_plasticity.integrations.modelcard import SECTION_END, SECTION_START, TEMPLATE_PATH
 
@@ -301,6 +301,38 @@ def test_save_refuses_a_report_of_an_earlier_restore(make_model, tmp_path):
     assert "shrink_perturb" in ModelCard.load(folder / "README.md").data.tags
 
 
+def test_a_card_loses_the_recipe_tag_when_the_new_record_has_no_recipe(make_model, tmp_path):
+    """Old code: `fine-tuning-recipe` stayed in the tags of a card whose new record holds no recipe."""
+    with_recipe = make_model("vit")
+    record_recipe(with_recipe, FineTuneRecipe(backbone_lr=3e-3, head_lr=1e-3))
+    folder = save_restored(with_recipe, tmp_path / "out")
+    assert "fine-tuning-recipe" in ModelCard.load(folder / "README.md").data.tags
+    restored_only = make_model("vit")
+    prepare_pretrained(restored_only)
+    save_restored(restored_only, folder)
+    assert "fine-tuning-recipe" not in ModelCard.load(folder / "README.md").data.tags
+
+
+def test_a_save_that_fails_at_its_commit_leaves_the_model_config_as_it_was(make_model, tmp_path, monkeypatch):
+    """Old code: a failure after the staging folder was written (its commit) left the report's record in
+    `model.config.plasticity`."""
+    import hf_plasticity.integrations.atomic_save as atomic_save
+
+    model = make_model("vit")
+    report = prepare_pretrained(model)
+    delattr(model.config, MODEL_CONFIG_KEY)  # a model without its record: the save records the report's
+    delattr(model, RECORD_ATTR)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic_save, "_commit_swap", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_restored(model, tmp_path / "out", report=report)
+    assert not hasattr(model.config, MODEL_CONFIG_KEY)
+
+
+# --------------------------------------------------------------------------------------------------------- card
 def test_card_metadata_and_content(hub, restored):
     model, report = restored
     report.diagnostics = {

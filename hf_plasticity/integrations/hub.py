@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from ..core.config import CONFIG_NAME, PlasticityConfig, available_strategies
+from ..core.config import CONFIG_NAME, PlasticityConfig
 from ..core.messages import first_line as one_line
 from ..core.record import MODEL_CONFIG_KEY, NO_RESTORE, RestoreRecord, read_record, restore_record
 from ..core.unwrap import unwrap_model
@@ -187,11 +187,7 @@ def _card(
     path = folder / CARD_NAME
     if existing is None and path.is_file():
         existing = ModelCard.load(path)
-    if existing is None:
-        return fresh
-    stale = set(available_strategies()) - {summary.strategy}
-    existing.data.tags = [t for t in existing.data.tags or [] if t not in stale] or None
-    return merge_into(existing, fresh)
+    return fresh if existing is None else merge_into(existing, fresh)
 
 
 def save_restored(
@@ -210,9 +206,9 @@ def save_restored(
     record written by [`prepare_pretrained`]), ``plasticity_config.json``, the image processor when given,
     ``plasticity.png`` (the diagnostics before and after, per block, when ``report`` measured them and matplotlib is
     installed) and ``README.md``, which shows the figure. A card already in the folder keeps its text: only the
-    library's section (and its stale strategy tag) is replaced; other files in the folder stay. The files a save owns
-    ([`OWNED_FILES`]: weights, ``plasticity_config.json``, ``plasticity.png``) that this one does not write are
-    removed, so nothing of an earlier save contradicts ``config.json``.
+    library's section (and its stale tags: an old strategy, ``fine-tuning-recipe``) is replaced; other files in the
+    folder stay. The files a save owns ([`OWNED_FILES`]: weights, ``plasticity_config.json``, ``plasticity.png``)
+    that this one does not write are removed, so nothing of an earlier save contradicts ``config.json``.
 
     The new checkpoint becomes visible in one step, so a crash or a ``kill -9`` at any moment leaves the complete
     old checkpoint or the complete new one: everything is written into a staging folder next to the target, which
@@ -229,7 +225,7 @@ def save_restored(
             from the record on the model (what ``config.json`` carries), so a report of an earlier restore (the model
             was restored again since, with ``force=True``) is refused with a `ValueError` before anything is
             written. When the model has no record yet, the report's summary is recorded on ``model.config`` so that
-            ``config.json`` carries it.
+            ``config.json`` carries it (and taken off again if the save fails).
         base_model: the Hub id the model was restored from (default: the model's ``_name_or_path`` when it is a Hub
             id; a local path is never written as ``base_model``).
         repo_id: the repository id the card's snippet loads from (default: a placeholder path).
@@ -283,10 +279,11 @@ def _save(
     folder = check_save_directory(save_directory)
     model_config = getattr(model, "config", None)
     record_it = report is not None and restore_record(model) is None and hasattr(model_config, "to_dict")
-    with replace_folder(folder, keep=_keeps, carry=(CARD_NAME,)) as staging:
-        if record_it:  # config.json must carry the record; put back as it was if the save fails
-            setattr(model_config, MODEL_CONFIG_KEY, report.summary())
-        try:
+    previous = getattr(model_config, MODEL_CONFIG_KEY, _MISSING)
+    if record_it:  # config.json must carry the record
+        setattr(model_config, MODEL_CONFIG_KEY, report.summary())
+    try:
+        with replace_folder(folder, keep=_keeps, carry=(CARD_NAME,)) as staging:
             model.save_pretrained(staging, **save_kwargs)
             if image_processor is not None:
                 image_processor.save_pretrained(staging)
@@ -295,11 +292,23 @@ def _save(
             _write_plasticity_files(staging, summary, model=model, base_model=base_model, repo_id=repo_id,
                                     model_name=None if repo_id else folder.name)  # fmt: skip
             written = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
-        except BaseException:
-            if record_it:
-                delattr(model_config, MODEL_CONFIG_KEY)
-            raise
+    except BaseException:  # any step, the commit of the folder included: the model's config is put back
+        if record_it:
+            _put_back(model_config, previous)
+        raise
     return folder, written
+
+
+_MISSING = object()
+
+
+def _put_back(model_config: Any, previous: Any) -> None:
+    """Gives ``model_config`` its ``plasticity`` entry as it was before a failed save (``_MISSING``: none)."""
+    if previous is _MISSING:
+        if hasattr(model_config, MODEL_CONFIG_KEY):
+            delattr(model_config, MODEL_CONFIG_KEY)
+    else:
+        setattr(model_config, MODEL_CONFIG_KEY, previous)
 
 
 #: Files of a previous save that a new one replaces or removes (weights, possibly in shards).
@@ -493,7 +502,7 @@ def push_restored(
     repository's card lacks is added (each paragraph outside the library's section that the library did not write,
     those before the section right before it, the others at the end), and so are the folder card's metadata keys
     the repository's card lacks and its tags. Nothing is removed from the repository's card but the library's old
-    section and its stale tags (a strategy name); where both cards set a metadata key, the
+    section and its stale tags (a strategy name, ``fine-tuning-recipe``); where both cards set a metadata key, the
     repository's value stays. When the repository's card cannot be read (anything but "not found", e.g. an HTTP
     500), the push fails rather than replace it. The card is built in memory: the push never writes into the folder.
 

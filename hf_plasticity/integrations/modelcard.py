@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from ..core.checkpoint_names import checkpoint_names, module_checkpoint_name
-from ..core.config import get_config_class
+from ..core.config import available_strategies, get_config_class
 from ..core.recipe import FineTuneRecipe
 from ..core.record import NO_RESTORE, RestoreRecord
 from ..core.version import __version__
@@ -248,8 +248,10 @@ def merge_into(existing, fresh):
     """Puts ``fresh``'s library section and metadata into ``existing``, keeping the user's own text and metadata.
 
     The section between the marker comments is replaced when ``existing`` has one, else appended at the end. Tags
-    are merged; ``library_name``, ``base_model`` and ``pipeline_tag`` are set only where ``existing`` has none (a
-    card written by `Trainer` says ``library_name: transformers``, and that stays).
+    are merged, except the library's own that ``fresh`` no longer has (a strategy name, ``fine-tuning-recipe``): a
+    card whose new record has another strategy or no recipe loses them. ``library_name``, ``base_model`` and
+    ``pipeline_tag`` are set only where ``existing`` has none (a card written by `Trainer` says ``library_name:
+    transformers``, and that stays).
 
     Returns:
         `huggingface_hub.ModelCard`: ``existing``, updated in place.
@@ -259,8 +261,10 @@ def merge_into(existing, fresh):
         existing.text = _SECTION_RE.sub(lambda _: section, existing.text, count=1)
     else:
         existing.text = existing.text.rstrip("\n") + "\n\n" + section + "\n"
-    tags = list(existing.data.tags or [])
-    existing.data.tags = tags + [t for t in fresh.data.tags or [] if t not in tags]
+    new_tags = list(fresh.data.tags or [])
+    owned = {*available_strategies(), RECIPE_TAG}
+    tags = [t for t in existing.data.tags or [] if t not in owned or t in new_tags]
+    existing.data.tags = tags + [t for t in new_tags if t not in tags]
     for key in ("library_name", "base_model", "pipeline_tag"):
         if not getattr(existing.data, key, None) and getattr(fresh.data, key, None):
             setattr(existing.data, key, getattr(fresh.data, key))
