@@ -11,7 +11,6 @@ import functools
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,7 +27,13 @@ from ..diagnostics.figure import FIGURE_NAME
 from ..pipeline.report import PlasticityReport
 from .atomic_save import check_save_directory, replace_folder
 from .hub_http import redact, redacted_logs, run_bounded, secrets_of
-from .modelcard import SECTION_END, SECTION_START, build_model_card, merge_into
+from .modelcard import (
+    add_local_text,
+    build_model_card,
+    card_paragraphs,
+    merge_into,
+    outside_section,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -393,19 +398,6 @@ def _remote_files(api: Any, repo_id: str, revision: str | None) -> list[str]:
     return [sibling.rfilename for sibling in info.siblings or []]
 
 
-def _paragraphs(text: str) -> list[str]:
-    """The paragraphs of a card's text (blocks between blank lines), stripped."""
-    return [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()]
-
-
-def _outside_section(text: str) -> tuple[str, str]:
-    """A card's text before the library's section and after it (all of it before, when it has none)."""
-    start, end = text.find(SECTION_START), text.find(SECTION_END)
-    if start < 0 or end < start:
-        return text, ""
-    return text[:start], text[end + len(SECTION_END) :]
-
-
 def _library_paragraphs(folder: Path, summary: RestoreRecord, *, model: nn.Module, base_model: str | None,
                         repo_id: str) -> set[str]:  # fmt: skip
     """The paragraphs the library writes outside its section (the title and the introduction), for each title
@@ -416,42 +408,22 @@ def _library_paragraphs(folder: Path, summary: RestoreRecord, *, model: nn.Modul
         for with_base in (True, False):
             fresh = build_model_card(summary, model=model if with_base else None, model_name=name,
                                      base_model=base_model if with_base else None)  # fmt: skip
-            found.update(_paragraphs("".join(_outside_section(fresh.text))))
+            found.update(card_paragraphs("".join(outside_section(fresh.text))))
     return found
-
-
-def _add_local_text(card: Any, local: Any, library: set[str]) -> None:
-    """Adds to ``card`` (the repository's, updated) the paragraphs of ``local`` outside the library's section that
-    it lacks and the library did not write: those before the section go right before it, the others at the end.
-    Metadata keys ``card`` lacks are taken from ``local``, and its tags are added."""
-    have = set(_paragraphs(card.text))
-    before, after = ([p for p in _paragraphs(part) if p not in have and p not in library]
-                     for part in _outside_section(local.text))  # fmt: skip
-    if before:
-        start = card.text.index(SECTION_START)
-        card.text = card.text[:start].rstrip("\n") + "\n\n" + "\n\n".join(before) + "\n\n" + card.text[start:]
-    if after:
-        card.text = card.text.rstrip("\n") + "\n\n" + "\n\n".join(after) + "\n"
-    present = card.data.to_dict()
-    for key, value in local.data.to_dict().items():
-        if key not in present:
-            setattr(card.data, key, value)
-    tags = list(card.data.tags or [])
-    card.data.tags = tags + [t for t in local.data.tags or [] if t not in tags] or None
 
 
 def _pushed_card(folder: Path, remote: Any, summary: RestoreRecord, *, model: nn.Module, base_model: str | None,
                  repo_id: str) -> bytes:  # fmt: skip
     """The ``README.md`` a push uploads, built in memory (``folder`` is only read): the folder's card when the
     repository has none; else the repository's card with the library's section replaced, and the folder card's own
-    text and metadata the repository's card lacks added ([`_add_local_text`])."""
+    text and metadata the repository's card lacks added ([`add_local_text`])."""
     from huggingface_hub import ModelCard
 
     if remote is None:
         return (folder / CARD_NAME).read_bytes()
     local = ModelCard.load(folder / CARD_NAME)
     card = _card(folder, summary, model=model, base_model=base_model, repo_id=repo_id, existing=remote)
-    _add_local_text(card, local, _library_paragraphs(folder, summary, model=model, base_model=base_model,
+    add_local_text(card, local, _library_paragraphs(folder, summary, model=model, base_model=base_model,
                                                      repo_id=repo_id))  # fmt: skip
     return str(card).encode("utf-8")
 

@@ -269,3 +269,36 @@ def merge_into(existing, fresh):
         if not getattr(existing.data, key, None) and getattr(fresh.data, key, None):
             setattr(existing.data, key, getattr(fresh.data, key))
     return existing
+
+
+def card_paragraphs(text: str) -> list[str]:
+    """The paragraphs of a card's text (blocks between blank lines), stripped."""
+    return [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()]
+
+
+def outside_section(text: str) -> tuple[str, str]:
+    """A card's text before the library's section and after it (all of it before, when it has none)."""
+    start, end = text.find(SECTION_START), text.find(SECTION_END)
+    if start < 0 or end < start:
+        return text, ""
+    return text[:start], text[end + len(SECTION_END) :]
+
+
+def add_local_text(card: Any, local: Any, library: set[str]) -> None:
+    """Adds to ``card`` (the repository's, updated) the paragraphs of ``local`` outside the library's section that
+    it lacks and the library did not write: those before the section go right before it, the others at the end.
+    Metadata keys ``card`` lacks are taken from ``local``, and its tags are added."""
+    have = set(card_paragraphs(card.text))
+    before, after = ([p for p in card_paragraphs(part) if p not in have and p not in library]
+                     for part in outside_section(local.text))  # fmt: skip
+    if before:
+        start = card.text.index(SECTION_START)
+        card.text = card.text[:start].rstrip("\n") + "\n\n" + "\n\n".join(before) + "\n\n" + card.text[start:]
+    if after:
+        card.text = card.text.rstrip("\n") + "\n\n" + "\n\n".join(after) + "\n"
+    present = card.data.to_dict()
+    for key, value in local.data.to_dict().items():
+        if key not in present:
+            setattr(card.data, key, value)
+    tags = list(card.data.tags or [])
+    card.data.tags = tags + [t for t in local.data.tags or [] if t not in tags] or None
