@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForImageClassification
 
-from hf_plasticity import save_restored
+from hf_plasticity import prepare_pretrained, save_restored
 from hf_plasticity.integrations import atomic_save
 
 from .save_child import USER_FILES
@@ -246,3 +246,22 @@ def test_saving_into_the_working_directory_keeps_it_usable(references, tmp_path,
     save_restored(model, ".")
     assert Path(os.getcwd()) == target and Path("config.json").is_file()
     assert {n: b for n, b in checkpoint_files(target).items() if n != "README.md"} == fresh and leftovers(target) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_new_checkpoint_folder_gets_the_umask_s_permissions_and_an_old_one_keeps_its_own(
+    make_model, tmp_path, umask
+):
+    """The staging folder is private (mkdtemp: 0700); the checkpoint it becomes is not, unless the umask says so."""
+    model = make_model("vit")
+    prepare_pretrained(model)
+    previous = os.umask(umask)
+    try:
+        save_restored(model, tmp_path / "new")
+        (tmp_path / "old").mkdir(mode=0o750)
+        os.chmod(tmp_path / "old", 0o750)
+        save_restored(model, tmp_path / "old")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (tmp_path / "old").stat().st_mode & 0o777 == 0o750

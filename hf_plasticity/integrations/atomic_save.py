@@ -254,9 +254,17 @@ def _commit_inside(folder: Path, staging: Path, written: set[str], keep: Callabl
     _roll_forward(folder, staging)
 
 
+def _new_folder_mode() -> int:
+    """The permissions `os.mkdir` gives a new folder under the process's umask (0755 under the usual 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
 def _commit_swap(folder: Path, staging: Path, written: set[str], keep: Callable[[str], bool]) -> None:
     """The swap protocol's commit: the staging folder gets the target's other files, then the two trade places."""
     if not folder.exists():
+        os.chmod(staging, _new_folder_mode())  # mkdtemp's 0700 would hide the checkpoint from other users
         os.rename(staging, folder)
         _fsync(folder.parent)
         return
