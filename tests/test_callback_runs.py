@@ -98,3 +98,22 @@ def test_an_optimizer_that_cannot_be_built_undoes_the_restore(make_model, tmp_pa
     trainer.train()  # the same trainer, now with an optimizer it can build: restored and trained
     assert restore_record(model).strategy == "reinit_layers"
     assert {g["name"] for g in trainer.optimizer.param_groups} >= {"redrawn", "head"}
+
+
+def test_a_resume_with_other_rates_than_the_checkpoint_s_is_refused(make_model, tmp_path):
+    """The optimizer state a resume loads keeps the checkpoint's learning rates: a new head_lr would be ignored."""
+    settings = dict(max_steps=2, save_strategy="steps", save_steps=1)
+
+    def run(head_lr: float, resume: str | None = None) -> PlasticityTrainer:
+        trainer = PlasticityTrainer(model=make_model("resnet"), args=training_args(tmp_path, **settings),
+                                    train_dataset=learnable_dataset(32),
+                                    callbacks=[PlasticityCallback(head_lr=head_lr)])  # fmt: skip
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    run(head_lr=1e-2)
+    checkpoint = str(tmp_path / "out" / "checkpoint-1")
+    with pytest.raises(ValueError, match=r"other rates \(head_lr=0\.01 there, 0\.05 here\)"):
+        run(head_lr=5e-2, resume=checkpoint)
+    resumed = run(head_lr=1e-2, resume=checkpoint)  # the same rates: resumed
+    assert resumed.state.global_step == 2

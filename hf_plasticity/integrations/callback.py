@@ -83,6 +83,10 @@ NOT_IN_A_PLASTICITY_TRAINER = (
 )
 
 
+#: The callback's arguments that decide the optimizer's groups and rates: a resume must not change them.
+RATE_ARGUMENTS = ("reinit_lr", "head_lr", "layer_decay", "redrawn", "recipe")
+
+
 class PlasticityCallback(TrainerCallback, ExportableState):
     """Restores plasticity before training, gives re-drawn blocks their own learning rate, applies periodic
     strategies during training and logs plasticity metrics, inside a [`PlasticityTrainer`] run.
@@ -297,7 +301,9 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         controller = self.controller
         state = trainer.state
         if resume:
-            exported = (saved_state(state, type(self).__name__) or {}).get("attributes", {}).get("plasticity_state")
+            saved = saved_state(state, type(self).__name__) or {}
+            self._refuse_other_rates(saved.get("args") or {})
+            exported = saved.get("attributes", {}).get("plasticity_state")
             if exported:
                 self.plasticity_state = exported
             controller.resume(model)
@@ -420,6 +426,21 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         self._prepared = False
 
     # ----------------------------------------------------------------------------------------------------- helpers
+    def _refuse_other_rates(self, saved: dict[str, Any]) -> None:
+        """Refuses to resume a checkpoint whose run built its optimizer with other rates than this callback asks for:
+        the optimizer state the `Trainer` loads from the checkpoint carries the checkpoint's rates, so the new ones
+        would be silently ignored."""
+        current = self.state()["args"]
+        differ = [key for key in RATE_ARGUMENTS if key in saved and saved[key] != current[key]]
+        if differ:
+            shown = ", ".join(f"{key}={saved[key]!r} there, {current[key]!r} here" for key in differ)
+            raise ValueError(
+                f"PlasticityCallback resumes a checkpoint whose optimizer was built with other rates ({shown}): the "
+                "optimizer state loaded from the checkpoint keeps its learning rates, so these would be ignored. "
+                "Resume with the checkpoint's values (or `restore_callback_states_from_checkpoint=True`), or start a "
+                "new run."
+            )
+
     def _start_run(self) -> None:
         """Forgets the previous run of this callback (a second `Trainer.train()`, a `model_init` trial): the
         controller's run state, the weights' fingerprint and a recipe ``"auto"`` chose for the previous model."""
