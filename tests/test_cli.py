@@ -490,3 +490,27 @@ def test_a_negative_seed_with_data_is_refused_before_loading(workspace, tmp_path
     captured = capsys.readouterr()
     assert "--param seed=-1: the seed also shuffles --data, which needs a seed >= 0." in captured.err
     assert captured.out == "" and not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------ determinism and what reaches the Hub
+def test_a_new_head_is_drawn_from_the_seed_so_the_same_command_gives_the_same_result(workspace, tmp_path, capsys):
+    """The data has 2 classes and the model 3: the new head was drawn from the unseeded global RNG, and a gradient-
+    scored strategy scores through it, so two identical commands gave different checkpoints (backbone included)."""
+    from safetensors.torch import load_file
+
+    model, images = str(workspace / "tiny-vit"), str(workspace / "images")
+    selective = ["--strategy", "selective", "--param", "fraction=0.1", "seed=7", "calibration_batch_size=4"]
+    outputs, reports = [], []
+    for run, global_seed in enumerate((1, 2)):  # another state of the caller's global RNG each time
+        torch.manual_seed(global_seed)
+        state = torch.random.get_rng_state()
+        out, report = tmp_path / f"run{run}", tmp_path / f"{run}.json"
+        assert main(["prepare", model, *selective, "--data", images, "--output", str(out)]) == 0
+        assert main(["diagnose", model, "--data", images, "--batches", "1", "--json", str(report)]) == 0
+        assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is left as it was
+        outputs.append(load_file(out / "model.safetensors"))
+        reports.append({k: v for k, v in json.loads(report.read_text()).items() if not k.endswith("seconds")})
+    capsys.readouterr()
+    assert outputs[0].keys() == outputs[1].keys()
+    assert [k for k in outputs[0] if not torch.equal(outputs[0][k], outputs[1][k])] == []
+    assert reports[0] == reports[1] and reports[0]["layers"]

@@ -210,13 +210,15 @@ def load_data(source: str, split: str):
         raise CommandError(one_line(error)) from error
 
 
-def load_model(model_id: str, *, num_labels: int | None = None, labels: list[str] | None = None):
+def load_model(model_id: str, *, num_labels: int | None = None, labels: list[str] | None = None, seed: int = 0):
     """Loads an image classifier, with a new head when the wanted number of labels differs from the model's.
 
     Args:
         model_id: a local directory or a Hub id.
         num_labels: ``--num-labels``; default: the number of classes of the data when known, else the model's.
         labels: the data's class names (they name the new head's labels).
+        seed: seeds the draw of a new head (and of any other weight the checkpoint lacks), on a forked RNG: the same
+            seed gives the same model, and the caller's global RNG is left as it was.
 
     Returns:
         `(model, new_head)`: the model, and whether its head was replaced.
@@ -246,8 +248,11 @@ def load_model(model_id: str, *, num_labels: int | None = None, labels: list[str
             kwargs["label2id"] = {name: i for i, name in enumerate(labels)}
         else:
             kwargs["num_labels"] = wanted
+    from ..core.init import derive_seed, seeded
+
     try:
-        model = AutoModelForImageClassification.from_pretrained(model_id, **kwargs)
+        with seeded(derive_seed(seed, "cli", "new head")):
+            model = AutoModelForImageClassification.from_pretrained(model_id, **kwargs)
     except Exception as error:
         raise CommandError(f"Cannot load {model_id!r} as an image classifier: {one_line(error)}") from error
     return model, "ignore_mismatched_sizes" in kwargs

@@ -41,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batches", type=int, default=8, help="Batches to read (default 8).")
     parser.add_argument("--batch-size", type=int, default=32, help="Rows per batch (default 32).")
     parser.add_argument("--tau", type=float, default=0.1, help="Dormancy threshold on the unit score (default 0.1).")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the data shuffle (default 0).")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="Seed of the data shuffle and of a new head's weights (default 0)."
+    )
     parser.add_argument(
         "--plot",
         metavar="PNG",
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from ..integrations.datasets_io import class_names
 
     dataset = load_data(args.data, args.split)
-    model, new_head = load_model(args.model, num_labels=args.num_labels, labels=class_names(dataset))
+    model, new_head = load_model(args.model, num_labels=args.num_labels, labels=class_names(dataset), seed=args.seed)
     processor = load_processor(args.model, required=True)
     data = data_batches(dataset, processor, batch_size=args.batch_size, seed=args.seed, description="diagnosing")
     if new_head:

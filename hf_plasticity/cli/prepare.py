@@ -144,9 +144,8 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.restore import prepare_pretrained
 
     dataset = load_data(args.data, args.split) if args.data else None
-    model, new_head = load_model(
-        args.model, num_labels=args.num_labels, labels=class_names(dataset) if dataset is not None else None
-    )
+    labels = class_names(dataset) if dataset is not None else None
+    model, new_head = load_model(args.model, num_labels=args.num_labels, labels=labels, seed=config.seed)
     processor = load_processor(args.model, required=dataset is not None)
     data = None
     if dataset is not None:
