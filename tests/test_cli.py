@@ -514,3 +514,43 @@ def test_a_new_head_is_drawn_from_the_seed_so_the_same_command_gives_the_same_re
     assert outputs[0].keys() == outputs[1].keys()
     assert [k for k in outputs[0] if not torch.equal(outputs[0][k], outputs[1][k])] == []
     assert reports[0] == reports[1] and reports[0]["layers"]
+
+
+# --------------------------------------------------------------------------- more paths checked before the work
+def test_plot_json_and_output_values_that_would_go_wrong_after_the_work_are_refused(workspace, tmp_path, capsys):
+    model, images = str(workspace / "tiny-vit"), str(workspace / "images")
+    work = tmp_path / "work"  # checked untouched (a broken link beside it: tree() cannot stat one)
+    work.mkdir()
+    (tmp_path / "broken-link").symlink_to(tmp_path / "nowhere")
+    diagnose = ["diagnose", model, "--data", images, "--batches", "1"]
+    prepare = ["prepare", model, "--data", images, "--output", "{d}/out"]
+    cases = {
+        "--plot is empty": [*diagnose, "--plot", ""],  # was silently ignored
+        "--plot is empty ": [*prepare, "--plot", " "],
+        "--plot '{d}/fig.json': matplotlib cannot save a figure as .json; give a path ending with one of ": [
+            *diagnose, "--plot", "{d}/fig.json"],  # was refused after the work
+        "--json '{d}/d1/' ends with a path separator; give a file path": [*diagnose, "--json", "{d}/d1/"],
+        "--output '{d}/../broken-link' exists and is not a directory": [
+            "prepare", model, "--output", "{d}/../broken-link"],
+    }  # fmt: skip
+    if os.path.exists(os.devnull):
+        cases["--output '/dev/null' exists and is not a directory"] = ["prepare", model, "--output", os.devnull]
+    before = tree(work)
+    for expected, argv in cases.items():
+        argv = [arg.format(d=work) for arg in argv]
+        assert main(argv) == 2, expected
+        captured = capsys.readouterr()
+        lines = [line for line in captured.err.splitlines() if line.strip()]
+        assert len(lines) == 1 and expected.strip().format(d=work) in lines[0], (expected, captured.err)
+        assert "diagnosing" not in captured.err and captured.out == ""  # refused before any batch was read
+    assert tree(work) == before
+
+
+def test_plot_into_a_folder_that_does_not_exist_yet(workspace, tmp_path, capsys):
+    """`--plot figdir/` wrote the hidden file figdir/.png.png and printed another path."""
+    argv = ["diagnose", str(workspace / "tiny-vit"), "--data", str(workspace / "images"), "--batches", "1"]
+    assert main([*argv, "--plot", f"{tmp_path / 'figdir'}{os.sep}"]) == 0
+    assert f"Wrote {tmp_path / 'figdir' / 'plasticity.png'}\n" in capsys.readouterr().out
+    assert os.listdir(tmp_path / "figdir") == ["plasticity.png"]
+    assert main([*argv, "--plot", str(tmp_path / "fig.svg")]) == 0  # any format matplotlib saves
+    assert (tmp_path / "fig.svg").read_text().lstrip().startswith("<?xml")

@@ -99,10 +99,15 @@ def checked(check: Callable[..., Any], option: str, value: Any, **kwargs: Any) -
         raise CommandError(one_line(error).replace(f"`{option}`", option, 1)) from error
 
 
+def _ends_with_separator(path: str) -> bool:
+    return path.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep))
+
+
 def figure_path(path: str) -> str:
-    """Where ``--plot PATH`` writes: ``PATH/plasticity.png`` for an existing directory, ``PATH.png`` when PATH has no
-    extension, else PATH itself (nothing is created here: see [`check_file_target`] and [`make_parent`])."""
-    if os.path.isdir(path):
+    """Where ``--plot PATH`` writes: ``PATH/plasticity.png`` for a directory (an existing one, or a path ending with a
+    separator, created then), ``PATH.png`` when PATH has no extension, else PATH itself (nothing is created here: see
+    [`check_plot_target`] and [`make_parent`])."""
+    if os.path.isdir(path) or _ends_with_separator(path):
         return os.path.join(path, "plasticity.png")
     return path if os.path.splitext(path)[1] else path + ".png"
 
@@ -140,6 +145,8 @@ def check_file_target(option: str, path: str) -> None:
     _check_blank(option, path)
     if os.path.isdir(path):
         raise CommandError(f"{option} {path!r} is a directory; give a file path.")
+    if _ends_with_separator(path):
+        raise CommandError(f"{option} {path!r} ends with a path separator; give a file path, not a folder.")
     if os.path.exists(path):
         if not os.access(path, os.W_OK):
             raise CommandError(f"{option} {path!r} exists and cannot be written (permission denied or read-only).")
@@ -147,14 +154,38 @@ def check_file_target(option: str, path: str) -> None:
     _check_creatable(option, path)
 
 
-def check_plot_dependencies(plot: str | None) -> None:
-    """``--plot`` needs matplotlib: fail before anything is loaded when it is missing."""
-    if not plot:
-        return
+def _supported_figure_formats() -> list[str]:
+    """The file extensions matplotlib saves figures as, or a [`CommandError`] when matplotlib is not installed."""
     try:
-        import matplotlib  # noqa: F401
+        from matplotlib.figure import Figure
     except ImportError as error:
         raise CommandError('--plot needs matplotlib: pip install "hf-plasticity[plot]".') from error
+    return sorted(Figure().canvas.get_supported_filetypes())
+
+
+def check_plot_target(plot: str | None) -> str | None:
+    """Checks ``--plot`` before anything is loaded: not blank, matplotlib installed, an extension matplotlib saves,
+    a path that can be written.
+
+    Returns:
+        `str | None`: where the figure will be written (see [`figure_path`]), or None without ``--plot``.
+
+    Raises:
+        CommandError: one line naming ``--plot``, the problem and what is accepted.
+    """
+    if plot is None:
+        return None
+    _check_blank("--plot", plot)
+    formats = _supported_figure_formats()
+    path = figure_path(plot)
+    extension = os.path.splitext(path)[1].lstrip(".")
+    if extension.lower() not in formats:
+        raise CommandError(
+            f"--plot {plot!r}: matplotlib cannot save a figure as .{extension}; give a path ending with one of "
+            f"{', '.join('.' + f for f in formats)} (no extension: .png)."
+        )
+    check_file_target("--plot", path)
+    return path
 
 
 def hub_access(repo_id: str, repo_type: str) -> dict[str, Any]:
@@ -185,6 +216,10 @@ def check_output_dir(path: str, overwrite: bool, option: str = "--output") -> No
     _check_blank(option, path)
     if os.path.isfile(path):
         raise CommandError(f"{option} {path!r} is a file; pass a directory.")
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise CommandError(
+            f"{option} {path!r} exists and is not a directory (a device, pipe or link); pass a directory."
+        )
     if os.path.isdir(path):
         if not overwrite and os.path.samefile(path, os.getcwd()):
             raise CommandError(

@@ -16,10 +16,9 @@ from ._common import (
     CommandError,
     add_data_arguments,
     check_file_target,
-    check_plot_dependencies,
+    check_plot_target,
     checked,
     data_batches,
-    figure_path,
     load_data,
     load_model,
     load_processor,
@@ -48,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--plot",
         metavar="PNG",
         help="Also draw the figure per backbone block (probe accuracy, dormant ratio, insignificant gradients, "
-        "mean |w|) into this PNG, or into DIR/plasticity.png for a directory (matplotlib).",
+        "mean |w|) into this file (.png added when it has no extension; any format matplotlib saves), or into "
+        "DIR/plasticity.png for a directory or a path ending with / (matplotlib).",
     )
     parser.add_argument("--json", metavar="PATH", help="Also write the full report as JSON.")
     parser.set_defaults(func=run)
@@ -61,9 +61,7 @@ def run(args: argparse.Namespace) -> int:
     checked(check_positive_int, "--batch-size", args.batch_size)
     checked(check_number, "--tau", args.tau, low=0)
     checked(check_int, "--seed", args.seed, low=0)
-    check_plot_dependencies(args.plot)
-    if args.plot is not None:
-        check_file_target("--plot", figure_path(args.plot))
+    figure = check_plot_target(args.plot)
     if args.json is not None:
         check_file_target("--json", args.json)
     try:
@@ -80,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"New classification head with {model.config.num_labels} labels (freshly initialized).")
     report = diagnose(model, data, batches=args.batches, tau=args.tau)
     print(report)
-    if args.plot:
-        print(f"Wrote {report.plot(make_parent(figure_path(args.plot)))}")
+    if figure is not None:
+        print(f"Wrote {report.plot(make_parent(figure))}")
     if args.json:
         with open(make_parent(args.json), "w", encoding="utf-8") as f:
             f.write(report.to_json() + "\n")

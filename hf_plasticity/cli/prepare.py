@@ -18,12 +18,10 @@ from ._common import (
     EXIT_FAILED,
     CommandError,
     add_data_arguments,
-    check_file_target,
     check_output_dir,
-    check_plot_dependencies,
+    check_plot_target,
     data_batches,
     data_free_hint,
-    figure_path,
     load_data,
     load_model,
     load_processor,
@@ -76,8 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--plot",
         metavar="PNG",
-        help="Also draw the diagnostics before and after the restore per block into this PNG (needs --data; the "
-        "saved checkpoint gets the same figure as plasticity.png, shown in its model card).",
+        help="Also draw the diagnostics before and after the restore per block into this file (.png added when it "
+        "has no extension; any format matplotlib saves), or into DIR/plasticity.png for a directory or a path ending "
+        "with / (needs --data; the saved checkpoint gets the same figure as plasticity.png, shown in its model card).",
     )
     parser.set_defaults(func=run)
 
@@ -118,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.restore import DEFAULT_STRATEGY
 
     config = build_config(args.strategy or DEFAULT_STRATEGY, args.params)
+    figure = check_plot_target(args.plot)
     check_one_shot(config)
     if config.requires_data and not args.data:
         raise CommandError(
@@ -133,11 +133,8 @@ def run(args: argparse.Namespace) -> int:
         check_push_target(args.push_to_hub)
     if not args.timeout > 0 or args.timeout == float("inf"):
         raise CommandError(f"--timeout must be a finite number of seconds > 0, got {args.timeout}.")
-    if args.plot is not None and not args.data:
+    if figure is not None and not args.data:
         raise CommandError("--plot draws the diagnostics before and after the restore, which are measured on --data.")
-    check_plot_dependencies(args.plot)
-    if args.plot is not None:
-        check_file_target("--plot", figure_path(args.plot))
 
     from ..integrations.datasets_io import class_names
     from ..integrations.hub import HubPushError, push_restored, save_restored
@@ -155,8 +152,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"New classification head with {model.config.num_labels} labels.")
     report = prepare_pretrained(model, config, data=data)
     print(report)
-    if args.plot:
-        print(f"Wrote {report.plot(make_parent(figure_path(args.plot)))}")
+    if figure is not None:
+        print(f"Wrote {report.plot(make_parent(figure))}")
 
     if args.push_to_hub:
         try:
