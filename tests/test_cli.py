@@ -516,6 +516,27 @@ def test_a_new_head_is_drawn_from_the_seed_so_the_same_command_gives_the_same_re
     assert reports[0] == reports[1] and reports[0]["layers"]
 
 
+def test_hub_options_are_kept_when_the_head_is_replaced(workspace, monkeypatch, capsys):
+    """`local_files_only` (the Hub unreachable, the files cached) was dropped when the head was replaced."""
+    import transformers
+
+    import hf_plasticity.cli._common as common
+
+    seen: list[dict] = []
+    config = transformers.AutoConfig.from_pretrained(workspace / "tiny-vit")  # 3 labels, the data 2
+
+    def fake_model(name, **kwargs):
+        seen.append(kwargs)
+        raise OSError("stop here")
+
+    monkeypatch.setattr(common, "hub_access", lambda repo_id, repo_type: {"local_files_only": True})
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda name, **kwargs: config)
+    monkeypatch.setattr(transformers.AutoModelForImageClassification, "from_pretrained", fake_model)
+    assert main(["diagnose", "someone/cached-model", "--data", str(workspace / "images")]) == 2
+    assert "stop here" in capsys.readouterr().err
+    assert seen and seen[0]["local_files_only"] is True and seen[0]["ignore_mismatched_sizes"] is True
+
+
 # --------------------------------------------------------------------------- more paths checked before the work
 def test_plot_json_and_output_values_that_would_go_wrong_after_the_work_are_refused(workspace, tmp_path, capsys):
     model, images = str(workspace / "tiny-vit"), str(workspace / "images")

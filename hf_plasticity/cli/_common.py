@@ -277,7 +277,7 @@ def load_model(model_id: str, *, num_labels: int | None = None, labels: list[str
     wanted = num_labels or (len(labels) if labels else None)
     kwargs: dict[str, Any] = dict(hub_kwargs)
     if wanted is not None and wanted != config.num_labels:
-        kwargs = {"ignore_mismatched_sizes": True}
+        kwargs["ignore_mismatched_sizes"] = True  # added to the Hub options (local_files_only, ...), not instead
         if labels and len(labels) == wanted:
             kwargs["id2label"] = dict(enumerate(labels))
             kwargs["label2id"] = {name: i for i, name in enumerate(labels)}
