@@ -575,3 +575,24 @@ def test_plot_into_a_folder_that_does_not_exist_yet(workspace, tmp_path, capsys)
     assert os.listdir(tmp_path / "figdir") == ["plasticity.png"]
     assert main([*argv, "--plot", str(tmp_path / "fig.svg")]) == 0  # any format matplotlib saves
     assert (tmp_path / "fig.svg").read_text().lstrip().startswith("<?xml")
+
+
+# ------------------------------------------------------------------------------------ values refused with their name
+def test_empty_and_ambiguous_list_params_are_refused_with_the_json_form(workspace, tmp_path, capsys):
+    """`target_modules=` meant the whole default scope; `exclude_modules=layer\\.{1,2}` became two patterns."""
+    cases = {
+        "target_modules=": "--param target_modules=: target_modules takes a non-empty list; leave the parameter out",
+        "exclude_modules=[]": "--param exclude_modules=[]: exclude_modules takes a non-empty list",
+        "exclude_modules=layer\\.{1,2}": "would split it at every comma into 'layer\\.{1' and '2}' (a comma is part "
+        "of a {m,n} repeat); give the patterns as a JSON list instead, e.g. --param "
+        "'exclude_modules=[\"layer\\\\.{1,2}\"]'",
+        "exclude_modules=a(,b)": "into 'a(' and 'b)' ('a(' is not a regular expression)",
+    }
+    for param, expected in cases.items():
+        argv = ["prepare", str(workspace / "tiny-vit"), "--strategy", "shrink_perturb", "--param", param]
+        assert main([*argv, "--output", str(tmp_path / "out")]) == 2, param
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and expected in err, (param, err)
+    assert build_config("shrink_perturb", ['exclude_modules=["layer\\\\.{1,2}"]']).exclude_modules == ["layer\\.{1,2}"]
+    assert build_config("shrink_perturb", ["exclude_modules=fc1,fc2"]).exclude_modules == ["fc1", "fc2"]
+    assert not (tmp_path / "out").exists()

@@ -1,9 +1,9 @@
 """`--param KEY=VALUE`: strategy parameters read and described from the fields of the strategy's config dataclass.
 
 Each field's type hint says how a value is read (``true``/``false`` for a flag, an integer, a number, ``none`` where
-None is allowed, ``a,b`` or JSON for a list) and its ``metadata["help"]`` describes it in
-``hf-plasticity prepare --strategy NAME --help``. A value of the wrong type is refused with the key and the type it
-takes; a value the config refuses with the key and the config's reason.
+None is allowed, ``a,b`` or JSON for a list, JSON for a pattern holding a comma) and its ``metadata["help"]``
+describes it in ``hf-plasticity prepare --strategy NAME --help``. A value of the wrong type is refused with the key
+and the type it takes; a value the config refuses with the key and the config's reason.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import shutil
 import textwrap
 import types
@@ -76,6 +77,51 @@ def _read(hint: Any, raw: str) -> Any:
     raise ValueError(raw)
 
 
+def _regex_error(pattern: str) -> str | None:
+    """Why ``pattern`` is not a regular expression, or None when it is one."""
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        return str(error)
+    return None
+
+
+def _quoted(text: str) -> str:
+    """``text`` in quotes, as typed (no doubled backslashes) unless it holds unprintable characters."""
+    return f"'{text}'" if text.isprintable() else repr(text)
+
+
+def _check_list(key: str, given: str, raw: str, value: list[Any]) -> None:
+    """Refuses an empty list (it would mean the default scope, silently) and, for a list of module patterns given as
+    ``a,b``, a split that cannot be what was meant: a piece that is no regular expression on its own, or a whole value
+    that is one with a ``{m,n}`` repeat (the comma belongs to the pattern).
+
+    Raises:
+        CommandError: naming ``--param KEY=VALUE`` and, for a pattern, the JSON form to give instead.
+    """
+    if not value:
+        raise CommandError(f"--param {given}: {key} takes a non-empty list; leave the parameter out for the default.")
+    if not all(isinstance(part, str) for part in value) or raw.startswith("[") or "," not in raw:
+        return
+    broken = next((part for part in value if _regex_error(part)), None)
+    whole = _regex_error(raw) is None and _REPEAT.search(raw) is not None
+    if broken is None and not whole:
+        return
+    pieces = " and ".join(_quoted(part) for part in value)
+    why = (
+        f"{_quoted(broken)} is not a regular expression" if broken is not None else "a comma is part of a {m,n} repeat"
+    )
+    example = json.dumps([raw] if _regex_error(raw) is None else value)
+    raise CommandError(
+        f"--param {given}: {key} is a list of patterns, and the a,b form would split it at every comma into {pieces} "
+        f"({why}); give the patterns as a JSON list instead, e.g. --param '{key}={example}'."
+    )
+
+
+#: A ``{m,n}`` or ``{m,}`` repeat of a regular expression, whose comma the ``a,b`` form of a list would split.
+_REPEAT = re.compile(r"\{\d*,\d*\}")
+
+
 def _read_one(kind: Any, raw: str) -> Any:
     if typing.get_origin(kind) is list:
         item = typing.get_args(kind)[0]
@@ -107,7 +153,8 @@ def build_config(strategy: str, params: list[str] | None):
 
     Raises:
         CommandError: for an unknown strategy, a malformed, repeated or unknown parameter, a value of the wrong
-            type (the message names the key and the type it takes), or a value the config refuses.
+            type (the message names the key and the type it takes), an empty list, a list of patterns whose ``a,b``
+            form would be split inside a pattern (the message gives the JSON form), or a value the config refuses.
 
     Example:
 
@@ -148,6 +195,8 @@ def build_config(strategy: str, params: list[str] | None):
             values[key] = _read(hint, raw)
         except ValueError as error:
             raise CommandError(f"--param {given[key]}: {key} takes {describe_type(hint)}, got {raw!r}.") from error
+        if isinstance(values[key], list):
+            _check_list(key, given[key], raw.strip(), values[key])
     try:
         return config_class(**values)
     except (TypeError, ValueError) as error:
