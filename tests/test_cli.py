@@ -596,3 +596,9 @@ def test_empty_and_ambiguous_list_params_are_refused_with_the_json_form(workspac
     assert build_config("shrink_perturb", ['exclude_modules=["layer\\\\.{1,2}"]']).exclude_modules == ["layer\\.{1,2}"]
     assert build_config("shrink_perturb", ["exclude_modules=fc1,fc2"]).exclude_modules == ["fc1", "fc2"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_seed_torch_cannot_take_is_refused_with_its_range(capsys):
+    assert main(["example", "--seed=99999999999999999999"]) == 2
+    err = capsys.readouterr().err
+    assert "--seed must be an integer in [-2**63, 2**64 - 1] (what torch takes), got 99999999999999999999." in err

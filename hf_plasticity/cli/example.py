@@ -16,12 +16,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "re-initialized. Needs no network.",
     )
     parser.add_argument("--strategy", default="reinit_layers", help="Strategy name (default: reinit_layers).")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the restore.")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="Seed of the model, the data and the restore (default 0; -2**63 to 2**64-1).",
+    )
     parser.set_defaults(func=run)
+
+
+#: The seeds ``torch.manual_seed`` takes (a larger one fails with "Overflow when unpacking long long").
+TORCH_SEEDS = (-(2**63), 2**64 - 1)
 
 
 @reports_errors("example")
 def run(args: argparse.Namespace) -> int:
+    if not TORCH_SEEDS[0] <= args.seed <= TORCH_SEEDS[1]:
+        raise CommandError(f"--seed must be an integer in [-2**63, 2**64 - 1] (what torch takes), got {args.seed}.")
     config = build_config(args.strategy, [f"seed={args.seed}"])  # a bad name or seed: one line, before any work
     from ..strategies import get_strategy
 
