@@ -134,6 +134,16 @@ def test_nan_epochs_and_layer_scale_are_refused():
         LayerReinitConfig(layer_scale=math.inf)
 
 
+@pytest.mark.parametrize("dtype, value", [(torch.float32, 1e39), (torch.float16, 1e5)])
+def test_a_layer_scale_the_model_s_dtype_cannot_hold_is_refused_before_anything_changes(make_model, dtype, value):
+    model = make_model("convnext", dtype=dtype)
+    before = snapshot(model)
+    message = rf"`layer_scale`={re.escape(f'{value:g}')} does not fit .*layer_scale.* \({dtype}, at most"
+    with pytest.raises(ValueError, match=message):
+        prepare_pretrained(model, LayerReinitConfig(layer_scale=value))
+    assert untouched(model, before)
+
+
 @pytest.mark.parametrize("field", ["exclude_modules", "target_modules"])
 def test_a_broken_regular_expression_is_named(field):
     with pytest.raises(ValueError, match=rf"`{field}` entry 'layers\.\[1' is not a valid regular expression"):

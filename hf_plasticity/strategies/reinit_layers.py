@@ -129,6 +129,18 @@ def is_layer_scale(name: str) -> bool:
     return "layer_scale" in name
 
 
+def _layer_scale_values(tensor: torch.Tensor, value: float, name: str) -> torch.Tensor:
+    """``tensor`` filled with ``value``, refused (naming ``layer_scale``, the tensor and its dtype's range) when the
+    dtype cannot hold it: the plan fails before anything is written."""
+    largest = torch.finfo(tensor.dtype).max
+    if value > largest:
+        raise ValueError(
+            f"`layer_scale`={value:g} does not fit {name} ({tensor.dtype}, at most {largest:g}): give a value "
+            "within its range, 'init' or 'keep'."
+        )
+    return torch.full_like(tensor, value)
+
+
 def plan_block_reinit(model: nn.Module, num_blocks: int, config: BlockReinitConfig) -> list[TensorReset]:
     """Fresh values, with the model's own init rule, for every parameter and buffer of the last ``num_blocks``
     blocks and the final norm (``config.exclude_modules``, ``config.layer_scale`` and ``config.seed`` apply)."""
@@ -149,7 +161,7 @@ def plan_block_reinit(model: nn.Module, num_blocks: int, config: BlockReinitConf
                 if config.layer_scale == "keep":
                     continue
                 if config.layer_scale != "init":
-                    values = torch.full_like(tensor, float(config.layer_scale))
+                    values = _layer_scale_values(tensor, float(config.layer_scale), f"{module_name}.{name}")
             resets.append(TensorReset(f"{module_name}.{name}", tensor, values, block=layout.block_of(module_name)))
     return resets
 
