@@ -79,8 +79,10 @@ def test_dataset_without_labels(make_model):
 def test_scope_matching_nothing(make_model):
     model = make_model("vit")
     before = state(model)
-    with pytest.raises(ScopeError, match="matches no tensor"):
+    with pytest.raises(ScopeError, match="`target_modules` entry 'does_not_exist' matches no module"):
         prepare_pretrained(model, SelectiveReinitConfig(utility="magnitude", target_modules=["does_not_exist"]))
+    with pytest.raises(ScopeError, match="matches no tensor"):  # names modules, but none in scope (the head)
+        prepare_pretrained(model, SelectiveReinitConfig(utility="magnitude", target_modules=["classifier"]))
     with pytest.raises(ScopeError, match="has only 3 blocks"):
         prepare_pretrained(model, LayerReinitConfig(num_blocks=5))
     assert_untouched(model, before)
