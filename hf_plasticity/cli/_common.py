@@ -3,6 +3,7 @@ the model (with a new head when the data has another number of classes), its ima
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -245,7 +246,9 @@ def load_data(source: str, split: str):
         raise CommandError(one_line(error)) from error
 
 
-def load_model(model_id: str, *, num_labels: int | None = None, labels: list[str] | None = None, seed: int = 0):
+def load_model(
+    model_id: str, *, num_labels: int | None = None, labels: list[str] | None = None, seed: int | None = None
+):
     """Loads an image classifier, with a new head when the wanted number of labels differs from the model's.
 
     Args:
@@ -253,7 +256,8 @@ def load_model(model_id: str, *, num_labels: int | None = None, labels: list[str
         num_labels: ``--num-labels``; default: the number of classes of the data when known, else the model's.
         labels: the data's class names (they name the new head's labels).
         seed: seeds the draw of a new head (and of any other weight the checkpoint lacks), on a forked RNG: the same
-            seed gives the same model, and the caller's global RNG is left as it was.
+            seed gives the same model, and the caller's global RNG is left as it was. None: drawn from the global RNG
+            as it stands (`compare` seeds it per run, so each seed gets a head of its own, shared by the arms).
 
     Returns:
         `(model, new_head)`: the model, and whether its head was replaced.
@@ -285,8 +289,9 @@ def load_model(model_id: str, *, num_labels: int | None = None, labels: list[str
             kwargs["num_labels"] = wanted
     from ..core.init import derive_seed, seeded
 
+    draw = contextlib.nullcontext() if seed is None else seeded(derive_seed(seed, "cli", "new head"))
     try:
-        with seeded(derive_seed(seed, "cli", "new head")):
+        with draw:
             model = AutoModelForImageClassification.from_pretrained(model_id, **kwargs)
     except Exception as error:
         raise CommandError(f"Cannot load {model_id!r} as an image classifier: {one_line(error)}") from error
