@@ -624,6 +624,16 @@ def test_a_share_too_small_for_every_class_is_raised_and_the_note_says_by_how_mu
     assert how["val"].startswith("10% of the rest of 'train' (3 examples; at least one per class)")
 
 
+def test_an_empty_integer_labelled_split_is_named_not_a_raw_error():
+    from datasets import Dataset, Features, Value
+
+    from hf_plasticity.comparison.splits import ComparisonInputError, with_class_labels
+
+    empty = Dataset.from_dict({"label": []}, features=Features({"label": Value("int64")}))
+    with pytest.raises(ComparisonInputError, match=r"no examples \(its label column 'label' is empty\)"):
+        with_class_labels(empty, "label")
+
+
 def test_a_temporary_file_left_by_a_killed_write_does_not_make_a_folder_foreign(tmp_path):
     """A kill inside `write_settings` can leave its temporary file; the folder still counts as empty, and a user's file
     beside it does not."""

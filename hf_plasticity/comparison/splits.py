@@ -22,6 +22,10 @@ def with_class_labels(dataset: Any, label: str) -> Any:
     if isinstance(feature, ClassLabel):
         return dataset
     values = dataset.unique(label)
+    if not values:
+        raise ComparisonInputError(
+            f"The data has no examples (its label column {label!r} is empty): pass labelled images."
+        )
     negative = sorted(value for value in values if isinstance(value, int) and value < 0)
     if negative and all(isinstance(value, int) for value in values):
         raise ComparisonInputError(
