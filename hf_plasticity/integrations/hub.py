@@ -144,20 +144,9 @@ def _summary(model: nn.Module | None, report: PlasticityReport | None) -> Restor
     return record
 
 
-def _write_card(
-    folder: Path,
-    summary: RestoreRecord,
-    *,
-    model: nn.Module | None = None,
-    base_model: str | None = None,
-    repo_id: str | None = None,
-    existing: Any = None,
-    model_name: str | None = None,
-    learning_rates: list[dict[str, Any]] | None = None,
-):
-    """Writes ``folder/README.md`` ([`_card`]) and returns the card."""
-    card = _card(folder, summary, model=model, base_model=base_model, repo_id=repo_id, existing=existing,
-                 model_name=model_name, learning_rates=learning_rates)  # fmt: skip
+def _write_card(folder: Path, summary: RestoreRecord, **card_kwargs: Any):
+    """Writes ``folder/README.md``, the card [`_card`] builds with ``card_kwargs``, and returns the card."""
+    card = _card(folder, summary, **card_kwargs)
     card.save(folder / CARD_NAME)
     return card
 
