@@ -103,6 +103,29 @@ def test_the_output_folder_and_the_pushed_repository_carry_the_plasticity_files(
         assert "generated_from_trainer" in card.data.tags  # the Trainer's own card text and tags stay
 
 
+@pytest.mark.parametrize("hub_strategy", ["every_save", "checkpoint"])
+def test_a_push_during_training_carries_the_plasticity_files(make_model, tmp_path, monkeypatch, hub_strategy):
+    """`Trainer._push_from_checkpoint` copies only transformers' own files from the checkpoint into the output folder
+    it uploads; the pushed repository still gets `plasticity_config.json` and the card section, before any final
+    `save_model` or `push_to_hub`."""
+    with LocalHub() as hub:
+        point_client_at(hub, monkeypatch, tmp_path / "hf-cache")
+        args = default_args(
+            tmp_path, push_to_hub=True, hub_model_id="user/mid-run", hub_token="hf_local_test_token",
+            save_strategy="steps", save_steps=2, hub_strategy=hub_strategy,
+        )  # fmt: skip
+        trainer = PlasticityTrainer(model=make_model("convnext"), args=args, train_dataset=learnable_dataset(64),
+                                    callbacks=[PlasticityCallback()])  # fmt: skip
+        trainer.train()
+        if trainer.push_in_progress is not None:
+            trainer.push_in_progress.wait_until_done()
+        files = hub.repos["user/mid-run"].head.files
+        assert json.loads(files["plasticity_config.json"])["strategy"] == "reinit_layers"
+        assert json.loads(files["config.json"])["plasticity"]["strategy"] == "reinit_layers"
+        card = ModelCard(files["README.md"].decode())
+        assert SECTION_START in card.text and "reinit_layers" in card.data.tags
+
+
 def test_processes_that_would_not_train_together_are_warned(make_model, tmp_path, monkeypatch):
     """`torchrun --nproc_per_node 2` on CPU without `use_cpu`: WORLD_SIZE is 2 but the Trainer is not distributed
     (tests/test_distributed.py launches two real processes)."""

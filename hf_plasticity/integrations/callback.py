@@ -108,8 +108,8 @@ class PlasticityCallback(TrainerCallback, ExportableState):
     - **Metrics** through `Trainer.log`: ``plasticity/restore/*`` after the restore, ``plasticity/<strategy>/*``
       (resets and entries re-initialized) every ``log_every`` steps, ``plasticity/dormant_ratio``,
       ``plasticity/insignificant_grad_share``, ... every ``diagnostics_every`` steps. Main process only.
-    - **Output**: every save (final and checkpoints) and the Trainer's card carry ``plasticity_config.json`` and the
-      card's plasticity section, with every optimizer group's learning rate.
+    - **Output**: every save (final and checkpoints), every push (those during training too) and the Trainer's card
+      carry ``plasticity_config.json`` and the card's plasticity section, with every optimizer group's learning rate.
     - **Resume-safe**: its state is saved in every checkpoint (``trainer_state.json``) and read back on resume, whether
       or not ``restore_callback_states_from_checkpoint`` is set. A resume whose weights differ from the checkpoint's
       (the transformers 5.x ViT resume bug, huggingface/transformers#48805) stops with [`ResumeMismatchError`]
@@ -418,6 +418,13 @@ class PlasticityCallback(TrainerCallback, ExportableState):
             self._log(metrics, state)
         if self.controller.last_diagnostics is not diagnosed:
             self._figure_to_tensorboard(state)
+
+    def on_push_begin(self, args, state, control, **kwargs):
+        # A push during training (`hub_strategy` other than "end") uploads the output folder after copying only
+        # transformers' own files into it from the checkpoint: the plasticity files go there first, so that every
+        # push, not only the last, carries them (the run's current record, the one the copied weights were saved with).
+        if self.trainer is not None:
+            self.trainer._add_plasticity_files(args.output_dir)
 
     def on_train_end(self, args, state, control, **kwargs):
         self._log(self.controller.flush(), state)
