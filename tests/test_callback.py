@@ -257,6 +257,44 @@ def test_resume_into_wrong_weights_is_refused_vit(make_model, tmp_path):
         )
 
 
+class NudgeOneWeight(TrainerCallback):
+    """Changes one entry of one small tensor after the checkpoint was loaded: a resume that missed one layer."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        with torch.no_grad():
+            model.convnext.layernorm.weight[0] += 1e-3
+
+
+def test_a_resume_that_misses_one_small_tensor_is_refused_and_named(make_model, tmp_path):
+    """Each parameter is checked on its own scale: a change far below the whole model's round-off budget (one entry
+    of the final norm, 1e-3) is caught, and the message names the tensor."""
+    settings = dict(max_steps=4, save_strategy="steps", save_steps=2)
+    run(make_model("convnext"), tmp_path, PlasticityCallback(restore=False), stop_at=2, **settings)
+    trainer = PlasticityTrainer(model=make_model("convnext"), args=training_args(tmp_path, **settings),
+                                train_dataset=learnable_dataset(64),
+                                callbacks=[NudgeOneWeight(), PlasticityCallback(restore=False)])  # fmt: skip
+    with pytest.raises(ResumeMismatchError, match=r"\(convnext\.layernorm\.weight\)"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
+
+
+def test_a_checkpoint_with_the_older_fingerprint_still_resumes_and_checks(make_model, tmp_path):
+    """Checkpoints written before the per-parameter fingerprint hold three sums over all parameters."""
+    settings = dict(max_steps=4, save_strategy="steps", save_steps=2)
+    run(make_model("convnext"), tmp_path, PlasticityCallback(restore=False), stop_at=2, **settings)
+    path = tmp_path / "out" / "checkpoint-2" / "trainer_state.json"
+    saved = json.loads(path.read_text())
+    state = saved["stateful_callbacks"]["PlasticityCallback"]["attributes"]["plasticity_state"]
+    state["fingerprint"] = [sum(row[i] for row in state["fingerprint"].values()) for i in range(3)]
+    path.write_text(json.dumps(saved))
+    trainer = run(make_model("convnext"), tmp_path, PlasticityCallback(restore=False), resume=str(path.parent),
+                  **settings)  # fmt: skip
+    assert trainer.state.global_step == 4
+    state["fingerprint"][1] *= 1.01
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ResumeMismatchError, match=r"\(\(all parameters\)\)"):
+        run(make_model("convnext"), tmp_path, PlasticityCallback(restore=False), resume=str(path.parent), **settings)
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 class NoLayers(nn.Module):
     def __init__(self) -> None:

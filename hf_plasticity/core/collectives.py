@@ -198,18 +198,37 @@ def check_not_sharded(model: nn.Module) -> None:
 
 
 @torch.no_grad()
-def parameter_fingerprint(model: nn.Module) -> list[float]:
-    """Sum, sum of absolute values and sum of squares of all parameters (float64): a cheap check that a model holds
-    the weights it should, e.g. that a resume really loaded the checkpoint."""
-    sums = torch.zeros(3, dtype=torch.float64)
-    for param in model.parameters():
-        values = param.detach().double()
-        sums += torch.stack([values.sum(), values.abs().sum(), values.square().sum()]).cpu()
-    return sums.tolist()
+def parameter_fingerprint(model: nn.Module) -> dict[str, list[float]]:
+    """Sum, sum of absolute values and sum of squares (float64) of each parameter, by name: a cheap check that a model
+    holds the weights it should, e.g. that a resume really loaded the checkpoint, which also names what differs."""
+    names, rows = [], []
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            values = param.detach().double()
+            names.append(name)
+            rows.append(torch.stack([values.sum(), values.abs().sum(), values.square().sum()]))
+    if not rows:
+        return {}
+    return dict(zip(names, torch.stack([row.cpu() for row in rows]).tolist(), strict=True))
 
 
-def fingerprints_match(a: list[float], b: list[float], rtol: float = 1e-6) -> bool:
-    """Whether two [`parameter_fingerprint`] results agree up to float round-off."""
+def fingerprint_differences(
+    current: dict[str, list[float]], saved: dict[str, list[float]] | list[float], rtol: float = 1e-6
+) -> list[str]:
+    """The parameters whose [`parameter_fingerprint`] entries disagree beyond float round-off (each measured on its own
+    scale), those present on one side only included; empty when the fingerprints agree.
+
+    ``saved`` may be the older form, three sums over all parameters: it is compared with the totals of ``current``,
+    and a difference is reported as ``["(all parameters)"]``.
+    """
+    if not isinstance(saved, dict):
+        totals = [sum(row[i] for row in current.values()) for i in range(3)] if current else [0.0, 0.0, 0.0]
+        return [] if _sums_agree(totals, list(saved), rtol) else ["(all parameters)"]
+    differ = [name for name in current if name not in saved or not _sums_agree(current[name], saved[name], rtol)]
+    return differ + [name for name in saved if name not in current]
+
+
+def _sums_agree(a: list[float], b: list[float], rtol: float) -> bool:
     scale = max(abs(b[1]), 1e-12)
     return (
         abs(a[0] - b[0]) <= rtol * scale

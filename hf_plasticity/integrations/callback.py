@@ -23,7 +23,7 @@ from transformers.trainer_callback import ExportableState
 from ..core.architectures import get_layout
 from ..core.collectives import (
     ShardedModelError,
-    fingerprints_match,
+    fingerprint_differences,
     is_main_process,
     parameter_fingerprint,
     process_group_warning,
@@ -211,7 +211,7 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         #: The trainer this callback runs in ([`PlasticityTrainer`] sets it).
         self.trainer: Any = None
         self._model: nn.Module | None = None
-        self._saved_fingerprint: list[float] | None = None
+        self._saved_fingerprint: dict[str, list[float]] | list[float] | None = None
         self._pending: list[dict[str, float]] = []  # metrics waiting for an event where logging is safe
         self._prepared = False  # the run's set-up (restore or resume) is done
         self._built_groups = False  # the trainer's optimizer was built from `param_groups`
@@ -256,7 +256,9 @@ class PlasticityCallback(TrainerCallback, ExportableState):
     def plasticity_state(self) -> dict[str, Any]:
         """The controller state and a fingerprint of the weights, as saved in a checkpoint."""
         model = self._model
-        fingerprint = parameter_fingerprint(model) if model is not None and not sharded_parameters(model) else None
+        fingerprint = (
+            parameter_fingerprint(unwrap_model(model)) if model is not None and not sharded_parameters(model) else None
+        )
         recipe = self.resolved_recipe.to_dict() if self.resolved_recipe is not None else None
         return {"controller": _to_json(self.controller.state_dict()), "fingerprint": fingerprint, "recipe": recipe}
 
@@ -547,13 +549,15 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         """On a resume: the model must hold the weights the checkpoint was saved with."""
         if not (self.check_resume and self._saved_fingerprint and not sharded_parameters(model)):
             return
-        if not fingerprints_match(parameter_fingerprint(model), self._saved_fingerprint):
+        differ = fingerprint_differences(parameter_fingerprint(unwrap_model(model)), self._saved_fingerprint)
+        if differ:
             rule = get_layout(model).rule
             hint = f" {rule.resume_hint}" if rule is not None and rule.resume_hint else ""
+            shown = ", ".join(differ[:3]) + (f" and {len(differ) - 3} more" if len(differ) > 3 else "")
             raise ResumeMismatchError(
                 f"Resuming at step {state.global_step}, the model's weights differ from the weights saved with the "
-                f"checkpoint, so training would go on from the wrong weights.{hint} Pass `check_resume=False` to "
-                "PlasticityCallback to skip this check."
+                f"checkpoint ({shown}), so training would go on from the wrong weights.{hint} Pass "
+                "`check_resume=False` to PlasticityCallback to skip this check."
             )
 
     def _log(self, metrics: dict[str, float], state) -> None:
