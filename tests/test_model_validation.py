@@ -1,13 +1,18 @@
 """The model object itself is checked before anything changes, by every entry point (one check,
 `hf_plasticity.core.unwrap.check_restorable`): not a torch module, no parameters, NaN or infinite weights, a
 classification head whose tensors are shared with the backbone (the same Parameter, or the same storage). Frozen
-parameters (``requires_grad=False``) are skipped, never written, unless a layer is named in ``target_modules``.
+parameters (``requires_grad=False``) are skipped, never written, unless a layer is named in ``target_modules``; a
+scope with no trainable parameter left is refused.
 Each case runs over every registered strategy with the data it needs."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from transformers import ViTConfig, ViTForImageClassification
 
@@ -19,6 +24,7 @@ from hf_plasticity import (
     PlasticityController,
     ReDoConfig,
     RifleConfig,
+    ScopeError,
     SelectiveReinitConfig,
     ShrinkPerturbConfig,
     available_strategies,
@@ -161,6 +167,61 @@ def test_frozen_parameters_are_never_written(name):
     assert all(torch.equal(after[k], before[k]) for k in names)
     assert not names & {t.name for t in report.tensors}
     assert all(not p.requires_grad for m in frozen for p in m.parameters())
+
+
+FROZEN_SCOPE = r"All \d+ parameters in scope are frozen \(requires_grad=False\).*unfreeze them"
+
+
+@pytest.mark.parametrize("name", sorted(set(STRATEGIES) - {"auto", "rifle"}))  # they may rightly re-draw nothing
+def test_a_frozen_backbone_is_refused_with_the_reason_before_anything_changes(name):
+    """Before: `reinit_layers` returned an empty report and recorded a restore; the others said the scope matched no
+    tensor, without a word about the frozen parameters."""
+    model = vit()
+    for param_name, param in model.named_parameters():
+        param.requires_grad_(param_name.startswith("classifier"))
+    before = snapshot(model)
+    with pytest.raises(ScopeError, match=FROZEN_SCOPE):
+        run(model, name, STRATEGIES[name][1])
+    if name == "shrink_perturb":  # every parameter and running statistic of the modules in scope
+        with pytest.raises(ScopeError, match=FROZEN_SCOPE):
+            prepare_pretrained(model, ShrinkPerturbConfig(every_parameter=True))
+    assert untouched(model, before)
+
+
+def test_frozen_last_blocks_are_refused_by_the_block_re_draw_which_says_what_to_do():
+    model = vit()
+    model.vit.layers[2].requires_grad_(False)
+    model.vit.layernorm.requires_grad_(False)
+    before = snapshot(model)
+    with pytest.raises(ScopeError, match=FROZEN_SCOPE + r".*a larger `num_blocks`, with the frozen ones in"):
+        prepare_pretrained(model)
+    assert untouched(model, before)
+    config = LayerReinitConfig(num_blocks=2, exclude_modules=["vit.layers.2", "vit.layernorm"])
+    report = prepare_pretrained(model, config)
+    assert {t.name.split(".")[2] for t in report.tensors} == {"1"}
+
+
+@settings(max_examples=30, deadline=None)
+@given(frozen=st.sets(st.sampled_from(["vit.layers.2.attention", "vit.layers.2.mlp", "vit.layers.2.layernorm_before",
+                                       "vit.layers.2.layernorm_after", "vit.layernorm"])),
+       num_blocks=st.integers(1, 2))  # fmt: skip
+def test_a_block_re_draw_writes_a_trainable_tensor_or_refuses(frozen, num_blocks):
+    """Partly frozen blocks: the frozen parameters are skipped, the others re-drawn; nothing trainable left in the
+    blocks is a `ScopeError` (and nothing changed), never an empty restore."""
+    model = vit()
+    for name in frozen:
+        model.get_submodule(name).requires_grad_(False)
+    before = snapshot(model)
+    try:
+        report = prepare_pretrained(model, LayerReinitConfig(num_blocks=num_blocks))
+    except ScopeError as error:
+        assert num_blocks == 1 and len(frozen) == 5, error
+        assert re.search(FROZEN_SCOPE, str(error)) and untouched(model, before)
+        return
+    written = {t.name for t in report.tensors}
+    params = dict(model.named_parameters())
+    assert written and all(params[n].requires_grad for n in written if n in params)
+    assert not any(n.startswith(tuple(f"{m}." for m in frozen)) for n in written)
 
 
 def test_a_frozen_layer_named_in_target_modules_is_written():

@@ -2,12 +2,14 @@
 
 Configs follow peft's conventions: dataclasses whose fields carry a ``help`` text, validated in
 ``__post_init__``, saved as sorted JSON stamped with the library version, and loaded back tolerantly
-(unknown keys are ignored with a warning, so a config written by a newer version still loads).
+(unknown keys are ignored with a warning, so a config written by a newer version still loads). A config dict that a
+user passes to an entry point is read strictly instead: an unknown key (a typo) is an error, not a default.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import logging
 import os
@@ -22,6 +24,8 @@ from .version import __version__
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "plasticity_config.json"
+#: The key that [`PlasticityConfig.to_dict`] stamps into every saved config: it marks a dict as written by the library.
+VERSION_KEY = "hf_plasticity_version"
 
 
 def available_strategies() -> list[str]:
@@ -118,7 +122,7 @@ class PlasticityConfig:
         """The config as a JSON-able dict, with ``strategy`` and the library version stamped in."""
         data = {k: v for k, v in dataclasses.asdict(self).items() if k not in self.unused_scope_fields}
         data["strategy"] = self.strategy
-        data["hf_plasticity_version"] = __version__
+        data[VERSION_KEY] = __version__
         return data
 
     def to_json_string(self) -> str:
@@ -126,10 +130,19 @@ class PlasticityConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PlasticityConfig:
-        """Builds the right config subclass from a dict; unknown keys are ignored with a warning.
+    def from_dict(cls, data: dict[str, Any], *, strict: bool = False) -> PlasticityConfig:
+        """Builds the right config subclass from a dict.
 
         Called on the base class, the subclass is chosen by ``data["strategy"]``.
+
+        Args:
+            data: the config's fields, ``strategy`` and optionally the version stamp.
+            strict: refuse unknown keys (for a dict written by hand) instead of ignoring them with a warning (for a
+                config saved by another version of the library, which may have other fields).
+
+        Raises:
+            ValueError: for a missing or unknown strategy, a config of another strategy than ``cls``'s, an unknown
+                key with ``strict`` (naming it, the strategy and the accepted keys), or a value the config refuses.
         """
         data = dict(data)
         strategy = data.pop("strategy", None) or cls.strategy
@@ -138,9 +151,11 @@ class PlasticityConfig:
         target_cls = get_config_class(strategy)
         if cls.strategy and target_cls is not cls:
             raise ValueError(f"{cls.__name__} cannot load a config of strategy {strategy!r}.")
-        data.pop("hf_plasticity_version", None)
+        data.pop(VERSION_KEY, None)
         known = {f.name for f in dataclasses.fields(target_cls) if f.init}
         unknown = sorted(set(data) - known)
+        if unknown and strict:
+            raise ValueError(_unknown_keys_message(target_cls, unknown))
         if unknown:
             logger.warning("Ignoring unknown keys in a %s: %s", target_cls.__name__, ", ".join(unknown))
         return target_cls(**{k: v for k, v in data.items() if k in known})
@@ -191,19 +206,49 @@ class PlasticityConfig:
         return cls.from_dict(record.config)
 
 
+def _unknown_keys_message(config_class: type[PlasticityConfig], unknown: list[str]) -> str:
+    """Names the unknown keys of a config dict, the closest accepted key of each, and every accepted key."""
+    accepted = sorted(
+        f.name for f in dataclasses.fields(config_class) if f.init and f.name not in config_class.unused_scope_fields
+    )
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), accepted, n=1)
+        hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    return (
+        f"Unknown key{'s' if len(unknown) > 1 else ''} {', '.join(hints)} in the config dict of strategy "
+        f"{config_class.strategy!r} ({config_class.__name__}). Accepted keys: 'strategy', "
+        f"{', '.join(map(repr, accepted))}."
+    )
+
+
 def resolve_config(config: PlasticityConfig | str | dict | None, default: str) -> PlasticityConfig:
     """A validated private copy of ``config``: a config, a strategy name (its default settings), a config dict, or
     None (the ``default`` strategy's default settings).
 
-    The copy goes through ``from_dict``, so ``__post_init__`` validation runs again even when a field was changed after
-    the config was built (e.g. ``config.every_n_steps = 0``), and later changes to the caller's object change nothing.
+    A config dict is read strictly (an unknown key, such as a typo, raises a `ValueError` that names it) unless it
+    carries the version stamp of a saved config (the output of [`PlasticityConfig.to_dict`], e.g. the config a
+    Trainer checkpoint's callback state holds), which is read back tolerantly like [`PlasticityConfig.from_pretrained`]
+    reads a saved config. The copy goes through ``from_dict``, so ``__post_init__`` validation runs again even when a
+    field was changed after the config was built (e.g. ``config.every_n_steps = 0``), and later changes to the
+    caller's object change nothing.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity.core.config import resolve_config
+    >>> resolve_config({"strategy": "shrink_perturb", "shrnk": 0.9}, "reinit_layers")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown key 'shrnk' (did you mean 'shrink'?) in the config dict of strategy 'shrink_perturb' ...
+    ```
     """
     if config is None:
         config = get_config_class(default)()
     elif isinstance(config, str):
         config = get_config_class(config)()
     elif isinstance(config, dict):
-        config = PlasticityConfig.from_dict(config)
+        config = PlasticityConfig.from_dict(config, strict=VERSION_KEY not in config)
     elif not isinstance(config, PlasticityConfig):
         raise TypeError(
             "`config` must be a PlasticityConfig, a strategy name, a config dict or None, "

@@ -159,10 +159,12 @@ def resolve_targets(model: nn.Module, config: PlasticityConfig, layout: ModelLay
     parameter is only targeted when named there). The head is never in scope.
 
     Raises:
-        ScopeError: when nothing matches; the message says what was asked and what the model offers.
+        ScopeError: when nothing matches, or only frozen parameters do; the message says what was asked, what the
+            model offers and how many parameters in scope are frozen.
     """
     layout = layout or get_layout(model)
     targets: list[Target] = []
+    frozen = 0
     for module_name, module, explicit in _modules_in_scope(model, config, layout):
         is_norm = is_norm_layer(module)
         if is_norm and not config.include_norm and not explicit:
@@ -172,11 +174,14 @@ def resolve_targets(model: nn.Module, config: PlasticityConfig, layout: ModelLay
         attrs = ["weight", "bias"] if is_norm else ["weight"] + (["bias"] if config.include_bias else [])
         for attr in attrs:
             tensor = module._parameters.get(attr)
-            if tensor is None or (not tensor.requires_grad and not explicit):
+            if tensor is None:
+                continue
+            if not tensor.requires_grad and not explicit:
+                frozen += 1
                 continue
             targets.append(Target(f"{module_name}.{attr}", module_name, attr, tensor, layout.block_of(module_name)))
     if not targets:
-        _raise_empty(model, config, layout)
+        raise_empty_scope(model, config, layout, frozen=frozen)
     return targets
 
 
@@ -191,13 +196,17 @@ def resolve_every_tensor(
     root module itself are never in it.
 
     Raises:
-        ScopeError: when nothing matches.
+        ScopeError: when nothing matches, or no trainable parameter does (only frozen ones, or buffers alone) and no
+            layer is named in ``target_modules``.
     """
     layout = layout or get_layout(model)
     targets: list[Target] = []
+    frozen = 0
     for module_name, module, explicit in _modules_in_scope(model, config, layout):
         skipped = set() if explicit else frozen_tensors(module)
-        tensors = [(a, t) for a, t in module.named_parameters(recurse=False) if a not in skipped]
+        params = list(module.named_parameters(recurse=False))
+        frozen += sum(a in skipped for a, _ in params)
+        tensors = [(a, t) for a, t in params if a not in skipped]
         tensors += [
             (a, t)
             for a, t in module.named_buffers(recurse=False)
@@ -205,14 +214,22 @@ def resolve_every_tensor(
         ]
         block = layout.block_of(module_name)
         targets.extend(Target(f"{module_name}.{attr}", module_name, attr, tensor, block) for attr, tensor in tensors)
-    if not targets:
-        _raise_empty(model, config, layout)
+    if not targets or (not config.target_modules and not any(target.tensor.requires_grad for target in targets)):
+        raise_empty_scope(model, config, layout, frozen=frozen)
     return targets
 
 
-def resolve_block_modules(model: nn.Module, config: PlasticityConfig, num_blocks: int) -> list[str]:
+def resolve_block_modules(
+    model: nn.Module, config: PlasticityConfig, num_blocks: int, *, require_trainable: bool = True
+) -> list[str]:
     """Names of the last ``num_blocks`` blocks plus the final norm (if any), minus ``exclude_modules`` (what an
-    excluded module inside a block holds is left out by the block's plan: see [`excluded`])."""
+    excluded module inside a block holds is left out by the block's plan: see [`excluded`]).
+
+    Raises:
+        ScopeError: when the model has no blocks, ``num_blocks`` exceeds them, ``exclude_modules`` leaves nothing,
+            or (with ``require_trainable``) every parameter left in those modules is frozen: a whole-block re-draw
+            skips frozen parameters, so it would re-draw nothing.
+    """
     layout = get_layout(model)
     if not layout.blocks:
         raise ScopeError(f"{type(model).__name__} has no supported layers: no Linear/Conv block was found.")
@@ -224,16 +241,62 @@ def resolve_block_modules(model: nn.Module, config: PlasticityConfig, num_blocks
         names.append(layout.final_norm)
     names = [n for n in names if not excluded(n, config.exclude_modules)]
     if not names:
-        _raise_empty(model, config, layout)
+        raise_empty_scope(model, config, layout)
+    if require_trainable:
+        params = [
+            param
+            for name in names
+            for param_name, param in model.get_submodule(name).named_parameters()
+            if not excluded(f"{name}.{param_name}".rsplit(".", 1)[0], config.exclude_modules)
+        ]
+        if not any(param.requires_grad for param in params):
+            raise_empty_scope(model, config, layout, frozen=len(params), blocks=names)
     return names
 
 
-def _raise_empty(model: nn.Module, config: PlasticityConfig, layout: ModelLayout) -> None:
+def raise_empty_scope(
+    model: nn.Module,
+    config: PlasticityConfig,
+    layout: ModelLayout,
+    *,
+    frozen: int = 0,
+    blocks: list[str] | None = None,
+) -> None:
+    """Raises the [`ScopeError`] of a scope with nothing to write: what the config asked, what the model offers and,
+    when ``frozen`` parameters in scope were left out for being frozen, how many and what to do.
+
+    Args:
+        frozen: how many parameters in scope are frozen (``requires_grad=False``).
+        blocks: the modules of a whole-block re-draw, when that is the scope.
+    """
     if not any(isinstance(m, LINEAR_OR_CONV) for m in model.modules()):
         raise ScopeError(f"{type(model).__name__} has no supported layers (no Linear or Conv module).")
+    fields = ("target_modules", "exclude_modules", "last_k_blocks")
+    asked = [f"{name}={getattr(config, name)}" for name in fields if name not in config.unused_scope_fields]
+    if blocks is not None:
+        asked.insert(0, f"modules {blocks}")
     raise ScopeError(
-        f"The scope matches no tensor of {type(model).__name__}: target_modules={config.target_modules}, "
-        f"exclude_modules={config.exclude_modules}, last_k_blocks={config.last_k_blocks}. The backbone has "
-        f"{len(layout.blocks)} blocks (first: {layout.blocks[:1]}, last: {layout.blocks[-1:]}); "
-        f"the head {layout.head} is never targeted."
+        f"The scope matches no {'trainable ' if frozen else ''}tensor of {type(model).__name__}: {', '.join(asked)}. "
+        f"The backbone has {len(layout.blocks)} blocks (first: {layout.blocks[:1]}, last: {layout.blocks[-1:]}); "
+        f"the head {layout.head} is never targeted.{frozen_hint(config, frozen)}"
+    )
+
+
+def frozen_hint(config: PlasticityConfig, frozen: int) -> str:
+    """The sentence of a scope error that counts the ``frozen`` parameters in scope (the scope holds no trainable one)
+    and says what to do; empty when none is frozen."""
+    if not frozen:
+        return ""
+    if "target_modules" in config.unused_scope_fields:  # whole blocks: the block count and exclusions choose them
+        other = "or re-draw other blocks (a larger `num_blocks`, with the frozen ones in `exclude_modules`)"
+    else:
+        other = (
+            "name other modules (`target_modules`, `exclude_modules`, `last_k_blocks`), or name the frozen layers in "
+            "`target_modules` to write them anyway"
+        )
+    counted = f"All {frozen} parameters in scope are" if frozen > 1 else "The one parameter in scope is"
+    return (
+        f" {counted} frozen "
+        "(requires_grad=False), and a restore leaves frozen parameters as they are: unfreeze them "
+        f"(`requires_grad_(True)`) before the restore, {other}."
     )

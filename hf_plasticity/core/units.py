@@ -40,7 +40,7 @@ from .config import PlasticityConfig
 from .init import derive_seed, fresh_tensors
 from .norms import BATCHNORM_CLASSES, is_batchnorm
 from .plan import TensorReset
-from .targeting import _module_filter, check_scope, excluded, matches
+from .targeting import _module_filter, check_scope, excluded, matches, raise_empty_scope
 
 CHANNELWISE_MODULES = (
     nn.ReLU,
@@ -390,6 +390,7 @@ def resolve_unit_groups(model: nn.Module, config: PlasticityConfig) -> list[Unit
     Raises:
         UnitMapError: when a layer named in ``target_modules`` has no unit mapping, or when no unit can be mapped;
             the message names the layer(s).
+        ScopeError: when every unit in scope was left out because a reset would write a frozen parameter.
     """
     layout = get_layout(model)
     check_scope(model, config, layout)
@@ -408,6 +409,7 @@ def resolve_unit_groups(model: nn.Module, config: PlasticityConfig) -> list[Unit
                 f"group, not a column. Layers with units: {sorted(producers)[:6] or 'none'}."
             )
     selected = []
+    frozen: set[int] = set()  # the frozen parameters of the units left out for them
     for group in groups:
         if not _module_filter(layout, config, group.producer):
             continue
@@ -415,9 +417,13 @@ def resolve_unit_groups(model: nn.Module, config: PlasticityConfig) -> list[Unit
             continue  # resetting a unit writes its consumer's columns (and its norm's channel)
         if config.target_modules and not matches(group.producer, config.target_modules):
             continue
-        if not config.target_modules and _frozen(model, group):
+        frozen_params = [] if config.target_modules else _frozen(model, group)
+        if frozen_params:
+            frozen.update(id(param) for param in frozen_params)
             continue
         selected.append(group)
+    if not selected and frozen:
+        raise_empty_scope(model, config, layout, frozen=len(frozen))
     if not selected:
         layers = [n for n, m in model.named_modules() if isinstance(m, LINEAR_OR_CONV) and not layout.in_head(n)]
         detail = f"layer {layers[0]!r} ({type(model.get_submodule(layers[0])).__name__})" if layers else "no layer"
@@ -430,11 +436,11 @@ def resolve_unit_groups(model: nn.Module, config: PlasticityConfig) -> list[Unit
     return selected
 
 
-def _frozen(model: nn.Module, group: UnitGroup) -> bool:
-    """Whether a reset of ``group``'s units would write a frozen parameter (producer, BatchNorm or consumer weight)."""
+def _frozen(model: nn.Module, group: UnitGroup) -> list[nn.Parameter]:
+    """The frozen parameters that a reset of ``group``'s units would write (producer, BatchNorm or consumer weight)."""
     producer, consumer, norm = group.modules(model)
     tensors = [*producer.parameters(), consumer.weight, *(norm.parameters() if norm is not None else [])]
-    return any(not tensor.requires_grad for tensor in tensors)
+    return [tensor for tensor in tensors if not tensor.requires_grad]
 
 
 def _rows(tensor: torch.Tensor, units: torch.Tensor) -> torch.Tensor:

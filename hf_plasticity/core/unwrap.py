@@ -60,7 +60,8 @@ def check_restorable(model: nn.Module, *, writes: bool = True) -> None:
 
     Frozen parameters (``requires_grad=False``) are not refused: every strategy skips them (and the running statistics
     of a module whose parameters are all frozen, and a unit whose outgoing weights are frozen), unless a layer is
-    named in ``target_modules``.
+    named in ``target_modules``; a scope left without a trainable parameter is refused by the strategy's scope
+    ([`ScopeError`], counting the frozen ones).
 
     Args:
         model: the unwrapped model ([`unwrap_model`]).

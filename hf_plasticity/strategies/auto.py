@@ -98,7 +98,7 @@ class AutoReinitStrategy(Strategy):
     """Diagnoses the model on ``data``, then plans the re-initialization of the blocks past the probe's peak."""
 
     def validate(self, model: nn.Module) -> None:
-        resolve_block_modules(model, self.config, 1)
+        resolve_block_modules(model, self.config, 1, require_trainable=False)  # the blocks it re-draws come later
 
     def plan(self, model: nn.Module, *, data: Any = None) -> Plan:
         from ..diagnostics.diagnose import diagnose
