@@ -22,6 +22,9 @@
 # diagnoses in a couple of minutes (most of it is downloading).
 
 # %% tags=["skip-execution"]
+# `your-org/hf-plasticity` (here and in the badge above) is a placeholder: put the GitHub owner/name of the
+# repository you got hf-plasticity from. From a local checkout instead (a local Jupyter):
+# `%pip install -q -e "/path/to/hf-plasticity[plot]"`.
 # %pip install -q "hf-plasticity[plot] @ git+https://github.com/your-org/hf-plasticity"
 
 # %% [markdown]
@@ -146,7 +149,9 @@ plt.show()
 #
 # - **Probe accuracy per block**: how well each block's output separates the classes. If it peaks before the last
 #   block, the blocks after the peak re-encode the data for the pretraining task; `AutoReinitConfig` re-initializes
-#   exactly those.
+#   them, with two limits: the peak is the last block within `tolerance` (0.02) of the best one, so small dips are not
+#   a reason to re-draw, and at most `max_blocks` blocks are re-drawn (default: an eighth of the blocks, at least
+#   one), counted back from the last block.
 # - **Dormant units** (normalized mean |activation| <= tau) pass almost nothing downstream and get almost no gradient:
 #   capacity the new task cannot use. A dormant ratio that is higher on the atypical data, above all in the late
 #   blocks, says the late, ImageNet-specific features do not fire on it.

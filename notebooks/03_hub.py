@@ -21,6 +21,9 @@
 # You need a Hub account and a token with write access.
 
 # %% tags=["skip-execution"]
+# `your-org/hf-plasticity` (here and in the badge above) is a placeholder: put the GitHub owner/name of the
+# repository you got hf-plasticity from. From a local checkout instead (a local Jupyter):
+# `%pip install -q -e "/path/to/hf-plasticity[plot]"`.
 # %pip install -q "hf-plasticity[plot] @ git+https://github.com/your-org/hf-plasticity"
 
 # %% [markdown]

@@ -25,6 +25,9 @@
 # multi-GPU machine shows the distributed run. Outside notebooks, use `accelerate launch` (below).
 
 # %% tags=["skip-execution"]
+# `your-org/hf-plasticity` (here and in the badge above) is a placeholder: put the GitHub owner/name of the
+# repository you got hf-plasticity from. From a local checkout instead (a local Jupyter):
+# `%pip install -q -e "/path/to/hf-plasticity[trainer]" evaluate`.
 # %pip install -q "hf-plasticity[trainer] @ git+https://github.com/your-org/hf-plasticity" evaluate
 
 # %% [markdown]

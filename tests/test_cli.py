@@ -315,6 +315,18 @@ def test_plots_from_the_command_line(workspace, tmp_path, capsys):
     assert not (tmp_path / "other").exists()
 
 
+def test_plot_without_matplotlib_says_how_to_install_it_from_the_index_and_from_a_checkout(
+    workspace, tmp_path, capsys, monkeypatch
+):
+    for name in ("matplotlib", "matplotlib.figure"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if matplotlib were not installed
+    model, images = str(workspace / "tiny-vit"), str(workspace / "images")
+    assert main(["diagnose", model, "--data", images, "--plot", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install "hf-plasticity[plot]"' in err and 'pip install -e ".[plot]"' in err, err
+    assert not list(tmp_path.iterdir())
+
+
 # ------------------------------------------------------------------------------------- paths checked before the work
 def test_an_empty_or_current_output_is_refused_before_anything_is_read(workspace, tmp_path, monkeypatch, capsys):
     """`--output "$OUT"` with OUT unset saved into the current directory, over the user's files, and exited 0."""

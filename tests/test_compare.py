@@ -210,7 +210,9 @@ def test_missing_extra_is_named(workspace, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "scipy", None)  # as if scipy were not installed
     assert main(["compare", str(workspace / "tiny-vit"), "--data", str(workspace / "images"),
                  "--output", str(tmp_path / "o")]) == 2  # fmt: skip
-    assert 'needs the "compare" extra (scipy is missing)' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert 'needs the "compare" extra (scipy is missing)' in err
+    assert 'pip install "hf-plasticity[compare]"' in err and 'pip install -e ".[compare]"' in err, err  # both installs
     assert not (tmp_path / "o").exists()
 
 

@@ -16,6 +16,20 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
 
+def install_hint(extra: str) -> str:
+    """How to install the optional ``extra``: from the package index, or into a checkout of the repository.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity.cli._common import install_hint
+    >>> install_hint("plot")
+    'pip install "hf-plasticity[plot]" (in a checkout of the repository: pip install -e ".[plot]")'
+    ```
+    """
+    return f'pip install "hf-plasticity[{extra}]" (in a checkout of the repository: pip install -e ".[{extra}]")'
+
+
 def redact(text: str) -> str:
     """``text`` without credentials (see [`hf_plasticity.integrations.hub.redact`]), imported lazily to keep the
     CLI start fast."""
@@ -160,7 +174,7 @@ def _supported_figure_formats() -> list[str]:
     try:
         from matplotlib.figure import Figure
     except ImportError as error:
-        raise CommandError('--plot needs matplotlib: pip install "hf-plasticity[plot]".') from error
+        raise CommandError(f"--plot needs matplotlib: {install_hint('plot')}.") from error
     return sorted(Figure().canvas.get_supported_filetypes())
 
 

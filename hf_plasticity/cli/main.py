@@ -8,6 +8,8 @@ import importlib.util
 import logging
 import sys
 
+from ._common import install_hint
+
 # Sub-command modules, in help order. A module that is not present yet (optional extras) is skipped.
 COMMANDS = ("example", "prepare", "diagnose", "compare")
 #: The optional extra each command needs beyond the base install (checked before the command starts), and the
@@ -28,8 +30,7 @@ def _missing(package: str) -> bool:
 
 def _extra_error(command: str, extra: str, missing: str) -> int:
     print(
-        f'hf-plasticity {command}: error: needs the "{extra}" extra ({missing} is missing): '
-        f'pip install "hf-plasticity[{extra}]"',
+        f'hf-plasticity {command}: error: needs the "{extra}" extra ({missing} is missing): {install_hint(extra)}',
         file=sys.stderr,
     )
     return 2

@@ -166,7 +166,7 @@ class RestoreRecord:
             raise RecordError(
                 f"The plasticity record in {source} has schema version {version}, written by a newer hf-plasticity "
                 f"({_written_by(data)}); this version ({__version__}) reads up to {SCHEMA_VERSION}. Upgrade "
-                "hf-plasticity (`pip install -U hf-plasticity`)."
+                "hf-plasticity (`pip install -U hf-plasticity`, or update your checkout of the repository)."
             )
         for key, kind in (("strategy", str), ("config", dict), ("reinitialized_per_block", dict)):
             if key not in data:
