@@ -93,6 +93,33 @@ def test_groups_from_a_loaded_checkpoint_equal_groups_from_the_report(make_model
     assert not [g for g in plain if g["name"].startswith("redrawn")]
 
 
+def test_only_a_report_of_the_models_latest_restore_is_accepted(make_model, tmp_path):
+    """A report names what to give the re-drawn rate: one of an earlier restore (the model was restored again since)
+    or of another model would give it to the wrong parameters, and anything but a report has no such names."""
+    model = make_model("vit")
+    first = prepare_pretrained(model, LayerReinitConfig(num_blocks=1))
+    latest = prepare_pretrained(model, LayerReinitConfig(num_blocks=2), force=True)
+    rates = {"lr": 1e-4, "reinit_lr": 1e-2}
+    assert names_by_group(model, plasticity_param_groups(model, report=latest, **rates)) == names_by_group(
+        model, plasticity_param_groups(model, **rates)
+    )
+    with pytest.raises(ValueError, match=r"earlier restore \(reinit_layers\).*differ in `config`.*latest restore"):
+        plasticity_param_groups(model, report=first, **rates)
+    with pytest.raises(ValueError, match=r"earlier restore"):  # through the Trainer's optimizer too
+        plasticity_optimizer(model, training_args(tmp_path), reinit_lr=1e-2, report=first)
+    with pytest.raises(ValueError, match=r"carries no plasticity record.*`redrawn=report.redrawn`"):
+        plasticity_param_groups(make_model("vit"), report=latest, **rates)  # a twin that was never restored
+    twin = make_model("vit")
+    prepare_pretrained(twin, ShrinkPerturbConfig())
+    with pytest.raises(ValueError, match=r"earlier restore .*another model"):
+        plasticity_param_groups(twin, report=latest, **rates)
+    with pytest.raises(ValueError, match=r"made on another model"):
+        plasticity_param_groups(make_model("convnext"), report=latest, **rates)
+    for wrong, shown in [("x", "'x'"), ({"whole": ["vit.layers.2"]}, "dict"), (3, "3"), (latest.record(), "Restore")]:
+        with pytest.raises(TypeError, match=rf"`report` must be the PlasticityReport .*got {shown}.*`redrawn=`"):
+            plasticity_param_groups(model, report=wrong, **rates)
+
+
 def test_partial_redraws_cannot_get_their_own_learning_rate(make_model):
     model = make_model("resnet")
     prepare_pretrained(model, SelectiveReinitConfig(fraction=0.05, calibration_batches=2), data=batches())

@@ -1,19 +1,21 @@
 """Optimizer-state reset for re-drawn entries: without it, stale Adam moments push fresh weights straight back.
 
-The reset is computed out of place ([`zeroed_state`] builds the new state tensors and leaves the optimizer as it is);
-the restore pipeline then swaps them in as part of its transaction, so a failure anywhere puts the old ones back.
+The reset is computed out of place ([`fresh_state`] builds the new state and leaves the optimizer as it is): the
+restore pipeline computes it before it writes anything (state it cannot reset is refused there), then swaps it in as
+part of its transaction, so a failure anywhere puts the old state back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
 from .flat_index import write_entries
 
-StateSwap = tuple[dict, str, torch.Tensor]
+#: ``(state, key, new)``: setting ``state[key] = new`` applies one part of a reset.
+StateSwap = tuple[dict, Any, Any]
 
 
 def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
@@ -57,16 +59,34 @@ def _entries_by_parameter(
 
 
 @torch.no_grad()
-def zeroed_state(optimizer: Any, resets: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> list[StateSwap]:
-    """New per-entry state tensors (Adam/AdamW ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, SGD
-    ``momentum_buffer``, ...) with the given entries zeroed and every other entry kept; the optimizer is not modified.
+def fresh_state(
+    optimizer: Any,
+    resets: Iterable[tuple[torch.Tensor, torch.Tensor | None]],
+    names: Mapping[int, str] | None = None,
+) -> list[StateSwap]:
+    """The optimizer state of the written entries, reset; the optimizer itself is not modified.
+
+    - A parameter written whole gets an empty state: at its next step the optimizer creates the state of a parameter
+      it has not trained yet (zero moments and step count, Adafactor's factored moments, NAdam's ``mu_product`` of
+      1, ...), as every torch optimizer, transformers' ``Adafactor`` and bitsandbytes' optimizers do.
+    - A parameter written in part keeps its state but for the written entries: they are zeroed in every state tensor
+      of the parameter's shape (Adam/AdamW ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, SGD ``momentum_buffer``,
+      ...). Scalars shared by all of its entries (Adam's ``step``, NAdam's ``mu_product``) are kept.
 
     Args:
         optimizer: a torch optimizer or a wrapper with an ``.optimizer`` attribute.
         resets: ``(parameter, flat_index)`` pairs; ``flat_index=None`` means the whole parameter.
+        names: ``id(parameter) -> name``, for the error message (e.g. from ``model.named_parameters()``).
 
     Returns:
-        ``(state, key, new_tensor)`` triples: setting ``state[key] = new_tensor`` for each applies the reset.
+        ``(state, key, new)`` triples: setting ``state[key] = new`` for each applies the reset (for a parameter
+        written whole, ``state`` is the optimizer's ``state`` and ``key`` the parameter).
+
+    Raises:
+        ValueError: when a parameter written in part has state that cannot be split into its entries: neither of the
+            parameter's shape nor a scalar, such as Adafactor's factored second moments (``row_var``/``col_var``,
+            ``exp_avg_sq_row``/``exp_avg_sq_col``). Nothing is changed then; the message names the parameter and the
+            state.
 
     Example:
 
@@ -75,8 +95,10 @@ def zeroed_state(optimizer: Any, resets: Iterable[tuple[torch.Tensor, torch.Tens
     >>> weight = torch.nn.Parameter(torch.ones(3))
     >>> optimizer = torch.optim.SGD([weight], lr=0.1, momentum=0.9)
     >>> weight.grad = torch.ones(3); optimizer.step()
-    >>> [(key, new.tolist()) for _, key, new in zeroed_state(optimizer, [(weight, torch.tensor([1]))])]
+    >>> [(key, new.tolist()) for _, key, new in fresh_state(optimizer, [(weight, torch.tensor([1]))])]
     [('momentum_buffer', [1.0, 0.0, 1.0])]
+    >>> [(key is weight, new) for _, key, new in fresh_state(optimizer, [(weight, None)])]
+    [(True, {})]
     ```
     """
     optimizer = unwrap_optimizer(optimizer)
@@ -85,13 +107,32 @@ def zeroed_state(optimizer: Any, resets: Iterable[tuple[torch.Tensor, torch.Tens
         state = optimizer.state.get(param)
         if not state:
             continue
+        if index is None:
+            swaps.append((optimizer.state, param, {}))
+            continue
         for key, value in state.items():
-            if not torch.is_tensor(value) or value.shape != param.shape:
-                continue
-            if index is None:
-                new = torch.zeros_like(value)
-            else:
+            if torch.is_tensor(value) and value.shape == param.shape:
                 new = value.detach().clone()  # keeps the old state's memory format
                 write_entries(new, index, torch.zeros(index.numel()))
-            swaps.append((state, key, new))
+                swaps.append((state, key, new))
+            elif not _is_scalar(value):
+                name = (names or {}).get(id(param), f"of shape {tuple(param.shape)}")
+                raise _unsplittable(name, key, value)
     return swaps
+
+
+def _is_scalar(value: Any) -> bool:
+    """Whether a state value is one number (a step count, a schedule's product), shared by all entries."""
+    return value is None or isinstance(value, (int, float)) or (torch.is_tensor(value) and value.numel() == 1)
+
+
+def _unsplittable(name: str, key: Any, value: Any) -> ValueError:
+    what = f"a tensor of shape {tuple(value.shape)}" if torch.is_tensor(value) else f"a {type(value).__name__}"
+    return ValueError(
+        f"Cannot reset the optimizer state of the re-drawn entries of parameter {name}: its state {key!r} is {what}, "
+        "which cannot be split into the parameter's entries (factored second moments, such as Adafactor's, mix the "
+        "entries of whole rows and columns). A parameter re-drawn in part supports state of its own shape (Adam, "
+        "AdamW, SGD, RMSprop, ...) and scalars such as the step count; a parameter re-drawn whole supports any state. "
+        "Use a whole-block strategy (`LayerReinitConfig`, `AutoReinitConfig`) with this optimizer, an optimizer with "
+        "per-entry state, or no optimizer."
+    )

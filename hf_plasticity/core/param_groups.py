@@ -16,6 +16,7 @@ from torch import nn
 from .architectures import get_layout
 from .norms import is_norm as is_norm_layer
 from .recipe import FineTuneRecipe, check_recipe, refuse_rates_with_recipe
+from .record import report_of, restore_record
 from .redrawn import redrawn_parameters
 from .unwrap import unwrap_model
 from .validators import check_number
@@ -79,7 +80,8 @@ def plasticity_param_groups(
             (embeddings) ``lr * layer_decay ** (N + 1)``, what comes after the last one (final norm) ``lr``, and what
             sits between two blocks (ConvNeXt's downsampling layers) the rate of the block after it, as in timm's and
             BEiT's layer decay. None: no decay.
-        report: the [`PlasticityReport`] of the restore (default: the model's record).
+        report: the [`PlasticityReport`] of the model's latest restore (default: the model's record). A report of an
+            earlier restore (of a model restored again since) or of another model is refused.
         redrawn: which parameters get ``reinit_lr``, as a record names them (``{"whole": [module or parameter
             names], "partial": [...]}``), instead of what the restore re-drew: e.g. the last blocks of a model that was
             not restored, to give them a high learning rate without re-drawing them (the benchmark's control). An
@@ -93,6 +95,8 @@ def plasticity_param_groups(
         `list[dict]`: parameter groups for any torch optimizer.
 
     Raises:
+        TypeError: when ``report`` is not a [`PlasticityReport`].
+        ValueError: when ``report`` is not of the restore the model's record describes (see ``report``).
         RecordError: when ``reinit_lr`` differs from ``lr`` and the model's record predates the list of re-drawn
             parameters (a checkpoint restored by an older hf-plasticity): pass ``redrawn=`` then.
         PartialRedrawError: when ``reinit_lr`` differs from ``lr`` but some parameters were re-drawn only in part
@@ -139,10 +143,8 @@ def plasticity_param_groups(
     argument = "redrawn" if redrawn is not None else None
     reinit_lr = lr if reinit_lr is None else reinit_lr
     if redrawn is None and report is not None:
-        redrawn = report.redrawn
+        redrawn = report_of(model, report).redrawn
     elif redrawn is None:
-        from .record import restore_record
-
         record = restore_record(model)
         if record is not None:  # an older record without the re-drawn names: refused when they matter
             redrawn = record.redrawn_or_refuse() if reinit_lr != lr else record.redrawn

@@ -323,6 +323,63 @@ def read_record(folder: str | os.PathLike) -> RestoreRecord | None:
     return RestoreRecord.from_dict(data[MODEL_CONFIG_KEY], source=f"{path} (its `{MODEL_CONFIG_KEY}` entry)")
 
 
+#: The fields of a record that say which restore it was: a report must agree with the model's record on all of them.
+_RESTORE_FIELDS = ("strategy", "config", "redrawn", "reinitialized_per_block", "total_reinitialized")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples as lists): a record read from ``config.json`` compares equal."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def check_report_is_current(made: RestoreRecord, record: RestoreRecord) -> None:
+    """Raises a `ValueError` when ``made`` (a report's record, ``report.record()``) is not the restore ``record`` (the
+    model's) describes, e.g. the report of an earlier restore of a model restored again since with ``force=True``:
+    what is built from it would contradict the model and its ``config.json``."""
+    differs = [name for name in _RESTORE_FIELDS if _plain(getattr(made, name)) != _plain(getattr(record, name))]
+    if differs:
+        raise ValueError(
+            f"This report is of an earlier restore ({made.strategy}) than the one the model's record describes "
+            f"({record.strategy}; they differ in `{differs[0]}`): the model was restored again since (or the report "
+            "is of another model). Pass the report of its latest restore (the last one `prepare_pretrained` "
+            "returned), or none (the model's own record is used)."
+        )
+
+
+def report_of(model: nn.Module, report: Any) -> RestoreRecord:
+    """The record of ``report``, after checking that it is a report of ``model``'s latest restore (the one its record
+    describes).
+
+    Args:
+        model: the restored model (wrappers removed).
+        report: what was passed as ``report=``: the [`PlasticityReport`] that [`prepare_pretrained`] returned.
+
+    Raises:
+        TypeError: when ``report`` is not a [`PlasticityReport`].
+        ValueError: when it was made on another model ([`PlasticityReport.check_belongs_to`]), when ``model`` carries
+            no record of a restore, or when its record describes another restore ([`check_report_is_current`]).
+    """
+    is_report = callable(getattr(report, "record", None)) and callable(getattr(report, "check_belongs_to", None))
+    made = report.record() if is_report else None
+    if not isinstance(made, RestoreRecord):
+        shown = repr(report) if isinstance(report, (str, int, float)) else type(report).__name__
+        raise TypeError(
+            f"`report` must be the PlasticityReport that `prepare_pretrained` returned for this model, or None (the "
+            f"model's own record), got {shown}. To name the re-drawn parameters yourself, pass `redrawn=` (e.g. "
+            "{'whole': ['vit.layers.11'], 'partial': []})."
+        )
+    report.check_belongs_to(model)
+    record = restore_record(model)
+    if record is None:
+        raise ValueError(
+            f"This report ({made.strategy}) is not of a restore of this model: the model carries no plasticity record "
+            "(`prepare_pretrained` writes one on the model it restores). Pass the model that was restored, or "
+            "`redrawn=report.redrawn` to give those parameters the re-drawn learning rate anyway."
+        )
+    check_report_is_current(made, record)
+    return made
+
+
 def blocks_restore(record: RestoreRecord | None) -> bool:
     """Whether a record stands for a restore that changed the model, so that a second one needs ``force=True``."""
     return record is not None and record.changed_model

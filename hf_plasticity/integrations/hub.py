@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import functools
-import json
 import logging
 import os
 import shutil
@@ -20,7 +19,14 @@ from torch import nn
 
 from ..core.config import CONFIG_NAME, PlasticityConfig
 from ..core.messages import first_line as one_line
-from ..core.record import MODEL_CONFIG_KEY, NO_RESTORE, RestoreRecord, read_record, restore_record
+from ..core.record import (
+    MODEL_CONFIG_KEY,
+    NO_RESTORE,
+    RestoreRecord,
+    check_report_is_current,
+    read_record,
+    restore_record,
+)
 from ..core.unwrap import unwrap_model
 from ..core.validators import check_flag, check_number
 from ..diagnostics.figure import FIGURE_NAME
@@ -101,30 +107,6 @@ def hub_access(repo_id: str, repo_type: str) -> dict[str, Any]:
     )
 
 
-#: The fields of a record that say which restore it was: a report must agree with the model's record on all of them.
-_RESTORE_FIELDS = ("strategy", "config", "redrawn", "reinitialized_per_block", "total_reinitialized")
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as JSON reads it back (tuples as lists): a record read from ``config.json`` compares equal."""
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
-def check_report_is_current(report: PlasticityReport, record: RestoreRecord) -> None:
-    """Raises a `ValueError` when ``report`` is not the restore ``record`` (the model's) describes, e.g. the report
-    of an earlier restore of a model restored again since with ``force=True``: files built from it would contradict
-    ``config.json``."""
-    made = report.record()
-    differs = [name for name in _RESTORE_FIELDS if _plain(getattr(made, name)) != _plain(getattr(record, name))]
-    if differs:
-        raise ValueError(
-            f"This report is of an earlier restore ({made.strategy}) than the one the model's record describes "
-            f"({record.strategy}; they differ in `{differs[0]}`): the model was restored again since. Pass the "
-            "report of its latest restore (the last one `prepare_pretrained` returned), or none (the model's own "
-            "record is used)."
-        )
-
-
 def _summary(model: nn.Module | None, report: PlasticityReport | None) -> RestoreRecord:
     """The record the files are built from: the model's (what ``config.json`` carries, its recipe included) with the
     report's diagnostics, else the report's. A report given with a model that has a record must be that record's
@@ -134,7 +116,7 @@ def _summary(model: nn.Module | None, report: PlasticityReport | None) -> Restor
         made = report.record()
         if record is None:
             return made
-        check_report_is_current(report, record)
+        check_report_is_current(made, record)
         return dataclasses.replace(record, diagnostics=made.diagnostics or record.diagnostics)
     if record is None:
         raise ValueError(

@@ -9,7 +9,8 @@ a periodic strategy during training take the same steps, as one transaction ([`h
 4. apply: the writes, in place;
 5. re-estimate the running statistics of re-drawn BatchNorm layers from the calibration data (rank 0, then shared);
 6. reset the optimizer state of every written entry, and only of those (except writes planned with
-   ``reset_state=False``, such as continual backprop's next-layer bias correction);
+   ``reset_state=False``, such as continual backprop's next-layer bias correction); the new state is computed before
+   step 4, so state that cannot be reset is refused before anything is written;
 7. record what was done on the model (``model.config.plasticity``; one-shot restores only);
 8. report.
 
@@ -30,7 +31,7 @@ from torch import nn
 from ..core.collectives import is_distributed, is_main_process, run_on_main, share_plan
 from ..core.config import PlasticityConfig, resolve_config
 from ..core.data import CalibrationDataError, replayable
-from ..core.optim import check_optimizer_for, zeroed_state
+from ..core.optim import check_optimizer_for, fresh_state
 from ..core.plan import Plan, TensorReset, state_entries
 from ..core.record import blocks_restore, restore_record, write_record
 from ..core.redrawn import describe_redrawn
@@ -120,11 +121,14 @@ def restore(
         resets, (details, state) = share_plan(model, lambda: _plan(model, strategy, data, step))
         if step is not None and not is_main_process():
             strategy.load_state_dict(state)
+        if optimizer is not None:  # before any write: optimizer state that cannot be reset is refused here
+            names = {id(p): n for n, p in model.named_parameters()}
+            state_swaps = fresh_state(optimizer, state_entries(resets), names)
         transaction.apply(resets)
         if recalibrate_batchnorm is not False:
             _reestimate_batchnorm(model, resets, data, transaction)
         if optimizer is not None:
-            transaction.swap_state(zeroed_state(optimizer, state_entries(resets)))
+            transaction.swap_state(state_swaps)
         report = PlasticityReport(
             strategy=strategy.name,
             config=strategy.config.to_dict(),
