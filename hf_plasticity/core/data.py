@@ -167,16 +167,39 @@ def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
+def _logits(output: Any) -> torch.Tensor:
+    """The class scores in a model's output: a tensor, its ``logits``, or the first entry of a tuple (plain modules).
+
+    Raises:
+        ValueError: for an output without class scores (a backbone without a classification head), naming it.
+    """
+    logits = getattr(output, "logits", output)
+    if isinstance(logits, (tuple, list)) and logits:
+        logits = logits[0]
+    if isinstance(logits, torch.Tensor):
+        return logits
+    fields = f" (fields {list(output.keys())})" if hasattr(output, "keys") else ""
+    raise ValueError(
+        f"The model returned a {type(output).__name__}{fields} without `logits`: the downstream loss needs class "
+        "scores, so the model needs a classification head. Load it with one (e.g. "
+        "`AutoModelForImageClassification.from_pretrained(..., num_labels=N)`), or give a module whose output is the "
+        "logits tensor."
+    )
+
+
 def downstream_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Cross-entropy of ``model`` on one batch; works for transformers models and for plain modules."""
+    """Cross-entropy of ``model`` on one batch; works for transformers models and for plain modules (their output
+    the logits, or a tuple that starts with them).
+
+    Raises:
+        ValueError: when the model's output holds no logits (no classification head).
+        CalibrationDataError: when a label is not below the head's number of outputs.
+    """
     device, dtype = model_device_dtype(model)
     pixel_values, labels = batch
     pixel_values = pixel_values.to(device=device, dtype=dtype)
     labels = labels.to(device=device, dtype=torch.long)
-    output = model(pixel_values)
-    logits = getattr(output, "logits", output)
-    if isinstance(logits, (tuple, list)):
-        logits = logits[0]
+    logits = _logits(model(pixel_values))
     if labels.numel() and int(labels.max()) >= logits.shape[-1]:
         raise CalibrationDataError(
             f"The calibration labels go up to {int(labels.max())}, but the model's head has {logits.shape[-1]} "
