@@ -108,8 +108,17 @@ def check_batch(index: int, pixel_values: torch.Tensor, labels: torch.Tensor, la
     image, of an integer dtype, and >= 0. Float labels are refused even when their values are whole numbers: a float
     column usually means a regression target or a wrong column, and reading it as classes would truncate it. Empty
     labels pass (BatchNorm re-estimation reads no labels). That the labels are below the head's number of outputs is
-    checked where the model's outputs are known ([`downstream_loss`])."""
+    checked where the model's outputs are known ([`downstream_loss`]). An item that looks like one sample (one
+    label, for one image) is named as such: per-sample data (a torch Dataset, a list of per-image rows) must be
+    batched first."""
     where = f"Calibration batch {index}"
+    if _one_sample(pixel_values, labels):
+        raise CalibrationDataError(
+            f"{where} looks like a single sample, not a batch: its `{label_key}` is one class index (shape "
+            f"{tuple(labels.shape)}) and its `pixel_values` one image (shape {tuple(pixel_values.shape)}). Pass "
+            "batches: wrap per-sample data (a torch Dataset, a list of per-image rows) in a DataLoader, e.g. "
+            "`DataLoader(dataset, batch_size=32)`, or pass a `datasets.Dataset`, which is read in batches."
+        )
     if pixel_values.dim() < 2 or pixel_values.shape[0] == 0:
         raise CalibrationDataError(
             f"{where}: `pixel_values` must be a batch, batch size first (images: (N, C, H, W)), got shape "
@@ -142,6 +151,14 @@ def check_batch(index: int, pixel_values: torch.Tensor, labels: torch.Tensor, la
         )
     if int(labels.min()) < 0:
         raise CalibrationDataError(f"{where}: `{label_key}` must be >= 0 (class indices), got {int(labels.min())}.")
+
+
+def _one_sample(pixel_values: torch.Tensor, labels: torch.Tensor) -> bool:
+    """Whether an item is one sample rather than a batch: a scalar label, or one label with an unbatched image
+    (C, H, W) whose first dimension is not 1."""
+    if labels.dim() == 0:
+        return True
+    return labels.numel() == 1 and pixel_values.dim() == 3 and pixel_values.shape[0] != 1
 
 
 def _is_hf_dataset(data: Any) -> bool:
