@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from hf_plasticity import SelectiveReinitConfig, diagnose, prepare_pretrained
-from hf_plasticity.core.data import CalibrationDataError
+from hf_plasticity.core.data import CalibrationDataError, iter_batches
 
 from .models import IMAGE_SIZE, NUM_LABELS, batches
 
@@ -117,6 +119,48 @@ def test_hostile_images_are_refused_in_every_container(make_model, kind, pixels,
     with pytest.raises(CalibrationDataError, match=message):
         prepare_pretrained(model, CONFIG, data=data, diagnostics=False)
     assert_untouched(model, before)
+
+
+@pytest.mark.parametrize("kind", ["rows", "plain_rows", "tensor_dataset", "one_label_rows"])
+def test_per_sample_data_is_named_and_the_batching_shown(make_model, kind):
+    """Per-sample data (a torch Dataset, a list of per-image rows) passed without a DataLoader was read as batches of
+    3 images (the channels), and refused as "`labels` must hold one class index per image (3), got shape ()"."""
+    labels = torch.arange(8) % NUM_LABELS
+    items = rows(labels)
+    data = {
+        "rows": items,
+        "plain_rows": [plain(row) for row in items],  # numpy images, Python int labels
+        "tensor_dataset": TensorDataset(torch.stack([r["pixel_values"] for r in items]), labels),
+        "one_label_rows": [{**row, "labels": row["labels"].reshape(1)} for row in items],
+    }[kind]
+    model = make_model("cnn")
+    before = snapshot(model)
+    message = r"batch 0 looks like a single sample.*shape \(3, 32, 32\).*`DataLoader\(dataset, batch_size=32\)`"
+    with pytest.raises(CalibrationDataError, match=message):
+        prepare_pretrained(model, CONFIG, data=data, diagnostics=False)
+    assert_untouched(model, before)
+    with pytest.raises(CalibrationDataError, match=message):
+        diagnose(model, data)
+    if kind != "one_label_rows":  # batched, the same data is read (one-label rows would collate to (N, 1) labels)
+        batched = prepare_pretrained(model, CONFIG, data=DataLoader(data, batch_size=4), diagnostics=False)
+        assert batched.total_reinitialized > 0
+
+
+@given(
+    size=st.integers(1, 5),
+    shape=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    label=st.integers(0, 9),
+)
+@settings(max_examples=60, deadline=None)
+def test_a_batch_is_read_and_a_single_sample_never_is(size, shape, label):
+    """Whatever the image shape, N images with N labels are one batch, and an image with a scalar label is refused
+    as a single sample (a batch of N 3-D inputs with N labels, as an MLP reads them, is not mistaken for one)."""
+    batch = {"pixel_values": torch.randn(size, *shape), "labels": torch.full((size,), label)}
+    [(pixels, labels)] = list(iter_batches([batch], 1))
+    assert pixels.shape == (size, *shape) and labels.shape == (size,)
+    sample = {"pixel_values": torch.randn(*shape), "labels": label}
+    with pytest.raises(CalibrationDataError, match="looks like a single sample"):
+        list(iter_batches([sample], 1))
 
 
 @pytest.mark.parametrize("kind", KINDS)

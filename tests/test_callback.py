@@ -8,11 +8,14 @@ import json
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from hf_plasticity import (
     AlreadyRestoredError,
+    ContinualBackpropConfig,
     LayerReinitConfig,
     PlasticityCallback,
     PlasticityConfig,
@@ -369,6 +372,61 @@ def test_controller_in_a_plain_loop_and_its_state_round_trip(make_model):
     clone = PlasticityController(EveryNConfig(every_n_steps=2, at_start=True))
     clone.load_state_dict(controller.state_dict())
     assert clone.restored and clone.strategy.steps == [2, 4] and clone.total_resets == 2
+
+
+def test_a_step_that_is_not_an_optimizer_step_number_is_refused_before_anything_changes(make_model):
+    """``step(2.0)`` once fired the reset of step 2 with other draws (salted "step2.0"), ``step(True)`` and NaN were
+    read as steps, and ``"2"`` or None failed with a bare comparison error."""
+    model = make_model("convnext")
+    controller = PlasticityController(EveryNConfig(every_n_steps=1))
+    controller.restore(model)
+    controller.attach(model)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    not_a_step = st.one_of(
+        st.integers(max_value=0), st.booleans(), st.floats(), st.none(), st.text(), st.just(torch.tensor(2))
+    )
+
+    @given(value=not_a_step)
+    @settings(max_examples=40, deadline=None)
+    def refused(value):
+        with pytest.raises(ValueError, match="`step` must be an integer >= 1"):
+            controller.step(value)
+        assert controller.total_resets == 0 and controller.last_step == 0
+        assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+
+    refused()
+    with pytest.raises(ValueError, match="`epoch` must be a finite number >= 0"):
+        controller.step(1, epoch=float("nan"))
+    assert controller.step(1) and controller.total_resets == 1  # an int step still resets
+    controller.detach()
+
+
+def test_continual_backprop_before_attach_is_refused_not_silently_idle(make_model):
+    """Without `attach` its activation hooks were never registered: `step` reset nothing, silently."""
+    model = make_model("convnext")
+    model.train()
+    data = batches(1, size=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    controller = PlasticityController(ContinualBackpropConfig(replacement_rate=0.5, maturity=0))
+    controller.restore(model, optimizer=optimizer)
+
+    def train_step():
+        nn.functional.cross_entropy(model(data[0]["pixel_values"]).logits, data[0]["labels"]).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    train_step()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with pytest.raises(RuntimeError, match=r"call `controller.attach\(model\)` before training"):
+        controller.step(1, optimizer=optimizer)
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+    assert controller.total_resets == 0 and controller.strategy.last_step is None
+    controller.attach(model)
+    for step in range(1, 4):
+        train_step()
+        controller.step(step, optimizer=optimizer)
+    controller.detach()
+    assert controller.total_resets == 3 and controller.total_reinitialized > 0
 
 
 @pytest.mark.skipif("redo" not in available_strategies(), reason="ReDo is not available")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from hf_plasticity import CalibrationDataError, DiagnosticsReport, diagnose, get_layout
-from hf_plasticity.diagnostics.diagnose import effective_rank, stable_rank
+from hf_plasticity.diagnostics.diagnose import block_probe_accuracy, effective_rank, stable_rank
 from hf_plasticity.diagnostics.probe import nearest_class_mean_accuracy, pool_block_output
 
 from .models import ARCHS, batches
@@ -124,6 +124,19 @@ def test_diagnose_every_architecture_leaves_no_trace(make_model, arch):
     assert report.effective_rank is not None and 1 <= report.effective_rank <= report.feature_dim
     blocks = [r.block for r in report.layers if r.block is not None]
     assert blocks == sorted(blocks)  # depth order
+
+
+@pytest.mark.parametrize("wrapper", [nn.DataParallel, torch.compile], ids=["DataParallel", "compile"])
+@pytest.mark.parametrize("arch", ["resnet", "vit"])
+def test_a_wrapped_model_is_diagnosed_as_the_model_inside(make_model, arch, wrapper):
+    """A wrapper once hid the architecture (ResNet's stages read as blocks), the units (no dormant ratio) and the
+    names (a ``module.`` prefix): the report of a wrapped model is the plain model's."""
+    model = make_model(arch)
+    expected = diagnose(model, batches(2)).to_dict()
+    report = diagnose(wrapper(model), batches(2)).to_dict()
+    assert {**report, "seconds": 0} == {**expected, "seconds": 0}
+    assert report["dormant_ratio"] is not None and report["blocks"] == list(get_layout(model).blocks)
+    assert block_probe_accuracy(wrapper(model), batches(2))[0] == expected["block_probe_accuracy"]
 
 
 def test_hooks_removed_and_state_restored_when_a_batch_fails(make_model):

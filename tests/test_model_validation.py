@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
-from transformers import ViTConfig, ViTForImageClassification
+from transformers import ViTConfig, ViTForImageClassification, ViTModel
 
 from hf_plasticity import (
     AutoReinitConfig,
@@ -30,6 +30,7 @@ from hf_plasticity import (
     available_strategies,
     diagnose,
     prepare_pretrained,
+    recommend_recipe,
 )
 from hf_plasticity.pipeline.restore import restore
 from hf_plasticity.strategies import get_strategy
@@ -145,6 +146,23 @@ def test_a_model_that_is_not_one_is_named(model, message):
         prepare_pretrained(model)
     with pytest.raises((TypeError, ValueError), match=message):
         diagnose(model, data())
+
+
+def test_a_model_without_a_classification_head_is_named_where_the_loss_is_read():
+    """A backbone (``ViTModel``) returns hidden states, no logits: the loss once failed with
+    "'BaseModelOutputWithPooling' object has no attribute 'shape'"."""
+    torch.manual_seed(0)
+    model = ViTModel(ViTConfig(image_size=IMAGE_SIZE, patch_size=8, hidden_size=WIDTH, num_hidden_layers=3,
+                               num_attention_heads=2, intermediate_size=64))  # fmt: skip
+    before = snapshot(model)
+    message = r"returned a BaseModelOutputWithPooling .*'pooler_output'.* without `logits`.*classification head"
+    for call in (lambda: diagnose(model, data()), lambda: recommend_recipe(model, data(), record=False)):
+        with pytest.raises(ValueError, match=message):
+            call()
+    for name in ("auto", "dash", "selective"):  # the strategies that score on the loss
+        with pytest.raises(ValueError, match=message):
+            run(model, name, data_needed=True)
+    assert untouched(model, before)
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))

@@ -209,6 +209,16 @@ def test_a_streamed_dataset_gives_the_recipe_its_rows_give(make_model):
     assert recipe.samples == 40 and recipe.epoch_share is None  # its size is unknown
 
 
+@pytest.mark.parametrize("wrapper", [torch.nn.DataParallel, torch.compile], ids=["DataParallel", "compile"])
+def test_a_wrapped_model_gets_the_recipe_of_the_model_inside(make_model, wrapper):
+    """The probe once read a wrapped ResNet's stages as its blocks (two accuracies instead of three)."""
+    model = make_model("resnet")
+    expected = recommend_recipe(model, labelled(), record=False)
+    recipe = recommend_recipe(wrapper(model), labelled(), record=False)
+    assert len(recipe.block_probe_accuracy) == 3
+    assert {**recipe.to_dict(), "seconds": 0} == {**expected.to_dict(), "seconds": 0}
+
+
 def test_features_that_overflow_are_refused_not_read_as_in_domain_data(make_model):
     """NaN block outputs once scored class 0's share on every block, a last/peak of 1.0: the small backbone rate."""
     model = make_model("vit")

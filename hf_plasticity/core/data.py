@@ -108,8 +108,17 @@ def check_batch(index: int, pixel_values: torch.Tensor, labels: torch.Tensor, la
     image, of an integer dtype, and >= 0. Float labels are refused even when their values are whole numbers: a float
     column usually means a regression target or a wrong column, and reading it as classes would truncate it. Empty
     labels pass (BatchNorm re-estimation reads no labels). That the labels are below the head's number of outputs is
-    checked where the model's outputs are known ([`downstream_loss`])."""
+    checked where the model's outputs are known ([`downstream_loss`]). An item that looks like one sample (one
+    label, for one image) is named as such: per-sample data (a torch Dataset, a list of per-image rows) must be
+    batched first."""
     where = f"Calibration batch {index}"
+    if _one_sample(pixel_values, labels):
+        raise CalibrationDataError(
+            f"{where} looks like a single sample, not a batch: its `{label_key}` is one class index (shape "
+            f"{tuple(labels.shape)}) and its `pixel_values` one image (shape {tuple(pixel_values.shape)}). Pass "
+            "batches: wrap per-sample data (a torch Dataset, a list of per-image rows) in a DataLoader, e.g. "
+            "`DataLoader(dataset, batch_size=32)`, or pass a `datasets.Dataset`, which is read in batches."
+        )
     if pixel_values.dim() < 2 or pixel_values.shape[0] == 0:
         raise CalibrationDataError(
             f"{where}: `pixel_values` must be a batch, batch size first (images: (N, C, H, W)), got shape "
@@ -144,6 +153,14 @@ def check_batch(index: int, pixel_values: torch.Tensor, labels: torch.Tensor, la
         raise CalibrationDataError(f"{where}: `{label_key}` must be >= 0 (class indices), got {int(labels.min())}.")
 
 
+def _one_sample(pixel_values: torch.Tensor, labels: torch.Tensor) -> bool:
+    """Whether an item is one sample rather than a batch: a scalar label, or one label with an unbatched image
+    (C, H, W) whose first dimension is not 1."""
+    if labels.dim() == 0:
+        return True
+    return labels.numel() == 1 and pixel_values.dim() == 3 and pixel_values.shape[0] != 1
+
+
 def _is_hf_dataset(data: Any) -> bool:
     """Whether ``data`` is a `datasets.Dataset` or `datasets.IterableDataset` (duck-typed: `datasets` is imported
     only where it is used)."""
@@ -167,16 +184,39 @@ def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
+def _logits(output: Any) -> torch.Tensor:
+    """The class scores in a model's output: a tensor, its ``logits``, or the first entry of a tuple (plain modules).
+
+    Raises:
+        ValueError: for an output without class scores (a backbone without a classification head), naming it.
+    """
+    logits = getattr(output, "logits", output)
+    if isinstance(logits, (tuple, list)) and logits:
+        logits = logits[0]
+    if isinstance(logits, torch.Tensor):
+        return logits
+    fields = f" (fields {list(output.keys())})" if hasattr(output, "keys") else ""
+    raise ValueError(
+        f"The model returned a {type(output).__name__}{fields} without `logits`: the downstream loss needs class "
+        "scores, so the model needs a classification head. Load it with one (e.g. "
+        "`AutoModelForImageClassification.from_pretrained(..., num_labels=N)`), or give a module whose output is the "
+        "logits tensor."
+    )
+
+
 def downstream_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Cross-entropy of ``model`` on one batch; works for transformers models and for plain modules."""
+    """Cross-entropy of ``model`` on one batch; works for transformers models and for plain modules (their output
+    the logits, or a tuple that starts with them).
+
+    Raises:
+        ValueError: when the model's output holds no logits (no classification head).
+        CalibrationDataError: when a label is not below the head's number of outputs.
+    """
     device, dtype = model_device_dtype(model)
     pixel_values, labels = batch
     pixel_values = pixel_values.to(device=device, dtype=dtype)
     labels = labels.to(device=device, dtype=torch.long)
-    output = model(pixel_values)
-    logits = getattr(output, "logits", output)
-    if isinstance(logits, (tuple, list)):
-        logits = logits[0]
+    logits = _logits(model(pixel_values))
     if labels.numel() and int(labels.max()) >= logits.shape[-1]:
         raise CalibrationDataError(
             f"The calibration labels go up to {int(labels.max())}, but the model's head has {logits.shape[-1]} "

@@ -183,7 +183,9 @@ def diagnose(
     """Measures the plasticity of ``model`` on downstream ``data`` (one streaming pass, no optimizer step).
 
     Args:
-        model: a transformers image classifier or any torch vision model, with its downstream head attached.
+        model: a transformers image classifier or any torch vision model, with its downstream head attached, or a
+            wrapper of it (DDP, DataParallel, ``torch.compile``, Accelerate): the model inside is diagnosed, under
+            its own layer names.
         data: a DataLoader, a `datasets.Dataset` with ``pixel_values`` and ``labels``, or an iterable of such dicts.
         batches: how many batches to read.
         tau: dormancy threshold on the normalized activation score (>= 0).
@@ -207,7 +209,8 @@ def diagnose(
     True
     ```
     """
-    check_restorable(unwrap_model(model), writes=False)
+    model = unwrap_model(model)
+    check_restorable(model, writes=False)
     if data is None:
         raise CalibrationDataError(
             "diagnose needs downstream data: pass a DataLoader, a datasets.Dataset with `pixel_values` and `labels`, "
@@ -283,7 +286,8 @@ def block_probe_accuracy(
     Returns:
         `(accuracies, samples, seconds)`: one accuracy (or None) per block in depth order, the images read, the time.
     """
-    check_restorable(unwrap_model(model), writes=False)
+    model = unwrap_model(model)
+    check_restorable(model, writes=False)
     if data is None:
         raise CalibrationDataError("The probe needs labelled downstream data.")
     start = time.perf_counter()

@@ -128,7 +128,7 @@ def recommend_recipe(
             "call it on the base checkpoint (before `prepare_pretrained`), or give the learning rates yourself."
         )
     accuracies, read, seconds = block_probe_accuracy(
-        model, _first_images(data, samples, batch_size), batches=sys.maxsize, batch_size=batch_size
+        base, _first_images(data, samples, batch_size), batches=sys.maxsize, batch_size=batch_size
     )
     size = _dataset_size(data)
     try:

@@ -21,7 +21,7 @@ from ..core.config import PlasticityConfig, check_positive_int, resolve_config
 from ..core.data import ReplayableBatches, replayable
 from ..core.record import RestoreRecord, blocks_restore, restore_record, write_record
 from ..core.unwrap import check_restorable, unwrap_model
-from ..core.validators import check_flag
+from ..core.validators import check_flag, check_int, check_number
 from ..pipeline import restore as pipeline
 from ..pipeline.report import PlasticityReport
 from ..pipeline.restore import AlreadyRestoredError
@@ -52,6 +52,7 @@ class PlasticityController:
 
     - [`~PlasticityController.restore`]: the one-shot restore, once per training run (its ``restored`` flag is part
       of [`~PlasticityController.state_dict`], so a resumed run never repeats it);
+    - [`~PlasticityController.attach`]: once, when training starts (a periodic strategy's hooks, if any);
     - [`~PlasticityController.step`]: after every optimizer step; applies the strategy's periodic resets when due and
       returns the metrics to log (reset counts every ``log_every`` steps, diagnostics every ``diagnostics_every``).
 
@@ -309,10 +310,25 @@ class PlasticityController:
 
         ``strategy.due`` is evaluated on every process from ``step`` and ``epoch`` alone, so all processes agree on
         when to enter the (collective) reset.
+
+        Raises:
+            ValueError: when ``step`` is not an integer >= 1 (booleans and floats refused: a reset's draws are
+                seeded by its step) or ``epoch`` is not a finite number >= 0.
+            RuntimeError: before [`~PlasticityController.attach`] (or [`~PlasticityController.restore`]), and, for a
+                strategy that reads activations during training (continual backprop), before
+                [`~PlasticityController.attach`].
         """
+        check_int("step", step, low=1)
+        check_number("epoch", epoch, low=0)
         if self.model is None:
             raise RuntimeError("Call `attach(model)` (or `restore(model)`) before `step`.")
         strategy = self.strategy
+        if self.periodic and strategy.needs_attach and not self._attached:
+            raise RuntimeError(
+                f"Strategy {self.name!r} reads the hidden activations of the training steps through hooks that "
+                "`attach` registers: call `controller.attach(model)` before training (after `restore`), then `step` "
+                "after every optimizer step (and `detach()` at the end)."
+            )
         if self.periodic and strategy.due(step=step, epoch=epoch):
             report = pipeline.restore(self.model, strategy, data=self._scoring_data(), optimizer=optimizer, step=step)
             strategy.schedule.fired(step=step, epoch=epoch)

@@ -42,6 +42,9 @@ class Strategy:
     #: keep part of them (shrink & perturb, DASH). Re-drawn parameters are named in the record and can get their own
     #: learning rate ([`plasticity_param_groups`]).
     redraws: bool = True
+    #: Whether the resets during training read what [`Strategy.attach`] registers (activation hooks): the controller
+    #: refuses a training step before ``attach``, which would otherwise see nothing and never reset.
+    needs_attach: bool = False
 
     def __init__(self, config: PlasticityConfig) -> None:
         if not isinstance(config, self.config_class):

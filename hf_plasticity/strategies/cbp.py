@@ -82,6 +82,8 @@ class ContinualBackpropStrategy(Strategy):
     [`Strategy.state_dict`] / [`Strategy.load_state_dict`].
     """
 
+    needs_attach = True
+
     def __init__(self, config: ContinualBackpropConfig) -> None:
         super().__init__(config)
         self.groups: list[UnitGroup] = []
