@@ -38,8 +38,8 @@ from ..core.transaction import Transaction
 from ..core.unwrap import check_restorable, unwrap_model
 from ..core.validators import check_flag
 from ..strategies.base import Strategy, get_strategy
+from .batchnorm import check_finite_statistics, reset_batchnorm_modules
 from .batchnorm import recalibrate_batchnorm as _recalibrate_batchnorm
-from .batchnorm import reset_batchnorm_modules
 from .report import PlasticityReport, TensorRecord, shown_names
 
 logger = logging.getLogger(__name__)
@@ -155,7 +155,8 @@ def _plan(model: nn.Module, strategy: Strategy, data: Any, step: int | None) -> 
 
 def _reestimate_batchnorm(model: nn.Module, resets: list[TensorReset], data: Any, transaction: Transaction) -> None:
     """Re-estimates the statistics of the BatchNorm layers the plan re-drew whole, on rank 0 from ``data``; every
-    other process receives rank 0's statistics."""
+    other process receives rank 0's statistics. Statistics that came out NaN or infinite (the model overflowed on the
+    data) are refused with a [`CalibrationDataError`], on every process, which undoes the restore."""
     names = reset_batchnorm_modules(model, resets)
     if not names:
         return
@@ -174,6 +175,7 @@ def _reestimate_batchnorm(model: nn.Module, resets: list[TensorReset], data: Any
             for module, values in zip(modules, statistics):
                 for buffer, value in zip(module.buffers(recurse=False), values):
                     buffer.copy_(value)
+    check_finite_statistics(model, names)  # every process holds rank 0's statistics: all raise, or none
 
 
 def _records(model: nn.Module, resets: list[TensorReset]) -> list[TensorRecord]:
