@@ -249,6 +249,58 @@ def shown_names(model: nn.Module, report: PlasticityReport) -> tuple[list[str], 
     return blocks, {module: name for module, name in shown.items() if name != module}
 
 
+def json_details(details: Any, strategy: str) -> dict[str, Any]:
+    """A strategy's decisions (``Plan.details``) as the JSON data the record in ``config.json`` holds: numpy scalars
+    and 0-d tensors (``np.int64(3)``, ``scores.max()``) become Python numbers, also inside lists and dicts; tuples
+    become lists.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from hf_plasticity.pipeline.report import json_details
+    >>> json_details({"best": torch.tensor(2), "scores": (0.5, torch.tensor(0.25))}, "custom")
+    {'best': 2, 'scores': [0.5, 0.25]}
+    ```
+
+    Raises:
+        TypeError: naming ``strategy`` and the key, when ``details`` is not a dict or a value is not JSON data
+            (strings, numbers, booleans, None, lists and dicts of them) after that conversion: saving the record
+            would fail after the restore. None reads as no decisions.
+    """
+    if details is None:
+        return {}
+    if not isinstance(details, dict):
+        raise TypeError(
+            f"Strategy {strategy!r} returned a Plan whose `details` is a {type(details).__name__}: it must be a dict "
+            "of JSON data (strings, numbers, booleans, None, lists and dicts of them), e.g. {'num_blocks': 2}."
+        )
+    plain = {}
+    for key, value in details.items():
+        plain[key] = _plain(value)
+        try:
+            json.dumps({key: plain[key]})
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"Strategy {strategy!r} decided {key!r} = {_short(value)[:80]} ({error}): its `Plan.details` go into "
+                "the record in config.json, so they must be JSON data (strings, numbers, booleans, None, lists and "
+                "dicts of them; numpy scalars and 0-d tensors are converted). Convert it in the strategy's `plan` "
+                "(e.g. `value.tolist()`); nothing was changed."
+            ) from None
+    return plain
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars and 0-d tensors as Python numbers, tuples as lists (recursively)."""
+    if isinstance(value, dict):
+        return {_plain(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if not isinstance(value, (str, bytes)) and hasattr(value, "item") and getattr(value, "shape", None) == ():
+        return value.item()
+    return value
+
+
 def _short(value: Any) -> str:
     """A decision's value for one line: long lists are summarized."""
     if isinstance(value, list) and len(value) > 4:

@@ -40,7 +40,7 @@ from ..core.validators import check_flag
 from ..strategies.base import Strategy, get_strategy
 from .batchnorm import check_finite_statistics, reset_batchnorm_modules
 from .batchnorm import recalibrate_batchnorm as _recalibrate_batchnorm
-from .report import PlasticityReport, TensorRecord, shown_names
+from .report import PlasticityReport, TensorRecord, json_details, shown_names
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,8 @@ def _plan(model: nn.Module, strategy: Strategy, data: Any, step: int | None) -> 
             f"{type(strategy).__name__}.{method} must return a hf_plasticity.Plan (the resets and the decisions), "
             f"got {type(plan).__name__}."
         )
-    return plan.resets, (plan.details, strategy.state_dict() if step is not None else None)
+    details = json_details(plan.details, strategy.name)  # refused here, before any write, if not JSON data
+    return plan.resets, (details, strategy.state_dict() if step is not None else None)
 
 
 def _reestimate_batchnorm(model: nn.Module, resets: list[TensorReset], data: Any, transaction: Transaction) -> None:
