@@ -10,6 +10,7 @@ from torch import nn
 
 from ..core.architectures import get_layout
 from ..core.checkpoint_names import checkpoint_names, module_checkpoint_name
+from ..core.recipe import FineTuneRecipe
 from ..core.record import RestoreRecord, overall_numbers
 
 
@@ -52,6 +53,10 @@ class PlasticityReport:
             ``vit.layers.3``).
         checkpoint_names: in-memory module name -> checkpoint name, for the modules this report names where the two
             differ (what [`by_block`] and [`one_line`] show).
+        recipe: the [`FineTuneRecipe`] recorded on the model before this restore ([`recommend_recipe`], read on the
+            checkpoint before the restore, as it asks), kept in the new record; None when there was none. A restore
+            does not change a recipe's rates: [`plasticity_param_groups`] with it gives the re-drawn parameters the
+            backbone's rate, none of their own.
 
     Example:
 
@@ -75,6 +80,7 @@ class PlasticityReport:
     redrawn: dict[str, list[str]] = field(default_factory=dict)
     blocks: list[str] = field(default_factory=list)
     checkpoint_names: dict[str, str] = field(default_factory=dict)
+    recipe: FineTuneRecipe | None = None
 
     @property
     def total_reinitialized(self) -> int:
@@ -128,6 +134,7 @@ class PlasticityReport:
             diagnostics={
                 key: overall_numbers(value) for key, value in (self.diagnostics or {}).items() if value is not None
             },
+            recipe=self.recipe,
         )
 
     def summary(self) -> dict[str, Any]:

@@ -10,7 +10,8 @@ a periodic strategy during training take the same steps, as one transaction ([`h
 5. re-estimate the running statistics of re-drawn BatchNorm layers from the calibration data (rank 0, then shared);
 6. reset the optimizer state of every written entry, and only of those (except writes planned with
    ``reset_state=False``, such as continual backprop's next-layer bias correction);
-7. record what was done on the model (``model.config.plasticity``; one-shot restores only);
+7. record what was done on the model (``model.config.plasticity``; one-shot restores only), keeping the fine-tuning
+   recipe recorded before it, if any ([`recommend_recipe`] is called before the restore);
 8. report.
 
 If any step fails, the parameters and buffers, ``model.config.plasticity``, the optimizer state, the strategy's running
@@ -32,7 +33,8 @@ from ..core.config import PlasticityConfig, resolve_config
 from ..core.data import CalibrationDataError, replayable
 from ..core.optim import check_optimizer_for, zeroed_state
 from ..core.plan import Plan, TensorReset, state_entries
-from ..core.record import blocks_restore, restore_record, write_record
+from ..core.recipe import FineTuneRecipe
+from ..core.record import RecordError, blocks_restore, restore_record, write_record
 from ..core.redrawn import describe_redrawn
 from ..core.transaction import Transaction
 from ..core.unwrap import check_restorable, unwrap_model
@@ -112,6 +114,7 @@ def restore(
     check_flag("recalibrate_batchnorm", recalibrate_batchnorm, allow_none=True)
     if recalibrate_batchnorm and data is None and is_main_process():
         raise ValueError("`recalibrate_batchnorm=True` needs `data=` to estimate the statistics on.")
+    recipe = _recorded_recipe(model) if step is None else None
     data = replayable(data)
     start = time.perf_counter()
     with Transaction(model) as transaction:
@@ -133,6 +136,7 @@ def restore(
             seconds=time.perf_counter() - start,
             details=dict(details or {}),
             redrawn=describe_redrawn(model, resets if strategy.redraws else []),
+            recipe=recipe,
         )
         if step is None:
             report.blocks, report.checkpoint_names = shown_names(model, report)
@@ -140,6 +144,17 @@ def restore(
         if check is not None:
             check()
     return report
+
+
+def _recorded_recipe(model: nn.Module) -> FineTuneRecipe | None:
+    """The recipe recorded on ``model`` ([`recommend_recipe`] asks to be called before the restore), which the new
+    record keeps; None when there is none, or when the old record is unreadable (only ``force=True`` gets here with
+    one, and it replaces that record whole)."""
+    try:
+        record = restore_record(model)
+    except RecordError:
+        return None
+    return None if record is None else record.recipe
 
 
 def _plan(model: nn.Module, strategy: Strategy, data: Any, step: int | None) -> tuple[list[TensorReset], Any]:
@@ -232,7 +247,8 @@ def prepare_pretrained(
 
     Returns:
         [`PlasticityReport`]: per tensor the entries re-initialized, totals and wall time. The same summary is
-        recorded in ``model.config.plasticity`` (saved by ``save_pretrained`` into ``config.json``).
+        recorded in ``model.config.plasticity`` (saved by ``save_pretrained`` into ``config.json``), replacing the
+        record there but keeping its fine-tuning recipe ([`recommend_recipe`]) when it has one.
 
     Example:
 
