@@ -39,7 +39,8 @@ class PlasticityReport:
     Attributes:
         strategy: the strategy name.
         config: the config as a dict.
-        tensors: one record per touched tensor, in model order.
+        tensors: one record per touched tensor, in model order (a tensor tied under several names once, under its
+            first name in the model).
         total_parameters: number of parameter entries in the model.
         seconds: wall time of the restore (planning and writing).
         diagnostics: optional diagnostics before/after the restore (filled when diagnostics exist).

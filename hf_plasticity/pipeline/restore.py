@@ -37,7 +37,7 @@ from ..core.recipe import FineTuneRecipe
 from ..core.record import RecordError, blocks_restore, restore_record, write_record
 from ..core.redrawn import describe_redrawn
 from ..core.transaction import Transaction
-from ..core.unwrap import check_restorable, unwrap_model
+from ..core.unwrap import check_restorable, check_writes_not_tied, unwrap_model
 from ..core.validators import check_flag
 from ..strategies.base import Strategy, get_strategy
 from .batchnorm import check_finite_statistics, reset_batchnorm_modules
@@ -123,6 +123,7 @@ def restore(
         resets, (details, state) = share_plan(model, lambda: _plan(model, strategy, data, step))
         if step is not None and not is_main_process():
             strategy.load_state_dict(state)
+        check_writes_not_tied(model, resets)
         transaction.apply(resets)
         if recalibrate_batchnorm is not False:
             _reestimate_batchnorm(model, resets, data, transaction)
@@ -195,16 +196,37 @@ def _reestimate_batchnorm(model: nn.Module, resets: list[TensorReset], data: Any
 
 
 def _records(model: nn.Module, resets: list[TensorReset]) -> list[TensorRecord]:
+    """One record per written tensor, under its first name in the model, each entry counted once: a tensor written
+    by several resets (under two names when tied, see [`check_writes_not_tied`]) counts the union of their entries."""
     param_ids = {id(p) for p in model.parameters()}
-    merged: dict[str, TensorRecord] = {}
+    first_name = {id(t): n for n, t in [*model.named_buffers(), *model.named_parameters()]}
+    by_tensor: dict[int, list[TensorReset]] = {}
     for reset in resets:
-        kind = "parameter" if id(reset.tensor) in param_ids else "buffer"
-        record = merged.setdefault(reset.name, TensorRecord(reset.name, reset.block, reset.tensor.numel(), 0, kind))
-        if reset.fresh:
-            record.reinitialized += reset.count
-        else:
-            record.edited += reset.count
-    return list(merged.values())
+        by_tensor.setdefault(id(reset.tensor), []).append(reset)
+    records = []
+    for key, written in by_tensor.items():
+        tensor = written[0].tensor
+        name = first_name.get(key, written[0].name)
+        block = next((r.block for r in written if r.name == name), written[0].block)
+        kind = "parameter" if key in param_ids else "buffer"
+        fresh = _entries([r for r in written if r.fresh])
+        edited = _entries([r for r in written if not r.fresh])
+        records.append(TensorRecord(name, block, tensor.numel(), fresh, kind, edited))
+    return records
+
+
+def _entries(resets: list[TensorReset]) -> int:
+    """Entries of one tensor that ``resets`` write, each counted once."""
+    if not resets:
+        return 0
+    if any(r.index is None for r in resets):
+        return resets[0].tensor.numel()
+    if len(resets) == 1:
+        return resets[0].count
+    written = torch.zeros(resets[0].tensor.numel(), dtype=torch.bool)
+    for reset in resets:
+        written[reset.index.cpu()] = True
+    return int(written.sum())
 
 
 def prepare_pretrained(
