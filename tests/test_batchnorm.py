@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_plasticity import LayerReinitConfig, get_layout, prepare_pretrained
+from hf_plasticity import CalibrationDataError, LayerReinitConfig, get_layout, prepare_pretrained, restore_record
 
-from .models import batches
+from .models import batches, pretrained
 
 
 def _block_norms(model):
@@ -65,3 +65,20 @@ def test_a_failing_re_estimation_leaves_the_model_bitwise_unchanged(make_model):
 def test_recalibrate_needs_data(make_model):
     with pytest.raises(ValueError, match="needs `data=`"):
         prepare_pretrained(make_model("resnet"), LayerReinitConfig(), recalibrate_batchnorm=True)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale", "buffer"),
+    [(torch.float16, 255.0, "running_var"), (torch.float16, 1e4, "running_(mean|var)"), (torch.float32, 1e25, "")],
+)
+def test_statistics_that_overflow_are_refused_and_nothing_changes(tmp_path, dtype, scale, buffer):
+    model = pretrained("resnet", tmp_path, dtype)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = [{"pixel_values": torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * scale}]
+    with pytest.raises(CalibrationDataError, match=rf"BatchNorm layer '[^']+' .* NaN or infinite values in `{buffer}"):
+        prepare_pretrained(model, LayerReinitConfig(), data=data, diagnostics=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert restore_record(model) is None
+    # The message says what to do; without the re-estimation the restore goes through.
+    prepare_pretrained(model, LayerReinitConfig(), data=data, diagnostics=False, recalibrate_batchnorm=False)
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())

@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import socket
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -23,15 +25,22 @@ from hf_plasticity import (
     AutoReinitConfig,
     LayerReinitConfig,
     MetaDeviceError,
+    Plan,
     PlasticityCallback,
+    PlasticityConfig,
     PlasticityTrainer,
     ReDoConfig,
     SelectiveReinitConfig,
+    Strategy,
+    TensorReset,
     prepare_pretrained,
+    register_strategy,
     restore_record,
+    unregister_strategy,
 )
 from hf_plasticity.core.data import downstream_loss, iter_batches
-from hf_plasticity.core.record import RECORD_ATTR
+from hf_plasticity.core.init import fresh_tensors
+from hf_plasticity.core.record import RECORD_ATTR, read_record
 from hf_plasticity.core.transaction import Transaction
 from hf_plasticity.pipeline import restore as pipeline_module
 from hf_plasticity.strategies import get_strategy
@@ -238,6 +247,50 @@ def test_a_strategy_whose_plan_is_not_a_plan_gets_a_clear_error(make_model):
     with pytest.raises(TypeError, match="must return a hf_plasticity.Plan"):
         pipeline_module.restore(model, strategy)
     assert_same_tensors(before, state(model))
+
+
+@dataclasses.dataclass
+class DetailsConfig(PlasticityConfig):
+    strategy = "details_test"
+
+
+class DetailsStrategy(Strategy):
+    """Re-draws block 1's first MLP layer and reports ``details``, set on the class by the test."""
+
+    details: dict = {}
+
+    def plan(self, model, *, data=None):
+        layer = model.vit.layers[1].mlp.fc1
+        fresh = fresh_tensors(model, layer, seed=0)["weight"]
+        return Plan([TensorReset("vit.layers.1.mlp.fc1.weight", layer.weight, fresh, block=1)], details=self.details)
+
+
+@pytest.fixture
+def details_strategy():
+    register_strategy(DetailsConfig, DetailsStrategy)
+    yield DetailsStrategy
+    unregister_strategy("details_test")
+
+
+def test_numpy_and_tensor_scalars_in_a_strategys_details_are_saved_as_numbers(make_model, details_strategy, tmp_path):
+    details_strategy.details = {"n": np.int64(3), "score": np.float32(0.5), "per_block": (torch.tensor(1), 2.0)}
+    model = make_model("vit")
+    report = prepare_pretrained(model, "details_test")
+    assert report.details == {"n": 3, "score": 0.5, "per_block": [1, 2.0]}
+    assert all(type(v) in (int, float, list) for v in report.details.values())
+    model.save_pretrained(tmp_path / "ckpt")
+    assert read_record(tmp_path / "ckpt").details == report.details
+
+
+@pytest.mark.parametrize("value", [torch.ones(3), {1, 2}, object()])
+def test_details_that_config_json_cannot_hold_are_refused_before_anything_changes(make_model, details_strategy, value):
+    details_strategy.details = {"fine": 1, "bad": value}
+    model = make_model("vit")
+    before = state(model)
+    with pytest.raises(TypeError, match="Strategy 'details_test' decided 'bad' = .* must be JSON data"):
+        prepare_pretrained(model, "details_test")
+    assert_same_tensors(before, state(model))
+    assert restore_record(model) is None
 
 
 def test_writes_planned_with_reset_state_false_keep_their_optimizer_state():

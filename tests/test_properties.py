@@ -244,3 +244,63 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     if torch.equal(a, b):
         return True
     return a.is_floating_point() and torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
+# ------------------------------------------------------------------------ a tensor tied across backbone modules
+HIDDEN = ("0", "2", "4", "6")  # the hidden Linear blocks of `tied_mlp`; "8" is the head
+
+
+def tied_mlp(first: str, second: str) -> torch.nn.Sequential:
+    """Four hidden Linear blocks and a head, hidden layer ``second``'s weight the same Parameter as ``first``'s."""
+    torch.manual_seed(0)
+    layers = [m for _ in HIDDEN for m in (torch.nn.Linear(8, 8), torch.nn.ReLU())]
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(8, 3))
+    model.get_submodule(second).weight = model.get_submodule(first).weight
+    return model
+
+
+TARGETS = st.one_of(st.none(), st.lists(st.sampled_from(HIDDEN), min_size=1, max_size=4, unique=True))
+TIED_CONFIGS = st.one_of(
+    st.builds(LayerReinitConfig, num_blocks=st.integers(1, 4)),
+    st.builds(LayerReinitConfig, exclude_modules=TARGETS),
+    st.builds(ShrinkPerturbConfig, shrink=st.floats(0.1, 0.9), include_bias=st.booleans(), target_modules=TARGETS),
+    st.builds(
+        SelectiveReinitConfig, utility=st.just("magnitude"), fraction=st.floats(0.01, 1), target_modules=TARGETS
+    ),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(pair=st.lists(st.sampled_from(HIDDEN), min_size=2, max_size=2, unique=True), config=TIED_CONFIGS)
+def test_a_tensor_tied_across_backbone_modules_is_refused_or_counted_once(pair, config):
+    """A write into a tied tensor changes every module holding it: either the plan covers them all and the report
+    counts the tensor once (never more entries than the model has), or it is refused, naming both, untouched."""
+    first, second = sorted(pair)
+    model = tied_mlp(first, second)
+    before = {id(p): p.detach().clone() for p in model.parameters()}
+    try:
+        report = prepare_pretrained(model, config)
+    except ValueError as error:
+        message = str(error)  # the tie, naming both modules; or, say, every block excluded
+        event("refused: the tie" if "(tied weights)" in message else "refused: another reason")
+        assert "(tied weights)" not in message or (f"'{first}.weight'" in message and f"'{second}.weight'" in message)
+        assert all(torch.equal(p, before[id(p)]) for p in model.parameters()) and restore_record(model) is None
+        return
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[id(p)])}
+    event(f"restored, the tied tensor {'written' if f'{first}.weight' in changed else 'untouched'}")
+    names = [t.name for t in report.tensors]
+    assert changed <= set(names) and len(names) == len(set(names))
+    assert all(t.reinitialized <= t.numel and t.edited <= t.numel for t in report.tensors)
+    assert report.total_reinitialized <= report.total_parameters and sum(report.by_block().values()) <= 251
+
+
+def test_a_restore_writing_a_tied_tensor_outside_its_blocks_names_both_modules():
+    model = tied_mlp("0", "6")
+    before = {id(p): p.detach().clone() for p in model.parameters()}
+    with pytest.raises(ValueError, match=r"write '6\.weight', which is the same tensor as '0\.weight' .* module '0'"):
+        prepare_pretrained(model)  # the last block: its weight is block 0's too
+    assert all(torch.equal(p, before[id(p)]) for p in model.parameters()) and restore_record(model) is None
+    report = prepare_pretrained(model, ShrinkPerturbConfig(shrink=0.5, perturb=0.0))  # every block: both modules
+    assert report.total_reinitialized == 3 * 64 and report.total_parameters == 251
+    assert [t.name for t in report.tensors] == ["0.weight", "2.weight", "4.weight"]
+    assert torch.equal(model[0].weight, before[id(model[0].weight)] * 0.5)  # shrunk once

@@ -282,6 +282,30 @@ def test_the_card_shows_the_recipe(make_model):
     assert "fine-tuning-recipe" in card.data.tags and "none" not in card.data.tags
 
 
+@pytest.mark.parametrize("diagnostics", [False, True])
+def test_a_restore_after_the_recipe_keeps_it_in_the_record_config_json_and_the_card(make_model, tmp_path, diagnostics):
+    model = make_model("vit")
+    recipe = recommend_recipe(model, labelled())
+    report = prepare_pretrained(model, data=labelled(), diagnostics=diagnostics)
+    record = restore_record(model)
+    assert report.recipe == recipe and record.recipe == recipe and record.strategy == "reinit_layers"
+    assert record.total_reinitialized > 0 and bool(record.diagnostics) is diagnostics
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = type(model).from_pretrained(tmp_path / "ckpt")
+    assert restore_record(loaded) == record
+    card = build_model_card(restore_record(loaded), model=loaded)
+    assert "### Fine-tuning recipe (experimental)" in card.text and "fine-tuning-recipe" in card.data.tags
+    # The recipe's rates are what they were: the re-drawn blocks train at its backbone rate.
+    groups = {g["name"]: g["lr"] for g in plasticity_param_groups(loaded, recipe=restore_record(loaded).recipe)}
+    assert groups["backbone"] == recipe.backbone_lr and "redrawn" in groups and groups["redrawn"] == recipe.backbone_lr
+    # A restore again (force) keeps it too; a failed restore leaves the record, recipe and all, as it was.
+    prepare_pretrained(loaded, "shrink_perturb", force=True)
+    assert restore_record(loaded).recipe == recipe and restore_record(loaded).strategy == "shrink_perturb"
+    with pytest.raises(CalibrationDataError):
+        prepare_pretrained(loaded, "auto", force=True)  # needs data
+    assert restore_record(loaded).recipe == recipe and restore_record(loaded).strategy == "shrink_perturb"
+
+
 # ------------------------------------------------------------------------------------- parameter groups, optimizer
 def test_the_parameter_groups_and_the_optimizer_carry_the_recipes_rates(make_model, tmp_path):
     model = make_model("convnext")

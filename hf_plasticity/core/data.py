@@ -21,6 +21,13 @@ class CalibrationDataError(ValueError):
     """The calibration data is missing or cannot be read as (pixel_values, labels) batches."""
 
 
+#: What to do when the model overflows on the calibration data (NaN or infinite activations or statistics).
+OVERFLOW_ADVICE = (
+    "Run the model in float32 (half precision overflows first) and feed images through the model's image processor "
+    "(rescaled and normalized)."
+)
+
+
 LABEL_KEYS = ("labels", "label")
 
 

@@ -53,7 +53,8 @@ class Plan:
 
     Attributes:
         resets: the writes, in the order they are applied (a later write into the same entries wins).
-        details: JSON-able decisions, e.g. ``{"num_blocks": 2}`` when a default resolved to two blocks.
+        details: JSON-able decisions, e.g. ``{"num_blocks": 2}`` when a default resolved to two blocks (the restore
+            converts numpy scalars and 0-d tensors to numbers and refuses any other value JSON cannot hold).
 
     Example:
 

@@ -404,8 +404,9 @@ def write_record(model: nn.Module, record: RestoreRecord, transaction: Transacti
 
 def record_recipe(model: nn.Module, recipe: FineTuneRecipe) -> RestoreRecord:
     """Records ``recipe`` on ``model``: in its restore record when it has one (replacing an earlier recipe), else in
-    a record of strategy ``"none"`` that re-initialized nothing (so a later restore is not blocked by it). Like every
-    record it reaches ``model.config.plasticity``, ``config.json`` and the model card.
+    a record of strategy ``"none"`` that re-initialized nothing (so a later restore is not blocked by it, and keeps the
+    recipe in its own record). Like every record it reaches ``model.config.plasticity``, ``config.json`` and the model
+    card.
 
     Returns:
         The record now on the model.

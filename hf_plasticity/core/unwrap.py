@@ -1,5 +1,6 @@
 """The model a restore acts on: the one that owns ``config``, whatever wraps it, and the one check of the model object
-that every entry point runs before anything changes ([`check_restorable`]).
+that every entry point runs before anything changes ([`check_restorable`]); with the plan at hand, the check that it
+writes no tensor tied to a module it does not change ([`check_writes_not_tied`]).
 
 `torch.nn.DataParallel`, `DistributedDataParallel`, `torch.compile`'s `OptimizedModule` and the models Accelerate
 prepares wrap the user's model; the init rule (``_init_weights``), the architecture rule and the record belong to the
@@ -13,6 +14,7 @@ from torch import nn
 
 from .architectures import get_layout
 from .collectives import check_not_sharded
+from .plan import TensorReset
 
 
 class MetaDeviceError(ValueError):
@@ -116,7 +118,7 @@ def _check_head_not_tied(model: nn.Module) -> None:
     layout = get_layout(model)
     if not layout.head:
         return
-    tensors = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False))
+    tensors = _all_named_tensors(model)
     backbone: dict[tuple[torch.device, int], str] = {}
     for name, tensor in tensors:
         key = _storage(tensor)
@@ -129,4 +131,39 @@ def _check_head_not_tied(model: nn.Module) -> None:
                 f"The head tensor {name!r} shares its storage with {backbone[key]!r} of the backbone (tied weights): "
                 f"a restore that writes {backbone[key]!r} would change the head {layout.head}, which is never "
                 "targeted. Untie them first (e.g. `model.classifier.weight = nn.Parameter(weight.detach().clone())`)."
+            )
+
+
+def _all_named_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Every parameter and buffer under every name it has (a tied tensor once per module holding it)."""
+    return list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False))
+
+
+def check_writes_not_tied(model: nn.Module, resets: list[TensorReset]) -> None:
+    """Raises a `ValueError` naming both modules when a planned write goes into a tensor that ``model`` also holds
+    under a module outside what the plan changes (tied weights: one Parameter registered in two modules), before
+    anything is written: the write would change that module too, and the report would not name it.
+
+    Another name of a written tensor is within the plan when the plan writes under that name too (shrink & perturb
+    over both modules), or when it lies in the same backbone block as the write (a block changed whole).
+    """
+    names: dict[int, list[str]] = {}
+    for name, tensor in _all_named_tensors(model):
+        names.setdefault(id(tensor), []).append(name)
+    written = {reset.name for reset in resets}
+    for reset in resets:
+        others = [name for name in names.get(id(reset.tensor), []) if name not in written]
+        if not others:
+            continue
+        layout = get_layout(model)
+        for other in others:
+            module, _, attr = other.rpartition(".")
+            if reset.block is not None and layout.block_of(module) == reset.block:
+                continue
+            owner = f"model.get_submodule({module!r}).{attr}"
+            raise ValueError(
+                f"The restore would write {reset.name!r}, which is the same tensor as {other!r} (tied weights): the "
+                f"write would also change module {module!r}, which this restore does not change, and the report "
+                f"would not name it. Untie them first (e.g. `{owner} = nn.Parameter({owner}.detach().clone())`); "
+                "nothing was changed."
             )

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.data import CalibrationDataError
+from ..core.data import OVERFLOW_ADVICE, CalibrationDataError
 
 
 def pool_block_output(output: Any) -> torch.Tensor:
@@ -132,7 +132,6 @@ class BlockFeatureProbe:
                 raise CalibrationDataError(
                     f"The output of block {name!r} holds {bad} NaN or infinite values (of {block_features.numel()}) "
                     "on the calibration data: the model overflows on these inputs, so the probe would measure "
-                    "nothing. Run the model in float32 (half precision overflows first) and feed images through the "
-                    "model's image processor (rescaled and normalized)."
+                    f"nothing. {OVERFLOW_ADVICE}"
                 )
         return [nearest_class_mean_accuracy(f, labels) if f.numel() else None for f in features]

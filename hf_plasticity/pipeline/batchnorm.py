@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.data import iter_batches, model_device_dtype
+from ..core.data import OVERFLOW_ADVICE, CalibrationDataError, iter_batches, model_device_dtype
 from ..core.norms import is_batchnorm
 from ..core.plan import TensorReset
 
@@ -85,3 +85,25 @@ def recalibrate_batchnorm(
         for module, flag in training.items():
             module.train(flag)
     return count
+
+
+def check_finite_statistics(model: nn.Module, module_names: list[str]) -> None:
+    """Raises a [`CalibrationDataError`] naming the first of the named BatchNorm modules whose re-estimated running
+    statistics hold NaN or infinite values: the model overflowed on the calibration data (unnormalized pixels, or
+    half precision), and such statistics would make every evaluation of the layer's output NaN or meaningless.
+
+    The restore pipeline checks inside its transaction, so the error undoes the whole restore.
+    """
+    for name in module_names:
+        for buffer_name, buffer in model.get_submodule(name).named_buffers(recurse=False):
+            if not buffer.is_floating_point():
+                continue
+            bad = int((~torch.isfinite(buffer)).sum())
+            if bad:
+                raise CalibrationDataError(
+                    f"Re-estimating the running statistics of the re-drawn BatchNorm layer {name!r} on the "
+                    f"calibration data gave {bad} NaN or infinite values in `{buffer_name}` (of {buffer.numel()}, "
+                    f"{buffer.dtype}): the model overflows on these inputs. {OVERFLOW_ADVICE} Or pass "
+                    "`recalibrate_batchnorm=False` to keep the reset statistics (mean 0, variance 1); nothing was "
+                    "changed."
+                )

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..core.architectures import get_layout
 from ..core.checkpoint_names import checkpoint_names, module_checkpoint_name
+from ..core.recipe import FineTuneRecipe
 from ..core.record import RestoreRecord, overall_numbers
 
 
@@ -38,7 +39,8 @@ class PlasticityReport:
     Attributes:
         strategy: the strategy name.
         config: the config as a dict.
-        tensors: one record per touched tensor, in model order.
+        tensors: one record per touched tensor, in model order (a tensor tied under several names once, under its
+            first name in the model).
         total_parameters: number of parameter entries in the model.
         seconds: wall time of the restore (planning and writing).
         diagnostics: optional diagnostics before/after the restore (filled when diagnostics exist).
@@ -52,6 +54,10 @@ class PlasticityReport:
             ``vit.layers.3``).
         checkpoint_names: in-memory module name -> checkpoint name, for the modules this report names where the two
             differ (what [`by_block`] and [`one_line`] show).
+        recipe: the [`FineTuneRecipe`] recorded on the model before this restore ([`recommend_recipe`], read on the
+            checkpoint before the restore, as it asks), kept in the new record; None when there was none. A restore
+            does not change a recipe's rates: [`plasticity_param_groups`] with it gives the re-drawn parameters the
+            backbone's rate, none of their own.
 
     Example:
 
@@ -75,6 +81,7 @@ class PlasticityReport:
     redrawn: dict[str, list[str]] = field(default_factory=dict)
     blocks: list[str] = field(default_factory=list)
     checkpoint_names: dict[str, str] = field(default_factory=dict)
+    recipe: FineTuneRecipe | None = None
 
     @property
     def total_reinitialized(self) -> int:
@@ -128,6 +135,7 @@ class PlasticityReport:
             diagnostics={
                 key: overall_numbers(value) for key, value in (self.diagnostics or {}).items() if value is not None
             },
+            recipe=self.recipe,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -247,6 +255,58 @@ def shown_names(model: nn.Module, report: PlasticityReport) -> tuple[list[str], 
     modules = {t.name.rsplit(".", 1)[0] for t in report.tensors} | set((report.redrawn or {}).get("whole", []))
     shown = {module: module_checkpoint_name(names, module) for module in modules}
     return blocks, {module: name for module, name in shown.items() if name != module}
+
+
+def json_details(details: Any, strategy: str) -> dict[str, Any]:
+    """A strategy's decisions (``Plan.details``) as the JSON data the record in ``config.json`` holds: numpy scalars
+    and 0-d tensors (``np.int64(3)``, ``scores.max()``) become Python numbers, also inside lists and dicts; tuples
+    become lists.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from hf_plasticity.pipeline.report import json_details
+    >>> json_details({"best": torch.tensor(2), "scores": (0.5, torch.tensor(0.25))}, "custom")
+    {'best': 2, 'scores': [0.5, 0.25]}
+    ```
+
+    Raises:
+        TypeError: naming ``strategy`` and the key, when ``details`` is not a dict or a value is not JSON data
+            (strings, numbers, booleans, None, lists and dicts of them) after that conversion: saving the record
+            would fail after the restore. None reads as no decisions.
+    """
+    if details is None:
+        return {}
+    if not isinstance(details, dict):
+        raise TypeError(
+            f"Strategy {strategy!r} returned a Plan whose `details` is a {type(details).__name__}: it must be a dict "
+            "of JSON data (strings, numbers, booleans, None, lists and dicts of them), e.g. {'num_blocks': 2}."
+        )
+    plain = {}
+    for key, value in details.items():
+        plain[key] = _plain(value)
+        try:
+            json.dumps({key: plain[key]})
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"Strategy {strategy!r} decided {key!r} = {_short(value)[:80]} ({error}): its `Plan.details` go into "
+                "the record in config.json, so they must be JSON data (strings, numbers, booleans, None, lists and "
+                "dicts of them; numpy scalars and 0-d tensors are converted). Convert it in the strategy's `plan` "
+                "(e.g. `value.tolist()`); nothing was changed."
+            ) from None
+    return plain
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars and 0-d tensors as Python numbers, tuples as lists (recursively)."""
+    if isinstance(value, dict):
+        return {_plain(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if not isinstance(value, (str, bytes)) and hasattr(value, "item") and getattr(value, "shape", None) == ():
+        return value.item()
+    return value
 
 
 def _short(value: Any) -> str:

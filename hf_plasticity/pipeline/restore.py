@@ -11,7 +11,8 @@ a periodic strategy during training take the same steps, as one transaction ([`h
 6. reset the optimizer state of every written entry, and only of those (except writes planned with
    ``reset_state=False``, such as continual backprop's next-layer bias correction); the new state is computed before
    step 4, so state that cannot be reset is refused before anything is written;
-7. record what was done on the model (``model.config.plasticity``; one-shot restores only);
+7. record what was done on the model (``model.config.plasticity``; one-shot restores only), keeping the fine-tuning
+   recipe recorded before it, if any ([`recommend_recipe`] is called before the restore);
 8. report.
 
 If any step fails, the parameters and buffers, ``model.config.plasticity``, the optimizer state, the strategy's running
@@ -33,15 +34,16 @@ from ..core.config import PlasticityConfig, resolve_config
 from ..core.data import CalibrationDataError, replayable
 from ..core.optim import check_optimizer_for, fresh_state
 from ..core.plan import Plan, TensorReset, state_entries
-from ..core.record import blocks_restore, restore_record, write_record
+from ..core.recipe import FineTuneRecipe
+from ..core.record import RecordError, blocks_restore, restore_record, write_record
 from ..core.redrawn import describe_redrawn
 from ..core.transaction import Transaction
-from ..core.unwrap import check_restorable, unwrap_model
+from ..core.unwrap import check_restorable, check_writes_not_tied, unwrap_model
 from ..core.validators import check_flag
 from ..strategies.base import Strategy, get_strategy
+from .batchnorm import check_finite_statistics, reset_batchnorm_modules
 from .batchnorm import recalibrate_batchnorm as _recalibrate_batchnorm
-from .batchnorm import reset_batchnorm_modules
-from .report import PlasticityReport, TensorRecord, shown_names
+from .report import PlasticityReport, TensorRecord, json_details, shown_names
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +115,7 @@ def restore(
     check_flag("recalibrate_batchnorm", recalibrate_batchnorm, allow_none=True)
     if recalibrate_batchnorm and data is None and is_main_process():
         raise ValueError("`recalibrate_batchnorm=True` needs `data=` to estimate the statistics on.")
+    recipe = _recorded_recipe(model) if step is None else None
     data = replayable(data)
     start = time.perf_counter()
     with Transaction(model) as transaction:
@@ -121,6 +124,7 @@ def restore(
         resets, (details, state) = share_plan(model, lambda: _plan(model, strategy, data, step))
         if step is not None and not is_main_process():
             strategy.load_state_dict(state)
+        check_writes_not_tied(model, resets)
         if optimizer is not None:  # before any write: optimizer state that cannot be reset is refused here
             names = {id(p): n for n, p in model.named_parameters()}
             state_swaps = fresh_state(optimizer, state_entries(resets), names)
@@ -137,6 +141,7 @@ def restore(
             seconds=time.perf_counter() - start,
             details=dict(details or {}),
             redrawn=describe_redrawn(model, resets if strategy.redraws else []),
+            recipe=recipe,
         )
         if step is None:
             report.blocks, report.checkpoint_names = shown_names(model, report)
@@ -144,6 +149,17 @@ def restore(
         if check is not None:
             check()
     return report
+
+
+def _recorded_recipe(model: nn.Module) -> FineTuneRecipe | None:
+    """The recipe recorded on ``model`` ([`recommend_recipe`] asks to be called before the restore), which the new
+    record keeps; None when there is none, or when the old record is unreadable (only ``force=True`` gets here with
+    one, and it replaces that record whole)."""
+    try:
+        record = restore_record(model)
+    except RecordError:
+        return None
+    return None if record is None else record.recipe
 
 
 def _plan(model: nn.Module, strategy: Strategy, data: Any, step: int | None) -> tuple[list[TensorReset], Any]:
@@ -154,12 +170,14 @@ def _plan(model: nn.Module, strategy: Strategy, data: Any, step: int | None) -> 
             f"{type(strategy).__name__}.{method} must return a hf_plasticity.Plan (the resets and the decisions), "
             f"got {type(plan).__name__}."
         )
-    return plan.resets, (plan.details, strategy.state_dict() if step is not None else None)
+    details = json_details(plan.details, strategy.name)  # refused here, before any write, if not JSON data
+    return plan.resets, (details, strategy.state_dict() if step is not None else None)
 
 
 def _reestimate_batchnorm(model: nn.Module, resets: list[TensorReset], data: Any, transaction: Transaction) -> None:
     """Re-estimates the statistics of the BatchNorm layers the plan re-drew whole, on rank 0 from ``data``; every
-    other process receives rank 0's statistics."""
+    other process receives rank 0's statistics. Statistics that came out NaN or infinite (the model overflowed on the
+    data) are refused with a [`CalibrationDataError`], on every process, which undoes the restore."""
     names = reset_batchnorm_modules(model, resets)
     if not names:
         return
@@ -178,19 +196,41 @@ def _reestimate_batchnorm(model: nn.Module, resets: list[TensorReset], data: Any
             for module, values in zip(modules, statistics):
                 for buffer, value in zip(module.buffers(recurse=False), values):
                     buffer.copy_(value)
+    check_finite_statistics(model, names)  # every process holds rank 0's statistics: all raise, or none
 
 
 def _records(model: nn.Module, resets: list[TensorReset]) -> list[TensorRecord]:
+    """One record per written tensor, under its first name in the model, each entry counted once: a tensor written
+    by several resets (under two names when tied, see [`check_writes_not_tied`]) counts the union of their entries."""
     param_ids = {id(p) for p in model.parameters()}
-    merged: dict[str, TensorRecord] = {}
+    first_name = {id(t): n for n, t in [*model.named_buffers(), *model.named_parameters()]}
+    by_tensor: dict[int, list[TensorReset]] = {}
     for reset in resets:
-        kind = "parameter" if id(reset.tensor) in param_ids else "buffer"
-        record = merged.setdefault(reset.name, TensorRecord(reset.name, reset.block, reset.tensor.numel(), 0, kind))
-        if reset.fresh:
-            record.reinitialized += reset.count
-        else:
-            record.edited += reset.count
-    return list(merged.values())
+        by_tensor.setdefault(id(reset.tensor), []).append(reset)
+    records = []
+    for key, written in by_tensor.items():
+        tensor = written[0].tensor
+        name = first_name.get(key, written[0].name)
+        block = next((r.block for r in written if r.name == name), written[0].block)
+        kind = "parameter" if key in param_ids else "buffer"
+        fresh = _entries([r for r in written if r.fresh])
+        edited = _entries([r for r in written if not r.fresh])
+        records.append(TensorRecord(name, block, tensor.numel(), fresh, kind, edited))
+    return records
+
+
+def _entries(resets: list[TensorReset]) -> int:
+    """Entries of one tensor that ``resets`` write, each counted once."""
+    if not resets:
+        return 0
+    if any(r.index is None for r in resets):
+        return resets[0].tensor.numel()
+    if len(resets) == 1:
+        return resets[0].count
+    written = torch.zeros(resets[0].tensor.numel(), dtype=torch.bool)
+    for reset in resets:
+        written[reset.index.cpu()] = True
+    return int(written.sum())
 
 
 def prepare_pretrained(
@@ -233,7 +273,8 @@ def prepare_pretrained(
 
     Returns:
         [`PlasticityReport`]: per tensor the entries re-initialized, totals and wall time. The same summary is
-        recorded in ``model.config.plasticity`` (saved by ``save_pretrained`` into ``config.json``).
+        recorded in ``model.config.plasticity`` (saved by ``save_pretrained`` into ``config.json``), replacing the
+        record there but keeping its fine-tuning recipe ([`recommend_recipe`]) when it has one.
 
     Example:
 
