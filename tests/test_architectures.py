@@ -12,6 +12,7 @@ from hf_plasticity import (
     ArchitectureRule,
     LayerReinitConfig,
     ReDoConfig,
+    ShrinkPerturbConfig,
     UnitPair,
     get_layout,
     prepare_pretrained,
@@ -191,6 +192,55 @@ def test_register_architecture_refuses_a_second_rule_and_bad_patterns(toy_regist
     assert get_layout(Toy()).source == "structural"  # the new rule matches no block of Toy
     with pytest.raises(ValueError, match="not a valid regular expression"):
         register_architecture("broken_for_tests", ArchitectureRule(blocks=r"layers\.(", head=r"head"))
+
+
+class TwoLayerHead(nn.Module):
+    """A plain module (no transformers config) whose head has two Linear layers: the fallback takes the last alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stages = nn.Sequential(*[nn.Sequential(nn.Linear(8, 8), nn.ReLU()) for _ in range(3)])
+        self.head = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+
+    def forward(self, pixel_values):
+        return self.head(self.stages(pixel_values.flatten(1)[:, :8]))
+
+
+class TwoLayerHeadVariant(TwoLayerHead):
+    pass
+
+
+HEAD_RULE = ArchitectureRule(blocks=r"stages\.\d+", head=r"head", family="mlp")
+
+
+def test_a_plain_module_names_its_head_with_a_rule_for_its_class(monkeypatch):
+    from hf_plasticity.core import architectures
+
+    monkeypatch.setattr(architectures, "ARCHITECTURES", dict(architectures.ARCHITECTURES))
+    assert get_layout(TwoLayerHead()).head == ["head.2"]  # the fallback: head.0 would count as backbone
+    register_architecture(TwoLayerHead, HEAD_RULE)
+    layout = get_layout(TwoLayerHeadVariant())  # a subclass takes its nearest registered class's rule
+    assert layout.head == ["head"] and layout.source == "table:TwoLayerHead" and layout.family == "mlp"
+    assert layout.blocks == ["stages.0", "stages.1", "stages.2"]
+    model = TwoLayerHead()
+    head = {name: p.detach().clone() for name, p in model.head.named_parameters()}
+    report = prepare_pretrained(model, ShrinkPerturbConfig(shrink=0.5, perturb=0.0))
+    assert report.total_reinitialized > 0
+    assert all(torch.equal(p, head[name]) for name, p in model.head.named_parameters())  # both head layers kept
+    with pytest.raises(ValueError, match="already registered"):
+        register_architecture(TwoLayerHead, ArchitectureRule(blocks=r"stages\.\d+", head=r"head\.2"))
+    with_type = TwoLayerHead()
+    with_type.config = SimpleNamespace(model_type="vit")  # the vit rule matches no block: the class's rule applies
+    assert get_layout(with_type).source == "table:TwoLayerHead"
+    register_architecture("two_layer_head", ArchitectureRule(blocks=r"stages\.\d+", head=r"head\.2"))
+    with_type.config = SimpleNamespace(model_type="two_layer_head")  # a matching model_type rule comes first
+    assert get_layout(with_type).head == ["head.2"]
+
+
+@pytest.mark.parametrize("key", [nn.Linear(2, 2), int, "", 3, None])
+def test_a_rule_is_registered_for_a_model_type_or_a_module_class_only(key):
+    with pytest.raises(ValueError, match="non-empty string .* or a torch.nn.Module subclass"):
+        register_architecture(key, HEAD_RULE)
 
 
 @pytest.mark.parametrize("model_type", ["deit", "beit", "dinov2", "swin"])

@@ -1,10 +1,10 @@
 """One rule per architecture: where the blocks, the head, the final norm and the hidden units of a vision model are.
 
 Every module that needs architecture knowledge (targeting, units, continual backprop's defaults, the training
-callback's resume check) reads the [`ArchitectureRule`] of the model's ``config.model_type``, in the spirit of timm's
-``group_matcher``. Any other ``torch.nn.Module`` goes through a structural fallback. Users add a rule with
-[`register_architecture`]. Module names are the in-memory names of transformers 5.x (``save_pretrained`` still writes
-the older key names: never target modules by names read from a checkpoint file).
+callback's resume check) reads the [`ArchitectureRule`] of the model's ``config.model_type`` (or, for a model without
+one, of its class), in the spirit of timm's ``group_matcher``. Any other ``torch.nn.Module`` goes through a structural
+fallback. Users add a rule with [`register_architecture`]. Module names are the in-memory names of transformers 5.x
+(``save_pretrained`` still writes the older key names: never target modules by names read from a checkpoint file).
 """
 
 from __future__ import annotations
@@ -85,7 +85,11 @@ class ArchitectureRule:
     resume_hint: str | None = None
 
 
-ARCHITECTURES: dict[str, ArchitectureRule] = {
+#: What a rule is registered for: a transformers ``model_type``, or a ``torch.nn.Module`` class (a model without a
+#: transformers config: the rule applies to the class and its subclasses).
+ArchitectureKey = str | type[nn.Module]
+
+ARCHITECTURES: dict[ArchitectureKey, ArchitectureRule] = {
     "vit": ArchitectureRule(
         blocks=r"vit\.(layers|encoder\.layer)\.\d+",
         head=r"classifier",
@@ -118,25 +122,44 @@ ARCHITECTURES: dict[str, ArchitectureRule] = {
 }
 
 
-def register_architecture(model_type: str, rule: ArchitectureRule, *, replace: bool = False) -> None:
-    """Adds the rule of a transformers ``model_type`` (e.g. a new vision backbone), so that every strategy, the
-    diagnostics and the callback know its blocks, head, final norm and hidden units.
+def register_architecture(model_type: ArchitectureKey, rule: ArchitectureRule, *, replace: bool = False) -> None:
+    """Adds the rule of a transformers ``model_type`` (e.g. a new vision backbone), or of a ``torch.nn.Module`` class
+    without a transformers config, so that every strategy, the diagnostics and the callback know its blocks, head,
+    final norm and hidden units.
+
+    A model's rule is the one of its ``config.model_type``; a model without one (or whose ``model_type`` has no rule)
+    takes the rule of the nearest registered class in its class hierarchy. That is how a plain ``torch.nn.Module``
+    whose structure misleads the structural fallback (e.g. a head of several layers, of which the fallback takes the
+    last Linear alone) names its head.
 
     Args:
-        model_type: the ``config.model_type`` the rule is for.
+        model_type: the ``config.model_type`` the rule is for, or an ``nn.Module`` subclass.
         rule: the [`ArchitectureRule`].
         replace: replace an existing rule for ``model_type`` (refused otherwise).
 
     Example:
 
     ```python
+    >>> from torch import nn
     >>> from hf_plasticity import ArchitectureRule, register_architecture
     >>> register_architecture("my_vit", ArchitectureRule(blocks=r"backbone\\.layers\\.\\d+", head=r"head",
     ...                                                  family="transformer"))
+    >>> class MyNet(nn.Module):  # a plain module with a two-layer head: the fallback would take `head.2` alone
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.stages = nn.Sequential(*[nn.Sequential(nn.Linear(8, 8), nn.ReLU()) for _ in range(3)])
+    ...         self.head = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> register_architecture(MyNet, ArchitectureRule(blocks=r"stages\\.\\d+", head=r"head", family="mlp"))
+    >>> get_layout(MyNet()).head
+    ['head']
     ```
     """
-    if not isinstance(model_type, str) or not model_type:
-        raise ValueError(f"`model_type` must be a non-empty string, got {model_type!r}.")
+    is_class = isinstance(model_type, type) and issubclass(model_type, nn.Module)
+    if not is_class and (not isinstance(model_type, str) or not model_type):
+        raise ValueError(
+            f"`model_type` must be a non-empty string (a transformers `config.model_type`) or a torch.nn.Module "
+            f"subclass, got {model_type!r}."
+        )
     if not isinstance(rule, ArchitectureRule):
         raise TypeError(f"`rule` must be an ArchitectureRule, got {type(rule).__name__}.")
     for name, pattern in (("blocks", rule.blocks), ("head", rule.head), ("final_norm", rule.final_norm)):
@@ -154,9 +177,9 @@ def register_architecture(model_type: str, rule: ArchitectureRule, *, replace: b
     ARCHITECTURES[model_type] = rule
 
 
-def registered_architectures() -> Mapping[str, ArchitectureRule]:
-    """A read-only view of the registered rules, by ``model_type`` (it follows later registrations; add a rule with
-    [`register_architecture`], which checks it).
+def registered_architectures() -> Mapping[ArchitectureKey, ArchitectureRule]:
+    """A read-only view of the registered rules, by ``model_type`` or class (it follows later registrations; add a
+    rule with [`register_architecture`], which checks it).
 
     Example:
 
@@ -178,7 +201,8 @@ class ModelLayout:
         head: names of the head modules (never targeted by default); found by structure outside the blocks when
             the rule's head pattern names none (see [`get_layout`]).
         final_norm: name of the norm after the last block, or None.
-        source: ``"table:<model_type>"`` or ``"structural"``.
+        source: ``"table:<model_type>"`` (``"table:<ClassName>"`` for a rule registered for a class) or
+            ``"structural"``.
         rule: the architecture rule it was resolved with (None for the structural fallback).
         family: ``"transformer"``, ``"cnn"`` or ``"mlp"``.
     """
@@ -211,7 +235,8 @@ class LayoutError(ValueError):
 
 
 def get_layout(model: nn.Module) -> ModelLayout:
-    """Resolves the layout of ``model``: the per-``model_type`` rule first, else the structural fallback.
+    """Resolves the layout of ``model``: the rule of its ``config.model_type`` first, else the rule of the nearest
+    registered class of ``model`` (see [`register_architecture`]), else the structural fallback.
 
     When the rule finds the blocks but no module matches its head pattern (a custom head, e.g. ``self.head`` on a
     ``ViTPreTrainedModel``), the head is found by structure outside the blocks, as the fallback finds it (see
@@ -230,16 +255,25 @@ def get_layout(model: nn.Module) -> ModelLayout:
     ['resnet.encoder.stages.0.layers.0', 'resnet.encoder.stages.1.layers.0']
     ```
     """
-    model_type = model_type_of(model)
-    rule = ARCHITECTURES.get(model_type) if model_type else None
-    if rule is not None:
-        layout = _table_layout(model, model_type, rule)
+    for key in _keys_of(model):
+        layout = _table_layout(model, key, ARCHITECTURES[key])
         if layout is not None:
             return layout
     return structural_layout(model)
 
 
-def _table_layout(model: nn.Module, model_type: str, rule: ArchitectureRule) -> ModelLayout | None:
+def _keys_of(model: nn.Module) -> list[ArchitectureKey]:
+    """The registered keys that apply to ``model``, most specific first: its ``model_type``, then its classes."""
+    model_type = model_type_of(model)
+    keys: list[ArchitectureKey] = [model_type] if model_type and model_type in ARCHITECTURES else []
+    return keys + [cls for cls in type(model).__mro__ if cls in ARCHITECTURES]
+
+
+def _key_name(key: ArchitectureKey) -> str:
+    return key if isinstance(key, str) else key.__name__
+
+
+def _table_layout(model: nn.Module, key: ArchitectureKey, rule: ArchitectureRule) -> ModelLayout | None:
     """The layout by ``rule``, or None when the rule matches no block of ``model``."""
     names = [name for name, _ in model.named_modules()]
     blocks = [n for n in names if re.fullmatch(rule.blocks, n)]
@@ -250,18 +284,19 @@ def _table_layout(model: nn.Module, model_type: str, rule: ArchitectureRule) -> 
     if not head:
         head = head_outside_blocks(model, blocks)
     if not head:
-        raise LayoutError(_no_head_message(model, model_type, rule, blocks))
+        raise LayoutError(_no_head_message(model, key, rule, blocks))
     norms = [n for n in names if rule.final_norm and re.fullmatch(rule.final_norm, n)]
-    return ModelLayout(blocks, head, norms[0] if norms else None, f"table:{model_type}", rule, rule.family)
+    return ModelLayout(blocks, head, norms[0] if norms else None, f"table:{_key_name(key)}", rule, rule.family)
 
 
-def _no_head_message(model: nn.Module, model_type: str, rule: ArchitectureRule, blocks: list[str]) -> str:
+def _no_head_message(model: nn.Module, key: ArchitectureKey, rule: ArchitectureRule, blocks: list[str]) -> str:
+    shown = repr(key) if isinstance(key, str) else key.__name__
     return (
-        f"{type(model).__name__} matches the {model_type!r} architecture rule (blocks {blocks[0]!r} to "
+        f"{type(model).__name__} matches the {_key_name(key)!r} architecture rule (blocks {blocks[0]!r} to "
         f"{blocks[-1]!r}), but no module matches its head pattern {rule.head!r} and no Linear lies outside the "
         "blocks, so its classification head cannot be found (a head left unnamed would be re-drawn and trained as "
         "backbone). Name the head (or the output layer of a model without one) with a rule of your own, e.g. "
-        f"`register_architecture({model_type!r}, dataclasses.replace(registered_architectures()[{model_type!r}], "
+        f"`register_architecture({shown}, dataclasses.replace(registered_architectures()[{shown}], "
         'head=r"my_head"), replace=True)`, where `head` is a regular expression matched against module names '
         "(`dict(model.named_modules())` lists them)."
     )
