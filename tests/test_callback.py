@@ -429,6 +429,34 @@ def test_continual_backprop_before_attach_is_refused_not_silently_idle(make_mode
     assert controller.total_resets == 3 and controller.total_reinitialized > 0
 
 
+def test_continual_backprop_attached_again_to_its_model_keeps_the_units_ages(make_model):
+    """A plain loop that calls `attach` once per epoch trains as one that attaches once: re-attaching used to zero
+    every unit's age and utility, so with a maturity above the epoch length no unit ever became replaceable."""
+
+    def train(attach_every_step: bool) -> tuple[int, dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        model = make_model("convnext")
+        model.train()
+        data = batches(1, size=4)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        controller = PlasticityController(ContinualBackpropConfig(replacement_rate=0.5, maturity=2))
+        controller.restore(model, optimizer=optimizer)
+        controller.attach(model)
+        for step in range(1, 7):
+            if attach_every_step:
+                controller.attach(model)
+            nn.functional.cross_entropy(model(data[0]["pixel_values"]).logits, data[0]["labels"]).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            controller.step(step, optimizer=optimizer)
+        controller.detach()
+        return controller.total_resets, {name: t.clone() for name, t in model.state_dict().items()}
+
+    (once, weights_once), (again, weights_again) = train(False), train(True)
+    assert once > 0 and again == once
+    assert all(torch.equal(weights_once[name], weights_again[name]) for name in weights_once)
+
+
 @pytest.mark.skipif("redo" not in available_strategies(), reason="ReDo is not available")
 def test_redo_every_n_steps(make_model, tmp_path):
     from hf_plasticity.strategies.redo import ReDoConfig

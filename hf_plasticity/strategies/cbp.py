@@ -19,6 +19,7 @@ model's units can be mapped. Where the library departs from the reference, and w
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,7 @@ class ContinualBackpropStrategy(Strategy):
         self._consumers: dict[str, nn.Module] = {}
         self._seen: dict[str, dict[str, Any]] = {}
         self._loaded: dict[str, Any] | None = None
+        self._attached_to: weakref.ref[nn.Module] | None = None
 
     def make_schedule(self) -> Schedule:
         """Asked after every optimizer step, never before training; [`ContinualBackpropStrategy.due`] says when a
@@ -109,19 +111,29 @@ class ContinualBackpropStrategy(Strategy):
         return Plan()
 
     def attach(self, model: nn.Module) -> None:
+        """Registers the activation hooks on ``model``. Attaching again to the same model (e.g. once per epoch of a
+        plain loop) keeps the units' utilities and ages; a new run starts from a fresh strategy."""
         self.detach()
+        same_model = self._attached_to is not None and self._attached_to() is model
+        self._attached_to = weakref.ref(model)
         self.groups = resolve_unit_groups(model, self.config)
         rate, maturity = DEFAULTS[get_layout(model).family]
         self.rate = rate if self.config.replacement_rate is None else self.config.replacement_rate
         self.maturity = maturity if self.config.maturity is None else self.config.maturity
+        kept = self.state if same_model else {}
+        self.state = {}
         for group in self.groups:
             units = group.num_units(model)
-            self.state[group.producer] = {
-                "utility": torch.zeros(units),
-                "mean": torch.zeros(units),
-                "age": torch.zeros(units, dtype=torch.long),
-                "pending": 0.0,
-            }
+            previous = kept.get(group.producer)
+            if previous is not None and len(previous["age"]) == units:
+                self.state[group.producer] = previous
+            else:
+                self.state[group.producer] = {
+                    "utility": torch.zeros(units),
+                    "mean": torch.zeros(units),
+                    "age": torch.zeros(units, dtype=torch.long),
+                    "pending": 0.0,
+                }
             consumer = model.get_submodule(group.consumer)
             self._consumers[group.producer] = consumer
             self._handles.append(consumer.register_forward_pre_hook(self._hook(group, group.channel_dim(model))))
