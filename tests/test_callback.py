@@ -401,13 +401,14 @@ def test_a_step_that_is_not_an_optimizer_step_number_is_refused_before_anything_
     controller.detach()
 
 
-def test_continual_backprop_before_attach_is_refused_not_silently_idle(make_model):
-    """Without `attach` its activation hooks were never registered: `step` reset nothing, silently."""
+def continual_backprop_loop(make_model, maturity: int):
+    """A restored tiny ConvNeXt with a continual-backprop controller (not attached yet), its SGD optimizer and one
+    training step on a fixed batch."""
     model = make_model("convnext")
     model.train()
     data = batches(1, size=4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    controller = PlasticityController(ContinualBackpropConfig(replacement_rate=0.5, maturity=0))
+    controller = PlasticityController(ContinualBackpropConfig(replacement_rate=0.5, maturity=maturity))
     controller.restore(model, optimizer=optimizer)
 
     def train_step():
@@ -415,6 +416,12 @@ def test_continual_backprop_before_attach_is_refused_not_silently_idle(make_mode
         optimizer.step()
         optimizer.zero_grad()
 
+    return model, controller, optimizer, train_step
+
+
+def test_continual_backprop_before_attach_is_refused_not_silently_idle(make_model):
+    """Without `attach` its activation hooks were never registered: `step` reset nothing, silently."""
+    model, controller, optimizer, train_step = continual_backprop_loop(make_model, maturity=0)
     train_step()
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     with pytest.raises(RuntimeError, match=r"call `controller.attach\(model\)` before training"):
@@ -435,19 +442,12 @@ def test_continual_backprop_attached_again_to_its_model_keeps_the_units_ages(mak
 
     def train(attach_every_step: bool) -> tuple[int, dict[str, torch.Tensor]]:
         torch.manual_seed(0)
-        model = make_model("convnext")
-        model.train()
-        data = batches(1, size=4)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-        controller = PlasticityController(ContinualBackpropConfig(replacement_rate=0.5, maturity=2))
-        controller.restore(model, optimizer=optimizer)
+        model, controller, optimizer, train_step = continual_backprop_loop(make_model, maturity=2)
         controller.attach(model)
         for step in range(1, 7):
             if attach_every_step:
                 controller.attach(model)
-            nn.functional.cross_entropy(model(data[0]["pixel_values"]).logits, data[0]["labels"]).backward()
-            optimizer.step()
-            optimizer.zero_grad()
+            train_step()
             controller.step(step, optimizer=optimizer)
         controller.detach()
         return controller.total_resets, {name: t.clone() for name, t in model.state_dict().items()}

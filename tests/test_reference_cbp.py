@@ -79,8 +79,11 @@ def draw_from(plans: dict, step: list[int], model: nn.Module):
     return draw
 
 
-def test_mlp_side_by_side_with_gnt():
-    """Plain MLP (two hidden layers, the second feeding the head), Adam, 8 steps, units replaced from step 4 on."""
+@pytest.mark.parametrize("attach_every_step", [False, True])
+def test_mlp_side_by_side_with_gnt(attach_every_step):
+    """Plain MLP (two hidden layers, the second feeding the head), Adam, 8 steps, units replaced from step 4 on; also
+    with `attach` called again before every step (a plain loop attaching once per epoch), which keeps the units'
+    utilities and ages."""
     torch.manual_seed(0)
     ours = PlainMLP()
     theirs = copy.deepcopy(ours)
@@ -102,6 +105,8 @@ def test_mlp_side_by_side_with_gnt():
     )
     replaced = 0
     for step[0], batch in enumerate(data(8, side=8), start=1):
+        if attach_every_step:
+            controller.attach(ours)
         train_step(ours, our_opt, batch)
         controller.step(step[0], optimizer=our_opt)
 
