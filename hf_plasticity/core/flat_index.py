@@ -1,6 +1,6 @@
 """Entries of a tensor named by flat indices in row-major order, whatever the tensor's memory layout.
 
-A plan names the entries it writes by flat index, and the optimizer-state reset zeroes the same entries; both go
+A plan names the entries it writes by flat index, and the optimizer-state reset restarts the same entries; both go
 through [`write_entries`], so a channels-last or transposed tensor gets the entries of its contiguous twin.
 """
 

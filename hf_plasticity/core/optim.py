@@ -7,6 +7,8 @@ part of its transaction, so a failure anywhere puts the old state back.
 
 from __future__ import annotations
 
+import copy
+import inspect
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -69,9 +71,17 @@ def fresh_state(
     - A parameter written whole gets an empty state: at its next step the optimizer creates the state of a parameter
       it has not trained yet (zero moments and step count, Adafactor's factored moments, NAdam's ``mu_product`` of
       1, ...), as every torch optimizer, transformers' ``Adafactor`` and bitsandbytes' optimizers do.
-    - A parameter written in part keeps its state but for the written entries: they are zeroed in every state tensor
-      of the parameter's shape (Adam/AdamW ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, SGD ``momentum_buffer``,
-      ...). Scalars shared by all of its entries (Adam's ``step``, NAdam's ``mu_product``) are kept.
+    - A parameter written in part keeps its state but for the written entries: in every state tensor of the
+      parameter's shape they get the value a new optimizer starts an entry at. That is zero for most (Adam/AdamW
+      ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, SGD ``momentum_buffer``, ...), but not for all: Rprop's
+      ``step_size`` starts at ``lr`` (at zero the entries would never move again) and Adagrad's ``sum`` at
+      ``initial_accumulator_value``. The values are read from a stand-in: a new optimizer of the same class, with the
+      parameter's group hyperparameters, over a zero tensor of the parameter's shape, after one step with a zero
+      gradient. That step keeps the state torch's optimizers create, or moves it where their first real step would
+      undo the difference (Adamax's ``exp_inf`` of ``eps``; Rprop's ``step_size`` clamped to ``step_sizes``). Where
+      the stand-in cannot be built or stepped (a third-party constructor that needs arguments ``optimizer.defaults``
+      does not hold, a step that needs a closure or sparse gradients), the entries are zeroed. Scalars shared by all
+      of the parameter's entries (Adam's ``step``, NAdam's ``mu_product``) are kept.
 
     Args:
         optimizer: a torch optimizer or a wrapper with an ``.optimizer`` attribute.
@@ -99,6 +109,10 @@ def fresh_state(
     [('momentum_buffer', [1.0, 0.0, 1.0])]
     >>> [(key is weight, new) for _, key, new in fresh_state(optimizer, [(weight, None)])]
     [(True, {})]
+    >>> adagrad = torch.optim.Adagrad([weight], lr=0.1, initial_accumulator_value=0.5)
+    >>> weight.grad = torch.full((3,), 2.0); adagrad.step()
+    >>> [(key, new.tolist()) for _, key, new in fresh_state(adagrad, [(weight, torch.tensor([1]))])]
+    [('sum', [4.5, 0.5, 4.5])]
     ```
     """
     optimizer = unwrap_optimizer(optimizer)
@@ -110,15 +124,42 @@ def fresh_state(
         if index is None:
             swaps.append((optimizer.state, param, {}))
             continue
+        split = {key: value for key, value in state.items() if torch.is_tensor(value) and value.shape == param.shape}
         for key, value in state.items():
-            if torch.is_tensor(value) and value.shape == param.shape:
-                new = value.detach().clone()  # keeps the old state's memory format
-                write_entries(new, index, torch.zeros(index.numel()))
-                swaps.append((state, key, new))
-            elif not _is_scalar(value):
+            if key not in split and not _is_scalar(value):
                 name = (names or {}).get(id(param), f"of shape {tuple(param.shape)}")
                 raise _unsplittable(name, key, value)
+        starts = _fresh_entry_values(optimizer, param) if split else {}
+        for key, value in split.items():
+            start = starts.get(key)
+            ok = torch.is_tensor(start) and start.shape == param.shape
+            new = value.detach().clone()  # keeps the old state's memory format
+            write_entries(new, index, start.reshape(-1)[index.to(start.device)] if ok else torch.zeros(index.numel()))
+            swaps.append((state, key, new))
     return swaps
+
+
+def _fresh_entry_values(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> dict[Any, Any]:
+    """The state a new optimizer of ``optimizer``'s class and ``param``'s group hyperparameters holds for a zero
+    tensor of ``param``'s shape after one step with a zero gradient; empty when that stand-in cannot be built or
+    stepped (the caller zeroes the entries then, as it always did)."""
+    group = next((g for g in optimizer.param_groups if any(p is param for p in g["params"])), None)
+    if group is None:
+        return {}
+    stand_in = torch.zeros_like(param)  # a plain tensor: no autograd, whatever ``differentiable`` says
+    try:
+        cls = type(optimizer)
+        # Constructor arguments from ``defaults``: some constructors need them, and some read them, not the group
+        # (Adagrad's ``initial_accumulator_value``); the group's own keys (``initial_lr``, ...) override them.
+        accepted = inspect.signature(cls).parameters
+        kwargs = {k: v for k, v in optimizer.defaults.items() if k in accepted and k != "params"}
+        hyper = copy.deepcopy({k: v for k, v in group.items() if k != "params"})
+        twin = cls([{**hyper, "params": [stand_in]}], **kwargs)
+        stand_in.grad = torch.zeros_like(stand_in)
+        twin.step()
+    except Exception:  # a third-party optimizer that cannot be rebuilt so: its entries are zeroed, as they were
+        return {}
+    return dict(twin.state.get(stand_in, {}))
 
 
 def _is_scalar(value: Any) -> bool:
