@@ -1,5 +1,6 @@
 """The optimizer-state reset of a restore, with optimizers whose state is not Adam's: factored second moments
-(Adafactor), a running product (NAdam), a step count that is not a tensor (transformers' Adafactor)."""
+(Adafactor), a running product (NAdam), a step count that is not a tensor (transformers' Adafactor), state that a new
+optimizer does not start at zero (Rprop's step sizes, Adagrad's sums)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,17 @@ OPTIMIZERS = {
     "transformers_adafactor": transformers_adafactor,
 }
 ADAFACTORS = ["torch_adafactor", "transformers_adafactor"]
+
+#: Optimizers whose scalars shared by a parameter's entries (the step count) do not enter the update (Adagrad without
+#: ``lr_decay``), so an entry whose state is reset takes a new optimizer's step. Rprop starts an entry's step size at
+#: ``lr`` and Adagrad its sum at ``initial_accumulator_value``; the others start at zero.
+PER_ENTRY = {
+    "rprop": lambda params: torch.optim.Rprop(params, lr=1e-3),
+    "adagrad": lambda params: torch.optim.Adagrad(params, lr=1e-2, initial_accumulator_value=0.1),
+    "sgd": OPTIMIZERS["sgd"],
+    "rmsprop": lambda params: torch.optim.RMSprop(params, lr=1e-3, momentum=0.9, centered=True),
+    "adadelta": lambda params: torch.optim.Adadelta(params, lr=0.5, weight_decay=0.01),
+}
 
 
 def train(model, optimizer, steps: int = 3, seed: int = 9) -> None:
@@ -89,17 +101,75 @@ def test_a_partial_redraw_with_factored_state_is_refused_before_anything_changes
     assert restore_record(model) is None
 
 
-@settings(max_examples=30, deadline=None)
+@pytest.mark.parametrize("name", list(PER_ENTRY))
+def test_entries_redrawn_in_part_are_trained_as_by_a_new_optimizer(make_model, name):
+    """The entries a selective re-draw writes get the state a new optimizer starts them at, not zero where that is
+    not zero (an Rprop step size of zero would never grow again): their next step and state are a new optimizer's.
+    The other entries, and the parameters not written, keep their state."""
+    model = make_model("vit")
+    optimizer = PER_ENTRY[name](model.parameters())
+    train(model, optimizer)
+    before = state_copy(optimizer)
+    old = {n: p.detach().clone() for n, p in model.named_parameters()}
+    report = prepare_pretrained(model, SelectiveReinitConfig(utility="magnitude", fraction=0.1), optimizer=optimizer)
+    params = dict(model.named_parameters())
+    written = {params[r.name]: params[r.name].detach() != old[r.name] for r in report.tensors}
+    assert written and all(mask.any() and not mask.all() for mask in written.values()), "not a partial re-draw"
+    for param, mask in written.items():
+        for key, value in optimizer.state[param].items():
+            old_value = before[param][key]
+            if value.shape == param.shape:  # per entry: only the written entries start anew
+                value, old_value = value[~mask], old_value[~mask]
+            assert torch.equal(value, old_value), key
+    assert all(same_state(optimizer.state[p], before[p]) for p in model.parameters() if p not in written)
+
+    twins = {param: torch.nn.Parameter(param.detach().clone()) for param in written}
+    new_optimizer = PER_ENTRY[name](list(twins.values()))
+    train(model, optimizer, steps=1, seed=4)
+    for param, twin in twins.items():
+        twin.grad = param.grad.clone()
+    new_optimizer.step()
+    for param, mask in written.items():
+        assert torch.equal(param.detach()[mask], twins[param].detach()[mask])
+        for key, value in new_optimizer.state[twins[param]].items():
+            if value.shape == param.shape:
+                assert torch.equal(optimizer.state[param][key][mask], value[mask]), key
+
+
+#: What a new optimizer starts an entry of a state at, where that is not zero (torch/optim's source).
+NONZERO_START = {
+    (torch.optim.Rprop, "step_size"): lambda hyper: hyper["lr"],
+    (torch.optim.Adagrad, "sum"): lambda hyper: hyper["initial_accumulator_value"],
+}
+
+
+@settings(max_examples=40, deadline=None)
 @given(
     shape=st.lists(st.integers(1, 4), min_size=1, max_size=3),
     data=st.data(),
-    optimizer_class=st.sampled_from([torch.optim.Adam, torch.optim.NAdam, torch.optim.RMSprop]),
+    optimizer_class=st.sampled_from(
+        [
+            torch.optim.Adam,
+            torch.optim.NAdam,
+            torch.optim.RMSprop,
+            torch.optim.Rprop,
+            torch.optim.Adagrad,
+            torch.optim.Adadelta,
+            torch.optim.ASGD,
+        ]
+    ),
+    lr=st.sampled_from([1e-3, 1e-2, 0.3]),
+    initial=st.sampled_from([0.0, 0.1, 0.5]),
 )
-def test_a_partial_reset_zeroes_exactly_its_entries_and_keeps_the_scalars(shape, data, optimizer_class):
-    """For any entries of a parameter: the new state is zero there and the old state elsewhere, scalars (the step
-    count, NAdam's product) are kept, and the optimizer itself is left as it was."""
+def test_a_partial_reset_starts_exactly_its_entries_anew_and_keeps_the_scalars(
+    shape, data, optimizer_class, lr, initial
+):
+    """For any entries of a parameter: the new state is a new optimizer's start there (zero, Rprop's ``lr``, Adagrad's
+    ``initial_accumulator_value``) and the old state elsewhere, scalars (the step count, NAdam's product) are kept,
+    and the optimizer itself is left as it was."""
     param = torch.nn.Parameter(torch.randn(shape))
-    optimizer = optimizer_class([param], lr=1e-2)
+    hyper = {"lr": lr, "initial_accumulator_value": initial} if optimizer_class is torch.optim.Adagrad else {"lr": lr}
+    optimizer = optimizer_class([param], **hyper)
     for _ in range(2):
         param.grad = torch.randn(shape)
         optimizer.step()
@@ -114,5 +184,23 @@ def test_a_partial_reset_zeroes_exactly_its_entries_and_keeps_the_scalars(shape,
         if old.shape != param.shape:
             assert key not in swaps
             continue
-        assert torch.all(swaps[key].reshape(-1)[mask] == 0)
+        start = NONZERO_START.get((optimizer_class, key), lambda hyper: 0.0)(hyper)
+        assert torch.equal(swaps[key].reshape(-1)[mask], torch.full((len(chosen),), start)), key
         assert torch.equal(swaps[key].reshape(-1)[~mask], old.reshape(-1)[~mask])
+
+
+class Unrebuildable(torch.optim.SGD):
+    """A third-party optimizer whose constructor needs an argument that its ``defaults`` do not hold."""
+
+    def __init__(self, params, token):
+        super().__init__(params, lr=1e-2, momentum=0.9)
+
+
+def test_an_optimizer_that_cannot_be_rebuilt_gets_its_written_entries_zeroed_without_an_error():
+    """The new optimizer that tells the start values cannot be built: the written entries are zeroed, as before."""
+    param = torch.nn.Parameter(torch.randn(4))
+    optimizer = Unrebuildable([param], token=object())
+    param.grad = torch.ones(4)
+    optimizer.step()
+    [(_, key, new)] = fresh_state(optimizer, [(param, torch.tensor([2]))])
+    assert key == "momentum_buffer" and new.tolist() == [1.0, 1.0, 0.0, 1.0]
