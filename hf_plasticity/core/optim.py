@@ -76,7 +76,7 @@ def fresh_state(
       ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, SGD ``momentum_buffer``, ...), but not for all: Rprop's
       ``step_size`` starts at ``lr`` (at zero the entries would never move again) and Adagrad's ``sum`` at
       ``initial_accumulator_value``. The values are read from a stand-in: a new optimizer of the same class, with the
-      parameter's group hyperparameters, over a zero tensor of the parameter's shape, after one step with a zero
+      parameter's group hyperparameters, over a one-entry zero tensor, after one step with a zero
       gradient. That step keeps the state torch's optimizers create, or moves it where their first real step would
       undo the difference (Adamax's ``exp_inf`` of ``eps``; Rprop's ``step_size`` clamped to ``step_sizes``). Where
       the stand-in cannot be built or stepped (a third-party constructor that needs arguments ``optimizer.defaults``
@@ -132,21 +132,22 @@ def fresh_state(
         starts = _fresh_entry_values(optimizer, param) if split else {}
         for key, value in split.items():
             start = starts.get(key)
-            ok = torch.is_tensor(start) and start.shape == param.shape
+            ok = torch.is_tensor(start) and start.numel() == 1
             new = value.detach().clone()  # keeps the old state's memory format
-            write_entries(new, index, start.reshape(-1)[index.to(start.device)] if ok else torch.zeros(index.numel()))
+            write_entries(new, index, (start.reshape(1) if ok else torch.zeros(1)).expand(index.numel()))
             swaps.append((state, key, new))
     return swaps
 
 
 def _fresh_entry_values(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> dict[Any, Any]:
-    """The state a new optimizer of ``optimizer``'s class and ``param``'s group hyperparameters holds for a zero
-    tensor of ``param``'s shape after one step with a zero gradient; empty when that stand-in cannot be built or
-    stepped (the caller zeroes the entries then, as it always did)."""
+    """The state a new optimizer of ``optimizer``'s class and ``param``'s group hyperparameters holds for a one-entry
+    zero tensor of ``param``'s dtype, device and number of dimensions after one step with a zero gradient (a new
+    optimizer starts every entry of a state tensor at one value, so one entry tells it, at no cost on large
+    parameters); empty when that stand-in cannot be built or stepped (the caller zeroes the entries then)."""
     group = next((g for g in optimizer.param_groups if any(p is param for p in g["params"])), None)
     if group is None:
         return {}
-    stand_in = torch.zeros_like(param)  # a plain tensor: no autograd, whatever ``differentiable`` says
+    stand_in = param.new_zeros((1,) * param.dim())  # a plain tensor: no autograd, whatever ``differentiable`` says
     try:
         cls = type(optimizer)
         # Constructor arguments from ``defaults``: some constructors need them, and some read them, not the group
