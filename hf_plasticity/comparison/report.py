@@ -3,6 +3,10 @@ interval over the seeds), its paired difference to standard fine-tuning (mean an
 `scipy.stats.ttest_rel(...).confidence_interval()`; for the sweep-free ``recommended`` arm, its regret against the
 tuned standard with the sign flipped), the verdict (a sentence for the restore, one for the recommended recipe), the
 learning curves and the difference plot (PNG), and a JSON summary.
+
+Every interval is Student's t interval cut at the range its quantity can take: 0 to 1 for a mean accuracy, -1 to 1 for
+a mean paired difference of accuracies (with few seeds near 100% the t interval alone reaches past 100%). The true
+value lies in that range, so the cut interval covers it whenever the t interval does.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ ARM_TITLES = {
 #: (or equal paired differences) differ by float rounding at most, and real ones by far more.
 EQUAL = 1e-9
 ONE_SEED, NO_SPREAD = "one seed", "no spread"
+#: The range of a mean accuracy and of a mean paired difference of accuracies: the intervals are cut at them.
+ACCURACY_RANGE, DIFFERENCE_RANGE = (0.0, 1.0), (-1.0, 1.0)
+INTERVAL_NOTE = (
+    "The 95% CIs are Student's t intervals cut at the possible range (0 to 100 for an accuracy, -100 to +100 for a "
+    "difference)."
+)
 
 
 def _undefined(values: Sequence[float]) -> str | None:
@@ -39,35 +49,73 @@ def _undefined(values: Sequence[float]) -> str | None:
     return NO_SPREAD if max(values) - min(values) <= EQUAL else None
 
 
-def mean_interval(values: Sequence[float]) -> dict[str, Any]:
-    """``{"mean", "low", "high", "n", "undefined"}``: the mean of ``values`` and its two-sided 95% t interval
-    (`scipy.stats`); ``low``/``high`` are None when it cannot be estimated, and ``undefined`` says why (``"one seed"``,
-    or ``"no spread"``: all values equal; else None)."""
+def _t_interval(interval: Any, mean: float, bounds: tuple[float, float]) -> dict[str, Any]:
+    """``{"low", "high", "clipped"}``: scipy's t ``interval`` cut at ``bounds``, the range the estimated quantity can
+    take (a mean accuracy lies in [0, 1], a mean paired difference of accuracies in [-1, 1]); ``clipped`` says whether
+    a bound was cut. The true value lies within ``bounds``, so the cut interval covers it whenever the t interval does:
+    its coverage is never below the t interval's. It always holds ``mean``."""
+    low, high = float(interval.low), float(interval.high)
+    floor, ceiling = min(bounds[0], mean), max(bounds[1], mean)
+    return {"low": max(low, floor), "high": min(high, ceiling), "clipped": low < floor or high > ceiling}
+
+
+def mean_interval(values: Sequence[float], bounds: tuple[float, float] = ACCURACY_RANGE) -> dict[str, Any]:
+    """The mean of ``values`` (accuracies, fractions 0 to 1) and its two-sided 95% confidence interval.
+
+    The interval is Student's t interval (`scipy.stats.ttest_1samp(...).confidence_interval()`) cut at ``bounds``:
+    with few seeds near 100% (three seeds at 14/14, 11/14, 14/14) the t interval reaches past 100%, which no accuracy
+    can; the cut interval covers the true mean whenever the t interval does.
+
+    Args:
+        values: one accuracy per seed.
+        bounds: the range the mean can take (default ``(0.0, 1.0)``).
+
+    Returns:
+        `dict`: ``{"mean", "low", "high", "n", "undefined", "clipped"}``: ``low``/``high`` are None when the interval
+        cannot be estimated, and ``undefined`` says why (``"one seed"``, or ``"no spread"``: all values equal; else
+        None); ``clipped`` is True when the t interval reached past ``bounds`` and was cut there.
+    """
     from scipy import stats
 
     values = [float(v) for v in values]
     undefined = _undefined(values)
-    result: dict[str, Any] = {"mean": sum(values) / len(values), "low": None, "high": None, "n": len(values)}
-    result["undefined"] = undefined
+    mean = sum(values) / len(values)
+    result: dict[str, Any] = {"mean": mean, "low": None, "high": None, "n": len(values), "undefined": undefined}
+    result["clipped"] = False
     if undefined is None:
-        interval = stats.ttest_1samp(values, 0.0).confidence_interval(CONFIDENCE)
-        result.update(low=float(interval.low), high=float(interval.high))
+        result.update(_t_interval(stats.ttest_1samp(values, 0.0).confidence_interval(CONFIDENCE), mean, bounds))
     return result
 
 
-def paired_difference(treatment: Sequence[float], control: Sequence[float]) -> dict[str, Any]:
-    """``{"mean", "low", "high", "n", "undefined"}``: the mean of ``treatment[i] - control[i]`` (paired by seed) and
-    its 95% CI from `scipy.stats.ttest_rel`; ``low``/``high`` are None with one pair, or when every difference is the
-    same (``undefined``: ``"one seed"`` or ``"no spread"``)."""
+def paired_difference(
+    treatment: Sequence[float], control: Sequence[float], bounds: tuple[float, float] = DIFFERENCE_RANGE
+) -> dict[str, Any]:
+    """The mean of ``treatment[i] - control[i]`` (accuracies paired by seed) and its two-sided 95% confidence
+    interval.
+
+    The interval is the paired t interval (`scipy.stats.ttest_rel(...).confidence_interval()`) cut at ``bounds``: a
+    difference of two accuracies lies between -1 and 1.
+
+    Args:
+        treatment: one accuracy per seed.
+        control: the accuracy of the same seed, in the same order.
+        bounds: the range the mean difference can take (default ``(-1.0, 1.0)``).
+
+    Returns:
+        `dict`: ``{"mean", "low", "high", "n", "undefined", "clipped"}``: ``low``/``high`` are None with one pair, or
+        when every difference is the same (``undefined``: ``"one seed"`` or ``"no spread"``); ``clipped`` is True when
+        the t interval reached past ``bounds`` and was cut there.
+    """
     from scipy import stats
 
     differences = [float(t) - float(c) for t, c in zip(treatment, control, strict=True)]
     undefined = _undefined(differences)
-    result: dict[str, Any] = {"mean": sum(differences) / len(differences), "low": None, "high": None}
-    result.update(n=len(differences), undefined=undefined)
+    mean = sum(differences) / len(differences)
+    result: dict[str, Any] = {"mean": mean, "low": None, "high": None, "n": len(differences), "undefined": undefined}
+    result["clipped"] = False
     if undefined is None:
         interval = stats.ttest_rel(list(treatment), list(control)).confidence_interval(CONFIDENCE)
-        result.update(low=float(interval.low), high=float(interval.high))
+        result.update(_t_interval(interval, mean, bounds))
     return result
 
 
@@ -222,7 +270,7 @@ def markdown(summary: dict[str, Any]) -> str:
         f"# Does a restore help on this data? {summary['settings']['model']} on {summary['settings']['data']}",
         "",
         f"Test accuracy (%) over {len(seeds)} paired seed{'s' if len(seeds) != 1 else ''} "
-        f"({', '.join(map(str, seeds))}), {rates}; differences are paired by seed.",
+        f"({', '.join(map(str, seeds))}), {rates}; differences are paired by seed. {INTERVAL_NOTE}",
         "",
         "| arm | backbone lr | own lr | test accuracy | 95% CI | difference to standard | 95% CI |",
         "|---|---|---|---|---|---|---|",
