@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from hf_plasticity.comparison.report import markdown, mean_interval, paired_difference, summarize
+from hf_plasticity.comparison.report import (
+    markdown,
+    mean_interval,
+    paired_difference,
+    recommended_verdict,
+    summarize,
+    verdict,
+)
 
 RATES = (1e-4, 1e-3)
 
@@ -98,3 +105,64 @@ def test_intervals_stay_in_the_range_of_their_quantity(pairs):
             assert 0 <= value <= 100
         for value in printed(cells[6]):
             assert -100 <= value <= 100
+
+
+# ------------------------------------------------------------------------------------------------ rounding
+def test_differences_that_cancel_read_as_level_not_as_0_00_points_above():
+    """Per-seed differences of 0, -1/14 and +1/14 sum to zero, but in floats their mean is 9.25e-18: the verdicts say
+    "level with" and "matches", and the table prints 0.00, not +0.00 or -0.00 read as a result."""
+    treatment, control = [0 / 14, 0 / 14, 5 / 14], [0 / 14, 1 / 14, 4 / 14]
+    difference = paired_difference(treatment, control)
+    assert difference["mean"] != 0  # the residue
+    assert "On this data the default restore is level with standard fine-tuning [95% CI" in verdict(
+        "restore", difference
+    )
+    assert "not tuned) matches the tuned standard fine-tuning [95% CI" in recommended_verdict(difference)
+    summary = summary_of({"standard": control, "restore": treatment})
+    assert summary["verdict"].startswith("On this data the default restore is level with standard fine-tuning")
+    assert "0.00 points" not in summary["verdict"]
+    assert row(markdown(summary), "restore")[5] == "0.00"
+
+
+def _level_wording(sentences: list[str], difference: dict) -> None:
+    """What a mean difference that rounds to 0.00 points may be called: level / matches, or, when its interval
+    excludes 0, less than 0.005 points above or below; never 0.00 points."""
+    detectable = difference["low"] is not None and (difference["low"] > 0 or difference["high"] < 0)
+    for sentence in sentences:
+        assert "0.00 points" not in sentence, sentence
+        if detectable:
+            assert "less than 0.005 points" in sentence, sentence
+        else:
+            assert " is level with " in sentence or " matches " in sentence, sentence
+
+
+@given(st.integers(1, 500).flatmap(lambda n: st.lists(st.integers(0, n), min_size=1, max_size=10).map(
+    lambda ks: [k / n for k in ks])), st.data())  # fmt: skip
+@settings(max_examples=150, deadline=None)
+def test_a_zero_difference_up_to_float_rounding_reads_level(control, data):
+    """Treatment accuracies that are the control's in another order: the true mean difference is exactly 0, whatever
+    floats make of it; the verdicts say level / matches and the table prints 0.00."""
+    treatment = data.draw(st.permutations(control))
+    difference = paired_difference(treatment, control)
+    assert f"{100 * abs(difference['mean']):.2f}" == "0.00"
+    _level_wording([verdict("restore", difference), recommended_verdict(difference)], difference)
+    if len(control) > 1:
+        text = markdown(summary_of({"standard": control, "restore": list(treatment)}))
+        assert row(text, "restore")[5] == "0.00"
+
+
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(-1e-4, 1e-4)), min_size=1, max_size=8))
+@settings(max_examples=150, deadline=None)
+def test_any_mean_that_prints_as_0_00_reads_level(pairs):
+    """For any paired differences whose mean rounds to 0.00 points at the printed precision, the wording says level /
+    matches (or less than 0.005 points, when the interval excludes 0); other means are said above or below."""
+    control = [p[0] for p in pairs]
+    treatment = [c + delta for c, delta in pairs]
+    difference = paired_difference(treatment, control)
+    sentences = [verdict("restore", difference), recommended_verdict(difference)]
+    shown = f"{100 * abs(difference['mean']):.2f}"
+    if shown == "0.00":
+        _level_wording(sentences, difference)
+    else:
+        side = "above" if difference["mean"] > 0 else "below"
+        assert f"is {shown} points {side} standard" in sentences[0]

@@ -123,6 +123,30 @@ def _points(value: float) -> str:
     return f"{100 * value:+.2f}"
 
 
+def _mean_points(value: float) -> str:
+    """A mean difference in signed points; ``"0.00"`` when it rounds to zero at this precision (a rounding residue
+    such as the 9.25e-18 of differences that sum to zero is neither above nor below)."""
+    shown = _points(value)
+    return "0.00" if shown in ("+0.00", "-0.00") else shown
+
+
+def _direction(difference: dict[str, Any]) -> tuple[int, str]:
+    """``(side, size)`` of a mean ``difference`` as the verdict words it: side 1 (above), -1 (below) or 0 (level),
+    and the size in points.
+
+    A mean that rounds to 0.00 points (a rounding residue, or a difference below the printed precision) is level,
+    unless its interval excludes 0: then it is ``"less than 0.005 points"`` above or below, never "0.00 points".
+    """
+    mean = difference["mean"]
+    size = f"{100 * abs(mean):.2f} points"
+    if size != "0.00 points":
+        return (1 if mean > 0 else -1), size
+    low, high = difference["low"], difference["high"]
+    if low is not None and (low > 0 or high < 0):  # a detectable difference too small to print
+        return (1 if low > 0 else -1), "less than 0.005 points"
+    return 0, ""
+
+
 def _interval(stat: dict[str, Any], signed: bool = False) -> str:
     if stat["low"] is None:
         if stat.get("undefined") == NO_SPREAD:
@@ -155,24 +179,20 @@ def _ending(difference: dict[str, Any]) -> str:
 
 
 def verdict(arm: str, difference: dict[str, Any]) -> str:
-    """One sentence: how far ``arm`` is from standard fine-tuning on this data, and whether that is detectable."""
+    """One sentence: how far ``arm`` is from standard fine-tuning on this data, and whether that is detectable; "level
+    with" when the mean difference rounds to 0.00 points and its interval does not exclude 0."""
     name = ARM_TITLES.get(arm, f"a {arm} restore")
-    points = abs(100 * difference["mean"])
-    side = "above" if difference["mean"] > 0 else "below" if difference["mean"] < 0 else "level with"
-    amount = f"{points:.2f} points {side}" if side != "level with" else "level with"
+    side, size = _direction(difference)
+    amount = f"{size} above" if side > 0 else f"{size} below" if side < 0 else "level with"
     return f"On this data {name} is {amount} standard fine-tuning {_ending(difference)}"
 
 
 def recommended_verdict(difference: dict[str, Any]) -> str:
     """One sentence: how much the sweep-free ``recommended`` arm loses (its regret) or gains against the standard
-    fine-tuning tuned on the grid, and whether that is detectable."""
-    points = abs(100 * difference["mean"])
-    if difference["mean"] < 0:
-        amount = f"loses {points:.2f} points to"
-    elif difference["mean"] > 0:
-        amount = f"gains {points:.2f} points over"
-    else:
-        amount = "matches"
+    fine-tuning tuned on the grid, and whether that is detectable; "matches" when the mean difference rounds to 0.00
+    points and its interval does not exclude 0."""
+    side, size = _direction(difference)
+    amount = f"gains {size} over" if side > 0 else f"loses {size} to" if side < 0 else "matches"
     return (
         f"Without a sweep, the recommended recipe (rates from one diagnostic pass, not tuned) {amount} the tuned "
         f"standard fine-tuning {_ending(difference)}"
@@ -278,9 +298,11 @@ def markdown(summary: dict[str, Any]) -> str:
     for arm, entry in summary["arms"].items():
         test, difference = entry["test"], entry.get("difference_to_standard")
         backbone_lr, own_lr = _rates(entry)
+        compared = (
+            f"{_mean_points(difference['mean'])} | {_interval(difference, signed=True)}" if difference else "- | -"
+        )
         lines.append(
-            f"| {arm} | {backbone_lr} | {own_lr} | {100 * test['mean']:.2f} | {_interval(test)} | "
-            + (f"{_points(difference['mean'])} | {_interval(difference, signed=True)} |" if difference else "- | - |")
+            f"| {arm} | {backbone_lr} | {own_lr} | {100 * test['mean']:.2f} | {_interval(test)} | {compared} |"
         )
     if RECOMMENDED in summary["arms"]:
         lines += ["", recipe_note(summary["arms"][RECOMMENDED])]
