@@ -166,3 +166,107 @@ def test_any_mean_that_prints_as_0_00_reads_level(pairs):
     else:
         side = "above" if difference["mean"] > 0 else "below"
         assert f"is {shown} points {side} standard" in sentences[0]
+
+
+# ------------------------------------------------------------------------------------------------ restore vs control
+STANDARD_ACCURACIES = [0.70, 0.72, 0.71, 0.69, 0.73]
+
+
+def test_a_gain_the_control_matches_is_not_credited_to_the_re_draw():
+    """Restore and control both about 6 points above standard, restore 0.8 above the control with an interval
+    over 0: the verdict keeps the restore's gain over standard and adds that the re-draw itself is not shown to add
+    anything beyond the learning rate; the JSON holds the paired restore - control difference the text prints."""
+    restore, control = [0.76, 0.78, 0.76, 0.77, 0.79], [0.74, 0.78, 0.75, 0.78, 0.77]
+    summary = summary_of({"standard": STANDARD_ACCURACIES, "restore": restore, "control": control})
+    redraw = summary["arms"]["restore"]["difference_to_control"]
+    low, high = stats.ttest_rel(restore, control).confidence_interval()
+    assert (redraw["mean"], redraw["low"], redraw["high"], redraw["n"]) == pytest.approx((0.008, low, high, 5))
+    assert "difference_to_control" not in summary["arms"]["control"]
+    sentences = summary["verdict"].split(". ")
+    assert sentences[0].startswith("On this data the default restore is 6.20 points above standard fine-tuning")
+    assert sentences[1] == (
+        "Against the learning-rate-only control (the same blocks at their own learning rate, not re-drawn), the "
+        f"default restore is 0.80 points above it [95% CI {100 * low:+.2f}, {100 * high:+.2f}] over 5 paired seeds: "
+        "no detectable difference, so the re-draw itself is not shown to add anything beyond the learning rate "
+        "alone."
+    )
+    text = markdown(summary)
+    assert (
+        "restore minus control, paired by seed (what the re-draw adds beyond the learning rate): +0.80 points, 95% CI "
+        f"[{100 * low:+.2f}, {100 * high:+.2f}]." in text
+    )
+    assert summary["verdict"] in text
+
+
+def test_the_same_gain_in_both_arms_is_said():
+    """The review's case: the control gains exactly as much as the restore on every seed. The verdict no longer
+    stops at the restore's detectable gain: the restore is level with the control, and with no spread the interval
+    cannot be estimated."""
+    gain = [0.05, 0.06, 0.05, 0.07, 0.06]
+    treated = [a + g for a, g in zip(STANDARD_ACCURACIES, gain)]
+    summary = summary_of({"standard": STANDARD_ACCURACIES, "restore": treated, "control": list(treated)})
+    assert "a detectable gain. Against the learning-rate-only control" in summary["verdict"]
+    assert "the default restore is level with it on 5 paired seeds" in summary["verdict"]
+    assert "not assessable" in summary["verdict"].split("Against")[1]
+    assert summary["arms"]["restore"]["difference_to_control"]["undefined"] == "no spread"
+
+
+def test_a_gain_of_the_re_draw_itself_and_one_seed():
+    """A restore above the control on every seed, with spread: a detectable gain of the re-draw itself. On one seed:
+    the interval is undefined and the sentence says so."""
+    restore, control = [0.80, 0.83, 0.81, 0.82, 0.84], [0.74, 0.75, 0.75, 0.74, 0.76]
+    summary = summary_of({"standard": STANDARD_ACCURACIES, "restore": restore, "control": control})
+    assert summary["verdict"].endswith(
+        "a detectable gain, so the re-draw itself adds to what the learning rate alone gives."
+    )
+    single = summary_of({"standard": [0.7], "restore": [0.8], "control": [0.75]})
+    redraw = single["arms"]["restore"]["difference_to_control"]
+    assert (redraw["low"], redraw["high"], redraw["undefined"]) == (None, None, "one seed")
+    assert (
+        single["verdict"]
+        .split(". Against")[1]
+        .startswith(
+            " the learning-rate-only control (the same blocks at their own learning rate, not re-drawn), the default "
+            "restore is 5.00 points above it on 1 seed: the 95% CI is undefined with one seed"
+        )
+    )
+    assert "95% CI undefined (1 seed)." in markdown(single)
+
+
+def test_no_control_sentence_without_both_arms():
+    """Without the control, or with a strategy arm in place of the default restore (the control holds the default
+    restore's blocks), there is no restore - control difference and no sentence about it."""
+    for accuracies in (
+        {"standard": STANDARD_ACCURACIES, "restore": [0.8] * 4 + [0.81]},
+        {"standard": STANDARD_ACCURACIES, "selective": [0.8] * 4 + [0.81], "control": [0.75] * 4 + [0.7]},
+    ):
+        summary = summary_of(accuracies)
+        assert all("difference_to_control" not in entry for entry in summary["arms"].values())
+        assert "Against the learning-rate-only control" not in summary["verdict"]
+        assert "restore minus control" not in markdown(summary)
+
+
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=8))
+@settings(max_examples=80, deadline=None)
+def test_the_control_sentence_follows_its_interval(triples):
+    """Whatever the accuracies, the restore - control sentence's finding is that of its paired interval."""
+    standard, restore, control = ([t[i] for t in triples] for i in range(3))
+    summary = summary_of({"standard": standard, "restore": restore, "control": control})
+    redraw = summary["arms"]["restore"]["difference_to_control"]
+    assert redraw == paired_difference(restore, control)
+    sentence = "Against" + summary["verdict"].split(" Against", 1)[1]
+    if redraw["low"] is None:
+        assert "undefined with one seed" in sentence or "not assessable" in sentence
+    elif redraw["low"] > 0:
+        assert sentence.endswith(
+            "a detectable gain, so the re-draw itself adds to what the learning rate alone gives."
+        )
+    elif redraw["high"] < 0:
+        assert sentence.endswith(
+            "a detectable loss, so the re-draw itself costs accuracy that the learning rate alone keeps."
+        )
+    else:
+        assert sentence.endswith(
+            "no detectable difference, so the re-draw itself is not shown to add anything beyond the learning rate "
+            "alone."
+        )

@@ -1,8 +1,10 @@
 """The comparison's report, from the confirmation records: each arm's test accuracy (mean and 95% confidence
 interval over the seeds), its paired difference to standard fine-tuning (mean and 95% CI of the per-seed differences,
 `scipy.stats.ttest_rel(...).confidence_interval()`; for the sweep-free ``recommended`` arm, its regret against the
-tuned standard with the sign flipped), the verdict (a sentence for the restore, one for the recommended recipe), the
-learning curves and the difference plot (PNG), and a JSON summary.
+tuned standard with the sign flipped), the default restore's paired difference to the learning-rate-only control when
+both ran (what the re-draw itself adds beyond the learning rate), the verdict (a sentence for the restore, one for the
+restore against the control, one for the recommended recipe), the learning curves and the difference plot (PNG), and a
+JSON summary.
 
 Every interval is Student's t interval cut at the range its quantity can take: 0 to 1 for a mean accuracy, -1 to 1 for
 a mean paired difference of accuracies (with few seeds near 100% the t interval alone reaches past 100%). The true
@@ -156,8 +158,9 @@ def _interval(stat: dict[str, Any], signed: bool = False) -> str:
     return f"[{show(stat['low'])}, {show(stat['high'])}]"
 
 
-def _ending(difference: dict[str, Any]) -> str:
-    """The end of a verdict: the interval and what it says, or why it cannot say anything yet."""
+def _ending(difference: dict[str, Any], meaning: dict[str, str] | None = None) -> str:
+    """The end of a verdict: the interval and what it says, or why it cannot say anything yet; ``meaning`` adds what
+    a ``"gain"``, a ``"loss"`` or ``"none"`` (no detectable difference) means, after a comma."""
     if difference["low"] is None and difference.get("undefined") == NO_SPREAD:
         return (
             f"on {difference['n']} paired seeds, with the same difference on every one: without any spread the 95% CI "
@@ -170,11 +173,13 @@ def _ending(difference: dict[str, Any]) -> str:
     low, high, seeds = _points(difference["low"]), _points(difference["high"]), difference["n"]
     interval = f"[95% CI {low}, {high}] over {seeds} paired seeds"
     if difference["low"] > 0:
-        finding = "a detectable gain"
+        finding, key = "a detectable gain", "gain"
     elif difference["high"] < 0:
-        finding = "a detectable loss"
+        finding, key = "a detectable loss", "loss"
     else:
-        finding = "no detectable difference"
+        finding, key = "no detectable difference", "none"
+    if meaning:
+        finding = f"{finding}, {meaning[key]}"
     return f"{interval}: {finding}."
 
 
@@ -196,6 +201,35 @@ def recommended_verdict(difference: dict[str, Any]) -> str:
     return (
         f"Without a sweep, the recommended recipe (rates from one diagnostic pass, not tuned) {amount} the tuned "
         f"standard fine-tuning {_ending(difference)}"
+    )
+
+
+#: What the restore's difference to the control means, by finding (`control_verdict`).
+REDRAW_MEANING = {
+    "gain": "so the re-draw itself adds to what the learning rate alone gives",
+    "loss": "so the re-draw itself costs accuracy that the learning rate alone keeps",
+    "none": "so the re-draw itself is not shown to add anything beyond the learning rate alone",
+}
+
+
+def control_verdict(difference: dict[str, Any]) -> str:
+    """One sentence: whether the re-draw itself adds anything beyond the learning rate, from the paired difference
+    of the default restore minus the learning-rate-only control (the same blocks at their own learning rate, not
+    re-drawn): a gain of the restore over standard fine-tuning that the control matches is the learning rate's.
+
+    Args:
+        difference: `paired_difference` of the restore's accuracies and the control's (summary key
+            ``arms.restore.difference_to_control``).
+
+    Returns:
+        `str`: the sentence; with one seed, or the same difference on every seed, it says the interval cannot be
+        estimated instead of a finding.
+    """
+    side, size = _direction(difference)
+    amount = f"{size} above it" if side > 0 else f"{size} below it" if side < 0 else "level with it"
+    return (
+        f"Against {ARM_TITLES[CONTROL]} (the same blocks at their own learning rate, not re-drawn), "
+        f"{ARM_TITLES[RESTORE]} is {amount} {_ending(difference, REDRAW_MEANING)}"
     )
 
 
@@ -236,9 +270,14 @@ def summarize(
         if arm != STANDARD:
             entry["difference_to_standard"] = paired_difference(accuracies, base)
         result["arms"][arm] = entry
+    if RESTORE in arms and CONTROL in arms:  # the re-draw itself: restore minus the control, paired by seed
+        restore, control = ([by_arm[arm][s]["test_accuracy"] for s in seeds] for arm in (RESTORE, CONTROL))
+        result["arms"][RESTORE]["difference_to_control"] = paired_difference(restore, control)
     restores = [arm for arm in arms if arm not in (STANDARD, RECOMMENDED)]
     headline = RESTORE if RESTORE in restores else restores[0] if restores else None
     sentences = [verdict(headline, result["arms"][headline]["difference_to_standard"])] if headline else []
+    if headline == RESTORE and "difference_to_control" in result["arms"][RESTORE]:
+        sentences.append(control_verdict(result["arms"][RESTORE]["difference_to_control"]))
     if RECOMMENDED in arms:
         sentences.append(recommended_verdict(result["arms"][RECOMMENDED]["difference_to_standard"]))
     alone = "Only standard fine-tuning was run: there is nothing to compare it with."
@@ -304,6 +343,13 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(
             f"| {arm} | {backbone_lr} | {own_lr} | {100 * test['mean']:.2f} | {_interval(test)} | {compared} |"
         )
+    redraw = summary["arms"].get(RESTORE, {}).get("difference_to_control")
+    if redraw:
+        lines += [
+            "",
+            f"restore minus control, paired by seed (what the re-draw adds beyond the learning rate): "
+            f"{_mean_points(redraw['mean'])} points, 95% CI {_interval(redraw, signed=True)}.",
+        ]
     if RECOMMENDED in summary["arms"]:
         lines += ["", recipe_note(summary["arms"][RECOMMENDED])]
     lines += ["", summary["verdict"], "", f"![learning curves]({CURVES_FILE})", f"![differences]({DIFFERENCES_FILE})"]
