@@ -270,3 +270,21 @@ def test_the_control_sentence_follows_its_interval(triples):
             "no detectable difference, so the re-draw itself is not shown to add anything beyond the learning rate "
             "alone."
         )
+
+
+# ------------------------------------------------------------------------------------------------ seeds
+def test_the_summary_covers_the_seeds_asked_for_not_every_recorded_one():
+    """Records of seeds 0, 1, 2 left by a run with seeds=3; a rerun with seeds=1 reports seed 0 alone (n = 1, the
+    interval undefined), as the documentation says confirmation uses seeds 0 .. seeds-1. Without ``seeds`` every
+    recorded seed is reported, as before."""
+    accuracies = {"standard": [0.7, 0.72, 0.71], "restore": [0.76, 0.75, 0.79]}
+    one = summary_of(accuracies, seeds=range(1))
+    assert one["seeds"] == [0]
+    assert list(one["arms"]["restore"]["test_accuracy"]) == ["0"]
+    difference = one["arms"]["restore"]["difference_to_standard"]
+    assert (difference["n"], difference["low"], difference["mean"]) == (1, None, pytest.approx(0.06))
+    assert "Test accuracy (%) over 1 paired seed (0)," in markdown(one)
+    assert summary_of(accuracies, seeds=range(2))["seeds"] == [0, 1]
+    assert summary_of(accuracies)["seeds"] == [0, 1, 2]
+    with pytest.raises(ValueError, match="No confirmation run has finished for every arm yet"):
+        summary_of(accuracies, seeds=[5])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .arms import CONTROL, RECOMMENDED, RESTORE, STANDARD
@@ -234,17 +234,35 @@ def control_verdict(difference: dict[str, Any]) -> str:
 
 
 def summarize(
-    arms: Sequence[str], chosen: dict[str, tuple[float, float] | None], records: list[dict[str, Any]]
+    arms: Sequence[str],
+    chosen: dict[str, tuple[float, float] | None],
+    records: list[dict[str, Any]],
+    seeds: Iterable[int] | None = None,
 ) -> dict[str, Any]:
     """The statistics of the confirmation ``records``, over the seeds every arm has (complete pairs only).
 
-    ``chosen`` holds each tuned arm's configuration (its records at other learning rates are left out) and None for
-    an untuned arm (its one record per seed trained at the rates its run chose; the summary keeps them under
-    ``recipes``, per seed).
+    Args:
+        arms: the arms to report, ``standard`` among them.
+        chosen: each tuned arm's configuration (its records at other learning rates are left out) and None for an
+            untuned arm (its one record per seed trained at the rates its run chose; the summary keeps them under
+            ``recipes``, per seed).
+        records: the confirmation records.
+        seeds: the seeds to report (a comparison run with ``seeds=n`` reports ``range(n)``): records of other seeds,
+            left by an earlier run with more seeds, are not pooled in. None reports every recorded seed.
+
+    Returns:
+        `dict`: ``seeds`` (those reported), ``arms`` (per arm: ``tuned``, ``backbone_lr``, ``own_lr``,
+        ``test_accuracy`` per seed, ``test`` (`mean_interval`), ``val_curves``, ``recipes`` for an untuned arm,
+        ``difference_to_standard`` (`paired_difference`) for every arm but standard, and for ``restore``, when the
+        control ran too, ``difference_to_control``: restore minus control, paired by seed) and ``verdict``.
+
+    Raises:
+        ValueError: when no requested seed has a record of every arm.
     """
+    wanted = None if seeds is None else {int(seed) for seed in seeds}
     by_arm: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in arms}
     for record in records:
-        if record["arm"] not in by_arm:
+        if record["arm"] not in by_arm or (wanted is not None and record["seed"] not in wanted):
             continue
         rates = chosen[record["arm"]]
         if rates is None or (record["config"]["backbone_lr"], record["config"]["own_lr"]) == tuple(rates):
