@@ -123,13 +123,14 @@ def test_cli_end_to_end_report_matches_records(workspace, tmp_path, capsys, refe
         assert cells[4] == "cannot be estimated (no spread over 2 seeds)"
     else:  # computed only here: scipy warns on a zero scale
         mean_low, mean_high = stats.t.interval(0.95, 1, loc=np.mean(restore), scale=stats.sem(restore))
-        assert cells[4] == f"[{100 * mean_low:.2f}, {100 * mean_high:.2f}]"
-    assert cells[5] == f"{100 * (np.mean(restore) - np.mean(standard)):+.2f}"
+        assert cells[4] == f"[{100 * max(mean_low, 0):.2f}, {100 * min(mean_high, 1):.2f}]"  # cut at 0 and 100%
+    shown = f"{100 * (np.mean(restore) - np.mean(standard)):+.2f}"
+    assert cells[5] == ("0.00" if shown in ("+0.00", "-0.00") else shown)  # zero up to rounding is neither side
     if math.isclose(restore[0] - standard[0], restore[1] - standard[1]):
         assert cells[6] == "cannot be estimated (no spread over 2 seeds)"
     else:
         low, high = stats.ttest_rel(restore, standard).confidence_interval()
-        assert cells[6] == f"[{100 * low:+.2f}, {100 * high:+.2f}]"
+        assert cells[6] == f"[{100 * max(low, -1):+.2f}, {100 * min(high, 1):+.2f}]"  # cut at -100 and +100 points
     summary = json.loads((output / "summary.json").read_text())
     assert summary["verdict"] in printed and summary["verdict"].startswith("On this data the default restore is")
     assert row in printed

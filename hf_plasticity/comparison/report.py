@@ -1,15 +1,21 @@
 """The comparison's report, from the confirmation records: each arm's test accuracy (mean and 95% confidence
 interval over the seeds), its paired difference to standard fine-tuning (mean and 95% CI of the per-seed differences,
 `scipy.stats.ttest_rel(...).confidence_interval()`; for the sweep-free ``recommended`` arm, its regret against the
-tuned standard with the sign flipped), the verdict (a sentence for the restore, one for the recommended recipe), the
-learning curves and the difference plot (PNG), and a JSON summary.
+tuned standard with the sign flipped), the default restore's paired difference to the learning-rate-only control when
+both ran (what the re-draw itself adds beyond the learning rate), the verdict (a sentence for the restore, one for the
+restore against the control, one for the recommended recipe), the learning curves and the difference plot (PNG), and a
+JSON summary.
+
+Every interval is Student's t interval cut at the range its quantity can take: 0 to 1 for a mean accuracy, -1 to 1 for
+a mean paired difference of accuracies (with few seeds near 100% the t interval alone reaches past 100%). The true
+value lies in that range, so the cut interval covers it whenever the t interval does.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .arms import CONTROL, RECOMMENDED, RESTORE, STANDARD
@@ -29,6 +35,12 @@ ARM_TITLES = {
 #: (or equal paired differences) differ by float rounding at most, and real ones by far more.
 EQUAL = 1e-9
 ONE_SEED, NO_SPREAD = "one seed", "no spread"
+#: The range of a mean accuracy and of a mean paired difference of accuracies: the intervals are cut at them.
+ACCURACY_RANGE, DIFFERENCE_RANGE = (0.0, 1.0), (-1.0, 1.0)
+INTERVAL_NOTE = (
+    "The 95% CIs are Student's t intervals cut at the possible range (0 to 100 for an accuracy, -100 to +100 for a "
+    "difference)."
+)
 
 
 def _undefined(values: Sequence[float]) -> str | None:
@@ -39,40 +51,102 @@ def _undefined(values: Sequence[float]) -> str | None:
     return NO_SPREAD if max(values) - min(values) <= EQUAL else None
 
 
-def mean_interval(values: Sequence[float]) -> dict[str, Any]:
-    """``{"mean", "low", "high", "n", "undefined"}``: the mean of ``values`` and its two-sided 95% t interval
-    (`scipy.stats`); ``low``/``high`` are None when it cannot be estimated, and ``undefined`` says why (``"one seed"``,
-    or ``"no spread"``: all values equal; else None)."""
+def _t_interval(interval: Any, mean: float, bounds: tuple[float, float]) -> dict[str, Any]:
+    """``{"low", "high", "clipped"}``: scipy's t ``interval`` cut at ``bounds``, the range the estimated quantity can
+    take (a mean accuracy lies in [0, 1], a mean paired difference of accuracies in [-1, 1]); ``clipped`` says whether
+    a bound was cut. The true value lies within ``bounds``, so the cut interval covers it whenever the t interval does:
+    its coverage is never below the t interval's. It always holds ``mean``."""
+    low, high = float(interval.low), float(interval.high)
+    floor, ceiling = min(bounds[0], mean), max(bounds[1], mean)
+    return {"low": max(low, floor), "high": min(high, ceiling), "clipped": low < floor or high > ceiling}
+
+
+def mean_interval(values: Sequence[float], bounds: tuple[float, float] = ACCURACY_RANGE) -> dict[str, Any]:
+    """The mean of ``values`` (accuracies, fractions 0 to 1) and its two-sided 95% confidence interval.
+
+    The interval is Student's t interval (`scipy.stats.ttest_1samp(...).confidence_interval()`) cut at ``bounds``:
+    with few seeds near 100% (three seeds at 14/14, 11/14, 14/14) the t interval reaches past 100%, which no accuracy
+    can; the cut interval covers the true mean whenever the t interval does.
+
+    Args:
+        values: one accuracy per seed.
+        bounds: the range the mean can take (default ``(0.0, 1.0)``).
+
+    Returns:
+        `dict`: ``{"mean", "low", "high", "n", "undefined", "clipped"}``: ``low``/``high`` are None when the interval
+        cannot be estimated, and ``undefined`` says why (``"one seed"``, or ``"no spread"``: all values equal; else
+        None); ``clipped`` is True when the t interval reached past ``bounds`` and was cut there.
+    """
     from scipy import stats
 
     values = [float(v) for v in values]
     undefined = _undefined(values)
-    result: dict[str, Any] = {"mean": sum(values) / len(values), "low": None, "high": None, "n": len(values)}
-    result["undefined"] = undefined
+    mean = sum(values) / len(values)
+    result: dict[str, Any] = {"mean": mean, "low": None, "high": None, "n": len(values), "undefined": undefined}
+    result["clipped"] = False
     if undefined is None:
-        interval = stats.ttest_1samp(values, 0.0).confidence_interval(CONFIDENCE)
-        result.update(low=float(interval.low), high=float(interval.high))
+        result.update(_t_interval(stats.ttest_1samp(values, 0.0).confidence_interval(CONFIDENCE), mean, bounds))
     return result
 
 
-def paired_difference(treatment: Sequence[float], control: Sequence[float]) -> dict[str, Any]:
-    """``{"mean", "low", "high", "n", "undefined"}``: the mean of ``treatment[i] - control[i]`` (paired by seed) and
-    its 95% CI from `scipy.stats.ttest_rel`; ``low``/``high`` are None with one pair, or when every difference is the
-    same (``undefined``: ``"one seed"`` or ``"no spread"``)."""
+def paired_difference(
+    treatment: Sequence[float], control: Sequence[float], bounds: tuple[float, float] = DIFFERENCE_RANGE
+) -> dict[str, Any]:
+    """The mean of ``treatment[i] - control[i]`` (accuracies paired by seed) and its two-sided 95% confidence
+    interval.
+
+    The interval is the paired t interval (`scipy.stats.ttest_rel(...).confidence_interval()`) cut at ``bounds``: a
+    difference of two accuracies lies between -1 and 1.
+
+    Args:
+        treatment: one accuracy per seed.
+        control: the accuracy of the same seed, in the same order.
+        bounds: the range the mean difference can take (default ``(-1.0, 1.0)``).
+
+    Returns:
+        `dict`: ``{"mean", "low", "high", "n", "undefined", "clipped"}``: ``low``/``high`` are None with one pair, or
+        when every difference is the same (``undefined``: ``"one seed"`` or ``"no spread"``); ``clipped`` is True when
+        the t interval reached past ``bounds`` and was cut there.
+    """
     from scipy import stats
 
     differences = [float(t) - float(c) for t, c in zip(treatment, control, strict=True)]
     undefined = _undefined(differences)
-    result: dict[str, Any] = {"mean": sum(differences) / len(differences), "low": None, "high": None}
-    result.update(n=len(differences), undefined=undefined)
+    mean = sum(differences) / len(differences)
+    result: dict[str, Any] = {"mean": mean, "low": None, "high": None, "n": len(differences), "undefined": undefined}
+    result["clipped"] = False
     if undefined is None:
         interval = stats.ttest_rel(list(treatment), list(control)).confidence_interval(CONFIDENCE)
-        result.update(low=float(interval.low), high=float(interval.high))
+        result.update(_t_interval(interval, mean, bounds))
     return result
 
 
 def _points(value: float) -> str:
     return f"{100 * value:+.2f}"
+
+
+def _mean_points(value: float) -> str:
+    """A mean difference in signed points; ``"0.00"`` when it rounds to zero at this precision (a rounding residue
+    such as the 9.25e-18 of differences that sum to zero is neither above nor below)."""
+    shown = _points(value)
+    return "0.00" if shown in ("+0.00", "-0.00") else shown
+
+
+def _direction(difference: dict[str, Any]) -> tuple[int, str]:
+    """``(side, size)`` of a mean ``difference`` as the verdict words it: side 1 (above), -1 (below) or 0 (level),
+    and the size in points.
+
+    A mean that rounds to 0.00 points (a rounding residue, or a difference below the printed precision) is level,
+    unless its interval excludes 0: then it is ``"less than 0.005 points"`` above or below, never "0.00 points".
+    """
+    mean = difference["mean"]
+    size = f"{100 * abs(mean):.2f} points"
+    if size != "0.00 points":
+        return (1 if mean > 0 else -1), size
+    low, high = difference["low"], difference["high"]
+    if low is not None and (low > 0 or high < 0):  # a detectable difference too small to print
+        return (1 if low > 0 else -1), "less than 0.005 points"
+    return 0, ""
 
 
 def _interval(stat: dict[str, Any], signed: bool = False) -> str:
@@ -84,8 +158,9 @@ def _interval(stat: dict[str, Any], signed: bool = False) -> str:
     return f"[{show(stat['low'])}, {show(stat['high'])}]"
 
 
-def _ending(difference: dict[str, Any]) -> str:
-    """The end of a verdict: the interval and what it says, or why it cannot say anything yet."""
+def _ending(difference: dict[str, Any], meaning: dict[str, str] | None = None) -> str:
+    """The end of a verdict: the interval and what it says, or why it cannot say anything yet; ``meaning`` adds what
+    a ``"gain"``, a ``"loss"`` or ``"none"`` (no detectable difference) means, after a comma."""
     if difference["low"] is None and difference.get("undefined") == NO_SPREAD:
         return (
             f"on {difference['n']} paired seeds, with the same difference on every one: without any spread the 95% CI "
@@ -98,51 +173,96 @@ def _ending(difference: dict[str, Any]) -> str:
     low, high, seeds = _points(difference["low"]), _points(difference["high"]), difference["n"]
     interval = f"[95% CI {low}, {high}] over {seeds} paired seeds"
     if difference["low"] > 0:
-        finding = "a detectable gain"
+        finding, key = "a detectable gain", "gain"
     elif difference["high"] < 0:
-        finding = "a detectable loss"
+        finding, key = "a detectable loss", "loss"
     else:
-        finding = "no detectable difference"
+        finding, key = "no detectable difference", "none"
+    if meaning:
+        finding = f"{finding}, {meaning[key]}"
     return f"{interval}: {finding}."
 
 
 def verdict(arm: str, difference: dict[str, Any]) -> str:
-    """One sentence: how far ``arm`` is from standard fine-tuning on this data, and whether that is detectable."""
+    """One sentence: how far ``arm`` is from standard fine-tuning on this data, and whether that is detectable; "level
+    with" when the mean difference rounds to 0.00 points and its interval does not exclude 0."""
     name = ARM_TITLES.get(arm, f"a {arm} restore")
-    points = abs(100 * difference["mean"])
-    side = "above" if difference["mean"] > 0 else "below" if difference["mean"] < 0 else "level with"
-    amount = f"{points:.2f} points {side}" if side != "level with" else "level with"
+    side, size = _direction(difference)
+    amount = f"{size} above" if side > 0 else f"{size} below" if side < 0 else "level with"
     return f"On this data {name} is {amount} standard fine-tuning {_ending(difference)}"
 
 
 def recommended_verdict(difference: dict[str, Any]) -> str:
     """One sentence: how much the sweep-free ``recommended`` arm loses (its regret) or gains against the standard
-    fine-tuning tuned on the grid, and whether that is detectable."""
-    points = abs(100 * difference["mean"])
-    if difference["mean"] < 0:
-        amount = f"loses {points:.2f} points to"
-    elif difference["mean"] > 0:
-        amount = f"gains {points:.2f} points over"
-    else:
-        amount = "matches"
+    fine-tuning tuned on the grid, and whether that is detectable; "matches" when the mean difference rounds to 0.00
+    points and its interval does not exclude 0."""
+    side, size = _direction(difference)
+    amount = f"gains {size} over" if side > 0 else f"loses {size} to" if side < 0 else "matches"
     return (
         f"Without a sweep, the recommended recipe (rates from one diagnostic pass, not tuned) {amount} the tuned "
         f"standard fine-tuning {_ending(difference)}"
     )
 
 
+#: What the restore's difference to the control means, by finding (`control_verdict`).
+REDRAW_MEANING = {
+    "gain": "so the re-draw itself adds to what the learning rate alone gives",
+    "loss": "so the re-draw itself costs accuracy that the learning rate alone keeps",
+    "none": "so the re-draw itself is not shown to add anything beyond the learning rate alone",
+}
+
+
+def control_verdict(difference: dict[str, Any]) -> str:
+    """One sentence: whether the re-draw itself adds anything beyond the learning rate, from the paired difference
+    of the default restore minus the learning-rate-only control (the same blocks at their own learning rate, not
+    re-drawn): a gain of the restore over standard fine-tuning that the control matches is the learning rate's.
+
+    Args:
+        difference: `paired_difference` of the restore's accuracies and the control's (summary key
+            ``arms.restore.difference_to_control``).
+
+    Returns:
+        `str`: the sentence; with one seed, or the same difference on every seed, it says the interval cannot be
+        estimated instead of a finding.
+    """
+    side, size = _direction(difference)
+    amount = f"{size} above it" if side > 0 else f"{size} below it" if side < 0 else "level with it"
+    return (
+        f"Against {ARM_TITLES[CONTROL]} (the same blocks at their own learning rate, not re-drawn), "
+        f"{ARM_TITLES[RESTORE]} is {amount} {_ending(difference, REDRAW_MEANING)}"
+    )
+
+
 def summarize(
-    arms: Sequence[str], chosen: dict[str, tuple[float, float] | None], records: list[dict[str, Any]]
+    arms: Sequence[str],
+    chosen: dict[str, tuple[float, float] | None],
+    records: list[dict[str, Any]],
+    seeds: Iterable[int] | None = None,
 ) -> dict[str, Any]:
     """The statistics of the confirmation ``records``, over the seeds every arm has (complete pairs only).
 
-    ``chosen`` holds each tuned arm's configuration (its records at other learning rates are left out) and None for
-    an untuned arm (its one record per seed trained at the rates its run chose; the summary keeps them under
-    ``recipes``, per seed).
+    Args:
+        arms: the arms to report, ``standard`` among them.
+        chosen: each tuned arm's configuration (its records at other learning rates are left out) and None for an
+            untuned arm (its one record per seed trained at the rates its run chose; the summary keeps them under
+            ``recipes``, per seed).
+        records: the confirmation records.
+        seeds: the seeds to report (a comparison run with ``seeds=n`` reports ``range(n)``): records of other seeds,
+            left by an earlier run with more seeds, are not pooled in. None reports every recorded seed.
+
+    Returns:
+        `dict`: ``seeds`` (those reported), ``arms`` (per arm: ``tuned``, ``backbone_lr``, ``own_lr``,
+        ``test_accuracy`` per seed, ``test`` (`mean_interval`), ``val_curves``, ``recipes`` for an untuned arm,
+        ``difference_to_standard`` (`paired_difference`) for every arm but standard, and for ``restore``, when the
+        control ran too, ``difference_to_control``: restore minus control, paired by seed) and ``verdict``.
+
+    Raises:
+        ValueError: when no requested seed has a record of every arm.
     """
+    wanted = None if seeds is None else {int(seed) for seed in seeds}
     by_arm: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in arms}
     for record in records:
-        if record["arm"] not in by_arm:
+        if record["arm"] not in by_arm or (wanted is not None and record["seed"] not in wanted):
             continue
         rates = chosen[record["arm"]]
         if rates is None or (record["config"]["backbone_lr"], record["config"]["own_lr"]) == tuple(rates):
@@ -168,9 +288,14 @@ def summarize(
         if arm != STANDARD:
             entry["difference_to_standard"] = paired_difference(accuracies, base)
         result["arms"][arm] = entry
+    if RESTORE in arms and CONTROL in arms:  # the re-draw itself: restore minus the control, paired by seed
+        restore, control = ([by_arm[arm][s]["test_accuracy"] for s in seeds] for arm in (RESTORE, CONTROL))
+        result["arms"][RESTORE]["difference_to_control"] = paired_difference(restore, control)
     restores = [arm for arm in arms if arm not in (STANDARD, RECOMMENDED)]
     headline = RESTORE if RESTORE in restores else restores[0] if restores else None
     sentences = [verdict(headline, result["arms"][headline]["difference_to_standard"])] if headline else []
+    if headline == RESTORE and "difference_to_control" in result["arms"][RESTORE]:
+        sentences.append(control_verdict(result["arms"][RESTORE]["difference_to_control"]))
     if RECOMMENDED in arms:
         sentences.append(recommended_verdict(result["arms"][RECOMMENDED]["difference_to_standard"]))
     alone = "Only standard fine-tuning was run: there is nothing to compare it with."
@@ -222,7 +347,7 @@ def markdown(summary: dict[str, Any]) -> str:
         f"# Does a restore help on this data? {summary['settings']['model']} on {summary['settings']['data']}",
         "",
         f"Test accuracy (%) over {len(seeds)} paired seed{'s' if len(seeds) != 1 else ''} "
-        f"({', '.join(map(str, seeds))}), {rates}; differences are paired by seed.",
+        f"({', '.join(map(str, seeds))}), {rates}; differences are paired by seed. {INTERVAL_NOTE}",
         "",
         "| arm | backbone lr | own lr | test accuracy | 95% CI | difference to standard | 95% CI |",
         "|---|---|---|---|---|---|---|",
@@ -230,10 +355,19 @@ def markdown(summary: dict[str, Any]) -> str:
     for arm, entry in summary["arms"].items():
         test, difference = entry["test"], entry.get("difference_to_standard")
         backbone_lr, own_lr = _rates(entry)
-        lines.append(
-            f"| {arm} | {backbone_lr} | {own_lr} | {100 * test['mean']:.2f} | {_interval(test)} | "
-            + (f"{_points(difference['mean'])} | {_interval(difference, signed=True)} |" if difference else "- | - |")
+        compared = (
+            f"{_mean_points(difference['mean'])} | {_interval(difference, signed=True)}" if difference else "- | -"
         )
+        lines.append(
+            f"| {arm} | {backbone_lr} | {own_lr} | {100 * test['mean']:.2f} | {_interval(test)} | {compared} |"
+        )
+    redraw = summary["arms"].get(RESTORE, {}).get("difference_to_control")
+    if redraw:
+        lines += [
+            "",
+            f"restore minus control, paired by seed (what the re-draw adds beyond the learning rate): "
+            f"{_mean_points(redraw['mean'])} points, 95% CI {_interval(redraw, signed=True)}.",
+        ]
     if RECOMMENDED in summary["arms"]:
         lines += ["", recipe_note(summary["arms"][RECOMMENDED])]
     lines += ["", summary["verdict"], "", f"![learning curves]({CURVES_FILE})", f"![differences]({DIFFERENCES_FILE})"]
