@@ -255,7 +255,7 @@ def compare(
         others.append(other)
 
     def fresh_model() -> Any:
-        return _input(load_model, model, labels=names)[0]
+        return _input(load_model, model, labels=names, always_new_head=True)[0]  # a head of its own per seed
 
     with quiet_transformers():  # one line for a refusal below, not a weight-loading bar before it
         loaded_model = fresh_model()  # refuses an unknown model or no image classifier, before anything is written
