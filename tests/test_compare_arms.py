@@ -1,6 +1,8 @@
-"""The new head of `hf_plasticity.compare`, on a tiny local ViT (a 3-label head) and small imagefolders of generated
-PNGs: every seed gets a head of its own, named by the data's classes, also when the data has as many classes as the
-checkpoint's head."""
+"""The strategy arms and the new head of `hf_plasticity.compare`, on a tiny local ViT (a 3-label head) and small
+imagefolders of generated PNGs: a strategy that acts during training (RIFLE, continual backprop) applies its resets in
+the arm's runs through `PlasticityCallback`, paired with standard's runs until its first reset and counted in its
+records; one that cannot act in the runs is refused before anything is written; and every seed gets a head of its own,
+named by the data's classes, also when the data has as many classes as the checkpoint's head."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import hf_plasticity.comparison.runner as runner
 from hf_plasticity import compare
 from hf_plasticity.cli._common import load_model
 from hf_plasticity.comparison.runner import head_fingerprint
+from hf_plasticity.strategies import cbp
 
 from .models import IMAGE_SIZE, NUM_LABELS, pretrained
 from .test_compare import records
@@ -47,6 +50,62 @@ def workspace(tmp_path_factory):
 
 def _confirm(output) -> dict:
     return {(r["arm"], r["seed"]): r for r in records(output) if r["phase"] == "confirm"}
+
+
+# ------------------------------------------------------------------------------------------ periodic strategies
+def test_rifle_arm_re_draws_the_head_at_its_epochs_paired_with_standard_until_then(workspace, tmp_path):
+    """RIFLE acts during training only (its head re-drawn at epochs 1 and 2): its runs must do it, not train as
+    standard fine-tuning under its name."""
+    output = tmp_path / "out"
+    summary = compare(str(workspace / "tiny-vit"), str(workspace / "images"), output=str(output), progress=False,
+                      **{**BUDGET, "arms": ("standard", "rifle"), "epochs": 3})  # fmt: skip
+    confirm = _confirm(output)
+    for seed in (0, 1):
+        standard, rifle = confirm[("standard", seed)], confirm[("rifle", seed)]
+        assert rifle["head_init"] == standard["head_init"]  # paired: the same head and data order ...
+        assert rifle["train_loss"][0] == standard["train_loss"][0]  # ... so the same first epoch, to the bit
+        assert rifle["train_loss"][1:] != standard["train_loss"][1:]  # then a new head at the end of epoch 1
+    runs = records(output)
+    assert all(r["periodic"] is None for r in runs if r["arm"] == "standard")
+    for run in (r for r in runs if r["arm"] == "rifle"):
+        assert run["periodic"]["strategy"] == "rifle" and run["periodic"]["resets"] == 2  # at epochs 1 and 2
+        assert run["periodic"]["reinitialized"] > 0
+    assert "training with rifle's periodic resets is" in summary["verdict"]
+    assert "rifle restore" not in (output / "report.md").read_text()
+
+
+def test_cbp_arm_replaces_units_during_training(workspace, tmp_path, monkeypatch):
+    """Continual backprop replaces units during training only; with rates that act within a tiny run (its published
+    defaults need 10000 steps on a transformer), the arm's runs replace units and train otherwise than standard."""
+    monkeypatch.setitem(cbp.DEFAULTS, "transformer", (0.05, 1))
+    output = tmp_path / "out"
+    compare(str(workspace / "tiny-vit"), str(workspace / "images"), output=str(output), progress=False,
+            **{**BUDGET, "arms": ("standard", "cbp"), "epochs": 2})  # fmt: skip
+    confirm = _confirm(output)
+    for seed in (0, 1):
+        standard, arm = confirm[("standard", seed)], confirm[("cbp", seed)]
+        assert arm["head_init"] == standard["head_init"]
+        assert arm["train_loss"] != standard["train_loss"]
+        assert arm["periodic"]["strategy"] == "cbp" and arm["periodic"]["resets"] > 0
+        assert arm["periodic"]["reinitialized"] > 0
+
+
+@pytest.mark.parametrize(
+    ("arm", "epochs", "says"),
+    [
+        ("rifle", 2, "resets at epochs 1, 2"),  # its reset at epoch 2 would be the last step
+        ("rifle", 1, "needs --epochs 3 or more"),
+        ("cbp", 1, "maturity 10000 steps"),  # its defaults on a transformer: no replacement in a short run
+    ],
+)
+def test_an_arm_that_cannot_act_in_the_runs_is_refused_before_anything_is_written(workspace, tmp_path, arm, epochs,
+                                                                                   says):  # fmt: skip
+    output = tmp_path / "out"
+    with pytest.raises(ValueError, match=f"Arm '{arm}' cannot run as its schedule says") as raised:
+        compare(str(workspace / "tiny-vit"), str(workspace / "images"), output=str(output), progress=False,
+                **{**BUDGET, "arms": ("standard", arm), "epochs": epochs})  # fmt: skip
+    assert says in str(raised.value) and f"Drop {arm} from --arms" in str(raised.value)
+    assert not output.exists()
 
 
 # ------------------------------------------------------------------------------------------------- the new head

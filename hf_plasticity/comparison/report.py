@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .arms import CONTROL, RECOMMENDED, RESTORE, STANDARD
+from .arms import CONTROL, RECOMMENDED, RESTORE, STANDARD, arm_title
 
 REPORT_FILE, SUMMARY_FILE = "report.md", "summary.json"
 CURVES_FILE, DIFFERENCES_FILE = "learning_curves.png", "differences.png"
@@ -108,7 +108,7 @@ def _ending(difference: dict[str, Any]) -> str:
 
 def verdict(arm: str, difference: dict[str, Any]) -> str:
     """One sentence: how far ``arm`` is from standard fine-tuning on this data, and whether that is detectable."""
-    name = ARM_TITLES.get(arm, f"a {arm} restore")
+    name = ARM_TITLES.get(arm) or arm_title(arm)  # a strategy arm: "a selective restore", "training with cbp's ..."
     points = abs(100 * difference["mean"])
     side = "above" if difference["mean"] > 0 else "below" if difference["mean"] < 0 else "level with"
     amount = f"{points:.2f} points {side}" if side != "level with" else "level with"
