@@ -261,9 +261,15 @@ def load_data(source: str, split: str):
 
 
 def load_model(
-    model_id: str, *, num_labels: int | None = None, labels: list[str] | None = None, seed: int | None = None
+    model_id: str,
+    *,
+    num_labels: int | None = None,
+    labels: list[str] | None = None,
+    seed: int | None = None,
+    always_new_head: bool = False,
 ):
-    """Loads an image classifier, with a new head when the wanted number of labels differs from the model's.
+    """Loads an image classifier, with a new head when the wanted number of labels differs from the model's (or
+    always, with ``always_new_head``).
 
     Args:
         model_id: a local directory or a Hub id.
@@ -272,6 +278,11 @@ def load_model(
         seed: seeds the draw of a new head (and of any other weight the checkpoint lacks), on a forked RNG: the same
             seed gives the same model, and the caller's global RNG is left as it was. None: drawn from the global RNG
             as it stands (`compare` seeds it per run, so each seed gets a head of its own, shared by the arms).
+        always_new_head: draw a new head even when the checkpoint's has as many labels as wanted (its trained head,
+            for another task, is then dropped), with the model's init rule (the head the layout names: see
+            [`get_layout`]), and name its labels by ``labels``. `compare` passes True: every seed gets a head of its
+            own whatever the number of classes. ``prepare`` and ``diagnose`` keep a head of the right size (a
+            checkpoint already fine-tuned on these classes is restored or diagnosed with its trained head).
 
     Returns:
         `(model, new_head)`: the model, and whether its head was replaced.
@@ -294,22 +305,42 @@ def load_model(
         raise CommandError(f"--num-labels is {num_labels} but the data has {len(labels)} classes.")
     wanted = num_labels or (len(labels) if labels else None)
     kwargs: dict[str, Any] = dict(hub_kwargs)
-    if wanted is not None and wanted != config.num_labels:
+    resized = wanted is not None and wanted != config.num_labels
+    if resized:
         kwargs["ignore_mismatched_sizes"] = True  # added to the Hub options (local_files_only, ...), not instead
-        if labels and len(labels) == wanted:
-            kwargs["id2label"] = dict(enumerate(labels))
-            kwargs["label2id"] = {name: i for i, name in enumerate(labels)}
-        else:
-            kwargs["num_labels"] = wanted
+    if (resized or always_new_head) and labels and len(labels) == (wanted or config.num_labels):
+        kwargs["id2label"] = dict(enumerate(labels))
+        kwargs["label2id"] = {name: i for i, name in enumerate(labels)}
+    elif resized:
+        kwargs["num_labels"] = wanted
     from ..core.init import derive_seed, seeded
 
     draw = contextlib.nullcontext() if seed is None else seeded(derive_seed(seed, "cli", "new head"))
     try:
         with draw:
             model = AutoModelForImageClassification.from_pretrained(model_id, **kwargs)
+            if always_new_head and not resized:  # the checkpoint's head was loaded: drawn anew, from the same RNG
+                _redraw_head(model)
     except Exception as error:
         raise CommandError(f"Cannot load {model_id!r} as an image classifier: {one_line(error)}") from error
-    return model, "ignore_mismatched_sizes" in kwargs
+    return model, resized or always_new_head
+
+
+def _redraw_head(model: Any) -> None:
+    """Replaces the values of ``model``'s head (the modules its layout names) with fresh ones drawn with the model's
+    init rule, seeded from the global RNG as it stands (so a seeded caller gets the same head every time)."""
+    import torch
+
+    from ..core.architectures import get_layout
+    from ..core.init import fresh_tensors
+
+    for name in get_layout(model).head:
+        module = model.get_submodule(name)
+        seed = int(torch.randint(0, 2**62, ()))
+        fresh = fresh_tensors(model, module, seed=seed)
+        with torch.no_grad():
+            for key, tensor in [*module.named_parameters(), *module.named_buffers()]:
+                tensor.copy_(fresh[key])
 
 
 def load_processor(model_id: str, required: bool):

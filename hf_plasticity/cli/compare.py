@@ -20,7 +20,14 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from ..comparison.arms import BUILT_IN_ARMS, RECOMMENDED, check_arms, check_recipe_data, check_recipe_pass
+from ..comparison.arms import (
+    BUILT_IN_ARMS,
+    RECOMMENDED,
+    check_arms,
+    check_periodic_arms,
+    check_recipe_data,
+    check_recipe_pass,
+)
 from ..comparison.identity import data_identity, model_identity
 from ..comparison.session import (
     ComparisonSettings,
@@ -42,7 +49,8 @@ ARMS_HELP = (
     "control: the same blocks and the head at the own lr, not re-drawn, tuned; "
     "recommended: no sweep, the backbone and head lrs recommend_recipe chooses per seed from one forward pass over "
     "256 training images, not tuned (only --seeds runs); "
-    "or a strategy name (selective, auto, ...): its default restore, tuned"
+    "or a strategy name (selective, auto, ...): its default config, tuned; one that acts during training (redo, cbp, "
+    "rifle) applies its resets in its runs, and is refused if it could not act in them"
 )
 
 
@@ -173,7 +181,8 @@ def compare(
         arms: ``"standard"`` (plain fine-tuning; required: the baseline), ``"restore"`` (the default restore, its
             re-drawn blocks and the head at the own learning rate), ``"control"`` (the same blocks at the own learning
             rate, not re-drawn), ``"recommended"`` (`recommend_recipe`'s rates per seed, not tuned) and/or strategy
-            names (their default restore). ``"recipe"``, the earlier name of ``"restore"``, is refused.
+            names (their default config: its restore, and for ``redo``, ``cbp`` and ``rifle`` its resets during
+            training, through `PlasticityCallback`). ``"recipe"``, the earlier name of ``"restore"``, is refused.
         seeds: paired confirmation seeds.
         epochs: passes over the training split in every run.
         batch_size: examples per device and step.
@@ -199,9 +208,10 @@ def compare(
     Raises:
         ValueError: for bad input (an unknown model, data without labels or with one class, a split with labels outside
             its classes (-1), a validation or test split that is the training split or each other, an unknown or
-            renamed arm, an output folder that is not empty or holds records of a renamed arm or ``recommended`` runs
-            of another fit of the rule, too few training images for the ``recommended`` arm's pass, or a pass that
-            cannot choose rates on them: it runs once up front), before anything is written.
+            renamed arm, a strategy arm that could not act in the runs (``rifle`` below 3 epochs, ``cbp`` in runs
+            too short for one replacement), an output folder that is not empty or holds records of a renamed arm or
+            ``recommended`` runs of another fit of the rule, too few training images for the ``recommended`` arm's
+            pass, or a pass that cannot choose rates on them: it runs once up front), before anything is written.
 
     Example:
 
@@ -255,7 +265,7 @@ def compare(
         others.append(other)
 
     def fresh_model() -> Any:
-        return _input(load_model, model, labels=names)[0]
+        return _input(load_model, model, labels=names, always_new_head=True)[0]  # a head of its own per seed
 
     with quiet_transformers():  # one line for a refusal below, not a weight-loading bar before it
         loaded_model = fresh_model()  # refuses an unknown model or no image classifier, before anything is written
@@ -264,6 +274,7 @@ def compare(
     check_output(output, settings, overwrite, identity)
     train, val, test, notes = make_splits(train, others[0], others[1], label, settings)
     splits = tuple(with_pixel_values(part, processor, seed=None) for part in (train, val, test))
+    check_periodic_arms(arms, loaded_model, examples=len(train), batch_size=batch_size, epochs=epochs)
     if RECOMMENDED in arms:
         check_recipe_data(train, label, seeds)
         check_recipe_pass(loaded_model, splits[0], epochs=epochs, batch_size=batch_size)

@@ -12,14 +12,20 @@ rate. Every arm but ``recommended`` is tuned on the same two-dimensional grid:
 - ``recommended``: one fine-tune instead of a sweep, not tuned: each run calls [`recommend_recipe`] on its freshly
   loaded model (the first 256 images of the training split shuffled with the run's seed, the budget nearest to the
   epochs) and trains at the backbone and head rates it returns, with no re-draw.
-- any strategy name (``selective``, ``auto``, ...): restore with that strategy's default config (data-dependent ones
-  score on training batches); blocks it re-draws whole and the head at the own learning rate (parameters re-drawn in
-  part stay at the backbone's: a torch optimizer has one learning rate per tensor).
+- any strategy name (``selective``, ``auto``, ...): that strategy's default config, as its schedule says: its
+  restore before training (data-dependent ones score on training batches), and for a strategy that acts during
+  training (``redo``'s resets every 1000 steps, ``cbp``'s every step, ``rifle``'s new head at epochs 1 and 2) its
+  resets during every run, through the library's [`PlasticityCallback`] (``restore=False``: the restore before
+  training is this module's); blocks it re-draws whole before training and the head at the own learning rate
+  (parameters re-drawn in part stay at the backbone's: a torch optimizer has one learning rate per tensor). An arm
+  that acts during training only and could not act in the comparison's runs is refused before any run
+  ([`check_periodic_arms`]: ``rifle`` with fewer than 3 epochs, ``cbp`` in runs too short for a replacement).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable
 from itertools import islice
 from typing import Any
@@ -66,6 +72,141 @@ def check_arms(arms: Iterable[str]) -> list[str]:
     if STANDARD not in arms:
         raise ComparisonInputError("--arms must include standard: every arm is compared with standard fine-tuning.")
     return arms
+
+
+def _strategy_config(arm: str) -> Any:
+    """The default config of strategy arm ``arm``, or None for a built-in arm (or a name that is no strategy)."""
+    from ..core.config import available_strategies, get_config_class
+
+    return get_config_class(arm)() if arm not in BUILT_IN_ARMS and arm in available_strategies() else None
+
+
+def periodic_config(arm: str) -> Any:
+    """The default config of strategy arm ``arm`` when its schedule acts during training (``redo``, ``cbp``,
+    ``rifle``), else None (a built-in arm, or a strategy that acts before training only): the arm's runs apply its
+    resets through a [`PlasticityCallback`].
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity.comparison.arms import periodic_config
+    >>> periodic_config("cbp").strategy, periodic_config("selective"), periodic_config("restore")
+    ('cbp', None, None)
+
+    ```
+    """
+    from ..strategies.base import get_strategy
+
+    config = _strategy_config(arm)
+    return config if config is not None and get_strategy(config).schedule.periodic else None
+
+
+def arm_title(arm: str) -> str:
+    """What ``arm`` does, as the verdict names it: ``"a selective restore"`` (``"an auto restore"``) for a strategy
+    that acts before training, ``"training with cbp's periodic resets"`` for one that acts during training only, ``"a
+    redo restore with its periodic resets"`` for one that does both; the arm's name for a built-in arm (or a name that
+    is no strategy).
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity.comparison.arms import arm_title
+    >>> arm_title("selective"), arm_title("rifle")
+    ('a selective restore', "training with rifle's periodic resets")
+
+    ```
+    """
+    from ..strategies.base import get_strategy
+
+    config = _strategy_config(arm)
+    if config is None:
+        return arm
+    schedule = get_strategy(config).schedule
+    article = "an" if arm[:1] in "aeiou" else "a"
+    if not schedule.periodic:
+        return f"{article} {arm} restore"
+    if not schedule.before_training:
+        return f"training with {arm}'s periodic resets"
+    return f"{article} {arm} restore with its periodic resets"
+
+
+def check_periodic_arms(arms: Iterable[str], model: Any, *, examples: int, batch_size: int, epochs: int) -> None:
+    """Refuses, before any run, a strategy arm that acts during training only and cannot do so as its schedule says in
+    this comparison's runs (a strategy that also acts before training, such as ``redo``, is never refused: its restore
+    still runs):
+
+    - resets at given epochs (``rifle``'s new head at epochs 1 and 2) at or after the end of training: at the last
+      step, the run would be scored right after a reset instead of after training on from it, or never;
+    - continual backprop (``cbp``) replacing no unit: its units become replaceable after ``maturity`` steps (its
+      default for the model's kind: 10000 for a transformer, 1000 for a CNN) and are replaced at ``replacement_rate``
+      per step, so a run too short to reach one replacement in any layer would be standard fine-tuning under its name.
+
+    Args:
+        arms: the validated arm names.
+        model: the freshly loaded model (read; hooks added and removed).
+        examples: training examples.
+        batch_size: examples per device and step.
+        epochs: the runs' epochs.
+
+    Raises:
+        ComparisonInputError: naming the arm, why it cannot act in these runs and what to do.
+    """
+    from ..strategies.base import get_strategy
+
+    per_epoch = math.ceil(examples / batch_size)
+    steps = epochs * per_epoch  # on one process: the most any launch takes
+    for arm in arms:
+        config = periodic_config(arm)
+        if config is None or get_strategy(config).schedule.before_training:
+            continue
+        why = _late_resets(config, epochs) or _no_replacement(config, model, steps)
+        if why:
+            raise ComparisonInputError(
+                f"Arm {arm!r} cannot run as its schedule says in this comparison's runs ({epochs} epochs of "
+                f"{per_epoch} steps): {why}. Drop {arm} from --arms, or train longer (--epochs, more training data)."
+            )
+
+
+def _late_resets(config: Any, epochs: int) -> str | None:
+    """Why resets at given epochs (RIFLE's) cannot serve a run of ``epochs`` epochs, or None."""
+    reset_epochs = getattr(config, "epochs", None)
+    if not isinstance(reset_epochs, (list, tuple)):
+        return None
+    late = [epoch for epoch in reset_epochs if epoch >= epochs]
+    if not late:
+        return None
+    shown = ", ".join(f"{epoch:g}" for epoch in reset_epochs)
+    return (
+        f"it resets at epochs {shown} (its default {type(config).__name__}), and its reset at epoch {late[0]:g} would "
+        "come at the last step (the run scored right after it, not after training on from it) or never; it needs "
+        f"--epochs {math.floor(max(reset_epochs)) + 1} or more"
+    )
+
+
+def _no_replacement(config: Any, model: Any, steps: int) -> str | None:
+    """Why continual backprop replaces no unit in ``steps`` steps (its fractional count reaches one in no layer), or
+    None (also for another strategy)."""
+    from ..core.messages import first_line
+    from ..strategies.base import get_strategy
+
+    strategy = get_strategy(config)
+    if not strategy.needs_attach or not hasattr(strategy, "maturity"):
+        return None
+    try:
+        strategy.attach(model)  # resolves the units and the defaults for the model's kind, as a run does
+    except ValueError as error:
+        return f"its units cannot be found on this model ({first_line(error)})"
+    try:
+        units = max((len(state["age"]) for state in strategy.state.values()), default=0)
+        rate, maturity = strategy.rate, strategy.maturity
+    finally:
+        strategy.detach()
+    if rate * units * max(0, steps - maturity) >= 1:
+        return None
+    return (
+        f"with replacement rate {rate:g} and maturity {maturity} steps (its defaults for this model), a layer of at "
+        f"most {units} units replaces none in {steps} steps, so the arm would be standard fine-tuning under its name"
+    )
 
 
 def _shuffled(train: Any, seed: int) -> Any:
@@ -171,7 +312,8 @@ def seeds_of_another_rule(records: Iterable[dict[str, Any]], epochs: float) -> l
 def prepare_arm(
     arm: str, model: Any, args: Any, *, own_lr: float, calibration: Any = None, recipe: Any = None
 ) -> tuple[Any, dict[str, Any] | None]:
-    """Prepares ``model`` for ``arm`` (a restore, or nothing) and returns its optimizer for the `Trainer`.
+    """Prepares ``model`` for ``arm`` (a restore, or nothing) and returns its optimizer for the `Trainer`. (A strategy
+    arm's resets during training, if its schedule has any, are the run's: see [`periodic_config`].)
 
     Args:
         arm: the arm's name.

@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .arms import CONTROL, RECOMMENDED, RESTORE, STANDARD
+from .arms import CONTROL, RECOMMENDED, RESTORE, STANDARD, arm_title
 
 REPORT_FILE, SUMMARY_FILE = "report.md", "summary.json"
 CURVES_FILE, DIFFERENCES_FILE = "learning_curves.png", "differences.png"
@@ -186,7 +186,7 @@ def _ending(difference: dict[str, Any], meaning: dict[str, str] | None = None) -
 def verdict(arm: str, difference: dict[str, Any]) -> str:
     """One sentence: how far ``arm`` is from standard fine-tuning on this data, and whether that is detectable; "level
     with" when the mean difference rounds to 0.00 points and its interval does not exclude 0."""
-    name = ARM_TITLES.get(arm, f"a {arm} restore")
+    name = ARM_TITLES.get(arm) or arm_title(arm)  # a strategy arm: "a selective restore", "training with cbp's ..."
     side, size = _direction(difference)
     amount = f"{size} above" if side > 0 else f"{size} below" if side < 0 else "level with"
     return f"On this data {name} is {amount} standard fine-tuning {_ending(difference)}"

@@ -5,11 +5,16 @@ Every run of every arm is built the same way: the model loaded fresh with the se
 same new head in every arm), for the ``recommended`` arm its recipe's diagnostic pass (forward passes only; the RNG is
 left as it was, so the head and the data order stay paired), `TrainingArguments` from the budget (AdamW, linear warmup
 then cosine decay, the seed's data order), the arm's optimizer handed to the `Trainer`, the validation accuracy after
-every epoch, and, in the confirmation phase only, the test accuracy once at the end.
+every epoch, and, in the confirmation phase only, the test accuracy once at the end. A strategy arm whose schedule acts
+during training (``redo``, ``cbp``, ``rifle``) trains in a [`PlasticityTrainer`] with a [`PlasticityCallback`] of its
+default config (``restore=False``: what it does before training is [`prepare_arm`]'s), which applies its resets as the
+schedule says; the record counts them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import platform
 import time
 from collections.abc import Callable
@@ -20,7 +25,7 @@ import numpy as np
 
 from ..core.collectives import process_group_warning, run_on_main
 from ..integrations.trainer_adapter import trains_together
-from .arms import RECOMMENDED, prepare_arm, recipe_for_run
+from .arms import RECOMMENDED, periodic_config, prepare_arm, recipe_for_run
 from .store import run_key
 
 TUNE, CONFIRM = "tune", "confirm"
@@ -122,6 +127,19 @@ def _device(args: Any) -> str:
     return f"{device.type} ({name}) x {args.world_size}"
 
 
+def _resets(callback: Any) -> dict[str, Any] | None:
+    """What a [`PlasticityCallback`]'s periodic strategy did in the run: its name, the number of resets and of entries
+    they re-drew (None without a callback)."""
+    if callback is None:
+        return None
+    controller = callback.controller
+    return {
+        "strategy": controller.name,
+        "resets": int(controller.total_resets),
+        "reinitialized": int(controller.total_reinitialized),
+    }
+
+
 def train_run(
     spec: RunSpec,
     *,
@@ -146,12 +164,17 @@ def train_run(
 
     Returns:
         `dict`: the run's record (see [`RunStore`]): its key, phase, arm, the learning rates it trained at
-        (``config``), seed, head hash, what was re-drawn, validation curve, test accuracy, seconds, versions, device,
-        and for the ``recommended`` arm what its diagnostic pass read and chose (``recipe``,
-        `FineTuneRecipe.to_dict()`; None for the other arms).
+        (``config``), seed, head hash, what was re-drawn before training, validation curve, test accuracy, seconds,
+        versions, device, for the ``recommended`` arm what its diagnostic pass read and chose (``recipe``,
+        `FineTuneRecipe.to_dict()`; None for the other arms), and for a strategy arm that acts during training its
+        resets (``periodic``: ``{"strategy", "resets", "reinitialized"}``, the number of resets and of entries they
+        re-drew; None for the other arms).
     """
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+
+    from ..integrations.callback import PlasticityCallback
+    from ..integrations.trainer import PlasticityTrainer
 
     start = time.perf_counter()
     set_seed(spec.seed)
@@ -192,16 +215,23 @@ def train_run(
         backbone_lr, own_lr = recipe.backbone_lr, recipe.head_lr
         args.learning_rate = backbone_lr
     optimizer, redrawn = prepare_arm(spec.arm, model, args, own_lr=own_lr, calibration=calibration, recipe=recipe)
-    trainer = Trainer(
+    periodic = periodic_config(spec.arm)
+    # the periodic resets, through the library's Trainer route; the optimizer (and its groups) stays the arm's
+    callback = PlasticityCallback(periodic, restore=False) if periodic is not None else None
+    trainer = (PlasticityTrainer if callback is not None else Trainer)(
         model=model,
         args=args,
         train_dataset=train,
         eval_dataset=val,
         compute_metrics=accuracy,
         optimizers=(optimizer, None),
+        callbacks=[callback] if callback is not None else None,
     )
     trainer.remove_callback(PrinterCallback)  # no log lines per epoch: the comparison shows one bar over its runs
-    trainer.train()
+    # the callback's console line per run ("no one-shot restore: ...") would go into the printed report: the record
+    # says what it did
+    with contextlib.redirect_stdout(io.StringIO()) if callback is not None else contextlib.nullcontext():
+        trainer.train()
     curve = [entry["eval_accuracy"] for entry in trainer.state.log_history if "eval_accuracy" in entry]
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     test_accuracy = trainer.evaluate(test, metric_key_prefix="test")["test_accuracy"] if test is not None else None
@@ -214,6 +244,7 @@ def train_run(
         "head_init": head,
         "redrawn": redrawn,
         "recipe": recipe.to_dict() if recipe else None,
+        "periodic": _resets(callback),
         "val_curve": curve,
         "val_accuracy": curve[-1],
         "train_loss": losses,
