@@ -1,0 +1,110 @@
+"""`compare`'s folder, resume and input checks, through `hf_plasticity.compare` and the CLI: the data identified by its
+content (not its modification times), settings compared as what they mean (paths, grid order), the launch's effective
+batch, one comparison per folder at a time (a lock), ``--max-train-samples`` up to the split's size, an unusable
+``--output`` refused first, paths as `pathlib.Path`, ``--overwrite`` resuming what can be resumed, no network for local
+data, and the options named as typed."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import hf_plasticity.comparison.session as session
+from hf_plasticity import compare
+
+from .models import IMAGE_SIZE, pretrained
+from .test_compare import API_BUDGET, CLASSES
+
+#: The real run, whatever a test patched in its place.
+TRAIN_RUN = session.train_run
+#: One arm, one seed, a 1x1 grid: one tuning run and one confirmation run.
+ONE = {**API_BUDGET, "arms": ("standard",), "seeds": 1}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A tiny 'pretrained' ViT with its image processor, and an imagefolder of 2 classes x 14 images (as
+    test_compare's)."""
+    from transformers import ViTImageProcessor
+
+    root = tmp_path_factory.mktemp("compare-session")
+    pretrained("vit", root / "tiny-vit")
+    ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(root / "tiny-vit")
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(CLASSES):
+        (root / "images" / name).mkdir(parents=True)
+        for i in range(14):
+            pixels = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3)) + [150 * c, 120, 200 - 150 * c]
+            pixels += rng.normal(0, 30, (IMAGE_SIZE, IMAGE_SIZE, 3))
+            Image.fromarray(np.clip(pixels, 0, 255).astype("uint8")).save(root / "images" / name / f"{i}.png")
+    return root
+
+
+def _copy(workspace: Path, tmp_path: Path) -> tuple[str, str]:
+    """A copy of the tiny model and the images, which the test may change."""
+    shutil.copytree(workspace / "tiny-vit", tmp_path / "model")
+    shutil.copytree(workspace / "images", tmp_path / "images")
+    return str(tmp_path / "model"), str(tmp_path / "images")
+
+
+def _no_training(monkeypatch) -> list[str]:
+    """Makes any run an error; returns the list the attempted run keys go to."""
+    trained = []
+
+    def refuse(spec, **kwargs):
+        trained.append(spec.key)
+        raise AssertionError(f"trained {spec.key}")
+
+    monkeypatch.setattr(session, "train_run", refuse)
+    return trained
+
+
+def _counting(monkeypatch, stop_after: int | None = None) -> list[str]:
+    """Counts the runs trained; with ``stop_after``, the run after that many is interrupted (a kill)."""
+    trained, real = [], TRAIN_RUN
+
+    def count(spec, **kwargs):
+        if stop_after is not None and len(trained) == stop_after:
+            raise KeyboardInterrupt
+        trained.append(spec.key)
+        return real(spec, **kwargs)
+
+    monkeypatch.setattr(session, "train_run", count)
+    return trained
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in folder.iterdir()}
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def test_local_data_makes_no_network_request(workspace, tmp_path, monkeypatch):
+    """Without HF_HUB_OFFLINE, `datasets` counts each `load_dataset` with a HEAD request to the Hub, also for an
+    imagefolder on local files: compare loads local data without opening a connection (or resolving a name)."""
+    import datasets
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("no network in this test")
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)  # as without HF_HUB_OFFLINE (read at import)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_UPDATE_DOWNLOAD_COUNTS", True)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    with pytest.raises(ValueError, match="max_train_samples is 1"):  # refused after the data is loaded
+        compare(str(workspace / "tiny-vit"), str(workspace / "images"), output=str(tmp_path / "out"),
+                progress=False, max_train_samples=1, **ONE)  # fmt: skip
+    assert attempts == []
+    assert datasets.config.HF_UPDATE_DOWNLOAD_COUNTS is True  # restored
