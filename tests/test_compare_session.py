@@ -85,6 +85,26 @@ def _files(folder: Path) -> dict[str, bytes]:
 # ------------------------------------------------------------------------------------------------ inputs
 
 
+def test_max_train_samples_one_below_the_split_trains_on_that_many(workspace, tmp_path):
+    """28 images: 6 for the test, 3 for validation, 19 to train on; 18 of them keep both classes (one short of the
+    split, where what is left out cannot hold one example of each class)."""
+    summary = compare(str(workspace / "tiny-vit"), str(workspace / "images"), output=str(tmp_path / "out"),
+                      progress=False, max_train_samples=18, **ONE)  # fmt: skip
+    assert summary["splits"]["sizes"] == {"train": 18, "val": 3, "test": 6}
+    assert summary["splits"]["how"]["train"] == "split 'train', 18 examples of it (stratified)"
+
+
+@pytest.mark.parametrize(
+    "fraction, option", [("test_fraction", "--test-fraction"), ("val_fraction", "--val-fraction")]
+)
+def test_a_split_too_small_to_carve_names_the_options_that_exist(workspace, tmp_path, fraction, option):
+    settings = {**ONE, fraction: 0.95}
+    with pytest.raises(ValueError, match=rf"Too few examples to carve the .* split.*a smaller {option}") as caught:
+        compare(str(workspace / "tiny-vit"), str(workspace / "images"), output=str(tmp_path / "out"), progress=False,
+                **settings)  # fmt: skip
+    assert "--train-split" not in str(caught.value) and not (tmp_path / "out").exists()
+
+
 def test_local_data_makes_no_network_request(workspace, tmp_path, monkeypatch):
     """Without HF_HUB_OFFLINE, `datasets` counts each `load_dataset` with a HEAD request to the Hub, also for an
     imagefolder on local files: compare loads local data without opening a connection (or resolving a name)."""

@@ -28,7 +28,7 @@ from .arms import RENAMED_ARMS, seeds_of_another_rule
 from .identity import IDENTITY_KEY, identity_differences
 from .report import CURVES_FILE, DIFFERENCES_FILE, REPORT_FILE, SUMMARY_FILE, summarize, write_report
 from .runner import CONFIRM, Budget, RunSpec, train_run, versions
-from .splits import ComparisonInputError, stratified_split, with_class_labels
+from .splits import ComparisonInputError, stratified_split, stratified_subset, with_class_labels
 from .store import RUNS_FILE, RunStore, recorded_arms, recorded_runs
 from .tuning import TUNE_SEEDS, run_schedule, tuning_table
 
@@ -300,8 +300,10 @@ def make_splits(
     else:
         how["val"] = f"split {settings.val_split!r}"
     if settings.max_train_samples is not None and settings.max_train_samples < len(train):
-        _, train = stratified_split(train, label, settings.max_train_samples, settings.split_seed, "train")
+        train = stratified_subset(train, label, settings.max_train_samples, settings.split_seed)
         how["train"] += f", {settings.max_train_samples} examples of it (stratified)"
+    elif settings.max_train_samples is not None:
+        how["train"] += f", all {len(train)} examples of it (max_train_samples is {settings.max_train_samples})"
     return train, val, test, how
 
 
