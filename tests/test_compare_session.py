@@ -6,6 +6,8 @@ data, and the options named as typed."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -18,7 +20,7 @@ import hf_plasticity.comparison.session as session
 from hf_plasticity import compare
 
 from .models import IMAGE_SIZE, pretrained
-from .test_compare import API_BUDGET, CLASSES
+from .test_compare import API_BUDGET, CLASSES, records
 
 #: The real run, whatever a test patched in its place.
 TRAIN_RUN = session.train_run
@@ -80,6 +82,85 @@ def _counting(monkeypatch, stop_after: int | None = None) -> list[str]:
 
 def _files(folder: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in folder.iterdir()}
+
+
+# ------------------------------------------------------------------------------------------------ data identity
+
+
+def test_the_data_is_identified_by_its_content_not_its_modification_times(workspace, tmp_path, monkeypatch):
+    """The same images copied again (new modification times) resume; other pixels behind the same file names are
+    refused even with the modification times put back; a comparison whose identity an earlier version recorded (split
+    fingerprints) resumes with a warning, and is recorded by content from then on."""
+    model, images = _copy(workspace, tmp_path)
+    output, legacy = tmp_path / "out", tmp_path / "legacy"
+    compare(model, images, output=str(output), progress=False, **ONE)
+    shutil.copytree(output, legacy)
+    saved = json.loads((output / "settings.json").read_text())
+    content = saved["identity"]["data"]["content"]
+    assert content["files"] == 28 and len(content["sha256"]) == 64
+    assert "fingerprint" not in saved["identity"]["data"]["splits"]["train"]
+
+    trained = _no_training(monkeypatch)
+    for path in Path(images).rglob("*.png"):  # copied anew: the same bytes, later modification times
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**10))
+    (Path(images) / ".DS_Store").write_bytes(b"not read by datasets")  # hidden: not part of the data
+    compare(model, images, output=str(output), progress=False, **ONE)
+    assert trained == [] and len(records(output)) == 2
+
+    victim = Path(images) / "circle" / "0.png"
+    stat = victim.stat()
+    Image.fromarray(np.full((32, 32, 3), 255, "uint8")).save(victim)  # other pixels ...
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ... the modification time put back
+    files = _files(output)
+    with pytest.raises(ValueError, match=r"another model or data.*data content sha256: sha256 "):
+        compare(model, images, output=str(output), progress=False, **ONE)
+    assert _files(output) == files
+
+    earlier = json.loads((legacy / "settings.json").read_text())
+    data = earlier["identity"]["data"]
+    del data["content"]  # as an earlier version recorded it: a fingerprint per split (its content is not checked)
+    data["splits"]["train"]["fingerprint"] = "0123456789abcdef"
+    (legacy / "settings.json").write_text(json.dumps(earlier))
+    with pytest.warns(UserWarning, match=r"identified local data by its `datasets` fingerprint"):
+        compare(model, images, output=str(legacy), progress=False, **ONE)
+    now = json.loads((legacy / "settings.json").read_text())["identity"]["data"]
+    assert now["content"]["sha256"] != content["sha256"] and trained == [] and len(records(legacy)) == 2
+
+
+def test_a_saved_dataset_is_identified_by_its_rows_not_the_pipeline_that_wrote_it(tmp_path):
+    """The same rows written by two pipelines (other `datasets` fingerprints in state.json) have one identity, and
+    keep it when `datasets` writes its cache files beside them; other labels do not."""
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+
+    from hf_plasticity.comparison.identity import data_identity
+    from hf_plasticity.integrations.datasets_io import load_image_dataset
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) for _ in range(6)]
+    labels = ClassLabel(names=["x", "y"])
+    Dataset.from_dict({"image": images, "label": [0, 1] * 3}).cast_column("label", labels).save_to_disk(
+        str(tmp_path / "a")
+    )
+    features = Features({"image": ImageFeature(), "label": labels})
+    Dataset.from_dict({"image": images, "label": [0, 1] * 3}, features=features).save_to_disk(str(tmp_path / "b"))
+    Dataset.from_dict({"image": images, "label": [1, 0] * 3}, features=features).save_to_disk(str(tmp_path / "c"))
+
+    def identity(name):
+        folder = str(tmp_path / name)
+        found = data_identity(folder, {"train": load_image_dataset(folder)})
+        return found["content"], found["splits"]
+
+    assert (
+        json.loads((tmp_path / "a" / "state.json").read_text())["_fingerprint"]
+        != json.loads((tmp_path / "b" / "state.json").read_text())["_fingerprint"]
+    )
+    assert identity("a") == identity("b")
+    assert identity("a")[0]["sha256"] != identity("c")[0]["sha256"]
+    before = identity("a")
+    load_image_dataset(str(tmp_path / "a")).shuffle(seed=1).flatten_indices()  # datasets' cache files beside the data
+    (tmp_path / "a" / "cache-0123456789abcdef.arrow").write_bytes(b"a cache file")
+    assert identity("a") == before
 
 
 # ------------------------------------------------------------------------------------------------ inputs

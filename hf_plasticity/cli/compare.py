@@ -25,6 +25,7 @@ from ..comparison.identity import data_identity, model_identity
 from ..comparison.session import (
     ComparisonSettings,
     check_output,
+    is_main_process,
     make_splits,
     quiet_transformers,
     run_comparison,
@@ -260,7 +261,10 @@ def compare(
     with quiet_transformers():  # one line for a refusal below, not a weight-loading bar before it
         loaded_model = fresh_model()  # refuses an unknown model or no image classifier, before anything is written
     processor = _input(load_processor, model, required=True)
-    identity = {"model": model_identity(model), "data": data_identity(data, loaded)}
+    identity = {
+        "model": model_identity(model),
+        "data": data_identity(data, loaded, progress=progress and is_main_process()),
+    }
     check_output(output, settings, overwrite, identity)
     train, val, test, notes = make_splits(train, others[0], others[1], label, settings)
     splits = tuple(with_pixel_values(part, processor, seed=None) for part in (train, val, test))
@@ -388,7 +392,6 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     from ..comparison.report import REPORT_FILE, markdown
-    from ..comparison.session import is_main_process
 
     if not is_main_process():
         return 0

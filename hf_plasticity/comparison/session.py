@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .arms import RENAMED_ARMS, seeds_of_another_rule
-from .identity import IDENTITY_KEY, identity_differences
+from .identity import IDENTITY_KEY, comparable_identities, identity_differences
 from .report import CURVES_FILE, DIFFERENCES_FILE, REPORT_FILE, SUMMARY_FILE, summarize, write_report
 from .runner import CONFIRM, Budget, RunSpec, train_run, versions
 from .splits import ComparisonInputError, stratified_split, stratified_subset, with_class_labels
@@ -110,7 +110,8 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool, ide
         overwrite: start afresh in a folder that holds a comparison.
         identity: the model's and the data's identity (``{"model": ..., "data": ...}``, see [`identity`]); a
             comparison recorded by an earlier version, without one, is resumed with a warning that it cannot be
-            checked.
+            checked, and one whose data identity is of an earlier format (see [`comparable_identities`]) with a
+            warning that the data's content is not checked this time.
 
     Raises:
         ComparisonInputError: for a file, a non-empty folder that holds no comparison with these settings or was
@@ -135,12 +136,13 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool, ide
             f"Output directory {output!r} holds a comparison with other settings ({', '.join(differing)} differ); "
             "pass --overwrite to start a new one there, or another --output."
         )
-    if saved.get(IDENTITY_KEY) is not None:
-        _refuse_other_identity(output, saved[IDENTITY_KEY], identity)
+    unchecked = _refuse_other_identity(output, saved.get(IDENTITY_KEY), identity)
     _refuse_renamed_arms(output)
     _refuse_another_rule(output, settings.epochs)
     if saved.get(IDENTITY_KEY) is None:
         _warn_unchecked_identity(output)
+    elif unchecked:
+        _warn_unchecked_data_content(output)
     _warn_other_versions(output)
     return True
 
@@ -195,9 +197,13 @@ def _refuse_foreign_folder(output: str, overwrite: bool) -> None:
         )
 
 
-def _refuse_other_identity(output: str, saved: dict[str, Any], identity: dict[str, Any]) -> None:
+def _refuse_other_identity(output: str, saved: dict[str, Any] | None, identity: dict[str, Any]) -> bool:
     """Refuses to resume a comparison whose model or data changed behind the same paths: its runs would mix with
-    new ones."""
+    new ones. Returns whether the data's content went unchecked (an identity of an earlier format, see
+    [`comparable_identities`]); nothing is checked without a saved identity (an earlier version's)."""
+    if saved is None:
+        return False
+    saved, identity, unchecked = comparable_identities(saved, identity)
     differences = identity_differences(saved, identity)
     if differences:
         raise ComparisonInputError(
@@ -205,6 +211,20 @@ def _refuse_other_identity(output: str, saved: dict[str, Any], identity: dict[st
             f"({'; '.join(differences)}); its runs would mix with new ones. Pass --overwrite to start a new "
             "comparison there, or another --output."
         )
+    return unchecked
+
+
+def _warn_unchecked_data_content(output: str) -> None:
+    """Warns that the saved identity of the data is of an earlier format (split fingerprints that follow
+    modification times, not a content hash): the rest was checked, the content is recorded from now on."""
+    warnings.warn(
+        f"Output directory {output!r} holds a comparison recorded by an earlier version of hf-plasticity, which "
+        "identified local data by its `datasets` fingerprint (it follows the files' modification times): the model, "
+        "the data's source, sizes and classes were checked, but not that the files hold the same bytes. A hash of "
+        "their content is recorded from now on.",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def _warn_unchecked_identity(output: str) -> None:
