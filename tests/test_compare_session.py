@@ -163,6 +163,69 @@ def test_a_saved_dataset_is_identified_by_its_rows_not_the_pipeline_that_wrote_i
     assert identity("a") == before
 
 
+# ------------------------------------------------------------------------------------------------ settings spelling
+
+
+def test_the_same_settings_spelled_differently_resume(workspace, tmp_path, monkeypatch):
+    """A trailing separator, a relative path, the grid in another order: the same comparison, resumed; settings saved
+    as an earlier version saved them (the paths and the grid as typed, no launch) too."""
+    model, images = _copy(workspace, tmp_path)
+    output = tmp_path / "out"
+    grid = {**ONE, "backbone_lrs": (1e-3, 1e-4)}
+    compare(model, images, output=str(output), progress=False, **grid)
+    saved = json.loads((output / "settings.json").read_text())
+    assert saved["backbone_lrs"] == [1e-4, 1e-3] and saved["model"] == model and saved["effective_batch"] == 8
+    done = len(records(output))
+
+    trained = _no_training(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    compare("model/", "./images/", output="out", progress=False, **{**grid, "backbone_lrs": (1e-4, 1e-3)})
+    assert trained == []
+
+    for key in ("world_size", "effective_batch"):  # as an earlier version saved it
+        del saved[key]
+    saved.update(model=model + os.sep, data="images", backbone_lrs=[1e-3, 1e-4])
+    (output / "settings.json").write_text(json.dumps(saved))
+    compare(model, images, output=str(output), progress=False, **grid)
+    assert trained == [] and len(records(output)) == done
+
+    with pytest.raises(ValueError, match=r"other settings \(backbone_lrs differs\)"):  # one setting: "differs"
+        compare(model, images, output=str(output), progress=False, **ONE)
+
+
+def test_a_hub_id_is_kept_as_typed():
+    from hf_plasticity.comparison.session import ComparisonSettings
+
+    settings = ComparisonSettings(model="facebook/convnext-tiny-224", data="user/data/", backbone_lrs=(3e-4, 3e-5))
+    assert (settings.model, settings.data, settings.backbone_lrs) == ("facebook/convnext-tiny-224", "user/data/",
+                                                                      (3e-5, 3e-4))  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ launch
+
+
+def test_a_resume_under_another_effective_batch_is_refused(workspace, tmp_path, monkeypatch):
+    """Runs of one process (8 examples a step) are not resumed under two (16): refused before any run, naming both
+    effective batches; settings of an earlier version (no effective batch) are checked against the records' device."""
+    output = tmp_path / "out"
+    model, images = str(workspace / "tiny-vit"), str(workspace / "images")
+    compare(model, images, output=str(output), progress=False, **ONE)
+    trained = _no_training(monkeypatch)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun --nproc_per_node 2 sets it (RANK unset: the main process)
+    files = _files(output)
+    expected = r"effective batch of 8 \(1 process x --batch-size 8\), and this launch has 16 \(2 processes x 8\)"
+    with pytest.raises(ValueError, match=expected):
+        compare(model, images, output=str(output), progress=False, **ONE)
+    saved = json.loads((output / "settings.json").read_text())
+    del saved["world_size"], saved["effective_batch"]  # as an earlier version saved it: the records say "x 1"
+    (output / "settings.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=expected):
+        compare(model, images, output=str(output), progress=False, **ONE)
+    assert trained == [] and {k: v for k, v in _files(output).items() if k != "settings.json"} == {
+        k: v for k, v in files.items() if k != "settings.json"
+    }
+
+
 # ------------------------------------------------------------------------------------------------ inputs
 
 

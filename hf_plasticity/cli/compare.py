@@ -29,6 +29,7 @@ from ..comparison.session import (
     make_splits,
     quiet_transformers,
     run_comparison,
+    world_size,
 )
 from ..comparison.splits import ComparisonInputError
 from ..core.validators import check_number, check_positive_int
@@ -177,14 +178,16 @@ def compare(
             names (their default restore). ``"recipe"``, the earlier name of ``"restore"``, is refused.
         seeds: paired confirmation seeds.
         epochs: passes over the training split in every run.
-        batch_size: examples per device and step.
+        batch_size: examples per device and step. Under a launch of several processes the effective batch is
+            processes x ``batch_size``; a folder is resumed only under a launch with the effective batch it was
+            recorded with.
         max_train_samples: train on a stratified subset of this many examples (None: all).
         split: the split of ``data`` to train on.
         val_split: the split to tune on (None: carved from ``split``, ``val_fraction`` of it, stratified).
         test_split: the split to score on (None: carved from ``split`` first, ``test_fraction`` of it, stratified).
         val_fraction: share of the training split held out for validation when there is no ``val_split``.
         test_fraction: share of the training split held out for the test when there is no ``test_split``.
-        backbone_lrs: the backbone learning rates tried.
+        backbone_lrs: the backbone learning rates tried (in any order: tried and saved sorted, each once).
         own_lrs: the learning rates tried for the new parameters (the head; the re-drawn or boosted blocks).
         weight_decay: AdamW weight decay.
         warmup: share of steps with a linear warmup before the cosine decay.
@@ -231,6 +234,7 @@ def compare(
         own_lrs=tuple(float(v) for v in own_lrs),
         weight_decay=weight_decay,
         warmup=warmup,
+        world_size=world_size(),
     )
     _check_options(settings, seeds)
     arms = check_arms(arms)
@@ -299,8 +303,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "learning-rate-only control and any strategy named, each tuned on a validation split; the recommended "
         "recipe, not tuned: recommend_recipe's rates per seed), then on paired seeds scored once on a test split; "
         "prints and writes the report (table with 95% CIs, verdict, learning curves, difference plot, "
-        "summary.json). Rerun the same command to resume a killed comparison. Runs through the transformers "
-        "Trainer: `accelerate launch -m hf_plasticity.cli.main compare ...` for several GPUs.",
+        "summary.json). Rerun the same command to resume a killed comparison (with as many processes: the "
+        "effective batch must match). Runs through the transformers Trainer: `accelerate launch -m "
+        "hf_plasticity.cli.main compare ...` for several GPUs.",
     )
     parser.add_argument("model", metavar="MODEL", help="A local model directory or a Hub model id.")
     add_data_arguments(parser, required=True, num_labels=False)  # the head is sized for the data's classes

@@ -44,10 +44,54 @@ UNMARKED_KEYS = frozenset(
 )  # fmt: skip
 
 
+def normalized_path(path: Any) -> Any:
+    """An existing local path as one spelling: absolute, without a trailing separator (relative to the current
+    directory). Anything else (a Hub id, a path that does not exist) is returned as given.
+
+    Example:
+
+    ```python
+    >>> import os
+    >>> normalized_path("./") == os.getcwd()
+    True
+    >>> normalized_path("facebook/convnext-tiny-224")
+    'facebook/convnext-tiny-224'
+    ```
+    """
+    return os.path.abspath(path) if isinstance(path, str) and path and os.path.exists(path) else path
+
+
+def normalized_grid(values: Any) -> Any:
+    """A learning-rate grid as one spelling: sorted, each rate once (the tuning ranks configurations by a rule that
+    does not depend on their order, and the run keys name each one). Anything but a list or tuple of numbers is
+    returned as given (refused by the checks)."""
+    if not isinstance(values, (list, tuple)) or not all(
+        isinstance(value, (int, float)) and not isinstance(value, bool) for value in values
+    ):
+        return values
+    return tuple(sorted(set(values)))
+
+
+#: The settings that are lists whose order means nothing: compared and saved sorted (see [`normalized_grid`]).
+GRID_KEYS = ("backbone_lrs", "own_lrs")
+#: The settings that are paths: compared and saved as [`normalized_path`] spells them.
+PATH_KEYS = ("model", "data")
+#: What the launch contributes to the settings: compared as the effective batch, not one by one.
+LAUNCH_KEYS = ("world_size", "effective_batch")
+
+
 @dataclass(frozen=True)
 class ComparisonSettings:
     """What identifies a comparison: a folder holding the same settings is resumed. (The arms and the number of seeds
-    are not part of it: a rerun with more of them adds the runs it lacks.)"""
+    are not part of it: a rerun with more of them adds the runs it lacks.)
+
+    ``model`` and ``data`` are kept as [`normalized_path`] spells them (an existing local path absolute, without a
+    trailing separator; a Hub id as given) and the learning-rate grids sorted, each rate once
+    ([`normalized_grid`]): the same comparison typed another way is the same comparison. ``world_size`` is the
+    number of processes of the launch (``torchrun``, ``accelerate launch``): with ``batch_size`` (per device) it
+    makes the effective batch of every optimizer step (compare accumulates no gradients), which
+    [`to_dict`] records beside it.
+    """
 
     model: str
     data: str
@@ -64,10 +108,23 @@ class ComparisonSettings:
     own_lrs: tuple[float, ...] = (1e-3, 3e-3)
     weight_decay: float = 0.05
     warmup: float = 0.1
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        for key in PATH_KEYS:
+            object.__setattr__(self, key, normalized_path(getattr(self, key)))
+        for key in GRID_KEYS:
+            object.__setattr__(self, key, normalized_grid(getattr(self, key)))
+
+    @property
+    def effective_batch(self) -> int:
+        """Examples per optimizer step: ``world_size x batch_size`` (no gradient accumulation)."""
+        return self.world_size * self.batch_size
 
     def to_dict(self) -> dict[str, Any]:
         fields = dataclasses.asdict(self)
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in fields.items()}
+        fields = {key: list(value) if isinstance(value, tuple) else value for key, value in fields.items()}
+        return {**fields, "effective_batch": self.effective_batch}
 
     @property
     def budget(self) -> Budget:
@@ -76,6 +133,20 @@ class ComparisonSettings:
     @property
     def grid(self) -> list[tuple[float, float]]:
         return [(backbone, own) for backbone in self.backbone_lrs for own in self.own_lrs]
+
+
+def comparable_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """Saved settings (of this version or an earlier one) spelled as [`ComparisonSettings`] spells them now: paths
+    through [`normalized_path`], grids through [`normalized_grid`] (as lists)."""
+    comparable = dict(saved)
+    for key in PATH_KEYS:
+        if key in comparable:
+            comparable[key] = normalized_path(comparable[key])
+    for key in GRID_KEYS:
+        if key in comparable:
+            grid = normalized_grid(comparable[key])
+            comparable[key] = list(grid) if isinstance(grid, tuple) else grid
+    return comparable
 
 
 @contextlib.contextmanager
@@ -101,12 +172,18 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def world_size() -> int:
+    """The number of processes of this launch (``torchrun`` / ``accelerate launch``; 1 without one), read from the
+    launcher's ``WORLD_SIZE`` variable, as [`is_main_process`] reads ``RANK``."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def check_output(output: str, settings: ComparisonSettings, overwrite: bool, identity: dict[str, Any]) -> bool:
     """Decides what ``output`` is, without writing: returns True to resume the comparison it holds.
 
     Args:
         output: the output folder.
-        settings: the comparison's settings.
+        settings: the comparison's settings (compared with the saved ones as [`comparable_settings`] spells them).
         overwrite: start afresh in a folder that holds a comparison.
         identity: the model's and the data's identity (``{"model": ..., "data": ...}``, see [`identity`]); a
             comparison recorded by an earlier version, without one, is resumed with a warning that it cannot be
@@ -114,9 +191,10 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool, ide
             warning that the data's content is not checked this time.
 
     Raises:
-        ComparisonInputError: for a file, a non-empty folder that holds no comparison with these settings or was
-            trained on another model or data behind the same paths, or one whose records name an arm by an earlier
-            name (``recipe``) or hold ``recommended`` runs of another fit of the rule, unless ``overwrite`` is on;
+        ComparisonInputError: for a file, a non-empty folder that holds no comparison with these settings (compared
+            as [`comparable_settings`] spells them), was trained with another effective batch or on another model or
+            data behind the same paths, or one whose records name an arm by an earlier name (``recipe``) or hold
+            ``recommended`` runs of another fit of the rule, unless ``overwrite`` is on;
             even with it, for a folder that holds no comparison (see [`recorded_settings`]) but files bearing a
             comparison's file names, and for a ``settings.json`` that is not valid JSON.
     """
@@ -130,12 +208,8 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool, ide
         return False
     if overwrite:
         return False
-    differing = sorted(key for key, value in settings.to_dict().items() if saved.get(key) != value)
-    if differing:
-        raise ComparisonInputError(
-            f"Output directory {output!r} holds a comparison with other settings ({', '.join(differing)} differ); "
-            "pass --overwrite to start a new one there, or another --output."
-        )
+    _refuse_other_settings(output, saved, settings)
+    _refuse_other_batch(output, saved, settings)
     unchecked = _refuse_other_identity(output, saved.get(IDENTITY_KEY), identity)
     _refuse_renamed_arms(output)
     _refuse_another_rule(output, settings.epochs)
@@ -195,6 +269,56 @@ def _refuse_foreign_folder(output: str, overwrite: bool) -> None:
             f"({', '.join(taken)}): --overwrite deletes and replaces only the files of a comparison. Move them, or "
             "pass another --output."
         )
+
+
+def _refuse_other_settings(output: str, saved: dict[str, Any], settings: ComparisonSettings) -> None:
+    """Refuses a comparison with other settings (the launch's are checked by [`_refuse_other_batch`]), both spelled
+    as [`comparable_settings`] spells them."""
+    saved = comparable_settings(saved)
+    differing = sorted(
+        key for key, value in settings.to_dict().items() if key not in LAUNCH_KEYS and saved.get(key) != value
+    )
+    if differing:
+        raise ComparisonInputError(
+            f"Output directory {output!r} holds a comparison with other settings ({', '.join(differing)} "
+            f"{'differs' if len(differing) == 1 else 'differ'}); pass --overwrite to start a new one there, or "
+            "another --output."
+        )
+
+
+def _recorded_world_size(output: str) -> int | None:
+    """The number of processes that trained the recorded runs, read from their ``device`` (``"cpu (x86_64) x 2"``),
+    when they all agree; None without runs or when it cannot be read."""
+    sizes = set()
+    for run in recorded_runs(output):
+        _, _, count = str(run.get("device") or "").rpartition(" x ")
+        if not count.isdigit():
+            return None
+        sizes.add(int(count))
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _refuse_other_batch(output: str, saved: dict[str, Any], settings: ComparisonSettings) -> None:
+    """Refuses a resume under a launch whose effective batch (processes x per-device batch) differs from the one the
+    recorded runs were trained with: they took other optimizer steps, and would be pooled with the new runs in each
+    arm. Settings saved before the effective batch was recorded are checked against the number of processes in their
+    runs' ``device``."""
+    before = saved.get("world_size")
+    if not isinstance(before, int) or isinstance(before, bool):
+        before = _recorded_world_size(output)
+    if before is None or before * settings.batch_size == settings.effective_batch:
+        return
+    raise ComparisonInputError(
+        f"Output directory {output!r} holds a comparison trained with an effective batch of "
+        f"{before * settings.batch_size} ({_processes(before)} x --batch-size {settings.batch_size}), and this launch "
+        f"has {settings.effective_batch} ({_processes(settings.world_size)} x {settings.batch_size}): its runs took "
+        "other optimizer steps, and the report would pool them with new ones. Resume it with "
+        f"{_processes(before)}, or pass --overwrite to start a new comparison there, or another --output."
+    )
+
+
+def _processes(count: int) -> str:
+    return f"{count} process{'es' if count != 1 else ''}"
 
 
 def _refuse_other_identity(output: str, saved: dict[str, Any] | None, identity: dict[str, Any]) -> bool:
