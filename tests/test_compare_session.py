@@ -18,9 +18,11 @@ from PIL import Image
 
 import hf_plasticity.comparison.session as session
 from hf_plasticity import compare
+from hf_plasticity.cli.main import main
+from hf_plasticity.comparison.session import LOCK_FILE
 
 from .models import IMAGE_SIZE, pretrained
-from .test_compare import API_BUDGET, CLASSES, records
+from .test_compare import API_BUDGET, CLASSES, GRID, records
 
 #: The real run, whatever a test patched in its place.
 TRAIN_RUN = session.train_run
@@ -226,6 +228,34 @@ def test_a_resume_under_another_effective_batch_is_refused(workspace, tmp_path, 
     }
 
 
+# ------------------------------------------------------------------------------------------------ lock
+
+
+def test_a_second_comparison_on_a_locked_folder_is_refused_at_once(workspace, tmp_path, capsys, monkeypatch):
+    """While a comparison holds the folder's lock, another one is refused before it loads anything, naming the folder
+    and the lock; once the lock is free it runs, and leaves no lock file behind."""
+    from filelock import FileLock
+
+    import hf_plasticity.cli.compare as cli_compare
+
+    output = tmp_path / "out"
+    output.mkdir()
+    real_load = cli_compare.load_data
+    loads = []
+    monkeypatch.setattr(cli_compare, "load_data", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    argv = ["compare", str(workspace / "tiny-vit"), "--data", str(workspace / "images"), "--arms", "standard",
+            "--seeds", "1", "--epochs", "1", "--batch-size", "8", *GRID, "--output", str(output),
+            "--no-progress"]  # fmt: skip
+    with FileLock(str(output / LOCK_FILE), timeout=0):  # another process's comparison, running
+        assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1, error
+    assert f"Output directory {str(output)!r} is in use by another compare process" in error
+    assert repr(str(output / LOCK_FILE)) in error and loads == []
+    assert main(argv) == 0
+    assert len(records(output)) == 2 and not (output / LOCK_FILE).exists()
+
+
 # ------------------------------------------------------------------------------------------------ inputs
 
 
@@ -247,6 +277,45 @@ def test_a_split_too_small_to_carve_names_the_options_that_exist(workspace, tmp_
         compare(str(workspace / "tiny-vit"), str(workspace / "images"), output=str(tmp_path / "out"), progress=False,
                 **settings)  # fmt: skip
     assert "--train-split" not in str(caught.value) and not (tmp_path / "out").exists()
+
+
+def _unusable_outputs(tmp_path: Path) -> dict[str, tuple[str, str]]:
+    (tmp_path / "a-file").write_text("x")
+    return {
+        "empty": ("", "--output is empty"),
+        "under a file": (str(tmp_path / "a-file" / "cmp"), "is not a directory"),
+        "a file": (str(tmp_path / "a-file"), "is a file"),
+        "in /proc": ("/proc/hf-plasticity-compare-test/cmp", "/proc"),
+    }
+
+
+@pytest.mark.parametrize("case", ["empty", "under a file", "a file", "in /proc"])
+def test_an_unusable_output_is_refused_before_anything_is_loaded(workspace, tmp_path, capsys, monkeypatch, case):
+    import hf_plasticity.cli.compare as cli_compare
+
+    if case == "in /proc" and not os.path.isdir("/proc"):
+        pytest.skip("no /proc")
+    output, expected = _unusable_outputs(tmp_path)[case]
+    monkeypatch.setattr(cli_compare, "load_data", lambda *a, **k: pytest.fail("loaded the data"))
+    argv = ["compare", str(workspace / "tiny-vit"), "--data", str(workspace / "images"), "--output", output]
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and error.startswith("hf-plasticity compare: error:"), error
+    assert expected in error and "Errno" not in error
+
+
+def test_paths_may_be_pathlib_paths_and_one_arm_a_string(workspace, tmp_path):
+    """`pathlib.Path` for the model, the data and the output; ``arms="standard"`` is that arm, not its letters; a
+    value that is no path is refused naming the argument, before anything is created."""
+    output = tmp_path / "out"
+    summary = compare(workspace / "tiny-vit", workspace / "images", output=output, progress=False,
+                      **{**ONE, "arms": "standard"})  # fmt: skip
+    assert list(summary["arms"]) == ["standard"] and len(records(output)) == 2
+    saved = json.loads((output / "settings.json").read_text())
+    assert saved["model"] == str(workspace / "tiny-vit") and saved["data"] == str(workspace / "images")
+    with pytest.raises(TypeError, match=r"`data` must be a str or a path \(os.PathLike\), got int 3"):
+        compare(workspace / "tiny-vit", 3, output=tmp_path / "other", progress=False, **ONE)
+    assert not (tmp_path / "other").exists()
 
 
 def test_local_data_makes_no_network_request(workspace, tmp_path, monkeypatch):
@@ -272,3 +341,18 @@ def test_local_data_makes_no_network_request(workspace, tmp_path, monkeypatch):
                 progress=False, max_train_samples=1, **ONE)  # fmt: skip
     assert attempts == []
     assert datasets.config.HF_UPDATE_DOWNLOAD_COUNTS is True  # restored
+
+
+@pytest.mark.parametrize(
+    "option, value, expected",
+    [("--seeds", "-1", "--seeds must be a positive integer, got -1."),
+     ("--split-seed", "-1", "--split-seed must be an integer in [0, 4294967295], got -1."),
+     ("--split-seed", str(2**32), "--split-seed must be an integer in [0, 4294967295], got 4294967296."),
+     ("--max-train-samples", "0", "--max-train-samples must be a positive integer, got 0.")],
+)  # fmt: skip
+def test_a_bad_option_is_named_as_typed(workspace, tmp_path, capsys, option, value, expected):
+    argv = ["compare", str(workspace / "tiny-vit"), "--data", str(workspace / "images"), option, value,
+            "--output", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"hf-plasticity compare: error: {expected}" and not (tmp_path / "out").exists()

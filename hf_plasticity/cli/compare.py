@@ -17,7 +17,9 @@ hf-plasticity compare facebook/convnext-tiny-224 --data ./my-images --epochs 3 -
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..comparison.arms import BUILT_IN_ARMS, RECOMMENDED, check_arms, check_recipe_data, check_recipe_pass
@@ -27,13 +29,23 @@ from ..comparison.session import (
     check_output,
     is_main_process,
     make_splits,
+    output_lock,
     quiet_transformers,
     run_comparison,
     world_size,
 )
 from ..comparison.splits import ComparisonInputError
 from ..core.validators import check_number, check_positive_int
-from ._common import CommandError, add_data_arguments, load_data, load_model, load_processor, reports_errors
+from ._common import (
+    CommandError,
+    add_data_arguments,
+    check_output_dir,
+    checked,
+    load_data,
+    load_model,
+    load_processor,
+    reports_errors,
+)
 
 DEFAULTS = ComparisonSettings(model="", data="")
 DEFAULT_ARMS = BUILT_IN_ARMS
@@ -74,22 +86,70 @@ def _check_distinct_splits(settings: ComparisonSettings) -> None:
         )
 
 
+#: The largest seed `datasets` accepts for a carved split (numpy's seeds are 32-bit).
+MAX_SPLIT_SEED = 2**32 - 1
+
+
+def _check_split_seed(name: str, value: Any) -> None:
+    """Raises a `ValueError` naming ``name`` unless ``value`` is an integer in [0, 2**32 - 1] (the seeds `datasets`
+    draws a carved split with)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SPLIT_SEED:
+        raise ValueError(f"`{name}` must be an integer in [0, {MAX_SPLIT_SEED}], got {value!r}.")
+
+
+def _check_rates(name: str, values: Any) -> None:
+    """Raises a `ValueError` naming ``name`` unless ``values`` holds at least one learning rate, each > 0."""
+    if not values:
+        raise ValueError(f"`{name}` needs at least one learning rate.")
+    for value in values:
+        check_number(name, value, low=0, low_open=True)
+
+
+#: The checks of the numeric options: ``(name, check, keyword arguments)``; the name is the keyword of `compare`, and
+#: ``--name-with-dashes`` the command line's option.
+OPTION_CHECKS: tuple[tuple[str, Callable[..., None], dict[str, Any]], ...] = (
+    ("seeds", check_positive_int, {}),
+    ("epochs", check_positive_int, {}),
+    ("batch_size", check_positive_int, {}),
+    ("max_train_samples", check_positive_int, {"allow_none": True}),
+    ("val_fraction", check_number, {"low": 0, "high": 1, "low_open": True, "high_open": True}),
+    ("test_fraction", check_number, {"low": 0, "high": 1, "low_open": True, "high_open": True}),
+    ("backbone_lrs", _check_rates, {}),
+    ("own_lrs", _check_rates, {}),
+    ("weight_decay", check_number, {"low": 0}),
+    ("warmup", check_number, {"low": 0, "high": 1, "high_open": True}),
+    ("split_seed", _check_split_seed, {}),
+)
+
+
 def _check_options(settings: ComparisonSettings, seeds: int) -> None:
     _check_distinct_splits(settings)
-    check_positive_int("epochs", settings.epochs)
-    check_positive_int("batch_size", settings.batch_size)
-    check_positive_int("seeds", seeds)
-    check_positive_int("max_train_samples", settings.max_train_samples, allow_none=True)
-    for name in ("val_fraction", "test_fraction"):
-        check_number(name, getattr(settings, name), low=0, high=1, low_open=True, high_open=True)
-    for name in ("backbone_lrs", "own_lrs"):
-        values = getattr(settings, name)
-        if not values:
-            raise ComparisonInputError(f"`{name}` needs at least one learning rate.")
-        for value in values:
-            check_number(name, value, low=0, low_open=True)
-    check_number("weight_decay", settings.weight_decay, low=0)
-    check_number("warmup", settings.warmup, low=0, high=1, high_open=True)
+    values = {**dataclasses.asdict(settings), "seeds": seeds}
+    for name, check, kwargs in OPTION_CHECKS:
+        check(name, values[name], **kwargs)
+
+
+def _path_argument(name: str, value: Any) -> str:
+    """``value`` as a `str` path: a `str` or an `os.PathLike` (`pathlib.Path`), turned into its `str` with
+    `os.fspath` before anything else runs.
+
+    Raises:
+        TypeError: for anything else (naming the argument).
+    """
+    path = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(path, str):
+        raise TypeError(f"`{name}` must be a str or a path (os.PathLike), got {type(value).__name__} {value!r}.")
+    return path
+
+
+def _check_output_path(output: str) -> None:
+    """Refuses, before anything is loaded, an output folder that cannot be written: an empty path, a file or
+    something else that is not a folder, a path under a file, a folder that cannot be created or written into (see
+    [`check_output_dir`]; whether a non-empty folder may be used is decided later, by [`check_output`])."""
+    try:
+        check_output_dir(output, overwrite=True)
+    except CommandError as error:
+        raise ComparisonInputError(str(error)) from error
 
 
 def _check_label_range(dataset: Any, label: str, what: str, source: str) -> None:
@@ -164,18 +224,24 @@ def compare(
     ``recommended`` arm is not tuned: each of its seeds calls [`recommend_recipe`] on the freshly loaded model (the
     first 256 images of the training split shuffled with the seed, the budget nearest to ``epochs``) and trains at the
     rates it returns, so its paired difference to the tuned standard is minus the regret of one fine-tune instead of a
-    sweep. Writes ``runs.jsonl`` (one record per run; a rerun resumes), ``report.md``, ``summary.json``,
-    ``learning_curves.png`` and ``differences.png`` into ``output``.
+    sweep. Writes ``runs.jsonl`` (one record per run; a rerun resumes), ``settings.json`` (the settings, the
+    effective batch of the launch, and the identity of the model and data: a sha256 of a local data folder's files),
+    ``report.md``, ``summary.json``, ``learning_curves.png`` and ``differences.png`` into ``output``, holding a lock
+    there while it runs (a second comparison on the same folder is refused at once).
 
     Args:
-        model: a local model folder or a Hub model id (an image classifier; its new head is sized for the data).
-        data: an imagefolder directory, a folder saved with `Dataset.save_to_disk`, or a Hub dataset id.
-        output: the output folder: new or empty, or holding a comparison with the same settings and the same model
-            and data behind their paths (resumed).
-        arms: ``"standard"`` (plain fine-tuning; required: the baseline), ``"restore"`` (the default restore, its
-            re-drawn blocks and the head at the own learning rate), ``"control"`` (the same blocks at the own learning
-            rate, not re-drawn), ``"recommended"`` (`recommend_recipe`'s rates per seed, not tuned) and/or strategy
-            names (their default restore). ``"recipe"``, the earlier name of ``"restore"``, is refused.
+        model: a local model folder (a `str` or `pathlib.Path`) or a Hub model id (an image classifier; its new head
+            is sized for the data).
+        data: an imagefolder directory, a folder saved with `Dataset.save_to_disk` (a `str` or `pathlib.Path`), or a
+            Hub dataset id.
+        output: the output folder (a `str` or `pathlib.Path`): new or empty, or holding a comparison with the same
+            settings (a local path is compared as an absolute path, a grid in any order) and the same model and data
+            behind their paths (resumed). It must be a folder that can be created and written into: checked first.
+        arms: the arm names, or one name as a `str`: ``"standard"`` (plain fine-tuning; required: the baseline),
+            ``"restore"`` (the default restore, its re-drawn blocks and the head at the own learning rate),
+            ``"control"`` (the same blocks at the own learning rate, not re-drawn), ``"recommended"``
+            (`recommend_recipe`'s rates per seed, not tuned) and/or strategy names (their default restore).
+            ``"recipe"``, the earlier name of ``"restore"``, is refused.
         seeds: paired confirmation seeds.
         epochs: passes over the training split in every run.
         batch_size: examples per device and step. Under a launch of several processes the effective batch is
@@ -191,7 +257,7 @@ def compare(
         own_lrs: the learning rates tried for the new parameters (the head; the re-drawn or boosted blocks).
         weight_decay: AdamW weight decay.
         warmup: share of steps with a linear warmup before the cosine decay.
-        split_seed: seed of the carved splits.
+        split_seed: seed of the carved splits (0 to 2**32 - 1).
         overwrite: start a new comparison in a non-empty ``output`` (the comparison's own files there are deleted).
         progress: show a progress bar over the runs.
 
@@ -201,11 +267,13 @@ def compare(
         mean and 95% CI, the paired difference to standard with its 95% CI; the verdict; the settings.
 
     Raises:
+        TypeError: for a ``model``, ``data`` or ``output`` that is neither a `str` nor a path.
         ValueError: for bad input (an unknown model, data without labels or with one class, a split with labels outside
             its classes (-1), a validation or test split that is the training split or each other, an unknown or
-            renamed arm, an output folder that is not empty or holds records of a renamed arm or ``recommended`` runs
-            of another fit of the rule, too few training images for the ``recommended`` arm's pass, or a pass that
-            cannot choose rates on them: it runs once up front), before anything is written.
+            renamed arm, an output folder that cannot be written, is not empty, holds a comparison that cannot be
+            resumed, holds records of a renamed arm or ``recommended`` runs of another fit of the
+            rule, or is in use by another comparison, too few training images for the ``recommended`` arm's pass, or
+            a pass that cannot choose rates on them: it runs once up front), before anything is written.
 
     Example:
 
@@ -216,8 +284,9 @@ def compare(
     >>> summary["arms"]["recommended"]["difference_to_standard"]["mean"]  # doctest: +SKIP
     ```
     """
-    from ..integrations.datasets_io import class_names, with_pixel_values
-
+    model, data, output = (_path_argument(name, value) for name, value in (("model", model), ("data", data),
+                                                                           ("output", output)))  # fmt: skip
+    arms = [arms] if isinstance(arms, str) else arms  # one arm's name, not its letters
     settings = ComparisonSettings(
         model=model,
         data=data,
@@ -238,6 +307,19 @@ def compare(
     )
     _check_options(settings, seeds)
     arms = check_arms(arms)
+    _check_output_path(output)
+    with output_lock(output):  # created here; removed again, with the lock, if a check below refuses
+        return _compare(settings, arms, seeds, output, overwrite, progress)
+
+
+def _compare(
+    settings: ComparisonSettings, arms: list[str], seeds: int, output: str, overwrite: bool, progress: bool
+) -> dict[str, Any]:
+    """[`compare`] once its options are checked and the output folder is locked: loads and checks the model and
+    data, decides whether the folder is resumed, runs the comparison."""
+    from ..integrations.datasets_io import BatchProgress, class_names, with_pixel_values
+
+    data, split, val_split, test_split = settings.data, settings.split, settings.val_split, settings.test_split
     train, label = _labelled(_input(load_data, data, split), split, data)
     names = class_names(train)
     loaded = {split: train}
@@ -260,13 +342,13 @@ def compare(
         others.append(other)
 
     def fresh_model() -> Any:
-        return _input(load_model, model, labels=names)[0]
+        return _input(load_model, settings.model, labels=names)[0]
 
     with quiet_transformers():  # one line for a refusal below, not a weight-loading bar before it
         loaded_model = fresh_model()  # refuses an unknown model or no image classifier, before anything is written
-    processor = _input(load_processor, model, required=True)
+    processor = _input(load_processor, settings.model, required=True)
     identity = {
-        "model": model_identity(model),
+        "model": model_identity(settings.model),
         "data": data_identity(data, loaded, progress=progress and is_main_process()),
     }
     check_output(output, settings, overwrite, identity)
@@ -274,11 +356,10 @@ def compare(
     splits = tuple(with_pixel_values(part, processor, seed=None) for part in (train, val, test))
     if RECOMMENDED in arms:
         check_recipe_data(train, label, seeds)
-        check_recipe_pass(loaded_model, splits[0], epochs=epochs, batch_size=batch_size)
+        check_recipe_pass(loaded_model, splits[0], epochs=settings.epochs, batch_size=settings.batch_size)
     del loaded_model
-    from ..integrations.datasets_io import BatchProgress
-
-    calibration = BatchProgress(with_pixel_values(train, processor, seed=split_seed), batch_size, progress=False)
+    calibration = BatchProgress(with_pixel_values(train, processor, seed=settings.split_seed), settings.batch_size,
+                                progress=False)  # fmt: skip
     return run_comparison(
         settings,
         arms=arms,
@@ -304,8 +385,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "recipe, not tuned: recommend_recipe's rates per seed), then on paired seeds scored once on a test split; "
         "prints and writes the report (table with 95% CIs, verdict, learning curves, difference plot, "
         "summary.json). Rerun the same command to resume a killed comparison (with as many processes: the "
-        "effective batch must match). Runs through the transformers Trainer: `accelerate launch -m "
-        "hf_plasticity.cli.main compare ...` for several GPUs.",
+        "effective batch must match). One comparison at a time per --output (a lock). Runs through the "
+        "transformers Trainer: `accelerate launch -m hf_plasticity.cli.main compare ...` for several GPUs.",
     )
     parser.add_argument("model", metavar="MODEL", help="A local model directory or a Hub model id.")
     add_data_arguments(parser, required=True, num_labels=False)  # the head is sized for the data's classes
@@ -372,10 +453,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 @reports_errors("compare")
 def run(args: argparse.Namespace) -> int:
-    import os
-
     if not args.data:
         raise CommandError("compare needs labelled images: pass --data DIR_OR_DATASET.")
+    for name, check, kwargs in OPTION_CHECKS:  # refusals that name the option as typed: --seeds, not seeds
+        value = vars(args).get(name)
+        if value is not None:  # an option not given (None) is not offered as a value in the message either
+            given = {key: setting for key, setting in kwargs.items() if key != "allow_none"}
+            checked(check, f"--{name.replace('_', '-')}", value, **given)
     summary = compare(
         args.model,
         args.data,

@@ -1,5 +1,5 @@
 """A comparison from loaded inputs to its report: the settings that identify it, the output folder (new, resumed or
-overwritten), the three splits, the runs and the report.
+overwritten, and locked while the comparison runs), the three splits, the runs and the report.
 
 A folder that holds a comparison with the same settings (model, data, splits, budget, grid) and the same model and data
 behind them (their identity: see [`identity`]) is resumed: runs already recorded in ``runs.jsonl`` are skipped, so a
@@ -10,6 +10,9 @@ marked as a comparison's, or an earlier version's beside a ``runs.jsonl``): file
 are never deleted or replaced; so does a folder whose records name an arm by its earlier name
 (``recipe``, now ``restore``), and one whose ``recommended`` runs were chosen by another fit of the recipe's rule (an
 earlier library version): they are neither mixed in nor rewritten.
+
+One comparison at a time writes into a folder: [`output_lock`] holds an exclusive lock there (``LOCK_FILE``) for the
+whole comparison, and a second process on the same folder is refused at once.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from .store import RUNS_FILE, RunStore, recorded_arms, recorded_runs
 from .tuning import TUNE_SEEDS, run_schedule, tuning_table
 
 SETTINGS_FILE = "settings.json"
+#: The lock file [`output_lock`] holds in the output folder while a comparison runs (removed when it ends).
+LOCK_FILE = ".hf-plasticity-compare.lock"
 OWN_FILES = (RUNS_FILE, SETTINGS_FILE, REPORT_FILE, SUMMARY_FILE, CURVES_FILE, DIFFERENCES_FILE)
 #: The key that marks a ``settings.json`` as a comparison's, and the version of its layout.
 MARKER, SCHEMA_VERSION = "hf_plasticity_compare", 1
@@ -200,7 +205,7 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool, ide
     """
     if os.path.isfile(output):
         raise ComparisonInputError(f"Output {output!r} is a file; pass a directory.")
-    if not os.path.isdir(output) or all(_stale_settings(entry.name) for entry in os.scandir(output)):
+    if not os.path.isdir(output) or _holds_nothing(output):
         return False
     saved = recorded_settings(output)
     if saved is None:
@@ -219,6 +224,13 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool, ide
         _warn_unchecked_data_content(output)
     _warn_other_versions(output)
     return True
+
+
+def _holds_nothing(output: str) -> bool:
+    """Whether the folder counts as empty: nothing in it but what compare itself leaves there for a moment (a
+    temporary file [`write_settings`] left behind when it was killed, the lock of [`output_lock`])."""
+    with os.scandir(output) as entries:
+        return all(_stale_settings(entry.name) or entry.name == LOCK_FILE for entry in entries)
 
 
 def _stale_settings(name: str) -> bool:
@@ -347,7 +359,7 @@ def _warn_unchecked_data_content(output: str) -> None:
         "the data's source, sizes and classes were checked, but not that the files hold the same bytes. A hash of "
         "their content is recorded from now on.",
         UserWarning,
-        stacklevel=4,
+        stacklevel=5,
     )
 
 
@@ -359,7 +371,7 @@ def _warn_unchecked_identity(output: str) -> None:
         "the identity of its model and data: this resume cannot check that they are the ones its runs were trained "
         "on. Their identity is recorded from now on.",
         UserWarning,
-        stacklevel=4,
+        stacklevel=5,
     )
 
 
@@ -404,7 +416,7 @@ def _warn_other_versions(output: str) -> None:
             "with this run's in each arm, which is sound only if those versions train alike. Pass --overwrite to "
             "compare on this version alone.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
 
 
@@ -454,6 +466,92 @@ def make_splits(
 def _at_least_one_per_class(rows: int) -> str:
     """The carved split's real size: a share of a small split is raised to one example per class."""
     return f" ({rows} examples; at least one per class)"
+
+
+def _make_folder(output: str) -> list[str]:
+    """Creates ``output`` and any missing folder above it; returns those it created, the deepest last.
+
+    Raises:
+        ComparisonInputError: when a folder cannot be created (naming it and why).
+    """
+    missing, folder = [], os.path.abspath(output)
+    while not os.path.isdir(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    created = []
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            continue  # made meanwhile by another process: not ours to remove
+        except OSError as error:
+            _remove_empty(created)
+            raise ComparisonInputError(
+                f"Cannot create the output directory {output!r} ({error.strerror or error}: {folder!r}); pass "
+                "another --output."
+            ) from error
+        created.append(folder)
+    return created
+
+
+def _remove_empty(created: list[str]) -> None:
+    """Removes the folders [`_make_folder`] created, the deepest first, as long as they are empty."""
+    for folder in reversed(created):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
+
+
+@contextlib.contextmanager
+def output_lock(output: str) -> Iterator[None]:
+    """Holds an exclusive lock on the output folder while the block runs: a second comparison on the same folder
+    (a job submitted twice, a second terminal) is refused at once instead of training every run again beside the
+    first and appending the same records.
+
+    The lock is `filelock.FileLock` (``flock`` on POSIX: the system releases it when its process dies, so a killed
+    comparison leaves no stale lock) on [`LOCK_FILE`] in ``output``, created (with any missing folder above it) on
+    entry. On exit the lock file is removed while still held, and the folders created on entry are removed again if
+    they are empty (a comparison refused before writing anything leaves nothing behind). Only the main process of a
+    distributed launch takes it: the others write nothing.
+
+    Raises:
+        ComparisonInputError: when another process holds the lock (naming the folder and the lock file), or the
+            folder cannot be created.
+    """
+    if not is_main_process():
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    created = _make_folder(output)
+    path = os.path.join(output, LOCK_FILE)
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        _remove_empty(created)
+        raise ComparisonInputError(
+            f"Output directory {output!r} is in use by another compare process (it holds the lock {path!r}): two "
+            "comparisons in one folder would train the same runs twice. Wait for it to finish (a killed process "
+            "holds no lock; rerun then to resume), or pass another --output."
+        ) from None
+    except OSError as error:
+        _remove_empty(created)
+        raise ComparisonInputError(
+            f"Cannot lock the output directory {output!r} ({error.strerror or error}: {path!r}); pass another "
+            "--output."
+        ) from error
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(path)  # while held: a process that opened it before sees it gone, filelock retries
+        lock.release()
+        _remove_empty(created)
 
 
 def write_settings(output: str, record: dict[str, Any]) -> None:
