@@ -87,8 +87,6 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 # ------------------------------------------------------------------------------------------------ data identity
-
-
 def test_the_data_is_identified_by_its_content_not_its_modification_times(workspace, tmp_path, monkeypatch):
     """The same images copied again (new modification times) resume; other pixels behind the same file names are
     refused even with the modification times put back; a comparison whose identity an earlier version recorded (split
@@ -166,8 +164,6 @@ def test_a_saved_dataset_is_identified_by_its_rows_not_the_pipeline_that_wrote_i
 
 
 # ------------------------------------------------------------------------------------------------ settings spelling
-
-
 def test_the_same_settings_spelled_differently_resume(workspace, tmp_path, monkeypatch):
     """A trailing separator, a relative path, the grid in another order: the same comparison, resumed; settings saved
     as an earlier version saved them (the paths and the grid as typed, no launch) too."""
@@ -204,8 +200,6 @@ def test_a_hub_id_is_kept_as_typed():
 
 
 # ------------------------------------------------------------------------------------------------ launch
-
-
 def test_a_resume_under_another_effective_batch_is_refused(workspace, tmp_path, monkeypatch):
     """Runs of one process (8 examples a step) are not resumed under two (16): refused before any run, naming both
     effective batches; settings of an earlier version (no effective batch) are checked against the records' device."""
@@ -229,8 +223,6 @@ def test_a_resume_under_another_effective_batch_is_refused(workspace, tmp_path, 
 
 
 # ------------------------------------------------------------------------------------------------ lock
-
-
 def test_a_second_comparison_on_a_locked_folder_is_refused_at_once(workspace, tmp_path, capsys, monkeypatch):
     """While a comparison holds the folder's lock, another one is refused before it loads anything, naming the folder
     and the lock; once the lock is free it runs, and leaves no lock file behind."""
@@ -257,8 +249,6 @@ def test_a_second_comparison_on_a_locked_folder_is_refused_at_once(workspace, tm
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-
-
 def test_max_train_samples_one_below_the_split_trains_on_that_many(workspace, tmp_path):
     """28 images: 6 for the test, 3 for validation, 19 to train on; 18 of them keep both classes (one short of the
     split, where what is left out cannot hold one example of each class)."""
@@ -316,6 +306,25 @@ def test_paths_may_be_pathlib_paths_and_one_arm_a_string(workspace, tmp_path):
     with pytest.raises(TypeError, match=r"`data` must be a str or a path \(os.PathLike\), got int 3"):
         compare(workspace / "tiny-vit", 3, output=tmp_path / "other", progress=False, **ONE)
     assert not (tmp_path / "other").exists()
+
+
+def test_overwrite_resumes_the_same_comparison_after_a_kill(workspace, tmp_path, monkeypatch):
+    """A job that carries --overwrite, killed during its third run (of four) and started again with the same command,
+    trains only the runs it lacks (with a warning saying why); --overwrite over other settings still starts afresh."""
+    model, images, output = str(workspace / "tiny-vit"), str(workspace / "images"), str(tmp_path / "out")
+    argv = ["compare", model, "--data", images, "--arms", "standard", "restore", "--seeds", "1", "--epochs", "1",
+            "--batch-size", "8", *GRID, "--output", output, "--overwrite", "--no-progress"]  # fmt: skip
+    _counting(monkeypatch, stop_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    assert len(records(Path(output))) == 2
+    trained = _counting(monkeypatch)
+    with pytest.warns(UserWarning, match=r"holds this comparison .* it is resumed"):
+        assert main(argv) == 0
+    assert len(trained) == 2 and len(records(Path(output))) == 4
+    trained.clear()
+    assert main([*argv[:-4], "--epochs", "2", *argv[-4:]]) == 0  # other settings: afresh
+    assert len(trained) == 4 and len(records(Path(output))) == 4
 
 
 def test_local_data_makes_no_network_request(workspace, tmp_path, monkeypatch):

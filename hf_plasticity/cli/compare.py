@@ -258,7 +258,11 @@ def compare(
         weight_decay: AdamW weight decay.
         warmup: share of steps with a linear warmup before the cosine decay.
         split_seed: seed of the carved splits (0 to 2**32 - 1).
-        overwrite: start a new comparison in a non-empty ``output`` (the comparison's own files there are deleted).
+        overwrite: start a new comparison in a non-empty ``output`` that holds no comparison, or one that cannot be
+            resumed (other settings, model, data or effective batch): the comparison's own files there are deleted,
+            with its finished runs. A folder that holds this very comparison is resumed all the same (with a warning),
+            so rerunning a command that carries ``overwrite`` after a kill continues where it stopped; to discard
+            finished runs of the same comparison, delete the folder.
         progress: show a progress bar over the runs.
 
     Returns:
@@ -271,7 +275,7 @@ def compare(
         ValueError: for bad input (an unknown model, data without labels or with one class, a split with labels outside
             its classes (-1), a validation or test split that is the training split or each other, an unknown or
             renamed arm, an output folder that cannot be written, is not empty, holds a comparison that cannot be
-            resumed, holds records of a renamed arm or ``recommended`` runs of another fit of the
+            resumed (see ``overwrite``), holds records of a renamed arm or ``recommended`` runs of another fit of the
             rule, or is in use by another comparison, too few training images for the ``recommended`` arm's pass, or
             a pass that cannot choose rates on them: it runs once up front), before anything is written.
 
@@ -351,7 +355,7 @@ def _compare(
         "model": model_identity(settings.model),
         "data": data_identity(data, loaded, progress=progress and is_main_process()),
     }
-    check_output(output, settings, overwrite, identity)
+    resume = check_output(output, settings, overwrite, identity)
     train, val, test, notes = make_splits(train, others[0], others[1], label, settings)
     splits = tuple(with_pixel_values(part, processor, seed=None) for part in (train, val, test))
     if RECOMMENDED in arms:
@@ -368,7 +372,7 @@ def _compare(
         load_model=fresh_model,
         splits=splits,
         calibration=calibration,
-        overwrite=overwrite,
+        overwrite=overwrite and not resume,  # a folder that can be resumed is, with --overwrite too
         split_notes=notes,
         identity=identity,
         progress=progress,
@@ -445,7 +449,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="Start a new comparison in a non-empty --output (its comparison files are deleted).",
+        help="Start a new comparison in a non-empty --output that holds no comparison, or one that cannot be resumed "
+        "(other settings, model, data or number of processes): its comparison files are deleted, finished runs "
+        "included. A folder holding this very comparison is resumed all the same, so a command that carries "
+        "--overwrite can be rerun after a kill; to discard finished runs of the same comparison, delete the folder.",
     )
     parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
     parser.set_defaults(func=run)  # fmt: skip

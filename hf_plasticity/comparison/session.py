@@ -1,15 +1,20 @@
 """A comparison from loaded inputs to its report: the settings that identify it, the output folder (new, resumed or
 overwritten, and locked while the comparison runs), the three splits, the runs and the report.
 
-A folder that holds a comparison with the same settings (model, data, splits, budget, grid) and the same model and data
-behind them (their identity: see [`identity`]) is resumed: runs already recorded in ``runs.jsonl`` are skipped, so a
-killed comparison continues where it stopped, and one rerun with more ``seeds`` or another arm adds only the runs it
-lacks. Any other non-empty folder needs ``overwrite``, which deletes the comparison's own files (``runs.jsonl``,
-``settings.json``, the report) and nothing else, and only in a folder that holds a comparison (its ``settings.json``
-marked as a comparison's, or an earlier version's beside a ``runs.jsonl``): files of the user's that bear those names
-are never deleted or replaced; so does a folder whose records name an arm by its earlier name
-(``recipe``, now ``restore``), and one whose ``recommended`` runs were chosen by another fit of the recipe's rule (an
-earlier library version): they are neither mixed in nor rewritten.
+A folder that holds a comparison with the same settings (model, data, splits, budget, grid, and the effective batch of
+the launch) and the same model and data behind them (their identity: see [`identity`]) is resumed: runs already
+recorded in ``runs.jsonl`` are skipped, so a killed comparison continues where it stopped, and one rerun with more
+``seeds`` or another arm adds only the runs it lacks. Settings are compared as what they mean, not as typed: a local
+path absolute and without a trailing separator, a learning-rate grid sorted (see [`ComparisonSettings`]); settings
+saved by an earlier version are read the same way. ``overwrite`` is what starts afresh in a folder that holds a
+comparison that cannot be resumed (other settings, another model or data behind the same paths, another effective
+batch, records that name an arm by its earlier name (``recipe``, now ``restore``) or ``recommended`` runs chosen by
+another fit of the recipe's rule): it deletes the comparison's own files (``runs.jsonl``, ``settings.json``, the
+report) and nothing else, and only in a folder that holds a comparison (its ``settings.json`` marked as a
+comparison's, or an earlier version's beside a ``runs.jsonl``): files of the user's that bear those names are never
+deleted or replaced. A folder that can be resumed is resumed, with ``overwrite`` too (with a warning): rerunning a
+command that carries ``--overwrite`` after a kill continues instead of discarding the finished runs. Without
+``overwrite``, a folder that cannot be resumed is refused: old and new runs are neither mixed nor rewritten.
 
 One comparison at a time writes into a folder: [`output_lock`] holds an exclusive lock there (``LOCK_FILE``) for the
 whole comparison, and a second process on the same folder is refused at once.
@@ -184,24 +189,26 @@ def world_size() -> int:
 
 
 def check_output(output: str, settings: ComparisonSettings, overwrite: bool, identity: dict[str, Any]) -> bool:
-    """Decides what ``output`` is, without writing: returns True to resume the comparison it holds.
+    """Decides what ``output`` is, without writing: returns True to resume the comparison it holds, False to start a
+    new one (in a new or empty folder, or over a comparison that cannot be resumed, with ``overwrite``).
 
     Args:
         output: the output folder.
         settings: the comparison's settings (compared with the saved ones as [`comparable_settings`] spells them).
-        overwrite: start afresh in a folder that holds a comparison.
+        overwrite: start afresh in a folder that holds a comparison that cannot be resumed; one that can be resumed
+            is resumed all the same, with a warning (rerunning a command that carries ``--overwrite`` after a kill
+            continues where it stopped).
         identity: the model's and the data's identity (``{"model": ..., "data": ...}``, see [`identity`]); a
             comparison recorded by an earlier version, without one, is resumed with a warning that it cannot be
             checked, and one whose data identity is of an earlier format (see [`comparable_identities`]) with a
             warning that the data's content is not checked this time.
 
     Raises:
-        ComparisonInputError: for a file, a non-empty folder that holds no comparison with these settings (compared
-            as [`comparable_settings`] spells them), was trained with another effective batch or on another model or
-            data behind the same paths, or one whose records name an arm by an earlier name (``recipe``) or hold
-            ``recommended`` runs of another fit of the rule, unless ``overwrite`` is on;
-            even with it, for a folder that holds no comparison (see [`recorded_settings`]) but files bearing a
-            comparison's file names, and for a ``settings.json`` that is not valid JSON.
+        ComparisonInputError: for a file, a non-empty folder that holds no comparison, or one that cannot be resumed
+            (other settings, another effective batch, another model or data behind the same paths, records that name
+            an arm by an earlier name (``recipe``) or ``recommended`` runs of another fit of the rule), unless
+            ``overwrite`` is on; even with it, for a folder that holds no comparison (see [`recorded_settings`]) but
+            files bearing a comparison's file names, and for a ``settings.json`` that is not valid JSON.
     """
     if os.path.isfile(output):
         raise ComparisonInputError(f"Output {output!r} is a file; pass a directory.")
@@ -211,13 +218,18 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool, ide
     if saved is None:
         _refuse_foreign_folder(output, overwrite)
         return False
+    try:
+        _refuse_other_settings(output, saved, settings)
+        _refuse_other_batch(output, saved, settings)
+        unchecked = _refuse_other_identity(output, saved.get(IDENTITY_KEY), identity)
+        _refuse_renamed_arms(output)
+        _refuse_another_rule(output, settings.epochs)
+    except ComparisonInputError:
+        if overwrite:
+            return False
+        raise
     if overwrite:
-        return False
-    _refuse_other_settings(output, saved, settings)
-    _refuse_other_batch(output, saved, settings)
-    unchecked = _refuse_other_identity(output, saved.get(IDENTITY_KEY), identity)
-    _refuse_renamed_arms(output)
-    _refuse_another_rule(output, settings.epochs)
+        _warn_resumed_despite_overwrite(output)
     if saved.get(IDENTITY_KEY) is None:
         _warn_unchecked_identity(output)
     elif unchecked:
@@ -350,6 +362,17 @@ def _refuse_other_identity(output: str, saved: dict[str, Any] | None, identity: 
     return unchecked
 
 
+def _warn_resumed_despite_overwrite(output: str) -> None:
+    """Warns that ``overwrite`` found a comparison that can be resumed, and resumes it."""
+    warnings.warn(
+        f"Output directory {output!r} holds this comparison (the same settings, model and data): it is resumed. "
+        "--overwrite starts afresh only over a comparison that cannot be resumed; to discard its finished runs, "
+        "delete the folder (or its runs.jsonl) first.",
+        UserWarning,
+        stacklevel=5,
+    )
+
+
 def _warn_unchecked_data_content(output: str) -> None:
     """Warns that the saved identity of the data is of an earlier format (split fingerprints that follow
     modification times, not a content hash): the rest was checked, the content is recorded from now on."""
@@ -413,8 +436,8 @@ def _warn_other_versions(output: str) -> None:
         )
         warnings.warn(
             f"Output directory {output!r} holds runs recorded with other versions ({then}): the report pools them "
-            "with this run's in each arm, which is sound only if those versions train alike. Pass --overwrite to "
-            "compare on this version alone.",
+            "with this run's in each arm, which is sound only if those versions train alike. To compare on this "
+            "version alone, delete the folder (or its runs.jsonl), or pass another --output.",
             UserWarning,
             stacklevel=5,
         )
