@@ -17,7 +17,9 @@ hf-plasticity compare facebook/convnext-tiny-224 --data ./my-images --epochs 3 -
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..comparison.arms import (
@@ -32,13 +34,25 @@ from ..comparison.identity import data_identity, model_identity
 from ..comparison.session import (
     ComparisonSettings,
     check_output,
+    is_main_process,
     make_splits,
+    output_lock,
     quiet_transformers,
     run_comparison,
+    world_size,
 )
 from ..comparison.splits import ComparisonInputError
 from ..core.validators import check_number, check_positive_int
-from ._common import CommandError, add_data_arguments, load_data, load_model, load_processor, reports_errors
+from ._common import (
+    CommandError,
+    add_data_arguments,
+    check_output_dir,
+    checked,
+    load_data,
+    load_model,
+    load_processor,
+    reports_errors,
+)
 
 DEFAULTS = ComparisonSettings(model="", data="")
 DEFAULT_ARMS = BUILT_IN_ARMS
@@ -80,22 +94,70 @@ def _check_distinct_splits(settings: ComparisonSettings) -> None:
         )
 
 
+#: The largest seed `datasets` accepts for a carved split (numpy's seeds are 32-bit).
+MAX_SPLIT_SEED = 2**32 - 1
+
+
+def _check_split_seed(name: str, value: Any) -> None:
+    """Raises a `ValueError` naming ``name`` unless ``value`` is an integer in [0, 2**32 - 1] (the seeds `datasets`
+    draws a carved split with)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SPLIT_SEED:
+        raise ValueError(f"`{name}` must be an integer in [0, {MAX_SPLIT_SEED}], got {value!r}.")
+
+
+def _check_rates(name: str, values: Any) -> None:
+    """Raises a `ValueError` naming ``name`` unless ``values`` holds at least one learning rate, each > 0."""
+    if not values:
+        raise ValueError(f"`{name}` needs at least one learning rate.")
+    for value in values:
+        check_number(name, value, low=0, low_open=True)
+
+
+#: The checks of the numeric options: ``(name, check, keyword arguments)``; the name is the keyword of `compare`, and
+#: ``--name-with-dashes`` the command line's option.
+OPTION_CHECKS: tuple[tuple[str, Callable[..., None], dict[str, Any]], ...] = (
+    ("seeds", check_positive_int, {}),
+    ("epochs", check_positive_int, {}),
+    ("batch_size", check_positive_int, {}),
+    ("max_train_samples", check_positive_int, {"allow_none": True}),
+    ("val_fraction", check_number, {"low": 0, "high": 1, "low_open": True, "high_open": True}),
+    ("test_fraction", check_number, {"low": 0, "high": 1, "low_open": True, "high_open": True}),
+    ("backbone_lrs", _check_rates, {}),
+    ("own_lrs", _check_rates, {}),
+    ("weight_decay", check_number, {"low": 0}),
+    ("warmup", check_number, {"low": 0, "high": 1, "high_open": True}),
+    ("split_seed", _check_split_seed, {}),
+)
+
+
 def _check_options(settings: ComparisonSettings, seeds: int) -> None:
     _check_distinct_splits(settings)
-    check_positive_int("epochs", settings.epochs)
-    check_positive_int("batch_size", settings.batch_size)
-    check_positive_int("seeds", seeds)
-    check_positive_int("max_train_samples", settings.max_train_samples, allow_none=True)
-    for name in ("val_fraction", "test_fraction"):
-        check_number(name, getattr(settings, name), low=0, high=1, low_open=True, high_open=True)
-    for name in ("backbone_lrs", "own_lrs"):
-        values = getattr(settings, name)
-        if not values:
-            raise ComparisonInputError(f"`{name}` needs at least one learning rate.")
-        for value in values:
-            check_number(name, value, low=0, low_open=True)
-    check_number("weight_decay", settings.weight_decay, low=0)
-    check_number("warmup", settings.warmup, low=0, high=1, high_open=True)
+    values = {**dataclasses.asdict(settings), "seeds": seeds}
+    for name, check, kwargs in OPTION_CHECKS:
+        check(name, values[name], **kwargs)
+
+
+def _path_argument(name: str, value: Any) -> str:
+    """``value`` as a `str` path: a `str` or an `os.PathLike` (`pathlib.Path`), turned into its `str` with
+    `os.fspath` before anything else runs.
+
+    Raises:
+        TypeError: for anything else (naming the argument).
+    """
+    path = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(path, str):
+        raise TypeError(f"`{name}` must be a str or a path (os.PathLike), got {type(value).__name__} {value!r}.")
+    return path
+
+
+def _check_output_path(output: str) -> None:
+    """Refuses, before anything is loaded, an output folder that cannot be written: an empty path, a file or
+    something else that is not a folder, a path under a file, a folder that cannot be created or written into (see
+    [`check_output_dir`]; whether a non-empty folder may be used is decided later, by [`check_output`])."""
+    try:
+        check_output_dir(output, overwrite=True)
+    except CommandError as error:
+        raise ComparisonInputError(str(error)) from error
 
 
 def _check_label_range(dataset: Any, label: str, what: str, source: str) -> None:
@@ -170,34 +232,46 @@ def compare(
     ``recommended`` arm is not tuned: each of its seeds calls [`recommend_recipe`] on the freshly loaded model (the
     first 256 images of the training split shuffled with the seed, the budget nearest to ``epochs``) and trains at the
     rates it returns, so its paired difference to the tuned standard is minus the regret of one fine-tune instead of a
-    sweep. Writes ``runs.jsonl`` (one record per run; a rerun resumes), ``report.md``, ``summary.json``,
-    ``learning_curves.png`` and ``differences.png`` into ``output``.
+    sweep. Writes ``runs.jsonl`` (one record per run; a rerun resumes), ``settings.json`` (the settings, the
+    effective batch of the launch, and the identity of the model and data: a sha256 of a local data folder's files),
+    ``report.md``, ``summary.json``, ``learning_curves.png`` and ``differences.png`` into ``output``, holding a lock
+    there while it runs (a second comparison on the same folder is refused at once).
 
     Args:
-        model: a local model folder or a Hub model id (an image classifier; its new head is sized for the data).
-        data: an imagefolder directory, a folder saved with `Dataset.save_to_disk`, or a Hub dataset id.
-        output: the output folder: new or empty, or holding a comparison with the same settings and the same model
-            and data behind their paths (resumed).
-        arms: ``"standard"`` (plain fine-tuning; required: the baseline), ``"restore"`` (the default restore, its
-            re-drawn blocks and the head at the own learning rate), ``"control"`` (the same blocks at the own learning
-            rate, not re-drawn), ``"recommended"`` (`recommend_recipe`'s rates per seed, not tuned) and/or strategy
-            names (their default config: its restore, and for ``redo``, ``cbp`` and ``rifle`` its resets during
-            training, through `PlasticityCallback`). ``"recipe"``, the earlier name of ``"restore"``, is refused.
+        model: a local model folder (a `str` or `pathlib.Path`) or a Hub model id (an image classifier; its new head
+            is sized for the data).
+        data: an imagefolder directory, a folder saved with `Dataset.save_to_disk` (a `str` or `pathlib.Path`), or a
+            Hub dataset id.
+        output: the output folder (a `str` or `pathlib.Path`): new or empty, or holding a comparison with the same
+            settings (a local path is compared as an absolute path, a grid in any order) and the same model and data
+            behind their paths (resumed). It must be a folder that can be created and written into: checked first.
+        arms: the arm names, or one name as a `str`: ``"standard"`` (plain fine-tuning; required: the baseline),
+            ``"restore"`` (the default restore, its re-drawn blocks and the head at the own learning rate),
+            ``"control"`` (the same blocks at the own learning rate, not re-drawn), ``"recommended"``
+            (`recommend_recipe`'s rates per seed, not tuned) and/or strategy names (their default config: its
+            restore, and for ``redo``, ``cbp`` and ``rifle`` its resets during training, through
+            `PlasticityCallback`). ``"recipe"``, the earlier name of ``"restore"``, is refused.
         seeds: paired confirmation seeds.
         epochs: passes over the training split in every run.
-        batch_size: examples per device and step.
+        batch_size: examples per device and step. Under a launch of several processes the effective batch is
+            processes x ``batch_size``; a folder is resumed only under a launch with the effective batch it was
+            recorded with.
         max_train_samples: train on a stratified subset of this many examples (None: all).
         split: the split of ``data`` to train on.
         val_split: the split to tune on (None: carved from ``split``, ``val_fraction`` of it, stratified).
         test_split: the split to score on (None: carved from ``split`` first, ``test_fraction`` of it, stratified).
         val_fraction: share of the training split held out for validation when there is no ``val_split``.
         test_fraction: share of the training split held out for the test when there is no ``test_split``.
-        backbone_lrs: the backbone learning rates tried.
+        backbone_lrs: the backbone learning rates tried (in any order: tried and saved sorted, each once).
         own_lrs: the learning rates tried for the new parameters (the head; the re-drawn or boosted blocks).
         weight_decay: AdamW weight decay.
         warmup: share of steps with a linear warmup before the cosine decay.
-        split_seed: seed of the carved splits.
-        overwrite: start a new comparison in a non-empty ``output`` (the comparison's own files there are deleted).
+        split_seed: seed of the carved splits (0 to 2**32 - 1).
+        overwrite: start a new comparison in a non-empty ``output`` that holds no comparison, or one that cannot be
+            resumed (other settings, model, data or effective batch): the comparison's own files there are deleted,
+            with its finished runs. A folder that holds this very comparison is resumed all the same (with a warning),
+            so rerunning a command that carries ``overwrite`` after a kill continues where it stopped; to discard
+            finished runs of the same comparison, delete the folder.
         progress: show a progress bar over the runs.
 
     Returns:
@@ -206,12 +280,15 @@ def compare(
         mean and 95% CI, the paired difference to standard with its 95% CI; the verdict; the settings.
 
     Raises:
+        TypeError: for a ``model``, ``data`` or ``output`` that is neither a `str` nor a path.
         ValueError: for bad input (an unknown model, data without labels or with one class, a split with labels outside
             its classes (-1), a validation or test split that is the training split or each other, an unknown or
             renamed arm, a strategy arm that could not act in the runs (``rifle`` below 3 epochs, ``cbp`` in runs
-            too short for one replacement), an output folder that is not empty or holds records of a renamed arm or
-            ``recommended`` runs of another fit of the rule, too few training images for the ``recommended`` arm's
-            pass, or a pass that cannot choose rates on them: it runs once up front), before anything is written.
+            too short for one replacement), an output folder that cannot be written, is not empty, holds a comparison
+            that cannot be resumed (see ``overwrite``), holds records of a renamed arm or ``recommended`` runs of
+            another fit of the rule, or is in use by another comparison, too few training images for the
+            ``recommended`` arm's pass, or a pass that cannot choose rates on them: it runs once up front), before
+            anything is written.
 
     Example:
 
@@ -222,8 +299,9 @@ def compare(
     >>> summary["arms"]["recommended"]["difference_to_standard"]["mean"]  # doctest: +SKIP
     ```
     """
-    from ..integrations.datasets_io import class_names, with_pixel_values
-
+    model, data, output = (_path_argument(name, value) for name, value in (("model", model), ("data", data),
+                                                                           ("output", output)))  # fmt: skip
+    arms = [arms] if isinstance(arms, str) else arms  # one arm's name, not its letters
     settings = ComparisonSettings(
         model=model,
         data=data,
@@ -240,9 +318,23 @@ def compare(
         own_lrs=tuple(float(v) for v in own_lrs),
         weight_decay=weight_decay,
         warmup=warmup,
+        world_size=world_size(),
     )
     _check_options(settings, seeds)
     arms = check_arms(arms)
+    _check_output_path(output)
+    with output_lock(output):  # created here; removed again, with the lock, if a check below refuses
+        return _compare(settings, arms, seeds, output, overwrite, progress)
+
+
+def _compare(
+    settings: ComparisonSettings, arms: list[str], seeds: int, output: str, overwrite: bool, progress: bool
+) -> dict[str, Any]:
+    """[`compare`] once its options are checked and the output folder is locked: loads and checks the model and
+    data, decides whether the folder is resumed, runs the comparison."""
+    from ..integrations.datasets_io import BatchProgress, class_names, with_pixel_values
+
+    data, split, val_split, test_split = settings.data, settings.split, settings.val_split, settings.test_split
     train, label = _labelled(_input(load_data, data, split), split, data)
     names = class_names(train)
     loaded = {split: train}
@@ -265,23 +357,27 @@ def compare(
         others.append(other)
 
     def fresh_model() -> Any:
-        return _input(load_model, model, labels=names, always_new_head=True)[0]  # a head of its own per seed
+        return _input(load_model, settings.model, labels=names, always_new_head=True)[0]  # a head of its own per seed
 
     with quiet_transformers():  # one line for a refusal below, not a weight-loading bar before it
         loaded_model = fresh_model()  # refuses an unknown model or no image classifier, before anything is written
-    processor = _input(load_processor, model, required=True)
-    identity = {"model": model_identity(model), "data": data_identity(data, loaded)}
-    check_output(output, settings, overwrite, identity)
+    processor = _input(load_processor, settings.model, required=True)
+    identity = {
+        "model": model_identity(settings.model),
+        "data": data_identity(data, loaded, progress=progress and is_main_process()),
+    }
+    resume = check_output(output, settings, overwrite, identity)
     train, val, test, notes = make_splits(train, others[0], others[1], label, settings)
     splits = tuple(with_pixel_values(part, processor, seed=None) for part in (train, val, test))
-    check_periodic_arms(arms, loaded_model, examples=len(train), batch_size=batch_size, epochs=epochs)
+    check_periodic_arms(
+        arms, loaded_model, examples=len(train), batch_size=settings.batch_size, epochs=settings.epochs
+    )
     if RECOMMENDED in arms:
         check_recipe_data(train, label, seeds)
-        check_recipe_pass(loaded_model, splits[0], epochs=epochs, batch_size=batch_size)
+        check_recipe_pass(loaded_model, splits[0], epochs=settings.epochs, batch_size=settings.batch_size)
     del loaded_model
-    from ..integrations.datasets_io import BatchProgress
-
-    calibration = BatchProgress(with_pixel_values(train, processor, seed=split_seed), batch_size, progress=False)
+    calibration = BatchProgress(with_pixel_values(train, processor, seed=settings.split_seed), settings.batch_size,
+                                progress=False)  # fmt: skip
     return run_comparison(
         settings,
         arms=arms,
@@ -290,7 +386,7 @@ def compare(
         load_model=fresh_model,
         splits=splits,
         calibration=calibration,
-        overwrite=overwrite,
+        overwrite=overwrite and not resume,  # a folder that can be resumed is, with --overwrite too
         split_notes=notes,
         identity=identity,
         progress=progress,
@@ -306,8 +402,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "learning-rate-only control and any strategy named, each tuned on a validation split; the recommended "
         "recipe, not tuned: recommend_recipe's rates per seed), then on paired seeds scored once on a test split; "
         "prints and writes the report (table with 95% CIs, verdict, learning curves, difference plot, "
-        "summary.json). Rerun the same command to resume a killed comparison. Runs through the transformers "
-        "Trainer: `accelerate launch -m hf_plasticity.cli.main compare ...` for several GPUs.",
+        "summary.json). Rerun the same command to resume a killed comparison (with as many processes: the "
+        "effective batch must match). One comparison at a time per --output (a lock). Runs through the "
+        "transformers Trainer: `accelerate launch -m hf_plasticity.cli.main compare ...` for several GPUs.",
     )
     parser.add_argument("model", metavar="MODEL", help="A local model directory or a Hub model id.")
     add_data_arguments(parser, required=True, num_labels=False)  # the head is sized for the data's classes
@@ -366,7 +463,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="Start a new comparison in a non-empty --output (its comparison files are deleted).",
+        help="Start a new comparison in a non-empty --output that holds no comparison, or one that cannot be resumed "
+        "(other settings, model, data or number of processes): its comparison files are deleted, finished runs "
+        "included. A folder holding this very comparison is resumed all the same, so a command that carries "
+        "--overwrite can be rerun after a kill; to discard finished runs of the same comparison, delete the folder.",
     )
     parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
     parser.set_defaults(func=run)  # fmt: skip
@@ -374,10 +474,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 @reports_errors("compare")
 def run(args: argparse.Namespace) -> int:
-    import os
-
     if not args.data:
         raise CommandError("compare needs labelled images: pass --data DIR_OR_DATASET.")
+    for name, check, kwargs in OPTION_CHECKS:  # refusals that name the option as typed: --seeds, not seeds
+        value = vars(args).get(name)
+        if value is not None:  # an option not given (None) is not offered as a value in the message either
+            given = {key: setting for key, setting in kwargs.items() if key != "allow_none"}
+            checked(check, f"--{name.replace('_', '-')}", value, **given)
     summary = compare(
         args.model,
         args.data,
@@ -399,7 +502,6 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     from ..comparison.report import REPORT_FILE, markdown
-    from ..comparison.session import is_main_process
 
     if not is_main_process():
         return 0

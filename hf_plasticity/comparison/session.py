@@ -1,15 +1,23 @@
 """A comparison from loaded inputs to its report: the settings that identify it, the output folder (new, resumed or
-overwritten), the three splits, the runs and the report.
+overwritten, and locked while the comparison runs), the three splits, the runs and the report.
 
-A folder that holds a comparison with the same settings (model, data, splits, budget, grid) and the same model and data
-behind them (their identity: see [`identity`]) is resumed: runs already recorded in ``runs.jsonl`` are skipped, so a
-killed comparison continues where it stopped, and one rerun with more ``seeds`` or another arm adds only the runs it
-lacks. Any other non-empty folder needs ``overwrite``, which deletes the comparison's own files (``runs.jsonl``,
-``settings.json``, the report) and nothing else, and only in a folder that holds a comparison (its ``settings.json``
-marked as a comparison's, or an earlier version's beside a ``runs.jsonl``): files of the user's that bear those names
-are never deleted or replaced; so does a folder whose records name an arm by its earlier name
-(``recipe``, now ``restore``), and one whose ``recommended`` runs were chosen by another fit of the recipe's rule (an
-earlier library version): they are neither mixed in nor rewritten.
+A folder that holds a comparison with the same settings (model, data, splits, budget, grid, and the effective batch of
+the launch) and the same model and data behind them (their identity: see [`identity`]) is resumed: runs already
+recorded in ``runs.jsonl`` are skipped, so a killed comparison continues where it stopped, and one rerun with more
+``seeds`` or another arm adds only the runs it lacks. Settings are compared as what they mean, not as typed: a local
+path absolute and without a trailing separator, a learning-rate grid sorted (see [`ComparisonSettings`]); settings
+saved by an earlier version are read the same way. ``overwrite`` is what starts afresh in a folder that holds a
+comparison that cannot be resumed (other settings, another model or data behind the same paths, another effective
+batch, records that name an arm by its earlier name (``recipe``, now ``restore``) or ``recommended`` runs chosen by
+another fit of the recipe's rule): it deletes the comparison's own files (``runs.jsonl``, ``settings.json``, the
+report) and nothing else, and only in a folder that holds a comparison (its ``settings.json`` marked as a
+comparison's, or an earlier version's beside a ``runs.jsonl``): files of the user's that bear those names are never
+deleted or replaced. A folder that can be resumed is resumed, with ``overwrite`` too (with a warning): rerunning a
+command that carries ``--overwrite`` after a kill continues instead of discarding the finished runs. Without
+``overwrite``, a folder that cannot be resumed is refused: old and new runs are neither mixed nor rewritten.
+
+One comparison at a time writes into a folder: [`output_lock`] holds an exclusive lock there (``LOCK_FILE``) for the
+whole comparison, and a second process on the same folder is refused at once.
 """
 
 from __future__ import annotations
@@ -25,14 +33,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from .arms import RENAMED_ARMS, seeds_of_another_rule
-from .identity import IDENTITY_KEY, identity_differences
+from .identity import IDENTITY_KEY, comparable_identities, identity_differences
 from .report import CURVES_FILE, DIFFERENCES_FILE, REPORT_FILE, SUMMARY_FILE, summarize, write_report
 from .runner import CONFIRM, Budget, RunSpec, train_run, versions
-from .splits import ComparisonInputError, stratified_split, with_class_labels
+from .splits import ComparisonInputError, stratified_split, stratified_subset, with_class_labels
 from .store import RUNS_FILE, RunStore, recorded_arms, recorded_runs
 from .tuning import TUNE_SEEDS, run_schedule, tuning_table
 
 SETTINGS_FILE = "settings.json"
+#: The lock file [`output_lock`] holds in the output folder while a comparison runs (removed when it ends).
+LOCK_FILE = ".hf-plasticity-compare.lock"
 OWN_FILES = (RUNS_FILE, SETTINGS_FILE, REPORT_FILE, SUMMARY_FILE, CURVES_FILE, DIFFERENCES_FILE)
 #: The key that marks a ``settings.json`` as a comparison's, and the version of its layout.
 MARKER, SCHEMA_VERSION = "hf_plasticity_compare", 1
@@ -44,10 +54,54 @@ UNMARKED_KEYS = frozenset(
 )  # fmt: skip
 
 
+def normalized_path(path: Any) -> Any:
+    """An existing local path as one spelling: absolute, without a trailing separator (relative to the current
+    directory). Anything else (a Hub id, a path that does not exist) is returned as given.
+
+    Example:
+
+    ```python
+    >>> import os
+    >>> normalized_path("./") == os.getcwd()
+    True
+    >>> normalized_path("facebook/convnext-tiny-224")
+    'facebook/convnext-tiny-224'
+    ```
+    """
+    return os.path.abspath(path) if isinstance(path, str) and path and os.path.exists(path) else path
+
+
+def normalized_grid(values: Any) -> Any:
+    """A learning-rate grid as one spelling: sorted, each rate once (the tuning ranks configurations by a rule that
+    does not depend on their order, and the run keys name each one). Anything but a list or tuple of numbers is
+    returned as given (refused by the checks)."""
+    if not isinstance(values, (list, tuple)) or not all(
+        isinstance(value, (int, float)) and not isinstance(value, bool) for value in values
+    ):
+        return values
+    return tuple(sorted(set(values)))
+
+
+#: The settings that are lists whose order means nothing: compared and saved sorted (see [`normalized_grid`]).
+GRID_KEYS = ("backbone_lrs", "own_lrs")
+#: The settings that are paths: compared and saved as [`normalized_path`] spells them.
+PATH_KEYS = ("model", "data")
+#: What the launch contributes to the settings: compared as the effective batch, not one by one.
+LAUNCH_KEYS = ("world_size", "effective_batch")
+
+
 @dataclass(frozen=True)
 class ComparisonSettings:
     """What identifies a comparison: a folder holding the same settings is resumed. (The arms and the number of seeds
-    are not part of it: a rerun with more of them adds the runs it lacks.)"""
+    are not part of it: a rerun with more of them adds the runs it lacks.)
+
+    ``model`` and ``data`` are kept as [`normalized_path`] spells them (an existing local path absolute, without a
+    trailing separator; a Hub id as given) and the learning-rate grids sorted, each rate once
+    ([`normalized_grid`]): the same comparison typed another way is the same comparison. ``world_size`` is the
+    number of processes of the launch (``torchrun``, ``accelerate launch``): with ``batch_size`` (per device) it
+    makes the effective batch of every optimizer step (compare accumulates no gradients), which
+    [`to_dict`] records beside it.
+    """
 
     model: str
     data: str
@@ -64,10 +118,23 @@ class ComparisonSettings:
     own_lrs: tuple[float, ...] = (1e-3, 3e-3)
     weight_decay: float = 0.05
     warmup: float = 0.1
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        for key in PATH_KEYS:
+            object.__setattr__(self, key, normalized_path(getattr(self, key)))
+        for key in GRID_KEYS:
+            object.__setattr__(self, key, normalized_grid(getattr(self, key)))
+
+    @property
+    def effective_batch(self) -> int:
+        """Examples per optimizer step: ``world_size x batch_size`` (no gradient accumulation)."""
+        return self.world_size * self.batch_size
 
     def to_dict(self) -> dict[str, Any]:
         fields = dataclasses.asdict(self)
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in fields.items()}
+        fields = {key: list(value) if isinstance(value, tuple) else value for key, value in fields.items()}
+        return {**fields, "effective_batch": self.effective_batch}
 
     @property
     def budget(self) -> Budget:
@@ -76,6 +143,20 @@ class ComparisonSettings:
     @property
     def grid(self) -> list[tuple[float, float]]:
         return [(backbone, own) for backbone in self.backbone_lrs for own in self.own_lrs]
+
+
+def comparable_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """Saved settings (of this version or an earlier one) spelled as [`ComparisonSettings`] spells them now: paths
+    through [`normalized_path`], grids through [`normalized_grid`] (as lists)."""
+    comparable = dict(saved)
+    for key in PATH_KEYS:
+        if key in comparable:
+            comparable[key] = normalized_path(comparable[key])
+    for key in GRID_KEYS:
+        if key in comparable:
+            grid = normalized_grid(comparable[key])
+            comparable[key] = list(grid) if isinstance(grid, tuple) else grid
+    return comparable
 
 
 @contextlib.contextmanager
@@ -101,48 +182,67 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def world_size() -> int:
+    """The number of processes of this launch (``torchrun`` / ``accelerate launch``; 1 without one), read from the
+    launcher's ``WORLD_SIZE`` variable, as [`is_main_process`] reads ``RANK``."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def check_output(output: str, settings: ComparisonSettings, overwrite: bool, identity: dict[str, Any]) -> bool:
-    """Decides what ``output`` is, without writing: returns True to resume the comparison it holds.
+    """Decides what ``output`` is, without writing: returns True to resume the comparison it holds, False to start a
+    new one (in a new or empty folder, or over a comparison that cannot be resumed, with ``overwrite``).
 
     Args:
         output: the output folder.
-        settings: the comparison's settings.
-        overwrite: start afresh in a folder that holds a comparison.
+        settings: the comparison's settings (compared with the saved ones as [`comparable_settings`] spells them).
+        overwrite: start afresh in a folder that holds a comparison that cannot be resumed; one that can be resumed
+            is resumed all the same, with a warning (rerunning a command that carries ``--overwrite`` after a kill
+            continues where it stopped).
         identity: the model's and the data's identity (``{"model": ..., "data": ...}``, see [`identity`]); a
             comparison recorded by an earlier version, without one, is resumed with a warning that it cannot be
-            checked.
+            checked, and one whose data identity is of an earlier format (see [`comparable_identities`]) with a
+            warning that the data's content is not checked this time.
 
     Raises:
-        ComparisonInputError: for a file, a non-empty folder that holds no comparison with these settings or was
-            trained on another model or data behind the same paths, or one whose records name an arm by an earlier
-            name (``recipe``) or hold ``recommended`` runs of another fit of the rule, unless ``overwrite`` is on;
-            even with it, for a folder that holds no comparison (see [`recorded_settings`]) but files bearing a
-            comparison's file names, and for a ``settings.json`` that is not valid JSON.
+        ComparisonInputError: for a file, a non-empty folder that holds no comparison, or one that cannot be resumed
+            (other settings, another effective batch, another model or data behind the same paths, records that name
+            an arm by an earlier name (``recipe``) or ``recommended`` runs of another fit of the rule), unless
+            ``overwrite`` is on; even with it, for a folder that holds no comparison (see [`recorded_settings`]) but
+            files bearing a comparison's file names, and for a ``settings.json`` that is not valid JSON.
     """
     if os.path.isfile(output):
         raise ComparisonInputError(f"Output {output!r} is a file; pass a directory.")
-    if not os.path.isdir(output) or all(_stale_settings(entry.name) for entry in os.scandir(output)):
+    if not os.path.isdir(output) or _holds_nothing(output):
         return False
     saved = recorded_settings(output)
     if saved is None:
         _refuse_foreign_folder(output, overwrite)
         return False
+    try:
+        _refuse_other_settings(output, saved, settings)
+        _refuse_other_batch(output, saved, settings)
+        unchecked = _refuse_other_identity(output, saved.get(IDENTITY_KEY), identity)
+        _refuse_renamed_arms(output)
+        _refuse_another_rule(output, settings.epochs)
+    except ComparisonInputError:
+        if overwrite:
+            return False
+        raise
     if overwrite:
-        return False
-    differing = sorted(key for key, value in settings.to_dict().items() if saved.get(key) != value)
-    if differing:
-        raise ComparisonInputError(
-            f"Output directory {output!r} holds a comparison with other settings ({', '.join(differing)} differ); "
-            "pass --overwrite to start a new one there, or another --output."
-        )
-    if saved.get(IDENTITY_KEY) is not None:
-        _refuse_other_identity(output, saved[IDENTITY_KEY], identity)
-    _refuse_renamed_arms(output)
-    _refuse_another_rule(output, settings.epochs)
+        _warn_resumed_despite_overwrite(output)
     if saved.get(IDENTITY_KEY) is None:
         _warn_unchecked_identity(output)
+    elif unchecked:
+        _warn_unchecked_data_content(output)
     _warn_other_versions(output)
     return True
+
+
+def _holds_nothing(output: str) -> bool:
+    """Whether the folder counts as empty: nothing in it but what compare itself leaves there for a moment (a
+    temporary file [`write_settings`] left behind when it was killed, the lock of [`output_lock`])."""
+    with os.scandir(output) as entries:
+        return all(_stale_settings(entry.name) or entry.name == LOCK_FILE for entry in entries)
 
 
 def _stale_settings(name: str) -> bool:
@@ -195,9 +295,63 @@ def _refuse_foreign_folder(output: str, overwrite: bool) -> None:
         )
 
 
-def _refuse_other_identity(output: str, saved: dict[str, Any], identity: dict[str, Any]) -> None:
+def _refuse_other_settings(output: str, saved: dict[str, Any], settings: ComparisonSettings) -> None:
+    """Refuses a comparison with other settings (the launch's are checked by [`_refuse_other_batch`]), both spelled
+    as [`comparable_settings`] spells them."""
+    saved = comparable_settings(saved)
+    differing = sorted(
+        key for key, value in settings.to_dict().items() if key not in LAUNCH_KEYS and saved.get(key) != value
+    )
+    if differing:
+        raise ComparisonInputError(
+            f"Output directory {output!r} holds a comparison with other settings ({', '.join(differing)} "
+            f"{'differs' if len(differing) == 1 else 'differ'}); pass --overwrite to start a new one there, or "
+            "another --output."
+        )
+
+
+def _recorded_world_size(output: str) -> int | None:
+    """The number of processes that trained the recorded runs, read from their ``device`` (``"cpu (x86_64) x 2"``),
+    when they all agree; None without runs or when it cannot be read."""
+    sizes = set()
+    for run in recorded_runs(output):
+        _, _, count = str(run.get("device") or "").rpartition(" x ")
+        if not count.isdigit():
+            return None
+        sizes.add(int(count))
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _refuse_other_batch(output: str, saved: dict[str, Any], settings: ComparisonSettings) -> None:
+    """Refuses a resume under a launch whose effective batch (processes x per-device batch) differs from the one the
+    recorded runs were trained with: they took other optimizer steps, and would be pooled with the new runs in each
+    arm. Settings saved before the effective batch was recorded are checked against the number of processes in their
+    runs' ``device``."""
+    before = saved.get("world_size")
+    if not isinstance(before, int) or isinstance(before, bool):
+        before = _recorded_world_size(output)
+    if before is None or before * settings.batch_size == settings.effective_batch:
+        return
+    raise ComparisonInputError(
+        f"Output directory {output!r} holds a comparison trained with an effective batch of "
+        f"{before * settings.batch_size} ({_processes(before)} x --batch-size {settings.batch_size}), and this launch "
+        f"has {settings.effective_batch} ({_processes(settings.world_size)} x {settings.batch_size}): its runs took "
+        "other optimizer steps, and the report would pool them with new ones. Resume it with "
+        f"{_processes(before)}, or pass --overwrite to start a new comparison there, or another --output."
+    )
+
+
+def _processes(count: int) -> str:
+    return f"{count} process{'es' if count != 1 else ''}"
+
+
+def _refuse_other_identity(output: str, saved: dict[str, Any] | None, identity: dict[str, Any]) -> bool:
     """Refuses to resume a comparison whose model or data changed behind the same paths: its runs would mix with
-    new ones."""
+    new ones. Returns whether the data's content went unchecked (an identity of an earlier format, see
+    [`comparable_identities`]); nothing is checked without a saved identity (an earlier version's)."""
+    if saved is None:
+        return False
+    saved, identity, unchecked = comparable_identities(saved, identity)
     differences = identity_differences(saved, identity)
     if differences:
         raise ComparisonInputError(
@@ -205,6 +359,31 @@ def _refuse_other_identity(output: str, saved: dict[str, Any], identity: dict[st
             f"({'; '.join(differences)}); its runs would mix with new ones. Pass --overwrite to start a new "
             "comparison there, or another --output."
         )
+    return unchecked
+
+
+def _warn_resumed_despite_overwrite(output: str) -> None:
+    """Warns that ``overwrite`` found a comparison that can be resumed, and resumes it."""
+    warnings.warn(
+        f"Output directory {output!r} holds this comparison (the same settings, model and data): it is resumed. "
+        "--overwrite starts afresh only over a comparison that cannot be resumed; to discard its finished runs, "
+        "delete the folder (or its runs.jsonl) first.",
+        UserWarning,
+        stacklevel=5,
+    )
+
+
+def _warn_unchecked_data_content(output: str) -> None:
+    """Warns that the saved identity of the data is of an earlier format (split fingerprints that follow
+    modification times, not a content hash): the rest was checked, the content is recorded from now on."""
+    warnings.warn(
+        f"Output directory {output!r} holds a comparison recorded by an earlier version of hf-plasticity, which "
+        "identified local data by its `datasets` fingerprint (it follows the files' modification times): the model, "
+        "the data's source, sizes and classes were checked, but not that the files hold the same bytes. A hash of "
+        "their content is recorded from now on.",
+        UserWarning,
+        stacklevel=5,
+    )
 
 
 def _warn_unchecked_identity(output: str) -> None:
@@ -215,7 +394,7 @@ def _warn_unchecked_identity(output: str) -> None:
         "the identity of its model and data: this resume cannot check that they are the ones its runs were trained "
         "on. Their identity is recorded from now on.",
         UserWarning,
-        stacklevel=4,
+        stacklevel=5,
     )
 
 
@@ -257,10 +436,10 @@ def _warn_other_versions(output: str) -> None:
         )
         warnings.warn(
             f"Output directory {output!r} holds runs recorded with other versions ({then}): the report pools them "
-            "with this run's in each arm, which is sound only if those versions train alike. Pass --overwrite to "
-            "compare on this version alone.",
+            "with this run's in each arm, which is sound only if those versions train alike. To compare on this "
+            "version alone, delete the folder (or its runs.jsonl), or pass another --output.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
 
 
@@ -300,14 +479,102 @@ def make_splits(
     else:
         how["val"] = f"split {settings.val_split!r}"
     if settings.max_train_samples is not None and settings.max_train_samples < len(train):
-        _, train = stratified_split(train, label, settings.max_train_samples, settings.split_seed, "train")
+        train = stratified_subset(train, label, settings.max_train_samples, settings.split_seed)
         how["train"] += f", {settings.max_train_samples} examples of it (stratified)"
+    elif settings.max_train_samples is not None:
+        how["train"] += f", all {len(train)} examples of it (max_train_samples is {settings.max_train_samples})"
     return train, val, test, how
 
 
 def _at_least_one_per_class(rows: int) -> str:
     """The carved split's real size: a share of a small split is raised to one example per class."""
     return f" ({rows} examples; at least one per class)"
+
+
+def _make_folder(output: str) -> list[str]:
+    """Creates ``output`` and any missing folder above it; returns those it created, the deepest last.
+
+    Raises:
+        ComparisonInputError: when a folder cannot be created (naming it and why).
+    """
+    missing, folder = [], os.path.abspath(output)
+    while not os.path.isdir(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    created = []
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            continue  # made meanwhile by another process: not ours to remove
+        except OSError as error:
+            _remove_empty(created)
+            raise ComparisonInputError(
+                f"Cannot create the output directory {output!r} ({error.strerror or error}: {folder!r}); pass "
+                "another --output."
+            ) from error
+        created.append(folder)
+    return created
+
+
+def _remove_empty(created: list[str]) -> None:
+    """Removes the folders [`_make_folder`] created, the deepest first, as long as they are empty."""
+    for folder in reversed(created):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
+
+
+@contextlib.contextmanager
+def output_lock(output: str) -> Iterator[None]:
+    """Holds an exclusive lock on the output folder while the block runs: a second comparison on the same folder
+    (a job submitted twice, a second terminal) is refused at once instead of training every run again beside the
+    first and appending the same records.
+
+    The lock is `filelock.FileLock` (``flock`` on POSIX: the system releases it when its process dies, so a killed
+    comparison leaves no stale lock) on [`LOCK_FILE`] in ``output``, created (with any missing folder above it) on
+    entry. On exit the lock file is removed while still held, and the folders created on entry are removed again if
+    they are empty (a comparison refused before writing anything leaves nothing behind). Only the main process of a
+    distributed launch takes it: the others write nothing.
+
+    Raises:
+        ComparisonInputError: when another process holds the lock (naming the folder and the lock file), or the
+            folder cannot be created.
+    """
+    if not is_main_process():
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    created = _make_folder(output)
+    path = os.path.join(output, LOCK_FILE)
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        _remove_empty(created)
+        raise ComparisonInputError(
+            f"Output directory {output!r} is in use by another compare process (it holds the lock {path!r}): two "
+            "comparisons in one folder would train the same runs twice. Wait for it to finish (a killed process "
+            "holds no lock; rerun then to resume), or pass another --output."
+        ) from None
+    except OSError as error:
+        _remove_empty(created)
+        raise ComparisonInputError(
+            f"Cannot lock the output directory {output!r} ({error.strerror or error}: {path!r}); pass another "
+            "--output."
+        ) from error
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(path)  # while held: a process that opened it before sees it gone, filelock retries
+        lock.release()
+        _remove_empty(created)
 
 
 def write_settings(output: str, record: dict[str, Any]) -> None:
@@ -370,7 +637,7 @@ def run_comparison(
 
     with quiet_transformers():  # one bar over the runs, not a weight-loading bar and a new-head warning per run
         chosen = _run_all(settings, arms, seeds, store, load_model, splits, calibration, progress and main)
-    summary = summarize(arms, chosen, store.phase(CONFIRM))
+    summary = summarize(arms, chosen, store.phase(CONFIRM), seeds=range(seeds))
     summary.update(
         settings=settings.to_dict(),
         identity=identity,

@@ -5,6 +5,7 @@ image processor.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -45,12 +46,11 @@ def load_image_dataset(source: str, split: str = "train"):
 
     datasets.disable_progress_bars()
     try:
-        if os.path.isdir(source) and any(
-            os.path.isfile(os.path.join(source, name)) for name in ("state.json", "dataset_dict.json")
-        ):
+        if is_saved_dataset(source):
             loaded = datasets.load_from_disk(source)
         elif os.path.isdir(source):
-            loaded = datasets.load_dataset("imagefolder", data_dir=source)
+            with _no_download_count():
+                loaded = datasets.load_dataset("imagefolder", data_dir=source)
         elif os.path.exists(source):
             raise DataLoadError(f"Data {source!r} is a file; pass an imagefolder directory or a Hub dataset id.")
         elif os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1:
@@ -77,6 +77,29 @@ def load_image_dataset(source: str, split: str = "train"):
             ": an image-classification dataset needs one sub-folder per class, and at least two classes."
         )
     return loaded
+
+
+def is_saved_dataset(source: str) -> bool:
+    """Whether ``source`` is a folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk` (it holds a
+    ``state.json`` or a ``dataset_dict.json``), read with `datasets.load_from_disk`."""
+    return os.path.isdir(source) and any(
+        os.path.isfile(os.path.join(source, name)) for name in ("state.json", "dataset_dict.json")
+    )
+
+
+@contextlib.contextmanager
+def _no_download_count() -> Iterator[None]:
+    """Within it, `datasets.load_dataset` does not count the load on the Hub: for a packaged builder on local files
+    (``"imagefolder"``) it would otherwise send a HEAD request (a DNS lookup and a connection, up to 3 s without a
+    network) whenever ``HF_HUB_OFFLINE`` is not set. The setting is restored on exit."""
+    from datasets import config
+
+    before = config.HF_UPDATE_DOWNLOAD_COUNTS
+    config.HF_UPDATE_DOWNLOAD_COUNTS = False
+    try:
+        yield
+    finally:
+        config.HF_UPDATE_DOWNLOAD_COUNTS = before
 
 
 def _download_mode(hub_kwargs: dict[str, Any]) -> dict[str, Any]:
