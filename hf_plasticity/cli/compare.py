@@ -23,9 +23,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..comparison.arms import (
-    BUILT_IN_ARMS,
+    DEFAULT_ARMS,
     RECOMMENDED,
     check_arms,
+    check_lp_ft,
     check_periodic_arms,
     check_recipe_data,
     check_recipe_pass,
@@ -55,7 +56,6 @@ from ._common import (
 )
 
 DEFAULTS = ComparisonSettings(model="", data="")
-DEFAULT_ARMS = BUILT_IN_ARMS
 #: What each built-in arm is, for the help.
 ARMS_HELP = (
     "standard: plain fine-tuning, tuned (required: the baseline of every difference); "
@@ -63,6 +63,9 @@ ARMS_HELP = (
     "control: the same blocks and the head at the own lr, not re-drawn, tuned; "
     "recommended: no sweep, the backbone and head lrs recommend_recipe chooses per seed from one forward pass over "
     "256 training images, not tuned (only --seeds runs); "
+    "lp_ft: LP-FT (Kumar et al., ICLR 2022), the published anchor: the head alone with the backbone frozen for a "
+    "third of the epochs, then everything, each phase with its own schedule; the own lr is the head's, tuned (2 "
+    "epochs or more); "
     "or a strategy name (selective, auto, ...): its default config, tuned; one that acts during training (redo, cbp, "
     "rifle) applies its resets in its runs, and is refused if it could not act in them"
 )
@@ -248,7 +251,8 @@ def compare(
         arms: the arm names, or one name as a `str`: ``"standard"`` (plain fine-tuning; required: the baseline),
             ``"restore"`` (the default restore, its re-drawn blocks and the head at the own learning rate),
             ``"control"`` (the same blocks at the own learning rate, not re-drawn), ``"recommended"``
-            (`recommend_recipe`'s rates per seed, not tuned) and/or strategy names (their default config: its
+            (`recommend_recipe`'s rates per seed, not tuned), ``"lp_ft"`` (LP-FT, the published anchor: the head
+            alone for a third of the epochs, then everything) and/or strategy names (their default config: its
             restore, and for ``redo``, ``cbp`` and ``rifle`` its resets during training, through
             `PlasticityCallback`). ``"recipe"``, the earlier name of ``"restore"``, is refused.
         seeds: paired confirmation seeds.
@@ -283,12 +287,12 @@ def compare(
         TypeError: for a ``model``, ``data`` or ``output`` that is neither a `str` nor a path.
         ValueError: for bad input (an unknown model, data without labels or with one class, a split with labels outside
             its classes (-1), a validation or test split that is the training split or each other, an unknown or
-            renamed arm, a strategy arm that could not act in the runs (``rifle`` below 3 epochs, ``cbp`` in runs
-            too short for one replacement), an output folder that cannot be written, is not empty, holds a comparison
-            that cannot be resumed (see ``overwrite``), holds records of a renamed arm or ``recommended`` runs of
-            another fit of the rule, or is in use by another comparison, too few training images for the
-            ``recommended`` arm's pass, or a pass that cannot choose rates on them: it runs once up front), before
-            anything is written.
+            renamed arm, ``lp_ft`` below 2 epochs, a strategy arm that could not act in the runs (``rifle`` below 3
+            epochs, ``cbp`` in runs too short for one replacement), an output folder that cannot be written, is not
+            empty, holds a comparison that cannot be resumed (see ``overwrite``), holds records of a renamed arm or
+            ``recommended`` runs of another fit of the rule, or is in use by another comparison, too few training
+            images for the ``recommended`` arm's pass, or a pass that cannot choose rates on them: it runs once up
+            front), before anything is written.
 
     Example:
 
@@ -322,6 +326,7 @@ def compare(
     )
     _check_options(settings, seeds)
     arms = check_arms(arms)
+    check_lp_ft(arms, settings.epochs)
     _check_output_path(output)
     with output_lock(output):  # created here; removed again, with the lock, if a check below refuses
         return _compare(settings, arms, seeds, output, overwrite, progress)

@@ -9,6 +9,10 @@ rate. Every arm but ``recommended`` is tuned on the same two-dimensional grid:
   [`FineTuneRecipe`] existed; that name is refused.)
 - ``control``: the learning-rate-only control: the same top blocks at the same own learning rate, NOT re-drawn
   (`plasticity_param_groups(..., redrawn=...)`); it tells a gain of the re-draw from a gain of the learning rate.
+- ``lp_ft``: LP-FT (Kumar et al., ICLR 2022), the published anchor: the head alone with the backbone frozen for the
+  first third of the epochs (the linear probe, [`PROBE_FRACTION`]), then everything for the rest, each phase with its
+  own optimizer and warmup + cosine schedule; the own learning rate is the head's in both phases, the backbone
+  learning rate the fine-tuning phase's ([`probe_epochs`]; refused below 2 epochs: [`check_lp_ft`]).
 - ``recommended``: one fine-tune instead of a sweep, not tuned: each run calls [`recommend_recipe`] on its freshly
   loaded model (the first 256 images of the training split shuffled with the run's seed, the budget nearest to the
   epochs) and trains at the backbone and head rates it returns, with no re-draw.
@@ -24,16 +28,20 @@ rate. Every arm but ``recommended`` is tuned on the same two-dimensional grid:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any
 
 from .splits import ComparisonInputError
 
 STANDARD, RESTORE, CONTROL, RECOMMENDED = "standard", "restore", "control", "recommended"
-BUILT_IN_ARMS = (STANDARD, RESTORE, CONTROL, RECOMMENDED)
+LP_FT = "lp_ft"
+#: The arms a comparison runs when none are named (``lp_ft`` is named with ``--arms``: it adds a tuned arm's runs).
+DEFAULT_ARMS = (STANDARD, RESTORE, CONTROL, RECOMMENDED)
+BUILT_IN_ARMS = (*DEFAULT_ARMS, LP_FT)
 #: Arms whose learning rates no validation grid chooses: they only have confirmation runs.
 UNTUNED_ARMS = frozenset({RECOMMENDED})
 #: Arm names of earlier versions, and why each is refused (records under them are not read either).
@@ -45,11 +53,86 @@ RENAMED_ARMS = {
 CALIBRATION_BATCHES = 8
 #: Training images the ``recommended`` arm's diagnostic pass reads (as many as the rule's fit read).
 RECIPE_SAMPLES = 256
+#: The share of the epochs the ``lp_ft`` arm spends on its linear probe (the head alone): fixed, not tuned; why 1/3 is
+#: in [`probe_epochs`].
+PROBE_FRACTION = 1 / 3
 
 
 def is_tuned(arm: str) -> bool:
     """Whether ``arm``'s learning rates are chosen on the validation grid (every arm but ``recommended``)."""
     return arm not in UNTUNED_ARMS
+
+
+def probe_epochs(epochs: int) -> int:
+    """The epochs of the ``lp_ft`` arm's linear probe in runs of ``epochs`` epochs: ``round(PROBE_FRACTION * epochs)``,
+    as the benchmark counts them (1 of 3, 3 of 9); the fine-tuning phase has the rest.
+
+    The share is fixed at 1/3 instead of tuned. The benchmark tuned it with the learning rates on the validation split
+    (``benchmarks/study.py``, ``ARMS["lp_ft"]``: ``probe_fraction`` 1/3 or 2/3), and its version-3 records
+    (``benchmarks/results/v3/*.jsonl``: the ``lp_ft`` confirmation runs, which train at the configuration the
+    validation tuning chose) show 1/3 chosen in 30 of its 34 tunings (pair x budget): 17 of 20 on the short budget (3
+    epochs), 13 of 14 on the long one (9 epochs). The 4 that chose 2/3 are all on ``shapes_ctrl``, the in-domain
+    control target whose pretrained features already fit (ConvNeXt and ResNet short, ViT short and long); every
+    atypical target chose 1/3. Tuning it in compare would double the arm's grid for a choice the benchmark made one way
+    almost every time.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity.comparison.arms import probe_epochs
+    >>> [probe_epochs(epochs) for epochs in (1, 2, 3, 5, 9)]
+    [0, 1, 1, 2, 3]
+
+    ```
+    """
+    return round(PROBE_FRACTION * epochs)
+
+
+def check_lp_ft(arms: Iterable[str], epochs: int) -> None:
+    """Refuses, before any run, an ``lp_ft`` arm whose runs cannot hold both of its phases: a probe of at least one
+    epoch and a fine-tuning phase of at least one (``--epochs 1`` has a probe of 0 epochs: the arm would be standard
+    fine-tuning under LP-FT's name).
+
+    Raises:
+        ComparisonInputError: naming the arm, the epochs and what to do.
+    """
+    probe = probe_epochs(epochs)
+    if LP_FT in arms and not 1 <= probe < epochs:
+        raise ComparisonInputError(
+            f"Arm 'lp_ft' cannot run its two phases in {epochs} epoch{'s' if epochs != 1 else ''}: it trains the head "
+            f"alone for {PROBE_FRACTION:.0%} of the epochs (rounded: {probe}), then everything for the rest, and "
+            "each phase needs one epoch or more. Pass --epochs 2 or more, or drop lp_ft from --arms."
+        )
+
+
+@contextlib.contextmanager
+def probing(model: Any) -> Iterator[list[Any]]:
+    """Within it, only the classification head of ``model`` can train: every other parameter that needs a gradient is
+    frozen (``requires_grad=False``), so an optimizer built inside it over [`plasticity_param_groups`] holds the
+    head's parameters alone; on exit (also on an error) they need a gradient again. Yields the frozen parameters.
+    """
+    from ..core.architectures import get_layout
+
+    layout = get_layout(model)
+    frozen = [param for name, param in model.named_parameters() if param.requires_grad and not layout.in_head(name)]
+    for param in frozen:
+        param.requires_grad_(False)
+    try:
+        yield frozen
+    finally:
+        for param in frozen:
+            param.requires_grad_(True)
+
+
+def probe_mode(model: Any) -> None:
+    """The linear probe's modes, as the benchmark's: the model in eval mode but its head, so the frozen features are
+    the pretrained ones (no dropout, no BatchNorm statistics updated); the head in training mode."""
+    from ..core.architectures import get_layout
+
+    model.eval()
+    modules = dict(model.named_modules())
+    for name in get_layout(model).head:
+        modules[name].train()
 
 
 def check_arms(arms: Iterable[str]) -> list[str]:
@@ -313,7 +396,8 @@ def prepare_arm(
     arm: str, model: Any, args: Any, *, own_lr: float, calibration: Any = None, recipe: Any = None
 ) -> tuple[Any, dict[str, Any] | None]:
     """Prepares ``model`` for ``arm`` (a restore, or nothing) and returns its optimizer for the `Trainer`. (A strategy
-    arm's resets during training, if its schedule has any, are the run's: see [`periodic_config`].)
+    arm's resets during training, if its schedule has any, are the run's: see [`periodic_config`]; so is ``lp_ft``'s
+    probe phase: this is the optimizer of its fine-tuning phase, standard's.)
 
     Args:
         arm: the arm's name.
@@ -325,8 +409,8 @@ def prepare_arm(
 
     Returns:
         `(torch.optim.Optimizer, dict | None)`: the optimizer, and which parameters get the own learning rate
-        besides the head (``{"whole": [...], "partial": [...]}`` as a restore record names them; None for standard
-        and recommended).
+        besides the head (``{"whole": [...], "partial": [...]}`` as a restore record names them; None for standard,
+        lp_ft and recommended).
     """
     from transformers import Trainer
 
@@ -334,7 +418,8 @@ def prepare_arm(
     from ..integrations.trainer_optimizer import plasticity_optimizer
     from ..pipeline.restore import prepare_pretrained
 
-    if arm == STANDARD:  # no record on the model: only the head gets the own learning rate
+    if arm in (STANDARD, LP_FT):  # no record on the model: only the head gets the own learning rate (lp_ft: in its
+        # fine-tuning phase; its probe's optimizer is the run's, over the head alone)
         return plasticity_optimizer(model, args, reinit_lr=own_lr), None
     if arm == RECOMMENDED:
         if recipe is None:

@@ -9,6 +9,28 @@ every epoch, and, in the confirmation phase only, the test accuracy once at the 
 during training (``redo``, ``cbp``, ``rifle``) trains in a [`PlasticityTrainer`] with a [`PlasticityCallback`] of its
 default config (``restore=False``: what it does before training is [`prepare_arm`]'s), which applies its resets as the
 schedule says; the record counts them.
+
+The ``lp_ft`` arm (LP-FT, Kumar et al., ICLR 2022) trains in two phases, each a `Trainer` of its own with its own
+optimizer and its own warmup and cosine schedule over its epochs (as the benchmark's loop starts a phase:
+``benchmarks/recipe.py``), on the same freshly loaded model with the same new head:
+
+- the linear probe, the first [`probe_epochs`] epochs: every parameter outside the head frozen (``requires_grad``
+  False, restored after), AdamW over the head alone at the own learning rate, the model in eval mode but its head
+  during the training steps (the pretrained features and BatchNorm statistics unchanged, as in the benchmark);
+- the fine-tuning phase, the rest of the epochs: everything, the backbone at the backbone learning rate and the head at
+  the own learning rate, standard fine-tuning's optimizer.
+
+Data order: the `Trainer`'s seeded sampler (accelerate's ``SeedableRandomSampler``) shuffles epoch ``e`` with seed
+``data_seed + e``, and a second `Trainer` counts its epochs from 0 again, so with ``data_seed=seed`` the fine-tuning
+phase would repeat the probe's orders. It gets ``data_seed=seed + probe_epochs`` instead: its epochs continue the
+seed's orders, and every epoch of an ``lp_ft`` run reads the training split in the order the same epoch of the same
+seed reads it in every other arm (as the benchmark's runs do: they draw each epoch's order from the seed and the
+epoch). Had the orders repeated, the pairing would still hold (a run's order is a function of its seed), only loosened
+in the later epochs; ``tests/test_compare_lpft.py`` checks that they do not. The fine-tuning phase's `Trainer` sets
+the seed again, so its dropout draws are not those of the same epochs in another arm; the seed pairs the new head and
+the data order, not those draws.
+
+The validation accuracy after every epoch of both phases makes one curve; the test accuracy is read once, at the end.
 """
 
 from __future__ import annotations
@@ -25,7 +47,7 @@ import numpy as np
 
 from ..core.collectives import process_group_warning, run_on_main
 from ..integrations.trainer_adapter import trains_together
-from .arms import RECOMMENDED, periodic_config, prepare_arm, recipe_for_run
+from .arms import LP_FT, RECOMMENDED, periodic_config, prepare_arm, probe_epochs, probe_mode, probing, recipe_for_run
 from .store import run_key
 
 TUNE, CONFIRM = "tune", "confirm"
@@ -140,6 +162,52 @@ def _resets(callback: Any) -> dict[str, Any] | None:
     }
 
 
+def _arguments(
+    workdir: str, budget: Budget, seed: int, *, epochs: int, learning_rate: float, data_seed: int | None = None
+) -> Any:
+    """The `TrainingArguments` of one run (or of one phase of an ``lp_ft`` run): AdamW, linear warmup then cosine
+    decay over its ``epochs``, the validation accuracy after every epoch, ``seed``'s data order (``data_seed``:
+    another epoch offset of it, see [`train_run`])."""
+    import torch
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=workdir,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=budget.batch_size,
+        per_device_eval_batch_size=budget.batch_size,
+        learning_rate=learning_rate,
+        weight_decay=budget.weight_decay,
+        warmup_steps=budget.warmup,
+        lr_scheduler_type="cosine",
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_strategy="epoch",
+        report_to=[],
+        seed=seed,
+        data_seed=seed if data_seed is None else data_seed,
+        remove_unused_columns=False,  # the datasets make pixel values on the fly from the image column
+        disable_tqdm=True,  # the comparison shows one bar over its runs
+        dataloader_pin_memory=torch.cuda.is_available(),  # no warning per run on CPU
+        **_ddp_options(),
+    )
+
+
+def _probe_trainer(**kwargs: Any) -> Any:
+    """A `Trainer` for the linear probe of an ``lp_ft`` run: before every training forward pass (the `Trainer` puts
+    the model in training mode at each step) the model is put in [`probe_mode`], the frozen backbone in eval mode and
+    the head in training mode; evaluation is the `Trainer`'s own (eval mode throughout)."""
+    from transformers import Trainer
+
+    class ProbeTrainer(Trainer):
+        def compute_loss(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            if model.training:  # a training step (evaluation passes run in eval mode)
+                probe_mode(self.model)
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+    return ProbeTrainer(**kwargs)
+
+
 def train_run(
     spec: RunSpec,
     *,
@@ -168,10 +236,11 @@ def train_run(
         versions, device, for the ``recommended`` arm what its diagnostic pass read and chose (``recipe``,
         `FineTuneRecipe.to_dict()`; None for the other arms), and for a strategy arm that acts during training its
         resets (``periodic``: ``{"strategy", "resets", "reinitialized"}``, the number of resets and of entries they
-        re-drew; None for the other arms).
+        re-drew; None for the other arms), and for ``lp_ft`` the epochs of its linear probe (``probe_epochs``, None
+        for the other arms; an lp_ft run's ``val_curve`` and ``train_loss`` hold the probe's epochs, then the
+        fine-tuning phase's).
     """
-    import torch
-    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+    from transformers import PrinterCallback, Trainer, set_seed
 
     from ..integrations.callback import PlasticityCallback
     from ..integrations.trainer import PlasticityTrainer
@@ -180,25 +249,16 @@ def train_run(
     set_seed(spec.seed)
     model = load_model()
     head = head_fingerprint(model)
-    args = TrainingArguments(
-        output_dir=workdir,
-        num_train_epochs=budget.epochs,
-        per_device_train_batch_size=budget.batch_size,
-        per_device_eval_batch_size=budget.batch_size,
+    probe = probe_epochs(budget.epochs) if spec.arm == LP_FT else None
+    if probe is not None and not 1 <= probe < budget.epochs:
+        raise ValueError(f"An lp_ft run needs a probe and a fine-tuning phase; {budget.epochs} epochs hold {probe}.")
+    args = _arguments(
+        workdir,
+        budget,
+        spec.seed,
+        epochs=budget.epochs - (probe or 0),
         learning_rate=spec.backbone_lr if spec.backbone_lr is not None else 0.0,  # the recommended arm's: below
-        weight_decay=budget.weight_decay,
-        warmup_steps=budget.warmup,
-        lr_scheduler_type="cosine",
-        eval_strategy="epoch",
-        save_strategy="no",
-        logging_strategy="epoch",
-        report_to=[],
-        seed=spec.seed,
-        data_seed=spec.seed,
-        remove_unused_columns=False,  # the datasets make pixel values on the fly from the image column
-        disable_tqdm=True,  # the comparison shows one bar over its runs
-        dataloader_pin_memory=torch.cuda.is_available(),  # no warning per run on CPU
-        **_ddp_options(),
+        data_seed=spec.seed + (probe or 0),  # lp_ft's fine-tuning phase: the seed's orders from its epoch `probe` on
     )
     apart = process_group_warning(trains_together(args))
     if apart:  # the records would hold one process's copy, trained on its share of the data
@@ -214,6 +274,24 @@ def train_run(
         )
         backbone_lr, own_lr = recipe.backbone_lr, recipe.head_lr
         args.learning_rate = backbone_lr
+    history: list[dict[str, Any]] = []
+    if probe is not None:  # LP-FT's linear probe: the head alone, its own optimizer and schedule over its epochs
+        from ..integrations.trainer_optimizer import plasticity_optimizer
+
+        probe_args = _arguments(workdir, budget, spec.seed, epochs=probe, learning_rate=own_lr)
+        with probing(model):  # the backbone frozen, so the optimizer holds the head alone; thawed after
+            prober = _probe_trainer(
+                model=model,
+                args=probe_args,
+                train_dataset=train,
+                eval_dataset=val,
+                compute_metrics=accuracy,
+                optimizers=(plasticity_optimizer(model, probe_args, reinit_lr=own_lr), None),
+            )
+            prober.remove_callback(PrinterCallback)
+            prober.train()
+        model.train()  # out of the probe's modes: the fine-tuning phase trains every module
+        history += prober.state.log_history
     optimizer, redrawn = prepare_arm(spec.arm, model, args, own_lr=own_lr, calibration=calibration, recipe=recipe)
     periodic = periodic_config(spec.arm)
     # the periodic resets, through the library's Trainer route; the optimizer (and its groups) stays the arm's
@@ -232,8 +310,9 @@ def train_run(
     # says what it did
     with contextlib.redirect_stdout(io.StringIO()) if callback is not None else contextlib.nullcontext():
         trainer.train()
-    curve = [entry["eval_accuracy"] for entry in trainer.state.log_history if "eval_accuracy" in entry]
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    history += trainer.state.log_history
+    curve = [entry["eval_accuracy"] for entry in history if "eval_accuracy" in entry]  # both phases of lp_ft
+    losses = [entry["loss"] for entry in history if "loss" in entry]
     test_accuracy = trainer.evaluate(test, metric_key_prefix="test")["test_accuracy"] if test is not None else None
     record = {
         "key": spec.key,
@@ -245,6 +324,7 @@ def train_run(
         "redrawn": redrawn,
         "recipe": recipe.to_dict() if recipe else None,
         "periodic": _resets(callback),
+        "probe_epochs": probe,
         "val_curve": curve,
         "val_accuracy": curve[-1],
         "train_loss": losses,
