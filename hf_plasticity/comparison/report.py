@@ -2,9 +2,10 @@
 interval over the seeds), its paired difference to standard fine-tuning (mean and 95% CI of the per-seed differences,
 `scipy.stats.ttest_rel(...).confidence_interval()`; for the sweep-free ``recommended`` arm, its regret against the
 tuned standard with the sign flipped), the default restore's paired difference to the learning-rate-only control when
-both ran (what the re-draw itself adds beyond the learning rate), the verdict (a sentence for the restore, one for the
-restore against the control, one for the recommended recipe), the learning curves and the difference plot (PNG), and a
-JSON summary.
+both ran (what the re-draw itself adds beyond the learning rate), the recommended recipe's paired difference to LP-FT
+(the published anchor, Kumar et al., ICLR 2022) when both ran, the verdict (a sentence for the restore, one for the
+restore against the control, one for LP-FT, one for the recommended recipe, one for the recommended recipe against
+LP-FT), the learning curves and the difference plot (PNG), and a JSON summary.
 
 Every interval is Student's t interval cut at the range its quantity can take: 0 to 1 for a mean accuracy, -1 to 1 for
 a mean paired difference of accuracies (with few seeds near 100% the t interval alone reaches past 100%). The true
@@ -18,7 +19,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .arms import CONTROL, RECOMMENDED, RESTORE, STANDARD, arm_title
+from .arms import CONTROL, LP_FT, RECOMMENDED, RESTORE, STANDARD, arm_title
 
 REPORT_FILE, SUMMARY_FILE = "report.md", "summary.json"
 CURVES_FILE, DIFFERENCES_FILE = "learning_curves.png", "differences.png"
@@ -28,6 +29,8 @@ ARM_TITLES = {
     RESTORE: "the default restore",
     CONTROL: "the learning-rate-only control",
     RECOMMENDED: "the recommended recipe",
+    LP_FT: "LP-FT (Kumar et al., ICLR 2022; the published anchor: the head alone with the backbone frozen, then "
+    "everything)",
 }
 
 
@@ -233,6 +236,19 @@ def control_verdict(difference: dict[str, Any]) -> str:
     )
 
 
+def anchor_verdict(difference: dict[str, Any]) -> str:
+    """One sentence: how the sweep-free ``recommended`` arm does against LP-FT, the published anchor (both on the same
+    seeds), and whether that is detectable.
+
+    Args:
+        difference: `paired_difference` of the recommended arm's accuracies and LP-FT's (summary key
+            ``arms.recommended.difference_to_lp_ft``).
+    """
+    side, size = _direction(difference)
+    amount = f"{size} above it" if side > 0 else f"{size} below it" if side < 0 else "level with it"
+    return f"Against LP-FT, the published anchor, {ARM_TITLES[RECOMMENDED]} is {amount} {_ending(difference)}"
+
+
 def summarize(
     arms: Sequence[str],
     chosen: dict[str, tuple[float, float] | None],
@@ -253,8 +269,10 @@ def summarize(
     Returns:
         `dict`: ``seeds`` (those reported), ``arms`` (per arm: ``tuned``, ``backbone_lr``, ``own_lr``,
         ``test_accuracy`` per seed, ``test`` (`mean_interval`), ``val_curves``, ``recipes`` for an untuned arm,
-        ``difference_to_standard`` (`paired_difference`) for every arm but standard, and for ``restore``, when the
-        control ran too, ``difference_to_control``: restore minus control, paired by seed) and ``verdict``.
+        ``difference_to_standard`` (`paired_difference`) for every arm but standard, for ``restore``, when the
+        control ran too, ``difference_to_control``: restore minus control, paired by seed, for ``lp_ft`` its
+        ``probe_epochs``, and for ``recommended``, when ``lp_ft`` ran too, ``difference_to_lp_ft``) and
+        ``verdict``.
 
     Raises:
         ValueError: when no requested seed has a record of every arm.
@@ -287,17 +305,26 @@ def summarize(
             entry["recipes"] = {str(s): by_arm[arm][s]["recipe"] for s in seeds}
         if arm != STANDARD:
             entry["difference_to_standard"] = paired_difference(accuracies, base)
+        if arm == LP_FT:
+            entry["probe_epochs"] = by_arm[arm][seeds[0]].get("probe_epochs")
         result["arms"][arm] = entry
     if RESTORE in arms and CONTROL in arms:  # the re-draw itself: restore minus the control, paired by seed
         restore, control = ([by_arm[arm][s]["test_accuracy"] for s in seeds] for arm in (RESTORE, CONTROL))
         result["arms"][RESTORE]["difference_to_control"] = paired_difference(restore, control)
-    restores = [arm for arm in arms if arm not in (STANDARD, RECOMMENDED)]
+    if RECOMMENDED in arms and LP_FT in arms:  # the sweep-free recipe against the published anchor, paired by seed
+        recommended, anchor = ([by_arm[arm][s]["test_accuracy"] for s in seeds] for arm in (RECOMMENDED, LP_FT))
+        result["arms"][RECOMMENDED]["difference_to_lp_ft"] = paired_difference(recommended, anchor)
+    restores = [arm for arm in arms if arm not in (STANDARD, RECOMMENDED, LP_FT)]
     headline = RESTORE if RESTORE in restores else restores[0] if restores else None
     sentences = [verdict(headline, result["arms"][headline]["difference_to_standard"])] if headline else []
     if headline == RESTORE and "difference_to_control" in result["arms"][RESTORE]:
         sentences.append(control_verdict(result["arms"][RESTORE]["difference_to_control"]))
+    if LP_FT in arms:
+        sentences.append(verdict(LP_FT, result["arms"][LP_FT]["difference_to_standard"]))
     if RECOMMENDED in arms:
         sentences.append(recommended_verdict(result["arms"][RECOMMENDED]["difference_to_standard"]))
+    if "difference_to_lp_ft" in result["arms"].get(RECOMMENDED, {}):
+        sentences.append(anchor_verdict(result["arms"][RECOMMENDED]["difference_to_lp_ft"]))
     alone = "Only standard fine-tuning was run: there is nothing to compare it with."
     result["verdict"] = " ".join(sentences) or alone
     return result
@@ -331,6 +358,17 @@ def recipe_note(entry: dict[str, Any]) -> str:
         f"seed), {budgets} budget, last/peak probe accuracy {span('last_over_peak', '.3f')} "
         f"(threshold {span('threshold', '.4g')}), and chose backbone lr {span('backbone_lr', '.3g')}, head lr "
         f"{span('head_lr', '.3g')}; no re-draw."
+    )
+
+
+def lp_ft_note(entry: dict[str, Any], epochs: int) -> str:
+    """What the ``lp_ft`` arm's runs did, in one line: its two phases and their learning rates."""
+    probe = entry.get("probe_epochs")
+    phases = f"for {probe} of the {epochs} epochs" if probe is not None else "for a third of the epochs"
+    return (
+        "lp_ft: LP-FT (Kumar et al., ICLR 2022), the published anchor: the head alone at the own lr, the backbone "
+        f"frozen (eval mode), {phases}, then everything (backbone lr, head at the own lr) for the rest; each phase "
+        "with its own optimizer and warmup + cosine schedule."
     )
 
 
@@ -368,6 +406,15 @@ def markdown(summary: dict[str, Any]) -> str:
             f"restore minus control, paired by seed (what the re-draw adds beyond the learning rate): "
             f"{_mean_points(redraw['mean'])} points, 95% CI {_interval(redraw, signed=True)}.",
         ]
+    anchor = summary["arms"].get(RECOMMENDED, {}).get("difference_to_lp_ft")
+    if anchor:
+        lines += [
+            "",
+            f"recommended minus lp_ft, paired by seed (the sweep-free recipe against the published anchor): "
+            f"{_mean_points(anchor['mean'])} points, 95% CI {_interval(anchor, signed=True)}.",
+        ]
+    if LP_FT in summary["arms"]:
+        lines += ["", lp_ft_note(summary["arms"][LP_FT], summary["settings"]["epochs"])]
     if RECOMMENDED in summary["arms"]:
         lines += ["", recipe_note(summary["arms"][RECOMMENDED])]
     lines += ["", summary["verdict"], "", f"![learning curves]({CURVES_FILE})", f"![differences]({DIFFERENCES_FILE})"]
