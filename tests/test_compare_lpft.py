@@ -221,3 +221,30 @@ def test_the_recommended_recipe_is_compared_with_the_anchor_when_both_ran():
     assert "Against LP-FT, the published anchor, the recommended recipe is 3.00 points below it" in summary["verdict"]
     summary["settings"] = {"model": "m", "data": "d", "epochs": 3}
     assert "recommended minus lp_ft, paired by seed" in markdown(summary)
+
+
+def test_two_processes_run_both_phases_as_one_ddp_run(workspace, tmp_path):
+    """Under `accelerate launch` (two CPU processes, gloo) each phase is a DDP run: the probe's over the head alone
+    (the frozen backbone is no DDP parameter), then everything; one record per run."""
+    import subprocess
+
+    from .test_compare import env
+    from .test_distributed import accelerate_cli, free_port
+
+    output = tmp_path / "out"
+    command = [
+        accelerate_cli(), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        "-m", "hf_plasticity.cli.main", "compare", str(workspace / "tiny-resnet"), "--data", str(workspace / "images"),
+        "--arms", "standard", "lp_ft", "--seeds", "1", "--epochs", "2", "--batch-size", "4", "--backbone-lrs",
+        "0.001", "--own-lrs", "0.01", "--output", str(output), "--no-progress",
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = records(output)
+    assert len(runs) == 4 and all(r["device"].endswith("x 2") for r in runs)
+    for run in runs:
+        assert len(run["val_curve"]) == 2 and run["probe_epochs"] == (1 if run["arm"] == "lp_ft" else None)
+    confirm = {r["arm"]: r for r in runs if r["phase"] == "confirm"}
+    assert confirm["lp_ft"]["head_init"] == confirm["standard"]["head_init"]
+    assert "published anchor" in (output / "report.md").read_text()
