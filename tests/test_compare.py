@@ -29,7 +29,8 @@ from transformers import AutoModelForImageClassification, ViTImageProcessor
 from hf_plasticity import compare
 from hf_plasticity.cli.main import main
 from hf_plasticity.comparison.report import mean_interval, paired_difference, recommended_verdict, verdict
-from hf_plasticity.comparison.session import ComparisonSettings, make_splits
+from hf_plasticity.comparison.session import make_splits
+from hf_plasticity.comparison.settings import ComparisonSettings
 from hf_plasticity.comparison.store import RunStore
 from hf_plasticity.comparison.tuning import TUNE_SEEDS, run_schedule
 
@@ -469,7 +470,7 @@ def test_a_damaged_file_is_named_and_nothing_is_written(workspace, reference, tm
 def test_settings_are_replaced_in_one_step(tmp_path):
     """A write that fails half-way (here a value JSON cannot hold) leaves the old settings.json whole, and no
     temporary file behind."""
-    from hf_plasticity.comparison.session import write_settings
+    from hf_plasticity.comparison.output_folder import write_settings
 
     write_settings(str(tmp_path), {"hf_plasticity_compare": 1, "epochs": 3})
     before = (tmp_path / "settings.json").read_bytes()
@@ -640,7 +641,7 @@ def test_an_empty_integer_labelled_split_is_named_not_a_raw_error():
 def test_a_temporary_file_left_by_a_killed_write_does_not_make_a_folder_foreign(tmp_path):
     """A kill inside `write_settings` can leave its temporary file; the folder still counts as empty, and a user's file
     beside it does not."""
-    from hf_plasticity.comparison.session import check_output
+    from hf_plasticity.comparison.output_folder import check_output
 
     (tmp_path / ".settings.json.k3x9_q.tmp").write_text('{"hf_plasticity_co')
     settings_ = ComparisonSettings(model="m", data="d")

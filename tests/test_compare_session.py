@@ -19,7 +19,7 @@ from PIL import Image
 import hf_plasticity.comparison.session as session
 from hf_plasticity import compare
 from hf_plasticity.cli.main import main
-from hf_plasticity.comparison.session import LOCK_FILE
+from hf_plasticity.comparison.output_folder import LOCK_FILE
 
 from .models import IMAGE_SIZE, pretrained
 from .test_compare import API_BUDGET, CLASSES, GRID, records
@@ -192,7 +192,7 @@ def test_the_same_settings_spelled_differently_resume(workspace, tmp_path, monke
 
 
 def test_a_hub_id_is_kept_as_typed():
-    from hf_plasticity.comparison.session import ComparisonSettings
+    from hf_plasticity.comparison.settings import ComparisonSettings
 
     settings = ComparisonSettings(model="facebook/convnext-tiny-224", data="user/data/", backbone_lrs=(3e-4, 3e-5))
     assert (settings.model, settings.data, settings.backbone_lrs) == ("facebook/convnext-tiny-224", "user/data/",

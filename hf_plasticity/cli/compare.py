@@ -32,16 +32,10 @@ from ..comparison.arms import (
     check_recipe_pass,
 )
 from ..comparison.identity import data_identity, model_identity
-from ..comparison.session import (
-    ComparisonSettings,
-    check_output,
-    is_main_process,
-    make_splits,
-    output_lock,
-    quiet_transformers,
-    run_comparison,
-    world_size,
-)
+from ..comparison.launch import is_main_process, world_size
+from ..comparison.output_folder import check_output, output_lock
+from ..comparison.session import make_splits, quiet_transformers, run_comparison
+from ..comparison.settings import ComparisonSettings
 from ..comparison.splits import ComparisonInputError
 from ..core.validators import check_number, check_positive_int
 from ._common import (
