@@ -163,6 +163,49 @@ def test_a_saved_dataset_is_identified_by_its_rows_not_the_pipeline_that_wrote_i
     assert identity("a") == before
 
 
+def test_only_the_files_imagefolder_reads_are_part_of_the_data(workspace, tmp_path):
+    """Notes, a README or a Thumbs.db beside the images leave the content as it was (`datasets` does not read them);
+    a metadata file, another image or a zip archive (which it reads) change it."""
+    from hf_plasticity.comparison.identity import folder_content
+
+    _, images = _copy(workspace, tmp_path)
+    before = folder_content(images)
+    (Path(images) / "NOTES.txt").write_text("collected in May")
+    (Path(images) / "README").write_text("two classes")
+    (Path(images) / "circle" / "Thumbs.db").write_bytes(b"\0\1")
+    assert folder_content(images) == before
+    for name, content in [("metadata.jsonl", b"{}"), ("circle/extra.JPG", b"jpeg"), ("more.zip", b"PK")]:
+        (Path(images) / name).write_bytes(content)
+        after = folder_content(images)
+        assert after["sha256"] != before["sha256"] and after["files"] == before["files"] + 1, name
+        before = after
+
+
+def test_an_unreadable_data_file_is_one_line_naming_it(workspace, tmp_path, capsys, monkeypatch):
+    """A data file that cannot be read (permission denied; simulated, as root reads anything) stops compare with
+    the module's input error naming the file, and the command line with one line and exit status 2."""
+    import builtins
+
+    import hf_plasticity.comparison.identity as identity
+    from hf_plasticity.comparison.splits import ComparisonInputError
+
+    model, images = _copy(workspace, tmp_path)
+    victim = os.path.join(images, "circle", "3.png")
+
+    def fake_open(path, *args, **kwargs):
+        if os.fspath(path) == victim:
+            raise PermissionError(13, "Permission denied", victim)
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(identity, "open", fake_open, raising=False)
+    with pytest.raises(ComparisonInputError, match=r"Cannot read '.*3\.png'.*Permission denied.*make it readable"):
+        identity.folder_content(images)
+    argv = ["compare", model, "--data", images, "--output", str(tmp_path / "out"), "--arms", "standard"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "3.png" in error and "Permission denied" in error, error
+
+
 # ------------------------------------------------------------------------------------------------ settings spelling
 def test_the_same_settings_spelled_differently_resume(workspace, tmp_path, monkeypatch):
     """A trailing separator, a relative path, the grid in another order: the same comparison, resumed; settings saved

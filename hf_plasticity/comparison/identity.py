@@ -2,11 +2,11 @@
 or its Hub id and the commit of the cached snapshot, and a sha256 of its config, image processor config and weights
 files) and the data (the folder it was read from, or its Hub id, and per split its size and class names). A local
 data folder (an imagefolder, or a folder written by `Dataset.save_to_disk`) is identified by its content: a sha256 of
-its files' relative paths, sizes and bytes ([`folder_content`]), so the same files copied again (new modification
-times) are the same data, and other pixels or labels are not, whatever their modification times. A Hub dataset is
-identified by each split's `datasets` fingerprint (which follows the files of the revision loaded). Stored in
-``settings.json`` and compared on resume, so a folder whose model or data changed behind the same path is refused
-instead of mixing old runs with new ones.
+the relative paths, sizes and bytes of the files `datasets` reads there ([`folder_content`]), so the same files
+copied again (new modification times) are the same data, and other pixels or labels are not, whatever their
+modification times. A Hub dataset is identified by each split's `datasets` fingerprint (which follows the files of
+the revision loaded). Stored in ``settings.json`` and compared on resume, so a folder whose model or data changed
+behind the same path is refused instead of mixing old runs with new ones.
 
 Earlier versions identified a local data folder by the `datasets` fingerprint of each split, which for an imagefolder
 follows its files' modification times: such a record cannot be compared with a content hash. A resume
@@ -16,11 +16,14 @@ classes), warns that the data's content could not be checked, and records the co
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from collections.abc import Iterator
 from typing import Any
+
+from .splits import ComparisonInputError
 
 #: The key of the identity in ``settings.json``.
 IDENTITY_KEY = "identity"
@@ -100,10 +103,30 @@ def _ignored(name: str, is_dir: bool) -> bool:
     return name.startswith(".") or (is_dir and name.startswith("__"))
 
 
+def _imagefolder_reads() -> Any:
+    """A test of a file name: whether the `datasets` ImageFolder builder reads that file, by the builder's own lists
+    (its image ``EXTENSIONS``, matched on the last or second-to-last extension in any case, its
+    ``METADATA_FILENAMES``, and ``.zip`` archives, which it unpacks). A ``NOTES.txt`` or ``Thumbs.db`` beside the
+    images is not read, so it is not part of the data."""
+    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+    extensions = {extension.lower() for extension in ImageFolder.EXTENSIONS}
+    metadata = set(getattr(ImageFolder, "METADATA_FILENAMES", ("metadata.csv", "metadata.jsonl", "metadata.parquet")))
+
+    def reads(name: str) -> bool:
+        root, extension = os.path.splitext(name)
+        second = os.path.splitext(root)[1]
+        return extension.lower() in extensions | {".zip"} or second.lower() in extensions or name in metadata
+
+    return reads
+
+
 def _data_files(folder: str) -> Iterator[tuple[str, str]]:
-    """``(relative path with "/", absolute path)`` of every file `datasets` could read in an imagefolder ``folder``,
-    recursively, in sorted order; folder links are followed once (a link back up is not walked again)."""
+    """``(relative path with "/", absolute path)`` of every file `datasets` reads in an imagefolder ``folder`` (see
+    [`_imagefolder_reads`]), recursively, in sorted order; folder links are followed once (a link back up is not
+    walked again)."""
     seen = set()
+    reads = _imagefolder_reads()
 
     def walk(directory: str, prefix: str) -> Iterator[tuple[str, str]]:
         real = os.path.realpath(directory)
@@ -118,7 +141,7 @@ def _data_files(folder: str) -> Iterator[tuple[str, str]]:
                 continue
             if is_dir:
                 yield from walk(entry.path, f"{prefix}{entry.name}/")
-            elif entry.is_file():
+            elif entry.is_file() and reads(entry.name):
                 yield f"{prefix}{entry.name}", entry.path
 
     yield from walk(folder, "")
@@ -145,9 +168,24 @@ def _saved_dataset_files(folder: str) -> list[tuple[str, str]]:
     return [(path, os.path.join(folder, path)) for path in sorted(existing)]
 
 
+@contextlib.contextmanager
+def _unreadable(folder: str) -> Iterator[None]:
+    """Within it, an `OSError` (a file that cannot be read, a folder that cannot be listed) becomes a
+    [`ComparisonInputError`] naming the file and what to do: one line from the command line, not a traceback."""
+    try:
+        yield
+    except OSError as error:
+        where = error.filename or folder
+        raise ComparisonInputError(
+            f"Cannot read {where!r} to identify the data in {folder!r}: {error.strerror or error}. Every file "
+            "`datasets` reads there is hashed; make it readable, or move it out of the data folder."
+        ) from error
+
+
 def folder_content(folder: str, *, saved: bool = False, progress: bool = False) -> dict[str, Any]:
     """The content of a local data folder: a sha256 over each file's relative path, size and bytes, in sorted order.
-    For an imagefolder, every file `datasets` could read (hidden files and ``__`` folders skipped); for a
+    For an imagefolder, the files `datasets` reads (its image and metadata files and ``.zip`` archives; hidden files
+    and ``__`` folders skipped); for a
     `save_to_disk` folder (``saved``), the files its data consists of (see [`SAVED_INFO_FILES`]). Modification
     times, permissions and the folder's own path play no part: the same files copied anew have the same content, a
     changed pixel or label does not.
@@ -160,6 +198,9 @@ def folder_content(folder: str, *, saved: bool = False, progress: bool = False) 
     Returns:
         `dict`: ``sha256`` (hex), ``files`` (how many) and ``bytes`` (their total size).
 
+    Raises:
+        ComparisonInputError: when a file cannot be read (naming it and what to do).
+
     Example:
 
     ```python
@@ -167,8 +208,9 @@ def folder_content(folder: str, *, saved: bool = False, progress: bool = False) 
     {'sha256': '3f2a...', 'files': 28, 'bytes': 26134}
     ```
     """
-    listed = _saved_dataset_files(folder) if saved else _data_files(folder)
-    files = [(relative, path, os.path.getsize(path)) for relative, path in listed]
+    with _unreadable(folder):
+        listed = _saved_dataset_files(folder) if saved else list(_data_files(folder))
+        files = [(relative, path, os.path.getsize(path)) for relative, path in listed]
     total = sum(size for _, _, size in files)
     from tqdm.auto import tqdm
 
@@ -180,7 +222,7 @@ def folder_content(folder: str, *, saved: bool = False, progress: bool = False) 
         for relative, path, size in files:
             digest.update(f"{relative}\0{size}\0".encode())
             read = 0
-            with open(path, "rb") as handle:
+            with _unreadable(folder), open(path, "rb") as handle:
                 for chunk in iter(lambda: handle.read(_CHUNK), b""):
                     digest.update(chunk)
                     read += len(chunk)
