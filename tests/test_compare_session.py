@@ -351,6 +351,21 @@ def test_paths_may_be_pathlib_paths_and_one_arm_a_string(workspace, tmp_path):
     assert not (tmp_path / "other").exists()
 
 
+def test_a_home_relative_path_is_expanded(tmp_path, monkeypatch):
+    """``output="~/cmp"`` (and the model and data) through the API is under the home folder, as a shell would have
+    expanded it, not a folder named ``~`` in the working directory."""
+    from hf_plasticity.cli.compare import _path_argument
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert _path_argument("output", "~/cmp") == str(tmp_path / "home" / "cmp")
+    assert _path_argument("data", Path("~") / "images") == str(tmp_path / "home" / "images")
+    assert _path_argument("model", "org/model") == "org/model"  # a Hub id is left alone
+    with pytest.raises(ValueError):
+        compare("~/no-model", "~/no-data", output="~/cmp", progress=False, **ONE)
+    assert not (tmp_path / "~").exists()
+
+
 def test_overwrite_resumes_the_same_comparison_after_a_kill(workspace, tmp_path, monkeypatch):
     """A job that carries --overwrite, killed during its third run (of four) and started again with the same command,
     trains only the runs it lacks (with a warning saying why); --overwrite over other settings still starts afresh."""

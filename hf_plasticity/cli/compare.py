@@ -136,7 +136,8 @@ def _check_options(settings: ComparisonSettings, seeds: int) -> None:
 
 def _path_argument(name: str, value: Any) -> str:
     """``value`` as a `str` path: a `str` or an `os.PathLike` (`pathlib.Path`), turned into its `str` with
-    `os.fspath` before anything else runs.
+    `os.fspath` before anything else runs, a leading ``~`` expanded to the home folder (as a shell expands it on the
+    command line; an API caller's ``"~/x"`` would otherwise be a folder named ``~`` in the working directory).
 
     Raises:
         TypeError: for anything else (naming the argument).
@@ -144,7 +145,7 @@ def _path_argument(name: str, value: Any) -> str:
     path = os.fspath(value) if isinstance(value, os.PathLike) else value
     if not isinstance(path, str):
         raise TypeError(f"`{name}` must be a str or a path (os.PathLike), got {type(value).__name__} {value!r}.")
-    return path
+    return os.path.expanduser(path)
 
 
 def _check_output_path(output: str) -> None:
