@@ -105,6 +105,7 @@ def test_an_arm_that_cannot_act_in_the_runs_is_refused_before_anything_is_writte
         compare(str(workspace / "tiny-vit"), str(workspace / "images"), output=str(output), progress=False,
                 **{**BUDGET, "arms": ("standard", arm), "epochs": epochs})  # fmt: skip
     assert says in str(raised.value) and f"Drop {arm} from --arms" in str(raised.value)
+    assert f"({epochs} epoch{'s' if epochs != 1 else ''} of " in str(raised.value)  # "1 epoch", not "1 epochs"
     assert not output.exists()
 
 

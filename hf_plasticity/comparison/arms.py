@@ -245,8 +245,9 @@ def check_periodic_arms(arms: Iterable[str], model: Any, *, examples: int, batch
         why = _late_resets(config, epochs) or _no_replacement(config, model, steps)
         if why:
             raise ComparisonInputError(
-                f"Arm {arm!r} cannot run as its schedule says in this comparison's runs ({epochs} epochs of "
-                f"{per_epoch} steps): {why}. Drop {arm} from --arms, or train longer (--epochs, more training data)."
+                f"Arm {arm!r} cannot run as its schedule says in this comparison's runs ({epochs} "
+                f"epoch{'s' if epochs != 1 else ''} of {per_epoch} step{'s' if per_epoch != 1 else ''}): {why}. "
+                f"Drop {arm} from --arms, or train longer (--epochs, more training data)."
             )
 
 
