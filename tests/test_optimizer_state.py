@@ -196,11 +196,45 @@ class Unrebuildable(torch.optim.SGD):
         super().__init__(params, lr=1e-2, momentum=0.9)
 
 
-def test_an_optimizer_that_cannot_be_rebuilt_gets_its_written_entries_zeroed_without_an_error():
-    """The new optimizer that tells the start values cannot be built: the written entries are zeroed, as before."""
+def test_an_optimizer_that_cannot_be_rebuilt_gets_its_written_entries_zeroed_with_a_warning():
+    """The new optimizer that tells the start values cannot be built: the written entries are zeroed, as before, and
+    a warning names the optimizer (zeros are not every optimizer's start)."""
     param = torch.nn.Parameter(torch.randn(4))
     optimizer = Unrebuildable([param], token=object())
     param.grad = torch.ones(4)
     optimizer.step()
-    [(_, key, new)] = fresh_state(optimizer, [(param, torch.tensor([2]))])
+    with pytest.warns(UserWarning, match=r"new Unrebuildable's state \(TypeError: .*set to zeros"):
+        [(_, key, new)] = fresh_state(optimizer, [(param, torch.tensor([2]))])
     assert key == "momentum_buffer" and new.tolist() == [1.0, 1.0, 0.0, 1.0]
+
+
+def test_the_stand_in_step_runs_without_the_users_global_step_hooks():
+    """Telling a new optimizer's start values steps a stand-in optimizer: the user's global step hooks neither count
+    that step nor can fail it (a hook that refuses optimizers it does not know would leave Rprop's step sizes at 0,
+    never to move again); the hooks are in place again after, and called by the next real step."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+    layer = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.Rprop(layer.parameters(), lr=0.01)
+    steps = []
+
+    def known_only(opt, args, kwargs):
+        if opt is not optimizer:
+            raise RuntimeError("an optimizer this hook does not know")
+
+    handles = [
+        register_optimizer_step_pre_hook(lambda opt, args, kwargs: steps.append(type(opt).__name__)),
+        register_optimizer_step_post_hook(known_only),
+    ]
+    try:
+        layer(torch.randn(5, 4)).sum().backward()
+        optimizer.step()
+        swaps = fresh_state(optimizer, [(layer.weight, torch.tensor([1]))])
+        assert steps == ["Rprop"]
+        [step_size] = [new for _, key, new in swaps if key == "step_size"]
+        assert step_size.flatten()[1].item() == pytest.approx(0.01)  # a new Rprop's start, not 0
+        optimizer.step()
+        assert steps == ["Rprop", "Rprop"]
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -7,9 +7,11 @@ part of its transaction, so a failure anywhere puts the old state back.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -143,7 +145,9 @@ def _fresh_entry_values(optimizer: torch.optim.Optimizer, param: torch.Tensor) -
     """The state a new optimizer of ``optimizer``'s class and ``param``'s group hyperparameters holds for a one-entry
     zero tensor of ``param``'s dtype, device and number of dimensions after one step with a zero gradient (a new
     optimizer starts every entry of a state tensor at one value, so one entry tells it, at no cost on large
-    parameters); empty when that stand-in cannot be built or stepped (the caller zeroes the entries then)."""
+    parameters); empty, with a warning naming the optimizer's class, when that stand-in cannot be built or stepped
+    (the caller zeroes the entries then). The stand-in's step runs without torch's global optimizer step hooks: it
+    is no step of the user's training, so their hooks neither see it nor can fail it."""
     group = next((g for g in optimizer.param_groups if any(p is param for p in g["params"])), None)
     if group is None:
         return {}
@@ -157,10 +161,41 @@ def _fresh_entry_values(optimizer: torch.optim.Optimizer, param: torch.Tensor) -
         hyper = copy.deepcopy({k: v for k, v in group.items() if k != "params"})
         twin = cls([{**hyper, "params": [stand_in]}], **kwargs)
         stand_in.grad = torch.zeros_like(stand_in)
-        twin.step()
-    except Exception:  # a third-party optimizer that cannot be rebuilt so: its entries are zeroed, as they were
+        with _without_global_step_hooks():
+            twin.step()
+    except Exception as error:  # a third-party optimizer that cannot be rebuilt so: its entries are zeroed
+        warnings.warn(
+            f"Cannot tell the start values of a new {cls.__name__}'s state ({type(error).__name__}: {error}): the "
+            "re-drawn entries' optimizer state is set to zeros, which is not how a new optimizer starts for every "
+            "state (Rprop's step sizes, Adagrad's initial accumulator): those entries may train differently.",
+            stacklevel=2,
+        )
         return {}
     return dict(twin.state.get(stand_in, {}))
+
+
+@contextlib.contextmanager
+def _without_global_step_hooks() -> Iterator[None]:
+    """Within it, torch's global optimizer step hooks (``register_optimizer_step_pre_hook`` / ``..._post_hook``) are
+    set aside, and put back on exit whatever happens: the stand-in step of [`_fresh_entry_values`] is no step of the
+    user's training, yet a user's hook would count it, and a hook that refuses an optimizer it does not know would
+    make the stand-in fail (its entries zeroed: Rprop's step sizes at 0, never to move again). The registries are
+    emptied and refilled in place, so the handles that remove those hooks keep working. A torch without these
+    registries is left as it is."""
+    from torch.optim import optimizer as module
+
+    registries = [
+        getattr(module, name, None) for name in ("_global_optimizer_pre_hooks", "_global_optimizer_post_hooks")
+    ]
+    saved = [(hooks, dict(hooks)) for hooks in registries if isinstance(hooks, dict)]
+    try:
+        for hooks, _ in saved:
+            hooks.clear()
+        yield
+    finally:
+        for hooks, kept in saved:
+            hooks.clear()
+            hooks.update(kept)
 
 
 def _is_scalar(value: Any) -> bool:
