@@ -238,3 +238,30 @@ def test_the_stand_in_step_runs_without_the_users_global_step_hooks():
     finally:
         for handle in handles:
             handle.remove()
+
+
+class Wrapping(torch.optim.Optimizer):
+    """As Accelerate's ``AcceleratedOptimizer``: a `torch.optim.Optimizer` subclass around the real optimizer."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    state = property(lambda self: self.optimizer.state)
+    param_groups = property(lambda self: self.optimizer.param_groups)
+    defaults = property(lambda self: self.optimizer.defaults)
+
+    def step(self, closure=None):
+        return self.optimizer.step(closure)
+
+
+def test_a_wrapper_that_is_itself_an_optimizer_is_seen_through(recwarn):
+    """Under Trainer the optimizer is Accelerate's wrapper, itself an Optimizer: the new start values are those of
+    the optimizer inside (a new Rprop's step size, not the zeros a failed rebuild of the wrapper would give)."""
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = Wrapping(torch.optim.Rprop([weight], lr=0.01))
+    weight.grad = torch.ones(3)
+    optimizer.step()
+    swaps = fresh_state(optimizer, [(weight, torch.tensor([1]))])
+    [step_size] = [new for _, key, new in swaps if key == "step_size"]
+    assert step_size.tolist() == pytest.approx([0.01, 0.01, 0.01])
+    assert not [w for w in recwarn if "Cannot tell the start values" in str(w.message)]

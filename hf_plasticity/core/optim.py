@@ -23,9 +23,16 @@ StateSwap = tuple[dict, Any, Any]
 
 
 def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
-    """The raw torch optimizer behind Accelerate's (or Trainer's) wrapper."""
-    while hasattr(optimizer, "optimizer") and not isinstance(optimizer, torch.optim.Optimizer):
-        optimizer = optimizer.optimizer
+    """The raw torch optimizer behind Accelerate's (or Trainer's) wrapper. Accelerate's ``AcceleratedOptimizer`` is
+    itself a `torch.optim.Optimizer` subclass, so a wrapper is followed whenever its ``.optimizer`` is one: stopping
+    at the wrapper would rebuild ``AcceleratedOptimizer`` as the stand-in of [`fresh_state`], which fails."""
+    while True:
+        inner = getattr(optimizer, "optimizer", None)
+        if inner is None or (
+            isinstance(optimizer, torch.optim.Optimizer) and not isinstance(inner, torch.optim.Optimizer)
+        ):
+            break
+        optimizer = inner
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"`optimizer` must be a torch.optim.Optimizer (or a wrapper of one), got {type(optimizer)}.")
     return optimizer
