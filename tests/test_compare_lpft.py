@@ -8,10 +8,8 @@ the summary and the report say what the arm did."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from transformers import AutoModelForImageClassification, Trainer, ViTImageProcessor
 
 from hf_plasticity import compare, get_layout
@@ -21,20 +19,11 @@ from hf_plasticity.comparison.report import ARM_TITLES, markdown, summarize
 
 from .models import IMAGE_SIZE, pretrained
 from .test_compare import records
+from .test_compare_arms import _imagefolder
 
 EPOCHS, PROBE = 3, 1  # a probe of round(3 / 3) = 1 epoch, then 2 epochs of fine-tuning
 BUDGET = dict(seeds=2, epochs=EPOCHS, batch_size=8, backbone_lrs=(1e-3,), own_lrs=(1e-2,))
 SEEDS = (0, 1)
-
-
-def _imagefolder(root, classes, per_class: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3)) + [60 + 70 * c, 120, 200 - 70 * c]
-            pixels += rng.normal(0, 40, (IMAGE_SIZE, IMAGE_SIZE, 3))
-            Image.fromarray(np.clip(pixels, 0, 255).astype("uint8")).save(root / name / f"{i}.png")
 
 
 @pytest.fixture(scope="module")
