@@ -124,15 +124,21 @@ def probing(model: Any) -> Iterator[list[Any]]:
             param.requires_grad_(True)
 
 
-def probe_mode(model: Any) -> None:
-    """The linear probe's modes, as the benchmark's: the model in eval mode but its head, so the frozen features are
-    the pretrained ones (no dropout, no BatchNorm statistics updated); the head in training mode."""
+def head_modules(model: Any) -> list[Any]:
+    """The modules of ``model``'s classification head, as its layout names them (for [`probe_mode`])."""
     from ..core.architectures import get_layout
 
-    model.eval()
     modules = dict(model.named_modules())
-    for name in get_layout(model).head:
-        modules[name].train()
+    return [modules[name] for name in get_layout(model).head]
+
+
+def probe_mode(model: Any, head: list[Any]) -> None:
+    """The linear probe's modes, as the benchmark's: the model in eval mode but its head (``head``: its
+    [`head_modules`]), so the frozen features are the pretrained ones (no dropout, no BatchNorm statistics updated);
+    the head in training mode."""
+    model.eval()
+    for module in head:
+        module.train()
 
 
 def check_arms(arms: Iterable[str]) -> list[str]:

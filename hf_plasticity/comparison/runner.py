@@ -47,7 +47,18 @@ import numpy as np
 
 from ..core.collectives import process_group_warning, run_on_main
 from ..integrations.trainer_adapter import trains_together
-from .arms import LP_FT, RECOMMENDED, periodic_config, prepare_arm, probe_epochs, probe_mode, probing, recipe_for_run
+from .arms import (
+    LP_FT,
+    RECOMMENDED,
+    check_lp_ft,
+    head_modules,
+    periodic_config,
+    prepare_arm,
+    probe_epochs,
+    probe_mode,
+    probing,
+    recipe_for_run,
+)
 from .store import run_key
 
 TUNE, CONFIRM = "tune", "confirm"
@@ -199,10 +210,12 @@ def _probe_trainer(**kwargs: Any) -> Any:
     the head in training mode; evaluation is the `Trainer`'s own (eval mode throughout)."""
     from transformers import Trainer
 
+    head = head_modules(kwargs["model"])  # once, not at every step
+
     class ProbeTrainer(Trainer):
         def compute_loss(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
             if model.training:  # a training step (evaluation passes run in eval mode)
-                probe_mode(self.model)
+                probe_mode(self.model, head)
             return super().compute_loss(model, inputs, *args, **kwargs)
 
     return ProbeTrainer(**kwargs)
@@ -249,9 +262,8 @@ def train_run(
     set_seed(spec.seed)
     model = load_model()
     head = head_fingerprint(model)
+    check_lp_ft([spec.arm], budget.epochs)  # compare refused it up front; a direct call gets the same refusal
     probe = probe_epochs(budget.epochs) if spec.arm == LP_FT else None
-    if probe is not None and not 1 <= probe < budget.epochs:
-        raise ValueError(f"An lp_ft run needs a probe and a fine-tuning phase; {budget.epochs} epochs hold {probe}.")
     args = _arguments(
         workdir,
         budget,
