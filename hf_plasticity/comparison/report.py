@@ -372,6 +372,22 @@ def lp_ft_note(entry: dict[str, Any], epochs: int) -> str:
     )
 
 
+#: The paired differences between two arms other than standard that the report prints when both arms ran:
+#: ``(arm, summary key, what it is)``, in the report's order.
+PAIRED_LINES = (
+    (
+        RESTORE,
+        "difference_to_control",
+        "restore minus control, paired by seed (what the re-draw adds beyond the learning rate)",
+    ),
+    (
+        RECOMMENDED,
+        "difference_to_lp_ft",
+        "recommended minus lp_ft, paired by seed (the sweep-free recipe against the published anchor)",
+    ),
+)
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """The report: the table, the verdict and the figures, as Markdown."""
     seeds = summary["seeds"]
@@ -399,20 +415,13 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(
             f"| {arm} | {backbone_lr} | {own_lr} | {100 * test['mean']:.2f} | {_interval(test)} | {compared} |"
         )
-    redraw = summary["arms"].get(RESTORE, {}).get("difference_to_control")
-    if redraw:
-        lines += [
-            "",
-            f"restore minus control, paired by seed (what the re-draw adds beyond the learning rate): "
-            f"{_mean_points(redraw['mean'])} points, 95% CI {_interval(redraw, signed=True)}.",
-        ]
-    anchor = summary["arms"].get(RECOMMENDED, {}).get("difference_to_lp_ft")
-    if anchor:
-        lines += [
-            "",
-            f"recommended minus lp_ft, paired by seed (the sweep-free recipe against the published anchor): "
-            f"{_mean_points(anchor['mean'])} points, 95% CI {_interval(anchor, signed=True)}.",
-        ]
+    for arm, key, what in PAIRED_LINES:
+        paired = summary["arms"].get(arm, {}).get(key)
+        if paired:
+            lines += [
+                "",
+                f"{what}: {_mean_points(paired['mean'])} points, 95% CI {_interval(paired, signed=True)}.",
+            ]
     if LP_FT in summary["arms"]:
         lines += ["", lp_ft_note(summary["arms"][LP_FT], summary["settings"]["epochs"])]
     if RECOMMENDED in summary["arms"]:
