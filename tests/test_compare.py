@@ -44,11 +44,9 @@ GRID = ["--backbone-lrs", "0.001", "--own-lrs", "0.01"]
 API_BUDGET = dict(arms=("standard", "restore"), seeds=2, epochs=1, batch_size=8, backbone_lrs=(1e-3,), own_lrs=(1e-2,))
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """A tiny 'pretrained' ViT with its image processor, an imagefolder of 2 classes x 14 images, and one of a
-    single class."""
-    root = tmp_path_factory.mktemp("compare")
+def tiny_vit_and_images(root: Path) -> None:
+    """Writes a tiny 'pretrained' ViT with its image processor (``root/tiny-vit``) and an imagefolder of 2 classes x
+    14 images (``root/images``)."""
     pretrained("vit", root / "tiny-vit")
     ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(root / "tiny-vit")
     rng = np.random.default_rng(0)
@@ -59,6 +57,14 @@ def workspace(tmp_path_factory):
                 np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3)) + [150 * c, 120, 200 - 150 * c] + rng.normal(0, 30, (32, 32, 3))
             )
             Image.fromarray(np.clip(pixels, 0, 255).astype("uint8")).save(root / "images" / name / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A tiny 'pretrained' ViT with its image processor, an imagefolder of 2 classes x 14 images, and one of a
+    single class."""
+    root = tmp_path_factory.mktemp("compare")
+    tiny_vit_and_images(root)
     (root / "one-class" / "circle").mkdir(parents=True)
     for i in range(6):
         Image.new("RGB", (32, 32), (10 * i, 0, 0)).save(root / "one-class" / "circle" / f"{i}.png")

@@ -21,8 +21,7 @@ from hf_plasticity import compare
 from hf_plasticity.cli.main import main
 from hf_plasticity.comparison.output_folder import LOCK_FILE
 
-from .models import IMAGE_SIZE, pretrained
-from .test_compare import API_BUDGET, CLASSES, GRID, records
+from .test_compare import API_BUDGET, GRID, records, tiny_vit_and_images
 
 #: The real run, whatever a test patched in its place.
 TRAIN_RUN = session.train_run
@@ -34,18 +33,8 @@ ONE = {**API_BUDGET, "arms": ("standard",), "seeds": 1}
 def workspace(tmp_path_factory):
     """A tiny 'pretrained' ViT with its image processor, and an imagefolder of 2 classes x 14 images (as
     test_compare's)."""
-    from transformers import ViTImageProcessor
-
     root = tmp_path_factory.mktemp("compare-session")
-    pretrained("vit", root / "tiny-vit")
-    ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(root / "tiny-vit")
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(CLASSES):
-        (root / "images" / name).mkdir(parents=True)
-        for i in range(14):
-            pixels = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3)) + [150 * c, 120, 200 - 150 * c]
-            pixels += rng.normal(0, 30, (IMAGE_SIZE, IMAGE_SIZE, 3))
-            Image.fromarray(np.clip(pixels, 0, 255).astype("uint8")).save(root / "images" / name / f"{i}.png")
+    tiny_vit_and_images(root)
     return root
 
 
