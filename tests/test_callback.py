@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 
 import pytest
 import torch
@@ -122,6 +123,57 @@ def test_already_restored_model_is_not_restored_twice(make_model, tmp_path):
     assert all(torch.equal(p, before[n]) for n, p in params(model).items())
     with pytest.raises(AlreadyRestoredError, match="already restored"):
         run(model, tmp_path, PlasticityCallback(restore=True), max_steps=1)
+
+
+# ------------------------------------------------------------------------------------------------ console lines
+CALLBACK_LOGGER = "hf_plasticity.integrations.callback"
+
+
+class PrintsAtTrainBegin(TrainerCallback):
+    """A user's callback that prints a line of its own during training."""
+
+    LINE = "user's line: training begins"
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        print(self.LINE)
+
+
+@pytest.mark.parametrize("announce", [True, False])
+def test_announce_false_silences_the_callbacks_console_line_and_nothing_else(make_model, tmp_path, capsys, caplog,
+                                                                             announce):  # fmt: skip
+    """The restore's one console line goes to stdout only with ``announce=True``; the logger gets it either way, and
+    what another callback prints during training still shows."""
+    trainer = PlasticityTrainer(
+        model=make_model("convnext"),
+        args=training_args(tmp_path, max_steps=1),
+        train_dataset=learnable_dataset(32),
+        callbacks=[PlasticityCallback(announce=announce), PrintsAtTrainBegin()],
+    )
+    with caplog.at_level(logging.INFO, logger=CALLBACK_LOGGER):
+        trainer.train()
+    out = capsys.readouterr().out
+    assert PrintsAtTrainBegin.LINE in out
+    logged_lines = [record.getMessage() for record in caplog.records if record.name == CALLBACK_LOGGER]
+    assert logged_lines and "re-" in logged_lines[0]  # what the restore re-drew, logged with or without the console
+    if announce:
+        assert all(f"hf-plasticity: {line}" in out for line in logged_lines)
+    else:
+        assert "hf-plasticity:" not in out
+
+
+def test_announce_survives_a_resume_that_rebuilds_the_callback_from_the_checkpoint(make_model, tmp_path, capsys):
+    """With ``restore_callback_states_from_checkpoint`` transformers builds the callback again from its saved
+    arguments: ``announce=False`` is among them, so the resumed run prints no "resuming at step" line either."""
+    settings = dict(max_steps=4, save_strategy="steps", save_steps=2, restore_callback_states_from_checkpoint=True)
+    run(make_model("convnext"), tmp_path, PlasticityCallback(announce=False), stop_at=2, **settings)
+    saved = json.loads((tmp_path / "out" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert saved["stateful_callbacks"]["PlasticityCallback"]["args"]["announce"] is False
+    capsys.readouterr()
+    trainer = run(make_model("convnext"), tmp_path, PlasticityCallback(),  # announce left at its default here
+                  resume=str(tmp_path / "out" / "checkpoint-2"), **settings)  # fmt: skip
+    live = next(c for c in trainer.callback_handler.callbacks if isinstance(c, PlasticityCallback))
+    assert live.announce is False
+    assert "hf-plasticity:" not in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------------------ periodic resets

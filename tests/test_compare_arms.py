@@ -90,6 +90,28 @@ def test_cbp_arm_replaces_units_during_training(workspace, tmp_path, monkeypatch
         assert arm["periodic"]["reinitialized"] > 0
 
 
+def test_a_periodic_arms_runs_keep_what_training_prints(workspace, tmp_path, monkeypatch, capsys):
+    """A periodic arm's runs train with a `PlasticityCallback` whose console line is silenced (its record says what it
+    did), not with the whole of stdout swallowed: what the user's code prints during training still shows."""
+    monkeypatch.setitem(cbp.DEFAULTS, "transformer", (0.05, 1))  # replacements within a tiny run (as above)
+
+    accuracy = runner.accuracy
+
+    def printing_accuracy(eval_prediction):  # the Trainer's compute_metrics, called inside every run's training
+        print("user's line: evaluating")
+        return accuracy(eval_prediction)
+
+    monkeypatch.setattr(runner, "accuracy", printing_accuracy)
+    compare(str(workspace / "tiny-vit"), str(workspace / "images"), output=str(tmp_path / "out"), progress=False,
+            **{**BUDGET, "arms": ("standard", "cbp"), "epochs": 2, "seeds": 1})  # fmt: skip
+    out = capsys.readouterr().out
+    runs = records(tmp_path / "out")
+    assert all(r["periodic"]["resets"] > 0 for r in runs if r["arm"] == "cbp")
+    evaluations = sum(len(r["val_curve"]) for r in runs) + sum(r["phase"] == "confirm" for r in runs)  # + test
+    assert out.count("user's line: evaluating") == evaluations  # every epoch of every run, the cbp runs' included
+    assert "hf-plasticity:" not in out  # the callback's own line stays out of the printed report
+
+
 @pytest.mark.parametrize(
     ("arm", "epochs", "says"),
     [

@@ -169,13 +169,14 @@ NOT_FLAGS = st.one_of(
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(value=NOT_FLAGS)
-def test_restore_and_check_resume_take_flags_only(value):
+def test_restore_check_resume_and_announce_take_flags_only(value):
     """`x not in (None, True, False)` let 0 and 1 (and 0.0, 1.0) through as flags."""
     for build in (PlasticityController, PlasticityCallback):
         with pytest.raises(ValueError, match="`restore` must be None, True, False or 'force'"):
             build(restore=value)
-    with pytest.raises(ValueError, match="`check_resume` must be True or False"):
-        PlasticityCallback(check_resume=value)
+    for flag in ("check_resume", "announce"):
+        with pytest.raises(ValueError, match=f"`{flag}` must be True or False"):
+            PlasticityCallback(**{flag: value})
 
 
 def test_a_second_train_call_keeps_the_groups_and_does_not_restore_again(make_model, tmp_path):

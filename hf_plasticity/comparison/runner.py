@@ -35,8 +35,6 @@ The validation accuracy after every epoch of both phases makes one curve; the te
 
 from __future__ import annotations
 
-import contextlib
-import io
 import platform
 import time
 from collections.abc import Callable
@@ -307,7 +305,9 @@ def train_run(
     optimizer, redrawn = prepare_arm(spec.arm, model, args, own_lr=own_lr, calibration=calibration, recipe=recipe)
     periodic = periodic_config(spec.arm)
     # the periodic resets, through the library's Trainer route; the optimizer (and its groups) stays the arm's
-    callback = PlasticityCallback(periodic, restore=False) if periodic is not None else None
+    # (its console line per run, "no one-shot restore: ...", would go into the printed report: the record says what
+    # it did, so announce=False keeps that line to the logger; anything else printed during training still shows)
+    callback = PlasticityCallback(periodic, restore=False, announce=False) if periodic is not None else None
     trainer = (PlasticityTrainer if callback is not None else Trainer)(
         model=model,
         args=args,
@@ -318,10 +318,7 @@ def train_run(
         callbacks=[callback] if callback is not None else None,
     )
     trainer.remove_callback(PrinterCallback)  # no log lines per epoch: the comparison shows one bar over its runs
-    # the callback's console line per run ("no one-shot restore: ...") would go into the printed report: the record
-    # says what it did
-    with contextlib.redirect_stdout(io.StringIO()) if callback is not None else contextlib.nullcontext():
-        trainer.train()
+    trainer.train()
     history += trainer.state.log_history
     curve = [entry["eval_accuracy"] for entry in history if "eval_accuracy" in entry]  # both phases of lp_ft
     losses = [entry["loss"] for entry in history if "loss" in entry]

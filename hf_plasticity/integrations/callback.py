@@ -93,7 +93,8 @@ class PlasticityCallback(TrainerCallback, ExportableState):
 
     - **One-shot restore** (any one-shot strategy) when the Trainer creates its optimizer, before the model is wrapped
       for several processes; calibration batches come from the Trainer's train dataloader. It runs once per training
-      run: never again on a resume. The console shows one line saying what was re-drawn (or why nothing was).
+      run: never again on a resume. The console shows one line saying what was re-drawn (or why nothing was;
+      ``announce=False`` keeps it to the logger).
     - **Own learning rates** (``reinit_lr``, ``head_lr``, ``layer_decay``): the optimizer ``args.optim`` names, over
       [`plasticity_param_groups`]: the backbone at ``args.learning_rate`` (with ``layer_decay``, lower towards the
       input), the re-drawn blocks at ``reinit_lr``, the head at ``head_lr``. The Trainer's scheduler scales every
@@ -144,6 +145,11 @@ class PlasticityCallback(TrainerCallback, ExportableState):
             a first fit on the benchmark's tuning records, see [`recommend_recipe`]); or a [`FineTuneRecipe`] to
             train at its rates. The recipe re-draws nothing, so ``restore`` then defaults to False; ``restore=True``
             or ``"force"``, ``reinit_lr``, ``head_lr``, ``layer_decay`` and ``redrawn`` are refused with it.
+        announce: print the callback's own lines on the console (main process: what the restore re-drew or why
+            nothing was, a resume, the recipe). False silences only those lines: they still go to the
+            ``hf_plasticity.integrations.callback`` logger at INFO, its metrics still go through `Trainer.log`, and
+            whatever else the run prints (other callbacks, the user's code) is left alone. Saved with the callback's
+            state, so a resume built from a checkpoint keeps it.
 
     Example:
 
@@ -171,6 +177,7 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         diagnostics_batches: int = 2,
         check_resume: bool = True,
         recipe: FineTuneRecipe | str | dict | None = None,
+        announce: bool = True,
     ) -> None:
         if isinstance(recipe, dict):  # a recipe saved in a checkpoint's callback state
             recipe = FineTuneRecipe.from_dict(recipe)
@@ -192,6 +199,7 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         if redrawn is not None and not isinstance(redrawn, dict):
             raise ValueError(f'`redrawn` must be a dict such as {{"whole": [module names]}} or None, got {redrawn!r}.')
         check_flag("check_resume", check_resume)
+        check_flag("announce", announce)
         self.controller = PlasticityController(
             config,
             restore=restore,
@@ -206,6 +214,8 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         self.resolved_recipe: FineTuneRecipe | None = recipe if isinstance(recipe, FineTuneRecipe) else None
         self.log_every = log_every
         self.check_resume = check_resume
+        #: Whether the callback's own lines are printed on the console (see ``announce`` above).
+        self.announce = announce
         #: Every metric dict this callback logged, with its step (main process).
         self.history: list[dict[str, float]] = []
         #: The trainer this callback runs in ([`PlasticityTrainer`] sets it).
@@ -248,6 +258,7 @@ class PlasticityCallback(TrainerCallback, ExportableState):
                 "diagnostics_batches": controller.diagnostics_batches,
                 "check_resume": self.check_resume,
                 "recipe": self.recipe.to_dict() if isinstance(self.recipe, FineTuneRecipe) else self.recipe,
+                "announce": self.announce,
             },
             "attributes": {"plasticity_state": self.plasticity_state},
         }
@@ -509,9 +520,10 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         return self.trainer is None or self.trainer.is_world_process_zero()
 
     def _announce(self, line: str) -> None:
-        """One line on the console (main process), visible whatever the logging set-up and around progress bars."""
+        """One line to the logger (INFO) and, unless ``announce`` is False, on the console (main process), visible
+        whatever the logging set-up and around progress bars."""
         logger.info(line)
-        if self._is_main():
+        if self.announce and self._is_main():
             from tqdm.auto import tqdm
 
             tqdm.write(f"hf-plasticity: {line}", file=sys.stdout)
