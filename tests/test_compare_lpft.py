@@ -8,12 +8,16 @@ the summary and the report say what the arm did."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
 from transformers import AutoModelForImageClassification, Trainer, ViTImageProcessor
 
 from hf_plasticity import compare, get_layout
 from hf_plasticity.cli.main import main
+from hf_plasticity.comparison import arms
 from hf_plasticity.comparison.arms import PROBE_FRACTION, check_lp_ft, probe_epochs
 from hf_plasticity.comparison.report import ARM_TITLES, markdown, summarize
 
@@ -160,6 +164,43 @@ def test_the_report_names_lp_ft_as_the_published_anchor(watched):
     assert "| lp_ft | 0.001 | 0.01 |" in report
     assert f"for {PROBE} of the {EPOCHS} epochs" in report and "the published anchor" in report
     assert ARM_TITLES["lp_ft"] in report
+
+
+def _resume(workspace, output) -> dict:
+    """The `watched` comparison again, into ``output``."""
+    return compare(str(workspace / "tiny-resnet"), str(workspace / "images"), output=str(output), progress=False,
+                   arms=("standard", "lp_ft"), **BUDGET)  # fmt: skip
+
+
+def _files(output) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in output.iterdir()}
+
+
+@pytest.mark.parametrize("written_before_the_field", [False, True])
+def test_runs_of_another_probe_fraction_are_refused_not_mixed(workspace, watched, tmp_path, monkeypatch,
+                                                              written_before_the_field):  # fmt: skip
+    """The run key does not hold the probe fraction, so each lp_ft record does, and a resume under another
+    PROBE_FRACTION is refused (naming the problem and --overwrite; the files are left as they were) instead of pooling
+    runs of two probe lengths in one arm. A record without the field (written before it existed) probed for 1/3, the
+    only fraction compare ever had: it resumes under 1/3 and is refused under another."""
+    output = tmp_path / "earlier"
+    shutil.copytree(watched[1], output)
+    runs = records(output)
+    assert all(r["probe_fraction"] == (PROBE_FRACTION if r["arm"] == "lp_ft" else None) for r in runs)
+    if written_before_the_field:
+        lines = [json.dumps({k: v for k, v in r.items() if k != "probe_fraction"}, sort_keys=True) for r in runs]
+        (output / "runs.jsonl").write_text("\n".join(lines) + "\n")
+    before = _files(output)
+    monkeypatch.setattr(arms, "PROBE_FRACTION", 2 / 3)
+    refusal = r"runs of the arm 'lp_ft' whose linear probe took another share of the epochs \(0\.3333\) than this "
+    with pytest.raises(ValueError, match=refusal) as raised:
+        _resume(workspace, output)
+    assert "PROBE_FRACTION 0.6667" in str(raised.value) and "Pass --overwrite" in str(raised.value)
+    assert _files(output) == before
+    monkeypatch.setattr(arms, "PROBE_FRACTION", 1 / 3)  # the fraction the runs were recorded with: resumed
+    summary = _resume(workspace, output)
+    assert summary["arms"]["lp_ft"]["test_accuracy"] == watched[0]["arms"]["lp_ft"]["test_accuracy"]
+    assert (output / "runs.jsonl").read_bytes() == before["runs.jsonl"]  # nothing trained again
 
 
 def test_too_few_epochs_for_both_phases_is_refused_before_anything_is_written(workspace, tmp_path, capsys):

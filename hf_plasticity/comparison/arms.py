@@ -10,9 +10,10 @@ rate. Every arm but ``recommended`` is tuned on the same two-dimensional grid:
 - ``control``: the learning-rate-only control: the same top blocks at the same own learning rate, NOT re-drawn
   (`plasticity_param_groups(..., redrawn=...)`); it tells a gain of the re-draw from a gain of the learning rate.
 - ``lp_ft``: LP-FT (Kumar et al., ICLR 2022), the published anchor: the head alone with the backbone frozen for the
-  first third of the epochs (the linear probe, [`PROBE_FRACTION`]), then everything for the rest, each phase with its
-  own optimizer and warmup + cosine schedule; the own learning rate is the head's in both phases, the backbone
-  learning rate the fine-tuning phase's ([`probe_epochs`]; refused below 2 epochs: [`check_lp_ft`]).
+  first third of the epochs (the linear probe, [`PROBE_FRACTION`]: recorded with each run, and a resume refuses runs
+  of another, [`other_probe_fractions`]), then everything for the rest, each phase with its own optimizer and warmup +
+  cosine schedule; the own learning rate is the head's in both phases, the backbone learning rate the fine-tuning
+  phase's ([`probe_epochs`]; refused below 2 epochs: [`check_lp_ft`]).
 - ``recommended``: one fine-tune instead of a sweep, not tuned: each run calls [`recommend_recipe`] on its freshly
   loaded model (the first 256 images of the training split shuffled with the run's seed, the budget nearest to the
   epochs) and trains at the backbone and head rates it returns, with no re-draw.
@@ -56,6 +57,9 @@ RECIPE_SAMPLES = 256
 #: The share of the epochs the ``lp_ft`` arm spends on its linear probe (the head alone): fixed, not tuned; why 1/3 is
 #: in [`probe_epochs`].
 PROBE_FRACTION = 1 / 3
+#: The probe fraction of ``lp_ft`` records written before the records carried it (``probe_fraction``): the only one
+#: compare used until then. Kept apart from [`PROBE_FRACTION`], which a later version may change.
+FIRST_PROBE_FRACTION = 1 / 3
 
 
 def is_tuned(arm: str) -> bool:
@@ -86,6 +90,32 @@ def probe_epochs(epochs: int) -> int:
     ```
     """
     return round(PROBE_FRACTION * epochs)
+
+
+def recorded_probe_fraction(record: dict[str, Any]) -> float | None:
+    """The share of the epochs an ``lp_ft`` run's linear probe took, as its record says (``probe_fraction``;
+    [`FIRST_PROBE_FRACTION`] for a record written before it was recorded); None for a run of another arm."""
+    if record.get("arm") != LP_FT:
+        return None
+    fraction = record.get("probe_fraction")
+    return FIRST_PROBE_FRACTION if fraction is None else float(fraction)
+
+
+def other_probe_fractions(records: Iterable[dict[str, Any]]) -> list[float]:
+    """The probe fractions of ``lp_ft`` records other than this version's [`PROBE_FRACTION`], sorted (none when every
+    ``lp_ft`` run probed for the current share): runs recorded so would be pooled with new ones in one arm.
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity.comparison.arms import other_probe_fractions
+    >>> other_probe_fractions([{"arm": "lp_ft"}, {"arm": "lp_ft", "probe_fraction": 2 / 3}, {"arm": "standard"}])
+    [0.6666666666666666]
+
+    ```
+    """
+    fractions = {recorded_probe_fraction(record) for record in records} - {None}
+    return sorted(fraction for fraction in fractions if fraction != PROBE_FRACTION)
 
 
 def check_lp_ft(arms: Iterable[str], epochs: int) -> None:

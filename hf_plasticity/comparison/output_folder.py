@@ -9,13 +9,14 @@ recorded in ``runs.jsonl`` are skipped, so a killed comparison continues where i
 path absolute and without a trailing separator, a learning-rate grid sorted (see [`ComparisonSettings`]); settings
 saved by an earlier version are read the same way. ``overwrite`` is what starts afresh in a folder that holds a
 comparison that cannot be resumed (other settings, another model or data behind the same paths, another effective
-batch, records that name an arm by its earlier name (``recipe``, now ``restore``) or ``recommended`` runs chosen by
-another fit of the recipe's rule): it deletes the comparison's own files (``runs.jsonl``, ``settings.json``, the
-report) and nothing else, and only in a folder that holds a comparison (its ``settings.json`` marked as a
-comparison's, or an earlier version's beside a ``runs.jsonl``): files of the user's that bear those names are never
-deleted or replaced. A folder that can be resumed is resumed, with ``overwrite`` too (with a warning): rerunning a
-command that carries ``--overwrite`` after a kill continues instead of discarding the finished runs. Without
-``overwrite``, a folder that cannot be resumed is refused: old and new runs are neither mixed nor rewritten.
+batch, records that name an arm by its earlier name (``recipe``, now ``restore``), ``recommended`` runs chosen by
+another fit of the recipe's rule or ``lp_ft`` runs whose linear probe took another share of the epochs): it deletes
+the comparison's own files (``runs.jsonl``, ``settings.json``, the report) and nothing else, and only in a folder that
+holds a comparison (its ``settings.json`` marked as a comparison's, or an earlier version's beside a ``runs.jsonl``):
+files of the user's that bear those names are never deleted or replaced. A folder that can be resumed is resumed,
+with ``overwrite`` too (with a warning): rerunning a command that carries ``--overwrite`` after a kill continues
+instead of discarding the finished runs. Without ``overwrite``, a folder that cannot be resumed is refused: old and new
+runs are neither mixed nor rewritten.
 
 One comparison at a time writes into a folder: [`output_lock`] holds an exclusive lock there (``LOCK_FILE``) for the
 whole comparison, and a second process on the same folder is refused at once.
@@ -31,7 +32,8 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from .arms import RENAMED_ARMS, seeds_of_another_rule
+from . import arms
+from .arms import RENAMED_ARMS, other_probe_fractions, seeds_of_another_rule
 from .identity import IDENTITY_KEY, comparable_identities, identity_differences
 from .launch import is_main_process
 from .report import CURVES_FILE, DIFFERENCES_FILE, REPORT_FILE, SUMMARY_FILE
@@ -72,9 +74,10 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool, ide
     Raises:
         ComparisonInputError: for a file, a non-empty folder that holds no comparison, or one that cannot be resumed
             (other settings, another effective batch, another model or data behind the same paths, records that name
-            an arm by an earlier name (``recipe``) or ``recommended`` runs of another fit of the rule), unless
-            ``overwrite`` is on; even with it, for a folder that holds no comparison (see [`recorded_settings`]) but
-            files bearing a comparison's file names, and for a ``settings.json`` that is not valid JSON.
+            an arm by an earlier name (``recipe``), ``recommended`` runs of another fit of the rule or ``lp_ft`` runs
+            of another probe fraction), unless ``overwrite`` is on; even with it, for a folder that holds no
+            comparison (see [`recorded_settings`]) but files bearing a comparison's file names, and for a
+            ``settings.json`` that is not valid JSON.
     """
     if os.path.isfile(output):
         raise ComparisonInputError(f"Output {output!r} is a file; pass a directory.")
@@ -90,6 +93,7 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool, ide
         unchecked = _refuse_other_identity(output, saved.get(IDENTITY_KEY), identity)
         _refuse_renamed_arms(output)
         _refuse_another_rule(output, settings.epochs)
+        _refuse_another_probe(output)
     except ComparisonInputError:
         if overwrite:
             return False
@@ -284,6 +288,22 @@ def _refuse_another_rule(output: str, epochs: float) -> None:
             f"Output directory {output!r} holds runs of the arm 'recommended' (seeds {', '.join(map(str, seeds))}) "
             "whose rates this version's rule (FITTED_RULE) would not choose from what their diagnostic pass read: "
             "they were recorded with another fit of the rule. Pass --overwrite to start a new comparison there, or "
+            "another --output."
+        )
+
+
+def _refuse_another_probe(output: str) -> None:
+    """Refuses a comparison whose ``lp_ft`` runs spent another share of their epochs on the linear probe than this
+    version's [`PROBE_FRACTION`] (a record without ``probe_fraction``, written before it was recorded, probed for
+    [`FIRST_PROBE_FRACTION`]): the run key does not hold it, so resumed, its report would pool two kinds of LP-FT runs
+    in one arm."""
+    other = other_probe_fractions(recorded_runs(output))
+    if other:
+        recorded = ", ".join(f"{fraction:.4g}" for fraction in other)
+        raise ComparisonInputError(
+            f"Output directory {output!r} holds runs of the arm 'lp_ft' whose linear probe took another share of the "
+            f"epochs ({recorded}) than this version's (PROBE_FRACTION {arms.PROBE_FRACTION:.4g}): the report would "
+            "pool LP-FT runs of two probe lengths in one arm. Pass --overwrite to start a new comparison there, or "
             "another --output."
         )
 

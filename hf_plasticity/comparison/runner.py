@@ -45,6 +45,7 @@ import numpy as np
 
 from ..core.collectives import process_group_warning, run_on_main
 from ..integrations.trainer_adapter import trains_together
+from . import arms
 from .arms import (
     LP_FT,
     RECOMMENDED,
@@ -247,9 +248,10 @@ def train_run(
         versions, device, for the ``recommended`` arm what its diagnostic pass read and chose (``recipe``,
         `FineTuneRecipe.to_dict()`; None for the other arms), and for a strategy arm that acts during training its
         resets (``periodic``: ``{"strategy", "resets", "reinitialized"}``, the number of resets and of entries they
-        re-drew; None for the other arms), and for ``lp_ft`` the epochs of its linear probe (``probe_epochs``, None
-        for the other arms; an lp_ft run's ``val_curve`` and ``train_loss`` hold the probe's epochs, then the
-        fine-tuning phase's).
+        re-drew; None for the other arms), and for ``lp_ft`` the epochs of its linear probe (``probe_epochs``) and
+        the share of the epochs they were drawn from (``probe_fraction``, [`PROBE_FRACTION`]: a resume refuses runs
+        of another), both None for the other arms (an lp_ft run's ``val_curve`` and ``train_loss`` hold the probe's
+        epochs, then the fine-tuning phase's).
     """
     from transformers import PrinterCallback, Trainer, set_seed
 
@@ -334,6 +336,7 @@ def train_run(
         "recipe": recipe.to_dict() if recipe else None,
         "periodic": _resets(callback),
         "probe_epochs": probe,
+        "probe_fraction": arms.PROBE_FRACTION if probe is not None else None,  # not in the key: resume checks it
         "val_curve": curve,
         "val_accuracy": curve[-1],
         "train_loss": losses,
