@@ -454,6 +454,31 @@ def test_overwrite_deletes_and_replaces_only_a_comparison_s_files(workspace, tmp
     assert (earlier / "notes.txt").read_text() == "mine"
 
 
+def test_starting_afresh_deletes_a_comparison_s_own_files_and_nothing_else(tmp_path):
+    """`start_afresh` is the one place that knows what --overwrite deletes: every file of the comparison (its
+    settings.json as `save_settings` marks it, runs.jsonl, the report and its figures), not the user's files beside
+    them; and nothing at all in a folder whose settings.json is the user's."""
+    from hf_plasticity.comparison.output_folder import OWN_FILES, recorded_settings, save_settings, start_afresh
+
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    save_settings(str(ours), ComparisonSettings(model="m", data="d"), identity={"model": {}, "data": {}})
+    assert recorded_settings(str(ours))["hf_plasticity_compare"] == 1
+    for name in OWN_FILES[:-1]:  # one figure missing (a comparison killed before its report): not an error
+        if name != "settings.json":
+            (ours / name).write_text("the comparison's")
+    (ours / "notes.txt").write_text("mine")
+    assert start_afresh(str(ours)) == list(OWN_FILES[:-1])
+    assert [path.name for path in ours.iterdir()] == ["notes.txt"]
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "settings.json").write_text('{"learning_rate": 0.1}')
+    (mine / "report.md").write_text("my notes")
+    files = _snapshot(mine)
+    assert start_afresh(str(mine)) == [] and _snapshot(mine) == files
+
+
 @pytest.mark.parametrize("damaged", ["settings.json", "runs.jsonl"])
 def test_a_damaged_file_is_named_and_nothing_is_written(workspace, reference, tmp_path, damaged):
     """A settings.json that is not JSON, or a runs.jsonl with a broken line before the last: refused with the file

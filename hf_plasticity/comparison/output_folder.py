@@ -1,6 +1,6 @@
 """A comparison's output folder: what it holds (a comparison, nothing, or the user's files), whether the comparison
-there is resumed, started afresh or refused ([`check_output`]), its ``settings.json`` ([`recorded_settings`],
-[`write_settings`]) and the lock held while a comparison runs ([`output_lock`]).
+there is resumed, started afresh or refused ([`check_output`]; afresh: [`start_afresh`]), its ``settings.json``
+([`recorded_settings`], [`save_settings`]) and the lock held while a comparison runs ([`output_lock`]).
 
 A folder that holds a comparison with the same settings (model, data, splits, budget, grid, and the effective batch of
 the launch) and the same model and data behind them (their identity: see [`identity`]) is resumed: runs already
@@ -413,6 +413,39 @@ def output_lock(output: str) -> Iterator[None]:
             os.remove(path)  # while held: a process that opened it before sees it gone, filelock retries
         lock.release()
         _remove_empty(created)
+
+
+def start_afresh(output: str) -> list[str]:
+    """Starts a new comparison over the one ``output`` holds (what ``overwrite`` does where [`check_output`] returned
+    False): deletes the comparison's own files ([`OWN_FILES`]: ``runs.jsonl``, ``settings.json``, the report and its
+    figures) and nothing else. In a folder that holds no comparison (see [`recorded_settings`]) nothing is deleted:
+    files there that bear those names are the user's ([`check_output`] refuses such a folder with ``overwrite``).
+
+    Args:
+        output: the output folder (it exists).
+
+    Returns:
+        `list[str]`: the names of the files deleted.
+
+    Raises:
+        ComparisonInputError: when ``settings.json`` is not valid JSON (naming the file).
+    """
+    if recorded_settings(output) is None:  # a comparison's files, never the user's
+        return []
+    deleted = []
+    for name in OWN_FILES:
+        path = os.path.join(output, name)
+        if os.path.isfile(path):
+            os.remove(path)
+            deleted.append(name)
+    return deleted
+
+
+def save_settings(output: str, settings: ComparisonSettings, identity: dict[str, Any]) -> None:
+    """Writes the comparison's ``settings.json`` into ``output`` ([`write_settings`]): ``settings``, marked as a
+    comparison's ([`MARKER`], [`SCHEMA_VERSION`]), with the model's and the data's ``identity``, as
+    [`recorded_settings`] and [`check_output`] read it back."""
+    write_settings(output, {MARKER: SCHEMA_VERSION, **settings.to_dict(), IDENTITY_KEY: identity})
 
 
 def write_settings(output: str, record: dict[str, Any]) -> None:

@@ -14,9 +14,8 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .identity import IDENTITY_KEY
 from .launch import is_main_process
-from .output_folder import MARKER, OWN_FILES, SCHEMA_VERSION, recorded_settings, write_settings
+from .output_folder import save_settings, start_afresh
 from .report import summarize, write_report
 from .runner import CONFIRM, RunSpec, train_run
 from .settings import ComparisonSettings
@@ -114,7 +113,8 @@ def run_comparison(
         load_model: returns the pretrained model with its new head.
         splits: the training, validation and test datasets, yielding ``pixel_values`` and ``labels``.
         calibration: training batches for data-dependent strategies.
-        overwrite: start afresh in a folder that holds a comparison (its own files are deleted).
+        overwrite: start afresh in a folder that holds a comparison (its own files are deleted:
+            [`hf_plasticity.comparison.output_folder.start_afresh`]).
         split_notes: how each split was made (for the report).
         identity: the model's and the data's identity (recorded in ``settings.json`` and the summary).
         progress: show the bar over the runs.
@@ -122,11 +122,9 @@ def run_comparison(
     main = is_main_process()
     if main:
         os.makedirs(output, exist_ok=True)
-        if overwrite and recorded_settings(output) is not None:  # a comparison's files, never the user's
-            for name in OWN_FILES:
-                if os.path.isfile(os.path.join(output, name)):
-                    os.remove(os.path.join(output, name))
-        write_settings(output, {MARKER: SCHEMA_VERSION, **settings.to_dict(), IDENTITY_KEY: identity})
+        if overwrite:
+            start_afresh(output)
+        save_settings(output, settings, identity)
     # Every process reads the records as they were at the start (no process can add one before all of them reach
     # the first run, whose DDP steps need every process); after --overwrite none of them reads the old ones.
     store = RunStore(output, write=main, read=not overwrite)
