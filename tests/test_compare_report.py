@@ -12,12 +12,15 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from hf_plasticity.comparison.report import (
+    DIFFERENCES_FILE,
+    difference_rows,
     markdown,
     mean_interval,
     paired_difference,
     recommended_verdict,
     summarize,
     verdict,
+    write_report,
 )
 
 RATES = (1e-4, 1e-3)
@@ -288,3 +291,60 @@ def test_the_summary_covers_the_seeds_asked_for_not_every_recorded_one():
     assert summary_of(accuracies)["seeds"] == [0, 1, 2]
     with pytest.raises(ValueError, match="No confirmation run has finished for every arm yet"):
         summary_of(accuracies, seeds=[5])
+
+
+# ------------------------------------------------------------------------------------------------ the figure
+RECIPE = {"backbone_lr": 3e-3, "head_lr": 1e-2, "samples": 256, "budget": "short", "last_over_peak": 0.9,
+          "threshold": 0.95}  # fmt: skip
+
+
+def _every_arm(arms: tuple[str, ...]) -> dict:
+    """The summary of ``arms`` (standard among them) on three seeds; ``recommended`` untuned, with a recipe."""
+    accuracies = {"standard": [0.50, 0.60, 0.55], "restore": [0.60, 0.70, 0.60], "control": [0.55, 0.60, 0.62],
+                  "lp_ft": [0.52, 0.61, 0.60], "recommended": [0.58, 0.66, 0.57]}  # fmt: skip
+    records = []
+    for arm in arms:
+        for seed, accuracy in enumerate(accuracies[arm]):
+            extra = {"recipe": RECIPE} if arm == "recommended" else {"probe_epochs": 1} if arm == "lp_ft" else {}
+            records.append({**record(arm, seed, accuracy), **extra})
+    chosen = {arm: None if arm == "recommended" else RATES for arm in arms}
+    summary = summarize(list(arms), chosen, records)
+    summary["settings"] = {"model": "m", "data": "d", "epochs": 3}
+    return summary
+
+
+def test_the_difference_figure_plots_the_paired_lines_the_report_prints(tmp_path, monkeypatch):
+    """differences.png has a row for restore minus control and for recommended minus lp_ft (per-seed points, mean and
+    CI as summary.json holds them), after the arms' differences to standard, as the text report has their lines."""
+    import matplotlib.pyplot as plt
+
+    summary = _every_arm(("standard", "restore", "control", "lp_ft", "recommended"))
+    rows = difference_rows(summary)
+    labels = ["restore", "control", "lp_ft", "recommended", "restore - control", "recommended - lp_ft"]
+    assert [row.label for row in rows] == labels
+    for row, arm, other, key in ((rows[4], "restore", "control", "difference_to_control"),
+                                 (rows[5], "recommended", "lp_ft", "difference_to_lp_ft")):  # fmt: skip
+        treatment, control = (summary["arms"][a]["test_accuracy"] for a in (arm, other))
+        assert row.points == pytest.approx([100 * (treatment[s] - control[s]) for s in control])
+        paired = summary["arms"][arm][key]
+        assert (row.mean, row.low, row.high) == pytest.approx((100 * paired["mean"], 100 * paired["low"],
+                                                               100 * paired["high"]))  # fmt: skip
+    assert "restore minus control, paired by seed" in markdown(summary)
+
+    drawn, close = [], plt.close
+    monkeypatch.setattr(plt, "close", drawn.append)  # keep the figures write_report draws, to read them
+    try:
+        write_report(summary, str(tmp_path))
+        (figure,) = [f for f in drawn if f.axes[0].get_xlabel().startswith("test accuracy difference")]
+        assert [tick.get_text() for tick in figure.axes[0].get_yticklabels()] == labels
+    finally:
+        for figure in drawn:
+            close(figure)
+    assert (tmp_path / DIFFERENCES_FILE).stat().st_size > 0
+
+
+def test_a_paired_line_is_plotted_only_when_both_its_arms_ran():
+    labels = [row.label for row in difference_rows(_every_arm(("standard", "restore", "lp_ft")))]
+    assert labels == ["restore", "lp_ft"]
+    labels = [row.label for row in difference_rows(_every_arm(("standard", "control", "recommended")))]
+    assert labels == ["control", "recommended"]

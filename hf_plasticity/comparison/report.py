@@ -5,7 +5,8 @@ tuned standard with the sign flipped), the default restore's paired difference t
 both ran (what the re-draw itself adds beyond the learning rate), the recommended recipe's paired difference to LP-FT
 (the published anchor, Kumar et al., ICLR 2022) when both ran, the verdict (a sentence for the restore, one for the
 restore against the control, one for LP-FT, one for the recommended recipe, one for the recommended recipe against
-LP-FT), the learning curves and the difference plot (PNG), and a JSON summary.
+LP-FT), the learning curves and the difference plot (PNG: each arm against standard, then restore against the control
+and the recommended recipe against LP-FT when both ran), and a JSON summary.
 
 Every interval is Student's t interval cut at the range its quantity can take: 0 to 1 for a mean accuracy, -1 to 1 for
 a mean paired difference of accuracies (with few seeds near 100% the t interval alone reaches past 100%). The true
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .arms import CONTROL, LP_FT, RECOMMENDED, RESTORE, STANDARD, arm_title
 
@@ -372,16 +373,18 @@ def lp_ft_note(entry: dict[str, Any], epochs: int) -> str:
     )
 
 
-#: The paired differences between two arms other than standard that the report prints when both arms ran:
-#: ``(arm, summary key, what it is)``, in the report's order.
+#: The paired differences between two arms other than standard that the report prints and plots when both arms ran:
+#: ``(arm, the arm it is compared with, summary key, what it is)``, in the report's order.
 PAIRED_LINES = (
     (
         RESTORE,
+        CONTROL,
         "difference_to_control",
         "restore minus control, paired by seed (what the re-draw adds beyond the learning rate)",
     ),
     (
         RECOMMENDED,
+        LP_FT,
         "difference_to_lp_ft",
         "recommended minus lp_ft, paired by seed (the sweep-free recipe against the published anchor)",
     ),
@@ -415,7 +418,7 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(
             f"| {arm} | {backbone_lr} | {own_lr} | {100 * test['mean']:.2f} | {_interval(test)} | {compared} |"
         )
-    for arm, key, what in PAIRED_LINES:
+    for arm, _, key, what in PAIRED_LINES:
         paired = summary["arms"].get(arm, {}).get(key)
         if paired:
             lines += [
@@ -455,31 +458,83 @@ def plot_curves(summary: dict[str, Any], path: str) -> None:
     plt.close(figure)
 
 
+class DifferenceRow(NamedTuple):
+    """One row of ``differences.png``: a paired difference of test accuracies, in points (percent).
+
+    Attributes:
+        label: the row's name: the arm (its difference to standard fine-tuning), or ``"restore - control"`` for a
+            paired line between two other arms ([`PAIRED_LINES`]).
+        points: the per-seed differences, in the summary's seed order.
+        mean: their mean.
+        low, high: the mean's 95% CI (None when it is undefined: one seed, or no spread).
+    """
+
+    label: str
+    points: list[float]
+    mean: float
+    low: float | None
+    high: float | None
+
+
+def _difference_row(
+    label: str, treatment: dict[str, float], control: dict[str, float], stat: dict[str, Any]
+) -> DifferenceRow:
+    """A [`DifferenceRow`] from two arms' per-seed accuracies and their `paired_difference`."""
+    points = [100 * (treatment[seed] - control[seed]) for seed in control]
+    low, high = stat["low"], stat["high"]
+    return DifferenceRow(
+        label, points, 100 * stat["mean"], None if low is None else 100 * low, None if high is None else 100 * high
+    )
+
+
+def difference_rows(summary: dict[str, Any]) -> list[DifferenceRow]:
+    """The rows ``differences.png`` plots: each arm's paired difference to standard fine-tuning, then each of the
+    [`PAIRED_LINES`] whose arms both ran (restore minus control, recommended minus lp_ft), as the text report and
+    ``summary.json`` hold them.
+
+    Args:
+        summary: the comparison's summary ([`summarize`]).
+    """
+    arms = summary["arms"]
+    base = arms[STANDARD]["test_accuracy"]
+    rows = [
+        _difference_row(arm, entry["test_accuracy"], base, entry["difference_to_standard"])
+        for arm, entry in arms.items()
+        if arm != STANDARD
+    ]
+    for arm, other, key, _ in PAIRED_LINES:
+        paired = arms.get(arm, {}).get(key)
+        if paired and other in arms:
+            label = f"{arm} - {other}"
+            rows.append(_difference_row(label, arms[arm]["test_accuracy"], arms[other]["test_accuracy"], paired))
+    return rows
+
+
 def plot_differences(summary: dict[str, Any], path: str) -> None:
-    """Each arm's per-seed test-accuracy difference to standard (dots), with the mean and its 95% CI."""
+    """The per-seed test-accuracy differences (dots) of every row of [`difference_rows`] (each arm minus standard,
+    then the paired lines between two other arms that ran), with the mean and its 95% CI."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    arms = [arm for arm in summary["arms"] if arm != STANDARD]
-    figure, axes = plt.subplots(figsize=(6, 1.5 + 0.6 * max(len(arms), 1)))
-    base = summary["arms"][STANDARD]["test_accuracy"]
-    for row, arm in enumerate(arms):
-        entry = summary["arms"][arm]
-        points = [100 * (entry["test_accuracy"][seed] - base[seed]) for seed in base]
-        axes.scatter(points, [row] * len(points), color="0.5", zorder=2)
-        difference = entry["difference_to_standard"]
-        mean = 100 * difference["mean"]
-        if difference["low"] is not None:
-            error = [[mean - 100 * difference["low"]], [100 * difference["high"] - mean]]
-            axes.errorbar([mean], [row], xerr=error, fmt="o", color="C3", capsize=4, zorder=3)
+    rows = difference_rows(summary)
+    figure, axes = plt.subplots(figsize=(6, 1.5 + 0.6 * max(len(rows), 1)))
+    for index, row in enumerate(rows):
+        axes.scatter(row.points, [index] * len(row.points), color="0.5", zorder=2)
+        if row.low is not None and row.high is not None:
+            error = [[row.mean - row.low], [row.high - row.mean]]
+            axes.errorbar([row.mean], [index], xerr=error, fmt="o", color="C3", capsize=4, zorder=3)
         else:
-            axes.plot([mean], [row], "o", color="C3", zorder=3)
+            axes.plot([row.mean], [index], "o", color="C3", zorder=3)
     axes.axvline(0, color="black", linewidth=1)
-    axes.set_yticks(range(len(arms)), arms)
-    axes.set_ylim(-0.7, max(len(arms), 1) - 0.3)
-    axes.set(xlabel="test accuracy minus standard fine-tuning (points; mean and 95% CI)")
+    against_standard = len(summary["arms"]) - 1  # the first rows; the paired lines between two other arms after them
+    if len(rows) > against_standard:
+        axes.axhline(against_standard - 0.5, color="0.7", linewidth=1, linestyle="--")
+    axes.set_yticks(range(len(rows)), [row.label for row in rows])
+    axes.set_ylim(-0.7, max(len(rows), 1) - 0.3)
+    what = "an arm minus standard fine-tuning, or the pair named"
+    axes.set(xlabel=f"test accuracy difference (points; mean and 95% CI):\n{what}")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
