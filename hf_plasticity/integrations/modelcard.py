@@ -16,6 +16,7 @@ from ..core.checkpoint_names import checkpoint_names, module_checkpoint_name
 from ..core.config import available_strategies, get_config_class
 from ..core.recipe import FineTuneRecipe
 from ..core.record import NO_RESTORE, RestoreRecord
+from ..core.unwrap import unwrap_model
 from ..core.version import __version__
 from ..pipeline.report import PlasticityReport
 
@@ -173,7 +174,8 @@ def build_model_card(
 
     Args:
         summary: the restore's [`PlasticityReport`], or the [`RestoreRecord`] read from a checkpoint.
-        model: the restored model; when given, the per-block table names each block's module and its share.
+        model: the restored model (or a wrapper of it: the model it wraps is read); when given, the per-block table
+            names each block's module and its share.
         base_model: the Hub id the model was restored from (default: the model's ``_name_or_path`` when it is a
             Hub id).
         repo_id: the id the card shows in its loading snippet (default: a placeholder path).
@@ -202,6 +204,7 @@ def build_model_card(
 
     if isinstance(summary, PlasticityReport):
         summary = summary.record()
+    model = None if model is None else unwrap_model(model)
     base_model = base_model or default_base_model(model)
     repo_id = repo_id or "path/to/this/checkpoint"
     model_name = model_name or repo_id.rstrip("/").split("/")[-1]
