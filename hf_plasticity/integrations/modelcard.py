@@ -124,6 +124,22 @@ def _diagnostic_rows(diagnostics: dict[str, dict[str, float]], limit: int = 40) 
     return rows
 
 
+def _periodic_rows(record: RestoreRecord) -> list[dict[str, str]]:
+    """One row per periodic strategy and config of the record: its resets, entries and non-default parameters."""
+    rows = []
+    for entry in record.periodic:
+        shown = ", ".join(f"`{key}={value}`" for key, value in _parameters(entry.config, {}) if value != "null")
+        rows.append(
+            {
+                "strategy": entry.strategy,
+                "resets": f"{entry.resets:,}",
+                "entries": f"{entry.total_reinitialized:,}",
+                "parameters": shown or "–",
+            }
+        )
+    return rows
+
+
 def _recipe_view(recipe: FineTuneRecipe | None) -> dict[str, Any] | None:
     """The recipe's line and table rows for the card, or None."""
     if recipe is None:
@@ -146,9 +162,10 @@ def _recipe_view(recipe: FineTuneRecipe | None) -> dict[str, Any] | None:
 
 
 def card_metadata(summary: RestoreRecord, base_model: str | None = None) -> dict[str, Any]:
-    """The card's metadata: library, base model, pipeline tag and tags (plasticity, the strategy, and
-    ``fine-tuning-recipe`` when the record holds a recipe)."""
+    """The card's metadata: library, base model, pipeline tag and tags (plasticity, the strategy, the periodic
+    strategies, and ``fine-tuning-recipe`` when the record holds a recipe)."""
     strategy = [] if summary.strategy == NO_RESTORE else [summary.strategy]
+    strategy += [name for name in dict.fromkeys(entry.strategy for entry in summary.periodic) if name not in strategy]
     recipe = [] if summary.recipe is None else [RECIPE_TAG]
     data: dict[str, Any] = {
         "library_name": LIBRARY_NAME,
@@ -226,6 +243,7 @@ def build_model_card(
         parameters=_parameters(summary.config, summary.details),
         blocks=_block_rows(summary, model),
         diagnostics=_diagnostic_rows(summary.diagnostics),
+        periodic=_periodic_rows(summary),
         figure=figure,
         learning_rates=[
             {
