@@ -78,7 +78,7 @@ class PeriodicResets:
     Example:
 
     ```python
-    >>> from hf_plasticity.core.record import PeriodicResets
+    >>> from hf_plasticity import PeriodicResets
     >>> resets = PeriodicResets("rifle", {"strategy": "rifle"}, resets=2, total_reinitialized=102)
     >>> PeriodicResets.from_dict(resets.to_dict()) == resets
     True
