@@ -191,6 +191,20 @@ def test_a_record_of_schema_3_reads_as_having_no_periodic_resets():
     assert record.periodic == [] and "periodic" not in record.to_dict()
 
 
+def test_a_record_without_periodic_resets_is_written_in_the_schema_older_versions_read(monkeypatch):
+    """Schema 4 only added ``periodic``: a record without it is written as schema 3, which a reader of schema 3
+    (it refuses newer schemas) still reads; one with periodic resets is written as schema 4."""
+    import hf_plasticity.core.record as record_module
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    written = prepare_pretrained(model, "reinit_layers").record().to_dict()
+    assert written["schema_version"] == 3
+    record_periodic_reset(model, "rifle", {"strategy": "rifle"}, 5)
+    assert restore_record(model).to_dict()["schema_version"] == SCHEMA_VERSION == 4
+    monkeypatch.setattr(record_module, "SCHEMA_VERSION", 3)  # a reader that predates the field
+    assert RestoreRecord.from_dict(written).total_reinitialized == written["total_reinitialized"]
+
+
 resets = st.lists(
     st.tuples(st.sampled_from(["cbp", "rifle"]), st.sampled_from([0, 1]), st.integers(min_value=0, max_value=10**6)),
     max_size=12,

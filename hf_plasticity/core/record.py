@@ -15,7 +15,8 @@ Schema versions:
   for a record that holds a recipe without a restore. Records of schemas 1 and 2 read as having no recipe.
 - 4: adds ``periodic`` (the resets periodic strategies made during training, [`PeriodicResets`], one entry per
   strategy and config; absent when there were none). A run with periodic resets but no one-shot restore leaves a
-  record of strategy ``"none"`` that holds them. Records of schemas 1 to 3 read as having none.
+  record of strategy ``"none"`` that holds them. Records of schemas 1 to 3 read as having none. A record without
+  periodic resets is still written as schema 3 ([`SCHEMA_WITHOUT_PERIODIC`]), so versions before 4 read it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ MODEL_CONFIG_KEY = "plasticity"
 RECORD_ATTR = "_hf_plasticity_record"
 #: The schema this version writes; it reads every schema up to this one.
 SCHEMA_VERSION = 4
+#: The schema a record without periodic resets is written in: schema 4 only added ``periodic``, so such a record is
+#: the same as a schema 3 one, and hf-plasticity versions that predate the field keep reading it.
+SCHEMA_WITHOUT_PERIODIC = 3
 #: The strategy of a record that holds a fine-tuning recipe or periodic resets but no one-shot restore
 #: ([`record_recipe`] or [`record_periodic_reset`] on a model that was not restored): nothing was re-initialized
 #: before training.
@@ -186,8 +190,9 @@ class RestoreRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as the JSON-able dict stored in ``model.config.plasticity`` / ``config.json``."""
+        schema = self.schema_version if self.periodic else min(self.schema_version, SCHEMA_WITHOUT_PERIODIC)
         data: dict[str, Any] = {
-            "schema_version": self.schema_version,
+            "schema_version": schema,
             "strategy": self.strategy,
             "config": dict(self.config),
             "reinitialized_per_block": dict(self.reinitialized_per_block),
