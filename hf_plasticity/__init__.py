@@ -15,7 +15,7 @@ from .core.data import CalibrationDataError
 from .core.param_groups import PartialRedrawError, plasticity_param_groups
 from .core.plan import Plan, TensorReset
 from .core.recipe import FineTuneRecipe
-from .core.record import RecordError, RestoreRecord, restore_record
+from .core.record import PeriodicResets, RecordError, RestoreRecord, restore_record
 from .core.registry import StrategyRegistryError
 from .core.schedules import AtEpochs, EveryNSteps, EveryStep, Schedule
 from .core.targeting import ScopeError
@@ -68,6 +68,7 @@ __all__ = [
     "prepare_pretrained",
     "restore_record",
     "RestoreRecord",
+    "PeriodicResets",
     "RecordError",
     "PlasticityReport",
     "TensorRecord",

@@ -6,6 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from hf_plasticity import (
@@ -266,3 +268,58 @@ def test_channel_attention_and_a_fused_projection_are_told_apart():
     assert get_layout(patches).family == "transformer"
     torch_attention = nn.Sequential(nn.Conv2d(3, 8, 4), nn.MultiheadAttention(8, 2), nn.Linear(8, 3))
     assert get_layout(torch_attention).family == "transformer"
+
+
+class ModuleWrapper(nn.Module):
+    """A wrapper that keeps the model as ``.module`` and has no ``config``, as DistributedDataParallel, DeepSpeed's
+    engine and Accelerate's wrappers do (a real DistributedDataParallel needs a process group)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+
+#: Wrappers that hold the model: ``torch.compile`` builds its `OptimizedModule` at once and compiles on the first call.
+WRAPPERS = {"DataParallel": nn.DataParallel, "module": ModuleWrapper, "compile": torch.compile}
+
+
+@pytest.mark.parametrize("wrapper", list(WRAPPERS))
+@pytest.mark.parametrize("arch", ["vit", "resnet"])
+def test_a_wrapped_model_has_the_layout_and_units_of_the_model_inside(arch, wrapper):
+    """A wrapper once got a layout of its own: the structural fallback, every name prefixed with ``module.`` or
+    ``_orig_mod.``, no rule (and so no unit groups for ReDo or continual backprop)."""
+    model = build(arch)
+    wrapped = WRAPPERS[wrapper](model)
+    layout = get_layout(wrapped)
+    assert layout == get_layout(model) and layout.source == f"table:{arch}"
+    modules = dict(model.named_modules())
+    assert all(name in modules for name in [*layout.blocks, *layout.head])  # names of the model inside
+    expected = unit_groups(model)
+    assert expected and [(g.producer, g.consumer) for g in unit_groups(wrapped)] == [
+        (g.producer, g.consumer) for g in expected
+    ]
+
+
+def _not_compiled_twice(names: list[str]) -> bool:
+    return not any(a == b == "compile" for a, b in zip(names, names[1:]))  # torch.compile(compiled) is no Module
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.sampled_from(sorted(WRAPPERS)), max_size=3).filter(_not_compiled_twice))
+def test_any_nesting_of_wrappers_keeps_the_layout_of_the_model_inside(wrappers):
+    model = build("convnext")
+    wrapped = model
+    for name in wrappers:
+        wrapped = WRAPPERS[name](wrapped)
+    assert get_layout(wrapped) == get_layout(model)
+
+
+def test_the_card_of_a_wrapped_model_names_the_blocks_of_the_model_inside():
+    from hf_plasticity.integrations.modelcard import build_model_card
+
+    model = build("vit")
+    report = prepare_pretrained(model, LayerReinitConfig(num_blocks=1))
+    assert build_model_card(report, model=ModuleWrapper(model)).text == build_model_card(report, model=model).text

@@ -27,6 +27,7 @@ from hf_plasticity import (
     SelectiveReinitConfig,
     available_strategies,
     prepare_pretrained,
+    restore_record,
 )
 from hf_plasticity.core.optim import unwrap_optimizer
 
@@ -195,6 +196,28 @@ def test_periodic_resets_write_the_plan_and_zero_the_optimizer_state(make_model,
     assert (step, resets) == (4, 2.0)
 
 
+def test_a_periodic_only_run_leaves_a_record_that_says_what_was_done(make_model, tmp_path):
+    """Old code: with ``restore=False`` the periodic resets left no record, so the checkpoints' config.json and card
+    said nothing of them."""
+    model = make_model("convnext")
+    config = EveryNConfig(every_n_steps=2)
+    callback = PlasticityCallback(config, restore=False)
+    run(model, tmp_path, callback, max_steps=4, save_strategy="steps", save_steps=4)
+    record = restore_record(model)
+    assert (record.strategy, record.total_reinitialized, record.recipe) == ("none", 0, None)  # no one-shot restore
+    [entry] = record.periodic
+    assert (entry.strategy, entry.resets) == ("test_every_n", 2)
+    assert entry.total_reinitialized == callback.controller.total_reinitialized > 0
+    assert entry.config == config.to_dict()
+    checkpoint = tmp_path / "out" / "checkpoint-4"
+    assert restore_record(type(model).from_pretrained(checkpoint)) == record
+    card = (checkpoint / "README.md").read_text()
+    assert "## Periodic re-initialization (hf-plasticity)" in card and "no one-shot restore" in card
+    assert f"| `test_every_n` | 2 | {entry.total_reinitialized:,} |" in card and "recipe" not in card
+    assert not (checkpoint / "plasticity_config.json").exists()  # the config of a restore: there was none
+    prepare_pretrained(model)  # the record does not block a one-shot restore of the fine-tuned model
+
+
 def test_metrics_reach_tensorboard(make_model, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -252,6 +275,9 @@ def test_resume_continues_schedules_and_never_repeats_the_restore(make_model, tm
     after_resume = [log for log in trainer.state.log_history if log["step"] > 3]
     assert not [log for log in after_resume if "plasticity/restore/reinitialized" in log]
     assert [log["step"] for log in after_resume if "plasticity/test_every_n/resets" in log] == [4, 6]
+    # the record counts the resets before the crash too (put back on the model rebuilt from the base checkpoint)
+    assert restore_record(resumed) == restore_record(straight)
+    assert [(e.strategy, e.resets) for e in restore_record(resumed).periodic] == [("test_every_n", 3)]
 
 
 @pytest.mark.parametrize("restore_callback_states", [False, True])

@@ -54,6 +54,10 @@ def test_a_second_train_starts_the_periodic_schedule_over(make_model, tmp_path):
         trainer.train()  # a fresh TrainerState each time: its log holds this run's resets only
         resets.append((logged(trainer, "plasticity/rifle/resets"), callback.controller.total_resets))
     assert resets == [([(2, 1.0)], 1), ([(2, 1.0)], 1)]  # epoch 1 ends at step 2 (2 batches per epoch)
+    # the model went through both: its record counts both resets (RIFLE acts during training only: no restore)
+    record = restore_record(model)
+    assert record.strategy == "none" and [(e.strategy, e.resets) for e in record.periodic] == [("rifle", 2)]
+    assert record.periodic[0].total_reinitialized == 2 * sum(p.numel() for p in model.classifier.parameters())
 
 
 def test_groups_that_cannot_be_built_undo_the_restore(make_model, tmp_path):

@@ -22,9 +22,12 @@ from transformers import AutoModelForImageClassification, ViTImageProcessor
 from hf_plasticity import (
     FineTuneRecipe,
     PlasticityConfig,
+    PlasticityController,
+    ReDoConfig,
     SelectiveReinitConfig,
     ShrinkPerturbConfig,
     prepare_pretrained,
+    restore_record,
 )
 from hf_plasticity.core.record import MODEL_CONFIG_KEY, RECORD_ATTR, record_recipe
 from hf_plasticity.integrations.hub import HubPushError, apply_card_section, push_restored, save_restored
@@ -311,6 +314,44 @@ def test_a_card_loses_the_recipe_tag_when_the_new_record_has_no_recipe(make_mode
     prepare_pretrained(restored_only)
     save_restored(restored_only, folder)
     assert "fine-tuning-recipe" not in ModelCard.load(folder / "README.md").data.tags
+
+
+@pytest.mark.parametrize("restore", [None, False])
+def test_the_save_of_a_model_with_periodic_resets_says_what_they_did(make_model, tmp_path, restore):
+    """Old code: the periodic resets of a plain loop's controller left no record: with ``restore=False``,
+    save_restored refused the model ("no plasticity record"); after a one-shot restore, the card and config.json
+    described the restore alone."""
+    model = make_model("convnext")
+    data = batches(1, 4)
+    controller = PlasticityController(ReDoConfig(tau=0.5, every_n_steps=1), data=data, restore=restore)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    controller.restore(model, optimizer=optimizer)
+    controller.attach(model)
+    for step in (1, 2):
+        model(**data[0]).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        controller.step(step, optimizer=optimizer)
+    controller.detach()
+    assert controller.total_resets == 2 and controller.total_reinitialized > 0
+    folder = save_restored(model, tmp_path / "out")
+    record = restore_record(type(model).from_pretrained(folder))
+    assert [(e.strategy, e.resets, e.total_reinitialized) for e in record.periodic] == [
+        ("redo", 2, controller.total_reinitialized)
+    ]
+    card = ModelCard.load(folder / "README.md")
+    row = f"| `redo` | 2 | {controller.total_reinitialized:,} | "
+    assert "### Periodic re-initialization during training" in card.text and row in card.text
+    assert "redo" in card.data.tags
+    if restore is None:  # the one-shot restore is recorded as before, the periodic resets beside it
+        assert record.strategy == "redo" and record.total_reinitialized > 0
+        assert "## Plasticity restore (hf-plasticity)" in card.text
+        assert PlasticityConfig.from_pretrained(folder).strategy == "redo"
+    else:
+        assert record.strategy == "none" and "## Periodic re-initialization (hf-plasticity)" in card.text
+        assert "recipe" not in card.text and not (folder / "plasticity_config.json").exists()
+        with pytest.raises(ValueError, match=r"holds periodic resets but no one-shot restore.*configs of redo"):
+            PlasticityConfig.from_pretrained(folder)
 
 
 def test_a_save_that_fails_at_its_commit_leaves_the_model_config_as_it_was(make_model, tmp_path, monkeypatch):

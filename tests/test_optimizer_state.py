@@ -11,10 +11,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_plasticity import LayerReinitConfig, SelectiveReinitConfig, prepare_pretrained, restore_record
+from hf_plasticity import (
+    LayerReinitConfig,
+    PlasticityController,
+    ReDoConfig,
+    SelectiveReinitConfig,
+    prepare_pretrained,
+    restore_record,
+    unit_groups,
+)
 from hf_plasticity.core.optim import fresh_state
 
-from .models import batches
+from .models import batches, build, perturb
 
 
 def transformers_adafactor(params):
@@ -265,3 +273,79 @@ def test_a_wrapper_that_is_itself_an_optimizer_is_seen_through(recwarn):
     [step_size] = [new for _, key, new in swaps if key == "step_size"]
     assert step_size.tolist() == pytest.approx([0.01, 0.01, 0.01])
     assert not [w for w in recwarn if "Cannot tell the start values" in str(w.message)]
+
+
+# ------------------------------------------------------------------------------- state held for some parameters only
+def redo_every_step(model, data, optimizer) -> PlasticityController:
+    """A ReDo controller that resets the units scoring under the mean at every step (about half of each layer's)."""
+    controller = PlasticityController(
+        ReDoConfig(tau=1.0, every_n_steps=1, calibration_batches=1), data=data, restore=False
+    )
+    controller.restore(model, optimizer=optimizer)
+    controller.attach(model)
+    return controller
+
+
+def step_without(model, optimizer, data, lost=()) -> None:
+    """One training step in which the parameters ``lost`` get no gradient (they take no step: no state)."""
+    optimizer.zero_grad(set_to_none=True)
+    model(**data[0]).loss.backward()
+    for param in lost:
+        param.grad = None
+    optimizer.step()
+
+
+def test_a_periodic_redo_reset_over_a_layer_whose_bias_has_no_adamw_state(make_model):
+    """A carried-over report: a ReDo reset after a partly lost AdamW state raised KeyError. The reset of the weight's
+    state touches exactly its re-drawn rows; the bias, which never took a step, gets no state (a new optimizer starts
+    it fresh at its first step, as it does)."""
+    model, data = make_model("convnext"), batches(1, 4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    controller = redo_every_step(model, data, optimizer)
+    layer = model.get_submodule(unit_groups(model)[0].producer)
+    step_without(model, optimizer, data, lost=[layer.bias])
+    assert layer.weight in optimizer.state and layer.bias not in optimizer.state
+    weight, moments = layer.weight.detach().clone(), optimizer.state[layer.weight]["exp_avg"].clone()
+    controller.step(1, optimizer=optimizer)
+    redrawn = (layer.weight.detach() != weight).any(dim=1)
+    assert 0 < int(redrawn.sum()) < len(redrawn)  # some of the layer's units, not all
+    assert layer.bias not in optimizer.state  # nothing to reset, nothing created
+    after = optimizer.state[layer.weight]["exp_avg"]
+    assert not after[redrawn].any() and torch.equal(after[~redrawn], moments[~redrawn])
+    step_without(model, optimizer, data)
+    assert set(optimizer.state[layer.bias]) == {"step", "exp_avg", "exp_avg_sq"}
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    lost=st.lists(st.booleans(), min_size=1).filter(lambda flags: not all(flags)),  # some parameter keeps its state
+    how=st.sampled_from(["no_grad", "cleared", "later_group"]),
+)
+def test_a_periodic_redo_reset_resets_the_state_it_finds_and_creates_none(lost, how):
+    """Whatever part of the AdamW state is missing (parameters that took no step, state cleared, a group added after
+    the step), a ReDo reset zeroes the moments of the re-drawn entries that have state, keeps every other entry's, and
+    gives no state to a parameter without one."""
+    torch.manual_seed(0)
+    model, data = perturb(build("convnext")), batches(1, 4)
+    params = list(model.parameters())
+    missing = [p for p, drop in zip(params, lost * len(params)) if drop]
+    held = [p for p in params if not any(p is m for m in missing)]
+    optimizer = torch.optim.AdamW(held if how == "later_group" else params, lr=1e-3)
+    controller = redo_every_step(model, data, optimizer)
+    step_without(model, optimizer, data, lost=missing if how == "no_grad" else ())
+    if how == "cleared":
+        for param in missing:
+            del optimizer.state[param]
+    elif how == "later_group" and missing:
+        optimizer.add_param_group({"params": missing})
+    values = {p: p.detach().clone() for p in params}
+    moments = {p: {k: v.clone() for k, v in optimizer.state[p].items()} for p in held}
+    controller.step(1, optimizer=optimizer)
+    assert controller.total_reinitialized > 0
+    assert all(p not in optimizer.state for p in missing)
+    for param in held:
+        redrawn = param.detach() != values[param]
+        for key in ("exp_avg", "exp_avg_sq"):
+            state = optimizer.state[param][key]
+            assert not state[redrawn].any() and torch.equal(state[~redrawn], moments[param][key][~redrawn])
+    step_without(model, optimizer, data)  # and training goes on

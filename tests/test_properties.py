@@ -27,6 +27,7 @@ from hf_plasticity import (
 )
 
 from .models import IMAGE_SIZE, NUM_LABELS, build, perturb
+from .test_calibration_data import containers, rows
 
 HOSTILE = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
@@ -199,8 +200,6 @@ def flaw_model(model, flaw: str, draw) -> set[str]:
 @st.composite
 def hostile_containers(draw):
     """Two batches of 4 images in one of the accepted containers, the labels maybe of a hostile kind."""
-    from .test_calibration_data import containers, rows
-
     generator = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
     flaw = draw(st.sampled_from(list(LABEL_FLAWS)))
     labels = LABEL_FLAWS[flaw](torch.randint(0, NUM_LABELS, (8,), generator=generator))

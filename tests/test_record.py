@@ -4,12 +4,14 @@ and what is wrong."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch import nn
 
 from hf_plasticity import (
     LayerReinitConfig,
@@ -20,7 +22,7 @@ from hf_plasticity import (
     prepare_pretrained,
     restore_record,
 )
-from hf_plasticity.core.record import SCHEMA_VERSION
+from hf_plasticity.core.record import SCHEMA_VERSION, blocks_restore, record_periodic_reset
 
 from .models import batches
 
@@ -115,6 +117,12 @@ BREAKAGES = [
     (lambda r: r.update(redrawn=["vit.layers.2"]), "`redrawn` must be a dict"),
     (lambda r: r.update(schema_version="2"), "`schema_version` is '2', not a positive integer"),
     (lambda r: r.update(blocks="vit.encoder.layer.2"), "`blocks` is 'vit.encoder.layer.2', not a list"),
+    (lambda r: r.update(periodic={"strategy": "rifle"}), r"`periodic` is \{'strategy': 'rifle'\}, not a list"),
+    (lambda r: r.update(periodic=[{"strategy": "rifle", "config": {}, "resets": 1}]), "lacks the `total_reinit"),
+    (
+        lambda r: r.update(periodic=[{"strategy": "cbp", "config": {}, "resets": -1, "total_reinitialized": 0}]),
+        "`periodic` list is unreadable: an entry's `resets` is -1, not a non-negative integer",
+    ),
 ]
 
 
@@ -174,6 +182,59 @@ def test_every_record_survives_to_dict_and_json(strategy, per_block, totals, red
         blocks=blocks,
         diagnostics=diagnostics,
     )
+    assert RestoreRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+
+
+def test_a_record_of_schema_3_reads_as_having_no_periodic_resets():
+    older = dict(TODAYS_RECORD, schema_version=3)
+    record = RestoreRecord.from_dict(older)
+    assert record.periodic == [] and "periodic" not in record.to_dict()
+
+
+def test_a_record_without_periodic_resets_is_written_in_the_schema_older_versions_read(monkeypatch):
+    """Schema 4 only added ``periodic``: a record without it is written as schema 3, which a reader of schema 3
+    (it refuses newer schemas) still reads; one with periodic resets is written as schema 4."""
+    import hf_plasticity.core.record as record_module
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    written = prepare_pretrained(model, "reinit_layers").record().to_dict()
+    assert written["schema_version"] == 3
+    record_periodic_reset(model, "rifle", {"strategy": "rifle"}, 5)
+    assert restore_record(model).to_dict()["schema_version"] == SCHEMA_VERSION == 4
+    monkeypatch.setattr(record_module, "SCHEMA_VERSION", 3)  # a reader that predates the field
+    assert RestoreRecord.from_dict(written).total_reinitialized == written["total_reinitialized"]
+
+
+resets = st.lists(
+    st.tuples(st.sampled_from(["cbp", "rifle"]), st.sampled_from([0, 1]), st.integers(min_value=0, max_value=10**6)),
+    max_size=12,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(resets=resets, restored=st.booleans())
+def test_periodic_resets_are_counted_per_strategy_and_config(resets, restored):
+    """Each reset adds one to the entry of its strategy and config (entries in the order they first acted), on the
+    one-shot restore's record when there is one (left as it was otherwise), else on a record of strategy "none" that
+    does not block a later restore; the record survives JSON."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    one_shot = prepare_pretrained(model, "reinit_layers").record() if restored else None
+    for strategy, seed, count in resets:
+        record_periodic_reset(model, strategy, {"strategy": strategy, "seed": seed}, count)
+    record = restore_record(model)
+    if not resets:
+        assert record == one_shot
+        return
+    expected: dict[tuple[str, int], list[int]] = {}
+    for strategy, seed, count in resets:
+        expected.setdefault((strategy, seed), []).append(count)
+    assert [(e.strategy, e.config["seed"], e.resets, e.total_reinitialized) for e in record.periodic] == [
+        (strategy, seed, len(counts), sum(counts)) for (strategy, seed), counts in expected.items()
+    ]
+    if restored:
+        assert dataclasses.replace(record, periodic=[]) == one_shot
+    else:
+        assert (record.strategy, record.total_reinitialized, blocks_restore(record)) == ("none", 0, False)
     assert RestoreRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
 
 

@@ -18,6 +18,8 @@ from typing import Literal
 
 from torch import nn
 
+from .wrappers import unwrap_model
+
 LINEAR_OR_CONV = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 Family = Literal["transformer", "cnn", "mlp"]
@@ -238,6 +240,11 @@ def get_layout(model: nn.Module) -> ModelLayout:
     """Resolves the layout of ``model``: the rule of its ``config.model_type`` first, else the rule of the nearest
     registered class of ``model`` (see [`register_architecture`]), else the structural fallback.
 
+    A wrapped model (`torch.nn.DataParallel`, `DistributedDataParallel`, ``torch.compile``'s `OptimizedModule`,
+    Accelerate's and DeepSpeed's wrappers) gets the layout of the model it wraps, as every entry point of the library
+    restores and diagnoses that model: the module names are relative to the wrapped model (``unwrap_model(model)``),
+    not to the wrapper (no ``module.`` or ``_orig_mod.`` prefix).
+
     When the rule finds the blocks but no module matches its head pattern (a custom head, e.g. ``self.head`` on a
     ``ViTPreTrainedModel``), the head is found by structure outside the blocks, as the fallback finds it (see
     [`head_outside_blocks`]).
@@ -249,12 +256,16 @@ def get_layout(model: nn.Module) -> ModelLayout:
     Example:
 
     ```python
+    >>> import torch
     >>> from transformers import ResNetConfig, ResNetForImageClassification
     >>> model = ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]))
     >>> get_layout(model).blocks
     ['resnet.encoder.stages.0.layers.0', 'resnet.encoder.stages.1.layers.0']
+    >>> get_layout(torch.nn.DataParallel(model)) == get_layout(model)
+    True
     ```
     """
+    model = unwrap_model(model)
     for key in _keys_of(model):
         layout = _table_layout(model, key, ARCHITECTURES[key])
         if layout is not None:

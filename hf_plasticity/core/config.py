@@ -202,7 +202,13 @@ class PlasticityConfig:
         source = f"{path}/config.json (its `{MODEL_CONFIG_KEY}` entry)"
         record = RestoreRecord.from_dict(data, source=source)
         if record.strategy == NO_RESTORE:
-            raise ValueError(f"{path} holds a fine-tuning recipe but no restore: it has no plasticity config.")
+            kept = {"a fine-tuning recipe": record.recipe is not None, "periodic resets": bool(record.periodic)}
+            held = " and ".join(what for what, present in kept.items() if present) or "a record"
+            periodic = ", ".join(entry.strategy for entry in record.periodic)
+            where = f" (the configs of {periodic} are in `restore_record(model).periodic`)" if periodic else ""
+            raise ValueError(
+                f"{path} holds {held} but no one-shot restore: it has no plasticity config of a restore{where}."
+            )
         return cls.from_dict(record.config)
 
 

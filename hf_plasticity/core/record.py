@@ -13,6 +13,10 @@ Schema versions:
   before and after) and ``versions``.
 - 3: adds ``recipe`` (the [`FineTuneRecipe`] the learning rates came from, or absent), and the strategy ``"none"``
   for a record that holds a recipe without a restore. Records of schemas 1 and 2 read as having no recipe.
+- 4: adds ``periodic`` (the resets periodic strategies made during training, [`PeriodicResets`], one entry per
+  strategy and config; absent when there were none). A run with periodic resets but no one-shot restore leaves a
+  record of strategy ``"none"`` that holds them. Records of schemas 1 to 3 read as having none. A record without
+  periodic resets is still written as schema 3 ([`SCHEMA_WITHOUT_PERIODIC`]), so versions before 4 read it.
 """
 
 from __future__ import annotations
@@ -37,9 +41,13 @@ MODEL_CONFIG_KEY = "plasticity"
 
 RECORD_ATTR = "_hf_plasticity_record"
 #: The schema this version writes; it reads every schema up to this one.
-SCHEMA_VERSION = 3
-#: The strategy of a record that holds a fine-tuning recipe but no restore ([`record_recipe`] on a model that was not
-#: restored): nothing was re-initialized.
+SCHEMA_VERSION = 4
+#: The schema a record without periodic resets is written in: schema 4 only added ``periodic``, so such a record is
+#: the same as a schema 3 one, and hf-plasticity versions that predate the field keep reading it.
+SCHEMA_WITHOUT_PERIODIC = 3
+#: The strategy of a record that holds a fine-tuning recipe or periodic resets but no one-shot restore
+#: ([`record_recipe`] or [`record_periodic_reset`] on a model that was not restored): nothing was re-initialized
+#: before training.
 NO_RESTORE = "none"
 
 
@@ -56,6 +64,66 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             pass
     return versions
+
+
+@dataclass
+class PeriodicResets:
+    """The resets one periodic strategy (with one config) made during training: continual backprop, RIFLE, ReDo or
+    selective re-initialization every n steps, shrink & perturb at given epochs, ... A part of [`RestoreRecord`]
+    (its ``periodic`` list), kept apart from the one-shot restore the rest of the record describes.
+
+    Attributes:
+        strategy: the strategy name.
+        config: the strategy's config as a dict (``PlasticityConfig.to_dict()``).
+        resets: the periodic resets applied (a reset that found nothing to re-initialize counts too).
+        total_reinitialized: parameter entries re-initialized over all of them (an entry written by two resets counts
+            twice).
+
+    Example:
+
+    ```python
+    >>> from hf_plasticity import PeriodicResets
+    >>> resets = PeriodicResets("rifle", {"strategy": "rifle"}, resets=2, total_reinitialized=102)
+    >>> PeriodicResets.from_dict(resets.to_dict()) == resets
+    True
+    ```
+    """
+
+    strategy: str
+    config: dict[str, Any]
+    resets: int
+    total_reinitialized: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-able dict stored in the record's ``periodic`` list."""
+        return {
+            "strategy": self.strategy,
+            "config": dict(self.config),
+            "resets": self.resets,
+            "total_reinitialized": self.total_reinitialized,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PeriodicResets:
+        """Reads one entry of a record's ``periodic`` list.
+
+        Raises:
+            ValueError: naming the field that is missing or mistyped (a non-empty string ``strategy``, a dict
+                ``config``, non-negative integers ``resets`` and ``total_reinitialized`` are accepted).
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"an entry is a {type(data).__name__}, not a dict")
+        for key in ("strategy", "config", "resets", "total_reinitialized"):
+            if key not in data:
+                raise ValueError(f"an entry lacks the `{key}` field")
+        if not isinstance(data["strategy"], str) or not data["strategy"]:
+            raise ValueError(f"an entry's `strategy` is {data['strategy']!r}, not a non-empty string")
+        if not isinstance(data["config"], dict):
+            raise ValueError(f"an entry's `config` is {data['config']!r}, not a dict")
+        for key in ("resets", "total_reinitialized"):
+            if not _is_int(data[key]) or data[key] < 0:
+                raise ValueError(f"an entry's `{key}` is {data[key]!r}, not a non-negative integer")
+        return cls(data["strategy"], dict(data["config"]), int(data["resets"]), int(data["total_reinitialized"]))
 
 
 @dataclass
@@ -77,6 +145,9 @@ class RestoreRecord:
         diagnostics: the overall diagnostics, ``{"before": {...}, "after": {...}}`` (numbers only).
         versions: the library versions that wrote the record.
         recipe: the [`FineTuneRecipe`] that chose the fine-tune's learning rates (records of schema 3 on), or None.
+        periodic: the resets periodic strategies made during training, one [`PeriodicResets`] per strategy and
+            config, in the order they first acted (records of schema 4 on; empty when there were none). The fields
+            above describe the one-shot restore alone (none: strategy ``"none"``).
         schema_version: the record's schema (see the module docstring).
 
     Example:
@@ -86,7 +157,7 @@ class RestoreRecord:
     >>> record = RestoreRecord.from_dict({"strategy": "reinit_layers", "config": {}, "total_parameters": 10,
     ...     "reinitialized_per_block": {"1": 4}, "total_reinitialized": 4, "redrawn": {"whole": ["layers.1"]}})
     >>> record.schema_version, record.redrawn
-    (3, {'whole': ['layers.1'], 'partial': []})
+    (4, {'whole': ['layers.1'], 'partial': []})
     >>> RestoreRecord.from_dict(record.to_dict()) == record
     True
     ```
@@ -103,6 +174,7 @@ class RestoreRecord:
     diagnostics: dict[str, dict[str, float]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=library_versions)
     recipe: FineTuneRecipe | None = None
+    periodic: list[PeriodicResets] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -118,8 +190,9 @@ class RestoreRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as the JSON-able dict stored in ``model.config.plasticity`` / ``config.json``."""
+        schema = self.schema_version if self.periodic else min(self.schema_version, SCHEMA_WITHOUT_PERIODIC)
         data: dict[str, Any] = {
-            "schema_version": self.schema_version,
+            "schema_version": schema,
             "strategy": self.strategy,
             "config": dict(self.config),
             "reinitialized_per_block": dict(self.reinitialized_per_block),
@@ -135,6 +208,8 @@ class RestoreRecord:
             data["diagnostics"] = {key: dict(values) for key, values in self.diagnostics.items()}
         if self.recipe is not None:
             data["recipe"] = self.recipe.to_dict()
+        if self.periodic:
+            data["periodic"] = [entry.to_dict() for entry in self.periodic]
         return data
 
     @classmethod
@@ -205,6 +280,13 @@ class RestoreRecord:
                 recipe = FineTuneRecipe.from_dict(data["recipe"])
             except (TypeError, ValueError) as error:
                 raise fail(f"its `recipe` is unreadable: {str(error).rstrip('.')}") from None
+        periodic = data.get("periodic") or []  # schemas 1 to 3 predate the field: no periodic resets
+        if not isinstance(periodic, list):
+            raise fail(f"`periodic` is {periodic!r}, not a list")
+        try:
+            periodic = [PeriodicResets.from_dict(entry) for entry in periodic]
+        except ValueError as error:
+            raise fail(f"its `periodic` list is unreadable: {str(error).rstrip('.')}") from None
         return cls(
             strategy=data["strategy"],
             config=dict(data["config"]),
@@ -217,6 +299,7 @@ class RestoreRecord:
             diagnostics={key: dict(values) for key, values in diagnostics.items()},
             versions=dict(data.get("versions", {})),
             recipe=recipe,
+            periodic=periodic,
             schema_version=SCHEMA_VERSION,  # upgraded: written back in the current schema
         )
 
@@ -413,25 +496,105 @@ def record_recipe(model: nn.Module, recipe: FineTuneRecipe) -> RestoreRecord:
     """
     if not isinstance(recipe, FineTuneRecipe):
         raise TypeError(f"`recipe` must be a FineTuneRecipe, got {type(recipe).__name__}.")
-    model = unwrap_model(model)
-    current = restore_record(model)
-    if current is None:
-        from .architectures import get_layout
-        from .checkpoint_names import checkpoint_names, module_checkpoint_name
-
-        names = checkpoint_names(model)
-        current = RestoreRecord(
-            strategy=NO_RESTORE,
-            config={},
-            reinitialized_per_block={},
-            total_reinitialized=0,
-            total_parameters=sum(p.numel() for p in model.parameters()),
-            redrawn={"whole": [], "partial": []},
-            blocks=[module_checkpoint_name(names, block) for block in get_layout(model).blocks],
-        )
-    record = replace(current, recipe=recipe)
+    record = replace(_record_or_none(model), recipe=recipe)
     write_record(model, record)
     return record
+
+
+def _no_restore_record(model: nn.Module) -> RestoreRecord:
+    """A record of strategy ``"none"`` for ``model``: no one-shot restore, nothing re-initialized (the base a recipe
+    or periodic resets are recorded on when the model carries no record)."""
+    from .architectures import get_layout
+    from .checkpoint_names import checkpoint_names, module_checkpoint_name
+
+    names = checkpoint_names(model)
+    return RestoreRecord(
+        strategy=NO_RESTORE,
+        config={},
+        reinitialized_per_block={},
+        total_reinitialized=0,
+        total_parameters=sum(p.numel() for p in model.parameters()),
+        redrawn={"whole": [], "partial": []},
+        blocks=[module_checkpoint_name(names, block) for block in get_layout(model).blocks],
+    )
+
+
+def record_periodic_reset(
+    model: nn.Module,
+    strategy: str,
+    config: dict[str, Any],
+    reinitialized: int,
+    transaction: Transaction | None = None,
+) -> RestoreRecord:
+    """Counts one periodic reset in ``model``'s record: in the ``periodic`` entry of the same strategy and config
+    (a new entry at the end when there is none), on the record the model carries (its one-shot restore's, or one
+    of strategy ``"none"`` when it carries none: a later one-shot restore is then not blocked by it). Like every
+    record it reaches ``model.config.plasticity``, ``config.json`` and the model card.
+
+    Args:
+        model: the model (a wrapper is seen through).
+        strategy: the periodic strategy's name.
+        config: its config as a dict (``PlasticityConfig.to_dict()``).
+        reinitialized: the parameter entries this reset re-initialized.
+        transaction: the restore's transaction, which puts the old record back if the reset fails.
+
+    Returns:
+        The record now on the model.
+
+    Raises:
+        RecordError: when the model carries a broken record (nothing is written then).
+        ValueError: when ``reinitialized`` is not a non-negative integer.
+
+    Example:
+
+    ```python
+    >>> from torch import nn
+    >>> from hf_plasticity.core.record import record_periodic_reset
+    >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> for count in (3, 5):
+    ...     record = record_periodic_reset(model, "rifle", {"strategy": "rifle"}, count)
+    >>> record.strategy, record.periodic
+    ('none', [PeriodicResets(strategy='rifle', config={'strategy': 'rifle'}, resets=2, total_reinitialized=8)])
+    ```
+    """
+    if not _is_int(reinitialized) or reinitialized < 0:
+        raise ValueError(f"`reinitialized` must be a non-negative integer, got {reinitialized!r}.")
+    periodic = list(_record_or_none(model).periodic)
+    for index, entry in enumerate(periodic):
+        if entry.strategy == strategy and _plain(entry.config) == _plain(config):
+            periodic[index] = replace(
+                entry, resets=entry.resets + 1, total_reinitialized=entry.total_reinitialized + reinitialized
+            )
+            break
+    else:
+        periodic.append(PeriodicResets(strategy, dict(config), resets=1, total_reinitialized=reinitialized))
+    return record_periodic(model, periodic, transaction)
+
+
+def record_periodic(
+    model: nn.Module, periodic: list[PeriodicResets], transaction: Transaction | None = None
+) -> RestoreRecord:
+    """Sets the ``periodic`` list of ``model``'s record to ``periodic`` (on a record of strategy ``"none"`` when the
+    model carries none); the training controller puts its run's resets back so on a resumed model that lacks them.
+
+    Returns:
+        The record now on the model.
+
+    Raises:
+        TypeError: when ``periodic`` is not a list of [`PeriodicResets`].
+        RecordError: when the model carries a broken record (nothing is written then).
+    """
+    if not isinstance(periodic, list) or not all(isinstance(entry, PeriodicResets) for entry in periodic):
+        raise TypeError(f"`periodic` must be a list of PeriodicResets, got {periodic!r}.")
+    record = replace(_record_or_none(model), periodic=list(periodic))
+    write_record(model, record, transaction)
+    return record
+
+
+def _record_or_none(model: nn.Module) -> RestoreRecord:
+    """The record on ``model``, or a record of strategy ``"none"`` for it when it carries none."""
+    model = unwrap_model(model)
+    return restore_record(model) or _no_restore_record(model)
 
 
 def overall_numbers(diagnostics: Any, prefix: str = "") -> dict[str, float]:

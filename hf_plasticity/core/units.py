@@ -41,6 +41,7 @@ from .init import derive_seed, fresh_tensors
 from .norms import BATCHNORM_CLASSES, is_batchnorm
 from .plan import TensorReset
 from .targeting import _module_filter, check_scope, excluded, matches, raise_empty_scope
+from .wrappers import unwrap_model
 
 CHANNELWISE_MODULES = (
     nn.ReLU,
@@ -349,6 +350,9 @@ def unit_groups(model: nn.Module, layout: ModelLayout | None = None) -> list[Uni
     """Every unit group of ``model`` whose producer is outside the head, in model order (an empty list when none can
     be mapped). The head may be a consumer: the hidden layer that feeds it has units too.
 
+    A wrapped model (DataParallel, DistributedDataParallel, ``torch.compile``, Accelerate) gets the groups of the model
+    it wraps, named relative to it, as [`get_layout`] names its modules.
+
     Example:
 
     ```python
@@ -359,6 +363,7 @@ def unit_groups(model: nn.Module, layout: ModelLayout | None = None) -> list[Uni
     ('vit.layers.0.mlp.fc1', 'vit.layers.0.mlp.fc2')
     ```
     """
+    model = unwrap_model(model)
     layout = layout or get_layout(model)
     if layout.rule is not None and layout.rule.unit_pairs:
         pairs = [(producer, consumer, norm, False) for producer, consumer, norm in _rule_pairs(model, layout)]

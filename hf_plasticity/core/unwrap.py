@@ -4,7 +4,8 @@ writes no tensor tied to a module it does not change ([`check_writes_not_tied`])
 
 `torch.nn.DataParallel`, `DistributedDataParallel`, `torch.compile`'s `OptimizedModule` and the models Accelerate
 prepares wrap the user's model; the init rule (``_init_weights``), the architecture rule and the record belong to the
-inner model. A model whose tensors are on the ``meta`` device holds no values to restore and is refused.
+inner model ([`unwrap_model`], from [`hf_plasticity.core.wrappers`]). A model whose tensors are on the ``meta`` device
+holds no values to restore and is refused.
 """
 
 from __future__ import annotations
@@ -15,38 +16,11 @@ from torch import nn
 from .architectures import get_layout
 from .collectives import check_not_sharded
 from .plan import TensorReset
+from .wrappers import unwrap_model as unwrap_model  # re-exported: the entry points import it from here
 
 
 class MetaDeviceError(ValueError):
     """The model's parameters are on the ``meta`` device: there are no weights to restore yet."""
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The innermost model under DataParallel / DistributedDataParallel / ``torch.compile`` / Accelerate wrappers.
-
-    Example:
-
-    ```python
-    >>> import torch
-    >>> from torch import nn
-    >>> from hf_plasticity.core.unwrap import unwrap_model
-    >>> inner = nn.Linear(2, 2)
-    >>> unwrap_model(nn.DataParallel(inner)) is inner
-    True
-    ```
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
-    for _ in range(16):  # wrappers nest a few levels at most
-        inner = getattr(model, "_orig_mod", None)  # torch.compile
-        if inner is None and isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            inner = model.module
-        if inner is None and not hasattr(model, "config") and isinstance(getattr(model, "module", None), nn.Module):
-            inner = model.module  # other engines that keep the model as `.module` (e.g. DeepSpeed)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
-    return model
 
 
 def check_restorable(model: nn.Module, *, writes: bool = True) -> None:

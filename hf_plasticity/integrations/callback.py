@@ -105,7 +105,9 @@ class PlasticityCallback(TrainerCallback, ExportableState):
       with them (``args.learning_rate`` is not used), nothing is re-drawn, and the recipe is recorded with the model
       and shown in its card. A resume builds the same groups from the recipe saved with the checkpoint.
     - **Periodic strategies** (ReDo every N steps, selective threshold mode every T steps, continual backprop, RIFLE
-      at given epochs), each resetting the optimizer state of the entries it re-draws.
+      at given epochs), each resetting the optimizer state of the entries it re-draws, and each counted in the
+      model's record (its ``periodic`` list: strategy, config, resets, entries), also with ``restore=False``: the
+      checkpoints' ``config.json`` and card say what was done.
     - **Metrics** through `Trainer.log`: ``plasticity/restore/*`` after the restore, ``plasticity/<strategy>/*``
       (resets and entries re-initialized) every ``log_every`` steps, ``plasticity/dormant_ratio``,
       ``plasticity/insignificant_grad_share``, ... every ``diagnostics_every`` steps. Main process only.

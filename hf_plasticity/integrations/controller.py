@@ -19,7 +19,14 @@ from torch import nn
 from ..core.collectives import is_main_process
 from ..core.config import PlasticityConfig, check_positive_int, resolve_config
 from ..core.data import ReplayableBatches, replayable
-from ..core.record import RestoreRecord, blocks_restore, restore_record, write_record
+from ..core.record import (
+    PeriodicResets,
+    RestoreRecord,
+    blocks_restore,
+    record_periodic,
+    restore_record,
+    write_record,
+)
 from ..core.unwrap import check_restorable, unwrap_model
 from ..core.validators import check_flag, check_int, check_number
 from ..pipeline import restore as pipeline
@@ -68,7 +75,8 @@ class PlasticityController:
         restore: ``None`` (default): do the one-shot restore unless the model already carries a restore record (a
             restored checkpoint, or [`prepare_pretrained`]): training then continues from it; ``True``: do it, and
             fail if the model was already restored; ``"force"``: do it even then; ``False``: never (periodic resets
-            and diagnostics only).
+            and diagnostics only). Every periodic reset is counted in the model's record all the same (its
+            ``periodic`` list; a record of strategy ``"none"`` when there was no one-shot restore).
         log_every: report the periodic reset counts every this many steps (None: at each reset).
         diagnostics_every: run [`diagnose`] every this many steps (None: never).
         diagnostics_batches: batches per diagnostics pass (each costs about one training step).
@@ -134,6 +142,9 @@ class PlasticityController:
         # checkpointed state
         self.restored = False
         self.restore_summary: RestoreRecord | None = None
+        #: The periodic resets in the model's record after this run's latest one ([`PeriodicResets`], per strategy
+        #: and config): a resumed model that lacks them gets them back.
+        self.periodic_resets: list[PeriodicResets] = []
         self.total_reinitialized = 0
         self.total_resets = 0
         self.pending_reinitialized = 0
@@ -272,12 +283,17 @@ class PlasticityController:
         return report
 
     def resume(self, model: nn.Module) -> None:
-        """After a resume: puts the one-shot restore's record back on ``model`` when it lacks it (a model rebuilt from
-        the base checkpoint), so that later checkpoints and the final save carry it."""
+        """After a resume: puts the one-shot restore's record, and the periodic resets of the run so far, back on
+        ``model`` when it lacks them (a model rebuilt from the base checkpoint), so that later checkpoints and the
+        final save carry them."""
         model = unwrap_model(model)
         self.model = model
-        if self.restore_summary and restore_record(model) is None:
+        record = restore_record(model)
+        if self.restore_summary and record is None:
             write_record(model, self.restore_summary)
+            record = self.restore_summary
+        if self.periodic_resets and (record is None or not record.periodic):
+            record_periodic(model, self.periodic_resets)
 
     def restore_metrics(self, report: PlasticityReport) -> dict[str, float]:
         """The numbers of a restore, as metrics to log."""
@@ -295,6 +311,7 @@ class PlasticityController:
         self.model = model
         if self.periodic:
             check_restorable(model)
+            restore_record(model)  # each reset is counted in the record: a broken one is refused before training
             self.strategy.attach(model)
             self._attached = True
 
@@ -332,6 +349,7 @@ class PlasticityController:
         if self.periodic and strategy.due(step=step, epoch=epoch):
             report = pipeline.restore(self.model, strategy, data=self._scoring_data(), optimizer=optimizer, step=step)
             strategy.schedule.fired(step=step, epoch=epoch)
+            self.periodic_resets = list(restore_record(self.model).periodic)  # the pipeline counted the reset there
             self.pending_reinitialized += report.total_reinitialized
             self.pending_resets += 1
             self.total_reinitialized += report.total_reinitialized
@@ -381,6 +399,7 @@ class PlasticityController:
             "strategy": self.name,
             "restored": self.restored,
             "restore_summary": None if self.restore_summary is None else self.restore_summary.to_dict(),
+            "periodic_resets": [entry.to_dict() for entry in self.periodic_resets],
             "strategy_state": self.strategy.state_dict(),
             "total_reinitialized": self.total_reinitialized,
             "total_resets": self.total_resets,
@@ -406,4 +425,8 @@ class PlasticityController:
                 setattr(self, key, state[key])
         if isinstance(self.restore_summary, dict):  # a JSON checkpoint of the callback: the typed record again
             self.restore_summary = RestoreRecord.from_dict(self.restore_summary, source="the callback's saved state")
+        try:  # states saved before the periodic resets were recorded have none
+            self.periodic_resets = [PeriodicResets.from_dict(entry) for entry in state.get("periodic_resets") or []]
+        except ValueError as error:
+            raise ValueError(f"The saved state's `periodic_resets` is broken: {error}.") from None
         self.strategy.load_state_dict(state.get("strategy_state") or {})

@@ -16,6 +16,7 @@ from ..core.checkpoint_names import checkpoint_names, module_checkpoint_name
 from ..core.config import available_strategies, get_config_class
 from ..core.recipe import FineTuneRecipe
 from ..core.record import NO_RESTORE, RestoreRecord
+from ..core.unwrap import unwrap_model
 from ..core.version import __version__
 from ..pipeline.report import PlasticityReport
 
@@ -123,6 +124,22 @@ def _diagnostic_rows(diagnostics: dict[str, dict[str, float]], limit: int = 40) 
     return rows
 
 
+def _periodic_rows(record: RestoreRecord) -> list[dict[str, str]]:
+    """One row per periodic strategy and config of the record: its resets, entries and non-default parameters."""
+    rows = []
+    for entry in record.periodic:
+        shown = ", ".join(f"`{key}={value}`" for key, value in _parameters(entry.config, {}) if value != "null")
+        rows.append(
+            {
+                "strategy": entry.strategy,
+                "resets": f"{entry.resets:,}",
+                "entries": f"{entry.total_reinitialized:,}",
+                "parameters": shown or "–",
+            }
+        )
+    return rows
+
+
 def _recipe_view(recipe: FineTuneRecipe | None) -> dict[str, Any] | None:
     """The recipe's line and table rows for the card, or None."""
     if recipe is None:
@@ -145,9 +162,10 @@ def _recipe_view(recipe: FineTuneRecipe | None) -> dict[str, Any] | None:
 
 
 def card_metadata(summary: RestoreRecord, base_model: str | None = None) -> dict[str, Any]:
-    """The card's metadata: library, base model, pipeline tag and tags (plasticity, the strategy, and
-    ``fine-tuning-recipe`` when the record holds a recipe)."""
+    """The card's metadata: library, base model, pipeline tag and tags (plasticity, the strategy, the periodic
+    strategies, and ``fine-tuning-recipe`` when the record holds a recipe)."""
     strategy = [] if summary.strategy == NO_RESTORE else [summary.strategy]
+    strategy += [name for name in dict.fromkeys(entry.strategy for entry in summary.periodic) if name not in strategy]
     recipe = [] if summary.recipe is None else [RECIPE_TAG]
     data: dict[str, Any] = {
         "library_name": LIBRARY_NAME,
@@ -173,7 +191,8 @@ def build_model_card(
 
     Args:
         summary: the restore's [`PlasticityReport`], or the [`RestoreRecord`] read from a checkpoint.
-        model: the restored model; when given, the per-block table names each block's module and its share.
+        model: the restored model (or a wrapper of it: the model it wraps is read); when given, the per-block table
+            names each block's module and its share.
         base_model: the Hub id the model was restored from (default: the model's ``_name_or_path`` when it is a
             Hub id).
         repo_id: the id the card shows in its loading snippet (default: a placeholder path).
@@ -202,6 +221,7 @@ def build_model_card(
 
     if isinstance(summary, PlasticityReport):
         summary = summary.record()
+    model = None if model is None else unwrap_model(model)
     base_model = base_model or default_base_model(model)
     repo_id = repo_id or "path/to/this/checkpoint"
     model_name = model_name or repo_id.rstrip("/").split("/")[-1]
@@ -223,6 +243,7 @@ def build_model_card(
         parameters=_parameters(summary.config, summary.details),
         blocks=_block_rows(summary, model),
         diagnostics=_diagnostic_rows(summary.diagnostics),
+        periodic=_periodic_rows(summary),
         figure=figure,
         learning_rates=[
             {

@@ -11,8 +11,10 @@ a periodic strategy during training take the same steps, as one transaction ([`h
 6. reset the optimizer state of every written entry, and only of those (except writes planned with
    ``reset_state=False``, such as continual backprop's next-layer bias correction); the new state is computed before
    step 4, so state that cannot be reset is refused before anything is written;
-7. record what was done on the model (``model.config.plasticity``; one-shot restores only), keeping the fine-tuning
-   recipe recorded before it, if any ([`recommend_recipe`] is called before the restore);
+7. record what was done on the model (``model.config.plasticity``): a one-shot restore replaces the record, keeping
+   the fine-tuning recipe recorded before it, if any ([`recommend_recipe`] is called before the restore); a periodic
+   reset is counted in the record's ``periodic`` entry of its strategy (on a record of strategy ``"none"`` when the
+   model carries none: no one-shot restore), so a checkpoint of a periodic-only run says what was done;
 8. report.
 
 If any step fails, the parameters and buffers, ``model.config.plasticity``, the optimizer state, the strategy's running
@@ -35,7 +37,7 @@ from ..core.data import CalibrationDataError, replayable
 from ..core.optim import check_optimizer_for, fresh_state
 from ..core.plan import Plan, TensorReset, state_entries
 from ..core.recipe import FineTuneRecipe
-from ..core.record import RecordError, blocks_restore, restore_record, write_record
+from ..core.record import RecordError, blocks_restore, record_periodic_reset, restore_record, write_record
 from ..core.redrawn import describe_redrawn
 from ..core.transaction import Transaction
 from ..core.unwrap import check_restorable, check_writes_not_tied, unwrap_model
@@ -91,7 +93,8 @@ def restore(
         data: calibration batches (read on rank 0 only); made replayable, so every step reads the same batches.
         optimizer: when given, the state of every re-drawn entry is reset, and only of those.
         step: None for the one-shot restore (refused on a restored model unless ``force``; recorded on the model);
-            the optimizer step after which a periodic reset is due, for a reset during training (not recorded).
+            the optimizer step after which a periodic reset is due, for a reset during training (counted in the
+            record's ``periodic`` list, [`record_periodic_reset`]).
         force: restore a model that was already restored (one-shot only).
         recalibrate_batchnorm: re-estimate re-drawn BatchNorm statistics from ``data``. None: when data is at hand.
         check: called last, inside the transaction (after the record is written): an error it raises undoes the whole
@@ -146,6 +149,8 @@ def restore(
         if step is None:
             report.blocks, report.checkpoint_names = shown_names(model, report)
             write_record(model, report.record(), transaction)
+        else:
+            record_periodic_reset(model, strategy.name, report.config, report.total_reinitialized, transaction)
         if check is not None:
             check()
     return report
