@@ -248,6 +248,7 @@ def test_the_recommended_recipe_is_compared_with_the_anchor_when_both_ran():
     difference = summary["arms"]["recommended"]["difference_to_lp_ft"]
     assert difference["n"] == 3 and difference["mean"] == pytest.approx(-0.03)
     assert summary["arms"]["lp_ft"]["probe_epochs"] == 1
+    assert summary["arms"]["lp_ft"]["probe_fraction"] == pytest.approx(1 / 3)  # recorded before the field: the first
     assert "Against LP-FT, the published anchor, the recommended recipe is 3.00 points below it" in summary["verdict"]
     summary["settings"] = {"model": "m", "data": "d", "epochs": 3}
     assert "recommended minus lp_ft, paired by seed" in markdown(summary)

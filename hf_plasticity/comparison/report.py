@@ -20,7 +20,16 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from .arms import CONTROL, LP_FT, RECOMMENDED, RESTORE, STANDARD, arm_title
+from .arms import (
+    CONTROL,
+    LP_FT,
+    RECOMMENDED,
+    RESTORE,
+    STANDARD,
+    arm_title,
+    probe_epochs,
+    recorded_probe_fraction,
+)
 
 REPORT_FILE, SUMMARY_FILE = "report.md", "summary.json"
 CURVES_FILE, DIFFERENCES_FILE = "learning_curves.png", "differences.png"
@@ -272,8 +281,8 @@ def summarize(
         ``test_accuracy`` per seed, ``test`` (`mean_interval`), ``val_curves``, ``recipes`` for an untuned arm,
         ``difference_to_standard`` (`paired_difference`) for every arm but standard, for ``restore``, when the
         control ran too, ``difference_to_control``: restore minus control, paired by seed, for ``lp_ft`` its
-        ``probe_epochs``, and for ``recommended``, when ``lp_ft`` ran too, ``difference_to_lp_ft``) and
-        ``verdict``.
+        ``probe_epochs`` and ``probe_fraction`` (the share of the epochs they were drawn from), and for
+        ``recommended``, when ``lp_ft`` ran too, ``difference_to_lp_ft``) and ``verdict``.
 
     Raises:
         ValueError: when no requested seed has a record of every arm.
@@ -308,6 +317,7 @@ def summarize(
             entry["difference_to_standard"] = paired_difference(accuracies, base)
         if arm == LP_FT:
             entry["probe_epochs"] = by_arm[arm][seeds[0]].get("probe_epochs")
+            entry["probe_fraction"] = recorded_probe_fraction(by_arm[arm][seeds[0]])
         result["arms"][arm] = entry
     if RESTORE in arms and CONTROL in arms:  # the re-draw itself: restore minus the control, paired by seed
         restore, control = ([by_arm[arm][s]["test_accuracy"] for s in seeds] for arm in (RESTORE, CONTROL))
@@ -365,7 +375,7 @@ def recipe_note(entry: dict[str, Any]) -> str:
 def lp_ft_note(entry: dict[str, Any], epochs: int) -> str:
     """What the ``lp_ft`` arm's runs did, in one line: its two phases and their learning rates."""
     probe = entry.get("probe_epochs")
-    phases = f"for {probe} of the {epochs} epochs" if probe is not None else "for a third of the epochs"
+    phases = f"for {probe if probe is not None else probe_epochs(epochs)} of the {epochs} epochs"
     return (
         "lp_ft: LP-FT (Kumar et al., ICLR 2022), the published anchor: the head alone at the own lr, the backbone "
         f"frozen (eval mode), {phases}, then everything (backbone lr, head at the own lr) for the rest; each phase "
