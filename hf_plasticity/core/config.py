@@ -19,13 +19,12 @@ from typing import Any, ClassVar
 from . import registry
 from .record import MODEL_CONFIG_KEY, NO_RESTORE, RestoreRecord
 from .validators import check_flag, check_int, check_patterns, check_positive_int
-from .version import __version__
+from .version import VERSION_KEY, __version__
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "plasticity_config.json"
 #: The key that [`PlasticityConfig.to_dict`] stamps into every saved config: it marks a dict as written by the library.
-VERSION_KEY = "hf_plasticity_version"
 
 
 def available_strategies() -> list[str]:

@@ -34,7 +34,7 @@ from .recipe import FineTuneRecipe
 from .redrawn import check_redrawn
 from .transaction import Transaction
 from .unwrap import unwrap_model
-from .version import __version__
+from .version import VERSION_KEY, __version__
 
 #: The attribute of a transformers config (and the key of ``config.json``) that holds the record.
 MODEL_CONFIG_KEY = "plasticity"
@@ -410,6 +410,14 @@ def read_record(folder: str | os.PathLike) -> RestoreRecord | None:
 _RESTORE_FIELDS = ("strategy", "config", "redrawn", "reinitialized_per_block", "total_reinitialized")
 
 
+def _same_settings(config: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether two strategy configs (``PlasticityConfig.to_dict()``) hold the same settings: compared as JSON reads
+    them back, without the library version stamp (a run continued after an upgrade is the same strategy)."""
+    return _plain({k: v for k, v in config.items() if k != VERSION_KEY}) == _plain(
+        {k: v for k, v in other.items() if k != VERSION_KEY}
+    )
+
+
 def _plain(value: Any) -> Any:
     """``value`` as JSON reads it back (tuples as lists): a record read from ``config.json`` compares equal."""
     return json.loads(json.dumps(value, sort_keys=True, default=str))
@@ -527,9 +535,10 @@ def record_periodic_reset(
     transaction: Transaction | None = None,
 ) -> RestoreRecord:
     """Counts one periodic reset in ``model``'s record: in the ``periodic`` entry of the same strategy and config
-    (a new entry at the end when there is none), on the record the model carries (its one-shot restore's, or one
-    of strategy ``"none"`` when it carries none: a later one-shot restore is then not blocked by it). Like every
-    record it reaches ``model.config.plasticity``, ``config.json`` and the model card.
+    (the settings, whatever library version stamped them; a new entry at the end when there is none), on the record
+    the model carries (its one-shot restore's, or one of strategy ``"none"`` when it carries none: a later one-shot
+    restore is then not blocked by it, and keeps the periodic entries). Like every record it reaches
+    ``model.config.plasticity``, ``config.json`` and the model card.
 
     Args:
         model: the model (a wrapper is seen through).
@@ -561,7 +570,7 @@ def record_periodic_reset(
         raise ValueError(f"`reinitialized` must be a non-negative integer, got {reinitialized!r}.")
     periodic = list(_record_or_none(model).periodic)
     for index, entry in enumerate(periodic):
-        if entry.strategy == strategy and _plain(entry.config) == _plain(config):
+        if entry.strategy == strategy and _same_settings(entry.config, config):
             periodic[index] = replace(
                 entry, resets=entry.resets + 1, total_reinitialized=entry.total_reinitialized + reinitialized
             )

@@ -441,7 +441,9 @@ class PlasticityCallback(TrainerCallback, ExportableState):
         if self.trainer is not None:
             self.trainer._add_plasticity_files(args.output_dir)
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if args.load_best_model_at_end and state.best_model_checkpoint and model is not None:
+            self.controller.best_loaded(model, state.best_model_checkpoint)  # the record counts what those weights saw
         self._log(self.controller.flush(), state)
         self._flush()
         self.controller.detach()

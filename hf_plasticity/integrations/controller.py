@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from ..core.record import (
     PeriodicResets,
     RestoreRecord,
     blocks_restore,
+    read_record,
     record_periodic,
     restore_record,
     write_record,
@@ -142,9 +144,12 @@ class PlasticityController:
         # checkpointed state
         self.restored = False
         self.restore_summary: RestoreRecord | None = None
-        #: The periodic resets in the model's record after this run's latest one ([`PeriodicResets`], per strategy
-        #: and config): a resumed model that lacks them gets them back.
+        #: The periodic resets in the model's record ([`PeriodicResets`], per strategy and config), as of the start of
+        #: the run and after each of its resets: a checkpoint saves them, and a resume puts them back on the model.
         self.periodic_resets: list[PeriodicResets] = []
+        #: Whether the checkpoint this run resumed from saved ``periodic_resets`` (those saved before the periodic
+        #: resets were recorded did not).
+        self.periodic_saved = False
         self.total_reinitialized = 0
         self.total_resets = 0
         self.pending_reinitialized = 0
@@ -283,17 +288,36 @@ class PlasticityController:
         return report
 
     def resume(self, model: nn.Module) -> None:
-        """After a resume: puts the one-shot restore's record, and the periodic resets of the run so far, back on
-        ``model`` when it lacks them (a model rebuilt from the base checkpoint), so that later checkpoints and the
-        final save carry them."""
+        """After a resume: puts the one-shot restore's record back on ``model`` when it lacks it (a model rebuilt from
+        the base checkpoint), and sets its periodic resets to those the checkpoint saved, whatever the model carries
+        now (a model that trained past the checkpoint counts resets that will be redone; one reloaded from an earlier
+        fine-tune lacks this run's): later checkpoints and the final save then count each reset once."""
         model = unwrap_model(model)
         self.model = model
         record = restore_record(model)
         if self.restore_summary and record is None:
             write_record(model, self.restore_summary)
             record = self.restore_summary
-        if self.periodic_resets and (record is None or not record.periodic):
+        if self.periodic_saved:
+            if self.periodic_resets or (record is not None and record.periodic):
+                record_periodic(model, self.periodic_resets)
+        elif self.periodic_resets and (record is None or not record.periodic):  # a checkpoint of an earlier version
             record_periodic(model, self.periodic_resets)
+
+    def best_loaded(self, model: nn.Module, checkpoint: str) -> None:
+        """After the `Trainer` loaded the weights of its best checkpoint back (``load_best_model_at_end``): sets the
+        model's periodic resets to those that checkpoint saved in its ``config.json``, the resets those weights went
+        through, not those of the steps after it. Nothing changes for a checkpoint without ``config.json`` (a model
+        that is not a transformers model: its count stays the whole run's)."""
+        if not self.periodic or not os.path.isfile(os.path.join(checkpoint, "config.json")):
+            return
+        model = unwrap_model(model)
+        saved = read_record(checkpoint)
+        periodic = saved.periodic if saved is not None else []
+        record = restore_record(model)
+        if periodic or (record is not None and record.periodic):
+            record_periodic(model, periodic)
+        self.periodic_resets = list(periodic)
 
     def restore_metrics(self, report: PlasticityReport) -> dict[str, float]:
         """The numbers of a restore, as metrics to log."""
@@ -311,7 +335,8 @@ class PlasticityController:
         self.model = model
         if self.periodic:
             check_restorable(model)
-            restore_record(model)  # each reset is counted in the record: a broken one is refused before training
+            record = restore_record(model)  # each reset is counted in the record: a broken one is refused here
+            self.periodic_resets = list(record.periodic) if record is not None else []  # what a checkpoint saves
             self.strategy.attach(model)
             self._attached = True
 
@@ -425,6 +450,7 @@ class PlasticityController:
                 setattr(self, key, state[key])
         if isinstance(self.restore_summary, dict):  # a JSON checkpoint of the callback: the typed record again
             self.restore_summary = RestoreRecord.from_dict(self.restore_summary, source="the callback's saved state")
+        self.periodic_saved = "periodic_resets" in state
         try:  # states saved before the periodic resets were recorded have none
             self.periodic_resets = [PeriodicResets.from_dict(entry) for entry in state.get("periodic_resets") or []]
         except ValueError as error:

@@ -12,9 +12,10 @@ a periodic strategy during training take the same steps, as one transaction ([`h
    ``reset_state=False``, such as continual backprop's next-layer bias correction); the new state is computed before
    step 4, so state that cannot be reset is refused before anything is written;
 7. record what was done on the model (``model.config.plasticity``): a one-shot restore replaces the record, keeping
-   the fine-tuning recipe recorded before it, if any ([`recommend_recipe`] is called before the restore); a periodic
-   reset is counted in the record's ``periodic`` entry of its strategy (on a record of strategy ``"none"`` when the
-   model carries none: no one-shot restore), so a checkpoint of a periodic-only run says what was done;
+   the fine-tuning recipe and the periodic resets recorded before it, if any ([`recommend_recipe`] is called before
+   the restore); a periodic reset is counted in the record's ``periodic`` entry of its strategy (on a record of
+   strategy ``"none"`` when the model carries none: no one-shot restore), so a checkpoint of a periodic-only run says
+   what was done;
 8. report.
 
 If any step fails, the parameters and buffers, ``model.config.plasticity``, the optimizer state, the strategy's running
@@ -26,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -36,8 +38,14 @@ from ..core.config import PlasticityConfig, resolve_config
 from ..core.data import CalibrationDataError, replayable
 from ..core.optim import check_optimizer_for, fresh_state
 from ..core.plan import Plan, TensorReset, state_entries
-from ..core.recipe import FineTuneRecipe
-from ..core.record import RecordError, blocks_restore, record_periodic_reset, restore_record, write_record
+from ..core.record import (
+    RecordError,
+    RestoreRecord,
+    blocks_restore,
+    record_periodic_reset,
+    restore_record,
+    write_record,
+)
 from ..core.redrawn import describe_redrawn
 from ..core.transaction import Transaction
 from ..core.unwrap import check_restorable, check_writes_not_tied, unwrap_model
@@ -118,7 +126,8 @@ def restore(
     check_flag("recalibrate_batchnorm", recalibrate_batchnorm, allow_none=True)
     if recalibrate_batchnorm and data is None and is_main_process():
         raise ValueError("`recalibrate_batchnorm=True` needs `data=` to estimate the statistics on.")
-    recipe = _recorded_recipe(model) if step is None else None
+    earlier = _earlier_record(model) if step is None else None  # its recipe and periodic resets stay in the new one
+    recipe = earlier.recipe if earlier is not None else None
     data = replayable(data)
     start = time.perf_counter()
     with Transaction(model) as transaction:
@@ -148,7 +157,8 @@ def restore(
         )
         if step is None:
             report.blocks, report.checkpoint_names = shown_names(model, report)
-            write_record(model, report.record(), transaction)
+            record = report.record()
+            write_record(model, replace(record, periodic=earlier.periodic) if earlier else record, transaction)
         else:
             record_periodic_reset(model, strategy.name, report.config, report.total_reinitialized, transaction)
         if check is not None:
@@ -156,15 +166,15 @@ def restore(
     return report
 
 
-def _recorded_recipe(model: nn.Module) -> FineTuneRecipe | None:
-    """The recipe recorded on ``model`` ([`recommend_recipe`] asks to be called before the restore), which the new
-    record keeps; None when there is none, or when the old record is unreadable (only ``force=True`` gets here with
-    one, and it replaces that record whole)."""
+def _earlier_record(model: nn.Module) -> RestoreRecord | None:
+    """The record on ``model`` before a one-shot restore, whose fine-tuning recipe ([`recommend_recipe`] asks to be
+    called before the restore) and periodic resets (training the weights went through) the new record keeps; None
+    when there is none, or when it is unreadable (only ``force=True`` gets here with one, and it replaces that record
+    whole)."""
     try:
-        record = restore_record(model)
+        return restore_record(model)
     except RecordError:
         return None
-    return None if record is None else record.recipe
 
 
 def _plan(model: nn.Module, strategy: Strategy, data: Any, step: int | None) -> tuple[list[TensorReset], Any]:
