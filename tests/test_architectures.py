@@ -323,3 +323,28 @@ def test_the_card_of_a_wrapped_model_names_the_blocks_of_the_model_inside():
     model = build("vit")
     report = prepare_pretrained(model, LayerReinitConfig(num_blocks=1))
     assert build_model_card(report, model=ModuleWrapper(model)).text == build_model_card(report, model=model).text
+
+
+class TrunkAsModule(nn.Module):
+    """A user's plain torch model that names its trunk ``module``, beside a head of its own: a model, not a wrapper."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.module = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16))
+        self.classifier = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.module(x))
+
+
+def test_a_model_whose_trunk_is_named_module_is_not_taken_for_a_wrapper():
+    """Old code: any module without ``config`` that had a ``.module`` child was unwrapped, so the layout lost the real
+    classifier (a hidden layer became the head) and `prepare_pretrained` worked inside the trunk."""
+    model = TrunkAsModule()
+    layout = get_layout(model)
+    assert layout.head == ["classifier"] and all(block.startswith("module.") for block in layout.blocks)
+    assert get_layout(ModuleWrapper(model)) == layout  # wrapped in an engine's way, the same model
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    report = prepare_pretrained(model, LayerReinitConfig(num_blocks=1))
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed == {"module.4.weight", "module.4.bias"} and report.total_reinitialized > 0  # the top block

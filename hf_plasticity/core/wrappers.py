@@ -8,6 +8,8 @@ library.
 
 from __future__ import annotations
 
+import itertools
+
 from torch import nn
 
 
@@ -16,8 +18,9 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
     Followed: ``_orig_mod`` (``torch.compile``), ``.module`` of `torch.nn.DataParallel` and
     `torch.nn.parallel.DistributedDataParallel`, and ``.module`` of any other module without a ``config`` whose
-    ``.module`` is a module (DeepSpeed's engine, Accelerate's wrappers). A model that is no wrapper is returned as
-    it is.
+    parameters and buffers all lie in its ``.module`` (DeepSpeed's engine, Accelerate's wrappers). A model that is no
+    wrapper is returned as it is: a user's model that keeps its trunk as ``self.module`` beside a head of its own is
+    a model, not a wrapper.
 
     Raises:
         TypeError: when ``model`` is not a `torch.nn.Module`.
@@ -39,9 +42,18 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         inner = getattr(model, "_orig_mod", None)  # torch.compile
         if inner is None and isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             inner = model.module
-        if inner is None and not hasattr(model, "config") and isinstance(getattr(model, "module", None), nn.Module):
+        if inner is None and not hasattr(model, "config") and _holds_only_module(model):
             inner = model.module  # other engines that keep the model as `.module` (e.g. DeepSpeed)
         if not isinstance(inner, nn.Module):
             return model
         model = inner
     return model
+
+
+def _holds_only_module(model: nn.Module) -> bool:
+    """Whether ``model.module`` is a module that holds every parameter and buffer of ``model``: how an engine wraps a
+    model it did not build (it adds no weights of its own, such as a head)."""
+    if not isinstance(getattr(model, "module", None), nn.Module):
+        return False
+    names = itertools.chain(model.named_parameters(), model.named_buffers())
+    return all(name.startswith("module.") for name, _ in names)
