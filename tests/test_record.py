@@ -118,6 +118,9 @@ BREAKAGES = [
     (lambda r: r.update(schema_version="2"), "`schema_version` is '2', not a positive integer"),
     (lambda r: r.update(blocks="vit.encoder.layer.2"), "`blocks` is 'vit.encoder.layer.2', not a list"),
     (lambda r: r.update(periodic={"strategy": "rifle"}), r"`periodic` is \{'strategy': 'rifle'\}, not a list"),
+    (lambda r: r.update(periodic={}), r"`periodic` is \{\}, not a list"),
+    (lambda r: r.update(periodic=0), "`periodic` is 0, not a list"),
+    (lambda r: r.update(periodic=None), "`periodic` is None, not a list"),
     (lambda r: r.update(periodic=[{"strategy": "rifle", "config": {}, "resets": 1}]), "lacks the `total_reinit"),
     (
         lambda r: r.update(periodic=[{"strategy": "cbp", "config": {}, "resets": -1, "total_reinitialized": 0}]),

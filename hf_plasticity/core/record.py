@@ -280,7 +280,7 @@ class RestoreRecord:
                 recipe = FineTuneRecipe.from_dict(data["recipe"])
             except (TypeError, ValueError) as error:
                 raise fail(f"its `recipe` is unreadable: {str(error).rstrip('.')}") from None
-        periodic = data.get("periodic") or []  # schemas 1 to 3 predate the field: no periodic resets
+        periodic = data.get("periodic", [])  # schemas 1 to 3 predate the field: no periodic resets
         if not isinstance(periodic, list):
             raise fail(f"`periodic` is {periodic!r}, not a list")
         try:
