@@ -299,8 +299,7 @@ class PlasticityController:
             write_record(model, self.restore_summary)
             record = self.restore_summary
         if self.periodic_saved:
-            if self.periodic_resets or (record is not None and record.periodic):
-                record_periodic(model, self.periodic_resets)
+            _set_periodic(model, record, self.periodic_resets)
         elif self.periodic_resets and (record is None or not record.periodic):  # a checkpoint of an earlier version
             record_periodic(model, self.periodic_resets)
 
@@ -314,9 +313,7 @@ class PlasticityController:
         model = unwrap_model(model)
         saved = read_record(checkpoint)
         periodic = saved.periodic if saved is not None else []
-        record = restore_record(model)
-        if periodic or (record is not None and record.periodic):
-            record_periodic(model, periodic)
+        _set_periodic(model, restore_record(model), periodic)
         self.periodic_resets = list(periodic)
 
     def restore_metrics(self, report: PlasticityReport) -> dict[str, float]:
@@ -456,3 +453,10 @@ class PlasticityController:
         except ValueError as error:
             raise ValueError(f"The saved state's `periodic_resets` is broken: {error}.") from None
         self.strategy.load_state_dict(state.get("strategy_state") or {})
+
+
+def _set_periodic(model: nn.Module, record: RestoreRecord | None, periodic: list[PeriodicResets]) -> None:
+    """Sets the periodic resets of ``model`` (``record``: the record it carries) to ``periodic``; writes nothing when
+    neither holds any (no record of strategy ``"none"`` that says nothing)."""
+    if periodic or (record is not None and record.periodic):
+        record_periodic(model, periodic)
