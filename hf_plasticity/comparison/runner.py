@@ -203,13 +203,13 @@ def _arguments(
     )
 
 
-def _probe_trainer(**kwargs: Any) -> Any:
-    """A `Trainer` for the linear probe of an ``lp_ft`` run: before every training forward pass (the `Trainer` puts
-    the model in training mode at each step) the model is put in [`probe_mode`], the frozen backbone in eval mode and
-    the head in training mode; evaluation is the `Trainer`'s own (eval mode throughout)."""
+def _probe_trainer_class(model: Any) -> type:
+    """The `Trainer` class for the linear probe of an ``lp_ft`` run on ``model``: before every training forward pass
+    (the `Trainer` puts the model in training mode at each step) the model is put in [`probe_mode`], the frozen
+    backbone in eval mode and the head in training mode; evaluation is the `Trainer`'s own (eval mode throughout)."""
     from transformers import Trainer
 
-    head = head_modules(kwargs["model"])  # once, not at every step
+    head = head_modules(model)  # once, not at every step
 
     class ProbeTrainer(Trainer):
         def compute_loss(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
@@ -217,7 +217,7 @@ def _probe_trainer(**kwargs: Any) -> Any:
                 probe_mode(self.model, head)
             return super().compute_loss(model, inputs, *args, **kwargs)
 
-    return ProbeTrainer(**kwargs)
+    return ProbeTrainer
 
 
 def train_run(
@@ -286,21 +286,30 @@ def train_run(
         )
         backbone_lr, own_lr = recipe.backbone_lr, recipe.head_lr
         args.learning_rate = backbone_lr
+
+    def trainer_of(cls: type, run_args: Any, optimizer: Any, callbacks: list[Any] | None = None) -> Any:
+        """A `Trainer` of class ``cls`` over this run's model and splits (a phase of it, for lp_ft), with no log
+        lines per epoch: the comparison shows one bar over its runs."""
+        built = cls(
+            model=model,
+            args=run_args,
+            train_dataset=train,
+            eval_dataset=val,
+            compute_metrics=accuracy,
+            optimizers=(optimizer, None),
+            callbacks=callbacks,
+        )
+        built.remove_callback(PrinterCallback)
+        return built
+
     history: list[dict[str, Any]] = []
     if probe is not None:  # LP-FT's linear probe: the head alone, its own optimizer and schedule over its epochs
         from ..integrations.trainer_optimizer import plasticity_optimizer
 
         probe_args = _arguments(workdir, budget, spec.seed, epochs=probe, learning_rate=own_lr)
         with probing(model):  # the backbone frozen, so the optimizer holds the head alone; thawed after
-            prober = _probe_trainer(
-                model=model,
-                args=probe_args,
-                train_dataset=train,
-                eval_dataset=val,
-                compute_metrics=accuracy,
-                optimizers=(plasticity_optimizer(model, probe_args, reinit_lr=own_lr), None),
-            )
-            prober.remove_callback(PrinterCallback)
+            probe_optimizer = plasticity_optimizer(model, probe_args, reinit_lr=own_lr)
+            prober = trainer_of(_probe_trainer_class(model), probe_args, probe_optimizer)
             prober.train()
         model.train()  # out of the probe's modes: the fine-tuning phase trains every module
         history += prober.state.log_history
@@ -310,16 +319,10 @@ def train_run(
     # (its console line per run, "no one-shot restore: ...", would go into the printed report: the record says what
     # it did, so announce=False keeps that line to the logger; anything else printed during training still shows)
     callback = PlasticityCallback(periodic, restore=False, announce=False) if periodic is not None else None
-    trainer = (PlasticityTrainer if callback is not None else Trainer)(
-        model=model,
-        args=args,
-        train_dataset=train,
-        eval_dataset=val,
-        compute_metrics=accuracy,
-        optimizers=(optimizer, None),
-        callbacks=[callback] if callback is not None else None,
-    )
-    trainer.remove_callback(PrinterCallback)  # no log lines per epoch: the comparison shows one bar over its runs
+    if callback is None:
+        trainer = trainer_of(Trainer, args, optimizer)
+    else:
+        trainer = trainer_of(PlasticityTrainer, args, optimizer, [callback])
     trainer.train()
     history += trainer.state.log_history
     curve = [entry["eval_accuracy"] for entry in history if "eval_accuracy" in entry]  # both phases of lp_ft
