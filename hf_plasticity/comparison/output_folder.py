@@ -40,7 +40,7 @@ from .report import CURVES_FILE, DIFFERENCES_FILE, REPORT_FILE, SUMMARY_FILE
 from .runner import versions
 from .settings import LAUNCH_KEYS, ComparisonSettings, comparable_settings
 from .splits import ComparisonInputError
-from .store import RUNS_FILE, recorded_arms, recorded_runs
+from .store import RUNS_FILE, recorded_runs
 
 SETTINGS_FILE = "settings.json"
 #: The lock file [`output_lock`] holds in the output folder while a comparison runs (removed when it ends).
@@ -87,13 +87,14 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool, ide
     if saved is None:
         _refuse_foreign_folder(output, overwrite)
         return False
+    runs = recorded_runs(output)  # read once for every check below
     try:
         _refuse_other_settings(output, saved, settings)
-        _refuse_other_batch(output, saved, settings)
+        _refuse_other_batch(output, saved, settings, runs)
         unchecked = _refuse_other_identity(output, saved.get(IDENTITY_KEY), identity)
-        _refuse_renamed_arms(output)
-        _refuse_another_rule(output, settings.epochs)
-        _refuse_another_probe(output)
+        _refuse_renamed_arms(output, runs)
+        _refuse_another_rule(output, runs, settings.epochs)
+        _refuse_another_probe(output, runs)
     except ComparisonInputError:
         if overwrite:
             return False
@@ -104,7 +105,7 @@ def check_output(output: str, settings: ComparisonSettings, overwrite: bool, ide
         _warn_unchecked_identity(output)
     elif unchecked:
         _warn_unchecked_data_content(output)
-    _warn_other_versions(output)
+    _warn_other_versions(output, runs)
     return True
 
 
@@ -180,11 +181,11 @@ def _refuse_other_settings(output: str, saved: dict[str, Any], settings: Compari
         )
 
 
-def _recorded_world_size(output: str) -> int | None:
-    """The number of processes that trained the recorded runs, read from their ``device`` (``"cpu (x86_64) x 2"``),
-    when they all agree; None without runs or when it cannot be read."""
+def _recorded_world_size(runs: list[dict[str, Any]]) -> int | None:
+    """The number of processes that trained the recorded ``runs``, read from their ``device`` (``"cpu (x86_64) x
+    2"``), when they all agree; None without runs or when it cannot be read."""
     sizes = set()
-    for run in recorded_runs(output):
+    for run in runs:
         _, _, count = str(run.get("device") or "").rpartition(" x ")
         if not count.isdigit():
             return None
@@ -192,14 +193,16 @@ def _recorded_world_size(output: str) -> int | None:
     return sizes.pop() if len(sizes) == 1 else None
 
 
-def _refuse_other_batch(output: str, saved: dict[str, Any], settings: ComparisonSettings) -> None:
+def _refuse_other_batch(
+    output: str, saved: dict[str, Any], settings: ComparisonSettings, runs: list[dict[str, Any]]
+) -> None:
     """Refuses a resume under a launch whose effective batch (processes x per-device batch) differs from the one the
     recorded runs were trained with: they took other optimizer steps, and would be pooled with the new runs in each
     arm. Settings saved before the effective batch was recorded are checked against the number of processes in their
     runs' ``device``."""
     before = saved.get("world_size")
     if not isinstance(before, int) or isinstance(before, bool):
-        before = _recorded_world_size(output)
+        before = _recorded_world_size(runs)
     if before is None or before * settings.batch_size == settings.effective_batch:
         return
     raise ComparisonInputError(
@@ -268,10 +271,10 @@ def _warn_unchecked_identity(output: str) -> None:
     )
 
 
-def _refuse_renamed_arms(output: str) -> None:
+def _refuse_renamed_arms(output: str, runs: list[dict[str, Any]]) -> None:
     """Refuses a comparison whose records name an arm by its old name: this version neither reads them under the new
     name (the old and new records would mix in one folder) nor rewrites the user's records."""
-    renamed = sorted(recorded_arms(output) & set(RENAMED_ARMS))
+    renamed = sorted({run["arm"] for run in runs} & set(RENAMED_ARMS))
     if renamed:
         raise ComparisonInputError(
             f"Output directory {output!r} holds runs of the arm {renamed[0]!r}, recorded by an earlier version. "
@@ -279,10 +282,10 @@ def _refuse_renamed_arms(output: str) -> None:
         )
 
 
-def _refuse_another_rule(output: str, epochs: float) -> None:
+def _refuse_another_rule(output: str, runs: list[dict[str, Any]], epochs: float) -> None:
     """Refuses a comparison whose ``recommended`` runs were chosen by another fit of the recipe's rule: resumed, its
     report would pool runs of two rules in one arm."""
-    seeds = seeds_of_another_rule(recorded_runs(output), epochs)
+    seeds = seeds_of_another_rule(runs, epochs)
     if seeds:
         raise ComparisonInputError(
             f"Output directory {output!r} holds runs of the arm 'recommended' (seeds {', '.join(map(str, seeds))}) "
@@ -292,12 +295,12 @@ def _refuse_another_rule(output: str, epochs: float) -> None:
         )
 
 
-def _refuse_another_probe(output: str) -> None:
+def _refuse_another_probe(output: str, runs: list[dict[str, Any]]) -> None:
     """Refuses a comparison whose ``lp_ft`` runs spent another share of their epochs on the linear probe than this
     version's [`PROBE_FRACTION`] (a record without ``probe_fraction``, written before it was recorded, probed for
     [`FIRST_PROBE_FRACTION`]): the run key does not hold it, so resumed, its report would pool two kinds of LP-FT runs
     in one arm."""
-    other = other_probe_fractions(recorded_runs(output))
+    other = other_probe_fractions(runs)
     if other:
         recorded = ", ".join(f"{fraction:.4g}" for fraction in other)
         raise ComparisonInputError(
@@ -308,11 +311,11 @@ def _refuse_another_probe(output: str) -> None:
         )
 
 
-def _warn_other_versions(output: str) -> None:
+def _warn_other_versions(output: str, runs: list[dict[str, Any]]) -> None:
     """Warns when runs of the comparison were recorded with other versions of the packages that train them: resumed,
     the report pools them with this process's runs in each arm."""
     now, other = versions(), {}
-    for run in recorded_runs(output):
+    for run in runs:
         for package, version in (run.get("versions") or {}).items():
             if now.get(package) != version:
                 other.setdefault(package, set()).add(version)

@@ -56,12 +56,6 @@ def recorded_runs(directory: str) -> list[dict[str, Any]]:
     return _read(path)[1] if os.path.isfile(path) else []
 
 
-def recorded_arms(directory: str) -> set[str]:
-    """The arms of the complete records in ``directory/runs.jsonl`` (none without the file), read without changing
-    it."""
-    return {record["arm"] for record in recorded_runs(directory)}
-
-
 class RunStore:
     """The records of a comparison, in memory and (on the main process) in ``directory/runs.jsonl``.
 
