@@ -319,12 +319,10 @@ def summarize(
             entry["probe_epochs"] = by_arm[arm][seeds[0]].get("probe_epochs")
             entry["probe_fraction"] = recorded_probe_fraction(by_arm[arm][seeds[0]])
         result["arms"][arm] = entry
-    if RESTORE in arms and CONTROL in arms:  # the re-draw itself: restore minus the control, paired by seed
-        restore, control = ([by_arm[arm][s]["test_accuracy"] for s in seeds] for arm in (RESTORE, CONTROL))
-        result["arms"][RESTORE]["difference_to_control"] = paired_difference(restore, control)
-    if RECOMMENDED in arms and LP_FT in arms:  # the sweep-free recipe against the published anchor, paired by seed
-        recommended, anchor = ([by_arm[arm][s]["test_accuracy"] for s in seeds] for arm in (RECOMMENDED, LP_FT))
-        result["arms"][RECOMMENDED]["difference_to_lp_ft"] = paired_difference(recommended, anchor)
+    for arm, other, key, _ in PAIRED_LINES:  # restore - control, recommended - lp_ft: paired by seed, when both ran
+        if arm in arms and other in arms:
+            treated, baseline = ([by_arm[name][s]["test_accuracy"] for s in seeds] for name in (arm, other))
+            result["arms"][arm][key] = paired_difference(treated, baseline)
     restores = [arm for arm in arms if arm not in (STANDARD, RECOMMENDED, LP_FT)]
     headline = RESTORE if RESTORE in restores else restores[0] if restores else None
     sentences = [verdict(headline, result["arms"][headline]["difference_to_standard"])] if headline else []
